@@ -1,0 +1,65 @@
+# sentient-operator — every workflow is a make target. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CACHE  ?= $(HOME)/.cache/sentient-operator
+VENV   := $(CACHE)/venv
+PY     := $(VENV)/bin/python
+export SENTIENT_CACHE := $(CACHE)
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
+export PATH := $(CACHE)/bin:$(VENV)/bin:$(PATH)
+
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-python lint typecheck unit e2e test demo crds manifests \
+        cluster-up cluster-down e2e-kind bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install everything the tests and the demo need (cached under $(CACHE))
+	@scripts/setup.sh
+
+setup-python:
+	@scripts/setup.sh --python
+
+lint: setup-python ## ruff (lint + format check)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: setup-python ## mypy
+	$(PY) -m mypy
+
+unit: setup-python ## unit and integration tests (no cluster)
+	@scripts/pytest.sh tests $(PYTEST_ARGS)
+
+e2e: setup ## end-to-end tests on the local control plane (or E2E_KUBECONFIG)
+	@scripts/pytest.sh e2e $(PYTEST_ARGS)
+
+test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e2e
+	@scripts/pytest.sh tests e2e $(PYTEST_ARGS)
+
+demo: setup ## local control plane + operator + an agent answering, then the status table
+	$(PY) -m e2e.demo
+
+crds: setup-python ## regenerate crds/, the chart's CRDs and the editor JSON Schemas from the models
+	$(PY) -m sentient_operator.api.crdgen
+
+manifests: setup ## render manifests/install.yaml from the Helm chart
+	$(PY) -m e2e.render_manifests
+
+cluster-up: setup ## start the local control plane in the background; prints the KUBECONFIG
+	$(PY) -m e2e.cluster up
+
+cluster-down: ## stop the local control plane started by cluster-up
+	$(PY) -m e2e.cluster down
+
+e2e-kind: ## (needs Docker) the same e2e suite against a kind cluster with real pods
+	@scripts/e2e-kind.sh
+
+bench: setup ## run the benchmarks under bench/ and print their figures
+	$(PY) bench/runtime.py
+	$(PY) bench/ratelimit.py
+
+clean: ## remove build output in the checkout (the cache stays)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

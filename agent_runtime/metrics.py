@@ -1,0 +1,105 @@
+"""Prometheus metrics of the agent runtime.
+
+Every metric lives here so that names and label sets stay consistent across
+modules and bounded: labels carry provider ids, model names, routes and status
+codes from the config, never caller input or secret values.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter(
+    "sentient_requests_total",
+    "HTTP requests served, by route and status code.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "sentient_request_duration_seconds",
+    "Time from request received to response finished, by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "sentient_requests_in_flight",
+    "Requests being served now.",
+    registry=REGISTRY,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "sentient_time_to_first_token_seconds",
+    "Time from request received to the first token streamed, by provider and model.",
+    ["provider", "model"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_DURATION = Histogram(
+    "sentient_upstream_request_duration_seconds",
+    "Duration of one upstream attempt, by provider, model and outcome.",
+    ["provider", "model", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "sentient_tokens_total",
+    "Tokens used, by provider, model and direction (input|output).",
+    ["provider", "model", "direction"],
+    registry=REGISTRY,
+)
+PROVIDER_ERRORS = Counter(
+    "sentient_provider_errors_total",
+    "Failed upstream attempts, by provider, model and error class (429, 5xx, timeout, connect-error, reset, 4xx).",
+    ["provider", "model", "error"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "sentient_retries_total",
+    "Retries against the same provider.",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "sentient_failovers_total",
+    "Failovers from one chain entry to the next, by source provider and phase (before_first_token|mid_stream).",
+    ["provider", "model", "phase"],
+    registry=REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "sentient_circuit_breaker_state",
+    "Circuit breaker state per provider and model: 0 closed, 1 half-open, 2 open.",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_REJECTIONS = Counter(
+    "sentient_rate_limit_rejections_total",
+    "Requests refused by the rate limiter, by limit (requests|tokens|concurrency|provider) and scope.",
+    ["limit", "scope"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_BACKEND_DEGRADED = Gauge(
+    "sentient_rate_limit_backend_degraded",
+    "1 while the Redis limiter is unreachable and the local fallback (failOpen) or refusal (failClosed) applies.",
+    registry=REGISTRY,
+)
+AUTH_FAILURES = Counter(
+    "sentient_auth_failures_total",
+    "Rejected callers, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONFIG_RELOADS = Counter(
+    "sentient_config_reloads_total",
+    "Hot reloads of config or credentials, by what changed (config|credentials) and result (ok|error).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+ACTIVE_SESSIONS = Gauge(
+    "sentient_sessions_active",
+    "Sessions held in the memory store.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Sets up everything `make test` and `make demo` need on a fresh machine, and is
+# cheap on a second run: the Python environment and every tool binary live in
+# a cache directory keyed by what they were built from.
+#
+#   scripts/setup.sh            python env + system packages + tool binaries
+#   scripts/setup.sh --python   python env only (lint, unit tests)
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${SENTIENT_CACHE:-$HOME/.cache/sentient-operator}"
+mkdir -p "$cache"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+python_bin="${PYTHON:-python3}"
+if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: Python >= 3.11 is needed (found: $("$python_bin" --version 2>&1))" >&2
+  exit 1
+fi
+
+# --- Python environment -------------------------------------------------------
+# Keyed by the dependency declaration, so a change of pyproject.toml makes a new one.
+key="$( (cat "$root/pyproject.toml"; "$python_bin" --version) | sha256sum | cut -c1-12)"
+venv="$cache/venv-$key"
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+  say "creating Python environment $venv (first run: about 2 minutes)"
+  rm -rf "$venv"
+  "$python_bin" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  # Install the dependencies only; the project itself runs from the checkout
+  # (PYTHONPATH), so a venv is shared by every clone with the same pyproject.
+  "$venv/bin/python" - "$root/pyproject.toml" > "$cache/requirements-$key.txt" <<'PY'
+import sys, tomllib
+data = tomllib.load(open(sys.argv[1], "rb"))
+deps = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
+print("\n".join(deps))
+PY
+  "$venv/bin/pip" install --quiet -r "$cache/requirements-$key.txt"
+  touch "$venv/.complete"
+fi
+ln -sfn "$venv" "$cache/venv"
+
+if [ "${1:-}" = "--python" ]; then
+  exit 0
+fi
+
+# --- System packages (Debian) ---------------------------------------------------
+need_pkgs=()
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_pkgs[*]}"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The package starts a system redis on 6379; the tests start their own.
+  (command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1) || true
+fi
+
+# --- Tool binaries: kube-*, kwok, etcd, kubectl, helm, bao ------------------------
+if [ -f "$root/e2e/tools.py" ] || [ -d "$root/e2e/tools" ]; then
+  say "checking tool binaries (first run builds Kubernetes from source: 10-20 minutes)"
+  (cd "$root" && PYTHONPATH="$root/operator:$root" "$venv/bin/python" -m e2e.tools ensure)
+fi
