@@ -17,6 +17,7 @@ from typing import Literal
 
 import yaml
 from pydantic import Field
+
 from sentient_operator.api.v1alpha1 import (
     CircuitBreaker,
     CountBy,
@@ -112,7 +113,9 @@ class RateLimitConfig(Model):
     count_by: CountBy = Field(default=CountBy.API_KEY, description="What budgets are counted per.")
     tiers: list[Tier] = Field(default_factory=list, description="Per-tier overrides.")
     backend: RateLimitBackendConfig = Field(default_factory=RateLimitBackendConfig, description="Backend.")
-    on_redis_unavailable: Literal["failOpen", "failClosed"] = Field(default="failOpen", description="Fallback.")
+    on_redis_unavailable: Literal["failOpen", "failClosed"] = Field(
+        default="failOpen", description="Fallback."
+    )
 
 
 class JWTConfig(Model):

@@ -10,6 +10,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${SENTIENT_CACHE:-$HOME/.cache/sentient-operator}"
 mkdir -p "$cache"
+# Two setups at once (parallel make, several checkouts) would race on the venv.
+exec 9>"$cache/.setup.lock"
+flock 9
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -20,22 +23,25 @@ if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/
 fi
 
 # --- Python environment -------------------------------------------------------
-# Keyed by the dependency declaration, so a change of pyproject.toml makes a new one.
-key="$( (cat "$root/pyproject.toml"; "$python_bin" --version) | sha256sum | cut -c1-12)"
+# Keyed by the dependency lists only (not the whole pyproject: tool settings
+# change often and must not rebuild the environment).
+reqs="$("$python_bin" - "$root/pyproject.toml" <<'PY'
+import sys, tomllib
+data = tomllib.load(open(sys.argv[1], "rb"))
+deps = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
+print("\n".join(deps))
+PY
+)"
+key="$( (printf '%s\n' "$reqs"; "$python_bin" --version) | sha256sum | cut -c1-12)"
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   say "creating Python environment $venv (first run: about 2 minutes)"
   rm -rf "$venv"
   "$python_bin" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  # Install the dependencies only; the project itself runs from the checkout
-  # (PYTHONPATH), so a venv is shared by every clone with the same pyproject.
-  "$venv/bin/python" - "$root/pyproject.toml" > "$cache/requirements-$key.txt" <<'PY'
-import sys, tomllib
-data = tomllib.load(open(sys.argv[1], "rb"))
-deps = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
-print("\n".join(deps))
-PY
+  # Dependencies only: the project runs from the checkout (PYTHONPATH), so one
+  # environment serves every clone with the same dependency lists.
+  printf '%s\n' "$reqs" > "$cache/requirements-$key.txt"
   "$venv/bin/pip" install --quiet -r "$cache/requirements-$key.txt"
   touch "$venv/.complete"
 fi

@@ -1,0 +1,1 @@
+"""The ``sentient`` command: scaffold, validate, run locally, chat, inspect status, verify audit logs."""

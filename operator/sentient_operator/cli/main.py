@@ -1,0 +1,180 @@
+"""Entry point of the ``sentient`` command."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sentient_operator.cli import scaffold
+from sentient_operator.cli.errors import CliError
+from sentient_operator.cli.validate import validate_files
+
+
+class Group(click.Group):
+    """Turns any error into one clear line; the trace only with ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        except Exception as exc:
+            if ctx.meta.get("debug"):
+                traceback.print_exc()
+            message = str(exc) if isinstance(exc, CliError) else f"{type(exc).__name__}: {exc}"
+            click.secho(f"error: {message}", fg="red", err=True)
+            if not ctx.meta.get("debug") and not isinstance(exc, CliError):
+                click.echo("(run with --debug for the trace)", err=True)
+            raise SystemExit(exc.exit_code if isinstance(exc, CliError) else 1) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full traces on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """sentient: build, run and inspect LLM agents on Kubernetes.
+
+    \b
+    Examples:
+      sentient init --provider openai --source secret my-agent
+      sentient validate agent.yaml
+      sentient dev agent.yaml --fake
+      sentient chat default/my-agent -p "hello"
+      sentient status -n default
+    """
+    ctx.meta["debug"] = debug
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Print only problems.")
+def validate(files: tuple[str, ...], quiet: bool) -> None:
+    """Validate manifests offline with the same rules as the CRDs.
+
+    \b
+    Exit code 1 when any document has a problem; each problem is printed as
+    FILE:LINE: FIELD.PATH: MESSAGE.
+
+    \b
+    Examples:
+      sentient validate agent.yaml
+      sentient validate examples/*.yaml
+    """
+    count, problems = validate_files(list(files))
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    if not quiet:
+        click.echo(f"ok: {count} document(s) in {len(files)} file(s) are valid")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option(
+    "--provider",
+    type=click.Choice(["openai", "anthropic", "openai-compatible"]),
+    help="Upstream wire protocol.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["secret", "vault", "aws", "azure", "none"]),
+    help="Where the provider's API key comes from.",
+)
+@click.option("--model", help="Default model of the provider.")
+@click.option("--endpoint", help="Base URL of the provider's API.")
+@click.option("--custom", is_flag=True, help="Scaffold a custom-agent project (class, test, Dockerfile).")
+@click.option(
+    "--image",
+    default="registry.example.com/my-agent:0.1.0",
+    show_default=True,
+    help="Image of a custom agent.",
+)
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(
+    name: str | None,
+    provider: str | None,
+    source: str | None,
+    model: str | None,
+    endpoint: str | None,
+    custom: bool,
+    image: str,
+    output: str,
+    force: bool,
+) -> None:
+    """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
+
+    Asks for what is missing when run in a terminal.
+
+    \b
+    Examples:
+      sentient init my-agent --provider anthropic --source vault
+      sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
+    """
+    interactive = sys.stdin.isatty()
+    ask: Callable[..., Any] = click.prompt
+    if name is None:
+        if not interactive:
+            raise CliError("NAME is required (e.g. sentient init my-agent)", exit_code=2)
+        name = str(ask("Agent name", default="my-agent"))
+    if provider is None:
+        provider = (
+            str(
+                ask(
+                    "Provider",
+                    type=click.Choice(["openai", "anthropic", "openai-compatible"]),
+                    default="openai",
+                )
+            )
+            if interactive
+            else "openai"
+        )
+    if source is None:
+        source = (
+            str(
+                ask(
+                    "Credential source",
+                    type=click.Choice(["secret", "vault", "aws", "azure", "none"]),
+                    default="secret",
+                )
+            )
+            if interactive
+            else "secret"
+        )
+    out = Path(output)
+    if custom:
+        files = scaffold.custom_agent_files(name, image)
+    else:
+        docs = scaffold.agent_manifests(name, provider, source, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        files = {"agent.yaml": scaffold.dump_documents(docs, header="# kubectl apply -f agent.yaml\n")}
+    existing = [p for p in files if (out / p).exists()]
+    if existing and not force:
+        raise CliError(f"{', '.join(str(out / p) for p in existing)} exist(s); use --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (out / rel).write_text(text)
+        click.echo(f"wrote {out / rel}")
+    click.echo("next: edit the placeholders, then `sentient validate` and `kubectl apply -f agent.yaml`")
+
+
+def _register_optional() -> None:
+    """Commands whose modules pull heavier dependencies are imported here."""
+    from sentient_operator.cli import commands  # noqa: F401  (registers status/chat/dev/audit)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register_optional()
+    cli(prog_name="sentient")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Pure builders of the files ``sentient init`` writes (no I/O, easy to test)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+
+from sentient_operator.api.v1alpha1 import API_VERSION
+
+ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
+SourceKind = Literal["secret", "vault", "aws", "azure", "none"]
+
+DEFAULT_ENDPOINTS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "openai-compatible": "http://vllm.models.svc:8000/v1",
+}
+DEFAULT_MODELS: dict[str, str] = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "openai-compatible": "llama-3.1-8b-instruct",
+}
+RUNTIME_IMAGE = "ghcr.io/sentient-operator/agent-runtime:0.1.0"
+
+
+def _credentials(source: SourceKind, provider: str) -> dict[str, Any] | None:
+    if source == "secret":
+        return {"secretRef": {"name": f"{provider}-api-key", "key": "apiKey"}}
+    if source == "vault":
+        return {
+            "vault": {
+                "server": "https://vault.vault.svc:8200",
+                "path": f"llm/{provider}",
+                "kvVersion": 2,
+                "key": "apiKey",
+                "auth": {"kubernetes": {"role": "sentient-operator"}},
+            },
+            "refreshInterval": "1m",
+        }
+    if source == "aws":
+        return {
+            "awsSecretsManager": {"region": "eu-west-1", "secretId": f"llm/{provider}", "key": "apiKey"},
+            "refreshInterval": "5m",
+        }
+    if source == "azure":
+        return {
+            "azureKeyVault": {
+                "vaultURL": "https://my-vault.vault.azure.net/",
+                "secretName": f"{provider}-api-key",
+                "auth": {"workloadIdentity": {}},
+            },
+            "refreshInterval": "5m",
+        }
+    return None
+
+
+def agent_manifests(
+    name: str,
+    provider_type: ProviderKind = "openai",
+    source: SourceKind = "secret",
+    model: str | None = None,
+    endpoint: str | None = None,
+    image: str | None = None,
+    agent_class: str | None = None,
+) -> list[dict[str, Any]]:
+    """The documents of a starter ``agent.yaml``: provider (+ its Secret), policy, caller keys, agent."""
+    provider = f"{name}-{provider_type.replace('-compatible', '')}"
+    docs: list[dict[str, Any]] = []
+    if source == "secret":
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{provider}-api-key"},
+                "type": "Opaque",
+                "stringData": {"apiKey": "REPLACE-WITH-YOUR-PROVIDER-KEY"},
+            }
+        )
+    provider_spec: dict[str, Any] = {
+        "type": provider_type,
+        "endpoint": endpoint or DEFAULT_ENDPOINTS[provider_type],
+        "defaultModel": model or DEFAULT_MODELS[provider_type],
+        "timeouts": {"connect": "5s", "firstToken": "30s", "idle": "30s", "total": "120s"},
+        "retry": {"maxAttempts": 3, "initialBackoff": "200ms", "maxBackoff": "5s"},
+    }
+    creds = _credentials(source, provider)
+    if creds is not None:
+        provider_spec["credentials"] = creds
+    docs.append(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "LLMProvider",
+            "metadata": {"name": provider},
+            "spec": provider_spec,
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "RateLimitPolicy",
+            "metadata": {"name": f"{name}-limits"},
+            "spec": {
+                "limits": {"requestsPerMinute": 60, "tokensPerMinute": 100000, "concurrency": 10},
+                "countBy": "apiKey",
+            },
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-callers"},
+            "type": "Opaque",
+            "stringData": {"team-a": "REPLACE-WITH-A-LONG-RANDOM-KEY", "team-a.tier": "standard"},
+        }
+    )
+    agent_spec: dict[str, Any] = {
+        "description": f"The {name} agent.",
+        "systemPrompt": "You are a helpful assistant.",
+        "llm": {
+            "chain": [{"providerRef": {"name": provider}}],
+            "parameters": {"temperature": 0.2, "maxTokens": 1024},
+        },
+        "rateLimitPolicyRef": {"name": f"{name}-limits"},
+        "auth": {"apiKeys": {"secretRef": {"name": f"{name}-callers"}}},
+        "replicas": 1,
+    }
+    if image or agent_class:
+        agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
+    docs.append(
+        {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
+    )
+    return docs
+
+
+def dump_documents(docs: list[dict[str, Any]], header: str = "") -> str:
+    """A multi-document YAML stream in a stable, readable order."""
+    body = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+    return header + body
+
+
+AGENT_PY = '''"""A custom agent built on the sentient SDK."""
+
+from agent_runtime.sdk import AbstractAgent, Query, ResponseHandler, Session
+
+
+class {cls}(AbstractAgent):
+    """Answers with a short JSON summary, then streams the model's reply."""
+
+    async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
+        await response_handler.emit_json("REQUEST", {{"prompt_chars": len(query.prompt)}})
+        stream = response_handler.create_text_stream("FINAL_RESPONSE")
+        async for chunk in self.llm_stream(session, query):
+            await stream.emit_chunk(chunk)
+        await stream.complete()
+        await response_handler.complete()
+'''
+
+TEST_PY = '''"""Runs the custom agent against the SDK's in-process test harness."""
+
+from agent_runtime.sdk import Query, Session
+from agent_runtime.testing.harness import run_agent
+
+from {module} import {cls}
+
+
+async def test_agent_streams_an_answer() -> None:
+    events = await run_agent({cls}, Session.new(), Query.new("hello"))
+    assert events[-1].event_name == "done"
+'''
+
+DOCKERFILE = """# Builds on the sentient runtime image: your agent class is the only addition.
+FROM {base}
+COPY --chown=10001:10001 {module}.py /app/{module}.py
+ENV SENTIENT_AGENT_CLASS={module}:{cls}
+"""
+
+
+def custom_agent_files(name: str, image: str) -> dict[str, str]:
+    """Files of a custom-agent project: class, test, Dockerfile and agent.yaml."""
+    module = name.replace("-", "_") + "_agent"
+    cls = "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Agent"
+    manifests = agent_manifests(name, image=image, agent_class=f"{module}:{cls}")
+    return {
+        f"{module}.py": AGENT_PY.format(cls=cls),
+        f"test_{module}.py": TEST_PY.format(module=module, cls=cls),
+        "Dockerfile": DOCKERFILE.format(base=RUNTIME_IMAGE, module=module, cls=cls),
+        "agent.yaml": dump_documents(manifests, header=f"# kubectl apply -f agent.yaml  (image: {image})\n"),
+    }

@@ -1,0 +1,113 @@
+"""Offline validation of manifests with the same models the CRDs are generated from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sentient_operator.api import v1alpha1
+from sentient_operator.cli.yamlpos import Document, load_documents
+
+SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "SentientAgent": v1alpha1.SentientAgentSpec,
+    "LLMProvider": v1alpha1.LLMProviderSpec,
+    "RateLimitPolicy": v1alpha1.RateLimitPolicySpec,
+}
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation error, located in a file."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate_document(doc: Document, file: str) -> list[Problem]:
+    """Problems of one YAML document; custom resources of ours are checked field by field."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [Problem(file, doc.start_line, "(document)", "expected a mapping with apiVersion and kind")]
+    problems: list[Problem] = []
+    for key in ("apiVersion", "kind"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            problems.append(Problem(file, doc.start_line, key, "required"))
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        problems.append(
+            Problem(
+                file, doc.line_of(("metadata", "name")), "metadata.name", "required: a DNS subdomain name"
+            )
+        )
+    kind = data.get("kind")
+    if kind not in SPEC_MODELS:
+        return problems
+    if data.get("apiVersion") != v1alpha1.API_VERSION:
+        problems.append(
+            Problem(
+                file,
+                doc.line_of(("apiVersion",)),
+                "apiVersion",
+                f"must be {v1alpha1.API_VERSION} for kind {kind}",
+            )
+        )
+    spec = data.get("spec")
+    if spec is None:
+        problems.append(Problem(file, doc.start_line, "spec", "required"))
+        return problems
+    try:
+        SPEC_MODELS[str(kind)].model_validate(spec)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = ("spec", *err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(file, doc.line_of(loc), _dotted(loc), msg))
+    return problems
+
+
+def validate_text(text: str, file: str) -> tuple[int, list[Problem]]:
+    """Validate every document in a YAML stream; returns (documents checked, problems)."""
+    try:
+        docs = load_documents(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        return 0, [Problem(file, line, "(yaml)", str(getattr(exc, "problem", None) or exc))]
+    problems: list[Problem] = []
+    for doc in docs:
+        problems.extend(validate_document(doc, file))
+    return len(docs), problems
+
+
+def validate_files(paths: list[str]) -> tuple[int, list[Problem]]:
+    """Validate files; returns (documents checked, problems)."""
+    problems: list[Problem] = []
+    count = 0
+    for path in paths:
+        try:
+            text = FsPath(path).read_text()
+        except OSError as exc:
+            problems.append(Problem(path, 0, "(file)", exc.strerror or str(exc)))
+            continue
+        checked, found = validate_text(text, path)
+        count += checked
+        problems.extend(found)
+    return count, problems

@@ -1,0 +1,153 @@
+"""The offline commands of ``sentient``: init, validate, and the status table rendering."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sentient_operator.cli import scaffold
+from sentient_operator.cli.main import cli
+from sentient_operator.cli.status import build_rows, render
+from sentient_operator.cli.validate import validate_text
+
+BAD_AGENT = """\
+apiVersion: sentient.dev/v1alpha1
+kind: SentientAgent
+metadata:
+  name: bad
+spec:
+  llm:
+    chain: []
+    parameters:
+      temperature: 3
+  replicas: -1
+  bogus: 1
+"""
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "openai-compatible"])
+@pytest.mark.parametrize("source", ["secret", "vault", "aws", "azure", "none"])
+def test_init_output_passes_validate(tmp_path: Path, provider: str, source: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["init", "my-agent", "--provider", provider, "--source", source, "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    checked = runner.invoke(cli, ["validate", str(tmp_path / "agent.yaml")])
+    assert checked.exit_code == 0, checked.output
+    kinds = [d["kind"] for d in yaml.safe_load_all((tmp_path / "agent.yaml").read_text())]
+    assert kinds[-1] == "SentientAgent" and "LLMProvider" in kinds
+
+
+def test_init_custom_project_files(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["init", "doc-bot", "--custom", "--image", "r.example/doc:1", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["Dockerfile", "agent.yaml", "doc_bot_agent.py", "test_doc_bot_agent.py"]
+    compile((tmp_path / "doc_bot_agent.py").read_text(), "doc_bot_agent.py", "exec")
+    assert "FROM " in (tmp_path / "Dockerfile").read_text()
+    _, problems = validate_text((tmp_path / "agent.yaml").read_text(), "agent.yaml")
+    assert problems == []
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text("keep me")
+    result = CliRunner().invoke(cli, ["init", "x", "-o", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "use --force" in result.output
+    assert (tmp_path / "agent.yaml").read_text() == "keep me"
+
+
+def test_validate_reports_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_AGENT)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert f"{path}:7: spec.llm.chain: " in lines[0]
+    assert any(line.startswith(f"{path}:9: spec.llm.parameters.temperature:") for line in lines)
+    assert any(line.startswith(f"{path}:10: spec.replicas:") for line in lines)
+    assert any(line.startswith(f"{path}:11: spec.bogus:") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: [1, 2\n", "(yaml)"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n", "metadata.name"),
+        (
+            "apiVersion: sentient.dev/v9\nkind: LLMProvider\nmetadata: {name: p}\nspec: {type: openai}\n",
+            "apiVersion",
+        ),
+        ("apiVersion: sentient.dev/v1alpha1\nkind: LLMProvider\nmetadata: {name: p}\n", "spec: required"),
+        (
+            "apiVersion: sentient.dev/v1alpha1\nkind: LLMProvider\nmetadata: {name: p}\nspec: {type: gemini}\n",
+            "spec.type",
+        ),
+    ],
+)
+def test_validate_problem_kinds(text: str, fragment: str) -> None:
+    _, problems = validate_text(text, "f.yaml")
+    assert problems, text
+    assert any(fragment in str(p) for p in problems), [str(p) for p in problems]
+
+
+def test_validate_missing_file_is_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+
+
+def _agent(name: str, ready: str, reason: str, chain: list[str]) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": "team", "name": name},
+        "spec": {"replicas": 2, "llm": {"chain": [{"providerRef": {"name": p}} for p in chain]}},
+        "status": {
+            "replicas": 2,
+            "readyReplicas": 1,
+            "endpoint": f"http://{name}.team.svc:80",
+            "conditions": [{"type": "Ready", "status": ready, "reason": reason}],
+        },
+    }
+
+
+def test_status_rows_join_chain_states() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    providers = [
+        {
+            "metadata": {"namespace": "team", "name": "openai"},
+            "status": {
+                "lastSyncTime": "2026-01-01T11:57:00Z",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Synced"}],
+            },
+        },
+        {
+            "metadata": {"namespace": "team", "name": "claude"},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "StoreUnreachable"}]},
+        },
+    ]
+    agents = [
+        _agent("a", "True", "Ready", ["openai", "claude"]),
+        _agent("b", "False", "ProviderNotFound", ["missing"]),
+    ]
+    rows = build_rows(agents, providers, now=now)
+    table = render(rows, "table")
+    assert "openai(Ready, synced 3m ago) -> claude(StoreUnreachable)" in table
+    assert "False (ProviderNotFound)" in table and "missing(NotFound)" in table
+    assert "1/2" in table
+    data = json.loads(render(rows, "json"))
+    assert data[1]["chain"][0]["state"] == "NotFound"
+    assert yaml.safe_load(render(rows, "yaml"))[0]["name"] == "a"
+    assert render([], "table") == "No agents found."
+
+
+def test_scaffold_documents_are_stable() -> None:
+    first = scaffold.dump_documents(scaffold.agent_manifests("x"))
+    assert first == scaffold.dump_documents(scaffold.agent_manifests("x"))
