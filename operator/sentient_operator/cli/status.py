@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -131,11 +131,10 @@ def fetch(
     api = client.CustomObjectsApi()
 
     def items(plural: str) -> list[dict[str, Any]]:
-        res: dict[str, Any]
         if namespace:
             res = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         else:
             res = api.list_cluster_custom_object(GROUP, VERSION, plural)
-        return list(res.get("items", []))
+        return list(cast(dict[str, Any], res).get("items", []))
 
     return items("sentientagents"), items("llmproviders")
