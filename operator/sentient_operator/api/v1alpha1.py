@@ -6,18 +6,25 @@ reads with it, and the agent runtime's configuration reuses its value types
 (timeouts, retry, circuit breaker, limits, LLM parameters) so that what a user
 writes in a custom resource means the same thing in the running agent.
 
-It imports nothing but pydantic, so the runtime image can use it without the
-operator's dependencies.
+Every cross-field rule exists twice: as a CEL rule (``x-kubernetes-validations``,
+declared with :func:`cel`) that the apiserver enforces, and as a pydantic
+validator that raises the *same message*, so offline validation
+(``sentient validate``) and the apiserver give the same answers. The unit and
+e2e tests share one table of invalid resources to keep the two in step.
+
+It imports nothing but pydantic and the standard library, so the runtime image
+can use it without the operator's dependencies.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "sentient.dev"
@@ -28,13 +35,36 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+# Kubernetes name shapes (apimachinery validation: IsDNS1123Subdomain / IsDNS1123Label).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Keys of Secret and ConfigMap data (IsConfigMapKey).
+DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+HTTP_URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+HTTPS_URL_PATTERN = r"^https://[^\s/$.?#][^\s]*$"
+
+# Bounds that keep the apiserver's CEL cost estimate low: every list and string a
+# rule iterates over or compares carries a maximum size.
+MAX_NAME = 253
+MAX_DURATION = 32
+MAX_MODEL_NAME = 256
+MAX_CHAIN = 10
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=MAX_DURATION)]
+Namespace = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+NamespaceOrAll = Annotated[
+    str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", min_length=1, max_length=63)
+]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
+ShortString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+
 
 def parse_duration(value: str) -> timedelta:
     """Parse a Go-style duration such as ``"1m30s"`` or ``"250ms"``.
 
     Raises ``ValueError`` naming the value when it is not a duration.
     """
-    if not re.fullmatch(DURATION_PATTERN, value):
+    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"invalid duration {value!r}: use e.g. '500ms', '30s', '5m', '1h30m'")
     seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(value))
     return timedelta(seconds=seconds)
@@ -43,6 +73,44 @@ def parse_duration(value: str) -> timedelta:
 def duration_seconds(value: str) -> float:
     """Seconds in a Go-style duration string."""
     return parse_duration(value).total_seconds()
+
+
+class CelRule(NamedTuple):
+    """One ``x-kubernetes-validations`` entry: a CEL expression and the message shown when it is false."""
+
+    rule: str
+    message: str
+
+
+def cel(*rules: CelRule) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules; crdgen copies them into the CRD schema."""
+    return {"x-kubernetes-validations": [{"rule": r.rule, "message": r.message} for r in rules]}
+
+
+def list_type_set() -> dict[str, Any]:
+    """``json_schema_extra`` of a list of unique scalars (``x-kubernetes-list-type: set``)."""
+    return {"x-kubernetes-list-type": "set"}
+
+
+def list_type_map(*keys: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a list of objects keyed by ``keys`` (``x-kubernetes-list-type: map``)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _check_unique(values: Iterable[Any], path: str) -> None:
+    """Mirror of the apiserver's duplicate check on ``set`` and ``map`` lists."""
+    seen: set[Any] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{path}[{i}]: Duplicate value: {value!r}")
+        seen.add(value)
+
+
+def _exactly_one(obj: BaseModel, fields: Sequence[str], message: str) -> None:
+    """Raise ``message`` unless exactly one of ``fields`` (python names) is set (not None / not False)."""
+    count = sum(1 for f in fields if getattr(obj, f) not in (None, False))
+    if count != 1:
+        raise ValueError(message)
 
 
 class Model(BaseModel):
@@ -64,49 +132,103 @@ class Model(BaseModel):
 
 
 class SecretKeyRef(Model):
-    """A key in a Kubernetes Secret."""
+    """A key of a Kubernetes Secret in the namespace of the referencing resource.
 
-    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
-    key: str = Field(description="Key inside the Secret's data.", min_length=1, max_length=253)
-    namespace: str | None = Field(
-        default=None,
-        description="Namespace of the Secret; defaults to the namespace of the referencing resource.",
+    Cross-namespace references are deliberately impossible: whoever can create the
+    resource could otherwise read any Secret the operator can read.
+    """
+
+    name: str = Field(
+        description="Name of the Secret, in the namespace of the referencing resource.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    key: str = Field(
+        description="Key inside the Secret's data.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DATA_KEY_PATTERN,
     )
 
 
 class SecretRef(Model):
-    """A whole Kubernetes Secret."""
+    """A whole Kubernetes Secret in the namespace of the referencing resource."""
 
-    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    name: str = Field(
+        description="Name of the Secret, in the namespace of the referencing resource.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+
+
+class LocalObjectReference(Model):
+    """A reference to an object by name in the same namespace."""
+
+    name: str = Field(description="Name of the object.", min_length=1, max_length=MAX_NAME)
 
 
 class ConfigMapKeyRef(Model):
     """A key in a Kubernetes ConfigMap in the same namespace."""
 
-    name: str = Field(description="Name of the ConfigMap.", min_length=1, max_length=253)
-    key: str = Field(description="Key inside the ConfigMap's data.", min_length=1, max_length=253)
+    name: str = Field(
+        description="Name of the ConfigMap, in the agent's namespace.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    key: str = Field(
+        description="Key inside the ConfigMap's data.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DATA_KEY_PATTERN,
+    )
 
 
 class Condition(Model):
-    """A Kubernetes-style status condition."""
+    """A Kubernetes-style status condition (the shape of metav1.Condition)."""
 
-    type: str = Field(description="Type of the condition, e.g. Ready.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="One-word CamelCase reason for the last transition.")
-    message: str = Field(default="", description="Human-readable detail; never contains secret values.")
-    observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation the condition was set for."
+    type: str = Field(
+        description="Type of the condition in CamelCase, e.g. Ready, CredentialsSynced, Degraded.",
+        min_length=1,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
     )
-    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    status: Literal["True", "False", "Unknown"] = Field(
+        description="Status of the condition: True, False or Unknown."
+    )
+    reason: str = Field(
+        description="One-word CamelCase reason for the condition's last transition.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+    )
+    message: str = Field(
+        default="",
+        max_length=32768,
+        description="Human-readable detail about the transition; never contains secret values.",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+    last_transition_time: str = Field(
+        description="When the condition last changed status (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class CommonStatus(Model):
     """Status fields shared by every kind."""
 
     observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation the operator last acted upon."
+        default=None, ge=0, description="The .metadata.generation the operator last acted upon."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions of the resource, one per type (Ready, ...).",
+        json_schema_extra=list_type_map("type"),
+    )
 
 
 # --------------------------------------------------------------------------- LLMProvider
@@ -124,10 +246,11 @@ class TLSConfig(Model):
     """TLS settings for talking to the upstream."""
 
     ca_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="PEM CA bundle used to verify the upstream's certificate."
+        default=None,
+        description="Secret key holding a PEM CA bundle used to verify the upstream's certificate.",
     )
     insecure_skip_verify: bool = Field(
-        default=False, description="Skip certificate verification. Only for testing."
+        default=False, description="Skip certificate verification. Only for testing; never in production."
     )
 
 
@@ -140,52 +263,97 @@ class VaultTokenAuth(Model):
 class VaultKubernetesAuth(Model):
     """Authenticate to Vault with the operator's Kubernetes service-account token."""
 
-    role: str = Field(description="Vault role bound to the operator's service account.", min_length=1)
-    mount_path: str = Field(default="kubernetes", description="Mount path of the kubernetes auth method.")
+    role: str = Field(
+        description="Vault role bound to the operator's service account.", min_length=1, max_length=MAX_NAME
+    )
+    mount_path: str = Field(
+        default="kubernetes", max_length=MAX_NAME, description="Mount path of the kubernetes auth method."
+    )
     audience: str | None = Field(
-        default=None, description="Audience requested for the service-account token (TokenRequest)."
+        default=None,
+        max_length=MAX_NAME,
+        description="Audience requested for the service-account token (TokenRequest); Vault's default when unset.",
     )
 
 
 class VaultAppRoleAuth(Model):
     """Authenticate to Vault with AppRole."""
 
-    role_id: str = Field(description="AppRole role ID.", min_length=1)
+    role_id: str = Field(description="AppRole role ID.", min_length=1, max_length=MAX_NAME)
     secret_ref: SecretKeyRef = Field(description="Secret key holding the AppRole secret ID.")
-    mount_path: str = Field(default="approle", description="Mount path of the AppRole auth method.")
+    mount_path: str = Field(
+        default="approle", max_length=MAX_NAME, description="Mount path of the AppRole auth method."
+    )
+
+
+VAULT_AUTH_MESSAGE = "spec.credentials.vault.auth: exactly one of token, kubernetes, appRole must be set"
 
 
 class VaultAuth(Model):
-    """Exactly one way to authenticate to Vault."""
+    """How the operator authenticates to Vault: exactly one of token, kubernetes, appRole."""
 
-    token: VaultTokenAuth | None = Field(default=None, description="Static token from a Secret.")
-    kubernetes: VaultKubernetesAuth | None = Field(
-        default=None, description="Kubernetes auth with the operator's service account."
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "(has(self.token) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.appRole) ? 1 : 0) == 1",
+                VAULT_AUTH_MESSAGE,
+            )
+        )
     )
-    app_role: VaultAppRoleAuth | None = Field(default=None, description="AppRole auth.")
+
+    token: VaultTokenAuth | None = Field(default=None, description="Static token read from a Secret.")
+    kubernetes: VaultKubernetesAuth | None = Field(
+        default=None, description="Kubernetes auth with the operator's service-account token."
+    )
+    app_role: VaultAppRoleAuth | None = Field(default=None, description="AppRole auth (role ID + secret ID).")
+
+    @model_validator(mode="after")
+    def _one_method(self) -> VaultAuth:
+        _exactly_one(self, ["token", "kubernetes", "app_role"], VAULT_AUTH_MESSAGE)
+        return self
 
 
 class VaultSource(Model):
-    """Read the credential from HashiCorp Vault or OpenBao (KV v1 or v2)."""
+    """Read the credential from HashiCorp Vault or OpenBao (KV secrets engine v1 or v2)."""
 
-    server: str = Field(description="Vault address, e.g. https://vault.vault:8200.")
-    path: str = Field(description="Secret path inside the KV mount, e.g. llm/openai.", min_length=1)
-    mount: str = Field(default="secret", description="KV secrets engine mount point.")
-    kv_version: Literal[1, 2] = Field(default=2, description="KV secrets engine version (1 or 2).")
-    namespace: str | None = Field(default=None, description="Vault Enterprise / OpenBao namespace.")
-    key: str = Field(default="apiKey", description="Field of the secret that holds the credential.")
-    auth: VaultAuth = Field(description="How the operator authenticates to Vault.")
-    ca_secret_ref: SecretKeyRef | None = Field(default=None, description="PEM CA bundle for Vault's TLS.")
+    server: str = Field(
+        description="Vault address, e.g. https://vault.vault.svc:8200.",
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+    )
+    path: str = Field(
+        description="Secret path inside the KV mount, without the mount, e.g. llm/openai.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^/\s].*$",
+    )
+    mount: str = Field(
+        default="secret", min_length=1, max_length=MAX_NAME, description="KV secrets engine mount."
+    )
+    kv_version: Literal[1, 2] = Field(default=2, description="KV secrets engine version: 1 or 2.")
+    namespace: str | None = Field(
+        default=None, max_length=MAX_NAME, description="Vault Enterprise / OpenBao namespace."
+    )
+    key: str = Field(
+        default="apiKey",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Field of the Vault secret that holds the credential.",
+    )
+    auth: VaultAuth = Field(description="How the operator authenticates to Vault: exactly one method.")
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a PEM CA bundle for Vault's TLS certificate."
+    )
 
 
 class AWSAuth(Model):
-    """How the operator authenticates to AWS."""
+    """How the operator authenticates to AWS: static keys from a Secret, or the ambient chain."""
 
     secret_ref: SecretRef | None = Field(
         default=None,
         description=(
             "Secret with keys accessKeyId and secretAccessKey (and optionally sessionToken); "
-            "when unset the ambient credential chain (IRSA, instance profile, env) is used."
+            "when unset the ambient credential chain (IRSA / pod identity, instance profile, env) is used."
         ),
     )
 
@@ -193,157 +361,360 @@ class AWSAuth(Model):
 class AWSSecretsManagerSource(Model):
     """Read the credential from AWS Secrets Manager."""
 
-    region: str = Field(description="AWS region, e.g. eu-west-1.", min_length=1)
-    secret_id: str = Field(description="Secret name or ARN.", min_length=1)
+    region: str = Field(
+        description="AWS region, e.g. eu-west-1.",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+    )
+    secret_id: str = Field(description="Secret name or ARN.", min_length=1, max_length=2048)
     key: str | None = Field(
-        default=None, description="When the secret string is JSON, the key holding the credential."
+        default=None,
+        max_length=MAX_NAME,
+        description="When the secret string is JSON, the key holding the credential; the whole string when unset.",
     )
-    version_stage: str | None = Field(default=None, description="Version stage, e.g. AWSCURRENT.")
+    version_stage: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Version stage to read, e.g. AWSCURRENT (the default) or AWSPENDING.",
+    )
     endpoint: str | None = Field(
-        default=None, description="Custom endpoint URL (VPC endpoint, or a test server)."
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="Custom endpoint URL (a VPC endpoint, or a test server).",
     )
-    auth: AWSAuth = Field(default_factory=AWSAuth, description="Credentials for AWS.")
+    auth: AWSAuth = Field(default_factory=AWSAuth, description="Credentials for AWS; ambient when unset.")
 
 
 class AzureClientSecretAuth(Model):
     """Service principal with a client secret."""
 
-    tenant_id: str = Field(description="Entra ID tenant.", min_length=1)
-    client_id: str = Field(description="Application (client) ID.", min_length=1)
+    tenant_id: str = Field(description="Entra ID tenant ID.", min_length=1, max_length=MAX_NAME)
+    client_id: str = Field(description="Application (client) ID.", min_length=1, max_length=MAX_NAME)
     secret_ref: SecretKeyRef = Field(description="Secret key holding the client secret.")
 
 
 class AzureWorkloadIdentityAuth(Model):
     """Azure workload identity federation with the operator's service account."""
 
-    tenant_id: str | None = Field(default=None, description="Entra ID tenant; defaults to AZURE_TENANT_ID.")
-    client_id: str | None = Field(default=None, description="Client ID; defaults to AZURE_CLIENT_ID.")
+    tenant_id: str | None = Field(
+        default=None, max_length=MAX_NAME, description="Entra ID tenant; defaults to AZURE_TENANT_ID."
+    )
+    client_id: str | None = Field(
+        default=None, max_length=MAX_NAME, description="Client ID; defaults to AZURE_CLIENT_ID."
+    )
+
+
+AZURE_AUTH_MESSAGE = (
+    "spec.credentials.azureKeyVault.auth: exactly one of clientSecret, workloadIdentity, default must be set"
+)
 
 
 class AzureAuth(Model):
-    """Exactly one way to authenticate to Azure."""
+    """How the operator authenticates to Azure: exactly one of clientSecret, workloadIdentity, default."""
 
-    client_secret: AzureClientSecretAuth | None = Field(default=None, description="Client secret.")
-    workload_identity: AzureWorkloadIdentityAuth | None = Field(default=None, description="Workload identity.")
-    default: bool | None = Field(default=None, description="Use DefaultAzureCredential.")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "(has(self.clientSecret) ? 1 : 0) + (has(self.workloadIdentity) ? 1 : 0)"
+                " + ((has(self.default) && self.default) ? 1 : 0) == 1",
+                AZURE_AUTH_MESSAGE,
+            )
+        )
+    )
+
+    client_secret: AzureClientSecretAuth | None = Field(
+        default=None, description="Service principal with a client secret from a Secret."
+    )
+    workload_identity: AzureWorkloadIdentityAuth | None = Field(
+        default=None, description="Workload identity federation with the operator's service account."
+    )
+    default: bool | None = Field(
+        default=None, description="true: use DefaultAzureCredential (environment, managed identity, ...)."
+    )
+
+    @model_validator(mode="after")
+    def _one_method(self) -> AzureAuth:
+        _exactly_one(self, ["client_secret", "workload_identity", "default"], AZURE_AUTH_MESSAGE)
+        return self
 
 
 class AzureKeyVaultSource(Model):
     """Read the credential from Azure Key Vault."""
 
     vault_url: str = Field(
-        alias="vaultURL", description="Vault URL, e.g. https://my-vault.vault.azure.net/."
+        alias="vaultURL",
+        max_length=2048,
+        pattern=HTTPS_URL_PATTERN,
+        description="Vault URL, e.g. https://my-vault.vault.azure.net/.",
     )
-    secret_name: str = Field(description="Name of the Key Vault secret.", min_length=1)
-    version: str | None = Field(default=None, description="Pin a secret version; latest when unset.")
-    auth: AzureAuth = Field(description="How the operator authenticates to Azure.")
+    secret_name: str = Field(
+        description="Name of the Key Vault secret.", min_length=1, max_length=127, pattern=r"^[0-9a-zA-Z-]+$"
+    )
+    version: str | None = Field(
+        default=None, max_length=64, description="Pin a secret version; the latest version when unset."
+    )
+    auth: AzureAuth = Field(description="How the operator authenticates to Azure: exactly one method.")
+
+
+CREDENTIALS_MESSAGE = (
+    "spec.credentials: exactly one of secretRef, vault, awsSecretsManager, azureKeyVault must be set"
+)
 
 
 class CredentialsSource(Model):
-    """Where the provider's API key comes from: exactly one source."""
+    """Where the provider's API key comes from: exactly one source, plus how often it is re-read."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "(has(self.secretRef) ? 1 : 0) + (has(self.vault) ? 1 : 0)"
+                " + (has(self.awsSecretsManager) ? 1 : 0) + (has(self.azureKeyVault) ? 1 : 0) == 1",
+                CREDENTIALS_MESSAGE,
+            )
+        )
+    )
 
     secret_ref: SecretKeyRef | None = Field(
-        default=None, description="A key of a Kubernetes Secret in the provider's namespace."
+        default=None, description="A key of a Kubernetes Secret in the provider's namespace (watched)."
     )
-    vault: VaultSource | None = Field(default=None, description="HashiCorp Vault or OpenBao.")
+    vault: VaultSource | None = Field(default=None, description="HashiCorp Vault or OpenBao KV secret.")
     aws_secrets_manager: AWSSecretsManagerSource | None = Field(
-        default=None, description="AWS Secrets Manager."
+        default=None, description="AWS Secrets Manager secret."
     )
-    azure_key_vault: AzureKeyVaultSource | None = Field(default=None, description="Azure Key Vault.")
-    refresh_interval: str = Field(
+    azure_key_vault: AzureKeyVaultSource | None = Field(default=None, description="Azure Key Vault secret.")
+    refresh_interval: Duration = Field(
         default="1m",
-        pattern=DURATION_PATTERN,
-        description="How often external stores are re-read (Kubernetes Secrets are watched).",
+        description=(
+            "How often external stores (Vault, AWS, Azure) are re-read; Kubernetes Secrets are watched "
+            "and picked up at once. A Go duration, e.g. 30s, 5m, 1h."
+        ),
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialsSource:
+        _exactly_one(
+            self, ["secret_ref", "vault", "aws_secrets_manager", "azure_key_vault"], CREDENTIALS_MESSAGE
+        )
+        return self
+
+
+TIMEOUTS_MESSAGE = "spec.timeouts: connect and firstToken must not exceed total"
 
 
 class Timeouts(Model):
-    """Timeouts for one upstream call."""
+    """Timeouts for one upstream call (Go durations, e.g. 500ms, 30s, 5m)."""
 
-    connect: str = Field(default="5s", pattern=DURATION_PATTERN, description="TCP/TLS connect timeout.")
-    first_token: str = Field(
-        default="30s", pattern=DURATION_PATTERN, description="Longest wait for the first token."
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.connect) <= duration(self.total) && duration(self.firstToken) <= duration(self.total)",
+                TIMEOUTS_MESSAGE,
+            )
+        )
     )
-    idle: str = Field(
-        default="30s", pattern=DURATION_PATTERN, description="Longest gap between two streamed chunks."
+
+    connect: Duration = Field(default="5s", description="TCP and TLS connect timeout.")
+    first_token: Duration = Field(
+        default="30s", description="Longest wait from sending the request to the first streamed token."
     )
-    total: str = Field(
+    idle: Duration = Field(default="30s", description="Longest gap between two streamed chunks.")
+    total: Duration = Field(
         default="300s",
-        pattern=DURATION_PATTERN,
         description="Deadline of a whole request, shared by all retries and failovers.",
     )
 
+    @model_validator(mode="after")
+    def _order(self) -> Timeouts:
+        total = parse_duration(self.total)
+        if parse_duration(self.connect) > total or parse_duration(self.first_token) > total:
+            raise ValueError(TIMEOUTS_MESSAGE)
+        return self
+
+
+RetryClass = Literal["429", "5xx", "connect-error", "timeout", "reset"]
+RETRY_MESSAGE = "spec.retry: initialBackoff must not exceed maxBackoff"
+
 
 class RetryPolicy(Model):
-    """Retries against one provider before failing over to the next."""
+    """Retries against one provider before failing over to the next chain entry."""
 
-    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per provider, first included.")
-    initial_backoff: str = Field(
-        default="200ms", pattern=DURATION_PATTERN, description="Backoff before the first retry."
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("duration(self.initialBackoff) <= duration(self.maxBackoff)", RETRY_MESSAGE)
+        )
     )
-    max_backoff: str = Field(default="5s", pattern=DURATION_PATTERN, description="Upper bound of the backoff.")
-    retry_on: list[Literal["429", "5xx", "connect-error", "timeout", "reset"]] = Field(
+
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts per provider, the first one included (1 disables retries).",
+    )
+    initial_backoff: Duration = Field(
+        default="200ms", description="Backoff before the first retry; doubles per retry, with full jitter."
+    )
+    max_backoff: Duration = Field(default="5s", description="Upper bound of the backoff.")
+    retry_on: list[RetryClass] = Field(
         default_factory=lambda: ["429", "5xx", "connect-error", "timeout", "reset"],
-        description="Error classes that are retried (and that trigger failover).",
+        max_length=5,
+        description=(
+            "Error classes that are retried and that trigger failover: 429 (rate limited), 5xx, "
+            "connect-error, timeout, reset (connection reset, also mid-stream)."
+        ),
+        json_schema_extra=list_type_set(),
     )
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryPolicy:
+        if parse_duration(self.initial_backoff) > parse_duration(self.max_backoff):
+            raise ValueError(RETRY_MESSAGE)
+        _check_unique(self.retry_on, "spec.retry.retryOn")
+        return self
 
 
 class CircuitBreaker(Model):
-    """Circuit breaker per (provider, model)."""
+    """Circuit breaker per (provider, model): closed, open after failures, half-open after a cooldown."""
 
     failure_threshold: int = Field(
         default=5, ge=1, le=1000, description="Failures within the window that open the breaker."
     )
-    window: str = Field(default="60s", pattern=DURATION_PATTERN, description="Window failures are counted in.")
-    cooldown: str = Field(
-        default="30s", pattern=DURATION_PATTERN, description="Time open before trying again (half-open)."
+    window: Duration = Field(default="60s", description="Sliding window failures are counted in.")
+    cooldown: Duration = Field(
+        default="30s", description="Time the breaker stays open before going half-open."
     )
     half_open_requests: int = Field(
-        default=1, ge=1, le=100, description="Trial requests allowed while half-open."
+        default=1,
+        ge=1,
+        le=100,
+        description="Trial requests allowed while half-open; success closes the breaker.",
     )
 
 
 class ProviderLimits(Model):
-    """Provider-side quota shared by every agent that uses the provider."""
+    """Provider-side quota, shared by every agent (and every replica) that uses the provider."""
 
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute.")
-    tokens_per_minute: int | None = Field(default=None, ge=1, description="Tokens (input + output) per minute.")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Requests per minute; unlimited when unset."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000_000,
+        description="Tokens (input + output) per minute; unlimited when unset.",
+    )
+
+
+ENDPOINT_MESSAGE = "spec.endpoint: required when spec.type is openai-compatible"
+PROVIDER_CREDENTIALS_MESSAGE = "spec.credentials: required when spec.type is openai or anthropic"
+DEFAULT_MODEL_MESSAGE = "spec.defaultModel: must be one of spec.models when spec.models is set"
+HEADERS_MESSAGE = (
+    "spec.defaultHeaders: credential headers (authorization, x-api-key, api-key) are not allowed; "
+    "use spec.credentials"
+)
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
 
 
 class LLMProviderSpec(Model):
-    """Desired state of an LLMProvider."""
+    """Desired state of an LLMProvider: one upstream model API, its credentials and resilience settings."""
 
-    type: ProviderType = Field(description="Wire protocol: openai, anthropic or openai-compatible.")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("self.type != 'openai-compatible' || has(self.endpoint)", ENDPOINT_MESSAGE),
+            CelRule(
+                "self.type == 'openai-compatible' || has(self.credentials)", PROVIDER_CREDENTIALS_MESSAGE
+            ),
+            CelRule(
+                "!has(self.defaultModel) || !has(self.models) || size(self.models) == 0"
+                " || self.defaultModel in self.models",
+                DEFAULT_MODEL_MESSAGE,
+            ),
+        )
+    )
+
+    type: ProviderType = Field(
+        description="Wire protocol of the upstream: openai, anthropic or openai-compatible (vLLM, Ollama, ...)."
+    )
     endpoint: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s/$.?#][^\s]*$",
-        description="Base URL of the API; defaults to the vendor's public endpoint. Required for openai-compatible.",
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description=(
+            "Base URL of the API, e.g. https://api.openai.com/v1; defaults to the vendor's public "
+            "endpoint. Required for openai-compatible."
+        ),
     )
-    models: list[str] = Field(default_factory=list, description="Models this provider may serve.")
-    default_model: str | None = Field(default=None, description="Model used when a chain entry names none.")
-    default_headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers sent with every request (no secrets)."
+    models: list[ModelName] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Models this provider may serve; any model when empty.",
+        json_schema_extra=list_type_set(),
+    )
+    default_model: ModelName | None = Field(
+        default=None,
+        description="Model used when a chain entry names none; must be in models when models is set.",
+    )
+    default_headers: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Extra HTTP headers sent with every request, e.g. anthropic-version. Never credentials.",
+        json_schema_extra=cel(
+            CelRule(
+                "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))",
+                HEADERS_MESSAGE,
+            )
+        ),
     )
     tls: TLSConfig | None = Field(default=None, description="TLS settings for the upstream.")
     credentials: CredentialsSource | None = Field(
-        default=None, description="Where the API key comes from; omit for keyless local servers."
+        default=None,
+        description=(
+            "Where the API key comes from: exactly one of secretRef, vault, awsSecretsManager, "
+            "azureKeyVault. Required for openai and anthropic; omit for keyless local servers."
+        ),
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
-    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, description="Circuit breaker.")
-    limits: ProviderLimits | None = Field(default=None, description="Provider-side quota.")
-    allowed_namespaces: list[str] = Field(
-        default_factory=list,
-        description="Namespaces whose agents may reference this provider; empty means its own only; '*' means all.",
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy per provider.")
+    circuit_breaker: CircuitBreaker = Field(
+        default_factory=CircuitBreaker, description="Circuit breaker per (provider, model)."
     )
+    limits: ProviderLimits | None = Field(
+        default=None, description="Provider-side quota shared by all agents."
+    )
+    allowed_namespaces: list[NamespaceOrAll] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Namespaces whose agents may reference this provider; empty means its own only; '*' means all.",
+        json_schema_extra=list_type_set(),
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> LLMProviderSpec:
+        if self.type == ProviderType.OPENAI_COMPATIBLE and self.endpoint is None:
+            raise ValueError(ENDPOINT_MESSAGE)
+        if self.type != ProviderType.OPENAI_COMPATIBLE and self.credentials is None:
+            raise ValueError(PROVIDER_CREDENTIALS_MESSAGE)
+        if self.default_model is not None and self.models and self.default_model not in self.models:
+            raise ValueError(DEFAULT_MODEL_MESSAGE)
+        if any(k.lower() in _CREDENTIAL_HEADERS for k in self.default_headers):
+            raise ValueError(HEADERS_MESSAGE)
+        _check_unique(self.models, "spec.models")
+        _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
+        return self
 
 
 class LLMProviderStatus(CommonStatus):
     """Observed state of an LLMProvider."""
 
-    last_sync_time: str | None = Field(default=None, description="Last successful credential sync (RFC 3339).")
+    last_sync_time: str | None = Field(
+        default=None,
+        description="Last successful credential sync (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
     credentials_fingerprint: str | None = Field(
-        default=None, description="Keyed HMAC of the current credential; changes when it rotates."
+        default=None,
+        description="Keyed HMAC-SHA256 of the current credential (never a plain hash); changes when it rotates.",
     )
     credentials_version: str | None = Field(
         default=None, description="Version of the credential in its store, where the store has versions."
@@ -365,60 +736,145 @@ class CountBy(StrEnum):
 class RateLimits(Model):
     """Request and token budgets."""
 
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute.")
-    tokens_per_minute: int | None = Field(default=None, ge=1, description="Tokens (input + output) per minute.")
-    burst: int | None = Field(
-        default=None, ge=1, description="Requests allowed at once above the steady rate; defaults to the rate."
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Requests per minute; unlimited when unset."
     )
-    concurrency: int | None = Field(default=None, ge=1, description="Requests in flight at the same time.")
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000_000,
+        description="Tokens (input + output) per minute, reserved before the call and settled after it.",
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="Requests allowed at once above the steady rate (bucket size); defaults to requestsPerMinute.",
+    )
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Requests in flight at the same time; unlimited when unset.",
+    )
+
+    def is_empty(self) -> bool:
+        """No budget set at all."""
+        return (
+            self.requests_per_minute is None and self.tokens_per_minute is None and self.concurrency is None
+        )
 
 
 class Tier(Model):
-    """Limits selected by the caller's API-key tier."""
+    """Limits selected by the caller's tier (from its API key or JWT claim)."""
 
-    name: str = Field(description="Tier name, as given to API keys.", min_length=1, max_length=63)
-    limits: RateLimits = Field(description="Limits for callers of this tier.")
+    name: str = Field(
+        description="Tier name, as given to API keys ('<keyId>.tier' in the key Secret) or JWT tier claims.",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    )
+    limits: RateLimits = Field(
+        description="Limits for callers of this tier; a field left unset falls back to spec.limits."
+    )
 
 
 class RedisBackend(Model):
     """Where Redis is."""
 
     address_secret_ref: SecretKeyRef = Field(
-        description="Secret key holding the Redis URL (redis://[:password@]host:port/db or rediss://)."
+        description="Secret key holding the Redis URL (redis://[:password@]host:port/db or rediss://...)."
     )
-    key_prefix: str = Field(default="sentient:rl:", description="Prefix of every key the limiter writes.")
+    key_prefix: str = Field(
+        default="sentient:rl:", max_length=MAX_NAME, description="Prefix of every key the limiter writes."
+    )
+
+
+BACKEND_REDIS_MESSAGE = "spec.backend.redis: required when spec.backend.type is redis"
+BACKEND_MEMORY_MESSAGE = "spec.backend.redis: must not be set when spec.backend.type is memory"
 
 
 class RateLimitBackend(Model):
     """Where counters live."""
 
-    type: Literal["memory", "redis"] = Field(
-        default="memory", description="memory (per replica) or redis (shared by every replica)."
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("self.type != 'redis' || has(self.redis)", BACKEND_REDIS_MESSAGE),
+            CelRule("self.type != 'memory' || !has(self.redis)", BACKEND_MEMORY_MESSAGE),
+        )
     )
-    redis: RedisBackend | None = Field(default=None, description="Redis settings when type is redis.")
+
+    type: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory (per replica: the real limit is limit x replicas) or redis (shared by every replica).",
+    )
+    redis: RedisBackend | None = Field(
+        default=None, description="Redis settings; required when type is redis."
+    )
+
+    @model_validator(mode="after")
+    def _redis(self) -> RateLimitBackend:
+        if self.type == "redis" and self.redis is None:
+            raise ValueError(BACKEND_REDIS_MESSAGE)
+        if self.type == "memory" and self.redis is not None:
+            raise ValueError(BACKEND_MEMORY_MESSAGE)
+        return self
+
+
+POLICY_LIMITS_MESSAGE = "spec.limits: set at least one of requestsPerMinute, tokensPerMinute, concurrency"
 
 
 class RateLimitPolicySpec(Model):
-    """Desired state of a RateLimitPolicy."""
+    """Desired state of a RateLimitPolicy: budgets, what they are counted per, tiers, and the counter store."""
 
-    limits: RateLimits = Field(description="Default limits.")
-    count_by: CountBy = Field(default=CountBy.API_KEY, description="What the budget is counted per.")
-    tiers: list[Tier] = Field(default_factory=list, description="Named overrides selected by API-key tier.")
-    backend: RateLimitBackend = Field(default_factory=RateLimitBackend, description="Counter storage.")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "has(self.limits.requestsPerMinute) || has(self.limits.tokensPerMinute)"
+                " || has(self.limits.concurrency)",
+                POLICY_LIMITS_MESSAGE,
+            )
+        )
+    )
+
+    limits: RateLimits = Field(
+        description="Default limits, for callers without a tier or with an unknown tier."
+    )
+    count_by: CountBy = Field(
+        default=CountBy.API_KEY,
+        description="What a budget is counted per: apiKey, user (JWT subject), session, or agent (all callers).",
+    )
+    tiers: list[Tier] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Named overrides, selected by the caller's tier; names are unique.",
+        json_schema_extra=list_type_map("name"),
+    )
+    backend: RateLimitBackend = Field(default_factory=RateLimitBackend, description="Where counters live.")
     on_redis_unavailable: Literal["failOpen", "failClosed"] = Field(
         default="failOpen",
-        description="failOpen serves with a local limiter; failClosed refuses with 503.",
+        description="When Redis cannot be reached: failOpen serves with a per-replica limiter; failClosed answers 503.",
     )
-    allowed_namespaces: list[str] = Field(
+    allowed_namespaces: list[NamespaceOrAll] = Field(
         default_factory=list,
+        max_length=256,
         description="Namespaces whose agents may reference this policy; empty means its own only; '*' means all.",
+        json_schema_extra=list_type_set(),
     )
+
+    @model_validator(mode="after")
+    def _rules(self) -> RateLimitPolicySpec:
+        if self.limits.is_empty():
+            raise ValueError(POLICY_LIMITS_MESSAGE)
+        _check_unique((t.name for t in self.tiers), "spec.tiers")
+        _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
+        return self
 
 
 class RateLimitPolicyStatus(CommonStatus):
     """Observed state of a RateLimitPolicy."""
 
-    agents: int | None = Field(default=None, description="Agents that reference this policy.")
+    agents: int | None = Field(default=None, ge=0, description="Agents that reference this policy.")
 
 
 # --------------------------------------------------------------------------- SentientAgent
@@ -427,120 +883,283 @@ class RateLimitPolicyStatus(CommonStatus):
 class ProviderRef(Model):
     """Reference to an LLMProvider."""
 
-    name: str = Field(description="Name of the LLMProvider.", min_length=1, max_length=253)
-    namespace: str | None = Field(default=None, description="Namespace; defaults to the agent's.")
+    name: str = Field(
+        description="Name of the LLMProvider.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    namespace: Namespace | None = Field(
+        default=None,
+        description="Namespace of the LLMProvider; defaults to the agent's. It must list the agent's namespace "
+        "in allowedNamespaces.",
+    )
+
+
+class RateLimitPolicyRef(Model):
+    """Reference to a RateLimitPolicy."""
+
+    name: str = Field(
+        description="Name of the RateLimitPolicy.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    namespace: Namespace | None = Field(
+        default=None,
+        description="Namespace of the RateLimitPolicy; defaults to the agent's. It must list the agent's "
+        "namespace in allowedNamespaces.",
+    )
 
 
 class ChainEntry(Model):
-    """One step of the failover chain."""
+    """One step of the failover chain: a provider and a model."""
 
-    provider_ref: ProviderRef = Field(description="The provider.")
-    model: str | None = Field(default=None, description="Model; defaults to the provider's defaultModel.")
+    provider_ref: ProviderRef = Field(description="The LLMProvider (name, optional namespace).")
+    model: ModelName | None = Field(
+        default=None, description="Model to request; the provider's defaultModel when unset."
+    )
+
+    def key(self) -> tuple[str, str, str]:
+        """(provider name, provider namespace or '', model or ''): what must be unique in a chain."""
+        return (self.provider_ref.name, self.provider_ref.namespace or "", self.model or "")
 
 
 class LLMParameters(Model):
-    """Sampling parameters."""
+    """Sampling parameters sent to every provider of the chain."""
 
-    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature, 0..2.")
-    max_tokens: int | None = Field(default=1024, ge=1, le=1_000_000, description="Maximum output tokens.")
-    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling, 0..1.")
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Sampling temperature, 0 to 2; the provider's default when unset.",
+    )
+    max_tokens: int | None = Field(
+        default=1024, ge=1, le=1_000_000, description="Maximum output tokens per answer."
+    )
+    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling, 0 to 1.")
+
+
+CHAIN_UNIQUE_MESSAGE = "spec.llm.chain: entries must be unique by (providerRef, model)"
+
+
+def _opt(var: str, path: str) -> str:
+    """CEL for an optional string field, '' when absent (so absent == absent)."""
+    return f"(has({var}.{path}) ? {var}.{path} : '')"
+
+
+def _chain_same(a: str, b: str) -> str:
+    """CEL: chain entries ``a`` and ``b`` have the same (provider name, namespace, model)."""
+    parts = [f"{a}.providerRef.name == {b}.providerRef.name"]
+    parts += [f"{_opt(a, f)} == {_opt(b, f)}" for f in ("providerRef.namespace", "model")]
+    return " && ".join(parts)
 
 
 class LLMConfig(Model):
-    """Which models the agent uses."""
+    """Which models the agent uses, in failover order."""
 
     chain: list[ChainEntry] = Field(
-        min_length=1, max_length=10, description="Ordered failover chain: the first usable entry serves."
+        min_length=1,
+        max_length=MAX_CHAIN,
+        description=(
+            "Ordered failover chain: the first usable entry serves; on a retryable error (after its retries) "
+            "or an open circuit breaker the next entry takes over. At least one entry, unique by (providerRef, model)."
+        ),
+        json_schema_extra=cel(
+            CelRule(f"self.all(x, self.exists_one(y, {_chain_same('x', 'y')}))", CHAIN_UNIQUE_MESSAGE)
+        ),
     )
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
 
+    @model_validator(mode="after")
+    def _unique(self) -> LLMConfig:
+        keys = [e.key() for e in self.chain]
+        if len(set(keys)) != len(keys):
+            raise ValueError(CHAIN_UNIQUE_MESSAGE)
+        return self
+
 
 class APIKeyAuth(Model):
-    """API keys for callers."""
+    """API keys for callers, from a Secret."""
 
     secret_ref: SecretRef = Field(
         description=(
-            "Secret whose keys are key IDs and whose values are the API keys; a key named "
-            "'<id>.tier' gives that key's tier."
+            "Secret whose data keys are key IDs and whose values are the API keys; an optional key "
+            "'<keyId>.tier' gives that key's rate-limit tier. Keys are bound to the pods hashed."
         )
     )
 
 
 class JWTAuth(Model):
-    """JSON Web Tokens for callers."""
+    """JSON Web Tokens (bearer) for callers."""
 
-    issuer: str = Field(description="Expected iss claim.", min_length=1)
-    audiences: list[str] = Field(min_length=1, description="Accepted aud values.")
-    jwks_url: str = Field(alias="jwksURL", pattern=r"^https?://", description="JWKS endpoint.")
-    tier_claim: str = Field(default="tier", description="Claim that names the caller's tier.")
+    issuer: str = Field(description="Expected iss claim.", min_length=1, max_length=2048)
+    audiences: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="Accepted aud values; a token must carry one of them.",
+        json_schema_extra=list_type_set(),
+    )
+    jwks_url: str = Field(
+        alias="jwksURL", max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the issuer's JWKS."
+    )
+    tier_claim: str = Field(
+        default="tier", min_length=1, max_length=MAX_NAME, description="Claim that names the caller's tier."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> JWTAuth:
+        _check_unique(self.audiences, "spec.auth.jwt.audiences")
+        return self
 
 
 class AuthConfig(Model):
-    """How callers authenticate."""
+    """How callers authenticate; at least one of apiKeys, jwt or anonymous: true."""
 
     api_keys: APIKeyAuth | None = Field(default=None, description="API keys from a Secret.")
     jwt: JWTAuth | None = Field(default=None, description="JWT bearer tokens.")
-    anonymous: bool = Field(default=False, description="Allow unauthenticated callers. Off by default.")
+    anonymous: bool = Field(
+        default=False,
+        description="Allow callers without credentials. Off by default; with apiKeys or jwt, credentials become optional.",
+    )
+
+
+SESSIONS_REDIS_MESSAGE = "spec.sessions.redisSecretRef: required when spec.sessions.store is redis"
 
 
 class SessionsConfig(Model):
     """Conversation history."""
 
-    store: Literal["memory", "redis"] = Field(default="memory", description="memory or redis.")
-    ttl: str = Field(default="1h", pattern=DURATION_PATTERN, description="Idle time before a session expires.")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("self.store != 'redis' || has(self.redisSecretRef)", SESSIONS_REDIS_MESSAGE)
+        )
+    )
+
+    store: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (per replica) or redis (shared by every replica)."
+    )
+    ttl: Duration = Field(default="1h", description="Idle time after which a session expires.")
     max_turns: int = Field(default=50, ge=1, le=10000, description="Turns of history kept per session.")
-    redis_secret_ref: SecretKeyRef | None = Field(default=None, description="Redis URL when store is redis.")
+    redis_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Redis URL; required when store is redis."
+    )
+
+    @model_validator(mode="after")
+    def _redis(self) -> SessionsConfig:
+        if self.store == "redis" and self.redis_secret_ref is None:
+            raise ValueError(SESSIONS_REDIS_MESSAGE)
+        return self
 
 
 class DeploymentOverrides(Model):
     """Pod-level settings of the agent Deployment."""
 
-    image: str | None = Field(default=None, description="Runtime image; defaults to the operator's setting.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
-        default=None, description="Image pull policy."
+    image: str | None = Field(
+        default=None, max_length=1024, description="Runtime image; defaults to the operator's setting."
     )
-    resources: dict[str, Any] | None = Field(default=None, description="Container resources.")
-    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra environment variables.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
-    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations.")
-    affinity: dict[str, Any] | None = Field(default=None, description="Affinity.")
-    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
-    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    service_account_name: str | None = Field(default=None, description="Service account for the pods.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy of the runtime container."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, max_length=16, description="Secrets for pulling the image."
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None, description="Container resources (requests, limits), as in a Pod spec."
+    )
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment variables of the runtime container, as in a Pod spec.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of the pods.")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations of the pods.")
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Affinity of the pods, as in a Pod spec."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations of the pods."
+    )
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the pods.")
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Service account of the pods; the namespace's default when unset.",
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=MAX_NAME, description="Priority class of the pods."
+    )
     agent_class: str | None = Field(
-        default=None, description="Python class of a custom agent (module:Class) inside the image."
+        default=None,
+        max_length=512,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:Class of a custom agent (an AbstractAgent) inside the image; the built-in chat agent when unset.",
     )
 
 
 class ServiceConfig(Model):
     """The agent's Service."""
 
-    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP", description="Type.")
-    port: int = Field(default=80, ge=1, le=65535, description="Service port.")
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type: ClusterIP, NodePort or LoadBalancer."
+    )
+    port: int = Field(
+        default=80, ge=1, le=65535, description="Service port, forwarded to the runtime's port 8080."
+    )
+
+
+AUTOSCALING_MESSAGE = "spec.autoscaling: minReplicas must not exceed maxReplicas"
 
 
 class AutoscalingConfig(Model):
-    """HorizontalPodAutoscaler settings."""
+    """HorizontalPodAutoscaler settings; when set, the HPA owns the replica count."""
 
-    min_replicas: int = Field(default=1, ge=1, description="Lower bound.")
-    max_replicas: int = Field(ge=1, description="Upper bound.")
-    target_cpu_utilization: int = Field(
-        default=80, ge=1, le=100, alias="targetCPUUtilization", description="CPU target in percent."
+    model_config = ConfigDict(
+        json_schema_extra=cel(CelRule("self.minReplicas <= self.maxReplicas", AUTOSCALING_MESSAGE))
     )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Lower bound of the replica count.")
+    max_replicas: int = Field(ge=1, le=1000, description="Upper bound of the replica count.")
+    target_cpu_utilization: int = Field(
+        default=80,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilization",
+        description="Average CPU utilization target, percent.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(AUTOSCALING_MESSAGE)
+        return self
+
+
+class PodDisruptionBudgetConfig(Model):
+    """PodDisruptionBudget of the agent's pods."""
+
+    max_unavailable: int = Field(default=1, ge=0, le=1000, description="Pods that may be down at once.")
 
 
 class ServiceMonitorConfig(Model):
     """Prometheus-operator ServiceMonitor."""
 
-    enabled: bool = Field(default=False, description="Create a ServiceMonitor when its CRD exists.")
-    interval: str = Field(default="30s", pattern=DURATION_PATTERN, description="Scrape interval.")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels (for the Prometheus selector).")
+    enabled: bool = Field(
+        default=False,
+        description="Create a ServiceMonitor (only where the monitoring.coreos.com CRD exists).",
+    )
+    interval: Duration = Field(default="30s", description="Scrape interval.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels of the ServiceMonitor (for the Prometheus selector)."
+    )
 
 
 class MonitoringConfig(Model):
     """Monitoring integration."""
 
-    service_monitor: ServiceMonitorConfig = Field(default_factory=ServiceMonitorConfig, description="ServiceMonitor.")
+    service_monitor: ServiceMonitorConfig = Field(
+        default_factory=ServiceMonitorConfig, description="Prometheus-operator ServiceMonitor."
+    )
 
 
 class RotationConfig(Model):
@@ -548,52 +1167,192 @@ class RotationConfig(Model):
 
     strategy: Literal["HotReload", "RollingRestart"] = Field(
         default="HotReload",
-        description="HotReload: the runtime re-reads mounted files; RollingRestart: the Deployment rolls.",
+        description=(
+            "HotReload: the runtime re-reads the mounted files, no restart; RollingRestart: the "
+            "Deployment rolls with maxUnavailable 0."
+        ),
     )
     validate_before_rollout: bool = Field(
-        default=False, description="Try a new key against the provider before binding it."
+        default=False,
+        description="Try a new key against the provider before binding it; keep the old one if it fails.",
     )
+
+
+SYSTEM_PROMPT_MESSAGE = "spec.systemPrompt: exactly one of systemPrompt, systemPromptFrom must be set"
+AUTH_MESSAGE = "spec.auth: set apiKeys, jwt, or anonymous: true"
 
 
 class SentientAgentSpec(Model):
     """Desired state of a SentientAgent."""
 
-    description: str = Field(default="", max_length=1024, description="What the agent does (agent card).")
-    system_prompt: str | None = Field(default=None, max_length=100_000, description="System prompt.")
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("has(self.systemPrompt) != has(self.systemPromptFrom)", SYSTEM_PROMPT_MESSAGE),
+            CelRule(
+                "has(self.auth) && (has(self.auth.apiKeys) || has(self.auth.jwt)"
+                " || (has(self.auth.anonymous) && self.auth.anonymous))",
+                AUTH_MESSAGE,
+            ),
+        )
+    )
+
+    description: str = Field(
+        default="", max_length=1024, description="What the agent does; shown in its agent card."
+    )
+    system_prompt: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="System prompt. Exactly one of systemPrompt and systemPromptFrom.",
+    )
     system_prompt_from: ConfigMapKeyRef | None = Field(
-        default=None, description="System prompt from a ConfigMap key (instead of systemPrompt)."
+        default=None,
+        description="System prompt from a ConfigMap key. Exactly one of systemPrompt and systemPromptFrom.",
     )
-    capabilities: list[str] = Field(default_factory=list, description="Capabilities listed in the agent card.")
-    llm: LLMConfig = Field(description="Models and failover chain.")
-    rate_limit_policy_ref: ProviderRef | None = Field(
-        default=None, description="RateLimitPolicy to enforce (name, optional namespace)."
+    capabilities: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Capabilities listed in the agent card.",
+        json_schema_extra=list_type_set(),
     )
-    auth: AuthConfig = Field(default_factory=AuthConfig, description="Caller authentication.")
-    sessions: SessionsConfig = Field(default_factory=SessionsConfig, description="Session storage.")
-    replicas: int = Field(default=1, ge=0, le=100, description="Number of runtime pods.")
+    llm: LLMConfig = Field(description="Models and the failover chain.")
+    rate_limit_policy_ref: RateLimitPolicyRef | None = Field(
+        default=None,
+        description="RateLimitPolicy enforced on callers (name, optional namespace); none when unset.",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="How callers authenticate; at least one of apiKeys, jwt, anonymous.",
+    )
+    sessions: SessionsConfig = Field(
+        default_factory=SessionsConfig, description="Conversation history storage."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Number of runtime pods (kubectl scale works); ignored with autoscaling.",
+    )
     deployment: DeploymentOverrides = Field(default_factory=DeploymentOverrides, description="Pod settings.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Service settings.")
-    autoscaling: AutoscalingConfig | None = Field(default=None, description="Autoscaling; replaces replicas.")
-    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Monitoring.")
-    rotation: RotationConfig = Field(default_factory=RotationConfig, description="Credential rotation.")
+    autoscaling: AutoscalingConfig | None = Field(
+        default=None, description="HorizontalPodAutoscaler; when set it owns the replica count."
+    )
+    pod_disruption_budget: PodDisruptionBudgetConfig | None = Field(
+        default=None, description="PodDisruptionBudget of the pods; none when unset."
+    )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="Monitoring integration."
+    )
+    rotation: RotationConfig = Field(
+        default_factory=RotationConfig, description="What happens when a provider credential rotates."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SentientAgentSpec:
+        if (self.system_prompt is None) == (self.system_prompt_from is None):
+            raise ValueError(SYSTEM_PROMPT_MESSAGE)
+        if not (self.auth.api_keys or self.auth.jwt or self.auth.anonymous):
+            raise ValueError(AUTH_MESSAGE)
+        _check_unique(self.capabilities, "spec.capabilities")
+        return self
 
 
 class ChainEntryStatus(Model):
     """Observed state of one chain entry."""
 
-    provider: str = Field(description="namespace/name of the provider.")
+    provider: str = Field(description="namespace/name of the LLMProvider.")
     model: str | None = Field(default=None, description="Resolved model.")
-    resolved: bool = Field(description="The provider exists and may be used by this agent.")
-    ready: bool = Field(description="The provider's credentials are synced.")
-    reason: str | None = Field(default=None, description="Why not, when not.")
+    resolved: bool = Field(description="The provider exists and this agent may use it.")
+    ready: bool = Field(description="The provider's credentials are synced and bound.")
+    reason: str | None = Field(default=None, description="Why not resolved or not ready.")
 
 
 class SentientAgentStatus(CommonStatus):
     """Observed state of a SentientAgent."""
 
-    replicas: int | None = Field(default=None, description="Pods of the Deployment.")
-    ready_replicas: int | None = Field(default=None, description="Ready pods.")
-    selector: str | None = Field(default=None, description="Label selector of the pods (scale subresource).")
+    replicas: int | None = Field(
+        default=None, ge=0, description="Pods of the Deployment (scale subresource)."
+    )
+    ready_replicas: int | None = Field(default=None, ge=0, description="Ready pods.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the pods (scale subresource, HPA)."
+    )
     endpoint: str | None = Field(default=None, description="In-cluster URL of the agent.")
-    providers: list[ChainEntryStatus] = Field(default_factory=list, description="Per chain entry state.")
+    providers: list[ChainEntryStatus] = Field(
+        default_factory=list, description="State per chain entry, in order."
+    )
     config_hash: str | None = Field(default=None, description="Hash of the rendered runtime config.")
+
+
+# --------------------------------------------------------------------------- whole resources
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata offline validation looks at; everything else is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(default=None, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN)
+    namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL_PATTERN)
+
+
+class _Resource(Model):
+    """Common envelope of the three kinds."""
+
+    KIND: ClassVar[str] = ""
+    api_version: Literal["sentient.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="sentient.dev/v1alpha1"
+    )
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+
+
+class LLMProvider(_Resource):
+    """An LLMProvider resource."""
+
+    KIND: ClassVar[str] = "LLMProvider"
+    kind: Literal["LLMProvider"] = "LLMProvider"
+    spec: LLMProviderSpec
+    status: LLMProviderStatus | None = None
+
+
+class RateLimitPolicy(_Resource):
+    """A RateLimitPolicy resource."""
+
+    KIND: ClassVar[str] = "RateLimitPolicy"
+    kind: Literal["RateLimitPolicy"] = "RateLimitPolicy"
+    spec: RateLimitPolicySpec
+    status: RateLimitPolicyStatus | None = None
+
+
+class SentientAgent(_Resource):
+    """A SentientAgent resource."""
+
+    KIND: ClassVar[str] = "SentientAgent"
+    kind: Literal["SentientAgent"] = "SentientAgent"
+    spec: SentientAgentSpec
+    status: SentientAgentStatus | None = None
+
+
+RESOURCE_CLASSES: dict[str, type[_Resource]] = {
+    "LLMProvider": LLMProvider,
+    "RateLimitPolicy": RateLimitPolicy,
+    "SentientAgent": SentientAgent,
+}
+
+
+def parse_resource(obj: dict[str, Any]) -> LLMProvider | RateLimitPolicy | SentientAgent:
+    """Validate one ``sentient.dev`` object (a dict from YAML) as the kind it declares.
+
+    Raises ``ValueError`` for an unknown apiVersion/kind, and pydantic's
+    ``ValidationError`` (a ``ValueError``) for an invalid object.
+    """
+    if obj.get("apiVersion") != API_VERSION:
+        raise ValueError(f"apiVersion: expected {API_VERSION}, got {obj.get('apiVersion')!r}")
+    cls = RESOURCE_CLASSES.get(str(obj.get("kind")))
+    if cls is None:
+        raise ValueError(
+            f"kind: expected one of {', '.join(sorted(RESOURCE_CLASSES))}, got {obj.get('kind')!r}"
+        )
+    resource = cls.model_validate(obj)
+    assert isinstance(resource, LLMProvider | RateLimitPolicy | SentientAgent)
+    return resource
