@@ -1,0 +1,65 @@
+{{/*
+The operator's permissions, in three groups. Every verb here is used by the
+operator (docs/operator.md lists why); there are no wildcards. tests/test_chart.py
+and e2e/test_helm.py check both properties.
+*/}}
+
+{{/* Cluster-scoped: CRD discovery (kopf scans the served resources). */}}
+{{- define "sentient-operator.rules.cluster" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- if include "sentient-operator.clusterWide" . }}
+# kopf lists namespaces to serve every namespace and to follow new ones.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- end }}
+
+{{/* Per watched namespace (or cluster-wide): the custom resources and their children. */}}
+{{- define "sentient-operator.rules.namespaced" -}}
+- apiGroups: ["sentient.dev"]
+  resources: ["sentientagents", "llmproviders", "ratelimitpolicies"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["sentient.dev"]
+  resources: ["sentientagents/status", "llmproviders/status", "ratelimitpolicies/status"]
+  verbs: ["get", "patch"]
+# Children of agents and providers (server-side apply = patch; delete when a
+# feature is switched off, e.g. autoscaling removed).
+- apiGroups: [""]
+  resources: ["configmaps", "secrets", "services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Vault / OpenBao kubernetes auth: a short-lived token of the service account
+# named in the LLMProvider.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+# kopf and the operator post core/v1 Events about handled objects (kopf
+# never uses events.k8s.io).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* The release namespace: leader election and the fingerprint key. */}}
+{{- define "sentient-operator.rules.self" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+{{- end }}
