@@ -1,0 +1,731 @@
+"""The LLM manager: the agent's failover chain over real upstream HTTP APIs.
+
+For each request the chain is walked in order. Per entry: the circuit
+breaker and the provider quota (``ProviderGate``) are asked first, the API
+key is read from its file (so a rotated key applies to the very next
+attempt), then up to ``retry.maxAttempts`` attempts are made with
+exponential backoff and full jitter, honouring ``Retry-After``.
+
+Failover happens on retryable errors (and on provider-scoped 4xx such as a
+wrong key). Before the first token it is invisible to the caller except for
+a ``ProviderSwitch`` event; after tokens were streamed, the next provider is
+asked to *continue* the partial answer, so the caller's stream simply goes on
+(``ProviderSwitch(phase="mid_stream")`` lets the agent say so in metadata).
+
+Timeouts: connect (httpx), first token and idle gap between chunks (checked
+around every read, never across a ``yield``, so the consumer's own awaits are
+not cancelled by our timers), and one overall deadline shared by all attempts
+and failovers.
+
+Config reloads swap an immutable snapshot: a request keeps the chain it
+started with; httpx clients and breakers of unchanged upstreams are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from agent_runtime.config import LLMRuntimeConfig, ProviderConfig
+from agent_runtime.llm.breaker import CircuitBreaker
+from agent_runtime.llm.providers import Adapter, adapter_for
+from agent_runtime.llm.providers.base import StreamState
+from agent_runtime.llm.retry import UpstreamError, backoff_delay, classify_exception, retry_after_of
+from agent_runtime.llm.types import (
+    ChatRequest,
+    Completed,
+    Completion,
+    LLMError,
+    LLMEvent,
+    ProviderSwitch,
+    SwitchPhase,
+    TextDelta,
+    Usage,
+)
+from agent_runtime.metrics import (
+    FAILOVERS,
+    PROVIDER_ERRORS,
+    RETRIES,
+    TIME_TO_FIRST_TOKEN,
+    TOKENS,
+    UPSTREAM_DURATION,
+)
+from sentient_operator.api.v1alpha1 import duration_seconds
+
+log = logging.getLogger("agent_runtime.llm")
+
+ReadFile = Callable[[str], str | None]
+
+# Connections per upstream. Sized for a busy replica (one connection per
+# concurrent upstream call); idle ones are closed after the keep-alive expiry.
+MAX_CONNECTIONS = 512
+MAX_KEEPALIVE = 256
+KEEPALIVE_EXPIRY = 30.0
+# Error bodies are read only this far: enough for the error type.
+_ERROR_BODY_LIMIT = 16_384
+
+
+class ProviderGate(Protocol):
+    """Provider-side quota (LLMProvider ``limits``), shared by every agent using the provider.
+
+    A refusal is treated like a 429 from that provider: the manager fails over.
+    """
+
+    def acquire(self, provider_id: str, tokens: int) -> bool | Awaitable[bool]:
+        """Take ``tokens`` (input + expected output) and one request from the provider's budget."""
+        ...
+
+
+@dataclass(slots=True, frozen=True)
+class _ClientKey:
+    """What makes two chain entries able to share one connection pool."""
+
+    origin: str
+    ca_file: str | None
+    insecure: bool
+    connect: float
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """One chain entry with everything resolved for the hot path."""
+
+    config: ProviderConfig
+    adapter: Adapter
+    client: httpx.AsyncClient
+    client_key: _ClientKey
+    breaker: CircuitBreaker
+    url: str
+    connect: float
+    first_token: float
+    idle: float
+    total: float
+    max_attempts: int
+    initial_backoff: float
+    max_backoff: float
+    retry_on: frozenset[str]
+    stats: _Stats
+    label: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class _Stats:
+    """Last outcomes of one (provider, model), kept across reloads for /health."""
+
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+
+
+@dataclass(slots=True, frozen=True, eq=False)
+class _Snapshot:
+    """An immutable view of the config in force; swapped whole on reload."""
+
+    config: LLMRuntimeConfig
+    entries: tuple[_Entry, ...]
+    total: float
+
+
+@dataclass(slots=True, eq=False)
+class _Failure:
+    entry: _Entry
+    error: UpstreamError
+    attempts: int
+
+
+def _seconds(value: str) -> float:
+    return duration_seconds(value)
+
+
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port or ''}"
+
+
+def estimate_tokens(request: ChatRequest, max_tokens: int | None) -> int:
+    """Rough input + output token count (4 characters a token) for provider quotas."""
+    if request.estimated_tokens is not None:
+        return request.estimated_tokens
+    chars = sum(len(m.content) for m in request.messages)
+    return chars // 4 + 1 + (max_tokens or 0)
+
+
+class LLMManager:
+    """Ordered failover chain of LLM providers; see the module docstring."""
+
+    def __init__(
+        self,
+        config: LLMRuntimeConfig,
+        read_file: ReadFile,
+        gate: ProviderGate | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read_file = read_file
+        self._gate = gate
+        self._clock = clock
+        self._clients: dict[_ClientKey, httpx.AsyncClient] = {}
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._stats: dict[tuple[str, str], _Stats] = {}
+        self._retired: list[httpx.AsyncClient] = []
+        self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._snapshot = self._build(config)
+
+    # ------------------------------------------------------------------ config
+
+    def _client_for(self, key: _ClientKey) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
+            verify: ssl.SSLContext | bool = True
+            if key.insecure:
+                verify = False
+            elif key.ca_file:
+                pem = self._read_file(key.ca_file)
+                if pem:
+                    verify = ssl.create_default_context(cadata=pem)
+            client = httpx.AsyncClient(
+                http1=True,
+                http2=False,
+                verify=verify,
+                limits=httpx.Limits(
+                    max_connections=MAX_CONNECTIONS,
+                    max_keepalive_connections=MAX_KEEPALIVE,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                ),
+                timeout=httpx.Timeout(connect=key.connect, read=None, write=key.connect, pool=key.connect),
+                follow_redirects=False,
+            )
+            self._clients[key] = client
+        return client
+
+    def _build(self, config: LLMRuntimeConfig) -> _Snapshot:
+        entries: list[_Entry] = []
+        for provider in config.chain:
+            adapter = adapter_for(str(provider.type))
+            url = adapter.url(provider.endpoint)
+            timeouts, retry, cb = provider.timeouts, provider.retry, provider.circuit_breaker
+            connect = _seconds(timeouts.connect)
+            key = _ClientKey(
+                origin=_origin(url),
+                ca_file=provider.tls.ca_file,
+                insecure=provider.tls.insecure_skip_verify,
+                connect=connect,
+            )
+            ident = (provider.id, provider.model)
+            breaker = self._breakers.get(ident)
+            threshold, window = cb.failure_threshold, _seconds(cb.window)
+            cooldown, trials = _seconds(cb.cooldown), cb.half_open_requests
+            if breaker is None:
+                breaker = CircuitBreaker(
+                    provider.id,
+                    provider.model,
+                    failure_threshold=threshold,
+                    window=window,
+                    cooldown=cooldown,
+                    half_open_requests=trials,
+                    clock=self._clock,
+                )
+                self._breakers[ident] = breaker
+            else:
+                breaker.configure(
+                    failure_threshold=threshold, window=window, cooldown=cooldown, half_open_requests=trials
+                )
+            stats = self._stats.setdefault(ident, _Stats())
+            entries.append(
+                _Entry(
+                    config=provider,
+                    adapter=adapter,
+                    client=self._client_for(key),
+                    client_key=key,
+                    breaker=breaker,
+                    url=url,
+                    connect=connect,
+                    first_token=_seconds(timeouts.first_token),
+                    idle=_seconds(timeouts.idle),
+                    total=_seconds(timeouts.total),
+                    max_attempts=retry.max_attempts,
+                    initial_backoff=_seconds(retry.initial_backoff),
+                    max_backoff=_seconds(retry.max_backoff),
+                    retry_on=frozenset(retry.retry_on),
+                    stats=stats,
+                    label={"provider": provider.id, "model": provider.model},
+                )
+            )
+        return _Snapshot(config=config, entries=tuple(entries), total=entries[0].total)
+
+    def reload(self, config: LLMRuntimeConfig) -> None:
+        """Swap in a new chain atomically; in-flight requests finish on the one they started with.
+
+        Connection pools of upstreams still in use are kept; the others are
+        closed once requests that may still use them had time to finish.
+        """
+        snapshot = self._build(config)
+        old = self._snapshot
+        self._snapshot = snapshot
+        used = {e.client_key for e in snapshot.entries}
+        for key in [k for k in self._clients if k not in used]:
+            client = self._clients.pop(key)
+            self._retire(client, delay=old.total)
+        log.info(
+            "llm chain reloaded",
+            extra={"chain": [f"{e.config.id}:{e.config.model}" for e in snapshot.entries]},
+        )
+
+    def _retire(self, client: httpx.AsyncClient, delay: float) -> None:
+        self._retired.append(client)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # closed by aclose()
+
+        async def close_later() -> None:
+            await asyncio.sleep(delay)
+            if client in self._retired:
+                self._retired.remove(client)
+                await client.aclose()
+
+        task = loop.create_task(close_later())
+        # Keep a reference so the task is not garbage-collected while sleeping.
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
+    async def aclose(self) -> None:
+        """Close every connection pool."""
+        self._closed = True
+        for task in list(self._retire_tasks):
+            task.cancel()
+        clients = [*self._clients.values(), *self._retired]
+        self._clients.clear()
+        self._retired.clear()
+        for client in clients:
+            await client.aclose()
+
+    @property
+    def config(self) -> LLMRuntimeConfig:
+        """The chain in force."""
+        return self._snapshot.config
+
+    # ------------------------------------------------------------------ health
+
+    def _credentials_state(self, entry: _Entry) -> str:
+        path = entry.config.credential_file
+        if path is None:
+            return "none"
+        value = self._read_file(path)
+        return "present" if value and value.strip() else "missing"
+
+    def usable(self) -> bool:
+        """At least one entry has its credentials and a breaker that lets requests through."""
+        return any(
+            entry.breaker.available() and self._credentials_state(entry) != "missing"
+            for entry in self._snapshot.entries
+        )
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per chain entry state for ``/health`` (no secret values)."""
+        now = self._clock()
+        result: list[dict[str, Any]] = []
+        for entry in self._snapshot.entries:
+            stats = entry.stats
+            credentials = self._credentials_state(entry)
+            result.append(
+                {
+                    "provider": entry.config.id,
+                    "model": entry.config.model,
+                    "type": str(entry.config.type),
+                    "endpoint": entry.config.endpoint,
+                    "breaker": entry.breaker.state,
+                    "retry_in": round(entry.breaker.retry_in(), 3),
+                    "credentials": credentials,
+                    "usable": entry.breaker.available() and credentials != "missing",
+                    "last_error": stats.last_error,
+                    "last_error_age": None
+                    if stats.last_error_at is None
+                    else round(now - stats.last_error_at, 3),
+                    "last_success_age": (
+                        None if stats.last_success_at is None else round(now - stats.last_success_at, 3)
+                    ),
+                }
+            )
+        return result
+
+    # ------------------------------------------------------------------ requests
+
+    async def complete(self, request: ChatRequest, *, deadline: float | None = None) -> Completion:
+        """One whole answer, from non-streamed upstream calls, with the same retry and failover."""
+        snap = self._snapshot
+        start = self._clock()
+        deadline = start + snap.total if deadline is None else deadline
+        failures: list[_Failure] = []
+        switches: list[ProviderSwitch] = []
+        previous: _Failure | None = None
+        for entry in snap.entries:
+            if previous is not None:
+                switch = self._switch(previous, entry, "before_first_token")
+                switches.append(switch)
+            failure = await self._prepare(entry, request)
+            if failure is None:
+                attempt = 0
+                while True:
+                    attempt += 1
+                    t0 = self._clock()
+                    try:
+                        completion = await self._complete_once(entry, request, self._api_key(entry), deadline)
+                    except UpstreamError as err:
+                        self._on_error(entry, err, t0)
+                        delay = self._retry_delay(entry, err, attempt, deadline)
+                        if delay is None:
+                            failure = _Failure(entry, err, attempt)
+                            break
+                        RETRIES.labels(**entry.label).inc()
+                        await asyncio.sleep(delay)
+                        if not entry.breaker.acquire():
+                            failure = _Failure(entry, UpstreamError("circuit-open", "breaker open"), attempt)
+                            break
+                        continue
+                    except BaseException:
+                        entry.breaker.record_neutral()
+                        raise
+                    self._on_success(entry, t0, completion.input_tokens, completion.output_tokens)
+                    completion.switches = switches
+                    return completion
+            failures.append(failure)
+            if not self._fails_over(failure):
+                break
+            previous = failure
+        raise self._final_error(failures, deadline)
+
+    async def stream(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncIterator[LLMEvent]:
+        """Stream the answer as events; raise :class:`LLMError` when no provider can give it.
+
+        The consumer should close the iterator when it stops early (``contextlib.aclosing``):
+        that closes the upstream HTTP response at once.
+        """
+        snap = self._snapshot
+        start = self._clock()
+        deadline = start + snap.total if deadline is None else deadline
+        parts: list[str] = []
+        failures: list[_Failure] = []
+        previous: _Failure | None = None
+        phase: SwitchPhase = "before_first_token"
+        first_token_seen = False
+        for entry in snap.entries:
+            if previous is not None:
+                yield self._switch(previous, entry, phase)
+            failure = await self._prepare(entry, request)
+            if failure is None:
+                attempt = 0
+                while True:
+                    attempt += 1
+                    partial = "".join(parts) if parts else None
+                    state = StreamState()
+                    t0 = self._clock()
+                    streamed = False
+                    try:
+                        api_key = self._api_key(entry)
+                        async with aclosing(
+                            self._stream_once(entry, request, api_key, partial, state, deadline)
+                        ) as pieces:
+                            async for text in pieces:
+                                if not first_token_seen:
+                                    first_token_seen = True
+                                    TIME_TO_FIRST_TOKEN.labels(**entry.label).observe(self._clock() - start)
+                                streamed = True
+                                parts.append(text)
+                                yield TextDelta(text)
+                    except UpstreamError as err:
+                        self._on_error(entry, err, t0)
+                        if streamed:
+                            phase = "mid_stream"
+                            failure = _Failure(entry, err, attempt)
+                            break
+                        delay = self._retry_delay(entry, err, attempt, deadline)
+                        if delay is None:
+                            failure = _Failure(entry, err, attempt)
+                            break
+                        RETRIES.labels(**entry.label).inc()
+                        await asyncio.sleep(delay)
+                        if not entry.breaker.acquire():
+                            failure = _Failure(entry, UpstreamError("circuit-open", "breaker open"), attempt)
+                            break
+                        continue
+                    except BaseException:
+                        # Consumer went away (GeneratorExit) or the task was cancelled:
+                        # no verdict on the provider's health.
+                        entry.breaker.record_neutral()
+                        raise
+                    self._on_success(entry, t0, state.input_tokens, state.output_tokens)
+                    yield Usage(state.input_tokens, state.output_tokens)
+                    yield Completed(entry.config.id, entry.config.model, state.finish_reason)
+                    return
+            failures.append(failure)
+            if not self._fails_over(failure):
+                break
+            previous = failure
+        raise self._final_error(failures, deadline)
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _prepare(self, entry: _Entry, request: ChatRequest) -> _Failure | None:
+        """Breaker and provider quota checks before the first attempt on an entry."""
+        if not entry.breaker.acquire():
+            retry_in = entry.breaker.retry_in()
+            err = UpstreamError("circuit-open", "circuit breaker open", retry_after=retry_in or None)
+            return _Failure(entry, err, 0)
+        if self._gate is not None:
+            tokens = estimate_tokens(request, self._max_tokens(request))
+            try:
+                allowed = self._gate.acquire(entry.config.id, tokens)
+                if inspect.isawaitable(allowed):
+                    allowed = await allowed
+            except BaseException:
+                entry.breaker.record_neutral()
+                raise
+            if not allowed:
+                entry.breaker.record_neutral()
+                return _Failure(entry, UpstreamError("rate-limited", "provider quota exhausted"), 0)
+        return None
+
+    def _api_key(self, entry: _Entry) -> str | None:
+        """The key for this attempt, read now so that a rotated key applies; None when keyless."""
+        path = entry.config.credential_file
+        if path is None:
+            return None
+        value = self._read_file(path)
+        if not value or not value.strip():
+            raise UpstreamError("credentials", "API key file missing or empty")
+        return value.strip()
+
+    def _max_tokens(self, request: ChatRequest) -> int | None:
+        if request.max_tokens is not None:
+            return request.max_tokens
+        return self._snapshot.config.parameters.max_tokens
+
+    def _body(self, entry: _Entry, request: ChatRequest, *, stream: bool, partial: str | None) -> bytes:
+        params = self._snapshot.config.parameters
+        body = entry.adapter.body(
+            request,
+            model=entry.config.model,
+            max_tokens=request.max_tokens if request.max_tokens is not None else params.max_tokens,
+            temperature=request.temperature if request.temperature is not None else params.temperature,
+            top_p=request.top_p if request.top_p is not None else params.top_p,
+            stream=stream,
+            partial=partial,
+        )
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def _raise_for_status(self, entry: _Entry, response: httpx.Response) -> None:
+        if response.status_code < 300:
+            return
+        body = b""
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= _ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            pass
+        raise entry.adapter.error_for_status(response.status_code, body, retry_after_of(response))
+
+    async def _complete_once(
+        self, entry: _Entry, request: ChatRequest, api_key: str | None, deadline: float
+    ) -> Completion:
+        now = self._clock()
+        remaining = deadline - now
+        if remaining <= 0:
+            raise UpstreamError("timeout", "deadline exceeded")
+        # A non-streamed answer arrives whole: it gets the first-token budget
+        # (or the idle one, if longer) to show up, within the deadline.
+        limit = min(remaining, max(entry.first_token, entry.idle))
+        request_ = entry.client.build_request(
+            "POST",
+            entry.url,
+            content=self._body(entry, request, stream=False, partial=None),
+            headers=entry.adapter.headers(api_key, entry.config.default_headers, stream=False),
+        )
+        try:
+            async with asyncio.timeout(limit):
+                response = await entry.client.send(request_, stream=True)
+                try:
+                    await self._raise_for_status(entry, response)
+                    raw = await response.aread()
+                finally:
+                    await response.aclose()
+        except UpstreamError:
+            raise
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            raise classify_exception(exc) from None
+        try:
+            parsed = entry.adapter.parse_completion(json.loads(raw))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            raise UpstreamError("5xx", "invalid response body") from None
+        return Completion(
+            text=parsed.text,
+            provider=entry.config.id,
+            model=entry.config.model,
+            finish_reason=parsed.finish_reason,
+            input_tokens=parsed.input_tokens,
+            output_tokens=parsed.output_tokens,
+        )
+
+    async def _stream_once(
+        self,
+        entry: _Entry,
+        request: ChatRequest,
+        api_key: str | None,
+        partial: str | None,
+        state: StreamState,
+        deadline: float,
+    ) -> AsyncGenerator[str, None]:
+        """Text pieces of one streamed attempt; raises UpstreamError, closes the response on exit."""
+        loop = asyncio.get_running_loop()
+        # Timers run on the loop clock; the deadline is expressed on self._clock.
+        offset = loop.time() - self._clock()
+        loop_deadline = deadline + offset
+        first_by = min(loop.time() + entry.first_token, loop_deadline)
+        if first_by <= loop.time():
+            raise UpstreamError("timeout", "deadline exceeded")
+        request_ = entry.client.build_request(
+            "POST",
+            entry.url,
+            content=self._body(entry, request, stream=True, partial=partial),
+            headers=entry.adapter.headers(api_key, entry.config.default_headers, stream=True),
+        )
+        response: httpx.Response | None = None
+        got_text = False
+        try:
+            async with asyncio.timeout_at(first_by):
+                response = await entry.client.send(request_, stream=True)
+                await self._raise_for_status(entry, response)
+            lines = response.aiter_lines().__aiter__()
+            idle = entry.idle
+            parse = entry.adapter.parse_data
+            while True:
+                # Until the first token, the first-token budget applies; then the idle gap.
+                limit = first_by if not got_text else min(loop.time() + idle, loop_deadline)
+                async with asyncio.timeout_at(limit):
+                    try:
+                        line = await lines.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if not line.startswith("data:"):
+                    continue
+                text = parse(line[5:].strip(), state)
+                if text:
+                    got_text = True
+                    yield text
+                elif state.done:
+                    break
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            stage = "idle" if got_text else "first-token"
+            raise UpstreamError("timeout", f"{stage} timeout") from None
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            raise classify_exception(exc) from None
+        finally:
+            if response is not None:
+                await response.aclose()
+        if not state.complete:
+            raise UpstreamError("reset", "stream ended before the answer was complete")
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _on_error(self, entry: _Entry, err: UpstreamError, t0: float) -> None:
+        now = self._clock()
+        UPSTREAM_DURATION.labels(outcome=err.error_class, **entry.label).observe(now - t0)
+        PROVIDER_ERRORS.labels(error=err.error_class, **entry.label).inc()
+        entry.stats.last_error = err.error_class
+        entry.stats.last_error_at = now
+        if err.error_class == "credentials" or (
+            err.error_class == "4xx" and not err.fails_over(entry.retry_on)
+        ):
+            # The request itself was refused: says nothing about the provider's health.
+            entry.breaker.record_neutral()
+        else:
+            entry.breaker.record_failure()
+        log.warning(
+            "upstream attempt failed: provider=%s model=%s error=%s detail=%s",
+            entry.config.id,
+            entry.config.model,
+            err.error_class,
+            err.detail,
+        )
+
+    def _on_success(self, entry: _Entry, t0: float, input_tokens: int, output_tokens: int) -> None:
+        now = self._clock()
+        entry.breaker.record_success()
+        entry.stats.last_success_at = now
+        UPSTREAM_DURATION.labels(outcome="ok", **entry.label).observe(now - t0)
+        if input_tokens:
+            TOKENS.labels(direction="input", **entry.label).inc(input_tokens)
+        if output_tokens:
+            TOKENS.labels(direction="output", **entry.label).inc(output_tokens)
+
+    def _retry_delay(self, entry: _Entry, err: UpstreamError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before retrying on the same entry, or None to move on."""
+        if attempt >= entry.max_attempts or not err.retryable(entry.retry_on):
+            return None
+        if err.retry_after is not None and err.retry_after > entry.max_backoff:
+            # The provider asks for a longer pause than we would wait: the next provider serves sooner.
+            return None
+        delay = backoff_delay(attempt, entry.initial_backoff, entry.max_backoff, retry_after=err.retry_after)
+        if self._clock() + delay >= deadline:
+            return None
+        return delay
+
+    @staticmethod
+    def _fails_over(failure: _Failure) -> bool:
+        err = failure.error
+        if err.error_class in ("circuit-open", "rate-limited", "credentials"):
+            return True
+        if err.detail == "deadline exceeded":
+            return False
+        return err.fails_over(failure.entry.retry_on)
+
+    def _switch(self, previous: _Failure, entry: _Entry, phase: SwitchPhase) -> ProviderSwitch:
+        FAILOVERS.labels(phase=phase, **previous.entry.label).inc()
+        log.warning(
+            "failover: from=%s to=%s phase=%s reason=%s",
+            previous.entry.config.id,
+            entry.config.id,
+            phase,
+            previous.error.error_class,
+        )
+        return ProviderSwitch(previous.entry.config.id, entry.config.id, phase, previous.error.error_class)
+
+    def _final_error(self, failures: list[_Failure], deadline: float) -> LLMError:
+        """One caller-facing error summarising every entry's failure, without upstream text."""
+        summary = "; ".join(
+            f"{f.entry.config.id} ({f.entry.config.model}): {f.error.error_class} {f.error.detail}"
+            + (f" after {f.attempts} attempts" if f.attempts > 1 else "")
+            for f in failures
+        )
+        classes = {f.error.error_class for f in failures}
+        waits = [f.error.retry_after for f in failures if f.error.retry_after is not None]
+        retry_after = min(waits) if waits else None
+        last = failures[-1].error if failures else None
+        if (
+            last is not None
+            and last.error_class == "4xx"
+            and not last.fails_over(failures[-1].entry.retry_on)
+        ):
+            return LLMError(400, f"the provider refused the request: {summary}")
+        if self._clock() >= deadline or (last is not None and last.detail == "deadline exceeded"):
+            return LLMError(504, f"deadline exceeded: {summary}")
+        if classes <= {"429", "rate-limited"}:
+            return LLMError(429, f"every provider is rate-limited: {summary}", retry_after or 1.0)
+        if classes <= {"circuit-open", "credentials", "rate-limited"}:
+            return LLMError(503, f"no provider is usable now: {summary}", retry_after)
+        return LLMError(502, f"every provider failed: {summary}", retry_after)
