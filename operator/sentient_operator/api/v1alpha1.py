@@ -1324,6 +1324,16 @@ class RateLimitPolicy(_Resource):
     status: RateLimitPolicyStatus | None = None
 
 
+AGENT_NAME_MESSAGE = (
+    "metadata.name: must be a DNS-1035 label (lower-case letter first, at most 63 characters): "
+    "it names the agent's Service"
+)
+AGENT_NAME_RULE = CelRule(
+    "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    AGENT_NAME_MESSAGE,
+)
+
+
 class SentientAgent(_Resource):
     """A SentientAgent resource."""
 
@@ -1331,6 +1341,13 @@ class SentientAgent(_Resource):
     kind: Literal["SentientAgent"] = "SentientAgent"
     spec: SentientAgentSpec
     status: SentientAgentStatus | None = None
+
+    @model_validator(mode="after")
+    def _name(self) -> SentientAgent:
+        name = self.metadata.name
+        if name is not None and (len(name) > 63 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)):
+            raise ValueError(AGENT_NAME_MESSAGE)
+        return self
 
 
 RESOURCE_CLASSES: dict[str, type[_Resource]] = {
