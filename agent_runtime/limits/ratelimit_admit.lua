@@ -1,0 +1,156 @@
+-- Atomic admission: check requests (rolling minute), burst (GCRA), tokens (rolling minute)
+-- and concurrency together, and charge all of them only when every one passes.
+-- Mirrors agent_runtime/limits/memory.py operation for operation (integer microseconds).
+--
+-- KEYS[1] request window (hash bucket -> count)   KEYS[2] burst TAT (string)
+-- KEYS[3] token window (hash bucket -> tokens)    KEYS[4] concurrency leases (zset id -> deadline)
+-- ARGV: rpm tpm burst concurrency (0 = not set), tokens, request id,
+--       now in microseconds ('' = Redis TIME), lease in microseconds
+-- Returns {allowed, refusal, retry_us, req_remaining|-1, req_reset_us,
+--          tok_remaining|-1, tok_reset_us, bucket, now_us}
+
+local BUCKET = 1000000
+local WB = 60
+local NEVER = (WB + 1) * BUCKET
+local CONC_RETRY = 1000000
+local WINDOW_TTL_MS = (WB + 2) * 1000
+
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local conc = tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local rid = ARGV[6]
+local now
+if ARGV[7] == '' then
+  -- One clock for every replica: the server's.
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[7])
+end
+local lease = tonumber(ARGV[8])
+local bucket = math.floor(now / BUCKET)
+local bucket_field = string.format('%d', bucket)
+
+local function load_window(key)
+  local low = bucket - WB
+  local raw = redis.call('HGETALL', key)
+  local entries = {}
+  local stale = {}
+  local used = 0
+  for i = 1, #raw, 2 do
+    local b = tonumber(raw[i])
+    if b < low then
+      stale[#stale + 1] = raw[i]
+    else
+      local v = tonumber(raw[i + 1])
+      entries[#entries + 1] = {b, v}
+      used = used + v
+    end
+  end
+  if #stale > 0 then
+    redis.call('HDEL', key, unpack(stale))
+  end
+  table.sort(entries, function(x, y) return x[1] < y[1] end)
+  return entries, used
+end
+
+local function check(entries, used, limit, c)
+  if used + c <= limit then
+    local oldest = nil
+    for _, e in ipairs(entries) do
+      if e[2] > 0 then
+        oldest = e[1]
+        break
+      end
+    end
+    if oldest == nil and c > 0 then
+      oldest = bucket
+    end
+    local reset = 0
+    if oldest ~= nil then
+      reset = (oldest + WB + 1) * BUCKET - now
+    end
+    return 0, limit - used - c, reset
+  end
+  if c > limit then
+    return NEVER, math.max(0, limit - used), NEVER
+  end
+  local need = used + c - limit
+  local freed = 0
+  for _, e in ipairs(entries) do
+    freed = freed + e[2]
+    if freed >= need then
+      local r = (e[1] + WB + 1) * BUCKET - now
+      return r, math.max(0, limit - used), r
+    end
+  end
+  return NEVER, 0, NEVER
+end
+
+local refusal = 0
+local retry = 0
+local function refuse(code, after)
+  if after > retry or refusal == 0 then
+    refusal = code
+    retry = math.max(retry, after)
+  end
+end
+
+local req_remaining = -1
+local req_reset = 0
+if rpm > 0 then
+  local entries, used = load_window(KEYS[1])
+  local after
+  after, req_remaining, req_reset = check(entries, used, rpm, 1)
+  if after > 0 then refuse(1, after) end
+end
+
+local new_tat = nil
+if burst > 0 and rpm > 0 then
+  local raw = redis.call('GET', KEYS[2])
+  local tat = nil
+  if raw then tat = tonumber(raw) end
+  local interval = math.ceil(60000000 / rpm)
+  local base = now
+  if tat ~= nil and tat >= now then base = tat end
+  new_tat = base + interval
+  local allow_at = new_tat - burst * interval
+  if allow_at > now then refuse(2, allow_at - now) end
+end
+
+local tok_remaining = -1
+local tok_reset = 0
+if tpm > 0 then
+  local entries, used = load_window(KEYS[3])
+  local after
+  after, tok_remaining, tok_reset = check(entries, used, tpm, cost)
+  if after > 0 then refuse(3, after) end
+end
+
+if conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.0f', now))
+  if redis.call('ZCARD', KEYS[4]) >= conc then refuse(4, CONC_RETRY) end
+end
+
+if refusal ~= 0 then
+  return {0, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now}
+end
+
+if rpm > 0 then
+  redis.call('HINCRBY', KEYS[1], bucket_field, 1)
+  redis.call('PEXPIRE', KEYS[1], WINDOW_TTL_MS)
+end
+if new_tat ~= nil then
+  redis.call('SET', KEYS[2], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
+if tpm > 0 and cost > 0 then
+  redis.call('HINCRBY', KEYS[3], bucket_field, cost)
+  redis.call('PEXPIRE', KEYS[3], WINDOW_TTL_MS)
+end
+if conc > 0 then
+  redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease), rid)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(lease / 1000) + 1000)
+end
+return {1, 0, 0, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now}

@@ -1,0 +1,255 @@
+"""Redis limiter backend: one atomic script round trip per admission, shared by every replica.
+
+``ratelimit_admit.lua`` checks and charges requests, burst, tokens and the
+concurrency slot together; ``ratelimit_settle.lua`` refunds and frees in one
+more round trip. Scripts run by EVALSHA and are loaded again on NOSCRIPT (after
+a Redis restart or SCRIPT FLUSH). Time comes from Redis ``TIME`` so replicas
+with skewed clocks still share one timeline; tests pass the time explicitly.
+
+``ResilientRedisBackend`` adds the ``onRedisUnavailable`` behaviour: failOpen
+falls back to a local in-memory limiter, failClosed refuses with 503; either
+way ``sentient_rate_limit_backend_degraded`` is 1 until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from importlib import resources
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from agent_runtime.limits.base import (
+    DEFAULT_LEASE_US,
+    US_PER_S,
+    Decision,
+    LimitSpec,
+    Refusal,
+)
+from agent_runtime.limits.memory import MemoryBackend
+from agent_runtime.metrics import RATE_LIMIT_BACKEND_DEGRADED
+
+log = logging.getLogger(__name__)
+
+ADMIT_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_admit.lua").read_text()
+SETTLE_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_settle.lua").read_text()
+
+# Errors that mean "Redis cannot answer now" (down, restarting, loading, overloaded, timed out).
+UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+def window_keys(key: str) -> list[str]:
+    """The four keys of one subject: request window, burst TAT, token window, concurrency leases."""
+    return [f"{key}:r", f"{key}:b", f"{key}:t", f"{key}:c"]
+
+
+class RedisBackend:
+    """Counters in Redis, through a bounded connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 32,
+        lease_us: int = DEFAULT_LEASE_US,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 0.5,
+    ) -> None:
+        """Connect lazily to ``url`` (``redis://`` or ``rediss://``)."""
+        self.url = url
+        self._lease_us = lease_us
+        # Blocking pool: a burst of admissions queues for a connection instead of opening hundreds.
+        # One immediate retry re-dials a pooled connection that went stale across a Redis restart.
+        self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=2.0,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self.client = Redis(connection_pool=self._pool)
+        self._admit_sha = _sha(ADMIT_LUA)
+        self._settle_sha = _sha(SETTLE_LUA)
+
+    async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.client.script_load(source)
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+
+    async def admit(
+        self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
+    ) -> Decision:
+        """One EVALSHA: check and charge every limit of ``spec`` atomically."""
+        burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
+        args: list[str | int] = [
+            spec.requests_per_minute or 0,
+            spec.tokens_per_minute or 0,
+            burst,
+            spec.concurrency or 0,
+            max(0, tokens),
+            request_id,
+            "" if now_us is None else now_us,
+            self._lease_us,
+        ]
+        raw = await self._run(ADMIT_LUA, self._admit_sha, window_keys(key), args)
+        if not isinstance(raw, list) or len(raw) != 9:
+            raise RedisError(f"unexpected admission reply {raw!r}")
+        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = (int(v) for v in raw)
+        return Decision(
+            allowed=bool(ok),
+            refusal=Refusal(code),
+            retry_after_us=retry,
+            requests_remaining=None if req_rem < 0 else req_rem,
+            requests_reset_us=req_reset,
+            tokens_remaining=None if tok_rem < 0 else tok_rem,
+            tokens_reset_us=tok_reset,
+            bucket=bucket,
+            now_us=now,
+            backend=self,
+        )
+
+    async def settle(
+        self,
+        key: str,
+        request_id: str,
+        bucket: int,
+        token_refund: int,
+        track_tokens: bool,
+        now_us: int | None = None,
+    ) -> None:
+        """One EVALSHA: free the slot and refund (or charge) tokens."""
+        keys = window_keys(key)
+        args: list[str | int] = [
+            request_id,
+            bucket,
+            token_refund,
+            1 if track_tokens else 0,
+            "" if now_us is None else now_us,
+        ]
+        await self._run(SETTLE_LUA, self._settle_sha, [keys[2], keys[3]], args)
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._pool.disconnect()
+
+
+class ResilientRedisBackend:
+    """Redis with the policy's ``onRedisUnavailable`` fallback and automatic recovery.
+
+    After a failure Redis is left alone for ``probe_interval`` seconds (admissions
+    go straight to the fallback, so an outage costs no timeouts per request); the
+    next admission after that probes Redis again and, on success, ends the outage.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        fail_open: bool,
+        probe_interval: float = 0.5,
+        local: MemoryBackend | None = None,
+        redis: RedisBackend | None = None,
+        report_metric: bool = True,
+    ) -> None:
+        """Wrap a Redis backend at ``url``; a missing URL counts as Redis unavailable.
+
+        ``report_metric`` False keeps a secondary user (the provider gate) off the degraded gauge.
+        """
+        self._report = report_metric
+        self.url = url
+        self.fail_open = fail_open
+        self._probe_interval = probe_interval
+        self.local = local if local is not None else MemoryBackend()
+        self.redis = redis if redis is not None else (RedisBackend(url) if url else None)
+        self._down_until = 0.0
+        self.degraded = self.redis is None
+        self._gauge(self.degraded)
+        if self.redis is None:
+            log.error(
+                "rate limiting: no Redis URL; %s", "local limiter" if fail_open else "refusing with 503"
+            )
+
+    def _gauge(self, degraded: bool) -> None:
+        if self._report:
+            RATE_LIMIT_BACKEND_DEGRADED.set(1 if degraded else 0)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._probe_interval
+        if not self.degraded:
+            self.degraded = True
+            self._gauge(True)
+            log.error(
+                "rate limiting: Redis unavailable (%s); %s",
+                type(exc).__name__,
+                "serving with the local limiter (failOpen)"
+                if self.fail_open
+                else "refusing with 503 (failClosed)",
+            )
+
+    def _mark_up(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            self._gauge(False)
+            log.warning("rate limiting: Redis reachable again; shared limits restored")
+
+    async def admit(
+        self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
+    ) -> Decision:
+        """Admit through Redis, or through the fallback while Redis is unavailable."""
+        if self.redis is not None and time.monotonic() >= self._down_until:
+            try:
+                decision = await self.redis.admit(key, spec, tokens, request_id, now_us)
+            except UNAVAILABLE as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                decision.backend = self
+                return decision
+        if self.fail_open:
+            return await self.local.admit(key, spec, tokens, request_id, now_us)
+        return Decision(
+            allowed=False,
+            refusal=Refusal.BACKEND,
+            retry_after_us=US_PER_S,
+            requests_remaining=None,
+            requests_reset_us=0,
+            tokens_remaining=None,
+            tokens_reset_us=0,
+            bucket=0,
+            now_us=0,
+            backend=None,
+        )
+
+    async def settle(
+        self,
+        key: str,
+        request_id: str,
+        bucket: int,
+        token_refund: int,
+        track_tokens: bool,
+        now_us: int | None = None,
+    ) -> None:
+        """Settle a Redis admission; skipped during an outage (the lease expires, tokens stay charged)."""
+        if self.redis is None or time.monotonic() < self._down_until:
+            return
+        try:
+            await self.redis.settle(key, request_id, bucket, token_refund, track_tokens, now_us)
+        except UNAVAILABLE as exc:
+            self._mark_down(exc)
+
+    async def aclose(self) -> None:
+        """Close the Redis pool."""
+        if self.redis is not None:
+            await self.redis.aclose()
