@@ -61,6 +61,9 @@ class Kind:
     printer_columns: tuple[dict[str, Any], ...]
     scale: bool = False
     root_rules: tuple[api.CelRule, ...] = ()
+    # metadata.name is the one metadata field a CRD schema may restrict.
+    name_pattern: str | None = None
+    name_max_length: int | None = None
     categories: tuple[str, ...] = ("sentient",)
 
     @property
@@ -116,7 +119,8 @@ KINDS: tuple[Kind, ...] = (
             _AGE,
         ),
         scale=True,
-        root_rules=(api.AGENT_NAME_RULE,),
+        name_pattern=api.AGENT_NAME_PATTERN,
+        name_max_length=63,
     ),
     Kind(
         kind="LLMProvider",
@@ -164,8 +168,8 @@ KINDS: tuple[Kind, ...] = (
 # Kubernetes 1.35): ours must not shadow any of them in kubectl.
 BUILTIN_SHORT_NAMES = frozenset(
     {
-        "all", "cm", "crd", "crds", "cs", "csr", "ctb", "deploy", "ds", "ep", "ev", "hpa", "ing",
-        "ingc", "ipa", "limits", "mwc", "netpol", "no", "ns", "pc", "pdb", "po", "psp", "pt", "pv",
+        "all", "cj", "cm", "crd", "crds", "cs", "csr", "ctb", "deploy", "ds", "ep", "ev", "hpa", "ing",
+        "ingc", "ip", "ipa", "limits", "mwc", "netpol", "no", "ns", "pc", "pdb", "po", "psp", "pt", "pv",
         "pvc", "quota", "rc", "rcc", "rs", "rsc", "sa", "sc", "sts", "svc", "vac", "vap", "vapb", "vwc",
     }
 )  # fmt: skip
@@ -191,11 +195,12 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _model_has_defaults(cls: type[BaseModel]) -> bool:
-    for f in cls.model_fields.values():
-        if f.default not in (None, PydanticUndefined) or f.default_factory is not None:
-            return True
-    return False
+def _prune_empty(value: Any) -> Any:
+    """Drop empty strings, lists and maps from a default object (noise in every stored resource)."""
+    if isinstance(value, dict):
+        pruned = {k: _prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ("", [], {}, None)}
+    return value
 
 
 def _default_of(info: FieldInfo) -> Any:
@@ -203,8 +208,10 @@ def _default_of(info: FieldInfo) -> Any:
     if info.default_factory is not None:
         value = info.default_factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            # {} lets the apiserver apply the nested defaults, and keeps the stored object readable.
-            return {} if _model_has_defaults(type(value)) else PydanticUndefined
+            # The full default object, not {}: the apiserver checks a default against the CEL
+            # rules as written, without first applying the nested defaults.
+            dumped = _prune_empty(_json_value(value))
+            return dumped if dumped else PydanticUndefined
         if value in ([], {}):
             return PydanticUndefined
         return _json_value(value)
@@ -338,6 +345,17 @@ def model_schema(cls: type[BaseModel], *, in_status: bool = False) -> dict[str, 
     return schema
 
 
+def _metadata_schema(k: Kind) -> dict[str, Any]:
+    if k.name_pattern is None and k.name_max_length is None:
+        return {"type": "object"}
+    name: dict[str, Any] = {"type": "string"}
+    if k.name_pattern is not None:
+        name["pattern"] = k.name_pattern
+    if k.name_max_length is not None:
+        name["maxLength"] = k.name_max_length
+    return {"type": "object", "properties": {"name": name}}
+
+
 def resource_schema(k: Kind) -> dict[str, Any]:
     """openAPIV3Schema of one kind."""
     spec = model_schema(k.spec)
@@ -361,7 +379,7 @@ def resource_schema(k: Kind) -> dict[str, Any]:
                 "type": "string",
                 "description": "Kind is a string value representing the REST resource this object represents.",
             },
-            "metadata": {"type": "object"},
+            "metadata": _metadata_schema(k),
             "spec": spec,
             "status": status,
         },

@@ -943,18 +943,6 @@ class LLMParameters(Model):
 CHAIN_UNIQUE_MESSAGE = "spec.llm.chain: entries must be unique by (providerRef, model)"
 
 
-def _opt(var: str, path: str) -> str:
-    """CEL for an optional string field, '' when absent (so absent == absent)."""
-    return f"(has({var}.{path}) ? {var}.{path} : '')"
-
-
-def _chain_same(a: str, b: str) -> str:
-    """CEL: chain entries ``a`` and ``b`` have the same (provider name, namespace, model)."""
-    parts = [f"{a}.providerRef.name == {b}.providerRef.name"]
-    parts += [f"{_opt(a, f)} == {_opt(b, f)}" for f in ("providerRef.namespace", "model")]
-    return " && ".join(parts)
-
-
 class LLMConfig(Model):
     """Which models the agent uses, in failover order."""
 
@@ -965,9 +953,9 @@ class LLMConfig(Model):
             "Ordered failover chain: the first usable entry serves; on a retryable error (after its retries) "
             "or an open circuit breaker the next entry takes over. At least one entry, unique by (providerRef, model)."
         ),
-        json_schema_extra=cel(
-            CelRule(f"self.all(x, self.exists_one(y, {_chain_same('x', 'y')}))", CHAIN_UNIQUE_MESSAGE)
-        ),
+        # Whole-entry equality is exactly (providerRef, model) and the apiserver's cost estimator
+        # accepts it, unlike field-by-field comparisons with has() ternaries.
+        json_schema_extra=cel(CelRule("self.all(x, self.exists_one(y, x == y))", CHAIN_UNIQUE_MESSAGE)),
     )
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
 
@@ -1324,13 +1312,10 @@ class RateLimitPolicy(_Resource):
     status: RateLimitPolicyStatus | None = None
 
 
+AGENT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 AGENT_NAME_MESSAGE = (
     "metadata.name: must be a DNS-1035 label (lower-case letter first, at most 63 characters): "
     "it names the agent's Service"
-)
-AGENT_NAME_RULE = CelRule(
-    "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-    AGENT_NAME_MESSAGE,
 )
 
 
@@ -1345,7 +1330,7 @@ class SentientAgent(_Resource):
     @model_validator(mode="after")
     def _name(self) -> SentientAgent:
         name = self.metadata.name
-        if name is not None and (len(name) > 63 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)):
+        if name is not None and (len(name) > 63 or not re.fullmatch(AGENT_NAME_PATTERN, name)):
             raise ValueError(AGENT_NAME_MESSAGE)
         return self
 
