@@ -534,6 +534,12 @@ class Timeouts(Model):
 
 
 RetryClass = Literal["429", "5xx", "connect-error", "timeout", "reset"]
+
+
+def _all_retry_classes() -> list[RetryClass]:
+    return ["429", "5xx", "connect-error", "timeout", "reset"]
+
+
 RETRY_MESSAGE = "spec.retry: initialBackoff must not exceed maxBackoff"
 
 
@@ -557,7 +563,7 @@ class RetryPolicy(Model):
     )
     max_backoff: Duration = Field(default="5s", description="Upper bound of the backoff.")
     retry_on: list[RetryClass] = Field(
-        default_factory=lambda: ["429", "5xx", "connect-error", "timeout", "reset"],
+        default_factory=_all_retry_classes,
         max_length=5,
         description=(
             "Error classes that are retried and that trigger failover: 429 (rate limited), 5xx, "
@@ -1266,6 +1272,11 @@ class SentientAgentStatus(CommonStatus):
         default=None, description="Label selector of the pods (scale subresource, HPA)."
     )
     endpoint: str | None = Field(default=None, description="In-cluster URL of the agent.")
+    providers_ready: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+/[0-9]+$",
+        description="Chain entries resolved and ready, out of all, e.g. 2/3 (the Providers column).",
+    )
     providers: list[ChainEntryStatus] = Field(
         default_factory=list, description="State per chain entry, in order."
     )
@@ -1288,9 +1299,7 @@ class _Resource(Model):
     """Common envelope of the three kinds."""
 
     KIND: ClassVar[str] = ""
-    api_version: Literal["sentient.dev/v1alpha1"] = Field(
-        default=API_VERSION, description="sentient.dev/v1alpha1"
-    )
+    api_version: Literal["sentient.dev/v1alpha1"] = "sentient.dev/v1alpha1"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
 
 
