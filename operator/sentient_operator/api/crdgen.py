@@ -110,10 +110,13 @@ KINDS: tuple[Kind, ...] = (
         printer_columns=(
             _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition."),
             _col("Replicas", ".status.replicas", "integer", desc="Pods of the agent."),
+            # A column shows only the first match of a [*] path, hence a ready/total count in status.
+            _col("Providers", ".status.providersReady", desc="Chain entries ready / all."),
             _col(
-                "Providers",
-                ".spec.llm.chain[*].providerRef.name",
-                desc="LLMProviders of the chain, in order.",
+                "Primary",
+                ".spec.llm.chain[0].providerRef.name",
+                priority=1,
+                desc="First provider of the chain.",
             ),
             _col("Endpoint", ".status.endpoint", priority=1, desc="In-cluster URL."),
             _AGE,
