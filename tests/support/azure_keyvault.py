@@ -162,7 +162,12 @@ def _make_handler(kv: AzureKeyVaultServer) -> type[BaseHTTPRequestHandler]:
             if state.fault == "throttle":
                 self._send(
                     429,
-                    {"error": {"code": "Throttled", "message": "Request was not processed because too many requests were received."}},
+                    {
+                        "error": {
+                            "code": "Throttled",
+                            "message": "Request was not processed because too many requests were received.",
+                        }
+                    },
                     {"Retry-After": "1"},
                 )
                 return True
@@ -242,7 +247,12 @@ def _make_handler(kv: AzureKeyVaultServer) -> type[BaseHTTPRequestHandler]:
         def _challenge(self) -> None:
             self._send(
                 401,
-                {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer token."}},
+                {
+                    "error": {
+                        "code": "Unauthorized",
+                        "message": "AKV10000: Request is missing a Bearer token.",
+                    }
+                },
                 {
                     "WWW-Authenticate": (
                         f'Bearer authorization="{kv.url}/{kv.tenant_id}", resource="{kv.resource}"'
@@ -265,10 +275,15 @@ def _make_handler(kv: AzureKeyVaultServer) -> type[BaseHTTPRequestHandler]:
             if client_id in state.denied:
                 self._send(
                     403,
-                    {"error": {"code": "Forbidden", "message": "The user, group or application does not have secrets get permission."}},
+                    {
+                        "error": {
+                            "code": "Forbidden",
+                            "message": "The user, group or application does not have secrets get permission.",
+                        }
+                    },
                 )
                 return
-            parts = [p for p in path[len(API_PREFIX):].split("/") if p]
+            parts = [p for p in path[len(API_PREFIX) :].split("/") if p]
             if not parts:
                 self._send(400, {"error": {"code": "BadParameter", "message": "missing secret name"}})
                 return
@@ -281,13 +296,20 @@ def _make_handler(kv: AzureKeyVaultServer) -> type[BaseHTTPRequestHandler]:
             version = parts[1] if len(parts) > 1 else None
             with state.lock:
                 versions = list(state.secrets.get(name, []))
-            match = versions[-1] if versions and version is None else next(
-                (v for v in versions if v[0] == version), None
+            match = (
+                versions[-1]
+                if versions and version is None
+                else next((v for v in versions if v[0] == version), None)
             )
             if match is None:
                 self._send(
                     404,
-                    {"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found in this key vault."}},
+                    {
+                        "error": {
+                            "code": "SecretNotFound",
+                            "message": f"A secret with (name/id) {name} was not found in this key vault.",
+                        }
+                    },
                 )
                 return
             self._send(200, self._bundle(name, match[0], match[1]))

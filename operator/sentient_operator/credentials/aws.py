@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -25,6 +26,8 @@ from .base import (
     clean_value,
     read_secret_key,
 )
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"ResourceNotFoundException"}
 _DENIED = {
@@ -152,8 +155,8 @@ class AWSSecretsManagerCredentialSource(CredentialSource):
             if self._client is not None:
                 try:
                     self._client.close()
-                except Exception:
-                    pass
+                except Exception as exc:
+                    log.debug("closing the aws client failed: %s", type(exc).__name__)
             self._client = None
 
     def fetch(self) -> FetchedCredential:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -25,6 +26,8 @@ from .base import (
     read_secret_key,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _map_azure_error(exc: Exception, what: str) -> CredentialError:
     """A safe :class:`CredentialError` for an azure-core exception (its message can echo URLs)."""
@@ -42,7 +45,7 @@ def _map_azure_error(exc: Exception, what: str) -> CredentialError:
             retry_after: float | None = None
             if exc.response is not None:
                 try:
-                    retry_after = float(exc.response.headers.get("Retry-After", ""))
+                    retry_after = float(getattr(exc.response, "headers", {}).get("Retry-After", ""))
                 except ValueError:
                     pass
             return Throttled(f"{what}: Key Vault is throttling (HTTP 429)", retry_after=retry_after)
@@ -158,8 +161,8 @@ class AzureKeyVaultCredentialSource(CredentialSource):
                 try:
                     if obj is not None:
                         obj.close()
-                except Exception:
-                    pass
+                except Exception as exc:
+                    log.debug("closing the azure client failed: %s", type(exc).__name__)
             self._client = None
             self._credential = None
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 # Condition reasons, shared by the provider handler and the docs.
 REASON_SYNCED = "Synced"
-REASON_SECRET_NOT_FOUND = "SecretNotFound"
+REASON_SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 REASON_KEY_NOT_FOUND = "KeyNotFound"
 REASON_STORE_UNREACHABLE = "StoreUnreachable"
 REASON_PERMISSION_DENIED = "PermissionDenied"

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-FINGERPRINT_KEY_SECRET = "sentient-operator-fingerprint-key"
+FINGERPRINT_KEY_SECRET = "sentient-operator-fingerprint-key"  # noqa: S105 - a name
 FINGERPRINT_KEY_DATA_KEY = "key"
 #: Annotation on provider Secrets, bound Secrets and pod templates.
 FINGERPRINT_ANNOTATION = "sentient.dev/credentials-fingerprint"

@@ -8,6 +8,7 @@ operator restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -37,8 +38,10 @@ from .base import (
     read_secret_key,
 )
 
+log = logging.getLogger(__name__)
+
 #: Where a pod's projected service-account token is mounted.
-MOUNTED_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+MOUNTED_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
 
 #: Produces a service-account JWT for Vault's kubernetes auth: ``audience -> jwt``.
 JwtProvider = Callable[["str | None"], str]
@@ -83,7 +86,10 @@ def token_request_provider(
             ) from None
         except Exception as exc:
             raise StoreUnreachable(f"TokenRequest failed ({type(exc).__name__})") from None
-        return str(resp.status.token)
+        token = resp.status.token if resp.status is not None else None
+        if not token:
+            raise PermissionDenied("TokenRequest returned no token")
+        return str(token)
 
     return provide
 
@@ -211,8 +217,8 @@ class VaultCredentialSource(CredentialSource):
             if self._client is not None:
                 try:
                     self._client.adapter.close()
-                except Exception:
-                    pass
+                except Exception as exc:
+                    log.debug("closing the vault client failed: %s", type(exc).__name__)
                 self._client = None
             self._logged_in = False
             if self._ca_file:
@@ -281,8 +287,8 @@ class VaultCredentialSource(CredentialSource):
                     self._issued_at = self._clock()
                     self._ttl = new_ttl
                     return
-            except Exception:
-                pass
+            except Exception as exc:
+                log.debug("token renewal failed, logging in again: %s", type(exc).__name__)
         self._login(client)
 
     # ------------------------------------------------------------------ read
