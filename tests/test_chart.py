@@ -36,9 +36,10 @@ MONITORING_APIS = (SERVICE_MONITOR_API, PROMETHEUS_RULE_API)
 # Every verb the operator may hold; anything else (escalate, bind, impersonate,
 # deletecollection, "*") is a finding.
 ALLOWED_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-# Metrics the operator exports (docs/monitoring.md), used by the alerts and the dashboard.
-OPERATOR_METRICS = {
-    "sentient_operator_agent_ready",
+# Credential-sync metrics the alerts and the dashboard use but the operator
+# does not export yet (docs/monitoring.md, "Pending"); test_pending_operator_metrics
+# reports them until they exist.
+PENDING_OPERATOR_METRICS = {
     "sentient_operator_credential_syncs_total",
     "sentient_operator_credential_last_sync_timestamp_seconds",
 }
@@ -163,10 +164,8 @@ def test_image_tags_default_to_app_version_and_digest_wins() -> None:
     app_version = chart_meta()["appVersion"]
     dep = one(objects(), "Deployment")
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == f"ghcr.io/sentient-dev/sentient-operator:{app_version}"
-    assert (
-        env_of(dep)["SENTIENT_RUNTIME_IMAGE"] == f"ghcr.io/sentient-dev/sentient-agent-runtime:{app_version}"
-    )
+    assert container["image"] == f"ghcr.io/sentient-operator/operator:{app_version}"
+    assert env_of(dep)["SENTIENT_RUNTIME_IMAGE"] == f"ghcr.io/sentient-operator/agent-runtime:{app_version}"
 
     digest = "sha256:" + "a" * 64
     dep = one(objects(f"image.digest={digest}", "runtimeImage.tag=9.9.9"), "Deployment")
@@ -184,11 +183,10 @@ def test_operator_pod_is_restricted_and_probed() -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"health": 8081, "metrics": 8000}
-    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+    assert ports == {"metrics": 8080}
     assert container["resources"]["requests"]["memory"]
 
 
@@ -210,6 +208,8 @@ def test_env_wiring_follows_values() -> None:
     assert env["SENTIENT_METRICS_PORT"] == "9100"
     assert env["SENTIENT_LEADER_ELECTION"] == "false"
     assert env["SENTIENT_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SENTIENT_LEASE_NAME"] == "rel-sentient-operator"
     # Without leader election two pods must never overlap during a rollout.
     assert dep["spec"]["strategy"]["type"] == "Recreate"
 
@@ -364,6 +364,40 @@ def runtime_metric_names() -> set[str]:
     return names
 
 
+def operator_metric_names() -> set[str]:
+    """Sample names the operator exposes (operator/sentient_operator/metrics.py)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from sentient_operator import metrics as operator_metrics
+
+    names: set[str] = set()
+    for value in vars(operator_metrics).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        for family in value.describe():
+            names.add(family.name)
+            if family.type == "counter":
+                names.add(family.name + "_total")
+            if family.type == "histogram":
+                names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+    return names
+
+
+def known_metrics() -> set[str]:
+    """Every metric name an alert or a panel may use."""
+    return runtime_metric_names() | operator_metric_names() | PENDING_OPERATOR_METRICS
+
+
+def test_pending_operator_metrics() -> None:
+    missing = PENDING_OPERATOR_METRICS - operator_metric_names()
+    if missing:
+        pytest.skip(
+            "the operator does not export "
+            + ", ".join(sorted(missing))
+            + " yet: SentientCredentialSyncFailing/Stale and the credential panels stay empty"
+        )
+
+
 def referenced_metrics(text: str) -> set[str]:
     """``sentient_*`` metric names used in PromQL expressions."""
     return set(re.findall(r"\bsentient_[a-z_]+\b", text))
@@ -379,12 +413,12 @@ def test_alerts_cover_the_issue_and_use_real_metric_names() -> None:
         "SentientRateLimitSaturated",
         "SentientCredentialSyncFailing",
     } <= alerts.keys()
-    known = runtime_metric_names() | OPERATOR_METRICS
+    known = known_metrics()
     for name, alert in alerts.items():
         used = referenced_metrics(alert["expr"])
         assert used <= known, f"{name} uses unknown metrics {used - known}"
         assert alert["labels"]["severity"] in {"info", "warning", "critical"}
-        assert "{{ $labels." in alert["annotations"]["summary"] or name == "SentientOperatorDown"
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
 
 
 def test_alerts_can_be_disabled_and_labelled() -> None:
@@ -410,7 +444,7 @@ def test_grafana_dashboard_configmap() -> None:
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
     used = referenced_metrics(exprs)
-    assert used <= runtime_metric_names() | OPERATOR_METRICS, used - runtime_metric_names() - OPERATOR_METRICS
+    assert used <= known_metrics(), used - known_metrics()
     # One panel (at least) per signal the issue names.
     for metric in (
         "sentient_requests_total",
@@ -438,7 +472,7 @@ def test_helm_test_hook_calls_the_health_endpoint() -> None:
     pod = one(objects(), "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["command"][-1]
-    assert "http://rel-sentient-operator-metrics.sentient-system.svc:8081/healthz" in script
+    assert "http://rel-sentient-operator-metrics.sentient-system.svc:8080/healthz" in script
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert not by_kind(objects("tests.enabled=false"), "Pod")
 

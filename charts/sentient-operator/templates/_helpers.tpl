@@ -124,7 +124,4 @@ Cross-field checks a JSON Schema cannot express clearly.
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "\n\nserviceAccount.name is required when serviceAccount.create is false." -}}
 {{- end -}}
-{{- if eq (int .Values.operator.healthPort) (int .Values.operator.metricsPort) -}}
-{{- fail "\n\noperator.healthPort and operator.metricsPort must differ." -}}
-{{- end -}}
 {{- end }}
