@@ -1,0 +1,62 @@
+"""Resolved inputs of the builders: everything an agent references, already fetched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec, SentientAgentSpec
+
+
+@dataclass(frozen=True)
+class ResolvedProvider:
+    """One chain entry with its LLMProvider and the credential material of its provider Secret."""
+
+    namespace: str
+    name: str
+    spec: LLMProviderSpec
+    model: str
+    api_key: str | None = None
+    ca_pem: str | None = None
+    fingerprint: str | None = None
+
+    @property
+    def id(self) -> str:
+        """``namespace/name`` of the provider."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A RateLimitPolicy and, for the Redis backend, its Redis URL."""
+
+    namespace: str
+    name: str
+    spec: RateLimitPolicySpec
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class APIKey:
+    """A caller API key (in clear only in operator memory; bound hashed) and its tier."""
+
+    key: str = field(repr=False)
+    tier: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentInputs:
+    """A SentientAgent together with everything resolved for it."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: SentientAgentSpec
+    providers: list[ResolvedProvider]
+    image: str
+    policy: ResolvedPolicy | None = None
+    system_prompt: str = ""
+    api_keys: dict[str, APIKey] = field(default_factory=dict, repr=False)
+    sessions_redis_url: str | None = field(default=None, repr=False)
+    audit_key: str = field(default="", repr=False)
+    credentials_fingerprint: str | None = None
+    service_monitor_available: bool = False

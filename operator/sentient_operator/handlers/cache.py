@@ -1,0 +1,127 @@
+"""The operator's view of the cluster: kopf indexes, read through one object.
+
+kopf keeps every index up to date from its watch streams, so a reconcile reads
+agents, providers, policies, Secrets, ConfigMaps and the agents' children from
+memory and makes no API request unless it has something to write. That is what
+keeps an idle operator quiet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import kopf
+
+Key = tuple[str, str]
+ChildKey = tuple[str, str, str]
+
+
+def _first(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
+    if index is None:
+        return None
+    store = index.get(key)
+    if store is None:
+        return None
+    for value in store:
+        return value
+    return None
+
+
+def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's ``data`` decoded to text (undecodable bytes replaced; only text is bound)."""
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value or "").decode("utf-8", errors="replace")
+        except (binascii.Error, ValueError):
+            continue
+    for key, value in (secret.get("stringData") or {}).items():
+        decoded[key] = str(value)
+    return decoded
+
+
+class ClusterCache:
+    """Typed access to the kopf indexes registered in :mod:`sentient_operator.handlers.agent`.
+
+    kopf hands indexes to handlers as keyword arguments; the startup handler
+    stores them here so that the reconcile workers (which run outside any single
+    handler) read the same live indexes.
+    """
+
+    def __init__(self) -> None:
+        self.agents: kopf.Index[Key, dict[str, Any]] | None = None
+        self.providers: kopf.Index[Key, dict[str, Any]] | None = None
+        self.policies: kopf.Index[Key, dict[str, Any]] | None = None
+        self.secrets: kopf.Index[Key, dict[str, Any]] | None = None
+        self.config_maps: kopf.Index[Key, dict[str, Any]] | None = None
+        self.children: dict[str, kopf.Index[ChildKey, dict[str, Any]]] = {}
+
+    def bind(self, **indexes: Any) -> None:
+        """Attach the kopf indexes (called from the startup handler with kopf's kwargs)."""
+        self.agents = indexes.get("sentient_agents_idx")
+        self.providers = indexes.get("sentient_providers_idx")
+        self.policies = indexes.get("sentient_policies_idx")
+        self.secrets = indexes.get("sentient_secrets_idx")
+        self.config_maps = indexes.get("sentient_configmaps_idx")
+        self.children = {
+            name[len("sentient_children_") : -len("_idx")]: index
+            for name, index in indexes.items()
+            if name.startswith("sentient_children_") and name.endswith("_idx")
+        }
+
+    # ---------------------------------------------------------------- objects
+
+    def agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A SentientAgent body."""
+        value: dict[str, Any] | None = _first(self.agents, (namespace, name))
+        return value
+
+    def agent_keys(self) -> Iterator[Key]:
+        """Keys of every SentientAgent seen."""
+        if self.agents is not None:
+            yield from list(self.agents)
+
+    def provider(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An LLMProvider body."""
+        value: dict[str, Any] | None = _first(self.providers, (namespace, name))
+        return value
+
+    def policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A RateLimitPolicy body."""
+        value: dict[str, Any] | None = _first(self.policies, (namespace, name))
+        return value
+
+    def secret_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret body (data still base64-encoded)."""
+        value: dict[str, Any] | None = _first(self.secrets, (namespace, name))
+        return value
+
+    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data decoded to text."""
+        obj = self.secret_object(namespace, name)
+        return None if obj is None else decode_secret_data(obj)
+
+    def config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap body."""
+        value: dict[str, Any] | None = _first(self.config_maps, (namespace, name))
+        return value
+
+    def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data."""
+        obj = self.config_map_object(namespace, name)
+        return None if obj is None else dict(obj.get("data") or {})
+
+    def child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A child object the operator manages, by kind, namespace and name."""
+        if kind == "Secret":
+            return self.secret_object(namespace, name)
+        if kind == "ConfigMap":
+            return self.config_map_object(namespace, name)
+        value: dict[str, Any] | None = _first(self.children.get(kind.lower()), (kind, namespace, name))
+        return value
+
+
+cache = ClusterCache()

@@ -1,0 +1,167 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease: one replica acts, the others stand by.
+
+The standby does not even open watches. It observes the Lease and takes it
+over when the holder has not renewed it for ``leaseDurationSeconds`` as seen
+by the standby's own clock (like client-go, so clock skew between nodes does
+not matter). A leader that cannot renew in time stops acting before its
+Lease can expire; a leader that shuts down cleanly releases the Lease so that
+the standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sentient_operator import kube, metrics
+
+log = logging.getLogger("sentient_operator.leader")
+
+API_VERSION = "coordination.k8s.io/v1"
+KIND = "Lease"
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseElector:
+    """Acquire, keep and release one Lease."""
+
+    def __init__(
+        self, namespace: str, name: str, identity: str, duration: float, renew_interval: float
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration = max(2.0, duration)
+        self.renew_interval = min(renew_interval, self.duration / 3)
+        self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
+        self._observed_at = 0.0
+        self._lease: dict[str, Any] | None = None
+        self._last_renew = 0.0
+
+    def _spec(self, acquire: str | None = None) -> dict[str, Any]:
+        now = _micro_now()
+        spec: dict[str, Any] = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.duration),
+            "renewTime": now,
+        }
+        if acquire is not None:
+            spec["acquireTime"] = acquire
+        return spec
+
+    async def try_acquire(self) -> bool:
+        """One attempt to become (or stay) the holder."""
+        lease = await kube.get(API_VERSION, KIND, self.name, self.namespace)
+        if lease is None:
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(acquire=_micro_now()),
+            }
+            try:
+                self._lease = await kube.call(
+                    "POST",
+                    await kube.object_path(API_VERSION, KIND, None, self.namespace),
+                    body=body,
+                    content_type="application/json",
+                )
+            except kube.KubeError as exc:
+                if exc.conflict:
+                    return False
+                raise
+            self._last_renew = time.monotonic()
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, str(spec.get("renewTime", "")))
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
+        duration = float(spec.get("leaseDurationSeconds") or self.duration)
+        expired = time.monotonic() - self._observed_at > duration
+        if holder and holder != self.identity and not expired:
+            return False
+        acquire = spec.get("acquireTime") if holder == self.identity else _micro_now()
+        lease["spec"] = {**spec, **self._spec(acquire=acquire)}
+        try:
+            self._lease = await kube.call(
+                "PUT",
+                await kube.object_path(API_VERSION, KIND, self.name, self.namespace),
+                body=lease,
+                content_type="application/json",
+            )
+        except kube.KubeError as exc:
+            if exc.conflict:
+                return False  # someone else wrote it first
+            raise
+        self._last_renew = time.monotonic()
+        return True
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait until this replica holds the Lease (True) or ``stop`` is set (False)."""
+        announced = False
+        while not stop.is_set():
+            try:
+                if await self.try_acquire():
+                    log.info(
+                        "acquired leadership: lease %s/%s as %s", self.namespace, self.name, self.identity
+                    )
+                    metrics.LEADER.set(1)
+                    return True
+            except kube.KubeError as exc:
+                log.warning("lease %s/%s: %s", self.namespace, self.name, exc.reason)
+            if not announced:
+                holder = self._observed[0] if self._observed else "?"
+                log.info("standing by: lease %s/%s is held by %s", self.namespace, self.name, holder)
+                announced = True
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.renew_interval)
+            except TimeoutError:
+                pass
+        return False
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew until ``stop``; returns early (leadership lost) when renewal fails for too long."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.renew_interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if not await self.try_acquire():
+                    log.error("lost leadership: lease %s/%s taken over", self.namespace, self.name)
+                    metrics.LEADER.set(0)
+                    return
+            except kube.KubeError as exc:
+                log.warning("could not renew lease %s/%s: %s", self.namespace, self.name, exc.reason)
+            # Stop acting well before anyone else may consider the Lease expired.
+            if time.monotonic() - self._last_renew > self.duration * 2 / 3:
+                log.error("lost leadership: lease %s/%s not renewed in time", self.namespace, self.name)
+                metrics.LEADER.set(0)
+                return
+
+    async def release(self) -> None:
+        """Give the Lease up (clean shutdown), so that a standby takes over without waiting."""
+        if self._lease is None:
+            return
+        lease = dict(self._lease)
+        lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
+        try:
+            await kube.call(
+                "PUT",
+                await kube.object_path(API_VERSION, KIND, self.name, self.namespace),
+                body=lease,
+                content_type="application/json",
+            )
+            log.info("released leadership: lease %s/%s", self.namespace, self.name)
+        except kube.KubeError as exc:
+            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+        metrics.LEADER.set(0)

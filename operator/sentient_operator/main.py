@@ -1,0 +1,139 @@
+"""``python -m sentient_operator``: the operator process.
+
+Serves /metrics, /healthz and /readyz, waits for the leader Lease (when leader
+election is on), then runs kopf with every handler of
+:mod:`sentient_operator.handlers`. A replica that loses the Lease stops and
+exits non-zero, so its pod restarts as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sentient_operator.leader import LeaseElector
+from sentient_operator.settings import Settings, get_settings
+
+log = logging.getLogger("sentient_operator")
+
+
+def configure_logging(settings: Settings) -> None:
+    """JSON (or text) logs on stderr at the configured level."""
+    fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=settings.log_level == "DEBUG", log_format=fmt, log_refkey="object")
+    logging.getLogger().setLevel(settings.log_level)
+    # The kubernetes client logs request bodies at DEBUG: never let Secret data reach the logs.
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+class State:
+    """What /readyz reports."""
+
+    role = "starting"
+
+
+async def start_http(settings: Settings, state: State) -> web.AppRunner:
+    """The metrics and health server."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Answering at all proves the event loop is alive, leader or standby.
+        return web.json_response({"status": "ok", "role": state.role})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner
+
+
+async def run(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; the exit code (1 when leadership was lost)."""
+    import sentient_operator.handlers  # noqa: F401  (registers every handler with kopf)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    state = State()
+    runner = await start_http(settings, state)
+    elector: LeaseElector | None = None
+    try:
+        if settings.leader_election:
+            elector = LeaseElector(
+                settings.operator_namespace,
+                settings.lease_name,
+                settings.identity,
+                settings.lease_duration,
+                settings.lease_renew_interval,
+            )
+            state.role = "standby"
+            if not await elector.acquire(stop):
+                return 0
+        state.role = "leader"
+        kopf_stop: asyncio.Future[None] = loop.create_future()
+        namespaces = settings.watch_namespaces
+        log.info(
+            "starting: watching %s, runtime image %s",
+            ",".join(namespaces) if namespaces else "all namespaces",
+            settings.runtime_image,
+        )
+        operator = asyncio.create_task(
+            kopf.operator(
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                standalone=True,
+                stop_flag=kopf_stop,
+            )
+        )
+        # kopf installs its own SIGINT/SIGTERM handlers; ours keep working through `stop` too.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        waiters: set[asyncio.Future[Any]] = {operator, asyncio.ensure_future(stop.wait())}
+        lost: asyncio.Future[Any] | None = None
+        if elector is not None:
+            lost = asyncio.ensure_future(elector.keep(stop))
+            waiters.add(lost)
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        leadership_lost = lost is not None and lost in done and not stop.is_set()
+        if not kopf_stop.done():
+            kopf_stop.set_result(None)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(operator, timeout=30)
+        for task in pending:
+            task.cancel()
+        if leadership_lost:
+            return 1
+        if elector is not None:
+            await elector.release()
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    """Entry point of ``sentient-operator`` and ``python -m sentient_operator``."""
+    settings = get_settings()
+    configure_logging(settings)
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Resolve what a SentientAgent references: providers, policy, Secrets, ConfigMaps.
+
+Pure: lookups go through a :class:`Lookup` (in the operator, kopf's in-memory
+indexes; in tests, dicts), so every reason an agent cannot be rendered is
+unit-tested without a cluster. A problem never raises: it becomes a
+:class:`Problem` that the handler turns into a condition with a reason.
+Messages name objects and keys, never values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from sentient_operator.api.v1alpha1 import (
+    LLMProviderSpec,
+    RateLimitPolicySpec,
+    SecretKeyRef,
+    SentientAgentSpec,
+)
+from sentient_operator.build.common import provider_secret_name
+from sentient_operator.build.inputs import AgentInputs, APIKey, ResolvedPolicy, ResolvedProvider
+
+PROVIDERS_RESOLVED = "ProvidersResolved"
+CREDENTIALS_READY = "CredentialsReady"
+CONFIG_RESOLVED = "ConfigResolved"
+
+PROVIDER_SECRET_KEY = "apiKey"  # noqa: S105 - a key name, not a value
+PROVIDER_CA_KEY = "ca.pem"
+TIER_SUFFIX = ".tier"
+
+
+class Lookup(Protocol):
+    """Read access to the objects an agent may reference (decoded Secret data)."""
+
+    def provider(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The LLMProvider object, or None."""
+
+    def policy(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The RateLimitPolicy object, or None."""
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret's data decoded to text, or None."""
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A ConfigMap's data, or None."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an agent cannot be rendered: the condition it affects, a reason and a message."""
+
+    condition: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Resolution:
+    """The result of resolving an agent: its inputs when complete, its problems otherwise."""
+
+    inputs: AgentInputs | None
+    problems: list[Problem] = field(default_factory=list)
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Everything resolved."""
+        return self.inputs is not None and not self.problems
+
+
+def namespace_allowed(allowed: list[str], owner_namespace: str, requester_namespace: str) -> bool:
+    """Whether an object in ``owner_namespace`` may be used from ``requester_namespace``.
+
+    Empty ``allowed`` means the owner's namespace only; ``"*"`` means every namespace.
+    """
+    if requester_namespace == owner_namespace:
+        return True
+    return "*" in allowed or requester_namespace in allowed
+
+
+def _secret_value(
+    lookup: Lookup, ref: SecretKeyRef, default_namespace: str, what: str, problems: list[Problem]
+) -> str | None:
+    namespace = default_namespace
+    data = lookup.secret(namespace, ref.name)
+    if data is None:
+        problems.append(
+            Problem(CREDENTIALS_READY, "SecretNotFound", f"{what}: Secret {namespace}/{ref.name} not found")
+        )
+        return None
+    if ref.key not in data:
+        problems.append(
+            Problem(
+                CREDENTIALS_READY,
+                "SecretKeyNotFound",
+                f"{what}: Secret {namespace}/{ref.name} has no key {ref.key}",
+            )
+        )
+        return None
+    return data[ref.key]
+
+
+def _resolve_provider(
+    agent_namespace: str,
+    ref_name: str,
+    ref_namespace: str | None,
+    entry_model: str | None,
+    lookup: Lookup,
+    problems: list[Problem],
+) -> tuple[ResolvedProvider | None, dict[str, Any]]:
+    namespace = ref_namespace or agent_namespace
+    status: dict[str, Any] = {"provider": f"{namespace}/{ref_name}", "resolved": False, "ready": False}
+    if entry_model:
+        status["model"] = entry_model
+    obj = lookup.provider(namespace, ref_name)
+    if obj is None:
+        problems.append(
+            Problem(PROVIDERS_RESOLVED, "ProviderNotFound", f"LLMProvider {namespace}/{ref_name} not found")
+        )
+        status["reason"] = "ProviderNotFound"
+        return None, status
+    try:
+        spec = LLMProviderSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        problems.append(
+            Problem(
+                PROVIDERS_RESOLVED,
+                "ProviderInvalid",
+                f"LLMProvider {namespace}/{ref_name} has an invalid spec ({exc.error_count()} errors)",
+            )
+        )
+        status["reason"] = "ProviderInvalid"
+        return None, status
+    if not namespace_allowed(spec.allowed_namespaces, namespace, agent_namespace):
+        problems.append(
+            Problem(
+                PROVIDERS_RESOLVED,
+                "ProviderForbidden",
+                f"LLMProvider {namespace}/{ref_name} does not allow namespace {agent_namespace}",
+            )
+        )
+        status["reason"] = "ProviderForbidden"
+        return None, status
+    model = entry_model or spec.default_model or (spec.models[0] if spec.models else None)
+    if model is None:
+        problems.append(
+            Problem(
+                PROVIDERS_RESOLVED,
+                "ModelNotSet",
+                f"no model for LLMProvider {namespace}/{ref_name}: set the chain entry's model or defaultModel",
+            )
+        )
+        status["reason"] = "ModelNotSet"
+        return None, status
+    if spec.models and model not in spec.models:
+        problems.append(
+            Problem(
+                PROVIDERS_RESOLVED,
+                "ModelNotServed",
+                f"LLMProvider {namespace}/{ref_name} does not list model {model}",
+            )
+        )
+        status["reason"] = "ModelNotServed"
+        return None, status
+    status["model"] = model
+    status["resolved"] = True
+    api_key: str | None = None
+    ca_pem: str | None = None
+    fingerprint: str | None = None
+    if spec.credentials is not None:
+        secret_name = provider_secret_name(ref_name)
+        data = lookup.secret(namespace, secret_name)
+        if data is None or PROVIDER_SECRET_KEY not in data:
+            problems.append(
+                Problem(
+                    CREDENTIALS_READY,
+                    "CredentialsNotReady",
+                    f"credentials of LLMProvider {namespace}/{ref_name} are not synced yet "
+                    f"(Secret {namespace}/{secret_name})",
+                )
+            )
+            status["reason"] = "CredentialsNotReady"
+            return None, status
+        api_key = data[PROVIDER_SECRET_KEY]
+        ca_pem = data.get(PROVIDER_CA_KEY)
+        fingerprint = (obj.get("status") or {}).get("credentialsFingerprint")
+    status["ready"] = True
+    provider = ResolvedProvider(
+        namespace=namespace,
+        name=ref_name,
+        spec=spec,
+        model=model,
+        api_key=api_key,
+        ca_pem=ca_pem,
+        fingerprint=fingerprint,
+    )
+    return provider, status
+
+
+def _resolve_policy(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> ResolvedPolicy | None:
+    ref = spec.rate_limit_policy_ref
+    if ref is None:
+        return None
+    namespace = ref.namespace or agent_namespace
+    obj = lookup.policy(namespace, ref.name)
+    if obj is None:
+        problems.append(
+            Problem(CONFIG_RESOLVED, "PolicyNotFound", f"RateLimitPolicy {namespace}/{ref.name} not found")
+        )
+        return None
+    try:
+        policy_spec = RateLimitPolicySpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        problems.append(
+            Problem(
+                CONFIG_RESOLVED,
+                "PolicyInvalid",
+                f"RateLimitPolicy {namespace}/{ref.name} has an invalid spec ({exc.error_count()} errors)",
+            )
+        )
+        return None
+    if not namespace_allowed(policy_spec.allowed_namespaces, namespace, agent_namespace):
+        problems.append(
+            Problem(
+                CONFIG_RESOLVED,
+                "PolicyForbidden",
+                f"RateLimitPolicy {namespace}/{ref.name} does not allow namespace {agent_namespace}",
+            )
+        )
+        return None
+    redis_url: str | None = None
+    if policy_spec.backend.type == "redis":
+        if policy_spec.backend.redis is None:
+            problems.append(
+                Problem(
+                    CONFIG_RESOLVED,
+                    "PolicyInvalid",
+                    f"RateLimitPolicy {namespace}/{ref.name}: redis backend unset",
+                )
+            )
+            return None
+        # The Redis Secret is read in the policy's namespace: the policy owner granted its use.
+        redis_url = _secret_value(
+            lookup,
+            policy_spec.backend.redis.address_secret_ref,
+            namespace,
+            f"Redis of RateLimitPolicy {namespace}/{ref.name}",
+            problems,
+        )
+        if redis_url is None:
+            return None
+    return ResolvedPolicy(namespace=namespace, name=ref.name, spec=policy_spec, redis_url=redis_url)
+
+
+def _resolve_api_keys(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> dict[str, APIKey]:
+    if spec.auth.api_keys is None:
+        return {}
+    name = spec.auth.api_keys.secret_ref.name
+    data = lookup.secret(agent_namespace, name)
+    if data is None:
+        problems.append(
+            Problem(CREDENTIALS_READY, "SecretNotFound", f"API-key Secret {agent_namespace}/{name} not found")
+        )
+        return {}
+    keys: dict[str, APIKey] = {}
+    for key_id, value in sorted(data.items()):
+        if key_id.endswith(TIER_SUFFIX):
+            continue
+        tier = data.get(key_id + TIER_SUFFIX)
+        keys[key_id] = APIKey(key=value.strip(), tier=tier.strip() if tier is not None else None)
+    return keys
+
+
+def _resolve_prompt(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> str:
+    if spec.system_prompt_from is None:
+        return spec.system_prompt or ""
+    ref = spec.system_prompt_from
+    data = lookup.config_map(agent_namespace, ref.name)
+    if data is None:
+        problems.append(
+            Problem(CONFIG_RESOLVED, "ConfigMapNotFound", f"ConfigMap {agent_namespace}/{ref.name} not found")
+        )
+        return ""
+    if ref.key not in data:
+        problems.append(
+            Problem(
+                CONFIG_RESOLVED,
+                "ConfigMapKeyNotFound",
+                f"ConfigMap {agent_namespace}/{ref.name} has no key {ref.key}",
+            )
+        )
+        return ""
+    return data[ref.key]
+
+
+def resolve(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: SentientAgentSpec,
+    lookup: Lookup,
+    image: str,
+    audit_key: str,
+    service_monitor_available: bool = False,
+) -> Resolution:
+    """Resolve every reference of one agent into :class:`AgentInputs`, or say why not."""
+    problems: list[Problem] = []
+    providers: list[ResolvedProvider] = []
+    chain: list[dict[str, Any]] = []
+    for entry in spec.llm.chain:
+        provider, status = _resolve_provider(
+            namespace, entry.provider_ref.name, entry.provider_ref.namespace, entry.model, lookup, problems
+        )
+        chain.append(status)
+        if provider is not None:
+            providers.append(provider)
+    policy = _resolve_policy(namespace, spec, lookup, problems)
+    api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
+    prompt = _resolve_prompt(namespace, spec, lookup, problems)
+    sessions_redis_url: str | None = None
+    if spec.sessions.store == "redis":
+        ref = spec.sessions.redis_secret_ref
+        if ref is None:
+            problems.append(
+                Problem(
+                    CONFIG_RESOLVED, "SessionsInvalid", "sessions.store is redis but redisSecretRef is unset"
+                )
+            )
+        else:
+            sessions_redis_url = _secret_value(lookup, ref, namespace, "sessions Redis", problems)
+    if problems:
+        return Resolution(inputs=None, problems=problems, chain=chain)
+    inputs = AgentInputs(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        spec=spec,
+        providers=providers,
+        image=image,
+        policy=policy,
+        system_prompt=prompt,
+        api_keys=api_keys,
+        sessions_redis_url=sessions_redis_url,
+        audit_key=audit_key,
+        service_monitor_available=service_monitor_available,
+    )
+    return Resolution(inputs=inputs, problems=[], chain=chain)
