@@ -1,0 +1,121 @@
+"""``python -m agent_runtime``: serve the agent described by ``SENTIENT_CONFIG``.
+
+Runs one uvicorn server for the API (``server.port``) and one for
+``/metrics`` (``server.metricsPort``) in the same event loop. On SIGTERM (or
+SIGINT): readiness turns false and new requests get 503 at once, in-flight
+streams get until ``server.shutdownGrace`` to finish (then they are ended with
+``error`` + ``done``), then both servers stop and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Generator
+
+import uvicorn
+
+from agent_runtime.app import AgentRuntime, create_app, metrics_app
+from agent_runtime.config import config_path, credentials_dir
+from agent_runtime.logging import setup_logging
+
+log = logging.getLogger("agent_runtime.main")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled by :func:`serve` (drain first, then exit)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Leave signal handling to :func:`serve`."""
+        yield
+
+
+def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # Streams may run for minutes; the keep-alive of idle connections stays short.
+        timeout_keep_alive=30,
+        # Our own drain has already waited for streams when uvicorn shuts down.
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
+    """Run the API and metrics servers until a signal, then drain and stop."""
+    server_config = runtime.config.server
+    main = _Server(_uvicorn_config(runtime, host, server_config.port))
+    servers = [main]
+    if server_config.metrics_port is not None:
+        metrics = _Server(_uvicorn_config(metrics_app(), host, server_config.metrics_port))
+        metrics.config.lifespan = "off"
+        servers.append(metrics)
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    background: set[asyncio.Task[None]] = set()
+
+    async def stop() -> None:
+        await runtime.drain()
+        for server in servers:
+            server.should_exit = True
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopping.is_set():
+            # A second signal: stop waiting.
+            for server in servers:
+                server.force_exit = True
+                server.should_exit = True
+            return
+        stopping.set()
+        log.info("received %s; draining", sig.name)
+        task = loop.create_task(stop())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main() -> None:
+    """Entry point of ``python -m agent_runtime`` and ``sentient-runtime``."""
+    setup_logging()
+    try:
+        runtime = create_app(config_path=config_path(), credentials_dir=credentials_dir())
+    except Exception as exc:
+        log.error("cannot load the runtime config: %s", exc)
+        sys.exit(2)
+    host = os.environ.get("SENTIENT_HOST", "0.0.0.0")
+    audit_path = os.environ.get("SENTIENT_AUDIT_LOG")
+    if audit_path:
+        from agent_runtime.audit import open_audit_log
+
+        key_file = runtime.config.audit_key_file
+        runtime.audit = open_audit_log(runtime.credentials.read(key_file) if key_file else None, audit_path)
+    try:
+        import uvloop
+
+        uvloop.run(serve(runtime, host))
+    except ImportError:
+        asyncio.run(serve(runtime, host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Client for an agent's ``/assist`` endpoint, yielding typed Sentient events.
+
+Async::
+
+    async with SentientClient("http://agent:8080", api_key="...") as client:
+        async for event in client.assist("hello"):
+            ...
+
+and sync (:class:`SyncSentientClient`, same methods). Connection failures
+before the response starts are retried with exponential backoff; nothing is
+retried once the agent answered (a prompt must not run twice). ``timeout`` is
+the longest silence tolerated between bytes (heartbeats count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from agent_runtime import protocol
+from agent_runtime.protocol import AnyEvent, DoneEvent, ErrorEvent, TextBlockEvent, TextChunkEvent
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+
+class SentientClientError(Exception):
+    """The response was not a valid Sentient event stream."""
+
+
+class SSEParser:
+    """Incremental ``text/event-stream`` parser: feed lines, get ``(event, data)`` pairs."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        """Process one line (without its newline); returns a record when one ends."""
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            record = (self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return record
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def parse_stream(lines: Iterable[str]) -> Iterator[AnyEvent]:
+    """Typed events from SSE lines."""
+    parser = SSEParser()
+    for line in lines:
+        record = parser.feed(line)
+        if record is not None:
+            yield _to_event(record)
+
+
+def _to_event(record: tuple[str, str]) -> AnyEvent:
+    try:
+        data = json.loads(record[1])
+    except ValueError as exc:
+        raise SentientClientError(f"event {record[0]!r} has invalid JSON data") from exc
+    if not isinstance(data, dict):
+        raise SentientClientError(f"event {record[0]!r} data is not an object")
+    try:
+        return protocol.parse_event(data)
+    except protocol.ProtocolError as exc:
+        raise SentientClientError(str(exc)) from exc
+
+
+@dataclass
+class AssistResult:
+    """Everything one ``/assist`` call produced."""
+
+    status: int
+    events: list[AnyEvent] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """Text of every text block and stream chunk, in order."""
+        return "".join(
+            e.content for e in self.events if isinstance(e, TextBlockEvent | TextChunkEvent) and e.content
+        )
+
+    def stream_text(self, stream_id: str) -> str:
+        """Text of one stream."""
+        return "".join(
+            e.content for e in self.events if isinstance(e, TextChunkEvent) and e.stream_id == stream_id
+        )
+
+    @property
+    def error(self) -> ErrorEvent | None:
+        """The error event, if the request failed."""
+        return next((e for e in self.events if isinstance(e, ErrorEvent)), None)
+
+    @property
+    def done(self) -> bool:
+        """True when the stream ended with ``done``."""
+        return bool(self.events) and isinstance(self.events[-1], DoneEvent)
+
+
+def _body(prompt: str, query_id: str | None, session: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": {"id": query_id or protocol.new_ulid(), "prompt": prompt}}
+    if session is not None:
+        body["session"] = session
+    return body
+
+
+def _headers(api_key: str | None, token: str | None, request_id: str | None) -> dict[str, str]:
+    headers = {"accept": "text/event-stream"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    elif api_key:
+        headers["x-api-key"] = api_key
+    if request_id:
+        headers["x-request-id"] = request_id
+    return headers
+
+
+def _backoff(attempt: int, base: float) -> float:
+    return float(min(base * 2**attempt, 5.0) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+
+
+class SentientClient:
+    """Async client of one agent."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self.backoff = backoff
+        self._api_key = api_key
+        self._token = token
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> SentientClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+
+    async def assist(
+        self,
+        prompt: str,
+        *,
+        session: dict[str, Any] | None = None,
+        query_id: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[AnyEvent]:
+        """Stream the events of one query; the last one is always ``done`` (or an exception)."""
+        body = _body(prompt, query_id, session)
+        headers = _headers(self._api_key, self._token, request_id)
+        attempt = 0
+        while True:
+            answered = False
+            try:
+                async with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
+                    answered = True
+                    parser = SSEParser()
+                    async for line in response.aiter_lines():
+                        record = parser.feed(line)
+                        if record is not None:
+                            yield _to_event(record)
+                    tail = parser.feed("")
+                    if tail is not None:
+                        yield _to_event(tail)
+                    return
+            except _RETRYABLE:
+                # Retried only while nothing was received: the connection never got to the agent.
+                if answered or attempt >= self.retries:
+                    raise
+                await asyncio.sleep(_backoff(attempt, self.backoff))
+                attempt += 1
+
+    async def ask(self, prompt: str, **kwargs: Any) -> AssistResult:
+        """The whole response of one query."""
+        result = AssistResult(status=0)
+        async for event in self.assist(prompt, **kwargs):
+            result.events.append(event)
+        result.status = 0 if result.error is None else result.error.error_code
+        return result
+
+
+class SyncSentientClient:
+    """Blocking client of one agent (same behaviour as :class:`SentientClient`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        self.retries = retries
+        self.backoff = backoff
+        self._api_key = api_key
+        self._token = token
+        self._http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout))
+
+    def __enter__(self) -> SyncSentientClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close connections."""
+        self._http.close()
+
+    def assist(
+        self,
+        prompt: str,
+        *,
+        session: dict[str, Any] | None = None,
+        query_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Iterator[AnyEvent]:
+        """Stream the events of one query."""
+        body = _body(prompt, query_id, session)
+        headers = _headers(self._api_key, self._token, request_id)
+        attempt = 0
+        while True:
+            answered = False
+            try:
+                with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
+                    answered = True
+                    parser = SSEParser()
+                    for line in response.iter_lines():
+                        record = parser.feed(line)
+                        if record is not None:
+                            yield _to_event(record)
+                    tail = parser.feed("")
+                    if tail is not None:
+                        yield _to_event(tail)
+                    return
+            except _RETRYABLE:
+                if answered or attempt >= self.retries:
+                    raise
+                time.sleep(_backoff(attempt, self.backoff))
+                attempt += 1
+
+    def ask(self, prompt: str, **kwargs: Any) -> AssistResult:
+        """The whole response of one query."""
+        result = AssistResult(status=0)
+        for event in self.assist(prompt, **kwargs):
+            result.events.append(event)
+        result.status = 0 if result.error is None else result.error.error_code
+        return result

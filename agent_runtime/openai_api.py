@@ -1,0 +1,322 @@
+"""OpenAI-compatible endpoint: ``POST /v1/chat/completions`` (streaming and not).
+
+Any OpenAI client can talk to an agent: the agent's system prompt is put
+first, the caller's messages follow, and the answer comes from the agent's
+failover chain. ``model`` is echoed back (``GET /v1/models`` lists the
+agent's name); the chain decides which upstream model answers. Errors use
+OpenAI's ``{"error": {...}}`` shape; a failure after streaming started is
+sent as one ``data: {"error": ...}`` record before ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent_runtime import protocol
+from agent_runtime.app import (
+    STATUS_CLIENT_CLOSED,
+    BodyTooLarge,
+    ClientGone,
+    Exchange,
+    Pulse,
+    read_body,
+    validation_message,
+)
+from agent_runtime.auth import AuthError
+from agent_runtime.limits.policy import estimate_tokens
+from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from agent_runtime.app import AgentRuntime
+
+log = logging.getLogger("agent_runtime.openai")
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message; only text parts are used."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessageBody(BaseModel):
+    """One message of the request."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The text content (text parts joined)."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``."""
+
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionBody(BaseModel):
+    """Body of ``POST /v1/chat/completions``; unknown OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[ChatMessageBody] = Field(min_length=1, max_length=10_000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    user: str | None = Field(default=None, max_length=256)
+
+
+def openai_error(
+    message: str, kind: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+    504: "timeout",
+}
+
+
+def _kind(status: int) -> str:
+    return _ERROR_TYPES.get(status, "api_error")
+
+
+def to_chat_request(body: ChatCompletionBody, system_prompt: str) -> ChatRequest:
+    """The LLM request: the agent's system prompt first, then the caller's messages."""
+    messages: list[ChatMessage] = []
+    if system_prompt:
+        messages.append(ChatMessage("system", system_prompt))
+    for message in body.messages:
+        role = message.role
+        if role == "developer":
+            role = "system"
+        elif role == "tool":
+            # Tool results travel as user context; the chain does not run tools.
+            role = "user"
+        messages.append(ChatMessage(role, message.text()))
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    return ChatRequest(
+        messages=messages,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stop,
+    )
+
+
+async def chat_completions(runtime: AgentRuntime, ex: Exchange) -> None:
+    """Serve one ``POST /v1/chat/completions``."""
+    if ex.scope["method"] != "POST":
+        await ex.json(
+            405, openai_error("method not allowed; use POST", "invalid_request_error"), {"allow": "POST"}
+        )
+        return
+    if runtime.draining or not runtime.started:
+        await ex.json(503, openai_error("the agent is shutting down", "service_unavailable"), close=True)
+        return
+    state = runtime.state
+    try:
+        principal = await runtime._authenticate(ex, state)
+    except AuthError as exc:
+        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status), exc.reason))
+        return
+    try:
+        body = ChatCompletionBody.model_validate_json(await read_body(ex.receive))
+    except BodyTooLarge:
+        await ex.json(413, openai_error("request body too large", "invalid_request_error"))
+        return
+    except ClientGone:
+        ex.status = STATUS_CLIENT_CLOSED
+        return
+    except ValidationError as exc:
+        await ex.json(422, openai_error(validation_message(exc), "invalid_request_error"))
+        return
+    request = to_chat_request(body, state.config.agent.system_prompt)
+    max_tokens = request.max_tokens or state.config.llm.parameters.max_tokens
+    estimate = estimate_tokens(({"content": m.content} for m in request.messages), max_tokens)
+    request.estimated_tokens = estimate
+    admission = await runtime._admit(ex, principal, body.user, estimate)
+    if not admission.allowed:
+        message = "rate limit exceeded" if admission.status == 429 else "rate limiter unavailable"
+        await ex.json(
+            admission.status,
+            openai_error(message, _kind(admission.status), admission.limit),
+            admission.headers,
+        )
+        return
+    usage: int | None = None
+    try:
+        if body.stream:
+            usage = await _stream(runtime, ex, body, request, admission.headers)
+        else:
+            usage = await _complete(runtime, ex, body, request, admission.headers)
+    finally:
+        await admission.settle(usage)
+
+
+async def _complete(
+    runtime: AgentRuntime,
+    ex: Exchange,
+    body: ChatCompletionBody,
+    request: ChatRequest,
+    headers: dict[str, str],
+) -> int | None:
+    task: asyncio.Task[Completion] = asyncio.get_running_loop().create_task(runtime.llm.complete(request))
+    if await runtime._supervise(ex, task):
+        ex.status = STATUS_CLIENT_CLOSED
+        return None
+    try:
+        completion = task.result()
+    except LLMError as exc:
+        extra = dict(headers)
+        if exc.retry_after is not None:
+            extra["retry-after"] = str(max(1, round(exc.retry_after)))
+        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status)), extra)
+        return None
+    except Exception:
+        log.exception("chat completion failed")
+        await ex.json(500, openai_error("internal error", "api_error"), headers)
+        return None
+    payload = {
+        "id": f"chatcmpl-{protocol.new_ulid()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": completion.input_tokens,
+            "completion_tokens": completion.output_tokens,
+            "total_tokens": completion.input_tokens + completion.output_tokens,
+        },
+        "system_fingerprint": None,
+    }
+    await ex.json(200, payload, headers)
+    return completion.input_tokens + completion.output_tokens
+
+
+class _ChunkWriter:
+    """Encodes ``chat.completion.chunk`` records with the constant part built once."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self._head = (
+            f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{protocol.dumps(model)},"system_fingerprint":null,"choices":'
+        )
+
+    def choice(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        return f"{self._head}{protocol.dumps(choices)}}}\n\n".encode()
+
+    def content(self, text: str) -> bytes:
+        return (
+            f'{self._head}[{{"index":0,"delta":{{"content":{protocol.dumps(text)}}},'
+            f'"logprobs":null,"finish_reason":null}}]}}\n\n'
+        ).encode()
+
+    def usage(self, prompt: int, completion: int) -> bytes:
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        return f'{self._head}[],"usage":{protocol.dumps(usage)}}}\n\n'.encode()
+
+
+async def _stream(
+    runtime: AgentRuntime,
+    ex: Exchange,
+    body: ChatCompletionBody,
+    request: ChatRequest,
+    headers: dict[str, str],
+) -> int | None:
+    pulse = Pulse(ex, headers)
+    writer = _ChunkWriter(f"chatcmpl-{protocol.new_ulid()}", int(time.time()), body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    tokens: list[int] = []
+
+    async def pump() -> None:
+        await pulse.send(writer.choice({"role": "assistant", "content": ""}))
+        finish: str | None = None
+        usage: Usage | None = None
+        try:
+            async for event in runtime.llm.stream(request):
+                if type(event) is TextDelta:
+                    if event.text:
+                        await pulse.send(writer.content(event.text))
+                elif type(event) is Usage:
+                    usage = event
+                elif type(event) is Completed:
+                    finish = event.finish_reason
+        except LLMError as exc:
+            error = openai_error(exc.message, _kind(exc.status), str(exc.status))
+            await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode())
+            await pulse.send(_DONE)
+            return
+        await pulse.send(writer.choice({}, finish or "stop"))
+        if usage is not None:
+            tokens.append(usage.input_tokens + usage.output_tokens)
+            if include_usage:
+                await pulse.send(writer.usage(usage.input_tokens, usage.output_tokens))
+        await pulse.send(_DONE)
+
+    task = asyncio.get_running_loop().create_task(pump())
+    runtime._agent_tasks.add(task)
+    try:
+        disconnected = await runtime._supervise(ex, task, pulse, runtime.state.heartbeat)
+    finally:
+        runtime._agent_tasks.discard(task)
+    if disconnected:
+        ex.status = STATUS_CLIENT_CLOSED
+        return tokens[0] if tokens else None
+    forced = task in runtime._forced
+    runtime._forced.discard(task)
+    if task.cancelled() or task.exception() is not None:
+        if not forced:
+            log.error(
+                "chat completion stream failed", exc_info=None if task.cancelled() else task.exception()
+            )
+        message = "the agent is shutting down" if forced else "internal error"
+        error = openai_error(message, "service_unavailable" if forced else "api_error")
+        await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode() + _DONE)
+    await pulse.end()
+    return tokens[0] if tokens else None
