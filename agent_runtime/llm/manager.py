@@ -29,7 +29,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -406,7 +406,9 @@ class LLMManager:
             previous = failure
         raise self._final_error(failures, deadline)
 
-    async def stream(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncIterator[LLMEvent]:
+    async def stream(
+        self, request: ChatRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[LLMEvent, None]:
         """Stream the answer as events; raise :class:`LLMError` when no provider can give it.
 
         The consumer should close the iterator when it stops early (``contextlib.aclosing``):
@@ -724,6 +726,8 @@ class LLMManager:
             return LLMError(400, f"the provider refused the request: {summary}")
         if self._clock() >= deadline or (last is not None and last.detail == "deadline exceeded"):
             return LLMError(504, f"deadline exceeded: {summary}")
+        if classes == {"timeout"}:
+            return LLMError(504, f"every provider timed out: {summary}", retry_after)
         if classes <= {"429", "rate-limited"}:
             return LLMError(429, f"every provider is rate-limited: {summary}", retry_after or 1.0)
         if classes <= {"circuit-open", "credentials", "rate-limited"}:
