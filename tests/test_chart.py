@@ -274,6 +274,8 @@ def test_rbac_grants_what_the_operator_uses() -> None:
     assert allowed(rules, "", "events", "create")
     assert allowed(rules, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
     assert allowed(rules, "coordination.k8s.io", "leases", "update")
+    assert allowed(rules, "coordination.k8s.io", "leases", "create")
+    assert allowed(rules, "", "secrets", "create")
     # Nothing that widens the operator's own powers.
     assert not allowed(rules, "rbac.authorization.k8s.io", "clusterroles", "create")
     assert not allowed(rules, "", "pods", "create")

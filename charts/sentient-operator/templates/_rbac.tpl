@@ -54,12 +54,25 @@ and e2e/test_helm.py check both properties.
   verbs: ["create"]
 {{- end }}
 
-{{/* The release namespace: leader election and the fingerprint key. */}}
+{{/* The release namespace: leader election and the fingerprint key, by name where RBAC allows. */}}
 {{- define "sentient-operator.rules.self" -}}
+{{- if .Values.leaderElection.enabled }}
+# sentient_operator.leader: read, create, then renew (PUT) the Lease.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update", "patch"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "sentient-operator.fullname" . | quote }}]
+  verbs: ["get", "update"]
+{{- end }}
+# The keyed-HMAC key of credential fingerprints, created on first start and
+# kept across reinstalls so that fingerprints (and pods) stay stable.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["sentient-operator-fingerprint-key"]
+  verbs: ["get"]
 {{- end }}
