@@ -242,7 +242,7 @@ INVALID: list[Invalid] = [
         "duplicate-allowed-namespace",
         PROVIDER,
         _p({"allowedNamespaces": ["team-a", "team-a"]}),
-        "spec.allowedNamespaces[1]: Duplicate value",
+        "spec.allowedNamespaces: duplicate entries",
     ),
     Invalid("provider-unknown-field", PROVIDER, _p({"apiKey": "sk-123"}), "spec.apiKey"),
     # ----- RateLimitPolicy
@@ -274,7 +274,7 @@ INVALID: list[Invalid] = [
                 ]
             }
         ),
-        "spec.tiers[1]: Duplicate value",
+        "spec.tiers: duplicate entries",
     ),
     Invalid(
         "negative-tier-limit",
@@ -381,7 +381,7 @@ INVALID: list[Invalid] = [
         "duplicate-capability",
         AGENT,
         _p({"capabilities": ["chat", "chat"]}),
-        "spec.capabilities[1]: Duplicate value",
+        "spec.capabilities: duplicate entries",
     ),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),

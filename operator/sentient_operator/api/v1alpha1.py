@@ -100,9 +100,10 @@ def list_type_map(*keys: str) -> dict[str, Any]:
 def _check_unique(values: Iterable[Any], path: str) -> None:
     """Mirror of the apiserver's duplicate check on ``set`` and ``map`` lists."""
     seen: set[Any] = set()
-    for i, value in enumerate(values):
+    for value in values:
         if value in seen:
-            raise ValueError(f"{path}[{i}]: Duplicate value: {value!r}")
+            # Worded as server-side apply words it (that check runs before schema validation).
+            raise ValueError(f"{path}: duplicate entries for key {value!r}")
         seen.add(value)
 
 
