@@ -290,8 +290,8 @@ def _make_handler(kv: AzureKeyVaultServer) -> type[BaseHTTPRequestHandler]:
             name = parts[0]
             if method == "PUT":
                 value = json.loads(body or b"{}").get("value", "")
-                version = kv.set_secret(name, value)
-                self._send(200, self._bundle(name, version, value))
+                new_version = kv.set_secret(name, value)
+                self._send(200, self._bundle(name, new_version, value))
                 return
             version = parts[1] if len(parts) > 1 else None
             with state.lock:

@@ -142,9 +142,8 @@ class AzureKeyVaultCredentialSource(CredentialSource):
             if self._authority_host:
                 common["disable_instance_discovery"] = True
             return WorkloadIdentityCredential(**kwargs, **common)
-        common.pop("authority", None)
         if self._authority_host:
-            common["authority"] = self._authority_host
+            common["disable_instance_discovery"] = True
         return DefaultAzureCredential(**common)
 
     def _get_client(self) -> SecretClient:

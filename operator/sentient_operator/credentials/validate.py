@@ -8,9 +8,7 @@ anything else (timeouts, 5xx, an endpoint without a models route) is ``Unreachab
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -96,7 +94,7 @@ async def validate_key(
     ca_pem: str | None = None,
     insecure_skip_verify: bool = False,
     extra_headers: Mapping[str, str] | None = None,
-    timeout: float = 5.0,
+    request_timeout: float = 5.0,
 ) -> ValidationResult:
     """GET the provider's models list with ``api_key``; never raises, never echoes the key."""
     try:
@@ -107,7 +105,7 @@ async def validate_key(
     headers = dict(extra_headers or {})
     headers.update(auth_headers(str(provider_type), api_key))
     try:
-        async with httpx.AsyncClient(verify=verify, timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(verify=verify, timeout=request_timeout, follow_redirects=False) as client:
             resp = await client.get(url, headers=headers)
     except httpx.TimeoutException:
         return ValidationResult(Validity.UNREACHABLE, "the provider did not answer in time")
@@ -124,10 +122,3 @@ async def validate_key(
         )
     return ValidationResult(Validity.INCONCLUSIVE, f"the models list answered HTTP {code}", code)
 
-
-def write_temp_ca(ca_pem: str) -> str:
-    """Write a CA bundle to a private temp file (for clients that need a path); returns the path."""
-    fd, path = tempfile.mkstemp(prefix="sentient-ca-", suffix=".pem")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(ca_pem)
-    return path
