@@ -109,7 +109,7 @@ def test_static_token_is_reread_from_its_secret(bao: OpenBao, secrets_store: Sec
 
 def test_approle_login_renewal_and_relogin(bao: OpenBao, secrets_store: Secrets) -> None:
     bao.client().sys.create_or_update_policy(name="read-all", policy=READ_ALL)
-    role_id, secret_id = bao.enable_approle("llm-reader", ["read-all"], token_ttl="1h")
+    role_id, secret_id = bao.enable_approle("llm-reader", ["read-all"], ttl="1h")
     secrets_store.put(NS, "approle", secretId=secret_id)
     now = [1000.0]
     spec = token_spec(bao.url)

@@ -101,12 +101,12 @@ class OpenBao:
         resp = c.auth.token.create(policies=[name], ttl=ttl, **kwargs)
         return str(resp["auth"]["client_token"])
 
-    def enable_approle(self, role: str, policies: list[str], token_ttl: str = "1h") -> tuple[str, str]:
+    def enable_approle(self, role: str, policies: list[str], ttl: str = "1h") -> tuple[str, str]:
         """Enable AppRole (once), create ``role``; returns ``(role_id, secret_id)``."""
         c = self.client()
         if "approle/" not in c.sys.list_auth_methods():
             c.sys.enable_auth_method("approle")
-        c.auth.approle.create_or_update_approle(role, token_policies=policies, token_ttl=token_ttl)
+        c.auth.approle.create_or_update_approle(role, token_policies=policies, token_ttl=ttl)
         role_id = c.auth.approle.read_role_id(role)["data"]["role_id"]
         secret_id = c.auth.approle.generate_secret_id(role)["data"]["secret_id"]
         return str(role_id), str(secret_id)
@@ -123,7 +123,7 @@ class OpenBao:
         policies: list[str],
         mount: str = "kubernetes",
         audience: str | None = None,
-        token_ttl: str = "1h",
+        ttl: str = "1h",
     ) -> None:
         """Enable kubernetes auth against an apiserver (TokenReview) and bind ``role`` to a service account."""
         c = self.client()
@@ -142,7 +142,7 @@ class OpenBao:
             "bound_service_account_names": [service_account],
             "bound_service_account_namespaces": [namespace],
             "token_policies": policies,
-            "token_ttl": token_ttl,
+            "token_ttl": ttl,
         }
         if audience:
             role_data["audience"] = audience
