@@ -587,6 +587,12 @@ def reference_page(k: Kind) -> str:
         "See [the API overview](../api.md) for how the three kinds fit together, and `examples/` for complete files.",
         "",
     ]
+    if k.name_pattern or k.name_max_length:
+        lines += [
+            f"`metadata.name` must match `{k.name_pattern}` and be at most {k.name_max_length} characters "
+            "(it names the Service and other children).",
+            "",
+        ]
     if k.root_rules:
         lines += ["Object-level rules:", ""]
         lines += [f"- {r.message}" for r in k.root_rules]
@@ -612,7 +618,7 @@ def reference_page(k: Kind) -> str:
                         _cell(row.type),
                         "yes" if row.required else "",
                         _cell(default),
-                        _cell(row.description),
+                        _cell(row.description.replace("<", "&lt;").replace(">", "&gt;")),
                         _cell("; ".join(row.validation)),
                     ]
                 )
