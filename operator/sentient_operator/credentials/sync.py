@@ -16,6 +16,7 @@ Two parts:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -425,8 +426,13 @@ class ProviderSyncer:
                 refresh_interval=refresh,
             )
 
-        fp = fingerprint_data(await self._fingerprint_key(), data)
-        changed = not same_fingerprint(fp, live_fp)
+        hmac_key = await self._fingerprint_key()
+        fp = fingerprint_data(hmac_key, data)
+        live_data = _decoded((live or {}).get("data") or {})
+        # Compare the data too, so a provider Secret edited by hand is put back.
+        changed = not (
+            same_fingerprint(fp, live_fp) and same_fingerprint(fp, fingerprint_data(hmac_key, live_data))
+        )
         if changed:
             await self._apply(self._desired_secret(body, secret_name, data, fp))
         where = "the source"
@@ -536,6 +542,14 @@ class ProviderSyncer:
 
 
 def _b64(value: str) -> str:
-    import base64
-
     return base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
+def _decoded(data: Mapping[str, Any]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for k, v in data.items():
+        try:
+            out[k] = base64.b64decode(v or "")
+        except (ValueError, TypeError):
+            out[k] = b""
+    return out

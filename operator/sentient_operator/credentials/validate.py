@@ -105,7 +105,9 @@ async def validate_key(
     headers = dict(extra_headers or {})
     headers.update(auth_headers(str(provider_type), api_key))
     try:
-        async with httpx.AsyncClient(verify=verify, timeout=request_timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            verify=verify, timeout=request_timeout, follow_redirects=False
+        ) as client:
             resp = await client.get(url, headers=headers)
     except httpx.TimeoutException:
         return ValidationResult(Validity.UNREACHABLE, "the provider did not answer in time")
@@ -121,4 +123,3 @@ async def validate_key(
             Validity.UNREACHABLE, f"the provider is not answering normally (HTTP {code})", code
         )
     return ValidationResult(Validity.INCONCLUSIVE, f"the models list answered HTTP {code}", code)
-
