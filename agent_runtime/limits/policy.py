@@ -155,7 +155,8 @@ class Admission:
 
     ``status`` is 429 (a limit refused) or 503 (failClosed with Redis unreachable);
     ``limit`` names the refusing limit (requests, burst, tokens, concurrency,
-    backend). ``headers`` go on the response either way. ``settle`` must be awaited
+    backend). ``headers`` go on the response either way. ``at_us`` is the time of the
+    decision on the backend's clock (Redis ``TIME`` for Redis), in microseconds. ``settle`` must be awaited
     once the response ends (extra calls do nothing).
     """
 
@@ -166,6 +167,7 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     reserved_tokens: int = 0
     degraded: bool = False
+    at_us: int = 0
     _key: str = field(default="", repr=False)
     _decision: Decision | None = field(default=None, repr=False)
     _track_tokens: bool = field(default=False, repr=False)
@@ -261,6 +263,7 @@ def admission_from(
             headers=headers,
             reserved_tokens=tokens if spec.tokens_per_minute is not None else 0,
             degraded=degraded,
+            at_us=decision.now_us,
             _key=key,
             _decision=decision,
             _track_tokens=spec.tokens_per_minute is not None,
@@ -284,6 +287,7 @@ def admission_from(
         retry_after=decision.retry_after_us / US_PER_S,
         headers=headers,
         degraded=degraded,
+        at_us=decision.now_us,
         _settled=True,
     )
 

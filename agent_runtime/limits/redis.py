@@ -19,7 +19,7 @@ import logging
 import time
 from importlib import resources
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -67,12 +67,14 @@ class RedisBackend:
         """Connect lazily to ``url`` (``redis://`` or ``rediss://``)."""
         self.url = url
         self._lease_us = lease_us
-        # Blocking pool: a burst of admissions queues for a connection instead of opening hundreds.
+        # A burst of admissions queues, in order, on a semaphore sized like the pool instead of
+        # opening hundreds of connections. (redis-py's BlockingConnectionPool is not fair: under a
+        # sustained burst one waiter can starve past its timeout, which would read as an outage.)
         # One immediate retry re-dials a pooled connection that went stale across a Redis restart.
-        self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+        self._slots = asyncio.Semaphore(max_connections)
+        self._pool: ConnectionPool = ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=2.0,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 1),
@@ -82,11 +84,12 @@ class RedisBackend:
         self._settle_sha = _sha(SETTLE_LUA)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
-        try:
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.client.script_load(source)
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        async with self._slots:
+            try:
+                return await self.client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.client.script_load(source)
+                return await self.client.evalsha(sha, len(keys), *keys, *args)
 
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
@@ -191,8 +194,9 @@ class ResilientRedisBackend:
             self.degraded = True
             self._gauge(True)
             log.error(
-                "rate limiting: Redis unavailable (%s); %s",
+                "rate limiting: Redis unavailable (%s: %s); %s",
                 type(exc).__name__,
+                exc,
                 "serving with the local limiter (failOpen)"
                 if self.fail_open
                 else "refusing with 503 (failClosed)",
