@@ -93,7 +93,13 @@ def test_schema_is_structural(k: crdgen.Kind) -> None:
         assert "type" in node, f"{k.kind}{path}: no type"
         if node.get(crdgen.PRESERVE):
             # Only the free-form Pod-spec pieces may keep unknown fields.
-            assert path.split(".")[-1].rstrip("[]") in {"resources", "env", "tolerations", "affinity"}, path
+            assert path.split(".")[-1].rstrip("[]") in {
+                "resources",
+                "env",
+                "tolerations",
+                "affinity",
+                "kopf",
+            }, path
         if node["type"] == "object" and path.count(".") > 0 and not node.get(crdgen.PRESERVE):
             assert "properties" in node or "additionalProperties" in node or path == ".metadata", path
 

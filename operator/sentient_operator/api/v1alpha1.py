@@ -230,6 +230,13 @@ class CommonStatus(Model):
         description="Current conditions of the resource, one per type (Ready, ...).",
         json_schema_extra=list_type_map("type"),
     )
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Internal: handler progress kept by the operator framework (kopf); kept in status because "
+            "annotations are size-limited. Not for users."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- LLMProvider
