@@ -319,6 +319,8 @@ class AgentRuntime:
         self._idle.set()
         self._agent_tasks: set[asyncio.Task[Any]] = set()
         self._forced: set[asyncio.Task[Any]] = set()
+        self._retired: list[Callable[[], Awaitable[None]]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.metrics_on_main_port = config.server.metrics_port is None
         self._routes: dict[str, ASGIHandler] = {
             "/assist": self._assist,
@@ -369,7 +371,7 @@ class AgentRuntime:
             self.audit = open_audit_log(self._read_audit_key(config), None)
         self.llm = LLMManager(config.llm, self.credentials.read)
         self.limiter = build_limiter(config.rate_limit, self.credentials.read, agent=config.agent.name)
-        self._state = self._build_state(config, previous=None)
+        self._swap(self._build_state(config, previous=None))
         self.started = True
         if self.config_path is not None:
             self._watcher = FileWatcher(
@@ -386,22 +388,21 @@ class AgentRuntime:
     def _read_audit_key(self, config: RuntimeConfig) -> str | None:
         return self.credentials.read(config.audit_key_file) if config.audit_key_file else None
 
-    def _build_state(self, config: RuntimeConfig, previous: RuntimeState | None) -> RuntimeState:
+    def _build_state(
+        self, config: RuntimeConfig, previous: RuntimeState | None, sessions: SessionStore | None = None
+    ) -> RuntimeState:
         auth = Authenticator(config.auth, self.credentials.read)
         if previous is not None:
             auth.reuse_jwks_from(previous.auth)
-        if previous is not None and previous.config.sessions == config.sessions:
-            sessions = previous.sessions
-        else:
-            sessions = build_session_store(config.sessions, self.credentials.read, config.agent.name)
-        if previous is not None and previous.config.agent == config.agent:
-            agent = previous.agent
-        else:
-            cls = load_agent_class(config.agent.agent_class)
-            agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
-        if agent.context is not None:
-            agent.context.config = config
-            agent.context.sessions = sessions
+        if sessions is None:
+            if previous is not None and previous.config.sessions == config.sessions:
+                sessions = previous.sessions
+            else:
+                sessions = build_session_store(config.sessions, self.credentials.read, config.agent.name)
+        # A new agent per snapshot: the agent of an in-flight request keeps the
+        # config that request started with, so nothing it reads changes under it.
+        cls = load_agent_class(config.agent.agent_class)
+        agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
         return RuntimeState(
             config=config,
             auth=auth,
@@ -411,20 +412,38 @@ class AgentRuntime:
             shutdown_grace=duration_seconds(config.server.shutdown_grace),
         )
 
+    def _swap(self, state: RuntimeState) -> None:
+        """Make ``state`` current; what it replaces is closed once no request can use it."""
+        previous = self._state
+        self._state = state
+        if previous is None:
+            return
+        if previous.agent is not state.agent:
+            self._retired.append(previous.agent.aclose)
+        if previous.sessions is not state.sessions:
+            self._retired.append(previous.sessions.aclose)
+        if self.in_flight == 0:
+            self._close_retired()
+
+    def _close_retired(self) -> None:
+        closers, self._retired = self._retired, []
+        for closer in closers:
+            task = asyncio.get_running_loop().create_task(_close_quietly(closer()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     async def apply_config(self, config: RuntimeConfig) -> None:
         """Swap in a new config; the running requests keep the snapshot they started with."""
         async with self._reload_lock:
             previous = self.state
             state = self._build_state(config, previous)
-            if previous.config.llm != config.llm:
-                self.llm.reload(config.llm)
+            # No suspension point from here to the swap: a request starting now
+            # sees all of the old components or all of the new ones.
             if previous.config.rate_limit != config.rate_limit:
                 await self.limiter.reload(config.rate_limit, self.credentials.read)
-            self._state = state
-            if previous.sessions is not state.sessions:
-                await _close_quietly(previous.sessions.aclose())
-            if previous.agent is not state.agent:
-                await _close_quietly(previous.agent.aclose())
+            if previous.config.llm != config.llm:
+                self.llm.reload(config.llm)
+            self._swap(state)
 
     async def _on_config_change(self) -> None:
         assert self.config_path is not None and self.audit is not None
@@ -450,12 +469,11 @@ class AgentRuntime:
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
             if state.config.sessions.store == "redis":
                 async with self._reload_lock:
+                    current = self.state
                     sessions = build_session_store(
-                        state.config.sessions, self.credentials.read, state.config.agent.name
+                        current.config.sessions, self.credentials.read, current.config.agent.name
                     )
-                    old = self.state
-                    self._state = _replace_sessions(old, sessions)
-                    await _close_quietly(old.sessions.aclose())
+                    self._swap(self._build_state(current.config, current, sessions))
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)
@@ -502,6 +520,9 @@ class AgentRuntime:
         if self._watcher is not None:
             await self._watcher.stop()
         state = self._state
+        for closer in self._retired:
+            await _close_quietly(closer())
+        self._retired = []
         if state is not None:
             await _close_quietly(state.agent.aclose())
             await _close_quietly(state.sessions.aclose())
@@ -533,6 +554,8 @@ class AgentRuntime:
         metrics.IN_FLIGHT.dec()
         if self.in_flight == 0:
             self._idle.set()
+            if self._retired:
+                self._close_retired()
 
     async def _authenticate(self, ex: Exchange, state: RuntimeState) -> Principal:
         try:
@@ -839,19 +862,6 @@ class AgentRuntime:
 
 def _openai_error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _replace_sessions(state: RuntimeState, sessions: SessionStore) -> RuntimeState:
-    if state.agent.context is not None:
-        state.agent.context.sessions = sessions
-    return RuntimeState(
-        config=state.config,
-        auth=state.auth,
-        agent=state.agent,
-        sessions=sessions,
-        heartbeat=state.heartbeat,
-        shutdown_grace=state.shutdown_grace,
-    )
 
 
 class _Allowed:

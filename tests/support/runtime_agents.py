@@ -27,6 +27,7 @@ class ScriptedAgent(AbstractAgent):
     - ``silent:<seconds>``: no event for that long, then one chunk
     - ``wait``: one chunk, then wait for ``RELEASE`` (or forever), then one more chunk
     - ``history``: a JSON event with the session's turns
+    - ``config``: a JSON event with two config fields read at different times
     """
 
     async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
@@ -69,6 +70,13 @@ class ScriptedAgent(AbstractAgent):
             while not RELEASE.is_set():  # noqa: ASYNC110 - a threading.Event set from the test thread
                 await asyncio.sleep(0.01)
             await stream.emit_chunk(" finished")
+        elif prompt == "config":
+            # Read the config twice around a suspension point: a reload in between must not show.
+            assert self.context is not None
+            first = self.context.config.agent.system_prompt
+            await asyncio.sleep(0.005)
+            second = self.context.config.agent.description
+            await response_handler.emit_json("config", {"system_prompt": first, "description": second})
         elif prompt == "history":
             await response_handler.emit_json(
                 "history", {"turns": [[t.role, t.content] for t in session.turns()]}

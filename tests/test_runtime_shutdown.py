@@ -1,0 +1,118 @@
+"""``python -m agent_runtime`` as a process: metrics port, SIGTERM drain of a live stream, grace deadline."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_runtime import protocol
+from agent_runtime.audit import verify_file
+from agent_runtime.client import SyncSentientClient
+from agent_runtime.protocol import DoneEvent, ErrorEvent, TextChunkEvent
+from agent_runtime.testing import FakeUpstream, wait_until
+from tests.support.runtime import (
+    AUDIT_KEY,
+    RuntimeFiles,
+    RuntimeProcess,
+    chain_entry,
+    default_credentials,
+    free_ports,
+    make_config,
+)
+
+KEY = "alice-secret-key"
+pytestmark = pytest.mark.slow
+
+
+def start(tmp_path: Path, fake: FakeUpstream, grace: str) -> RuntimeProcess:
+    port, metrics_port = free_ports(2)
+    config = make_config(
+        chain=[chain_entry(fake, timeouts={"idle": "30s", "total": "60s"})],
+        port=port,
+        metrics_port=metrics_port,
+        server={"shutdownGrace": grace},
+    )
+    files = RuntimeFiles(tmp_path, config, default_credentials())
+    return RuntimeProcess(
+        files, tmp_path / "runtime.log", env={"SENTIENT_AUDIT_LOG": str(tmp_path / "audit.log")}
+    )
+
+
+class StreamReader(threading.Thread):
+    """Reads one /assist stream in the background."""
+
+    def __init__(self, url: str, prompt: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.prompt = prompt
+        self.events: list[protocol.AnyEvent] = []
+        self.first_chunk = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with SyncSentientClient(self.url, api_key=KEY, timeout=60) as client:
+                for event in client.assist(self.prompt):
+                    self.events.append(event)
+                    if isinstance(event, TextChunkEvent):
+                        self.first_chunk.set()
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_sigterm_drains_a_live_stream(tmp_path: Path) -> None:
+    # 30 tokens at 50 ms each: the stream is still running when SIGTERM arrives.
+    with FakeUpstream("openai", latency=0.05, tokens=30) as fake, start(tmp_path, fake, "30s") as runtime:
+        assert httpx.get(f"{runtime.url}/ready").status_code == 200
+        metrics_url = f"http://127.0.0.1:{runtime.files.config.server.metrics_port}/metrics"
+        assert "sentient_requests_total" in httpx.get(metrics_url).text
+        assert httpx.get(f"{runtime.url}/metrics").status_code == 404
+
+        reader = StreamReader(runtime.url, "drain me")
+        reader.start()
+        assert reader.first_chunk.wait(30)
+        assert runtime.proc is not None
+        runtime.proc.send_signal(signal.SIGTERM)
+
+        # Draining: not ready, new requests refused with 503 (as error + done on /assist).
+        assert wait_until(lambda: httpx.get(f"{runtime.url}/ready").status_code == 503, timeout=10)
+        body = {"query": {"id": protocol.new_ulid(), "prompt": "too late"}}
+        refused = httpx.post(f"{runtime.url}/assist", json=body, headers={"x-api-key": KEY})
+        assert refused.status_code == 503
+        assert '"atomic.error"' in refused.text and '"atomic.done"' in refused.text
+
+        reader.join(60)
+        assert reader.error is None
+        # The in-flight stream finished normally: the whole answer, no error, done last.
+        assert isinstance(reader.events[-1], DoneEvent)
+        assert not any(isinstance(e, ErrorEvent) for e in reader.events)
+        text = "".join(e.content for e in reader.events if isinstance(e, TextChunkEvent))
+        assert len(text.split()) == 30
+        assert runtime.proc.wait(30) == 0
+    log = (tmp_path / "runtime.log").read_text()
+    assert "draining" in log
+    audit = tmp_path / "audit.log"
+    assert '"event":"runtime.drain"' in audit.read_text()
+    assert verify_file(audit, AUDIT_KEY.encode()).ok
+
+
+def test_grace_deadline_ends_streams_with_error_and_done(tmp_path: Path) -> None:
+    # 400 tokens at 50 ms: far longer than the 1 s grace.
+    with FakeUpstream("openai", latency=0.05, tokens=400) as fake, start(tmp_path, fake, "1s") as runtime:
+        reader = StreamReader(runtime.url, "too long")
+        reader.start()
+        assert reader.first_chunk.wait(30)
+        assert runtime.proc is not None
+        runtime.proc.send_signal(signal.SIGTERM)
+        reader.join(60)
+        assert runtime.proc.wait(30) == 0
+    assert reader.error is None
+    assert isinstance(reader.events[-1], DoneEvent)
+    error = reader.events[-2]
+    assert isinstance(error, ErrorEvent) and error.error_code == 503
+    # Upstream stream was cancelled, not left hanging.
+    assert fake.state.streams_aborted == 1

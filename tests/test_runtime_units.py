@@ -1,0 +1,253 @@
+"""Protocol encoding, ULIDs, the SDK's response handler, sessions (memory and real Redis), audit chain."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ulid import ULID
+
+from agent_runtime import protocol
+from agent_runtime.audit import AuditLog, verify, verify_file
+from agent_runtime.audit import main as audit_main
+from agent_runtime.client import parse_stream
+from agent_runtime.protocol import DoneEvent, ErrorEvent, TextChunkEvent
+from agent_runtime.sdk import Identity, ResponseClosedError, ResponseHandler, StreamClosedError, Turn
+from agent_runtime.sessions import MemorySessionStore, RedisSessionStore
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def test_ulid_text_matches_reference_implementation() -> None:
+    for _ in range(200):
+        value = protocol.ULIDS.next_int()
+        assert protocol.ulid_to_str(value) == str(ULID.from_int(value))
+        assert protocol.parse_ulid(protocol.ulid_to_str(value)) == value
+
+
+def test_ulids_strictly_increase_within_one_millisecond() -> None:
+    values = [protocol.ULIDS.next_int() for _ in range(5000)]
+    assert all(a < b for a, b in itertools.pairwise(values))
+    texts = [protocol.new_ulid() for _ in range(1000)]
+    assert texts == sorted(texts) and len(set(texts)) == len(texts)
+
+
+def test_chunk_encoder_matches_generic_encoding() -> None:
+    encoder = protocol.ChunkEncoder("resp\u00e9", "src", "sid")
+    fast = encoder.encode("01ARZ3NDEKTSV4RRFFQ69G5FAV", 'quote " and \n newline \u2603', False, {"a": 1})
+    lines = fast.decode().split("\n")
+    assert lines[0] == "event: resp\u00e9" and lines[2] == "" and lines[3] == ""
+    data = json.loads(lines[1].removeprefix("data: "))
+    assert data == protocol.event_dict(
+        protocol.TEXT_STREAM,
+        "resp\u00e9",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "src",
+        {"a": 1},
+        stream_id="sid",
+        is_complete=False,
+        content='quote " and \n newline \u2603',
+    )
+
+
+def test_metadata_validation() -> None:
+    assert protocol.validate_metadata({"a": 1, "b": [True, "x"]}) == {"a": 1, "b": [True, "x"]}
+    with pytest.raises(ValueError, match="at most 16"):
+        protocol.validate_metadata({str(i): i for i in range(17)})
+    with pytest.raises(ValueError):
+        protocol.validate_metadata({"nested": {"no": 1}})
+    with pytest.raises(ValueError):
+        protocol.check_event_name("two\nlines")
+
+
+# ----------------------------------------------------------------------------- SDK
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def __call__(self, record: bytes) -> None:
+        self.data += record
+        # Yield to the loop so concurrent writers really interleave.
+        await asyncio.sleep(0)
+
+    def events(self) -> list[protocol.AnyEvent]:
+        return list(parse_stream(self.data.decode().split("\n")))
+
+
+async def test_interleaved_streams_keep_order_and_ids() -> None:
+    sink = Collector()
+    handler = ResponseHandler(Identity("proc", "agent"), sink)
+    streams = [handler.create_text_stream(f"s{i}") for i in range(3)]
+
+    async def write(index: int) -> None:
+        for n in range(20):
+            await streams[index].emit_chunk(f"{index}:{n};")
+        await streams[index].complete()
+
+    await asyncio.gather(*(write(i) for i in range(3)))
+    await handler.complete()
+    events = sink.events()
+    ids = [protocol.parse_ulid(e.id) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert isinstance(events[-1], DoneEvent)
+    names = [e.event_name for e in events if isinstance(e, TextChunkEvent) and not e.is_complete]
+    assert names != sorted(names), "streams written concurrently should interleave"
+    for index, stream in enumerate(streams):
+        text = "".join(
+            e.content for e in events if isinstance(e, TextChunkEvent) and e.stream_id == stream.id
+        )
+        assert text == "".join(f"{index}:{n};" for n in range(20))
+
+
+async def test_complete_closes_open_streams_and_rejects_more() -> None:
+    sink = Collector()
+    handler = ResponseHandler(Identity("proc", "agent"), sink)
+    stream = handler.create_text_stream("open")
+    await stream.emit_chunk("x", metadata={"k": "v"})
+    await handler.complete()
+    await handler.complete()  # idempotent
+    events = sink.events()
+    assert [type(e).__name__ for e in events] == ["TextChunkEvent", "TextChunkEvent", "DoneEvent"]
+    first, closing = events[0], events[1]
+    assert isinstance(first, TextChunkEvent) and first.metadata == {"k": "v"}
+    assert isinstance(closing, TextChunkEvent) and closing.is_complete and closing.content == ""
+    with pytest.raises(ResponseClosedError):
+        await handler.emit_text_block("late", "x")
+    with pytest.raises(StreamClosedError):
+        await stream.emit_chunk("late")
+
+
+async def test_emit_error_and_json_validation() -> None:
+    sink = Collector()
+    handler = ResponseHandler(Identity("proc", "agent"), sink)
+    with pytest.raises(Exception, match="JSON"):
+        await handler.emit_json("bad", {"x": object()})
+    await handler.emit_error("nope", 409, {"why": "conflict"})
+    await handler.complete()
+    error = sink.events()[0]
+    assert isinstance(error, ErrorEvent)
+    assert (error.error_message, error.error_code, error.details) == ("nope", 409, {"why": "conflict"})
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_sessions_ttl_bound_and_eviction() -> None:
+    clock = Clock()
+    store = MemorySessionStore(ttl_seconds=10, max_turns=3, max_sessions=2, clock=clock)
+    await store.append("a", [Turn("user", "1"), Turn("assistant", "2")])
+    await store.append("a", [Turn("user", "3"), Turn("assistant", "4")])
+    assert [t.content for t in await store.get("a")] == ["2", "3", "4"]
+    clock.now = 11
+    assert await store.get("a") == []
+    await store.append("b", [Turn("user", "b")])
+    await store.append("c", [Turn("user", "c")])
+    await store.append("d", [Turn("user", "d")])
+    assert len(store) == 2
+    assert await store.get("b") == []
+    assert await store.get("") == []
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    try:
+        from tests.support.redis_server import RedisServer, RedisUnavailable
+    except ImportError:
+        pytest.skip("tests.support.redis_server is not available")
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server.url
+
+
+async def test_redis_sessions(redis_url: str) -> None:
+    store = RedisSessionStore.from_url(redis_url, ttl_seconds=60, max_turns=3, prefix="test:session:")
+    other = RedisSessionStore.from_url(redis_url, ttl_seconds=60, max_turns=3, prefix="test:session:")
+    try:
+        await store.append("s1", [Turn("user", "1"), Turn("assistant", "2")])
+        await store.append("s1", [Turn("user", "3"), Turn("assistant", "4")])
+        # A second replica sees the same history, bounded to max_turns.
+        assert [(t.role, t.content) for t in await other.get("s1")] == [
+            ("assistant", "2"),
+            ("user", "3"),
+            ("assistant", "4"),
+        ]
+        ttl = await store._redis.ttl("test:session:s1")
+        assert 0 < ttl <= 60
+        assert await store.get("unknown") == []
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def test_audit_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
+    key = b"k" * 32
+    path = tmp_path / "audit.log"
+    log = AuditLog(key, path)
+    for i in range(5):
+        log.record("auth.failure", reason="invalid_api_key", n=i)
+    log.close()
+    assert verify_file(path, key).ok
+    assert verify_file(path, key).records == 5
+    # A process restart appending to the same file continues the chain.
+    again = AuditLog(key, path)
+    again.record("runtime.start")
+    again.close()
+    result = verify_file(path, key)
+    assert result.ok and result.records == 6
+
+    lines = path.read_text().splitlines()
+    modified = json.loads(lines[2])
+    modified["reason"] = "ok"
+    tampered = [*lines[:2], json.dumps(modified, separators=(",", ":")), *lines[3:]]
+    broken = verify(tampered, key)
+    assert not broken.ok and broken.line == 3
+
+    removed = verify([*lines[:2], *lines[3:]], key)
+    assert not removed.ok and removed.line == 3
+
+    swapped = verify([lines[0], lines[2], lines[1], *lines[3:]], key)
+    assert not swapped.ok and swapped.line == 2
+
+    assert not verify(lines, b"another key").ok
+
+
+def test_audit_on_a_stream_skips_other_log_lines() -> None:
+    out = io.StringIO()
+    log = AuditLog(b"key", stream=out)
+    log.record("config.reload")
+    out.write('{"level":"info","msg":"unrelated"}\nplain text\n')
+    log.record("credentials.reload", files=["a"])
+    assert verify(out.getvalue().splitlines(), b"key").ok
+
+
+def test_audit_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "key").write_text("secret-key\n")
+    log = AuditLog(b"secret-key", tmp_path / "audit.log")
+    log.record("runtime.start")
+    log.close()
+    assert audit_main([str(tmp_path / "audit.log"), str(tmp_path / "key")]) == 0
+    text = (tmp_path / "audit.log").read_text().replace("runtime.start", "runtime.stop!")
+    (tmp_path / "audit.log").write_text(text)
+    assert audit_main([str(tmp_path / "audit.log"), str(tmp_path / "key")]) == 1
+    assert "broken at line 1" in capsys.readouterr().out
