@@ -33,6 +33,9 @@ def configure_logging(settings: Settings) -> None:
     # The kubernetes client logs request bodies at DEBUG: never let Secret data reach the logs.
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if settings.log_level != "DEBUG":
+        # kopf reports every event handler call at INFO; our handlers only enqueue, so that is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 class State:

@@ -307,7 +307,10 @@ def pod_disruption_budget(inputs: AgentInputs) -> dict[str, Any]:
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
             "metadata": _metadata(inputs, inputs.name),
-            "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": selector_labels(inputs.name)}},
+            "spec": {
+                "maxUnavailable": max_unavailable,
+                "selector": {"matchLabels": selector_labels(inputs.name)},
+            },
         }
     )
 

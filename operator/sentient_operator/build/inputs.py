@@ -15,8 +15,8 @@ class ResolvedProvider:
     name: str
     spec: LLMProviderSpec
     model: str
-    api_key: str | None = None
-    ca_pem: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    ca_pem: str | None = field(default=None, repr=False)
     fingerprint: str | None = None
 
     @property
@@ -32,7 +32,7 @@ class ResolvedPolicy:
     namespace: str
     name: str
     spec: RateLimitPolicySpec
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

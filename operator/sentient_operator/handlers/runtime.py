@@ -143,7 +143,7 @@ controller = Controller()
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """kopf settings: timeouts so silent watches reconnect, short backoffs, no annotations, no peering."""
     ours = get_settings()
-    settings.watching.server_timeout = ours.watch_server_timeout
+    settings.watching.server_timeout = int(ours.watch_server_timeout)  # the apiserver wants an integer
     settings.watching.client_timeout = ours.watch_client_timeout
     settings.watching.inactivity_timeout = ours.watch_inactivity_timeout
     settings.watching.connect_timeout = 30

@@ -1,0 +1,252 @@
+"""Builders: deterministic, hardened, contract-conformant manifests (no cluster)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from agent_runtime.config import parse_config, provider_credential_file
+from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec, SentientAgentSpec
+from sentient_operator.build import (
+    CONFIG_HASH_ANNOTATION,
+    CREDENTIALS_FINGERPRINT_ANNOTATION,
+    AgentInputs,
+    ResolvedPolicy,
+    ResolvedProvider,
+    build_children,
+    config_map,
+    credentials_secret,
+    deployment,
+    render_config,
+    service,
+)
+from sentient_operator.build.inputs import APIKey
+
+UID = "0f3c9d8e-0000-4000-8000-000000000001"
+
+
+def make_inputs(**spec_overrides: Any) -> AgentInputs:
+    spec: dict[str, Any] = {
+        "systemPrompt": "You are terse.",
+        "llm": {"chain": [{"providerRef": {"name": "openai"}, "model": "gpt-4o-mini"}]},
+        "auth": {"apiKeys": {"secretRef": {"name": "keys"}}},
+    }
+    spec.update(spec_overrides)
+    provider = ResolvedProvider(
+        namespace="team",
+        name="openai",
+        spec=LLMProviderSpec.model_validate(
+            {"type": "openai", "credentials": {"secretRef": {"name": "openai-key", "key": "apiKey"}}}
+        ),
+        model="gpt-4o-mini",
+        api_key="sk-provider-secret",
+    )
+    return AgentInputs(
+        name="helper",
+        namespace="team",
+        uid=UID,
+        spec=SentientAgentSpec.model_validate(spec),
+        providers=[provider],
+        image="example.org/runtime:1",
+        system_prompt="You are terse.",
+        api_keys={"alice": APIKey("caller-key-1", "gold"), "bob": APIKey("caller-key-2")},
+        audit_key="audit-hmac-key",
+    )
+
+
+def secret_data(obj: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
+
+
+def test_every_child_has_labels_and_controller_owner() -> None:
+    inputs = make_inputs(replicas=2)
+    wanted, _ = build_children(inputs)
+    kinds = sorted(o["kind"] for o in wanted)
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service"]
+    for obj in wanted:
+        meta = obj["metadata"]
+        assert meta["namespace"] == "team"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "sentient-operator"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "helper"
+        assert meta["labels"]["app.kubernetes.io/name"] == "sentient-agent"
+        assert meta["labels"]["app.kubernetes.io/component"] == "agent"
+        assert meta["labels"]["sentient.dev/agent"] == "helper"
+        (owner,) = meta["ownerReferences"]
+        assert owner == {
+            "apiVersion": "sentient.dev/v1alpha1",
+            "kind": "SentientAgent",
+            "name": "helper",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def test_output_is_deterministic() -> None:
+    first = json.dumps(build_children(make_inputs()), sort_keys=True)
+    second = json.dumps(build_children(make_inputs()), sort_keys=True)
+    assert first == second
+
+
+def test_config_map_is_a_valid_runtime_config_without_secrets() -> None:
+    cm = config_map(make_inputs())
+    assert cm["metadata"]["name"] == "helper-config"
+    text = cm["data"]["config.yaml"]
+    config = parse_config(text)
+    assert config.agent.name == "helper"
+    assert config.agent.system_prompt == "You are terse."
+    assert config.llm.chain[0].credential_file == provider_credential_file("team", "openai")
+    assert config.llm.chain[0].endpoint == "https://api.openai.com/v1"
+    assert config.auth.api_keys_file == "apikeys.json"
+    for secret in ("sk-provider-secret", "caller-key-1", "audit-hmac-key"):
+        assert secret not in text
+
+
+def test_bound_secret_hashes_caller_keys_and_keeps_provider_key() -> None:
+    data = secret_data(credentials_secret(make_inputs()))
+    assert data[provider_credential_file("team", "openai")] == "sk-provider-secret"
+    assert data["audit-key"] == "audit-hmac-key"
+    keys = json.loads(data["apikeys.json"])
+    assert keys == {
+        "alice": {"sha256": hashlib.sha256(b"caller-key-1").hexdigest(), "tier": "gold"},
+        "bob": {"sha256": hashlib.sha256(b"caller-key-2").hexdigest(), "tier": None},
+    }
+    assert "caller-key-1" not in data["apikeys.json"]
+
+
+def test_redis_urls_are_bound() -> None:
+    policy = ResolvedPolicy(
+        namespace="team",
+        name="std",
+        spec=RateLimitPolicySpec.model_validate(
+            {
+                "limits": {"requestsPerMinute": 60},
+                "backend": {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}},
+            }
+        ),
+        redis_url="redis://:pw@redis:6379/0",
+    )
+    inputs = replace(
+        make_inputs(
+            sessions={"store": "redis", "redisSecretRef": {"name": "redis", "key": "url"}},
+            rateLimitPolicyRef={"name": "std"},
+        ),
+        policy=policy,
+        sessions_redis_url="redis://:pw@redis:6379/1",
+    )
+    data = secret_data(credentials_secret(inputs))
+    assert data["ratelimit-redis-url"] == "redis://:pw@redis:6379/0"
+    assert data["sessions-redis-url"] == "redis://:pw@redis:6379/1"
+    config = parse_config(config_map(inputs)["data"]["config.yaml"])
+    assert config.rate_limit is not None
+    assert config.rate_limit.backend.redis_url_file == "ratelimit-redis-url"
+    assert config.rate_limit.policy == "team/std"
+    assert config.sessions.redis_url_file == "sessions-redis-url"
+
+
+def test_deployment_is_hardened() -> None:
+    dep = deployment(make_inputs())
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["image"] == "example.org/runtime:1"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/sentient/config"]["readOnly"] is True
+    assert mounts["/etc/sentient/credentials"]["readOnly"] is True
+    assert "/tmp" in mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "helper-config"
+    assert volumes["credentials"]["secret"]["secretName"] == "helper-credentials"
+    assert "emptyDir" in volumes["tmp"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SENTIENT_CONFIG"] == "/etc/sentient/config/config.yaml"
+    assert env["SENTIENT_CREDENTIALS_DIR"] == "/etc/sentient/credentials"
+
+
+def test_config_hash_follows_the_prompt() -> None:
+    a = make_inputs()
+    b = replace(a, system_prompt="You are verbose.")
+    _, hash_a = render_config(a)
+    _, hash_b = render_config(b)
+    assert hash_a != hash_b
+    ann_a = deployment(a)["spec"]["template"]["metadata"]["annotations"]
+    ann_b = deployment(b)["spec"]["template"]["metadata"]["annotations"]
+    assert ann_a[CONFIG_HASH_ANNOTATION] == hash_a
+    assert ann_b[CONFIG_HASH_ANNOTATION] == hash_b
+
+
+@pytest.mark.parametrize(("strategy", "annotated"), [("HotReload", False), ("RollingRestart", True)])
+def test_credentials_fingerprint_only_rolls_for_rolling_restart(strategy: str, annotated: bool) -> None:
+    inputs = replace(make_inputs(rotation={"strategy": strategy}), credentials_fingerprint="hmac-sha256:abc")
+    annotations = deployment(inputs)["spec"]["template"]["metadata"]["annotations"]
+    assert (CREDENTIALS_FINGERPRINT_ANNOTATION in annotations) is annotated
+    if annotated:
+        assert annotations[CREDENTIALS_FINGERPRINT_ANNOTATION] == "hmac-sha256:abc"
+
+
+def test_autoscaling_omits_replicas_and_adds_hpa() -> None:
+    inputs = make_inputs(autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70})
+    wanted, unwanted = build_children(inputs)
+    by_kind = {o["kind"]: o for o in wanted}
+    assert "replicas" not in by_kind["Deployment"]["spec"]
+    hpa = by_kind["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] == 2 and hpa["maxReplicas"] == 5
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "helper"}
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert "PodDisruptionBudget" in by_kind
+    assert ("autoscaling/v2", "HorizontalPodAutoscaler") not in unwanted
+
+
+def test_single_replica_has_no_pdb_or_hpa() -> None:
+    wanted, unwanted = build_children(make_inputs())
+    kinds = {o["kind"] for o in wanted}
+    assert "PodDisruptionBudget" not in kinds and "HorizontalPodAutoscaler" not in kinds
+    assert ("policy/v1", "PodDisruptionBudget") in unwanted
+    assert ("autoscaling/v2", "HorizontalPodAutoscaler") in unwanted
+
+
+def test_service_monitor_only_when_crd_available() -> None:
+    spec = {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+    without, _ = build_children(make_inputs(**spec))
+    assert "ServiceMonitor" not in {o["kind"] for o in without}
+    with_crd, _ = build_children(replace(make_inputs(**spec), service_monitor_available=True))
+    (monitor,) = [o for o in with_crd if o["kind"] == "ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_service_ports() -> None:
+    svc = service(make_inputs(service={"port": 8000}))
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["http"]["port"] == 8000 and ports["http"]["targetPort"] == "http"
+    assert ports["metrics"]["port"] == 9090
+    assert svc["spec"]["selector"] == {
+        "app.kubernetes.io/name": "sentient-agent",
+        "app.kubernetes.io/instance": "helper",
+    }
+
+
+def test_secret_values_never_in_repr() -> None:
+    text = repr(make_inputs())
+    for secret in ("caller-key-1", "audit-hmac-key", "sk-provider-secret"):
+        assert secret not in text

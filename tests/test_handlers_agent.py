@@ -1,0 +1,70 @@
+"""Pieces of the agent handler that need no cluster: drift comparison, rollout state, the queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sentient_operator.handlers.agent import _deployment_state, contains
+from sentient_operator.handlers.queue import WorkQueue
+
+
+def test_contains_ignores_server_added_fields() -> None:
+    desired = {"spec": {"ports": [{"name": "http", "port": 80}], "type": "ClusterIP"}}
+    live = {
+        "spec": {
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            "type": "ClusterIP",
+            "clusterIP": "10.0.0.1",
+        }
+    }
+    assert contains(live, desired)
+
+
+def test_contains_sees_edits_and_removals() -> None:
+    desired = {"spec": {"replicas": 2, "ports": [{"port": 80}]}}
+    assert not contains({"spec": {"replicas": 3, "ports": [{"port": 80}]}}, desired)
+    assert not contains({"spec": {"replicas": 2, "ports": []}}, desired)
+    assert not contains({"spec": {"ports": [{"port": 80}]}}, desired)
+
+
+def dep(
+    generation: int = 1, observed: int = 1, replicas: int = 1, updated: int = 1, ready: int = 1
+) -> dict[str, object]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        },
+    }
+
+
+def test_deployment_state() -> None:
+    assert _deployment_state(None, 1)[:3] == (False, True, "DeploymentMissing")
+    assert _deployment_state(dep(), 1)[:3] == (True, False, "Available")
+    assert _deployment_state(dep(generation=2), 1)[:3] == (False, True, "RolloutInProgress")
+    assert _deployment_state(dep(replicas=2, updated=1), 1)[2] == "RolloutInProgress"
+    assert _deployment_state(dep(ready=0), 1)[:3] == (False, True, "PodsNotReady")
+    assert _deployment_state(dep(replicas=0, updated=0, ready=0), 0)[:3] == (True, False, "Available")
+
+
+async def test_queue_coalesces_and_serialises_keys() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(5):
+        queue.add("a")
+    queue.add("b", delay=0.05)
+    assert len(queue) == 2
+    first = await queue.get()
+    assert first == "a"
+    queue.add("a")  # re-added while being worked on: not handed out twice at once
+    second = await asyncio.wait_for(queue.get(), timeout=5)
+    assert second == "b"
+    queue.done("a")
+    third = await asyncio.wait_for(queue.get(), timeout=5)
+    assert third == "a"
+    queue.done("a")
+    queue.done("b")
+    assert len(queue) == 0
