@@ -149,7 +149,7 @@ def test_default_render_has_the_expected_objects() -> None:
             "RoleBinding",
             "Service",
             "Deployment",
-            "Pod",  # helm test hook
+            "Job",  # helm test hook
         ]
     )
     for doc in docs:
@@ -471,12 +471,14 @@ def objects_named(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]
 
 
 def test_helm_test_hook_calls_the_health_endpoint() -> None:
-    pod = one(objects(), "Pod")
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    job = one(objects(), "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    pod = job["spec"]["template"]
     script = pod["spec"]["containers"][0]["command"][-1]
     assert "http://rel-sentient-operator-metrics.sentient-system.svc:8080/healthz" in script
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert not by_kind(objects("tests.enabled=false"), "Pod")
+    assert pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    assert not by_kind(objects("tests.enabled=false"), "Job")
 
 
 def test_notes_tell_the_next_step_and_the_uninstall_story() -> None:
@@ -562,7 +564,7 @@ def test_install_manifests_hold_crds_namespace_and_no_test_hook() -> None:
     kinds = [d["kind"] for d in docs]
     assert kinds[0] == "Namespace"
     assert kinds.count("CustomResourceDefinition") == 3
-    assert "Pod" not in kinds
+    assert "Job" not in kinds
     assert all(d["metadata"].get("namespace", "sentient-system") == "sentient-system" for d in docs)
 
 

@@ -1,0 +1,264 @@
+"""The Helm chart on a real control plane: install, helm test, upgrade, uninstall, schema.
+
+On the local control plane kwok fakes the pods (Running, Ready, and Succeeded
+for the ``helm test`` Pod), so these tests prove what the API server and Helm
+do with the chart: objects accepted, the Deployment rolled out and Ready, CRDs
+Established, RBAC objects valid, nothing left behind but the CRDs. Under
+``E2E_KUBECONFIG`` (kind) the same tests run with real pods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.cluster import Cluster, CommandError
+
+CHART = Path(__file__).resolve().parent.parent / "charts" / "sentient-operator"
+CRD_NAMES = (
+    "sentientagents.sentient.dev",
+    "llmproviders.sentient.dev",
+    "ratelimitpolicies.sentient.dev",
+)
+# Namespaced and cluster-scoped kinds a release may create; checked after uninstall.
+NAMESPACED_KINDS = (
+    "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings"
+)
+CLUSTER_KINDS = "clusterroles,clusterrolebindings"
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+class Release:
+    """One Helm release of the chart in its own namespace."""
+
+    def __init__(self, cluster: Cluster, name: str, namespace: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.namespace = namespace
+
+    @property
+    def fullname(self) -> str:
+        """The chart's full name for this release (the release name contains no 'sentient-operator')."""
+        return f"{self.name}-sentient-operator"
+
+    def helm(self, *args: str, check: bool = True) -> Any:
+        """Run a helm command scoped to the release namespace."""
+        return self.cluster.helm(*args, "--namespace", self.namespace, check=check, timeout=240)
+
+    def install(self, *values: str, wait: bool = True, check: bool = True) -> Any:
+        """``helm install`` with ``--set`` pairs (and ``--wait`` for the rollout)."""
+        args = ["install", self.name, str(CHART), "--create-namespace"]
+        for v in values:
+            args += ["--set", v]
+        if wait:
+            args += ["--wait", "--timeout", "180s"]
+        return self.helm(*args, check=check)
+
+    def kubectl_json(self, *args: str) -> dict[str, Any]:
+        """``kubectl get ... -o json`` in the release namespace."""
+        out = self.cluster.kubectl("get", *args, "-n", self.namespace, "-o", "json").stdout
+        data: dict[str, Any] = json.loads(out)
+        return data
+
+    def leftovers(self) -> list[str]:
+        """Objects of this release still present (namespaced and cluster-scoped)."""
+        selector = f"app.kubernetes.io/instance={self.name}"
+        found = self.cluster.kubectl(
+            "get", NAMESPACED_KINDS, "-n", self.namespace, "-l", selector, "-o", "name"
+        )
+        found_cluster = self.cluster.kubectl("get", CLUSTER_KINDS, "-l", selector, "-o", "name")
+        # Helm's own release records (Secrets owned by helm, named after the release).
+        records = self.cluster.kubectl(
+            "get", "secrets", "-n", self.namespace, "-l", f"owner=helm,name={self.name}", "-o", "name"
+        )
+        return [line for p in (found, found_cluster, records) for line in p.stdout.split() if line]
+
+    def uninstall(self) -> None:
+        """``helm uninstall`` and wait for the deletions."""
+        self.helm("uninstall", self.name, "--wait", "--timeout", "120s", check=False)
+
+    def delete_namespace(self) -> None:
+        """Remove the release namespace (without waiting)."""
+        self.cluster.kubectl(
+            "delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found", check=False
+        )
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[Release]:
+    """The chart installed once with default values, shared by the tests of the happy path."""
+    rel = Release(cluster, _name("so"), _name("e2e-helm"))
+    rel.install()
+    try:
+        yield rel
+    finally:
+        rel.uninstall()
+        rel.delete_namespace()
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_install_rolls_out_the_operator_and_establishes_the_crds(release: Release) -> None:
+    status = json.loads(release.helm("status", release.name, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    assert "kubectl apply -f examples/agent.yaml" in status["info"]["notes"]
+
+    deployment = release.kubectl_json("deployment", release.fullname)
+    assert deployment["status"].get("readyReplicas") == 1
+    assert deployment["status"].get("updatedReplicas") == 1
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == release.fullname
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+
+    for crd in CRD_NAMES:
+        release.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+
+    # The operator's ServiceAccount holds the cluster-wide rules it needs (and no more
+    # than asked: impersonating the SA through the API server's own authorizer).
+    sa = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+
+    def can(verb: str, resource: str, *extra: str) -> bool:
+        proc = release.cluster.kubectl("auth", "can-i", verb, resource, "--as", sa, *extra, check=False)
+        return proc.stdout.strip() == "yes"
+
+    assert can("watch", "sentientagents.sentient.dev", "--all-namespaces")
+    assert can("patch", "deployments.apps", "-n", "default")
+    assert can("create", "serviceaccounts/token", "-n", "default") or can(
+        "create", "serviceaccounts", "--subresource=token", "-n", "default"
+    )
+    assert not can("create", "pods", "-n", "default")
+    assert not can("delete", "customresourcedefinitions")
+    assert not can("create", "clusterroles")
+    assert can("update", f"leases/{release.fullname}", "-n", release.namespace)
+    assert not can("update", "leases/someone-else", "-n", release.namespace)
+
+
+def test_helm_test_hook_passes(release: Release) -> None:
+    # The Job's pod calls the operator's /healthz through the metrics Service (kwok
+    # completes it on the local control plane; under kind it really calls).
+    proc = release.helm("test", release.name, "--timeout", "120s")
+    assert "Succeeded" in proc.stdout, proc.stdout
+
+
+def test_upgrade_applies_changed_values(release: Release, cluster: Cluster) -> None:
+    watched = _name("e2e-watched")
+    cluster.kubectl("create", "namespace", watched)
+    try:
+        release.helm(
+            "upgrade",
+            release.name,
+            str(CHART),
+            "--reuse-values",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "operator.logLevel=debug",
+            "--set",
+            f"operator.watchNamespaces={{{watched}}}",
+            "--wait",
+            "--timeout",
+            "180s",
+        )
+        deployment = release.kubectl_json("deployment", release.fullname)
+        assert deployment["spec"]["replicas"] == 2
+        assert deployment["status"].get("readyReplicas") == 2
+        env = _env(deployment)
+        assert env["SENTIENT_LOG_LEVEL"] == "debug"
+        assert env["SENTIENT_WATCH_NAMESPACES"] == watched
+
+        # RBAC switched from a ClusterRole to a Role in the watched namespace.
+        role = json.loads(
+            cluster.kubectl("get", "role", release.fullname, "-n", watched, "-o", "json").stdout
+        )
+        assert any("sentientagents" in r["resources"] for r in role["rules"])
+        gone = cluster.kubectl("get", "clusterrole", release.fullname, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+        history = json.loads(release.helm("history", release.name, "-o", "json").stdout)
+        assert [h["status"] for h in history][-1] == "deployed"
+        assert len(history) == 2
+    finally:
+        # Back to defaults, so the module's release ends as it started.
+        release.helm("upgrade", release.name, str(CHART), "--reset-values", "--wait", "--timeout", "180s")
+        cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
+
+
+def test_uninstall_leaves_nothing_but_the_crds(cluster: Cluster) -> None:
+    rel = Release(cluster, _name("gone"), _name("e2e-helm-gone"))
+    try:
+        rel.install("operator.watchNamespaces={default}", "podDisruptionBudget.enabled=true")
+        assert rel.leftovers(), "the install created nothing?"
+        proc = rel.helm("uninstall", rel.name, "--wait", "--timeout", "120s")
+        assert "uninstalled" in proc.stdout
+        assert rel.leftovers() == []
+        pdbs = cluster.kubectl(
+            "get", "pdb", "-n", rel.namespace, "-l", f"app.kubernetes.io/instance={rel.name}", "-o", "name"
+        )
+        assert pdbs.stdout.strip() == ""
+        roles = cluster.kubectl(
+            "get",
+            "roles,rolebindings",
+            "-n",
+            "default",
+            "-l",
+            f"app.kubernetes.io/instance={rel.name}",
+            "-o",
+            "name",
+        )
+        assert roles.stdout.strip() == ""
+        # Helm never deletes CRDs (or the custom resources in them): they stay, as the NOTES say.
+        for crd in CRD_NAMES:
+            cluster.kubectl("get", "crd", crd)
+    finally:
+        rel.delete_namespace()
+
+
+def test_bad_values_are_rejected_by_the_schema(cluster: Cluster, tmp_path: Path) -> None:
+    rel = Release(cluster, _name("bad"), _name("e2e-helm-bad"))
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(
+        yaml.safe_dump({"replicaCount": "three", "operator": {"logLevel": "loud", "watchNamespace": []}})
+    )
+    try:
+        with pytest.raises(CommandError) as failure:
+            rel.helm("install", rel.name, str(CHART), "--create-namespace", "--values", str(bad))
+        message = failure.value.stderr
+        assert "values don't meet the specifications of the schema" in message
+        assert "/replicaCount" in message
+        assert "/operator/logLevel" in message
+        assert "watchNamespace" in message  # the misspelt key is named
+        # Nothing was installed.
+        assert rel.helm("status", rel.name, check=False).returncode != 0
+    finally:
+        rel.delete_namespace()
+
+
+def test_service_monitor_mode_always_fails_clearly_without_prometheus_operator(cluster: Cluster) -> None:
+    served = cluster.kubectl("api-resources", "--api-group=monitoring.coreos.com", "-o", "name").stdout
+    if "servicemonitors" in served:
+        pytest.skip("this cluster serves monitoring.coreos.com: mode=always would succeed")
+    rel = Release(cluster, _name("sm"), _name("e2e-helm-sm"))
+    try:
+        with pytest.raises(CommandError) as failure:
+            rel.install("serviceMonitor.mode=always", wait=False)
+        assert 'serviceMonitor.mode is "always" but the cluster does not serve' in failure.value.stderr
+        # mode=auto (the default) installs without one and the NOTES say why.
+        proc = rel.install(wait=False)
+        assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in proc.stdout
+    finally:
+        with contextlib.suppress(CommandError):
+            rel.uninstall()
+        rel.delete_namespace()
