@@ -1,0 +1,119 @@
+"""Provider credentials from a Kubernetes Secret on the local control plane: sync, status,
+rotation through the Secret watch, a deleted source keeping the last good value, recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.kube_helpers import (
+    condition,
+    condition_is,
+    create_provider,
+    delete_secret,
+    events,
+    get_provider,
+    put_secret,
+    secret_object,
+    secret_value,
+    wait_for,
+)
+from tests.support.operator_process import OperatorProcess
+
+
+@pytest.fixture
+def operator(cluster: Any, crds: list[str], namespace: str) -> Iterator[OperatorProcess]:
+    with OperatorProcess(cluster.kubeconfig, [namespace]) as op:
+        yield op
+
+
+def test_secret_source_sync_rotation_and_faults(k8s: Any, namespace: str, operator: OperatorProcess) -> None:
+    put_secret(k8s, namespace, "openai-key", {"apiKey": "sk-e2e-first"})
+    create_provider(
+        k8s,
+        namespace,
+        "openai",
+        {"type": "openai", "credentials": {"secretRef": {"name": "openai-key", "key": "apiKey"}}},
+    )
+    wait_for(
+        lambda: secret_value(k8s, namespace, "sentient-provider-openai") == "sk-e2e-first", "provider Secret"
+    )
+    wait_for(lambda: condition_is(k8s, namespace, "openai", "CredentialsSynced", "True", "Synced"), "synced")
+    provider = get_provider(k8s, namespace, "openai")
+    status = provider["status"]
+    fp = status["credentialsFingerprint"]
+    assert fp.startswith("hmac-sha256:") and status["lastSyncTime"]
+    assert condition(provider, "Ready")["status"] == "True"  # type: ignore[index]
+    secret = secret_object(k8s, namespace, "sentient-provider-openai")
+    assert secret is not None
+    assert secret["metadata"]["annotations"]["sentient.dev/credentials-fingerprint"] == fp
+    assert secret["metadata"]["labels"]["sentient.dev/provider"] == "openai"
+    owner = secret["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "LLMProvider",
+        "openai",
+        provider["metadata"]["uid"],
+    )
+    # The provider has no finalizer: deleting it never waits for the operator.
+    assert not provider["metadata"].get("finalizers")
+
+    # Rotation: edit the source Secret; the watch picks it up.
+    edited = time.monotonic()
+    put_secret(k8s, namespace, "openai-key", {"apiKey": "sk-e2e-second"})
+    wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-openai") == "sk-e2e-second", "rotation")
+    print(f"\nKubernetes Secret edit -> provider Secret updated: {time.monotonic() - edited:.2f}s")
+    wait_for(
+        lambda: get_provider(k8s, namespace, "openai")["status"]["credentialsFingerprint"] != fp,
+        "new fingerprint",
+    )
+
+    # Fault: the source key disappears, then the whole Secret; the last good value stays.
+    put_secret(k8s, namespace, "openai-key", {"other": "x"})
+    wait_for(
+        lambda: condition_is(k8s, namespace, "openai", "CredentialsSynced", "False", "KeyNotFound"),
+        "KeyNotFound",
+    )
+    delete_secret(k8s, namespace, "openai-key")
+    wait_for(
+        lambda: condition_is(k8s, namespace, "openai", "CredentialsSynced", "False", "SecretNotFound"),
+        "SecretNotFound",
+    )
+    assert secret_value(k8s, namespace, "sentient-provider-openai") == "sk-e2e-second"
+    ready = condition(get_provider(k8s, namespace, "openai"), "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "ServingLastGoodCredentials")
+    warnings = wait_for(
+        lambda: [e for e in events(k8s, namespace) if e.get("reason") == "SecretNotFound"],
+        "SecretNotFound Event",
+    )
+    assert warnings[0]["type"] == "Warning" and "sk-e2e" not in warnings[0]["message"]
+
+    # Recovery by itself when the Secret comes back.
+    put_secret(k8s, namespace, "openai-key", {"apiKey": "sk-e2e-third"})
+    wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-openai") == "sk-e2e-third", "recovery")
+    wait_for(
+        lambda: condition_is(k8s, namespace, "openai", "CredentialsSynced", "True", "Synced"), "synced again"
+    )
+
+
+def test_provider_secret_edited_by_hand_is_restored(
+    k8s: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    put_secret(k8s, namespace, "key", {"apiKey": "sk-e2e-restore"})
+    create_provider(
+        k8s,
+        namespace,
+        "p",
+        {"type": "openai", "credentials": {"secretRef": {"name": "key", "key": "apiKey"}}},
+    )
+    wait_for(
+        lambda: secret_value(k8s, namespace, "sentient-provider-p") == "sk-e2e-restore", "provider Secret"
+    )
+    from kubernetes import client as kc
+
+    kc.CoreV1Api(k8s).patch_namespaced_secret(
+        "sentient-provider-p", namespace, {"stringData": {"apiKey": "tampered"}}
+    )
+    wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-p") == "sk-e2e-restore", "restored")

@@ -1,0 +1,119 @@
+"""Small helpers the credential e2e tests share: create objects, read Secrets, wait for states."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+GROUP, VERSION = "sentient.dev", "v1alpha1"
+
+
+def wait_for(fn: Callable[[], T | None], what: str, timeout: float = 90.0, interval: float = 0.05) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``.
+
+    The timeout is a hang guard, not an assertion about speed.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def put_secret(api: k8s.ApiClient, namespace: str, name: str, data: dict[str, str]) -> None:
+    """Create or replace an Opaque Secret with ``stringData``."""
+    core = k8s.CoreV1Api(api)
+    body = k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace), string_data=data, type="Opaque"
+    )
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(name, namespace, body)
+
+
+def delete_secret(api: k8s.ApiClient, namespace: str, name: str) -> None:
+    """Delete a Secret if it exists."""
+    try:
+        k8s.CoreV1Api(api).delete_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def secret_value(api: k8s.ApiClient, namespace: str, name: str, key: str = "apiKey") -> str | None:
+    """A decoded value of a Secret, or None."""
+    try:
+        secret = k8s.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    raw = (secret.data or {}).get(key)
+    return base64.b64decode(raw).decode() if raw is not None else None
+
+
+def secret_object(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A Secret as a dict, or None."""
+    try:
+        obj: dict[str, Any] = api.sanitize_for_serialization(
+            k8s.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        )
+        return obj
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def create_provider(api: k8s.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Create an LLMProvider."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "LLMProvider",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    obj: dict[str, Any] = k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "llmproviders", body
+    )
+    return obj
+
+
+def get_provider(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """An LLMProvider as a dict."""
+    obj: dict[str, Any] = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "llmproviders", name
+    )
+    return obj
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """A condition of an object's status."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def condition_is(api: k8s.ApiClient, namespace: str, name: str, type_: str, status: str, reason: str) -> bool:
+    """Whether the provider's condition has this status and reason."""
+    cond = condition(get_provider(api, namespace, name), type_)
+    return cond is not None and cond.get("status") == status and cond.get("reason") == reason
+
+
+def events(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """Every Event in a namespace as dicts."""
+    items = k8s.CoreV1Api(api).list_namespaced_event(namespace).items
+    return [api.sanitize_for_serialization(e) for e in items]
