@@ -1,0 +1,188 @@
+"""Rate limiting through the real runtime over HTTP, with a real redis-server and a fake upstream.
+
+- exactness: three ``python -m agent_runtime`` processes share one Redis; 600 concurrent
+  requests from one API key, spread round-robin, against 60 requests per minute: exactly 60
+  answered 200, the rest 429 with Retry-After, and the upstream saw exactly 60 requests;
+- token budget: a request whose reservation would overrun the budget is refused before it
+  reaches the upstream (the upstream counts what it received), and settle gives unused tokens back;
+- Redis killed under a failClosed policy: 503 with Retry-After, then service again when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_runtime.config import RATE_LIMIT_REDIS_URL_FILE
+from agent_runtime.testing import FakeUpstream, wait_until
+from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.runtime import (
+    InProcessRuntime,
+    RuntimeFiles,
+    RuntimeProcess,
+    chain_entry,
+    default_credentials,
+    free_ports,
+    make_config,
+)
+
+KEY = "alice-secret-key"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+def policy(limits: dict[str, int], *, redis: bool = True, on_unavailable: str = "failOpen") -> dict[str, Any]:
+    backend: dict[str, Any] = {"type": "memory"}
+    if redis:
+        backend = {"type": "redis", "redisUrlFile": RATE_LIMIT_REDIS_URL_FILE}
+    return {
+        "policy": "default/http-test",
+        "limits": limits,
+        "countBy": "apiKey",
+        "backend": backend,
+        "onRedisUnavailable": on_unavailable,
+    }
+
+
+def chat(content: str = "hello", max_tokens: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "fake-model", "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> httpx.Response:
+            return await client.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions",
+                json=chat(f"request {i}"),
+                headers={"x-api-key": KEY},
+            )
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_server: RedisServer) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    with FakeUpstream("openai") as fake:
+        runtimes = []
+        try:
+            for i, (port, metrics_port) in enumerate(zip(free_ports(3), free_ports(3), strict=True)):
+                config = make_config(
+                    chain=[chain_entry(fake)],
+                    port=port,
+                    metrics_port=metrics_port,
+                    rate_limit=policy({"requestsPerMinute": 60}),
+                )
+                files = RuntimeFiles(tmp_path / f"r{i}", config, credentials)
+                runtimes.append(RuntimeProcess(files, tmp_path / f"runtime-{i}.log").start())
+            urls = [r.url for r in runtimes]
+            for url in urls:
+                assert wait_until(lambda url=url: httpx.get(f"{url}/ready").status_code == 200, timeout=30)
+            responses = asyncio.run(_fire(urls, 600))
+        finally:
+            for r in runtimes:
+                r.stop()
+        statuses = Counter(r.status_code for r in responses)
+        upstream_requests = fake.state.requests
+    print(f"\nHTTP exactness: {dict(statuses)}; upstream saw {upstream_requests} requests")
+    assert statuses == {200: 60, 429: 540}
+    assert upstream_requests == 60
+    by_runtime = Counter(i % 3 for i, r in enumerate(responses) if r.status_code == 200)
+    assert sum(by_runtime.values()) == 60
+    for r in responses:
+        if r.status_code == 429:
+            retry = int(r.headers["Retry-After"])
+            assert 1 <= retry <= 61
+            assert r.headers["RateLimit-Limit"] == "60"
+            assert r.headers["RateLimit-Remaining"] == "0"
+            assert r.headers["RateLimit-Reset"] == r.headers["Retry-After"]
+    remaining = sorted(int(r.headers["RateLimit-Remaining"]) for r in responses if r.status_code == 200)
+    assert remaining == list(range(60))
+
+
+@pytest.mark.parametrize("use_redis", [False, True], ids=["memory", "redis"])
+def test_token_budget_refuses_before_the_upstream(
+    tmp_path: Path, redis_server: RedisServer, use_redis: bool
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    with FakeUpstream("openai", tokens=5) as fake:
+        config = make_config(
+            chain=[chain_entry(fake)], rate_limit=policy({"tokensPerMinute": 1000}, redis=use_redis)
+        )
+        with (
+            InProcessRuntime(RuntimeFiles(tmp_path, config, credentials)) as runtime,
+            httpx.Client(base_url=runtime.url, headers={"x-api-key": KEY}, timeout=30) as client,
+        ):
+            # A reservation above the whole budget never reaches the upstream.
+            too_big = client.post("/v1/chat/completions", json=chat(max_tokens=2000))
+            assert too_big.status_code == 429
+            assert too_big.json()["error"]["code"] == "tokens"
+            assert fake.state.requests == 0
+            first = client.post("/v1/chat/completions", json=chat(max_tokens=600))
+            assert first.status_code == 200
+            assert fake.state.requests == 1
+            # Settled: the first used a few tokens of its 600+ reservation; the rest came back.
+            left = int(first.headers.get("X-RateLimit-Remaining-Tokens", "0"))
+            assert left < 400
+            second = client.post("/v1/chat/completions", json=chat(max_tokens=600))
+            assert second.status_code == 200, second.text
+            assert fake.state.requests == 2
+            # Fits the budget on its own, not on top of what the first two really used: refused,
+            # and the refusal costs the upstream nothing.
+            prompt_estimate = 1000 - 600 - left  # what the runtime reserved for the prompt
+            third = client.post("/v1/chat/completions", json=chat(max_tokens=1000 - prompt_estimate))
+            assert third.status_code == 429
+            assert third.json()["error"]["code"] == "tokens"
+            assert 1 <= int(third.headers["Retry-After"]) <= 61
+            assert fake.state.requests == 2
+
+
+def test_redis_killed_fail_closed_then_recovers(tmp_path: Path, redis_server: RedisServer) -> None:
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    with FakeUpstream("openai", tokens=3) as fake:
+        config = make_config(
+            chain=[chain_entry(fake)],
+            rate_limit=policy({"requestsPerMinute": 1000}, on_unavailable="failClosed"),
+        )
+        with (
+            InProcessRuntime(RuntimeFiles(tmp_path, config, credentials)) as runtime,
+            httpx.Client(base_url=runtime.url, headers={"x-api-key": KEY}, timeout=30) as client,
+        ):
+            assert client.post("/v1/chat/completions", json=chat()).status_code == 200
+            redis_server.stop()
+            try:
+                before = fake.state.requests
+                down = client.post("/v1/chat/completions", json=chat())
+                assert down.status_code == 503
+                assert down.headers["Retry-After"] == "1"
+                assert fake.state.requests == before
+            finally:
+                redis_server.start()
+            assert wait_until(
+                lambda: client.post("/v1/chat/completions", json=chat()).status_code == 200, timeout=30
+            )
