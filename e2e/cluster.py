@@ -479,6 +479,11 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 # No real endpoint: a loopback address is not a valid Endpoints address.
                 "--endpoint-reconciler-type=none",
+                # etcd 3.5.1 (the PyPI wheel) predates the watch-progress fix (3.5.13) that watch-list
+                # streams need; with WatchList on, the apiserver turns every `resourceVersion=0` +
+                # bookmarks watch (kwok's informers, among others) into such a stream and fails it, and
+                # the clients back off for up to 30 s. Off, those watches behave as before 1.32.
+                "--feature-gates=WatchList=false",
                 "--profiling=false",
             ],
         )
