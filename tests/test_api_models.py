@@ -199,6 +199,10 @@ INVALID: list[Invalid] = [
         _p({"credentials": {"refreshInterval": "1d"}}),
         "spec.credentials.refreshInterval",
     ),
+    Invalid(
+        "refresh-hot-loop", PROVIDER, _p({"credentials": {"refreshInterval": "500ms"}}), api.REFRESH_MESSAGE
+    ),
+    Invalid("zero-idle-timeout", PROVIDER, _p({"timeouts": {"idle": "0s"}}), api.TIMEOUTS_POSITIVE_MESSAGE),
     Invalid("retry-zero-attempts", PROVIDER, _p({"retry": {"maxAttempts": 0}}), "spec.retry.maxAttempts"),
     Invalid(
         "retry-backoff-inverted",

@@ -466,6 +466,8 @@ class AzureKeyVaultSource(Model):
     auth: AzureAuth = Field(description="How the operator authenticates to Azure: exactly one method.")
 
 
+# 0s would poll the external store in a hot loop (and get throttled).
+REFRESH_MESSAGE = "spec.credentials.refreshInterval: must be at least 1s"
 CREDENTIALS_MESSAGE = (
     "spec.credentials: exactly one of secretRef, vault, awsSecretsManager, azureKeyVault must be set"
 )
@@ -480,7 +482,8 @@ class CredentialsSource(Model):
                 "(has(self.secretRef) ? 1 : 0) + (has(self.vault) ? 1 : 0)"
                 " + (has(self.awsSecretsManager) ? 1 : 0) + (has(self.azureKeyVault) ? 1 : 0) == 1",
                 CREDENTIALS_MESSAGE,
-            )
+            ),
+            CelRule("duration(self.refreshInterval) >= duration('1s')", REFRESH_MESSAGE),
         )
     )
 
@@ -505,10 +508,13 @@ class CredentialsSource(Model):
         _exactly_one(
             self, ["secret_ref", "vault", "aws_secrets_manager", "azure_key_vault"], CREDENTIALS_MESSAGE
         )
+        if parse_duration(self.refresh_interval) < timedelta(seconds=1):
+            raise ValueError(REFRESH_MESSAGE)
         return self
 
 
 TIMEOUTS_MESSAGE = "spec.timeouts: connect and firstToken must not exceed total"
+TIMEOUTS_POSITIVE_MESSAGE = "spec.timeouts: connect, firstToken and idle must be greater than 0s"
 
 
 class Timeouts(Model):
@@ -519,7 +525,12 @@ class Timeouts(Model):
             CelRule(
                 "duration(self.connect) <= duration(self.total) && duration(self.firstToken) <= duration(self.total)",
                 TIMEOUTS_MESSAGE,
-            )
+            ),
+            CelRule(
+                "duration(self.connect) > duration('0s') && duration(self.firstToken) > duration('0s')"
+                " && duration(self.idle) > duration('0s')",
+                TIMEOUTS_POSITIVE_MESSAGE,
+            ),
         )
     )
 
@@ -538,6 +549,8 @@ class Timeouts(Model):
         total = parse_duration(self.total)
         if parse_duration(self.connect) > total or parse_duration(self.first_token) > total:
             raise ValueError(TIMEOUTS_MESSAGE)
+        if min(parse_duration(d) for d in (self.connect, self.first_token, self.idle)) <= timedelta(0):
+            raise ValueError(TIMEOUTS_POSITIVE_MESSAGE)
         return self
 
 
