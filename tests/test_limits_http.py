@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,10 @@ def chat(content: str = "hello", max_tokens: int | None = None) -> dict[str, Any
     return body
 
 
+def _ready(url: str) -> bool:
+    return httpx.get(f"{url}/ready").status_code == 200
+
+
 async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -86,7 +91,7 @@ def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_
     redis.Redis.from_url(redis_server.url).flushall()
     credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
     with FakeUpstream("openai") as fake:
-        runtimes = []
+        runtimes: list[RuntimeProcess] = []
         try:
             for i, (port, metrics_port) in enumerate(zip(free_ports(3), free_ports(3), strict=True)):
                 config = make_config(
@@ -97,13 +102,13 @@ def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_
                 )
                 files = RuntimeFiles(tmp_path / f"r{i}", config, credentials)
                 runtimes.append(RuntimeProcess(files, tmp_path / f"runtime-{i}.log").start())
-            urls = [r.url for r in runtimes]
+            urls = [runtime.url for runtime in runtimes]
             for url in urls:
-                assert wait_until(lambda url=url: httpx.get(f"{url}/ready").status_code == 200, timeout=30)
+                assert wait_until(functools.partial(_ready, url), timeout=30)
             responses = asyncio.run(_fire(urls, 600))
         finally:
-            for r in runtimes:
-                r.stop()
+            for runtime in runtimes:
+                runtime.stop()
         statuses = Counter(r.status_code for r in responses)
         upstream_requests = fake.state.requests
     print(f"\nHTTP exactness: {dict(statuses)}; upstream saw {upstream_requests} requests")
