@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import Cluster, CommandError
+from e2e.cluster import Cluster, CommandError, wait_until
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "sentient-operator"
 CRD_NAMES = (
@@ -203,7 +203,11 @@ def test_uninstall_leaves_nothing_but_the_crds(cluster: Cluster) -> None:
         assert rel.leftovers(), "the install created nothing?"
         proc = rel.helm("uninstall", rel.name, "--wait", "--timeout", "120s")
         assert "uninstalled" in proc.stdout
-        assert rel.leftovers() == []
+        # Helm waits for what it deleted; the garbage collector then removes the
+        # ReplicaSet and its pods, a moment later.
+        wait_until(
+            lambda: rel.leftovers() == [], timeout=60, interval=1, message=f"no objects of release {rel.name}"
+        )
         pdbs = cluster.kubectl(
             "get", "pdb", "-n", rel.namespace, "-l", f"app.kubernetes.io/instance={rel.name}", "-o", "name"
         )
