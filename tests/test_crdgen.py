@@ -231,6 +231,19 @@ def test_examples_validate_against_editor_schemas(name: str, doc: dict[str, Any]
     jsonschema.validate(doc, schema, cls=jsonschema.Draft7Validator)
 
 
+def test_combined_editor_schema_checks_only_sentient_documents() -> None:
+    schema = json.loads((REPO / "schemas" / "sentient.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        assert path.read_text().startswith("# yaml-language-server: $schema=../schemas/sentient.json\n"), path
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert not list(validator.iter_errors(doc)), (path, doc.get("kind"))
+    bad = INVALID[0].obj()
+    bad["spec"]["typo"] = 1
+    assert list(validator.iter_errors(bad))
+
+
 @pytest.mark.parametrize(
     "case",
     [c for c in INVALID if c.expect.startswith("spec.") and ":" not in c.expect],

@@ -484,6 +484,37 @@ def editor_schema(k: Kind) -> dict[str, Any]:
     return schema
 
 
+def combined_editor_schema() -> dict[str, Any]:
+    """One schema for files that mix kinds (examples/agent.yaml holds Secrets too).
+
+    yaml-language-server applies one schema to every document of a file; this one checks a
+    document against its kind's schema when it is a sentient.dev kind, and lets others pass.
+    """
+    definitions = {}
+    branches = []
+    for k in KINDS:
+        sub = editor_schema(k)
+        for key in ("$schema", "$id"):
+            sub.pop(key, None)
+        definitions[k.kind] = sub
+        branches.append(
+            {
+                "if": {
+                    "properties": {"apiVersion": {"const": api.API_VERSION}, "kind": {"const": k.kind}},
+                    "required": ["apiVersion", "kind"],
+                },
+                "then": {"$ref": f"#/definitions/{k.kind}"},
+            }
+        )
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "sentient.dev resources (and anything else, unchecked)",
+        "type": "object",
+        "allOf": branches,
+        "definitions": definitions,
+    }
+
+
 def dump_json(obj: Any) -> str:
     """Deterministic JSON."""
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -675,6 +706,7 @@ def render() -> dict[Path, str]:
         files[Path("schemas") / f"{k.singular}.json"] = dump_json(editor_schema(k))
         files[Path("docs/reference") / f"{k.singular}.md"] = reference_page(k)
     files[Path("docs/reference/README.md")] = reference_index()
+    files[Path("schemas/sentient.json")] = dump_json(combined_editor_schema())
     return files
 
 
