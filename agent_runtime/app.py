@@ -210,8 +210,16 @@ class Exchange:
         await self.body(protocol.error_and_done(source, message, status, details), more=False)
 
     def finish(self) -> None:
-        """Record metrics for the exchange."""
-        _count(self.route, self.status, time.perf_counter() - self.t0)
+        """Record metrics (and, at debug level, an access log line) for the exchange."""
+        seconds = time.perf_counter() - self.t0
+        _count(self.route, self.status, seconds)
+        if self.status >= 500:
+            log.warning("request failed", extra={"route": self.route, "status": self.status})
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request served",
+                extra={"route": self.route, "status": self.status, "ms": round(seconds * 1000, 2)},
+            )
 
 
 class Pulse:

@@ -251,3 +251,33 @@ def test_audit_verify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "audit.log").write_text(text)
     assert audit_main([str(tmp_path / "audit.log"), str(tmp_path / "key")]) == 1
     assert "broken at line 1" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def test_json_logs_carry_the_request_id() -> None:
+    import logging
+
+    from agent_runtime.logging import REQUEST_ID, JSONFormatter, accept_request_id
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("test.runtime.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    token = REQUEST_ID.set("req-1")
+    try:
+        logger.info("hello %s", "world", extra={"route": "/assist"})
+    finally:
+        REQUEST_ID.reset(token)
+    logger.info("outside")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["msg"] == "hello world" and first["request_id"] == "req-1" and first["route"] == "/assist"
+    assert first["level"] == "info" and first["logger"] == "test.runtime.json"
+    assert "request_id" not in second
+    assert accept_request_id("ok-123") == "ok-123"
+    assert accept_request_id("bad\nvalue") is None
+    assert accept_request_id("x" * 200) is None
