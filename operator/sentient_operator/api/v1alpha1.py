@@ -56,7 +56,6 @@ NamespaceOrAll = Annotated[
     str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", min_length=1, max_length=63)
 ]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
-ShortString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 
 
 def parse_duration(value: str) -> timedelta:
