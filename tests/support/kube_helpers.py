@@ -85,18 +85,18 @@ def create_provider(api: k8s.ApiClient, namespace: str, name: str, spec: dict[st
         "metadata": {"name": name},
         "spec": spec,
     }
-    obj: dict[str, Any] = k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+    obj = k8s.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, "llmproviders", body
     )
-    return obj
+    return dict(obj)  # type: ignore[call-overload]
 
 
 def get_provider(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     """An LLMProvider as a dict."""
-    obj: dict[str, Any] = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+    obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, "llmproviders", name
     )
-    return obj
+    return dict(obj)  # type: ignore[call-overload]
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -117,3 +117,61 @@ def events(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
     """Every Event in a namespace as dicts."""
     items = k8s.CoreV1Api(api).list_namespaced_event(namespace).items
     return [api.sanitize_for_serialization(e) for e in items]
+
+
+def cluster_ca_pem(kubeconfig: str) -> str:
+    """The apiserver's CA bundle from a kubeconfig's current context."""
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load(Path(kubeconfig).read_text())
+    ctx_name = cfg.get("current-context")
+    ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
+    cl = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+    if cl.get("certificate-authority-data"):
+        return base64.b64decode(cl["certificate-authority-data"]).decode()
+    return Path(cl["certificate-authority"]).read_text()
+
+
+def service_account_token(api: k8s.ApiClient, namespace: str, name: str, seconds: int = 3600) -> str:
+    """A TokenRequest token for a service account (created if missing)."""
+    core = k8s.CoreV1Api(api)
+    try:
+        core.create_namespaced_service_account(
+            namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name))
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    req = k8s.AuthenticationV1TokenRequest(
+        spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+    )
+    resp = core.create_namespaced_service_account_token(name, namespace, req)
+    return str(resp.status.token)
+
+
+def bind_cluster_role(
+    api: k8s.ApiClient, binding: str, role: str, namespace: str, service_account: str
+) -> None:
+    """A ClusterRoleBinding of ``role`` to a service account (replaced if it exists)."""
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    body = k8s.V1ClusterRoleBinding(
+        metadata=k8s.V1ObjectMeta(name=binding),
+        role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+        subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)],
+    )
+    try:
+        rbac.create_cluster_role_binding(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def unbind_cluster_role(api: k8s.ApiClient, binding: str) -> None:
+    """Delete a ClusterRoleBinding if it exists."""
+    try:
+        k8s.RbacAuthorizationV1Api(api).delete_cluster_role_binding(binding)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

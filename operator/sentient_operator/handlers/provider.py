@@ -4,7 +4,8 @@ Thin by design: watch events only schedule work on the shared controller queue
 (:mod:`sentient_operator.handlers.runtime`), and the reconcile is
 :class:`sentient_operator.credentials.sync.ProviderSyncer`. Triggers:
 
-- the provider appears (also at operator start) or its spec changes (generation);
+- the provider appears (also at operator start) or its spec changes (generation), or the
+  annotation ``sentient.dev/force-sync`` gets a new value;
 - a Secret the provider reads (source key, Vault token, AppRole secret ID, AWS keys, Azure
   client secret, CA bundles) is created, edited or deleted: synced at once, backoff skipped;
 - the provider Secret itself is deleted or edited by hand: put back;
@@ -46,6 +47,8 @@ log = logging.getLogger("sentient_operator.handlers.provider")
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "provider"
+#: Changing this annotation's value makes the operator re-read the source at once.
+FORCE_SYNC_ANNOTATION = "sentient.dev/force-sync"
 #: Spread periodic refreshes of many providers over +-10% of the interval.
 REFRESH_JITTER = 0.1
 
@@ -55,7 +58,7 @@ class ProviderState:
 
     def __init__(self) -> None:
         self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
-        self.generations: dict[tuple[str, str], int | None] = {}
+        self.generations: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.source_keys: dict[tuple[str, str], str | None] = {}
         self.forced: set[tuple[str, str]] = set()
         self.last_reason: dict[tuple[str, str], str] = {}
@@ -133,9 +136,12 @@ def on_provider_event(type: str | None, namespace: str | None, name: str, body: 
             state.fetcher.invalidate(old)
         return
     state.bodies[key] = copy.deepcopy(dict(body))
-    generation = body.get("metadata", {}).get("generation")
-    if type is None or state.generations.get(key) != generation:
-        state.generations[key] = generation
+    meta = body.get("metadata", {})
+    # The generation covers spec changes; the annotation lets a user ask for a sync now
+    # (e.g. right after rotating a key in an external store) without touching the spec.
+    marker = (meta.get("generation"), (meta.get("annotations") or {}).get(FORCE_SYNC_ANNOTATION))
+    if type is None or state.generations.get(key) != marker:
+        state.generations[key] = marker
         state.forced.add(key)
         controller.enqueue(KIND, namespace, name)
 
