@@ -148,6 +148,7 @@ def service_account_token(api: k8s.ApiClient, namespace: str, name: str, seconds
         spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
     )
     resp = core.create_namespaced_service_account_token(name, namespace, req)
+    assert resp.status is not None
     return str(resp.status.token)
 
 
