@@ -135,10 +135,11 @@ class Reference:
             tok = self._window(self.tokens, now, spec.tokens_per_minute, tokens)
             if tok[0]:
                 failing.append((Refusal.TOKENS, tok[0]))
-        if spec.concurrency is not None:
+        leased = spec.concurrency is not None or spec.tokens_per_minute is not None
+        if leased:
             self.leases = {r: d for r, d in self.leases.items() if d > now}
-            if len(self.leases) >= spec.concurrency:
-                failing.append((Refusal.CONCURRENCY, CONCURRENCY_RETRY_US))
+        if spec.concurrency is not None and len(self.leases) >= spec.concurrency:
+            failing.append((Refusal.CONCURRENCY, CONCURRENCY_RETRY_US))
         if failing:
             code, retry = max(failing, key=lambda f: f[1])
             return _Outcome(False, code, retry, req[1], req[2], tok[1], tok[2], bucket)
@@ -148,13 +149,14 @@ class Reference:
             self.level, self.level_at = level - 1, now
         if spec.tokens_per_minute is not None and tokens > 0:
             self.tokens.append(_Event(bucket, tokens))
-        if spec.concurrency is not None:
+        if leased:
             self.leases[rid] = now + lease_us
         self.admitted_at.append((now, tokens))
         return _Outcome(True, Refusal.NONE, 0, req[1], req[2], tok[1], tok[2], bucket)
 
     def settle(self, now: int, rid: str, bucket: int, reserved: int, actual: int) -> None:
-        self.leases.pop(rid, None)
+        if self.leases.pop(rid, None) is None:
+            return  # nothing in flight under that id: a repeated or late settle changes nothing
         if self.spec.tokens_per_minute is None or reserved == actual:
             return
         current = now // BUCKET_US
@@ -204,6 +206,7 @@ def _run(
     ref = Reference(spec)
     now = T0 + 123_456  # not on a bucket boundary
     live: list[tuple[str, int, int]] = []
+    done: list[tuple[str, int, int]] = []
     counter = itertools.count()
     for op in program:
         now += int(op[1])
@@ -215,8 +218,14 @@ def _run(
             yield _Outcome.of(got), want
             if want.allowed:
                 live.append((rid, want.bucket, tokens))
+        elif int(op[2]) % 7 == 0 and done:
+            # A repeated settle (a retry after a lost reply, a replay after an outage).
+            rid, bucket, reserved = done[int(op[2]) % len(done)]
+            settle(rid, bucket, reserved - int(op[3]), spec.tokens_per_minute is not None, now)
+            ref.settle(now, rid, bucket, reserved, int(op[3]))
         elif live:
             rid, bucket, reserved = live.pop(int(op[2]) % len(live))
+            done.append((rid, bucket, reserved))
             # Real usage is usually below the reservation, sometimes above it.
             actual = int(op[3]) if int(op[3]) <= reserved or int(op[3]) % 3 == 0 else reserved
             refund = reserved - actual

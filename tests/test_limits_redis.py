@@ -262,6 +262,42 @@ async def test_fail_closed_refuses_with_503_and_recovers(server: RedisServer, cl
     await limiter.aclose()
 
 
+async def test_settles_during_an_outage_are_replayed(server: RedisServer, client: Redis) -> None:
+    """Redis keeps its data but refuses our connections; settles made meanwhile land on recovery."""
+    limiter = build_limiter(cfg(tokens_per_minute=1000, concurrency=1), files(server))
+    backend = limiter.backend
+    assert isinstance(backend, ResilientRedisBackend)
+    s = limiter.subject(P("k"))
+    a = await limiter.admit(s, 600)
+    assert a.allowed and not a.degraded
+    admin_pw = "admin-pw"
+    await client.acl_setuser(
+        "admin", enabled=True, passwords=[f"+{admin_pw}"], keys=["*"], commands=["+@all"]
+    )
+    admin = Redis.from_url(server.url, username="admin", password=admin_pw)
+    everything = {"keys": ["*"], "channels": ["*"], "commands": ["+@all"], "nopass": True}
+    try:
+        await admin.acl_setuser("default", enabled=False, **everything)  # type: ignore[arg-type]
+        await admin.client_kill_filter(user="default")
+        assert await a.settle(100) == 500  # the refund is computed locally and queued
+        assert limiter.degraded and backend.pending_settles == 1
+        local = await limiter.admit(s, 10)
+        assert local.allowed and local.degraded
+        await local.settle(10)
+    finally:
+        await admin.acl_setuser("default", enabled=True, reset=False, **everything)  # type: ignore[arg-type]
+        await admin.aclose()  # type: ignore[attr-defined]
+    await wait_recovered(limiter, s, tokens=1)
+    await backend.flush_pending()
+    assert backend.pending_settles == 0
+    # The slot came back and 500 of the 600 reserved tokens were refunded in Redis.
+    b = await limiter.admit(s, 100)
+    assert b.allowed and not b.degraded
+    remaining = int(b.headers["X-RateLimit-Remaining-Tokens"])
+    assert remaining in (1000 - 100 - 100, 1000 - 100 - 100 - 1)  # the probe may have reserved 1 token
+    await limiter.aclose()
+
+
 async def test_missing_redis_url_is_unavailable(server: RedisServer) -> None:
     limiter = build_limiter(cfg(on_unavailable="failClosed"), lambda name: None)
     assert (await limiter.admit(limiter.subject(P("k")), 0)).status == 503

@@ -178,11 +178,14 @@ class MemoryBackend:
             )
             if after:
                 refuse(Refusal.TOKENS, after)
-        if spec.concurrency is not None:
+        # A lease is the concurrency slot, and it makes settle idempotent: only the settle
+        # that removes it refunds tokens.
+        leased = spec.concurrency is not None or track_tokens
+        if leased:
             for rid in [r for r, deadline in state.leases.items() if deadline <= now]:
                 del state.leases[rid]
-            if len(state.leases) >= spec.concurrency:
-                refuse(Refusal.CONCURRENCY, CONCURRENCY_RETRY_US)
+        if spec.concurrency is not None and len(state.leases) >= spec.concurrency:
+            refuse(Refusal.CONCURRENCY, CONCURRENCY_RETRY_US)
         if refusal is not Refusal.NONE:
             return Decision(
                 False, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
@@ -193,7 +196,7 @@ class MemoryBackend:
             state.tat = new_tat
         if track_tokens and tokens > 0:
             state.tokens[bucket] = state.tokens.get(bucket, 0) + tokens
-        if spec.concurrency is not None:
+        if leased:
             state.leases[request_id] = now + self._lease_us
         return Decision(
             True, Refusal.NONE, 0, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
@@ -225,7 +228,8 @@ class MemoryBackend:
         state = self._states.get(key)
         if state is None:
             return
-        state.leases.pop(request_id, None)
+        if state.leases.pop(request_id, None) is None:
+            return
         if not track_tokens or token_refund == 0:
             return
         current = now // BUCKET_US

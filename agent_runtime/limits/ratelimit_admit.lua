@@ -3,7 +3,9 @@
 -- Mirrors agent_runtime/limits/memory.py operation for operation (integer microseconds).
 --
 -- KEYS[1] request window (hash bucket -> count)   KEYS[2] burst TAT (string)
--- KEYS[3] token window (hash bucket -> tokens)    KEYS[4] concurrency leases (zset id -> deadline)
+-- KEYS[3] token window (hash bucket -> tokens)    KEYS[4] leases of admissions in flight (zset id -> deadline)
+-- A lease is taken whenever concurrency or tokens are limited: it is the concurrency slot, and
+-- it makes settle idempotent on the server (only the settle that removes the lease refunds).
 -- ARGV: rpm tpm burst concurrency (0 = not set), tokens, request id,
 --       now in microseconds ('' = Redis TIME), lease in microseconds
 -- Returns {allowed, refusal, retry_us, req_remaining|-1, req_reset_us,
@@ -129,8 +131,11 @@ if tpm > 0 then
   if after > 0 then refuse(3, after) end
 end
 
-if conc > 0 then
+local leased = conc > 0 or tpm > 0
+if leased then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.0f', now))
+end
+if conc > 0 then
   if redis.call('ZCARD', KEYS[4]) >= conc then refuse(4, CONC_RETRY) end
 end
 
@@ -149,7 +154,7 @@ if tpm > 0 and cost > 0 then
   redis.call('HINCRBY', KEYS[3], bucket_field, cost)
   redis.call('PEXPIRE', KEYS[3], WINDOW_TTL_MS)
 end
-if conc > 0 then
+if leased then
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease), rid)
   redis.call('PEXPIRE', KEYS[4], math.ceil(lease / 1000) + 1000)
 end

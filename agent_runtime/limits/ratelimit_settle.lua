@@ -1,4 +1,4 @@
--- Atomic settle: free the concurrency slot and refund unused reserved tokens to the
+-- Atomic, idempotent settle: free the concurrency slot and refund unused reserved tokens to the
 -- bucket that was charged (or charge usage above the reservation to the current bucket).
 -- Mirrors MemoryBackend.settle_now.
 --
@@ -10,7 +10,11 @@ local BUCKET = 1000000
 local WB = 60
 local WINDOW_TTL_MS = (WB + 2) * 1000
 
-redis.call('ZREM', KEYS[2], ARGV[1])
+-- Only the settle that removes the lease refunds: a repeated settle (client retry after a lost
+-- reply, replay after an outage) changes nothing.
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
 local refund = tonumber(ARGV[3])
 if ARGV[4] ~= '1' or refund == 0 then
   return 0

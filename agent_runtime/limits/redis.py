@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from importlib import resources
 
 from redis.asyncio import ConnectionPool, Redis
@@ -177,6 +178,10 @@ class ResilientRedisBackend:
         self.local = local if local is not None else MemoryBackend()
         self.redis = redis if redis is not None else (RedisBackend(url) if url else None)
         self._down_until = 0.0
+        # Settles that could not reach Redis, replayed when it answers again (settle is idempotent
+        # on the server, so a replay of one that did land changes nothing).
+        self._pending: deque[tuple[str, str, int, int, bool, int | None]] = deque(maxlen=10_000)
+        self._flush_task: asyncio.Task[None] | None = None
         self.degraded = self.redis is None
         self._gauge(self.degraded)
         if self.redis is None:
@@ -207,6 +212,24 @@ class ResilientRedisBackend:
             self.degraded = False
             self._gauge(False)
             log.warning("rate limiting: Redis reachable again; shared limits restored")
+        if self._pending and (self._flush_task is None or self._flush_task.done()):
+            self._flush_task = asyncio.get_running_loop().create_task(self.flush_pending())
+
+    @property
+    def pending_settles(self) -> int:
+        """Settles waiting for Redis to come back."""
+        return len(self._pending)
+
+    async def flush_pending(self) -> None:
+        """Replay settles that failed during an outage; stops at the first failure."""
+        while self._pending and self.redis is not None:
+            item = self._pending.popleft()
+            try:
+                await self.redis.settle(*item)
+            except UNAVAILABLE as exc:
+                self._pending.appendleft(item)
+                self._mark_down(exc)
+                return
 
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
@@ -245,15 +268,22 @@ class ResilientRedisBackend:
         track_tokens: bool,
         now_us: int | None = None,
     ) -> None:
-        """Settle a Redis admission; skipped during an outage (the lease expires, tokens stay charged)."""
-        if self.redis is None or time.monotonic() < self._down_until:
+        """Settle a Redis admission; during an outage it is queued and replayed on recovery."""
+        item = (key, request_id, bucket, token_refund, track_tokens, now_us)
+        if self.redis is None:
+            return
+        if time.monotonic() < self._down_until:
+            self._pending.append(item)
             return
         try:
-            await self.redis.settle(key, request_id, bucket, token_refund, track_tokens, now_us)
+            await self.redis.settle(*item)
         except UNAVAILABLE as exc:
             self._mark_down(exc)
+            self._pending.append(item)
 
     async def aclose(self) -> None:
         """Close the Redis pool."""
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
         if self.redis is not None:
             await self.redis.aclose()
