@@ -34,6 +34,9 @@ from agent_runtime import metrics, protocol
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.auth import Authenticator, AuthError, Principal
 from agent_runtime.config import RuntimeConfig, load_config
+from agent_runtime.limits.policy import build_limiter, estimate_tokens
+from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
+from agent_runtime.llm import LLMError, LLMManager
 from agent_runtime.logging import REQUEST_ID, accept_request_id
 from agent_runtime.reload import CredentialFiles, FileWatcher
 from agent_runtime.sdk import (
@@ -318,6 +321,7 @@ class AgentRuntime:
         self._state: RuntimeState | None = None
         self.llm: Any = None
         self.limiter: Any = None
+        self.gate: Any = None
         self._watcher: FileWatcher | None = None
         self._reload_lock = asyncio.Lock()
         self.draining = False
@@ -371,13 +375,12 @@ class AgentRuntime:
         """Build the LLM manager, limiter, session store and agent; start watching files."""
         if self.started:
             return
-        from agent_runtime.limits.policy import build_limiter
-        from agent_runtime.llm import LLMManager
-
         config = self._initial_config
         if self.audit is None:
             self.audit = open_audit_log(self._read_audit_key(config), None)
-        self.llm = LLMManager(config.llm, self.credentials.read)
+        # Always built (even without provider quotas) so that a reload can add some.
+        self.gate = build_provider_gate(config.llm, config.rate_limit, self.credentials.read)
+        self.llm = LLMManager(config.llm, self.credentials.read, self.gate)
         self.limiter = build_limiter(config.rate_limit, self.credentials.read, agent=config.agent.name)
         self._swap(self._build_state(config, previous=None))
         self.started = True
@@ -450,6 +453,7 @@ class AgentRuntime:
             if previous.config.rate_limit != config.rate_limit:
                 await self.limiter.reload(config.rate_limit, self.credentials.read)
             if previous.config.llm != config.llm:
+                self.gate.reload(provider_limits(config.llm))
                 self.llm.reload(config.llm)
             self._swap(state)
 
@@ -538,6 +542,8 @@ class AgentRuntime:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
             await _close_quietly(self.llm.aclose())
+        if self.gate is not None:
+            await _close_quietly(self.gate.aclose())
         if self.audit is not None:
             self.audit.record("runtime.stop")
 
@@ -634,11 +640,10 @@ class AgentRuntime:
                 # History is a nicety; answering without it beats failing.
                 log.warning("session history unavailable: %s", exc)
         query = Query(id=body.query.id, prompt=body.query.prompt)
-        params = state.config.llm.parameters
-        history_chars = sum(len(t.content) for t in session.turns())
-        estimate = (len(body.query.prompt) + len(state.config.agent.system_prompt) + history_chars) // 4 + (
-            params.max_tokens or 1024
-        )
+        # What the built-in agent will send; custom agents settle with what they report.
+        messages = [{"content": state.config.agent.system_prompt}, {"content": body.query.prompt}]
+        messages.extend({"content": t.content} for t in session.turns())
+        estimate = estimate_tokens(messages, state.config.llm.parameters.max_tokens)
         admission = await self._admit(ex, principal, session_body.activity_id, estimate)
         if admission is None:
             return
@@ -716,8 +721,6 @@ class AgentRuntime:
         return handler
 
     async def _report_agent_error(self, handler: ResponseHandler, error: BaseException) -> None:
-        from agent_runtime.llm import LLMError
-
         if handler.is_complete:
             log.error("agent raised after completing its response: %s", type(error).__name__)
             return
