@@ -298,20 +298,24 @@ class Component:
                 f"last lines of {self.log}:\n{_tail(self.log)}"
             )
 
+    def terminate(self) -> None:
+        """Send SIGTERM to the process group (no wait)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
+        self.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
         # The group may hold children that outlived the leader.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -412,13 +416,52 @@ class LocalCluster:
         self.stop()
 
     def start(self, timeout: float = 120.0) -> None:
-        """Start every component and wait until nodes are Ready; cleans up on failure."""
+        """Start every component and wait until nodes are Ready; cleans up on failure.
+
+        A startup failure raises ClusterError naming the component, with the tail of its log;
+        the logs are kept under ``$SENTIENT_CACHE/logs/cluster-failed/``.
+        """
         atexit.register(self.stop)
         try:
-            self._start(timeout)
+            for attempt in range(3):
+                try:
+                    self._start(timeout)
+                    return
+                except ClusterError as exc:
+                    # Free ports are picked before the components bind them; another process on
+                    # this machine can take one in between. Start over on fresh ports.
+                    if "address already in use" not in str(exc) or attempt == 2:
+                        raise
+                    self._stop_components()
+                    self.components.clear()
+                    shutil.rmtree(self.run_dir / "etcd", ignore_errors=True)
+        except ClusterError as exc:
+            kept = self._keep_logs()
+            self.stop()
+            raise ClusterError(str(exc).replace(str(self.logs), str(kept))) from None
         except BaseException:
             self.stop()
             raise
+
+    def _keep_logs(self) -> Path:
+        kept = tools.cache_dir() / "logs" / "cluster-failed"
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copytree(self.logs, kept)
+        return kept
+
+    def _stop_components(self) -> None:
+        # Clients first (they would only log errors about a vanished apiserver), then all at
+        # once: the data is thrown away, so there is no order to respect beyond that.
+        comps = [self.components[n] for n in reversed(list(self.components))]
+        for comp in comps:
+            if comp.name not in ("kube-apiserver", "etcd"):
+                comp.terminate()
+        for comp in comps:
+            comp.terminate()
+        for comp in comps:
+            comp.stop()
 
     def _mark(self, what: str, t0: float) -> None:
         self.timings[what] = round(time.monotonic() - t0, 2)
@@ -635,9 +678,8 @@ class LocalCluster:
             if self._stopped:
                 return
             self._stopped = True
-        for name in reversed(list(self.components)):
-            self.components[name].stop()
-        if self.remove_run_dir:
+        self._stop_components()
+        if self.remove_run_dir and not os.environ.get("E2E_KEEP_RUN_DIR"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)

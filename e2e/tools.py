@@ -395,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cmd == "ensure":
             started = time.monotonic()
-            paths = ensure(args or None)
+            names: list[str] | None = args or None
+            if names is None and os.environ.get("E2E_KUBECONFIG"):
+                # The tests run against another cluster (kind): no need for Go and the local
+                # control plane's binaries.
+                names = [t.name for t in tools() if t.name not in ("kube", "kwok")]
+                _log("E2E_KUBECONFIG is set: skipping kube-* and kwok (local control plane only)")
+            paths = ensure(names)
             _log(f"{len(paths)} binaries ready in {bin_dir()} ({time.monotonic() - started:.1f} s)")
         elif cmd == "path" and len(args) == 1:
             print(tool_path(args[0]))
