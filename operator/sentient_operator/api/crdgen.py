@@ -129,6 +129,8 @@ KINDS: tuple[Kind, ...] = (
         kind="LLMProvider",
         plural="llmproviders",
         short_names=("llmp",),
+        name_pattern=api.DNS_SUBDOMAIN_PATTERN,
+        name_max_length=api.PROVIDER_NAME_MAX,
         spec=api.LLMProviderSpec,
         status=api.LLMProviderStatus,
         description=(
@@ -621,7 +623,7 @@ def reference_page(k: Kind) -> str:
     if k.name_pattern or k.name_max_length:
         lines += [
             f"`metadata.name` must match `{k.name_pattern}` and be at most {k.name_max_length} characters "
-            "(it names the Service and other children).",
+            "(it names, or labels, the objects the operator creates for it).",
             "",
         ]
     if k.root_rules:

@@ -1315,6 +1315,12 @@ class ObjectMeta(BaseModel):
     namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL_PATTERN)
 
 
+# A provider's name becomes a label value (sentient.dev/provider=<name>) of its Secret,
+# and label values stop at 63 characters.
+PROVIDER_NAME_MAX = 63
+PROVIDER_NAME_MESSAGE = "metadata.name: at most 63 characters (it is a label value of the provider's Secret)"
+
+
 class _Resource(Model):
     """Common envelope of the three kinds."""
 
@@ -1330,6 +1336,13 @@ class LLMProvider(_Resource):
     kind: Literal["LLMProvider"] = "LLMProvider"
     spec: LLMProviderSpec
     status: LLMProviderStatus | None = None
+
+    @model_validator(mode="after")
+    def _name(self) -> LLMProvider:
+        name = self.metadata.name
+        if name is not None and len(name) > PROVIDER_NAME_MAX:
+            raise ValueError(PROVIDER_NAME_MESSAGE)
+        return self
 
 
 class RateLimitPolicy(_Resource):
