@@ -479,13 +479,16 @@ class AgentRuntime:
             # Redis URLs are read when a backend is built; a changed URL needs a rebuild.
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
-            if state.config.sessions.store == "redis":
-                async with self._reload_lock:
-                    current = self.state
-                    sessions = build_session_store(
-                        current.config.sessions, self.credentials.read, current.config.agent.name
-                    )
-                    self._swap(self._build_state(current.config, current, sessions))
+            sessions_config = state.config.sessions
+            if sessions_config.store == "redis" and sessions_config.redis_url_file:
+                url = self.credentials.read(sessions_config.redis_url_file)
+                if url != getattr(state.sessions, "url", None):
+                    async with self._reload_lock:
+                        current = self.state
+                        sessions = build_session_store(
+                            current.config.sessions, self.credentials.read, current.config.agent.name
+                        )
+                        self._swap(self._build_state(current.config, current, sessions))
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)

@@ -193,8 +193,19 @@ async def _complete(
     headers: dict[str, str],
 ) -> int | None:
     task: asyncio.Task[Completion] = asyncio.get_running_loop().create_task(runtime.llm.complete(request))
-    if await runtime._supervise(ex, task):
+    runtime._agent_tasks.add(task)
+    try:
+        disconnected = await runtime._supervise(ex, task)
+    finally:
+        runtime._agent_tasks.discard(task)
+    if disconnected:
         ex.status = STATUS_CLIENT_CLOSED
+        return None
+    if task in runtime._forced or task.cancelled():
+        runtime._forced.discard(task)
+        await ex.json(
+            503, openai_error("the agent is shutting down", "service_unavailable"), headers, close=True
+        )
         return None
     try:
         completion = task.result()

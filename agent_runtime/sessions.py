@@ -115,8 +115,11 @@ class MemorySessionStore:
 class RedisSessionStore:
     """Shared store: one Redis list per session, trimmed and expired atomically."""
 
-    def __init__(self, client: Any, ttl_seconds: float, max_turns: int, prefix: str) -> None:
+    def __init__(
+        self, client: Any, ttl_seconds: float, max_turns: int, prefix: str, url: str | None = None
+    ) -> None:
         self._redis = client
+        self.url = url
         self.ttl = max(1, int(ttl_seconds))
         self.max_turns = max_turns
         self.prefix = prefix
@@ -127,7 +130,7 @@ class RedisSessionStore:
         import redis.asyncio as aioredis
 
         client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        return cls(client, ttl_seconds, max_turns, prefix)
+        return cls(client, ttl_seconds, max_turns, prefix, url=url)
 
     def _key(self, session_id: str) -> str:
         return f"{self.prefix}{session_id}"
