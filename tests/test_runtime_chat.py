@@ -182,3 +182,44 @@ def test_metrics_port_absent_means_main_port(server: InProcessRuntime, tmp_path:
     text = httpx.get(f"{server.url}/metrics").text
     assert "sentient_requests_total" in text
     assert UPSTREAM_KEY not in text and KEY not in text
+
+
+def test_mid_stream_failover_keeps_the_stream_and_says_so(tmp_path: Path) -> None:
+    with FakeUpstream("openai") as primary, FakeUpstream("anthropic") as secondary:
+        primary.inject(Fault(kind="reset", after_chunks=2, count=-1))
+        chain = [
+            chain_entry(primary, "default/primary", retry={"maxAttempts": 1}),
+            chain_entry(secondary, "default/secondary", model="claude-fake"),
+        ]
+        files = RuntimeFiles(tmp_path, make_config(chain=chain), default_credentials())
+        with InProcessRuntime(files) as runtime, SyncSentientClient(runtime.url, api_key=KEY) as client:
+            result = client.ask("one two three four five")
+    assert result.error is None and result.done
+    assert result.text == "Echo: one two three four five"
+    chunks = [e for e in result.events if isinstance(e, TextChunkEvent)]
+    assert len({c.stream_id for c in chunks}) == 1
+    switched = [c for c in chunks if c.metadata and c.metadata.get("failover")]
+    assert len(switched) == 1
+    assert switched[0].metadata == {
+        "failover": True,
+        "from_provider": "default/primary",
+        "to_provider": "default/secondary",
+        "reason": "reset",
+    }
+    assert chunks[-1].metadata is not None and chunks[-1].metadata["provider"] == "default/secondary"
+
+
+def test_openai_stream_disconnect_cancels_upstream(server: InProcessRuntime, fake: FakeUpstream) -> None:
+    fake.inject(Fault(kind="hang", after_chunks=1, count=1))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hang here"}], "stream": True}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST", f"{server.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if '"content":"Echo:' in line:
+                break
+    assert wait_until(lambda: fake.state.streams_aborted == 1, timeout=10)
+    assert wait_until(lambda: server.runtime.in_flight == 0, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -116,3 +117,30 @@ def test_grace_deadline_ends_streams_with_error_and_done(tmp_path: Path) -> None
     assert isinstance(error, ErrorEvent) and error.error_code == 503
     # Upstream stream was cancelled, not left hanging.
     assert fake.state.streams_aborted == 1
+
+
+def test_invalid_config_exits_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.runtime import REPO
+
+    (tmp_path / "config.yaml").write_text("agent: {}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}",
+        "SENTIENT_CONFIG": str(tmp_path / "config.yaml"),
+        "SENTIENT_CREDENTIALS_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_runtime"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["level"] == "error" and "config" in line["msg"]
