@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -296,6 +297,75 @@ async def test_settles_during_an_outage_are_replayed(server: RedisServer, client
     remaining = int(b.headers["X-RateLimit-Remaining-Tokens"])
     assert remaining in (1000 - 100 - 100, 1000 - 100 - 100 - 1)  # the probe may have reserved 1 token
     await limiter.aclose()
+
+
+@pytest.mark.parametrize("mode", ["failOpen", "failClosed"])
+async def test_redis_killed_under_load(server: RedisServer, client: Redis, mode: str) -> None:
+    """Admissions keep flowing while Redis dies and comes back: no exception escapes, the
+    answers during the outage follow the policy, and Redis serves again afterwards."""
+    limiter = build_limiter(
+        cfg(on_unavailable=mode, requests_per_minute=100_000, concurrency=50), files(server)
+    )
+    s = limiter.subject(P("k"))
+    phase = "before"
+    phases = ("before", "down", "recovering", "after")
+    seen: dict[str, Counter[tuple[int, bool]]] = {p: Counter() for p in phases}
+    go = asyncio.Event()
+    go.set()
+    busy = 0
+
+    async def worker() -> None:
+        nonlocal busy
+        while phase != "stop":
+            await go.wait()
+            if phase == "stop":
+                return
+            busy += 1
+            a = await limiter.admit(s, 0)
+            seen[phase][(a.status, a.degraded)] += 1
+            await asyncio.sleep(0)
+            await a.settle(0)
+            busy -= 1
+
+    async def switch(to: str) -> None:
+        # Quiesce, so every admission is counted in the phase it ran in.
+        nonlocal phase
+        go.clear()
+        while busy:
+            await asyncio.sleep(0.001)
+        phase = to
+        go.set()
+
+    async def until(count: int) -> None:
+        while sum(seen[phase].values()) < count:
+            await asyncio.sleep(0.01)
+
+    workers = [asyncio.create_task(worker()) for _ in range(20)]
+    await until(200)
+    go.clear()
+    while busy:
+        await asyncio.sleep(0.001)
+    server.stop()
+    await switch("down")
+    await until(200)
+    await switch("recovering")
+    server.start()
+    for _ in range(200):
+        if not limiter.degraded:
+            break
+        await asyncio.sleep(0.05)
+    await switch("after")
+    await until(200)
+    await switch("stop")
+    await asyncio.gather(*workers)
+    await limiter.aclose()
+    assert set(seen["before"]) == {(200, False)}
+    if mode == "failOpen":
+        assert set(seen["down"]) == {(200, True)}  # served by the local limiter
+    else:
+        assert set(seen["down"]) == {(503, True)}
+    assert set(seen["after"]) == {(200, False)}
+    assert degraded_gauge() == 0
 
 
 async def test_missing_redis_url_is_unavailable(server: RedisServer) -> None:
