@@ -133,18 +133,33 @@ def _run_logged(
         raise ToolError(f"{what} failed (exit {proc.returncode}); see {log}")
 
 
+def _find_go() -> str | None:
+    found = shutil.which("go")
+    if found:
+        return found
+    # Where the official tarball and GOROOT put it, for shells whose PATH lacks it.
+    for candidate in (
+        Path(os.environ.get("GOROOT", "/nonexistent")) / "bin/go",
+        Path("/usr/local/go/bin/go"),
+    ):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
 def _go_env() -> dict[str, str]:
-    go = shutil.which("go")
+    go = _find_go()
     if go is None:
         raise ToolError(
-            "Go is not installed (needed once to build kube-apiserver, kube-controller-manager, "
-            f"kube-scheduler and kwok; Go >= {MIN_GO[0]}.{MIN_GO[1]}, e.g. `apt-get install golang-go`)"
+            "Go is not installed or not on PATH (needed once to build kube-apiserver, "
+            f"kube-controller-manager, kube-scheduler and kwok): install Go >= {MIN_GO[0]}.{MIN_GO[1]}"
         )
     out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False).stdout
     m = re.match(r"go(\d+)\.(\d+)", out.strip())
     if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
         raise ToolError(f"Go >= {MIN_GO[0]}.{MIN_GO[1]} is needed, found {out.strip() or 'unknown'} at {go}")
     env = dict(os.environ)
+    env["PATH"] = f"{Path(go).parent}{os.pathsep}{env.get('PATH', '')}"
     # The toolchain on the machine, never a downloaded one; static binaries.
     env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
     return env
