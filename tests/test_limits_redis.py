@@ -299,6 +299,15 @@ async def test_settles_during_an_outage_are_replayed(server: RedisServer, client
     await limiter.aclose()
 
 
+async def wait_for(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    """Poll a condition that worker tasks change (bounded)."""
+    for _ in range(int(limit / 0.002)):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition not reached")
+
+
 @pytest.mark.parametrize("mode", ["failOpen", "failClosed"])
 async def test_redis_killed_under_load(server: RedisServer, client: Redis, mode: str) -> None:
     """Admissions keep flowing while Redis dies and comes back: no exception escapes, the
@@ -331,20 +340,17 @@ async def test_redis_killed_under_load(server: RedisServer, client: Redis, mode:
         # Quiesce, so every admission is counted in the phase it ran in.
         nonlocal phase
         go.clear()
-        while busy:
-            await asyncio.sleep(0.001)
+        await wait_for(lambda: busy == 0)
         phase = to
         go.set()
 
     async def until(count: int) -> None:
-        while sum(seen[phase].values()) < count:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: sum(seen[phase].values()) >= count)
 
     workers = [asyncio.create_task(worker()) for _ in range(20)]
     await until(200)
     go.clear()
-    while busy:
-        await asyncio.sleep(0.001)
+    await wait_for(lambda: busy == 0)
     server.stop()
     await switch("down")
     await until(200)
