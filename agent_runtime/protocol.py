@@ -63,32 +63,55 @@ def ulid_to_str(value: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
+_RANDOM_BITS = 80
+_RANDOM_SHIFTS = tuple(range(70, -1, -10))
+
+
 class UlidGenerator:
     """Monotonic ULIDs: within one millisecond the random part is incremented.
 
     One generator per process is enough for the protocol's requirement (ids
     strictly increasing within a response) and gives a stronger one (strictly
-    increasing across the process). Thread-safe for custom agents that emit
-    from worker threads through the loop.
+    increasing across the process, even if the wall clock steps back).
+    Thread-safe for custom agents that emit from worker threads.
+
+    The first ten characters of a ULID are exactly its 48-bit timestamp, so
+    they are encoded once per millisecond and only the 80 random bits are
+    encoded per id (one per streamed token, so this is on the hot path).
     """
 
     def __init__(self) -> None:
-        self._last = 0
+        self._ms = -1
+        self._random = 0
+        self._prefix = ""
         self._lock = threading.Lock()
+
+    def _advance(self) -> tuple[str, int, int]:
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            if now > self._ms:
+                self._ms = now
+                # Uniqueness and order are needed, not secrecy: no syscall per id.
+                self._random = random.getrandbits(_RANDOM_BITS)
+                self._prefix = ulid_to_str(now << _RANDOM_BITS)[:10]
+            else:
+                self._random += 1
+                if self._random >> _RANDOM_BITS:
+                    # 2**80 ids in one millisecond cannot happen; stay correct anyway.
+                    self._ms += 1
+                    self._random = 0
+                    self._prefix = ulid_to_str(self._ms << _RANDOM_BITS)[:10]
+            return self._prefix, self._ms, self._random
 
     def next_int(self) -> int:
         """The next ULID as an integer."""
-        # Event ids need uniqueness and order, not secrecy: the PRNG avoids a syscall per event.
-        candidate = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-        with self._lock:
-            if candidate <= self._last:
-                candidate = self._last + 1
-            self._last = candidate
-        return candidate
+        _, ms, rand = self._advance()
+        return ms << _RANDOM_BITS | rand
 
     def next(self) -> str:
         """The next ULID as text."""
-        return ulid_to_str(self.next_int())
+        prefix, _, rand = self._advance()
+        return prefix + "".join([_PAIRS[(rand >> shift) & 1023] for shift in _RANDOM_SHIFTS])
 
 
 ULIDS = UlidGenerator()
