@@ -30,8 +30,16 @@ spec:
 """
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic", "openai-compatible"])
-@pytest.mark.parametrize("source", ["secret", "vault", "aws", "azure", "none"])
+# Keyless sources only make sense for self-hosted servers (hosted APIs are refused below).
+INIT_COMBINATIONS = [
+    (provider, source)
+    for provider in ("openai", "anthropic", "openai-compatible")
+    for source in ("secret", "vault", "aws", "azure", "none")
+    if source != "none" or provider == "openai-compatible"
+]
+
+
+@pytest.mark.parametrize(("provider", "source"), INIT_COMBINATIONS)
 def test_init_output_passes_validate(tmp_path: Path, provider: str, source: str) -> None:
     runner = CliRunner()
     result = runner.invoke(
@@ -55,6 +63,21 @@ def test_init_custom_project_files(tmp_path: Path) -> None:
     assert "FROM " in (tmp_path / "Dockerfile").read_text()
     _, problems = validate_text((tmp_path / "agent.yaml").read_text(), "agent.yaml")
     assert problems == []
+
+
+def test_init_refuses_keyless_hosted_provider(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["init", "x", "--provider", "openai", "--source", "none", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "--source none needs --provider openai-compatible" in result.output
+    assert not (tmp_path / "agent.yaml").exists()
+
+
+def test_validate_names_agent_rules(tmp_path: Path) -> None:
+    text = scaffold.dump_documents(scaffold.agent_manifests("x")).replace("name: x\n", "name: X_bad\n")
+    _, problems = validate_text(text, "a.yaml")
+    assert any("metadata.name" in str(p) for p in problems), [str(p) for p in problems]
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:

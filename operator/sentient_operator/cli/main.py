@@ -149,6 +149,10 @@ def init(
             if interactive
             else "secret"
         )
+    if source == "none" and provider != "openai-compatible":
+        raise CliError(
+            f"--source none needs --provider openai-compatible: {provider} requires an API key", exit_code=2
+        )
     out = Path(output)
     if custom:
         files = scaffold.custom_agent_files(name, image)

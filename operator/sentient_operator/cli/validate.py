@@ -12,11 +12,8 @@ from pydantic import BaseModel, ValidationError
 from sentient_operator.api import v1alpha1
 from sentient_operator.cli.yamlpos import Document, load_documents
 
-SPEC_MODELS: dict[str, type[BaseModel]] = {
-    "SentientAgent": v1alpha1.SentientAgentSpec,
-    "LLMProvider": v1alpha1.LLMProviderSpec,
-    "RateLimitPolicy": v1alpha1.RateLimitPolicySpec,
-}
+RESOURCE_MODELS: dict[str, type[BaseModel]] = dict(v1alpha1.RESOURCE_CLASSES)
+_PATH_PREFIX = re.compile(r"^((?:metadata|spec|status)(?:\.[A-Za-z0-9_\[\]]+)*): (.*)$", re.S)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -58,7 +55,7 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
             )
         )
     kind = data.get("kind")
-    if kind not in SPEC_MODELS:
+    if kind not in RESOURCE_MODELS:
         return problems
     if data.get("apiVersion") != v1alpha1.API_VERSION:
         problems.append(
@@ -69,16 +66,26 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
                 f"must be {v1alpha1.API_VERSION} for kind {kind}",
             )
         )
-    spec = data.get("spec")
-    if spec is None:
+    if data.get("spec") is None:
         problems.append(Problem(file, doc.start_line, "spec", "required"))
         return problems
     try:
-        SPEC_MODELS[str(kind)].model_validate(spec)
+        RESOURCE_MODELS[str(kind)].model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            loc = ("spec", *err["loc"])
+            loc: tuple[str | int, ...] = tuple(err["loc"])
+            if loc and loc[0] in ("apiVersion", "kind"):
+                continue  # reported above with a clearer message
             msg = err["msg"].removeprefix("Value error, ")
+            # Cross-field rules raise at the object level with the field path
+            # leading the message (the same text the CEL rule gives); point at it.
+            named = _PATH_PREFIX.match(msg)
+            if named:
+                path = named.group(1)
+                parts = path.replace("[", ".").replace("]", "").split(".")
+                loc = tuple(int(p) if p.isdigit() else p for p in parts)
+                problems.append(Problem(file, doc.line_of(loc), path, named.group(2)))
+                continue
             problems.append(Problem(file, doc.line_of(loc), _dotted(loc), msg))
     return problems
 
