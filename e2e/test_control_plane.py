@@ -294,3 +294,14 @@ def test_helm_install_and_uninstall_tiny_chart(
     assert not core.list_namespaced_service_account(
         namespace, label_selector="app.kubernetes.io/instance=tiny"
     ).items
+
+
+def test_project_crds_are_established_and_served(cluster: Cluster, crds: list[str]) -> None:
+    assert crds, "the crds fixture returned no CRD names"
+    for name in crds:
+        crd = json.loads(cluster.kubectl("get", "crd", name, "-o", "json").stdout)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions.get("Established") == "True", name
+        plural, group = crd["spec"]["names"]["plural"], crd["spec"]["group"]
+        # The API is served: listing the (empty) resource works.
+        cluster.kubectl("get", f"{plural}.{group}", "-A")
