@@ -707,6 +707,7 @@ class AgentRuntime:
         self._forced.discard(agent_task)
         if disconnected:
             ex.status = STATUS_CLIENT_CLOSED
+            metrics.CLIENT_DISCONNECTS.labels(route=ex.route).inc()
             log.info("client disconnected; agent cancelled")
             return handler
         error = _task_error(agent_task)
@@ -715,8 +716,10 @@ class AgentRuntime:
                 if not handler.is_complete:
                     await handler.close_streams()
                     await handler.emit_error("the agent is shutting down", 503)
+                    count_agent_error(ex.route, 503)
             elif error is not None:
                 await self._report_agent_error(handler, error)
+                count_agent_error(ex.route, getattr(error, "status", getattr(error, "code", 500)))
             await handler.complete()
         except Exception:
             log.exception("could not finish the response")
@@ -892,6 +895,15 @@ class _Allowed:
 
 
 _ALLOWED = _Allowed()
+
+
+_KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
+
+
+def count_agent_error(route: str, code: object) -> None:
+    """Count an error event; unusual codes share one label value so the label set stays bounded."""
+    label = str(code) if code in _KNOWN_CODES else "other"
+    metrics.AGENT_ERRORS.labels(route=route, code=label).inc()
 
 
 def _task_error(task: asyncio.Task[Any]) -> BaseException | None:

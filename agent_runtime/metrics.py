@@ -103,3 +103,16 @@ ACTIVE_SESSIONS = Gauge(
     "Sessions held in the memory store.",
     registry=REGISTRY,
 )
+AGENT_ERRORS = Counter(
+    "sentient_agent_errors_total",
+    "Responses that ended with an error event after the agent started, by route and error code "
+    "(codes outside the usual HTTP set are counted as 'other').",
+    ["route", "code"],
+    registry=REGISTRY,
+)
+CLIENT_DISCONNECTS = Counter(
+    "sentient_client_disconnects_total",
+    "Requests whose client went away before the response ended (the upstream call is cancelled).",
+    ["route"],
+    registry=REGISTRY,
+)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_runtime import protocol
+from agent_runtime import metrics, protocol
 from agent_runtime.app import (
     STATUS_CLIENT_CLOSED,
     BodyTooLarge,
     ClientGone,
     Exchange,
     Pulse,
+    count_agent_error,
     read_body,
     validation_message,
 )
@@ -200,6 +201,7 @@ async def _complete(
         runtime._agent_tasks.discard(task)
     if disconnected:
         ex.status = STATUS_CLIENT_CLOSED
+        metrics.CLIENT_DISCONNECTS.labels(route=ex.route).inc()
         return None
     if task in runtime._forced or task.cancelled():
         runtime._forced.discard(task)
@@ -299,6 +301,7 @@ async def _stream(
                 elif type(event) is Completed:
                     finish = event.finish_reason
         except LLMError as exc:
+            count_agent_error(ex.route, exc.status)
             error = openai_error(exc.message, _kind(exc.status), str(exc.status))
             await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode())
             await pulse.send(_DONE)
@@ -318,6 +321,7 @@ async def _stream(
         runtime._agent_tasks.discard(task)
     if disconnected:
         ex.status = STATUS_CLIENT_CLOSED
+        metrics.CLIENT_DISCONNECTS.labels(route=ex.route).inc()
         return tokens[0] if tokens else None
     forced = task in runtime._forced
     runtime._forced.discard(task)

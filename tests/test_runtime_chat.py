@@ -99,6 +99,9 @@ def test_client_disconnect_cancels_upstream(server: InProcessRuntime, fake: Fake
     # The client is gone: the runtime must drop its upstream stream, not wait on the hang.
     assert wait_until(lambda: fake.state.streams_aborted == 1, timeout=10)
     assert wait_until(lambda: server.runtime.in_flight == 0, timeout=10)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'sentient_client_disconnects_total{route="/assist"}' in metrics
+    assert 'sentient_requests_total{route="/assist",status="499"}' in metrics
 
 
 def openai_client(server: InProcessRuntime, key: str = KEY) -> openai.OpenAI:

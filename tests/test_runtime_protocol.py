@@ -126,6 +126,8 @@ def test_agent_exception_gives_error_then_done(server: InProcessRuntime) -> None
     assert error["event_name"] == "error"
     assert error["content"]["error_code"] == 500
     assert "secret internal detail" not in response.text
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'sentient_agent_errors_total{code="500",route="/assist"}' in metrics
 
 
 def test_agent_error_code_and_details(server: InProcessRuntime) -> None:
