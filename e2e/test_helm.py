@@ -9,6 +9,7 @@ Established, RBAC objects valid, nothing left behind but the CRDs. Under
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import secrets
@@ -266,3 +267,184 @@ def test_service_monitor_mode_always_fails_clearly_without_prometheus_operator(c
         with contextlib.suppress(CommandError):
             rel.uninstall()
         rel.delete_namespace()
+
+
+# ------------------------------------------------------------------------------ RBAC is sufficient and minimal
+
+
+def _token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, path: Path) -> str:
+    """A kubeconfig that authenticates as ``service_account`` with a TokenRequest token."""
+    token = cluster.kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration=3600s"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority-data": base64.b64encode(cluster.ca_pem.encode()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "e2e", "user": service_account}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+class _AsServiceAccount:
+    """What ``running_operator`` needs of a cluster: the SA's kubeconfig for the operator,
+    the admin's kubectl for the test's own clean-up."""
+
+    def __init__(self, cluster: Cluster, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl = cluster.kubectl
+
+
+@pytest.fixture
+def rbac_release(cluster: Cluster, crds: list[str], namespace: str) -> Iterator[Release]:
+    """The chart installed to serve only ``namespace`` (Roles there, its own namespace apart)."""
+    rel = Release(cluster, _name("rbac"), _name("e2e-helm-op"))
+    rel.install(f"operator.watchNamespaces={{{namespace}}}", wait=False)
+    try:
+        yield rel
+    finally:
+        rel.uninstall()
+        rel.delete_namespace()
+
+
+def _forbidden_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if "forbidden" in line.lower() or " 403" in line]
+
+
+def test_chart_rbac_suffices_for_the_full_agent_lifecycle(
+    cluster: Cluster, rbac_release: Release, namespace: str, tmp_path: Path
+) -> None:
+    from agent_runtime.testing import run_fake
+    from e2e.operator_proc import running_operator, wait_for
+    from e2e.test_operator_agents import (
+        PROVIDER_KEY,
+        agent,
+        apply,
+        callers,
+        condition,
+        get,
+        provider,
+        wait_ready,
+    )
+
+    rel = rbac_release
+    as_sa = _AsServiceAccount(
+        cluster, _token_kubeconfig(cluster, rel.namespace, rel.fullname, tmp_path / "sa.kubeconfig")
+    )
+    who = cluster.kubectl(
+        "--kubeconfig", as_sa.kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"
+    )
+    assert who.stdout == f"system:serviceaccount:{rel.namespace}:{rel.fullname}"
+
+    with (
+        run_fake("openai", api_key=PROVIDER_KEY) as fake,
+        running_operator(
+            as_sa,
+            namespace,
+            lease_namespace=rel.namespace,
+            env={"SENTIENT_LEASE_NAME": rel.fullname},
+            log_path=tmp_path / "operator.log",
+        ) as op,
+    ):
+        # Create: provider, callers' keys, an agent with two replicas (-> PDB).
+        apply(cluster, *provider(namespace, fake.endpoint), callers(namespace), agent(namespace, replicas=2))
+        ready = wait_ready(cluster, namespace)
+        old_hash = ready["status"]["configHash"]
+        for kind, name in [
+            ("configmap", "helper-config"),
+            ("secret", "helper-credentials"),
+            ("deployment", "helper"),
+            ("service", "helper"),
+            ("pdb", "helper"),
+        ]:
+            assert get(cluster, kind, name, namespace) is not None, f"{kind}/{name}"
+        # The provider Secret and the fingerprint key were written with the SA's rights.
+        assert get(cluster, "secret", "sentient-provider-fake", namespace) is not None
+        assert get(cluster, "secret", "sentient-operator-fingerprint-key", rel.namespace) is not None
+
+        # Update: a new prompt rolls out; autoscaling on (HPA created) and off (HPA deleted).
+        cluster.kubectl(
+            "patch", "sentientagent", "helper", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"systemPrompt": "You are a changed agent.",
+                                       "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}}),
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                ((get(cluster, "sentientagent", "helper", namespace) or {}).get("status") or {}).get(
+                    "configHash"
+                )
+                not in (None, old_hash)
+            ),
+            timeout=90,
+            what="the changed prompt to be rendered",
+        )
+        wait_for(lambda: get(cluster, "hpa", "helper", namespace), timeout=60, what="the HPA")
+        cluster.kubectl(
+            "patch", "sentientagent", "helper", "-n", namespace, "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/spec/autoscaling"}]),
+        )  # fmt: skip
+        wait_for(lambda: get(cluster, "hpa", "helper", namespace) is None, timeout=60, what="the HPA to go")
+        after = wait_ready(cluster, namespace)
+        assert condition(after, "Degraded").get("status") == "False", after["status"]
+
+        # Delete: the children follow through garbage collection.
+        cluster.kubectl("delete", "sentientagent", "helper", "-n", namespace, "--wait=true", "--timeout=60s")
+        wait_for(
+            lambda: get(cluster, "deployment", "helper", namespace) is None,
+            timeout=90,
+            what="the agent's Deployment to be collected",
+        )
+        assert _forbidden_lines(op.lines) == [], "\n".join(_forbidden_lines(op.lines))
+
+
+def test_a_missing_rule_is_reported_clearly(
+    cluster: Cluster, rbac_release: Release, namespace: str, tmp_path: Path
+) -> None:
+    from agent_runtime.testing import run_fake
+    from e2e.operator_proc import running_operator, wait_for
+    from e2e.test_operator_agents import PROVIDER_KEY, agent, apply, callers, condition, get, provider
+
+    rel = rbac_release
+    # Take the Deployment rule out of the Role the chart made for the watched namespace.
+    role = json.loads(cluster.kubectl("get", "role", rel.fullname, "-n", namespace, "-o", "json").stdout)
+    index = next(i for i, r in enumerate(role["rules"]) if r["resources"] == ["deployments"])
+    cluster.kubectl(
+        "patch", "role", rel.fullname, "-n", namespace, "--type=json",
+        "-p", json.dumps([{"op": "remove", "path": f"/rules/{index}"}]),
+    )  # fmt: skip
+    as_sa = _AsServiceAccount(
+        cluster, _token_kubeconfig(cluster, rel.namespace, rel.fullname, tmp_path / "sa.kubeconfig")
+    )
+    with (
+        run_fake("openai", api_key=PROVIDER_KEY) as fake,
+        running_operator(
+            as_sa,
+            namespace,
+            lease_namespace=rel.namespace,
+            env={"SENTIENT_LEASE_NAME": rel.fullname},
+            log_path=tmp_path / "operator.log",
+        ) as op,
+    ):
+        apply(cluster, *provider(namespace, fake.endpoint), callers(namespace), agent(namespace))
+
+        def refused() -> dict[str, Any] | None:
+            ready = condition(get(cluster, "sentientagent", "helper", namespace), "Ready")
+            return ready if ready.get("reason") == "ApplyFailed" else None
+
+        ready = wait_for(refused, timeout=90, what="the agent to report the refused apply")
+        assert ready["status"] == "False"
+        assert "403" in ready["message"] and "RBAC" in ready["message"], ready
+        # The operator's log names what it may not do.
+        line = op.wait_for_log("deployments", timeout=30)
+        assert "forbidden" in line.lower() or "permission" in line.lower(), line

@@ -295,9 +295,18 @@ def test_watch_namespaces_switch_to_namespaced_roles() -> None:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "rel-sentient-operator", "namespace": "sentient-system"}
         ]
-    # Only CRD discovery stays cluster-wide: no namespaced resource through a ClusterRole.
+    # Only CRD discovery and the namespace list stay cluster-wide: no namespaced
+    # resource through a ClusterRole.
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert [r["resources"] for r in cluster_role["rules"]] == [["customresourcedefinitions"]]
+    assert [r["resources"] for r in cluster_role["rules"]] == [["customresourcedefinitions"], ["namespaces"]]
+    assert cluster_role["rules"][1]["verbs"] == ["list", "watch"]
+
+
+def test_cluster_wide_mode_does_not_read_namespaces() -> None:
+    # kopf serving the whole cluster never lists namespaces (see the e2e RBAC test
+    # for the namespaced mode, which does).
+    rules = [r for _, r in rules_of(objects())]
+    assert not [r for r in rules if "namespaces" in r["resources"]]
 
 
 def test_rbac_and_service_account_can_be_turned_off() -> None:
@@ -625,6 +634,31 @@ def test_runtime_image_installs_what_the_runtime_imports() -> None:
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in first_party}
     needed = {distribution_of.get(m, m) for m in third_party}
-    assert needed <= listed, (
-        f"the runtime imports {needed - listed} but Dockerfile.runtime does not install it"
+    installed = _with_dependencies(listed)
+    assert needed <= installed, (
+        f"the runtime imports {needed - installed} but Dockerfile.runtime does not install it"
     )
+
+
+def _with_dependencies(distributions: set[str]) -> set[str]:
+    """``distributions`` and everything they pull in (per the installed metadata, extras ignored)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [d.lower() for d in distributions]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name.lower().replace("_", "-"))
+    return seen

@@ -4,16 +4,18 @@ operator (docs/operator.md lists why); there are no wildcards. tests/test_chart.
 and e2e/test_helm.py check both properties.
 */}}
 
-{{/* Cluster-scoped: CRD discovery (kopf scans the served resources). */}}
+{{/* Cluster-scoped: CRD discovery (kopf scans the served resources), namespaces (namespaced mode). */}}
 {{- define "sentient-operator.rules.cluster" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-{{- if include "sentient-operator.clusterWide" . }}
-# kopf lists namespaces to serve every namespace and to follow new ones.
+{{- if not (include "sentient-operator.clusterWide" .) }}
+# Serving a list of namespaces, kopf lists and watches namespaces to notice
+# them appear and go (without this it retries for a minute at start, then
+# assumes they exist). Serving the whole cluster it does not need them.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
 {{- end }}
 
