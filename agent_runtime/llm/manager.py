@@ -29,6 +29,7 @@ import json
 import logging
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from agent_runtime.llm.breaker import CircuitBreaker
 from agent_runtime.llm.providers import Adapter, adapter_for
 from agent_runtime.llm.providers.base import StreamState
 from agent_runtime.llm.retry import UpstreamError, backoff_delay, classify_exception, retry_after_of
+from agent_runtime.llm.transport import LeanTransport
 from agent_runtime.llm.types import (
     ChatRequest,
     Completed,
@@ -147,6 +149,17 @@ def _seconds(value: str) -> float:
     return duration_seconds(value)
 
 
+def _proxied(origin: str) -> bool:
+    """Whether the environment routes ``origin`` through a proxy."""
+    proxies = urllib.request.getproxies()
+    if not proxies:
+        return False
+    url = httpx.URL(origin)
+    if url.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
 def _origin(url: str) -> str:
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.host}:{parsed.port or ''}"
@@ -194,18 +207,27 @@ class LLMManager:
                 pem = self._read_file(key.ca_file)
                 if pem:
                     verify = ssl.create_default_context(cadata=pem)
-            client = httpx.AsyncClient(
-                http1=True,
-                http2=False,
-                verify=verify,
-                limits=httpx.Limits(
-                    max_connections=MAX_CONNECTIONS,
-                    max_keepalive_connections=MAX_KEEPALIVE,
-                    keepalive_expiry=KEEPALIVE_EXPIRY,
-                ),
-                timeout=httpx.Timeout(connect=key.connect, read=None, write=key.connect, pool=key.connect),
-                follow_redirects=False,
+            limits = httpx.Limits(
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_KEEPALIVE,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
             )
+            timeout = httpx.Timeout(connect=key.connect, read=None, write=key.connect, pool=key.connect)
+            if _proxied(key.origin):
+                # httpx's own transport knows proxies; ours does not.
+                client = httpx.AsyncClient(
+                    verify=verify, limits=limits, timeout=timeout, follow_redirects=False
+                )
+            else:
+                transport = LeanTransport(
+                    verify=verify,
+                    max_connections=MAX_CONNECTIONS,
+                    max_keepalive=MAX_KEEPALIVE,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                )
+                client = httpx.AsyncClient(
+                    transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+                )
             self._clients[key] = client
         return client
 
@@ -610,25 +632,36 @@ class LLMManager:
             async with asyncio.timeout_at(first_by):
                 response = await entry.client.send(request_, stream=True)
                 await self._raise_for_status(entry, response)
-            lines = response.aiter_lines().__aiter__()
+            # Raw transfer chunks, split into lines here: fewer generator layers than
+            # aiter_lines() and no str decoding (json.loads takes bytes).
+            chunks = response.aiter_raw().__aiter__()
             idle = entry.idle
             parse = entry.adapter.parse_data
+            buffer = b""
             while True:
                 # Until the first token, the first-token budget applies; then the idle gap.
                 limit = first_by if not got_text else min(loop.time() + idle, loop_deadline)
-                async with asyncio.timeout_at(limit):
-                    try:
-                        line = await lines.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if not line.startswith("data:"):
-                    continue
-                text = parse(line[5:].strip(), state)
-                if text:
-                    got_text = True
-                    yield text
-                elif state.done:
+                try:
+                    async with asyncio.timeout_at(limit):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    if state.complete:
+                        break  # answer complete; only the end of the body is missing
+                    raise
+                buffer += chunk
+                if b"\n" not in chunk:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                # Text of every event in this read goes out as one piece: when the
+                # upstream bursts, the caller writes one SSE event instead of many.
+                texts = [
+                    t for line in lines if line.startswith(b"data:") and (t := parse(line[5:].strip(), state))
+                ]
+                if texts:
+                    got_text = True
+                    yield texts[0] if len(texts) == 1 else "".join(texts)
         except UpstreamError:
             raise
         except TimeoutError:

@@ -411,8 +411,12 @@ class FakeUpstream:
         tokens: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
         self.kind = kind
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile = ssl_keyfile
         self.state = FakeState(api_key=api_key, latency=latency, tokens=tokens)
         self.app = build_app(make_wire(kind), self.state)
         self.host = host
@@ -422,8 +426,9 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+        """``http(s)://host:port``."""
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -453,6 +458,8 @@ class FakeUpstream:
             lifespan="off",
             timeout_graceful_shutdown=1,
             timeout_keep_alive=30,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
         )
         server = uvicorn.Server(config)
         self._server = server

@@ -52,6 +52,9 @@ class AnthropicAdapter(Adapter):
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
+        if stream:
+            # The manager reads the stream undecoded, line by line.
+            headers["accept-encoding"] = "identity"
         if api_key:
             headers["x-api-key"] = api_key
         return headers
@@ -87,7 +90,7 @@ class AnthropicAdapter(Adapter):
             body["stop_sequences"] = request.stop
         return body
 
-    def parse_data(self, payload: str, state: StreamState) -> str | None:
+    def parse_data(self, payload: bytes, state: StreamState) -> str | None:
         """One streaming event."""
         event = json.loads(payload)
         kind = event.get("type")

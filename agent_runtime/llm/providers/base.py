@@ -93,8 +93,8 @@ class Adapter(ABC):
         """JSON body of one attempt; ``partial`` is the answer so far when continuing a stream."""
 
     @abstractmethod
-    def parse_data(self, payload: str, state: StreamState) -> str | None:
-        """Handle one SSE ``data:`` payload; return answer text, if it carries some.
+    def parse_data(self, payload: bytes, state: StreamState) -> str | None:
+        """Handle one SSE ``data:`` payload (stripped); return answer text, if it carries some.
 
         Raises :class:`UpstreamError` for an error reported inside the stream.
         """

@@ -40,6 +40,9 @@ class OpenAIAdapter(Adapter):
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
+        if stream:
+            # The manager reads the stream undecoded, line by line.
+            headers["accept-encoding"] = "identity"
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         return headers
@@ -74,9 +77,9 @@ class OpenAIAdapter(Adapter):
             body["stop"] = request.stop
         return body
 
-    def parse_data(self, payload: str, state: StreamState) -> str | None:
+    def parse_data(self, payload: bytes, state: StreamState) -> str | None:
         """One ``chat.completion.chunk`` (or ``[DONE]``)."""
-        if payload == "[DONE]":
+        if payload == b"[DONE]":
             state.done = True
             return None
         chunk = json.loads(payload)

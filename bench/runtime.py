@@ -1,0 +1,343 @@
+"""Overhead of the agent runtime over a direct upstream call.
+
+Starts the fake OpenAI upstream (zero latency) and the agent runtime (one
+uvicorn worker) as subprocesses on loopback, then for each mode and
+concurrency measures the same request sent directly to the upstream and
+through the runtime, in the same run:
+
+- ``complete``: ``POST /v1/chat/completions`` non-streamed;
+- ``stream``: ``POST /v1/chat/completions`` streamed (SSE);
+- ``assist``: ``POST /assist`` (Sentient protocol, SSE) vs the direct streamed call.
+
+Latency is measured from the first byte of the request written to the last
+byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
+client (so that the load generator costs little CPU next to the servers).
+Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
+
+Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64]``
+Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
+
+from agent_runtime.config import (  # noqa: E402
+    API_KEYS_FILE,
+    RuntimeConfig,
+    dump_config,
+    provider_credential_file,
+)
+from tests.support.net import free_port, wait_for_port  # noqa: E402
+
+API_KEY = "sk-bench-upstream"
+CALLER_KEY = "sk-bench-caller"
+PROMPT = "Hello benchmark, please say something short."
+
+
+@dataclass
+class Cell:
+    """Measurements of one (target, mode, concurrency)."""
+
+    latencies: list[float]
+    errors: int
+    elapsed: float
+    warm_count: int = 0
+
+    @property
+    def rps(self) -> float:
+        """Completed requests per second."""
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, q: float) -> float:
+        """Latency percentile in milliseconds."""
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))] * 1000.0
+
+
+def _request_bytes(port: int, path: str, body: dict[str, object], key: str) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\naccept: */*\r\ncontent-length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one whole response; returns (status, keep-alive)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    keep_alive = b"connection: close" not in lower
+    at = lower.find(b"content-length:")
+    if at >= 0:
+        length = int(lower[at + 15 : lower.index(b"\r\n", at)])
+        await reader.readexactly(length)
+    elif b"transfer-encoding: chunked" in lower:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size = int(line.split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            await reader.readexactly(size + 2)
+    else:
+        await reader.read()
+        keep_alive = False
+    return status, keep_alive
+
+
+async def _worker(port: int, payload: bytes, stop_at: float, warm_until: float, cell: Cell) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at:
+                return
+            writer.write(payload)
+            try:
+                status, keep_alive = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                status, keep_alive = 0, False
+            end = time.perf_counter()
+            if start >= warm_until:
+                if status == 200:
+                    cell.latencies.append(end - start)
+                else:
+                    cell.errors += 1
+            else:
+                cell.warm_count += 1
+            if not keep_alive:
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        writer.close()
+
+
+async def _measure(port: int, payload: bytes, concurrency: int, seconds: float, warmup: float) -> Cell:
+    cell = Cell([], 0, seconds)
+    now = time.perf_counter()
+    warm_until = now + warmup
+    stop_at = warm_until + seconds
+    await asyncio.gather(*(_worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
+    cell.elapsed = max(1e-9, time.perf_counter() - warm_until)
+    return cell
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MB, from /proc."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = float(rest.split()[0]) / 1024.0
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    # Output goes to a file: an unread pipe would fill up and block the server.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=60)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        lines = log.read_text(errors="replace").splitlines()
+        if lines:
+            print(f"{log.name}: {len(lines)} lines of output, last: {lines[-1][:300]}")
+
+
+def _wait_ready(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the runtime did not become ready")
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per cell")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--modes", nargs="+", default=["complete", "stream", "assist"])
+    parser.add_argument("--tokens", type=int, default=16, help="answer length of the fake upstream")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run the runtime under cProfile, write stats to FILE"
+    )
+    args = parser.parse_args()
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}",
+        "SENTIENT_LOG_LEVEL": "WARNING",
+    }
+    upstream_port, runtime_port, metrics_port = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp:
+        creds = Path(tmp) / "credentials"
+        creds.mkdir()
+        key_file = provider_credential_file("bench", "fake")
+        (creds / key_file).write_text(API_KEY)
+        # Callers authenticate (auth is on by default): one API key, bound hashed.
+        digest = hashlib.sha256(CALLER_KEY.encode()).hexdigest()
+        (creds / API_KEYS_FILE).write_text(json.dumps({"bench": {"sha256": digest, "tier": None}}))
+        config = RuntimeConfig.model_validate(
+            {
+                "agent": {"name": "bench", "namespace": "bench"},
+                "llm": {
+                    "chain": [
+                        {
+                            "id": "bench/fake",
+                            "type": "openai",
+                            "endpoint": f"http://127.0.0.1:{upstream_port}/v1",
+                            "model": "fake-model",
+                            "credentialFile": key_file,
+                        }
+                    ],
+                    "parameters": {"maxTokens": 64},
+                },
+                "auth": {"apiKeysFile": API_KEYS_FILE},
+                "server": {"port": runtime_port, "metricsPort": metrics_port},
+                "auditKeyFile": None,
+            }
+        )
+        config_file = Path(tmp) / "config.yaml"
+        config_file.write_text(dump_config(config))
+        runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
+
+        runtime_cmd = [sys.executable, "-m", "agent_runtime"]
+        if args.profile:
+            runtime_cmd = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "agent_runtime"]
+        upstream_cmd = [sys.executable, "-m", "agent_runtime.testing", "--kind", "openai"]
+        upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
+        with (
+            _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log"),
+            _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
+        ):
+            _wait_ready(runtime_port)
+            rss_idle, _ = _rss_mb(runtime.pid)
+            main_coro = _run(args, upstream_port, runtime_port, runtime.pid, rss_idle)
+            try:
+                import uvloop
+            except ImportError:
+                asyncio.run(main_coro)
+            else:
+                uvloop.run(main_coro)
+        if args.profile:
+            import pstats
+
+            pstats.Stats(args.profile).sort_stats("tottime").print_stats(30)
+
+
+async def _run(
+    args: argparse.Namespace, upstream_port: int, runtime_port: int, pid: int, rss_idle: float
+) -> None:
+    messages = [{"role": "user", "content": PROMPT}]
+    chat = {"model": "fake-model", "messages": messages, "max_tokens": 64}
+    direct = {
+        "complete": _request_bytes(upstream_port, "/v1/chat/completions", {**chat, "stream": False}, API_KEY),
+        "stream": _request_bytes(
+            upstream_port,
+            "/v1/chat/completions",
+            {**chat, "stream": True, "stream_options": {"include_usage": True}},
+            API_KEY,
+        ),
+    }
+    direct["assist"] = direct["stream"]
+    through = {
+        "complete": _request_bytes(
+            runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
+        ),
+        "stream": _request_bytes(runtime_port, "/v1/chat/completions", {**chat, "stream": True}, CALLER_KEY),
+        "assist": _request_bytes(
+            runtime_port,
+            "/assist",
+            {
+                "query": {"id": "01JBENCH0000000000000000000", "prompt": PROMPT},
+                "session": {
+                    "processor_id": "bench",
+                    "activity_id": "a",
+                    "request_id": "r",
+                    "interactions": [],
+                },
+            },
+            CALLER_KEY,
+        ),
+    }
+    print(
+        f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
+    )
+    print(f"runtime RSS after start: {rss_idle:.1f} MB")
+    header = (
+        f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
+        f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"
+        f" | {'CPU/req':>8} {'1-core cap':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for mode in args.modes:
+        for c in args.concurrency:
+            d = await _measure(upstream_port, direct[mode], c, args.seconds, args.warmup)
+            cpu0 = _cpu_seconds(pid)
+            r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup)
+            # CPU the runtime spent per request (warm-up requests included in both terms):
+            # robust to other load on the machine, unlike wall-clock figures.
+            done = len(r.latencies) + r.warm_count
+            cpu_per_req = (_cpu_seconds(pid) - cpu0) / done if done else float("nan")
+            print(
+                f"{mode:<9}{c:>4} | {d.pct(0.5):>8.2f}ms {d.pct(0.99):>6.2f}ms {d.rps:>8.0f} |"
+                f" {r.pct(0.5):>9.2f}ms {r.pct(0.99):>6.2f}ms {r.rps:>8.0f} |"
+                f" {r.pct(0.5) - d.pct(0.5):>7.2f}ms {r.pct(0.99) - d.pct(0.99):>7.2f}ms"
+                f" {r.pct(0.5) / d.pct(0.5):>6.2f} {r.rps / d.rps if d.rps else float('nan'):>6.2f}"
+                f" {d.errors + r.errors:>4} | {cpu_per_req * 1e6:>6.0f}us {1 / cpu_per_req:>8.0f}/s",
+                flush=True,
+            )
+    rss, peak = _rss_mb(pid)
+    print(f"runtime RSS after load: {rss:.1f} MB (peak {peak:.1f} MB)")
+    print(f"loadavg after: {os.getloadavg()[0]:.2f}")
+    print(
+        "CPU/req: runtime CPU seconds per request; 1-core cap = 1 / CPU/req, the req/s one dedicated core allows"
+    )
+
+
+if __name__ == "__main__":
+    main()

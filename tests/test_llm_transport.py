@@ -1,0 +1,254 @@
+"""The lean HTTP/1.1 transport under both event loops the runtime may use (uvloop, asyncio):
+keep-alive reuse, early close, stale keep-alive connections, TLS with a private CA."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager, ProviderSwitch, TextDelta
+from agent_runtime.llm.transport import LeanTransport
+from agent_runtime.testing import FakeUpstream, Fault, run_fake, wait_until
+from agent_runtime.testing.chain import chain_config, fake_provider
+
+Runner = Callable[[Coroutine[Any, Any, Any]], Any]
+RUNNERS: dict[str, Runner] = {"uvloop": uvloop.run, "asyncio": asyncio.run}
+
+
+@pytest.fixture(params=sorted(RUNNERS))
+def run(request: pytest.FixtureRequest) -> Runner:
+    return RUNNERS[request.param]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with run_fake("openai") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def backup() -> Iterator[FakeUpstream]:
+    with run_fake("anthropic") as fake:
+        yield fake
+
+
+def _request() -> ChatRequest:
+    return ChatRequest([ChatMessage("user", "one two three four")])
+
+
+def _transport(manager: LLMManager, index: int = 0) -> LeanTransport:
+    transport = manager._snapshot.entries[index].client._transport
+    assert isinstance(transport, LeanTransport)
+    return transport
+
+
+def test_connections_are_reused(run: Runner, fake: FakeUpstream) -> None:
+    fake.state.reset()
+
+    async def scenario() -> None:
+        manager = LLMManager(chain_config(fake_provider(fake, "ns/a")), lambda _: None)
+        try:
+            for _ in range(5):
+                events = [e async for e in manager.stream(_request())]
+                assert isinstance(events[-1], Completed)
+                assert (await manager.complete(_request())).text == "Echo: one two three four"
+            assert len(_transport(manager)._open) == 1
+        finally:
+            await manager.aclose()
+
+    run(scenario())
+    assert fake.state.requests == 10 and fake.state.streams_completed == 5
+
+
+def test_early_close_aborts_the_upstream_stream(run: Runner, fake: FakeUpstream) -> None:
+    fake.state.reset()
+    fake.state.configure({"latency": 0.02, "tokens": 300})
+
+    async def scenario() -> None:
+        manager = LLMManager(chain_config(fake_provider(fake, "ns/a")), lambda _: None)
+        try:
+            async with aclosing(manager.stream(_request())) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        break
+            # The half-read connection is closed, never reused.
+            assert _transport(manager)._open == set()
+        finally:
+            await manager.aclose()
+
+    try:
+        run(scenario())
+        assert wait_until(lambda: fake.state.streams_aborted == 1)
+    finally:
+        fake.state.configure({"latency": 0, "tokens": None})
+
+
+def test_mid_stream_reset_continues_under_both_loops(
+    run: Runner, fake: FakeUpstream, backup: FakeUpstream
+) -> None:
+    fake.state.reset()
+    backup.state.reset()
+    fake.inject(Fault("reset", after_chunks=2))
+
+    async def scenario() -> list[Any]:
+        manager = LLMManager(
+            chain_config(fake_provider(fake, "ns/a"), fake_provider(backup, "ns/b")), lambda _: None
+        )
+        try:
+            return [e async for e in manager.stream(_request())]
+        finally:
+            await manager.aclose()
+
+    events = run(scenario())
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Echo: one two three four"
+    assert ProviderSwitch("ns/a", "ns/b", "mid_stream", "reset") in events
+
+
+async def _closing_server(answered: list[int], refused: list[int]) -> asyncio.Server:
+    """Answers the first request of each connection, then drops the connection on the next one,
+    like a server whose keep-alive timeout fired just as the client reused the connection."""
+    body = json.dumps(
+        {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {}}
+    ).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                if served:
+                    refused.append(1)
+                    break
+                served += 1
+                answered.append(1)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_stale_keepalive_connection_is_retried_once_on_a_fresh_one(run: Runner) -> None:
+    answered: list[int] = []
+    refused: list[int] = []
+
+    async def scenario() -> None:
+        server = await _closing_server(answered, refused)
+        port = server.sockets[0].getsockname()[1]
+        config = chain_config(
+            fake_provider_at(f"http://127.0.0.1:{port}/v1", retry={"maxAttempts": 1}),
+        )
+        manager = LLMManager(config, lambda _: None)
+        try:
+            for _ in range(3):
+                assert (await manager.complete(_request())).text == "ok"
+        finally:
+            await manager.aclose()
+            server.close()
+
+    run(scenario())
+    assert len(answered) == 3 and len(refused) == 2
+
+
+def fake_provider_at(endpoint: str, **overrides: Any) -> Any:
+    from agent_runtime.config import ProviderConfig
+
+    return ProviderConfig.model_validate(
+        {"id": "ns/raw", "type": "openai", "endpoint": endpoint, "model": "m", **overrides}
+    )
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_with_a_private_ca(run: Runner, tmp_path: Path) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    files = {"ca.pem": cert_file.read_text(), "key": "sk-tls"}
+    with run_fake(
+        "anthropic", api_key="sk-tls", ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)
+    ) as tls:
+        assert tls.endpoint.startswith("https://")
+
+        async def scenario() -> None:
+            trusted = fake_provider(tls, "ns/tls", credential_file="key", tls={"caFile": "ca.pem"})
+            manager = LLMManager(chain_config(trusted), files.get)
+            try:
+                events = [e async for e in manager.stream(_request())]
+                assert isinstance(events[-1], Completed)
+            finally:
+                await manager.aclose()
+            # Without the CA the certificate is refused: a connect error, not a silent success.
+            untrusted = fake_provider(tls, "ns/tls", credential_file="key", retry={"maxAttempts": 1})
+            manager = LLMManager(chain_config(untrusted), files.get)
+            try:
+                with pytest.raises(Exception) as err:
+                    await manager.complete(_request())
+                assert "connect-error" in str(err.value)
+            finally:
+                await manager.aclose()
+
+        run(scenario())
+
+
+def test_plain_httpx_usage(run: Runner, fake: FakeUpstream) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=LeanTransport()) as client:
+            response = await client.post(
+                f"{fake.endpoint}/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+            )
+            assert response.status_code == 200
+            assert response.json()["choices"][0]["message"]["content"] == "Echo: x"
+            missing = await client.get(f"{fake.base_url}/nothing-here")
+            assert missing.status_code == 404
+
+    run(scenario())
