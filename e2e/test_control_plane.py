@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +308,52 @@ def test_project_crds_are_established_and_served(cluster: Cluster, crds: list[st
         plural, group = crd["spec"]["names"]["plural"], crd["spec"]["group"]
         # The API is served: listing the (empty) resource works.
         cluster.kubectl("get", f"{plural}.{group}", "-A")
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited already
+
+
+@pytest.mark.slow
+def test_cluster_command_up_env_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    if os.environ.get("E2E_KUBECONFIG"):
+        pytest.skip("the command starts the local control plane; not under E2E_KUBECONFIG")
+    repo = Path(__file__).resolve().parent.parent
+    run_dir = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "e2e.cluster", *args, "--run-dir", str(run_dir)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    up = cli("up")
+    pids: dict[str, int] = {}
+    try:
+        assert up.returncode == 0, up.stderr
+        kubeconfig = run_dir / "kubeconfig"
+        assert f"export KUBECONFIG={kubeconfig}" in up.stdout
+        assert cli("env").stdout == up.stdout
+        pids = json.loads((run_dir / "state.json").read_text())["pids"]
+        assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+        handle = Cluster.from_kubeconfig(str(kubeconfig))
+        nodes = handle.kubectl("get", "nodes", "-o", "name").stdout.split()
+        assert nodes == ["node/kwok-node-0", "node/kwok-node-1"]
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not run_dir.exists()
+    wait_until(
+        lambda: not [n for n, pid in pids.items() if _running(pid)],
+        timeout=30,
+        message="every component to exit",
+    )
+    assert cli("env").returncode == 1
