@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import httpx
 from agent_runtime import protocol
 from agent_runtime.protocol import AnyEvent, DoneEvent, ErrorEvent, TextBlockEvent, TextChunkEvent
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
@@ -59,6 +61,35 @@ class SSEParser:
         elif name == "data":
             self._data.append(value)
         return None
+
+
+class LineSplitter:
+    """Splits SSE text into lines on CR, LF or CRLF only, as the SSE spec says.
+
+    (httpx's ``iter_lines`` follows ``str.splitlines`` and also splits on
+    U+2028, NEL and friends, which may legally appear inside JSON data.)
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        """Complete lines in ``text`` (plus what was buffered)."""
+        data = self._buffer + text
+        # A CR at the end may be the first half of a CRLF split across reads.
+        hold_cr = data.endswith("\r")
+        if hold_cr:
+            data = data[:-1]
+        lines = _LINE_BREAK.split(data)
+        self._buffer = lines.pop() + ("\r" if hold_cr else "")
+        return lines
+
+    def close(self) -> list[str]:
+        """The last line, if the text did not end with a line break."""
+        rest, self._buffer = self._buffer, ""
+        if rest.endswith("\r"):
+            rest = rest[:-1]
+        return [rest] if rest else []
 
 
 def parse_stream(lines: Iterable[str]) -> Iterator[AnyEvent]:
@@ -189,7 +220,13 @@ class SentientClient:
                 async with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
                     parser = SSEParser()
-                    async for line in response.aiter_lines():
+                    splitter = LineSplitter()
+                    async for text in response.aiter_text():
+                        for line in splitter.feed(text):
+                            record = parser.feed(line)
+                            if record is not None:
+                                yield _to_event(record)
+                    for line in splitter.close():
                         record = parser.feed(line)
                         if record is not None:
                             yield _to_event(record)
@@ -261,7 +298,13 @@ class SyncSentientClient:
                 with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
                     parser = SSEParser()
-                    for line in response.iter_lines():
+                    splitter = LineSplitter()
+                    for text in response.iter_text():
+                        for line in splitter.feed(text):
+                            record = parser.feed(line)
+                            if record is not None:
+                                yield _to_event(record)
+                    for line in splitter.close():
                         record = parser.feed(line)
                         if record is not None:
                             yield _to_event(record)

@@ -41,11 +41,23 @@ SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 # An SSE comment: ignored by every client, keeps proxies from closing an idle stream.
 HEARTBEAT = b": keep-alive\n\n"
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_raw = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+# Characters that str.splitlines() (and so httpx's aiter_lines and many SSE
+# clients) treat as line breaks but JSON leaves unescaped; a raw one inside a
+# ``data:`` line would cut the event in two. Control characters below 0x20 are
+# escaped by the encoder already.
+
+
+def _encode_json(value: Any) -> str:
+    text = _encode_raw(value)
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
+        text = text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text, UTF-8 kept as is."""
+    """Compact JSON text, UTF-8 kept as is except characters some clients split lines on."""
     return _encode_json(value)
 
 
@@ -165,9 +177,12 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | No
     return dict(metadata)
 
 
+_LINE_END_CHARS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def check_event_name(event_name: str) -> str:
     """Event names go into the SSE ``event:`` line, so they must be one non-empty line."""
-    if not event_name or "\n" in event_name or "\r" in event_name:
+    if not event_name or len(event_name.splitlines()) != 1 or event_name[-1] in _LINE_END_CHARS:
         raise ValueError("event_name must be a non-empty single line")
     return event_name
 

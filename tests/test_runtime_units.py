@@ -55,6 +55,20 @@ def test_chunk_encoder_matches_generic_encoding() -> None:
     )
 
 
+def test_line_splitter_follows_the_sse_spec() -> None:
+    from agent_runtime.client import LineSplitter
+
+    splitter = LineSplitter()
+    assert splitter.feed("a\u2028b\r") == []
+    assert splitter.feed("\nc\rd\n\ne") == ["a\u2028b", "c", "d", ""]
+    assert splitter.close() == ["e"]
+    encoded = protocol.dumps({"t": "x\u2028y\x85z\u2029"})
+    assert len(encoded.splitlines()) == 1
+    assert json.loads(encoded) == {"t": "x\u2028y\x85z\u2029"}
+    with pytest.raises(ValueError):
+        protocol.check_event_name("a\u2028b")
+
+
 def test_metadata_validation() -> None:
     assert protocol.validate_metadata({"a": 1, "b": [True, "x"]}) == {"a": 1, "b": [True, "x"]}
     with pytest.raises(ValueError, match="at most 16"):
@@ -281,3 +295,44 @@ def test_json_logs_carry_the_request_id() -> None:
     assert accept_request_id("ok-123") == "ok-123"
     assert accept_request_id("bad\nvalue") is None
     assert accept_request_id("x" * 200) is None
+
+
+# ----------------------------------------------------------------------------- round trip (property)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_names = st.text(min_size=1, max_size=20).filter(lambda s: not any(c in s for c in protocol._LINE_END_CHARS))
+_metadata = st.none() | st.dictionaries(
+    st.text(max_size=8), st.one_of(st.text(max_size=8), st.integers(), st.booleans()), max_size=16
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=_names,
+    source=st.text(max_size=20),
+    chunks=st.lists(st.text(max_size=40), max_size=8),
+    meta=_metadata,
+)
+def test_encode_parse_round_trip(name: str, source: str, chunks: list[str], meta: dict | None) -> None:
+    async def scenario() -> list[protocol.AnyEvent]:
+        sink = Collector()
+        handler = ResponseHandler(Identity(source, "agent"), sink)
+        stream = handler.create_text_stream(name)
+        for chunk in chunks:
+            await stream.emit_chunk(chunk, metadata=meta)
+        await handler.emit_text_block(name, "".join(chunks), metadata=meta)
+        await handler.complete()
+        # Split the way the most eager clients do (str.splitlines: also U+2028, NEL, ...):
+        # the encoder must leave none of those raw inside a data line.
+        return list(parse_stream(sink.data.decode().splitlines()))
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[-1], DoneEvent)
+    texts = [e for e in events if isinstance(e, TextChunkEvent)]
+    assert [e.content for e in texts[:-1]] == chunks
+    assert all(e.event_name == name and e.source == source for e in texts)
+    assert all(e.metadata == (meta if meta is not None else None) for e in texts[:-1])
+    block = events[-2]
+    assert block.event_name == name
