@@ -116,7 +116,7 @@ def _to_event(record: tuple[str, str]) -> AnyEvent:
 
 @dataclass
 class AssistResult:
-    """Everything one ``/assist`` call produced."""
+    """Everything one ``/assist`` call produced: the HTTP status and the events."""
 
     status: int
     events: list[AnyEvent] = field(default_factory=list)
@@ -184,6 +184,8 @@ class SentientClient:
     ) -> None:
         self.retries = retries
         self.backoff = backoff
+        # HTTP status of the last response (200 even when the agent failed mid-stream).
+        self.last_status = 0
         self._api_key = api_key
         self._token = token
         self._http = httpx.AsyncClient(
@@ -219,6 +221,7 @@ class SentientClient:
             try:
                 async with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
+                    self.last_status = response.status_code
                     parser = SSEParser()
                     splitter = LineSplitter()
                     async for text in response.aiter_text():
@@ -246,7 +249,7 @@ class SentientClient:
         result = AssistResult(status=0)
         async for event in self.assist(prompt, **kwargs):
             result.events.append(event)
-        result.status = 0 if result.error is None else result.error.error_code
+        result.status = self.last_status
         return result
 
 
@@ -266,6 +269,8 @@ class SyncSentientClient:
     ) -> None:
         self.retries = retries
         self.backoff = backoff
+        # HTTP status of the last response (200 even when the agent failed mid-stream).
+        self.last_status = 0
         self._api_key = api_key
         self._token = token
         self._http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout))
@@ -297,6 +302,7 @@ class SyncSentientClient:
             try:
                 with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
+                    self.last_status = response.status_code
                     parser = SSEParser()
                     splitter = LineSplitter()
                     for text in response.iter_text():
@@ -323,5 +329,5 @@ class SyncSentientClient:
         result = AssistResult(status=0)
         for event in self.assist(prompt, **kwargs):
             result.events.append(event)
-        result.status = 0 if result.error is None else result.error.error_code
+        result.status = self.last_status
         return result

@@ -214,9 +214,9 @@ async def test_async_client_typed_events(server: InProcessRuntime) -> None:
         result = await client.ask("block:x")
         assert isinstance(result.events[0], TextBlockEvent)
         assert isinstance(result.events[1], DocumentEvent) and result.events[1].content["text"] == "x"
-        assert result.done and result.error is None
+        assert result.done and result.error is None and result.status == 200
         failed = await client.ask("raise")
-        assert failed.error is not None and failed.done
+        assert failed.error is not None and failed.done and failed.status == 200
 
 
 def test_sync_client(server: InProcessRuntime) -> None:
