@@ -841,6 +841,13 @@ def _read_state(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    # `up` polls for these files; it must never read a half-written one.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _serve(run_dir: Path) -> int:
     """Run the cluster in the foreground until SIGTERM/SIGINT (the process behind `up`)."""
     cluster = LocalCluster(run_dir=run_dir, remove_run_dir=False)
@@ -855,9 +862,9 @@ def _serve(run_dir: Path) -> int:
     try:
         cluster.start()
     except (ClusterError, tools.ToolError) as exc:
-        (run_dir / "failed").write_text(str(exc))
+        _write_atomic(run_dir / "failed", str(exc))
         return 1
-    (run_dir / "ready").write_text(json.dumps(cluster.timings))
+    _write_atomic(run_dir / "ready", json.dumps(cluster.timings))
     while not stop.wait(1.0):
         for comp in cluster.components.values():
             if comp.proc is not None and comp.proc.poll() is not None:
@@ -890,6 +897,15 @@ def cmd_up(run_dir: Path, timeout: float) -> int:
             cwd=Path(__file__).resolve().parent.parent,
         )
     (run_dir / "supervisor.json").write_text(json.dumps({"pid": proc.pid}))
+    try:
+        return _await_up(run_dir, proc, started, timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting: do not leave a half-started cluster running in the background.
+        cmd_down(run_dir)
+        return 130
+
+
+def _await_up(run_dir: Path, proc: subprocess.Popen[bytes], started: float, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (run_dir / "ready").exists():
