@@ -189,3 +189,24 @@ def test_provider_key_rotation_under_load_drops_nothing(tmp_path: Path) -> None:
     failed = [(status, text) for status, text in load.results if status != 200 or '"atomic.error"' in text]
     assert not failed, failed[:3]
     assert fake.state.auth_failures == 0
+
+
+def test_readiness_follows_provider_credentials(tmp_path: Path) -> None:
+    with FakeUpstream("openai", api_key="sk-late") as fake:
+        chain = [chain_entry(fake, credentialFile=CRED_FILE)]
+        files = RuntimeFiles(tmp_path, make_config(chain=chain), default_credentials())
+        with InProcessRuntime(files) as runtime:
+            not_ready = httpx.get(f"{runtime.url}/ready")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["reason"] == "no usable provider"
+            assert httpx.get(f"{runtime.url}/health").json()["providers"][0]["credentials"] == "missing"
+            files.update_credentials({CRED_FILE: "sk-late"})
+            assert wait_until(lambda: httpx.get(f"{runtime.url}/ready").status_code == 200, timeout=10)
+            body = {"query": {"id": protocol.new_ulid(), "prompt": "now it works"}}
+            response = httpx.post(f"{runtime.url}/assist", json=body, headers={"x-api-key": KEY})
+            assert (
+                "Echo: now it works"
+                in "".join(line for line in response.text.splitlines() if '"chunked.text"' in line)
+                or '"content":"now"' in response.text
+            )
+            assert '"atomic.error"' not in response.text
