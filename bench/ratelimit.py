@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path[:0] = [
     str(Path(__file__).resolve().parents[1]),
@@ -84,35 +85,47 @@ def _ops(limiter: RateLimiter) -> dict[str, Callable[[int], Awaitable[None]]]:
     return {"admit": admit, "admit+settle": admit_settle}
 
 
-async def run(n: int, concurrency: int, redis_url: str) -> list[tuple[str, str, float, float, float]]:
-    """Measure every backend; rows of (backend, operation, p50 us, p99 us, admissions/s)."""
+Row = tuple[str, str, float, float, float, float, float | None]
+
+
+async def run(n: int, concurrency: int, redis_url: str) -> list[Row]:
+    """Measure every backend.
+
+    Rows of (backend, operation, p50 us, p99 us, admissions/s, client CPU us per operation,
+    Redis server us per script call). The CPU figures hardly move with the machine's load,
+    unlike wall-clock percentiles on a shared host.
+    """
+    from redis.asyncio import Redis
+
     limiters = {
         "no-op": build_limiter(None, lambda _: None),
         "memory": build_limiter(_config("memory"), lambda _: None),
         "redis": build_limiter(_config("redis"), lambda _: redis_url),
     }
-    rows = []
-    # The floor under any Redis-backed limiter: one bare round trip with the same client library.
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url)
+    rows: list[Row] = []
+    admin = Redis.from_url(redis_url)
 
     async def ping(_: int) -> None:
-        await client.ping()
+        await admin.ping()
 
-    await _latencies(ping, min(n, 500))
-    lat = await _latencies(ping, n)
-    rows.append(
-        ("redis", "PING", _percentile(lat, 0.50), _percentile(lat, 0.99), await _throughput(ping, n * 2, 1))
-    )
-    await client.aclose()  # type: ignore[attr-defined]
+    async def measure(name: str, op_name: str, op: Callable[[int], Awaitable[None]], conc: int) -> None:
+        await _latencies(op, min(n, 500))  # warm-up: script load, pool, caches
+        await admin.config_resetstat()
+        cpu = time.process_time_ns()
+        lat = await _latencies(op, n)
+        cpu_us = (time.process_time_ns() - cpu) / n / 1000
+        stats = await admin.info("commandstats")
+        server_us = stats.get("cmdstat_evalsha", {}).get("usec_per_call") if name == "redis" else None
+        rate = await _throughput(op, n * 2, conc)
+        rows.append((name, op_name, _percentile(lat, 0.50), _percentile(lat, 0.99), rate, cpu_us, server_us))
+
+    # The floor under any Redis-backed limiter: one bare round trip with the same client library.
+    await measure("redis", "PING", ping, 1)
     for name, limiter in limiters.items():
         for op_name, op in _ops(limiter).items():
-            await _latencies(op, min(n, 500))  # warm-up: script load, pool, JIT-free but cache-warm
-            lat = await _latencies(op, n)
-            rate = await _throughput(op, n * 2, concurrency)
-            rows.append((name, op_name, _percentile(lat, 0.50), _percentile(lat, 0.99), rate))
+            await measure(name, op_name, op, concurrency)
         await limiter.aclose()
+    await admin.aclose()  # type: ignore[attr-defined]
     return rows
 
 
@@ -124,37 +137,60 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="admissions per latency run")
     parser.add_argument("--concurrency", type=int, default=64, help="admissions in flight for the rate run")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (the runtime uses uvloop)"
+    )
     args = parser.parse_args()
 
-    server = None
-    url = args.redis_url
+    server: Any = None
+    url: str = args.redis_url
     if url is None:
         from tests.support.redis_server import RedisServer
 
         server = RedisServer().start()
         url = server.url
     try:
-        rows = asyncio.run(run(args.n, args.concurrency, url))
+        if args.loop == "uvloop":
+            import uvloop
+
+            rows = uvloop.run(run(args.n, args.concurrency, url))
+        else:
+            rows = asyncio.run(run(args.n, args.concurrency, url))
     finally:
         if server is not None:
             server.close()
 
-    base = {op: (p50, p99) for name, op, p50, p99, _ in rows if name == "no-op"}
+    base = {op: (p50, p99) for name, op, p50, p99, *_ in rows if name == "no-op"}
     base["PING"] = base["admit"]
-    print(f"rate limiter: n={args.n} sequential, {args.n * 2} at concurrency {args.concurrency}; Redis {url}")
-    header = f"{'backend':<8} {'operation':<13} {'p50 us':>9} {'p99 us':>9} {'+p50 us':>9} {'+p99 us':>9} {'adm/s':>10}"
+    print(
+        f"rate limiter: n={args.n} sequential, {args.n * 2} at concurrency {args.concurrency}; "
+        f"Redis {url}; loop {args.loop}"
+    )
+    header = (
+        f"{'backend':<8} {'operation':<13} {'p50 us':>9} {'p99 us':>9} {'+p50 us':>9} {'+p99 us':>9} "
+        f"{'ops/s':>10} {'cpu us/op':>10} {'redis us/script':>16}"
+    )
     print(header)
     print("-" * len(header))
-    for name, op, p50, p99, rate in rows:
+    for name, op, p50, p99, rate, cpu_us, server_us in rows:
         b50, b99 = base[op]
-        print(f"{name:<8} {op:<13} {p50:>9.1f} {p99:>9.1f} {p50 - b50:>9.1f} {p99 - b99:>9.1f} {rate:>10.0f}")
+        server = f"{server_us:>16.1f}" if server_us is not None else f"{'-':>16}"
+        print(
+            f"{name:<8} {op:<13} {p50:>9.1f} {p99:>9.1f} {p50 - b50:>9.1f} {p99 - b99:>9.1f} "
+            f"{rate:>10.0f} {cpu_us:>10.1f} {server}"
+        )
     redis_admit = next(r for r in rows if r[0] == "redis" and r[1] == "admit")
     added = redis_admit[3] - base["admit"][1]
     verdict = "met" if added < 1000 else "NOT met"
     ping = next(r for r in rows if r[1] == "PING")
+    cost = redis_admit[5] + (redis_admit[6] or 0.0) - ping[5]
     print(f"goal: Redis admission adds < 1 ms p99 on loopback -> {added / 1000:.3f} ms ({verdict})")
     print(
-        f"      of which a bare PING round trip is p50 {ping[2]:.0f} us / p99 {ping[3]:.0f} us on this machine now"
+        f"      of which a bare PING round trip is p50 {ping[2]:.0f} us / p99 {ping[3]:.0f} us on this machine now;"
+    )
+    print(
+        f"      CPU the admission costs beyond a PING (client CPU + script time): {cost:.0f} us, "
+        "the load-independent part of the added latency"
     )
     print(f"(load average now: {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())})")
 

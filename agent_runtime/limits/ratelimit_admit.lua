@@ -6,10 +6,11 @@
 -- KEYS[3] token window (hash bucket -> tokens)    KEYS[4] leases of admissions in flight (zset id -> deadline)
 -- A lease is taken whenever concurrency or tokens are limited: it is the concurrency slot, and
 -- it makes settle idempotent on the server (only the settle that removes the lease refunds).
--- ARGV: rpm tpm burst concurrency (0 = not set), tokens, request id,
---       now in microseconds ('' = Redis TIME), lease in microseconds
--- Returns {allowed, refusal, retry_us, req_remaining|-1, req_reset_us,
---          tok_remaining|-1, tok_reset_us, bucket, now_us}
+-- ARGV[1]: 'rpm tpm burst concurrency tokens now lease' (numbers separated by spaces; limits 0 = not
+--          set; now in microseconds or '-' for Redis TIME; lease in microseconds)
+-- ARGV[2]: request id
+-- Returns one string 'allowed refusal retry_us req_remaining|-1 req_reset_us tok_remaining|-1
+--          tok_reset_us bucket now_us': one bulk reply parses far faster than nine integers.
 
 local BUCKET = 1000000
 local WB = 60
@@ -17,21 +18,25 @@ local NEVER = (WB + 1) * BUCKET
 local CONC_RETRY = 1000000
 local WINDOW_TTL_MS = (WB + 2) * 1000
 
-local rpm = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local conc = tonumber(ARGV[4])
-local cost = tonumber(ARGV[5])
-local rid = ARGV[6]
+local a = {}
+for v in string.gmatch(ARGV[1], '%S+') do
+  a[#a + 1] = v
+end
+local rpm = tonumber(a[1])
+local tpm = tonumber(a[2])
+local burst = tonumber(a[3])
+local conc = tonumber(a[4])
+local cost = tonumber(a[5])
+local rid = ARGV[2]
 local now
-if ARGV[7] == '' then
+if a[6] == '-' then
   -- One clock for every replica: the server's.
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[7])
+  now = tonumber(a[6])
 end
-local lease = tonumber(ARGV[8])
+local lease = tonumber(a[7])
 local bucket = math.floor(now / BUCKET)
 local bucket_field = string.format('%d', bucket)
 
@@ -139,8 +144,13 @@ if conc > 0 then
   if redis.call('ZCARD', KEYS[4]) >= conc then refuse(4, CONC_RETRY) end
 end
 
+local function reply(ok)
+  return string.format('%d %d %.0f %.0f %.0f %.0f %.0f %.0f %.0f', ok, refusal, retry, req_remaining,
+    req_reset, tok_remaining, tok_reset, bucket, now)
+end
+
 if refusal ~= 0 then
-  return {0, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now}
+  return reply(0)
 end
 
 if rpm > 0 then
@@ -158,4 +168,4 @@ if leased then
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease), rid)
   redis.call('PEXPIRE', KEYS[4], math.ceil(lease / 1000) + 1000)
 end
-return {1, 0, 0, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now}
+return reply(1)

@@ -20,10 +20,11 @@ import time
 from collections import deque
 from importlib import resources
 
-from redis.asyncio import ConnectionPool, Redis
+from redis import exceptions as redis_errors
+from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from agent_runtime.limits.base import (
     DEFAULT_LEASE_US,
@@ -71,46 +72,67 @@ class RedisBackend:
         # A burst of admissions queues, in order, on a semaphore sized like the pool instead of
         # opening hundreds of connections. (redis-py's BlockingConnectionPool is not fair: under a
         # sustained burst one waiter can starve past its timeout, which would read as an outage.)
-        # One immediate retry re-dials a pooled connection that went stale across a Redis restart.
         self._slots = asyncio.Semaphore(max_connections)
         self._pool: ConnectionPool = ConnectionPool.from_url(
             url,
             max_connections=max_connections,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 0),
         )
-        self.client = Redis(connection_pool=self._pool)
         self._admit_sha = _sha(ADMIT_LUA)
         self._settle_sha = _sha(SETTLE_LUA)
+
+    async def _command(self, *args: str | int) -> object:
+        """One command on a pooled connection, re-dialled once if it went stale.
+
+        This is the hot path of every request, so it talks to the connection directly: the
+        client's generic command machinery (retries, hooks, instrumentation) costs about as much
+        CPU as the round trip itself. A repeated script is harmless: a repeated admission only
+        over-counts, and settle is idempotent.
+        """
+        conn = await self._pool.get_connection()  # type: ignore[call-arg]
+        try:
+            for attempt in (0, 1):
+                try:
+                    await conn.send_command(*args)
+                    return await conn.read_response()
+                except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError):
+                    await conn.disconnect()
+                    if attempt:
+                        raise
+                except ResponseError:
+                    raise
+                except BaseException:
+                    # Cancelled between send and read: the reply would desynchronise the connection.
+                    await conn.disconnect()
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            await self._pool.release(conn)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
         async with self._slots:
             try:
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
             except NoScriptError:
-                await self.client.script_load(source)
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
+                await self._command("SCRIPT", "LOAD", source)
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
     ) -> Decision:
         """One EVALSHA: check and charge every limit of ``spec`` atomically."""
         burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
-        args: list[str | int] = [
-            spec.requests_per_minute or 0,
-            spec.tokens_per_minute or 0,
-            burst,
-            spec.concurrency or 0,
-            max(0, tokens),
-            request_id,
-            "" if now_us is None else now_us,
-            self._lease_us,
-        ]
-        raw = await self._run(ADMIT_LUA, self._admit_sha, window_keys(key), args)
-        if not isinstance(raw, list) or len(raw) != 9:
+        numbers = (
+            f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} {spec.concurrency or 0} "
+            f"{max(0, tokens)} {'-' if now_us is None else now_us} {self._lease_us}"
+        )
+        raw = await self._run(ADMIT_LUA, self._admit_sha, window_keys(key), [numbers, request_id])
+        fields = raw.split() if isinstance(raw, bytes) else []
+        if len(fields) != 9:
             raise RedisError(f"unexpected admission reply {raw!r}")
-        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = (int(v) for v in raw)
+        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = (int(v) for v in fields)
         return Decision(
             allowed=bool(ok),
             refusal=Refusal(code),
