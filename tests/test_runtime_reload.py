@@ -12,6 +12,8 @@ import pytest
 
 from agent_runtime import protocol
 from agent_runtime.audit import verify_file
+from agent_runtime.client import parse_stream
+from agent_runtime.protocol import TextChunkEvent
 from agent_runtime.reload import CredentialFiles, FileWatcher
 from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.runtime import (
@@ -204,9 +206,6 @@ def test_readiness_follows_provider_credentials(tmp_path: Path) -> None:
             assert wait_until(lambda: httpx.get(f"{runtime.url}/ready").status_code == 200, timeout=10)
             body = {"query": {"id": protocol.new_ulid(), "prompt": "now it works"}}
             response = httpx.post(f"{runtime.url}/assist", json=body, headers={"x-api-key": KEY})
-            assert (
-                "Echo: now it works"
-                in "".join(line for line in response.text.splitlines() if '"chunked.text"' in line)
-                or '"content":"now"' in response.text
-            )
+            events = list(parse_stream(response.text.split("\n")))
+            assert "".join(e.content for e in events if isinstance(e, TextChunkEvent)) == "Echo: now it works"
             assert '"atomic.error"' not in response.text
