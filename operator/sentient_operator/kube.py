@@ -109,6 +109,7 @@ def load_client(kubeconfig: str | None = None) -> ApiClient:
             except kubernetes.config.ConfigException:
                 kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
             _client = ApiClient(configuration)
+            _client.user_agent = FIELD_MANAGER
         return _client
 
 
@@ -280,7 +281,11 @@ async def patch_status(
     """Merge-patch the ``status`` subresource. Fields set to ``None`` are removed."""
     path = await object_path(api_version, kind, name, namespace) + "/status"
     return await call(
-        "PATCH", path, body={"status": dict(status)}, content_type="application/merge-patch+json"
+        "PATCH",
+        path,
+        body={"status": dict(status)},
+        query=[("fieldManager", FIELD_MANAGER)],
+        content_type="application/merge-patch+json",
     )
 
 
@@ -289,7 +294,13 @@ async def patch(
 ) -> dict[str, Any]:
     """Merge-patch an object (e.g. to remove one annotation)."""
     path = await object_path(api_version, kind, name, namespace)
-    return await call("PATCH", path, body=dict(body), content_type="application/merge-patch+json")
+    return await call(
+        "PATCH",
+        path,
+        body=dict(body),
+        query=[("fieldManager", FIELD_MANAGER)],
+        content_type="application/merge-patch+json",
+    )
 
 
 async def emit_event(

@@ -253,6 +253,7 @@ async def ensure(desired: dict[str, Any]) -> bool:
         return False
     result = await kube.apply(desired)
     metrics.WRITES.labels("apply", kind).inc()
+    log.info("applied %s %s/%s (%s)", kind, namespace, name, "created" if live is None else "updated")
     memo.remember(kind, namespace, name, desired_hash, result)
     _fresh[(kind, namespace, name)] = result
     return True
@@ -320,6 +321,14 @@ async def _write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
         return False
     await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
     metrics.WRITES.labels("patch-status", KIND).inc()
+    ready = find_condition(status.get("conditions"), "Ready") or {}
+    log.info(
+        "status of %s/%s: Ready=%s (%s)",
+        meta["namespace"],
+        meta["name"],
+        ready.get("status"),
+        ready.get("reason"),
+    )
     return True
 
 
