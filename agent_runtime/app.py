@@ -634,7 +634,8 @@ class AgentRuntime:
             activity_id=activity_id,
             request_id=session_body.request_id or ex.request_id,
             interactions=session_body.interactions,
-            store=state.sessions,
+            # Without a caller-chosen id nobody can continue the conversation: storing it would only cost.
+            store=state.sessions if session_body.activity_id else None,
         )
         if session_body.activity_id:
             try:
