@@ -286,15 +286,23 @@ async def _stream(
     writer = _ChunkWriter(f"chatcmpl-{protocol.new_ulid()}", int(time.time()), body.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tokens: list[int] = []
+    failed: list[LLMError] = []
+
+    role = writer.choice({"role": "assistant", "content": ""})
 
     async def pump() -> None:
-        await pulse.send(writer.choice({"role": "assistant", "content": ""}))
         finish: str | None = None
         usage: Usage | None = None
+        opened = False
         try:
             async for event in runtime.llm.stream(request):
                 if type(event) is TextDelta:
                     if event.text:
+                        if not opened:
+                            # The role chunk waits for the first token, so a failure before
+                            # it can still be an HTTP error status.
+                            opened = True
+                            await pulse.send(role)
                         await pulse.send(writer.content(event.text))
                 elif type(event) is Usage:
                     usage = event
@@ -302,10 +310,15 @@ async def _stream(
                     finish = event.finish_reason
         except LLMError as exc:
             count_agent_error(ex.route, exc.status)
+            if not ex.started:
+                failed.append(exc)
+                return
             error = openai_error(exc.message, _kind(exc.status), str(exc.status))
             await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode())
             await pulse.send(_DONE)
             return
+        if not opened:
+            await pulse.send(role)
         await pulse.send(writer.choice({}, finish or "stop"))
         if usage is not None:
             tokens.append(usage.input_tokens + usage.output_tokens)
@@ -332,6 +345,16 @@ async def _stream(
             )
         message = "the agent is shutting down" if forced else "internal error"
         error = openai_error(message, "service_unavailable" if forced else "api_error")
+        if not ex.started:
+            await ex.json(503 if forced else 500, error, headers, close=forced)
+            return None
         await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode() + _DONE)
+    if failed:
+        exc = failed[0]
+        extra = dict(headers)
+        if exc.retry_after is not None:
+            extra["retry-after"] = str(max(1, round(exc.retry_after)))
+        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status)), extra)
+        return None
     await pulse.end()
     return tokens[0] if tokens else None

@@ -172,6 +172,19 @@ def test_openai_upstream_error_status(server: InProcessRuntime, fake: FakeUpstre
     assert info.value.status_code >= 500
 
 
+def test_openai_stream_failure_before_first_token_is_an_http_error(
+    server: InProcessRuntime, fake: FakeUpstream
+) -> None:
+    fake.inject(Fault(kind="status", status=500, count=1))
+    with pytest.raises(openai.APIStatusError) as info:
+        for _ in openai_client(server).chat.completions.create(
+            model="test-agent", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            pass
+    assert info.value.status_code >= 500
+    assert info.value.body is not None
+
+
 def test_openai_stream_upstream_error_mid_stream(server: InProcessRuntime, fake: FakeUpstream) -> None:
     fake.inject(Fault(kind="reset", after_chunks=1, count=5))
     with pytest.raises(openai.APIError):
