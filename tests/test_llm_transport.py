@@ -252,3 +252,31 @@ def test_plain_httpx_usage(run: Runner, fake: FakeUpstream) -> None:
             assert missing.status_code == 404
 
     run(scenario())
+
+
+def test_httpx_own_transport_path_when_proxied(
+    run: Runner, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a proxy in the environment the manager uses httpx's transport: same behaviour."""
+    from agent_runtime.llm import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "_proxied", lambda origin: True)
+    fake.state.reset()
+    fake.inject(Fault("hang", after_chunks=2))
+
+    async def scenario() -> None:
+        provider = fake_provider(fake, "ns/a", retry={"maxAttempts": 1}, timeouts={"idle": "200ms"})
+        manager = LLMManager(chain_config(provider), lambda _: None)
+        try:
+            assert manager._snapshot.entries[0].lean is None
+            assert (await manager.complete(_request())).text == "Echo: one two three four"
+            with pytest.raises(Exception) as err:
+                async for _ in manager.stream(_request()):
+                    pass
+            assert "idle timeout" in str(err.value)
+            events = [e async for e in manager.stream(_request())]
+            assert isinstance(events[-1], Completed)
+        finally:
+            await manager.aclose()
+
+    run(scenario())

@@ -22,7 +22,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
 import certifi
@@ -143,37 +143,49 @@ class _Connection(asyncio.Protocol):
             self._error = exc
         self._wake()
 
-    async def _wait(self) -> None:
+    async def _wait(self, deadline: float | None = None) -> None:
+        """Wait for parser progress; ``deadline`` (loop time) raises httpx.ReadTimeout.
+
+        A plain loop timer per wait (and none when data is already buffered) costs
+        far less than an ``asyncio.timeout`` block per chunk.
+        """
         if self._error is not None:
             raise self._error
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiter = waiter
+        timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
             await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if self._error is not None and not self._body and not self.message_done:
             raise self._error
 
-    async def read_head(self) -> None:
+    async def read_head(self, deadline: float | None = None) -> None:
         """Wait for the status line and headers."""
         while not self.head_done:
-            await self._wait()
+            await self._wait(deadline)
 
-    async def body_chunks(self) -> AsyncIterator[bytes]:
-        """Body chunks until the message is complete."""
+    async def body_chunks(self, limit: Callable[[], float] | None = None) -> AsyncIterator[bytes]:
+        """Body chunks until the message is complete; ``limit()`` gives each wait's deadline."""
         body = self._body
         while True:
-            while body:
-                chunk = body.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _HIGH_WATER // 2 and self.transport is not None:
+            if body:
+                # Everything buffered at once: one socket read often holds many small
+                # chunked-encoding chunks (SSE events), and each yield costs.
+                chunk = body.popleft() if len(body) == 1 else b"".join(body)
+                body.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 yield chunk
             if self.message_done:
                 return
-            await self._wait()
+            await self._wait(limit() if limit is not None else None)
 
     def begin(self) -> None:
         """Prepare for the next request on this connection."""
@@ -187,8 +199,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    """The body of one response; returns the connection to the pool when read to the end."""
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout("read timeout"))
+
+
+class ResponseStream(httpx.AsyncByteStream):
+    """The body of one response; returns the connection to the pool when read to the end.
+
+    ``chunks(limit)`` is the fast path for callers that bound every wait themselves.
+    """
 
     def __init__(self, pool: LeanTransport, conn: _Connection, read_timeout: float | None) -> None:
         self._pool = pool
@@ -197,22 +217,18 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
+        limit: Callable[[], float] | None = None
+        if self._read_timeout is not None:
+            loop, timeout = asyncio.get_running_loop(), self._read_timeout
+            limit = lambda: loop.time() + timeout  # noqa: E731
+        async for chunk in self.chunks(limit):
+            yield chunk
+
+    async def chunks(self, limit: Callable[[], float] | None) -> AsyncGenerator[bytes, None]:
+        """The body, each wait for data bounded by ``limit()`` (loop time): httpx.ReadTimeout."""
         try:
-            if self._read_timeout is None:
-                async for chunk in conn.body_chunks():
-                    yield chunk
-            else:
-                chunks = conn.body_chunks().__aiter__()
-                while True:
-                    try:
-                        async with asyncio.timeout(self._read_timeout):
-                            chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise httpx.ReadTimeout("read timeout") from None
-                    yield chunk
+            async for chunk in self._conn.body_chunks(limit):
+                yield chunk
         except OSError as exc:
             raise httpx.ReadError(type(exc).__name__) from None
 
@@ -314,14 +330,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 conn.transport.write(head)
                 try:
                     read_timeout = timeouts.get("read")
-                    if read_timeout is None:
-                        await conn.read_head()
-                    else:
-                        try:
-                            async with asyncio.timeout(read_timeout):
-                                await conn.read_head()
-                        except TimeoutError:
-                            raise httpx.ReadTimeout("read timeout") from None
+                    loop = asyncio.get_running_loop()
+                    await conn.read_head(None if read_timeout is None else loop.time() + read_timeout)
                 except httpx.RemoteProtocolError:
                     if reused and not conn.got_bytes:
                         # The server had closed this idle connection as we reused it: once more, fresh.
@@ -341,7 +351,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             conn.status,
             headers=conn.headers,
-            stream=_ResponseStream(self, conn, timeouts.get("read")),
+            stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
         )
 
