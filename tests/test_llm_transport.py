@@ -262,7 +262,6 @@ def test_httpx_own_transport_path_when_proxied(
 
     monkeypatch.setattr(manager_module, "_proxied", lambda origin: True)
     fake.state.reset()
-    fake.inject(Fault("hang", after_chunks=2))
 
     async def scenario() -> None:
         provider = fake_provider(fake, "ns/a", retry={"maxAttempts": 1}, timeouts={"idle": "200ms"})
@@ -270,6 +269,7 @@ def test_httpx_own_transport_path_when_proxied(
         try:
             assert manager._snapshot.entries[0].lean is None
             assert (await manager.complete(_request())).text == "Echo: one two three four"
+            fake.inject(Fault("hang", after_chunks=2))
             with pytest.raises(Exception) as err:
                 async for _ in manager.stream(_request()):
                     pass
