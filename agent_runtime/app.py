@@ -228,7 +228,7 @@ class Exchange:
 class Pulse:
     """Writes of one streamed response: serialised by one lock, counted for heartbeats."""
 
-    __slots__ = ("content_type", "count", "ex", "extra", "lock")
+    __slots__ = ("content_type", "count", "ex", "extra", "lock", "status")
 
     def __init__(
         self,
@@ -241,15 +241,17 @@ class Pulse:
         self.content_type = content_type
         self.lock = asyncio.Lock()
         self.count = 0
+        # Status of the response if it has not started yet when it is first written.
+        self.status = 200
 
     async def _ensure_started(self) -> None:
         if not self.ex.started:
-            await self.ex.start(200, self.content_type, self.extra)
+            await self.ex.start(self.status, self.content_type, self.extra)
 
     async def write(self, data: bytes) -> None:
         """Send one record; the caller holds :attr:`lock` (the ResponseHandler does)."""
         if not self.ex.started:
-            await self.ex.start(200, self.content_type, self.extra)
+            await self.ex.start(self.status, self.content_type, self.extra)
         await self.ex.send({"type": "http.response.body", "body": data, "more_body": True})
         self.count += 1
 
@@ -719,6 +721,10 @@ class AgentRuntime:
                     await handler.emit_error("the agent is shutting down", 503)
                     count_agent_error(ex.route, 503)
             elif error is not None:
+                code = getattr(error, "status", getattr(error, "code", 500))
+                if not ex.started and isinstance(code, int) and 400 <= code <= 599:
+                    # Nothing was sent yet: the HTTP status can still tell the failure too.
+                    pulse.status = code
                 await self._report_agent_error(handler, error)
                 count_agent_error(ex.route, getattr(error, "status", getattr(error, "code", 500)))
             await handler.complete()

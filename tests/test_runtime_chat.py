@@ -83,6 +83,7 @@ def test_upstream_failure_is_error_then_done(server: InProcessRuntime, fake: Fak
     assert result.done
     assert isinstance(result.error, ErrorEvent)
     assert result.error.error_code >= 500
+    assert result.status == result.error.error_code
 
 
 def test_client_disconnect_cancels_upstream(server: InProcessRuntime, fake: FakeUpstream) -> None:

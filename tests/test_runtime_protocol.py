@@ -131,7 +131,9 @@ def test_agent_exception_gives_error_then_done(server: InProcessRuntime) -> None
 
 
 def test_agent_error_code_and_details(server: InProcessRuntime) -> None:
-    _, records = raw_events(server, "agent-error")
+    response, records = raw_events(server, "agent-error")
+    # The agent failed before sending anything: the HTTP status carries its code too.
+    assert response.status_code == 418
     check_conformance(records, "test-agent")
     assert [r["data"]["content_type"] for r in records] == [protocol.ERROR, protocol.DONE]
     assert records[0]["data"]["content"] == {
