@@ -207,3 +207,13 @@ def test_rate_limit_quota_is_throttled(bao: OpenBao, secrets_store: Secrets) -> 
             src.fetch()
     finally:
         c.delete("sys/quotas/rate-limit/slow")
+
+
+def test_service_account_identity_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentient_operator.credentials.vault import _service_account_identity
+
+    monkeypatch.setenv("SENTIENT_SERVICE_ACCOUNT", "ops/sentient")
+    assert _service_account_identity() == ("ops", "sentient")
+    monkeypatch.setenv("SENTIENT_SERVICE_ACCOUNT", "sentient")
+    monkeypatch.setenv("SENTIENT_OPERATOR_NAMESPACE", "sentient-system")
+    assert _service_account_identity() == ("sentient-system", "sentient")

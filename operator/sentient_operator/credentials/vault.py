@@ -8,6 +8,8 @@ operator restart.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import tempfile
@@ -94,17 +96,48 @@ def token_request_provider(
     return provide
 
 
-def default_jwt_provider(api_client: Any | None = None) -> JwtProvider:
-    """The mounted token when it exists; otherwise TokenRequest for ``SENTIENT_SERVICE_ACCOUNT``.
+def _service_account_identity() -> tuple[str, str]:
+    """``(namespace, name)`` of the operator's service account.
 
-    ``SENTIENT_SERVICE_ACCOUNT`` is ``namespace/name`` (or a name in ``SENTIENT_OPERATOR_NAMESPACE``).
+    ``SENTIENT_SERVICE_ACCOUNT`` (``namespace/name``, or a name in the operator's namespace) wins;
+    in a pod the mounted token's subject (``system:serviceaccount:<ns>:<name>``) says it.
     """
-    if Path(MOUNTED_TOKEN_PATH).exists() or api_client is None:
-        return mounted_token_provider()
-    sa = os.environ.get("SENTIENT_SERVICE_ACCOUNT", "sentient-operator")
-    ns, _, name = sa.rpartition("/")
-    ns = ns or os.environ.get("SENTIENT_OPERATOR_NAMESPACE", "sentient-system")
-    return token_request_provider(api_client, ns, name)
+    configured = os.environ.get("SENTIENT_SERVICE_ACCOUNT", "").strip()
+    default_ns = (
+        os.environ.get("SENTIENT_OPERATOR_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "sentient-system"
+    )
+    if configured:
+        ns, _, name = configured.rpartition("/")
+        return ns or default_ns, name
+    try:
+        payload = Path(MOUNTED_TOKEN_PATH).read_text().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        parts = str(claims.get("sub", "")).split(":")
+        if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+            return parts[2], parts[3]
+    except (OSError, IndexError, ValueError):
+        pass
+    return default_ns, "sentient-operator"
+
+
+def default_jwt_provider(api_client: Any | None = None) -> JwtProvider:
+    """The operator's own service-account token for Vault's kubernetes auth.
+
+    The kubelet-mounted token when the operator runs in a pod and the role needs no particular
+    audience; otherwise a short-lived token from the TokenRequest API (needs ``create`` on
+    ``serviceaccounts/token`` for the operator's own service account).
+    """
+    mounted = mounted_token_provider()
+
+    def provide(audience: str | None) -> str:
+        if audience is None and Path(MOUNTED_TOKEN_PATH).exists():
+            return mounted(None)
+        if api_client is None:
+            raise PermissionDenied("no service-account token: not in a pod and no API client")
+        namespace, name = _service_account_identity()
+        return token_request_provider(api_client, namespace, name)(audience)
+
+    return provide
 
 
 def _map_vault_error(exc: Exception, what: str) -> CredentialError:
