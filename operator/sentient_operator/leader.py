@@ -101,6 +101,7 @@ class LeaseElector:
             if exc.conflict:
                 return False  # someone else wrote it first
             raise
+        metrics.WRITES.labels("update", KIND).inc()
         self._last_renew = time.monotonic()
         return True
 
