@@ -3,12 +3,14 @@ rotation through the Secret watch, a deleted source keeping the last good value,
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from sentient_operator.credentials.fingerprint import fingerprint_data
 from tests.support.kube_helpers import (
     condition,
     condition_is,
@@ -57,6 +59,12 @@ def test_secret_source_sync_rotation_and_faults(k8s: Any, namespace: str, operat
         "openai",
         provider["metadata"]["uid"],
     )
+    # The fingerprint is the keyed HMAC under the operator's key Secret, not a plain hash.
+    key_secret = secret_object(k8s, namespace, "sentient-operator-fingerprint-key")
+    assert key_secret is not None
+    hmac_key = base64.b64decode(key_secret["data"]["key"])
+    assert len(hmac_key) == 32
+    assert fp == fingerprint_data(hmac_key, {"apiKey": "sk-e2e-first"})
     # The provider has no finalizer: deleting it never waits for the operator.
     assert not provider["metadata"].get("finalizers")
 
