@@ -12,15 +12,17 @@ through garbage collection; nothing outside the cluster needs cleaning.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from agent_runtime.config import AUDIT_KEY_FILE
+from agent_runtime.config import AUDIT_KEY_FILE, provider_credential_file
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, SentientAgentSpec
 from sentient_operator.build import (
@@ -38,8 +40,10 @@ from sentient_operator.build.common import (
     PROVIDER_LABEL,
     provider_secret_name,
 )
+from sentient_operator.build.inputs import AgentInputs
 from sentient_operator.conditions import find_condition, make_condition, merge_conditions
 from sentient_operator.credentials.fingerprint import fingerprint_data
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_key
 from sentient_operator.handlers.cache import cache
 from sentient_operator.handlers.runtime import RefKey, controller
 from sentient_operator.references import (
@@ -65,6 +69,8 @@ CHILD_KINDS = {
 }
 # Quick retry while something this agent needs is missing; index events usually come first.
 BLOCKED_RETRY = 30.0
+# Problems reported as conditions that do not stop the agent from being rendered.
+NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
 # A short delay coalesces the burst of events one change causes (child, status, Deployment).
 COALESCE = 0.2
 
@@ -472,6 +478,8 @@ async def _reconcile(namespace: str, name: str, body: dict[str, Any]) -> float |
     config_hash = old_status.get("configHash")
     if resolution.inputs is not None:
         inputs = resolution.inputs
+        if spec.rotation.validate_before_rollout:
+            inputs = await _validate_rotations(inputs, problems)
         if spec.rotation.strategy == "RollingRestart":
             inputs = _with_fingerprint(inputs)
         _, config_hash = render_config(inputs)
@@ -499,11 +507,13 @@ async def _reconcile(namespace: str, name: str, body: dict[str, Any]) -> float |
     want = desired_replicas(resolution.inputs) if resolution.inputs is not None else spec.replicas
     dep = live_child("Deployment", namespace, name)
     available, progressing, dep_reason, dep_message = _deployment_state(dep, want)
-    blocking = [p for p in problems if p.condition != "Monitoring"]
+    blocking = [p for p in problems if p.condition not in NON_BLOCKING]
     updates = [
         _problem_condition(PROVIDERS_RESOLVED, problems, "Resolved", generation),
         _problem_condition(CREDENTIALS_READY, problems, "Bound", generation),
     ]
+    if spec.rotation.validate_before_rollout and resolution.inputs is not None:
+        updates.append(_problem_condition(CREDENTIALS_VALID, problems, "Valid", generation))
     if blocking:
         first = blocking[0]
         updates += [
@@ -558,10 +568,56 @@ async def _reconcile(namespace: str, name: str, body: dict[str, Any]) -> float |
     return None
 
 
-def _with_fingerprint(inputs: Any) -> Any:
-    """``inputs`` with the keyed HMAC of the bound credentials (RollingRestart only)."""
-    from dataclasses import replace
+# (provider id, digest of the candidate key) -> rejected?  One call per new key, not per reconcile.
+_validated: dict[tuple[str, str], tuple[bool, str]] = {}
 
+
+async def _validate_rotations(inputs: AgentInputs, problems: list[Problem]) -> AgentInputs:
+    """validateBeforeRollout: try each *changed* provider key first; keep the bound one if refused.
+
+    Only a clear 401/403 keeps the previous key; an unreachable or inconclusive provider
+    does not block a rotation (the key may be fine and the old one revoked).
+    """
+    bound = cache.secret(inputs.namespace, credentials_secret_name(inputs.name)) or {}
+    providers = []
+    for provider in inputs.providers:
+        old = bound.get(provider_credential_file(provider.namespace, provider.name))
+        new = provider.api_key
+        if new is None or old is None or old == new:
+            providers.append(provider)
+            continue
+        # Held in memory only, to remember the verdict on this exact key.
+        digest = hashlib.sha256(new.encode()).hexdigest()
+        verdict = _validated.get((provider.id, digest))
+        if verdict is None:
+            result = await validate_key(
+                str(provider.spec.type),
+                provider.spec.endpoint,
+                new,
+                ca_pem=provider.ca_pem,
+                insecure_skip_verify=bool(provider.spec.tls and provider.spec.tls.insecure_skip_verify),
+                extra_headers=provider.spec.default_headers,
+            )
+            verdict = (result.rejected, result.message)
+            _validated[(provider.id, digest)] = verdict
+        rejected, message = verdict
+        if rejected:
+            problems.append(
+                Problem(
+                    CREDENTIALS_VALID,
+                    "Unauthorized",
+                    f"the new credential of LLMProvider {provider.id} was refused: {message}; "
+                    "the previous credential stays bound",
+                )
+            )
+            providers.append(replace(provider, api_key=old))
+        else:
+            providers.append(provider)
+    return replace(inputs, providers=providers)
+
+
+def _with_fingerprint(inputs: AgentInputs) -> AgentInputs:
+    """``inputs`` with the keyed HMAC of the bound credentials (RollingRestart only)."""
     key = controller.fingerprint_key
     if key is None:
         return inputs
