@@ -9,6 +9,7 @@ the oldest admitted second leaves the rolling minute.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ async def _fire(url: str, limits: dict[str, int], tokens: int, barrier: Barrier)
 
 
 def _worker(url: str, limits: dict[str, int], tokens: int, barrier: Barrier, out: mp.Queue) -> None:
+    logging.basicConfig(level=logging.WARNING)  # a degraded limiter says why on stderr
     try:
         out.put(asyncio.run(_fire(url, limits, tokens, barrier)))
     except BaseException as exc:

@@ -63,10 +63,16 @@ class RedisBackend:
         *,
         max_connections: int = 32,
         lease_us: int = DEFAULT_LEASE_US,
-        socket_timeout: float = 1.0,
-        connect_timeout: float = 0.5,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 2.0,
     ) -> None:
-        """Connect lazily to ``url`` (``redis://`` or ``rediss://``)."""
+        """Connect lazily to ``url`` (``redis://`` or ``rediss://``).
+
+        The timeouts run on the event loop's clock: a loop busy with a burst of requests on a
+        loaded node delays them too, and a tight value would mistake a busy replica for an
+        outage (and fall back to per-replica limits). An unreachable Redis usually fails at
+        once (connection refused); only a silent network costs the timeout, once per probe.
+        """
         self.url = url
         self._lease_us = lease_us
         # A burst of admissions queues, in order, on a semaphore sized like the pool instead of
