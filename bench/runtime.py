@@ -293,9 +293,9 @@ async def _run(
             "/assist",
             {
                 "query": {"id": "01JBENCH0000000000000000000", "prompt": PROMPT},
+                # No activity_id: no stored history, so the upstream prompt is the same as direct.
                 "session": {
                     "processor_id": "bench",
-                    "activity_id": "a",
                     "request_id": "r",
                     "interactions": [],
                 },
