@@ -39,8 +39,8 @@ e2e: setup ## end-to-end tests on the local control plane (or E2E_KUBECONFIG)
 test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e2e
 	@scripts/pytest.sh tests e2e $(PYTEST_ARGS)
 
-demo: setup ## local control plane + operator + an agent answering, then the status table
-	$(PY) -m e2e.demo
+demo: setup ## local control plane + operator + an agent answering, then the status table (ARGS=--keep)
+	$(PY) -m e2e.demo $(ARGS)
 
 crds: setup-python ## regenerate crds/, the chart's CRDs and the editor JSON Schemas from the models
 	$(PY) -m sentient_operator.api.crdgen
