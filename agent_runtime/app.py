@@ -646,13 +646,14 @@ class AgentRuntime:
                 # History is a nicety; answering without it beats failing.
                 log.warning("session history unavailable: %s", exc)
         query = Query(id=body.query.id, prompt=body.query.prompt)
-        # What the built-in agent will send; custom agents settle with what they report.
-        messages = [{"content": state.config.agent.system_prompt}, {"content": body.query.prompt}]
-        messages.extend({"content": t.content} for t in session.turns())
-        estimate = estimate_tokens(messages, state.config.llm.parameters.max_tokens)
+
+        def estimate() -> int:
+            # What the built-in agent will send; custom agents settle with what they report.
+            messages = [{"content": state.config.agent.system_prompt}, {"content": body.query.prompt}]
+            messages.extend({"content": t.content} for t in session.turns())
+            return estimate_tokens(messages, state.config.llm.parameters.max_tokens)
+
         admission = await self._admit(ex, principal, session_body.activity_id, estimate)
-        if admission is None:
-            return
         if not admission.allowed:
             await ex.sse_error(
                 admission.status,
@@ -671,12 +672,15 @@ class AgentRuntime:
                 usage = (handler.input_tokens or 0) + (handler.output_tokens or 0)
             await admission.settle(usage)
 
-    async def _admit(self, ex: Exchange, principal: Principal, session_id: str | None, estimate: int) -> Any:
+    async def _admit(
+        self, ex: Exchange, principal: Principal, session_id: str | None, estimate: Callable[[], int]
+    ) -> Any:
+        """Rate-limit admission; the token estimate is computed only when a policy applies."""
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return _ALLOWED
         subject = limiter.subject(principal, session_id)
-        admission = await limiter.admit(subject, estimate)
+        admission = await limiter.admit(subject, estimate())
         if not admission.allowed:
             metrics.RATE_LIMIT_REJECTIONS.labels(limit=admission.limit or "unknown", scope=subject.kind).inc()
             if self.audit is not None:

@@ -164,9 +164,14 @@ async def chat_completions(runtime: AgentRuntime, ex: Exchange) -> None:
         await ex.json(422, openai_error(validation_message(exc), "invalid_request_error"))
         return
     request = to_chat_request(body, state.config.agent.system_prompt)
-    max_tokens = request.max_tokens or state.config.llm.parameters.max_tokens
-    estimate = estimate_tokens(({"content": m.content} for m in request.messages), max_tokens)
-    request.estimated_tokens = estimate
+
+    def estimate() -> int:
+        max_tokens = request.max_tokens or state.config.llm.parameters.max_tokens
+        request.estimated_tokens = estimate_tokens(
+            ({"content": m.content} for m in request.messages), max_tokens
+        )
+        return request.estimated_tokens
+
     admission = await runtime._admit(ex, principal, body.user, estimate)
     if not admission.allowed:
         message = "rate limit exceeded" if admission.status == 429 else "rate limiter unavailable"
