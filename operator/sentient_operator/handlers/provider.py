@@ -62,6 +62,7 @@ class ProviderState:
         self.source_keys: dict[tuple[str, str], str | None] = {}
         self.forced: set[tuple[str, str]] = set()
         self.last_reason: dict[tuple[str, str], str] = {}
+        self.secret_versions: dict[tuple[str, str], str | None] = {}
         self.fetcher = SharedFetcher()
         self._syncer: ProviderSyncer | None = None
         self._fp_key: bytes | None = None
@@ -151,16 +152,32 @@ def on_secret_event(
     type: str | None, namespace: str | None, name: str, labels: kopf.Labels, **kwargs: Any
 ) -> None:
     """A Secret a provider reads changed: sync now. Our provider Secret changed by hand: restore."""
-    if not namespace or type is None:  # the initial listing: providers sync on their own listing
+    if not namespace:
         return
-    refs: kopf.Index[Any, str] | None = kwargs.get("sentient_provider_secret_refs_idx")
-    for provider in refs.get((namespace, name), []) if refs is not None else []:
-        state.forced.add((namespace, provider))
-        controller.enqueue(KIND, namespace, provider)
+    key = (namespace, name)
     owner = labels.get(PROVIDER_LABEL)
-    if owner and labels.get("app.kubernetes.io/managed-by") == "sentient-operator":
+    if owner and labels.get("app.kubernetes.io/managed-by") == "sentient-operator" and type is not None:
         # Not forced: the store is not re-read, the last fetched value is re-applied if it differs.
         controller.enqueue(KIND, namespace, owner, 0.2)
+    refs: kopf.Index[Any, str] | None = kwargs.get("sentient_provider_secret_refs_idx")
+    providers = list(refs.get(key, [])) if refs is not None else []
+    if not providers:
+        state.secret_versions.pop(key, None)
+        return
+    body = kwargs.get("body") or {}
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    previous = state.secret_versions.get(key)
+    if type == "DELETED":
+        state.secret_versions.pop(key, None)
+    else:
+        state.secret_versions[key] = version
+    # A listing (type None) at start is covered by the providers' own listing; a re-listing after
+    # a watch reconnect can carry a change the broken stream missed: compare versions.
+    if type is None and (previous is None or previous == version):
+        return
+    for provider in providers:
+        state.forced.add((namespace, provider))
+        controller.enqueue(KIND, namespace, provider)
 
 
 # --------------------------------------------------------------------------- reconcile
@@ -195,7 +212,8 @@ async def reconcile_provider(namespace: str, name: str) -> float | None:
         return max(1.0, outcome.retry_in)
     if outcome.external:
         return state.jitter(outcome.refresh_interval)
-    return None
+    # Watched Secrets need no polling; a slow resync guards against a missed watch event.
+    return state.jitter(get_settings().resync_seconds)
 
 
 async def _write_status(body: dict[str, Any], outcome: SyncOutcome) -> None:
