@@ -254,3 +254,17 @@ async def test_missing_credentials_fail_over_and_show_in_health(
     finally:
         await manager.aclose()
     assert fake_a.state.requests == 0
+
+
+async def test_gate_is_asked_before_every_attempt(fake_a: FakeUpstream) -> None:
+    fake_a.inject(Fault("status", status=500, count=2))
+    gate = Gate(set())
+    provider = fake_provider(
+        fake_a, "ns/a", retry={"maxAttempts": 3, "initialBackoff": "1ms", "maxBackoff": "5ms"}
+    )
+    manager = LLMManager(chain_config(provider), lambda _: None, gate)
+    try:
+        assert (await manager.complete(_request())).provider == "ns/a"
+    finally:
+        await manager.aclose()
+    assert [call[0] for call in gate.calls] == ["ns/a"] * 3

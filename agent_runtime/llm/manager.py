@@ -434,8 +434,9 @@ class LLMManager:
                             break
                         RETRIES.labels(**entry.label).inc()
                         await asyncio.sleep(delay)
-                        if not entry.breaker.acquire():
-                            failure = _Failure(entry, UpstreamError("circuit-open", "breaker open"), attempt)
+                        # Each retry asks the breaker and the provider quota again.
+                        failure = await self._prepare(entry, request, attempt)
+                        if failure is not None:
                             break
                         continue
                     except BaseException:
@@ -502,8 +503,9 @@ class LLMManager:
                             break
                         RETRIES.labels(**entry.label).inc()
                         await asyncio.sleep(delay)
-                        if not entry.breaker.acquire():
-                            failure = _Failure(entry, UpstreamError("circuit-open", "breaker open"), attempt)
+                        # Each retry asks the breaker and the provider quota again.
+                        failure = await self._prepare(entry, request, attempt)
+                        if failure is not None:
                             break
                         continue
                     except BaseException:
@@ -523,12 +525,12 @@ class LLMManager:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _prepare(self, entry: _Entry, request: ChatRequest) -> _Failure | None:
-        """Breaker and provider quota checks before the first attempt on an entry."""
+    async def _prepare(self, entry: _Entry, request: ChatRequest, attempts: int = 0) -> _Failure | None:
+        """Breaker and provider quota checks before every attempt on an entry."""
         if not entry.breaker.acquire():
             retry_in = entry.breaker.retry_in()
             err = UpstreamError("circuit-open", "circuit breaker open", retry_after=retry_in or None)
-            return _Failure(entry, err, 0)
+            return _Failure(entry, err, attempts)
         if self._gate is not None:
             tokens = estimate_tokens(request, self._max_tokens(entry, request))
             try:
@@ -540,7 +542,7 @@ class LLMManager:
                 raise
             if not allowed:
                 entry.breaker.record_neutral()
-                return _Failure(entry, UpstreamError("rate-limited", "provider quota exhausted"), 0)
+                return _Failure(entry, UpstreamError("rate-limited", "provider quota exhausted"), attempts)
         return None
 
     def _api_key(self, entry: _Entry) -> str | None:
