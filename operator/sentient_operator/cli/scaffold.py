@@ -140,40 +140,105 @@ def dump_documents(docs: list[dict[str, Any]], header: str = "") -> str:
     return header + body
 
 
-AGENT_PY = '''"""A custom agent built on the sentient SDK."""
+AGENT_PY = '''"""A custom agent built on the sentient SDK (agent_runtime.sdk).
 
-from agent_runtime.sdk import AbstractAgent, Query, ResponseHandler, Session
+The runtime imports this class by the ``module:Class`` in agent.yaml
+(spec.deployment.agentClass) and calls ``assist`` once per query. Run it
+locally with hot reload:  sentient dev {module}.py --fake
+"""
+
+from __future__ import annotations
+
+from agent_runtime.llm import ChatMessage, ChatRequest, TextDelta, Usage
+from agent_runtime.sdk import AbstractAgent, AgentError, Query, ResponseHandler, Session
+
+SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 class {cls}(AbstractAgent):
-    """Answers with a short JSON summary, then streams the model's reply."""
+    """Sends a small JSON summary of the request, then streams the model's answer."""
 
     async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
-        await response_handler.emit_json("REQUEST", {{"prompt_chars": len(query.prompt)}})
-        stream = response_handler.create_text_stream("FINAL_RESPONSE")
-        async for chunk in self.llm_stream(session, query):
-            await stream.emit_chunk(chunk)
+        """Answer one query through the failover chain configured for the agent."""
+        if self.context is None or self.context.llm is None:
+            raise AgentError("no LLM is configured for this agent", 503)
+        history = session.turns()
+        await response_handler.emit_json(
+            "request", {{"prompt_chars": len(query.prompt), "history_turns": len(history)}}
+        )
+        messages = [ChatMessage("system", self.context.config.agent.system_prompt or SYSTEM_PROMPT)]
+        messages += [ChatMessage(t.role, t.content) for t in history if t.role in ("user", "assistant")]  # type: ignore[arg-type]
+        messages.append(ChatMessage("user", query.prompt))
+        stream = response_handler.create_text_stream("response")
+        answer: list[str] = []
+        async for event in self.context.llm.stream(ChatRequest(messages=messages)):
+            if isinstance(event, TextDelta) and event.text:
+                answer.append(event.text)
+                await stream.emit_chunk(event.text)
+            elif isinstance(event, Usage):
+                # Rate limits are settled with what the model really used.
+                response_handler.record_usage(event.input_tokens, event.output_tokens)
         await stream.complete()
+        await session.remember(query.prompt, "".join(answer))
         await response_handler.complete()
 '''
 
-TEST_PY = '''"""Runs the custom agent against the SDK's in-process test harness."""
+TEST_PY = '''"""Runs {cls} inside the real agent runtime, against the fake OpenAI upstream.
 
-from agent_runtime.sdk import Query, Session
-from agent_runtime.testing.harness import run_agent
+No API key and no network: the fake answers "Echo: <prompt>". Run with:  pytest
+"""
 
-from {module} import {cls}
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from agent_runtime.app import create_app
+from agent_runtime.client import AssistResult, SentientClient
+from agent_runtime.config import RuntimeConfig
+from agent_runtime.protocol import DocumentEvent
+from agent_runtime.testing import run_fake
 
 
-async def test_agent_streams_an_answer() -> None:
-    events = await run_agent({cls}, Session.new(), Query.new("hello"))
-    assert events[-1].event_name == "done"
+def ask(endpoint: str, credentials: Path, prompt: str) -> AssistResult:
+    """One /assist request to a runtime that serves {cls} in-process."""
+    config = RuntimeConfig.model_validate(
+        {{
+            "agent": {{"name": "{name}", "agentClass": "{module}:{cls}"}},
+            "llm": {{"chain": [{{"id": "test/fake", "type": "openai", "endpoint": endpoint, "model": "fake-model"}}]}},
+            "auth": {{"anonymous": True}},
+        }}
+    )
+    runtime = create_app(config, credentials_dir=credentials)
+
+    async def run() -> AssistResult:
+        await runtime.startup()
+        try:
+            transport = httpx.ASGITransport(app=runtime)  # type: ignore[arg-type]
+            async with SentientClient("http://agent", transport=transport) as client:
+                return await client.ask(prompt)
+        finally:
+            await runtime.shutdown()
+
+    return asyncio.run(run())
+
+
+def test_agent_streams_the_models_answer(tmp_path: Path) -> None:
+    with run_fake("openai") as fake:
+        result = ask(fake.endpoint, tmp_path, "hello agent")
+    assert result.error is None, result.error
+    assert result.done
+    summary = next(e for e in result.events if isinstance(e, DocumentEvent))
+    assert summary.content == {{"prompt_chars": 11, "history_turns": 0}}
+    assert result.text == "Echo: hello agent"
 '''
 
-DOCKERFILE = """# Builds on the sentient runtime image: your agent class is the only addition.
+DOCKERFILE = """# Builds on the sentient runtime image: your agent module is the only addition.
+# agent.yaml names the class (spec.deployment.agentClass: {module}:{cls}).
 FROM {base}
-COPY --chown=10001:10001 {module}.py /app/{module}.py
-ENV SENTIENT_AGENT_CLASS={module}:{cls}
+COPY --chown=65532:65532 {module}.py /app/{module}.py
 """
 
 
@@ -183,8 +248,8 @@ def custom_agent_files(name: str, image: str) -> dict[str, str]:
     cls = "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Agent"
     manifests = agent_manifests(name, image=image, agent_class=f"{module}:{cls}")
     return {
-        f"{module}.py": AGENT_PY.format(cls=cls),
-        f"test_{module}.py": TEST_PY.format(module=module, cls=cls),
+        f"{module}.py": AGENT_PY.format(module=module, cls=cls),
+        f"test_{module}.py": TEST_PY.format(module=module, cls=cls, name=name),
         "Dockerfile": DOCKERFILE.format(base=RUNTIME_IMAGE, module=module, cls=cls),
         "agent.yaml": dump_documents(manifests, header=f"# kubectl apply -f agent.yaml  (image: {image})\n"),
     }

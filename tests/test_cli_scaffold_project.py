@@ -1,0 +1,68 @@
+"""``sentient init --custom``: the generated project validates, lints, and its own test passes under pytest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sentient_operator.cli.dev import find_agent_class
+from sentient_operator.cli.main import cli
+from sentient_operator.cli.validate import validate_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _generate(tmp_path: Path) -> Path:
+    out = tmp_path / "my-bot"
+    result = CliRunner().invoke(
+        cli, ["init", "my-bot", "--custom", "--image", "ghcr.io/acme/my-bot:1.0", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_generated_project_test_passes(tmp_path: Path) -> None:
+    project = _generate(tmp_path)
+    assert sorted(p.name for p in project.iterdir()) == [
+        "Dockerfile",
+        "agent.yaml",
+        "my_bot_agent.py",
+        "test_my_bot_agent.py",
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
+    # The project's own directory is the rootdir: the repository's pytest settings do not apply.
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+def test_generated_files_are_consistent(tmp_path: Path) -> None:
+    project = _generate(tmp_path)
+    count, problems = validate_files([str(project / "agent.yaml")])
+    assert not problems and count >= 4
+    assert "agentClass: my_bot_agent:MyBotAgent" in (project / "agent.yaml").read_text()
+    assert find_agent_class(project / "my_bot_agent.py") == "MyBotAgent"
+    dockerfile = (project / "Dockerfile").read_text()
+    # The runtime image runs as 65532 with /app on PYTHONPATH.
+    assert "COPY --chown=65532:65532 my_bot_agent.py /app/my_bot_agent.py" in dockerfile
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run(
+        [str(ruff), "check", "--isolated", "--select", "E,F,W,I,B,UP", "--line-length", "120", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
