@@ -552,6 +552,7 @@ async def _reconcile(namespace: str, name: str, body: dict[str, Any]) -> float |
         "selector": selector_string(name),
         "endpoint": endpoint_url(name, namespace, spec.service.port),
         "providers": resolution.chain,
+        "providersReady": f"{sum(bool(c['resolved'] and c['ready']) for c in resolution.chain)}/{len(resolution.chain)}",
         "configHash": config_hash,
     }
     await _write_status(body, status)
