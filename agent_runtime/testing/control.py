@@ -336,7 +336,13 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
         state.reset()
         return JSONResponse(state.to_json())
 
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "sentient-fake"}]}
+        )
+
     routes = [Route(path, chat, methods=["POST"]) for path in wire.paths]
+    routes.append(Route("/v1/models", models, methods=["GET"]))
     routes += [
         Route("/_admin/state", admin_state, methods=["GET"]),
         Route("/_admin/config", admin_config, methods=["POST"]),
