@@ -318,16 +318,28 @@ class ResponseHandler:
                 await stream.complete()
 
     async def complete(self) -> None:
-        """Close every open stream, then send ``done``; later calls do nothing."""
+        """Close every open stream, then send ``done``; later calls do nothing.
+
+        The closing chunks and ``done`` leave in one write (one syscall, one
+        network packet) since nothing can come between them anyway.
+        """
         if self._complete:
             return
-        await self.close_streams()
-        await self._emit(
-            lambda event_id: protocol.encode_event(
-                protocol.DONE, protocol.DONE_EVENT_NAME, event_id, self.source, None
-            )
-        )
         self._complete = True
+        async with self._lock:
+            records = []
+            for stream in self._streams:
+                if not stream._complete:
+                    metadata = stream._take_metadata(None)
+                    records.append(stream._encoder.encode(protocol.new_ulid(), "", True, metadata))
+                    stream._complete = True
+            records.append(
+                protocol.encode_event(
+                    protocol.DONE, protocol.DONE_EVENT_NAME, protocol.new_ulid(), self.source, None
+                )
+            )
+            await self._sink(b"".join(records))
+            self._events += len(records)
 
 
 @dataclass(slots=True)

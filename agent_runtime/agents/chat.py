@@ -70,7 +70,9 @@ class ChatAgent(AbstractAgent):
                 final = {"provider": event.provider, "model": event.model}
                 if event.finish_reason:
                     final["finish_reason"] = event.finish_reason
-        await stream.complete(final or None)
+        if final:
+            # Goes on the closing chunk, which complete() sends together with done.
+            stream.annotate(final)
         try:
             await session.remember(query.prompt, "".join(parts))
         except SessionStoreError as exc:
