@@ -449,9 +449,12 @@ class AgentRuntime:
         """Swap in a new config; the running requests keep the snapshot they started with."""
         async with self._reload_lock:
             previous = self.state
+            if previous.config == config:
+                return
             state = self._build_state(config, previous)
-            # No suspension point from here to the swap: a request starting now
-            # sees all of the old components or all of the new ones.
+            # The limiter goes first (its reload may wait on I/O); then the chain and
+            # the snapshot change with no suspension point between them, so a request
+            # starting now sees the old chain and snapshot or the new ones.
             if previous.config.rate_limit != config.rate_limit:
                 await self.limiter.reload(config.rate_limit, self.credentials.read)
             if previous.config.llm != config.llm:
