@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import random
 from typing import Any
 
@@ -93,12 +94,26 @@ class ProviderState:
                 get_secret=get_secret,
                 fingerprint_key=self.fingerprint_key,
                 jwt_provider=default_jwt_provider(api),
+                source_options=source_options_from_env(),
             )
         return self._syncer
 
     def jitter(self, seconds: float) -> float:
         """``seconds`` +- REFRESH_JITTER."""
         return seconds * (1 + self._rng.uniform(-REFRESH_JITTER, REFRESH_JITTER))
+
+
+def source_options_from_env() -> dict[str, dict[str, Any]]:
+    """Store options that are the operator's, not a provider's, to decide.
+
+    ``SENTIENT_AZURE_AUTHORITY_HOST``: a private Entra ID authority (Azure Stack, a sovereign cloud
+    msal does not know, a test server); instance discovery against the public cloud is then off.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    authority = os.environ.get("SENTIENT_AZURE_AUTHORITY_HOST", "").strip()
+    if authority:
+        options["azure"] = {"authority_host": authority}
+    return options
 
 
 state = ProviderState()
