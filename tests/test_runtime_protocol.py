@@ -144,7 +144,7 @@ def test_agent_error_code_and_details(server: InProcessRuntime) -> None:
 
 
 def test_heartbeat_comments_on_silence(server: InProcessRuntime) -> None:
-    response, records = raw_events(server, "silent:0.5")
+    response, records = raw_events(server, "silent:1")
     check_conformance(records, "test-agent")
     assert protocol.HEARTBEAT.decode() in response.text
     assert [r["data"]["content_type"] for r in records] == [protocol.TEXTBLOCK, protocol.DONE]
