@@ -205,3 +205,12 @@ def test_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_reset_before_any_chunk_truncates_the_response(openai_fake: FakeUpstream) -> None:
+    url = f"{openai_fake.endpoint}/chat/completions"
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    for stream in (False, True):
+        openai_fake.inject(Fault("reset"))
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.post(url, json={**body, "stream": stream}, headers={"authorization": "Bearer key-1"})

@@ -261,3 +261,18 @@ async def test_mid_stream_failure_on_the_last_provider_raises_after_the_partial_
             seen.append(event)
     assert _text(seen) == "Echo: one "
     assert err.value.status == 502
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_connection_dropped_before_the_first_token_is_retried(
+    manager: LLMManager, primary: FakeUpstream, secondary: FakeUpstream, streaming: bool
+) -> None:
+    primary.inject(Fault("reset"))
+    retries = _metric("sentient_retries_total", provider="ns/a", model="model-a")
+    if streaming:
+        events = await _collect(manager)
+        assert _switches(events) == [] and _text(events) == "Echo: one two three four five six"
+    else:
+        assert (await manager.complete(_request())).provider == "ns/a"
+    assert _metric("sentient_retries_total", provider="ns/a", model="model-a") == retries + 1
+    assert _metric("sentient_provider_errors_total", provider="ns/a", model="model-a", error="reset") >= 1

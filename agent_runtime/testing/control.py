@@ -69,7 +69,8 @@ class Fault:
     """One injected misbehaviour, applied to the next ``count`` matching requests (-1: until cleared).
 
     - ``status``: answer ``status`` (e.g. 429 with ``retry_after`` seconds, 500, 529) with an error body;
-    - ``reset``: stream ``after_chunks`` text chunks, then drop the connection (non-streamed: drop at once);
+    - ``reset``: stream ``after_chunks`` text chunks, then drop the connection (None: send the
+      response head and part of a body, then drop);
     - ``hang``: stream ``after_chunks`` chunks (None: send nothing, not even headers), then stall
       until the client goes away.
     ``model`` restricts the fault to requests for that model.
@@ -251,6 +252,24 @@ class WireFormat:
         return True
 
 
+class _TruncatedResponse(Response):
+    """A 200 head announcing a body that never fully arrives: the connection drops halfway."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id":"trunc', "more_body": True})
+        raise InjectedReset
+
+
 def build_app(wire: WireFormat, state: FakeState) -> Starlette:
     """The ASGI app of one fake upstream."""
 
@@ -299,7 +318,7 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
             if fault.kind == "hang":
                 await hang(request)
                 return Response(status_code=599)
-            raise InjectedReset
+            return _TruncatedResponse()
         pieces = answer_for(messages, state.tokens)
         input_tokens = count_words(messages)
         if not body.get("stream"):
