@@ -240,3 +240,31 @@ def test_openai_stream_disconnect_cancels_upstream(server: InProcessRuntime, fak
                 break
     assert wait_until(lambda: fake.state.streams_aborted == 1, timeout=10)
     assert wait_until(lambda: server.runtime.in_flight == 0, timeout=10)
+
+
+def test_logs_of_a_request_carry_its_request_id(server: InProcessRuntime, fake: FakeUpstream) -> None:
+    import io
+    import json
+    import logging
+
+    from agent_runtime.logging import JSONFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("agent_runtime")
+    logger.addHandler(handler)
+    try:
+        fake.inject(Fault(kind="status", status=500, count=1))
+        body = {"query": {"id": protocol.new_ulid(), "prompt": "fail loudly"}}
+        headers = {"x-api-key": KEY, "x-request-id": "trace-me-42"}
+        response = httpx.post(f"{server.url}/assist", json=body, headers=headers, timeout=20)
+        assert response.headers["x-request-id"] == "trace-me-42"
+        assert '"atomic.error"' in response.text
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("request_id") == "trace-me-42"]
+    assert mine, lines
+    assert any(line["logger"] == "agent_runtime.app" for line in mine)
+    assert KEY not in stream.getvalue()
