@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,62 @@ def test_redis_killed_fail_closed_then_recovers(tmp_path: Path, redis_server: Re
             assert wait_until(
                 lambda: client.post("/v1/chat/completions", json=chat()).status_code == 200, timeout=30
             )
+
+
+def test_concurrency_cap_over_http(tmp_path: Path, redis_server: RedisServer) -> None:
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    # 40 words at 50 ms: the first stream is still running when the second request comes.
+    with FakeUpstream("openai", latency=0.05, tokens=40) as fake:
+        config = make_config(chain=[chain_entry(fake)], rate_limit=policy({"concurrency": 1}))
+        with InProcessRuntime(RuntimeFiles(tmp_path, config, credentials)) as runtime:
+            headers = {"x-api-key": KEY}
+            result: dict[str, int] = {}
+
+            def stream() -> None:
+                body = {**chat("long answer"), "stream": True}
+                with httpx.stream(
+                    "POST", f"{runtime.url}/v1/chat/completions", json=body, headers=headers, timeout=60
+                ) as response:
+                    for _ in response.iter_bytes():
+                        pass
+                    result["status"] = response.status_code
+
+            holder = threading.Thread(target=stream)
+            holder.start()
+            assert wait_until(lambda: fake.state.streams_started == 1, timeout=30)
+            second = httpx.post(
+                f"{runtime.url}/v1/chat/completions", json=chat(), headers=headers, timeout=30
+            )
+            assert second.status_code == 429
+            assert second.json()["error"]["code"] == "concurrency"
+            assert second.headers["Retry-After"] == "1"
+            holder.join(60)
+            assert result["status"] == 200
+            # The slot came back when the stream ended.
+            third = httpx.post(f"{runtime.url}/v1/chat/completions", json=chat(), headers=headers, timeout=30)
+            assert third.status_code == 200
+
+
+def test_provider_quota_fails_over_and_is_shared_across_agents(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    with FakeUpstream("openai", tokens=3) as capped, FakeUpstream("openai", tokens=3) as spare:
+        chain = [
+            chain_entry(capped, "default/capped", limits={"requestsPerMinute": 2}),
+            chain_entry(spare, "default/spare"),
+        ]
+        config = make_config(chain=chain, rate_limit=policy({"requestsPerMinute": 1000}))
+        with (
+            InProcessRuntime(RuntimeFiles(tmp_path / "a", config, credentials)) as agent_a,
+            InProcessRuntime(RuntimeFiles(tmp_path / "b", config, credentials)) as agent_b,
+        ):
+            for url in (agent_a.url, agent_b.url, agent_a.url, agent_b.url):
+                response = httpx.post(f"{url}/v1/chat/completions", json=chat(), headers={"x-api-key": KEY})
+                assert response.status_code == 200
+    # Two agents, one quota of 2 on the capped provider: the other two requests failed over.
+    assert capped.state.requests == 2
+    assert spare.state.requests == 2
