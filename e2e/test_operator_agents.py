@@ -387,3 +387,32 @@ def test_delete_agent_children_garbage_collected(
             )
 
         wait_for(all_gone, timeout=90, what="garbage collection of every child")
+
+
+def test_examples_agent_yaml(cluster: Any, crds: list[str], namespace: str) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "agent.yaml"
+    with running_operator(cluster, namespace):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(example))
+        obj = wait_ready(cluster, namespace, "assistant")
+        assert obj["status"]["providersReady"] == "1/1"
+        for kind in (
+            "configmap/assistant-config",
+            "secret/assistant-credentials",
+            "deployment/assistant",
+            "service/assistant",
+        ):
+            cluster.kubectl("get", kind, "-n", namespace)
+        wait_for(
+            lambda: (
+                ((get(cluster, "ratelimitpolicy", "demo-limits", namespace) or {}).get("status") or {}).get(
+                    "agents"
+                )
+                == 1
+            ),
+            timeout=60,
+            what="the policy to count its agent",
+        )
+        policy = get(cluster, "ratelimitpolicy", "demo-limits", namespace)
+        assert condition(policy, "Ready")["status"] == "True"
+        table = cluster.kubectl("get", "sentientagent", "assistant", "-n", namespace).stdout
+        assert "True" in table and "1/1" in table
