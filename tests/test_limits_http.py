@@ -68,6 +68,11 @@ def chat(content: str = "hello", max_tokens: int | None = None) -> dict[str, Any
     return body
 
 
+def _limit_is(runtime: InProcessRuntime, rpm: int) -> bool:
+    rate_limit = runtime.runtime.state.config.rate_limit
+    return rate_limit is not None and rate_limit.limits.requests_per_minute == rpm
+
+
 def _ready(url: str) -> bool:
     return httpx.get(f"{url}/ready").status_code == 200
 
@@ -251,3 +256,40 @@ def test_provider_quota_fails_over_and_is_shared_across_agents(
     # Two agents, one quota of 2 on the capped provider: the other two requests failed over.
     assert capped.state.requests == 2
     assert spare.state.requests == 2
+
+
+@pytest.mark.parametrize("use_redis", [False, True], ids=["memory", "redis"])
+def test_policy_edit_applies_by_hot_reload(
+    tmp_path: Path, redis_server: RedisServer, use_redis: bool
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    with FakeUpstream("openai", tokens=3) as fake:
+        config = make_config(
+            chain=[chain_entry(fake)], rate_limit=policy({"requestsPerMinute": 2}, redis=use_redis)
+        )
+        files = RuntimeFiles(tmp_path, config, credentials)
+        with (
+            InProcessRuntime(files) as runtime,
+            httpx.Client(base_url=runtime.url, headers={"x-api-key": KEY}, timeout=30) as client,
+        ):
+            assert [client.post("/v1/chat/completions", json=chat()).status_code for _ in range(3)] == [
+                200,
+                200,
+                429,
+            ]
+            # Raised to 4: the two already counted still count, so exactly two more pass.
+            files.update_config(
+                make_config(
+                    chain=[chain_entry(fake)], rate_limit=policy({"requestsPerMinute": 4}, redis=use_redis)
+                )
+            )
+            assert wait_until(functools.partial(_limit_is, runtime, 4))
+            assert [client.post("/v1/chat/completions", json=chat()).status_code for _ in range(3)] == [
+                200,
+                200,
+                429,
+            ]
+            assert fake.state.requests == 4
