@@ -250,12 +250,12 @@ def main() -> None:
         upstream_cmd = [sys.executable, "-m", "agent_runtime.testing", "--kind", "openai"]
         upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
         with (
-            _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log"),
+            _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log") as upstream,
             _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
         ):
             _wait_ready(runtime_port)
             rss_idle, _ = _rss_mb(runtime.pid)
-            main_coro = _run(args, upstream_port, runtime_port, runtime.pid, rss_idle)
+            main_coro = _run(args, upstream_port, runtime_port, (upstream.pid, runtime.pid), rss_idle)
             try:
                 import uvloop
             except ImportError:
@@ -269,8 +269,9 @@ def main() -> None:
 
 
 async def _run(
-    args: argparse.Namespace, upstream_port: int, runtime_port: int, pid: int, rss_idle: float
+    args: argparse.Namespace, upstream_port: int, runtime_port: int, pids: tuple[int, int], rss_idle: float
 ) -> None:
+    upstream_pid, pid = pids
     messages = [{"role": "user", "content": PROMPT}]
     chat = {"model": "fake-model", "messages": messages, "max_tokens": 64}
     direct = {
@@ -310,13 +311,17 @@ async def _run(
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"
-        f" | {'CPU/req':>8} {'1-core cap':>10}"
+        f" | {'CPU/req':>8} {'1-core cap':>10} {'upstream CPU/req':>16}"
     )
     print(header)
     print("-" * len(header))
     for mode in args.modes:
         for c in args.concurrency:
+            up0 = _cpu_seconds(upstream_pid)
             d = await _measure(upstream_port, direct[mode], c, args.seconds, args.warmup)
+            d_done = len(d.latencies) + d.warm_count
+            # What serving the same request costs the fake upstream (Starlette on uvicorn): a floor.
+            up_per_req = (_cpu_seconds(upstream_pid) - up0) / d_done if d_done else float("nan")
             cpu0 = _cpu_seconds(pid)
             r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup)
             # CPU the runtime spent per request (warm-up requests included in both terms):
@@ -328,14 +333,16 @@ async def _run(
                 f" {r.pct(0.5):>9.2f}ms {r.pct(0.99):>6.2f}ms {r.rps:>8.0f} |"
                 f" {r.pct(0.5) - d.pct(0.5):>7.2f}ms {r.pct(0.99) - d.pct(0.99):>7.2f}ms"
                 f" {r.pct(0.5) / d.pct(0.5):>6.2f} {r.rps / d.rps if d.rps else float('nan'):>6.2f}"
-                f" {d.errors + r.errors:>4} | {cpu_per_req * 1e6:>6.0f}us {1 / cpu_per_req:>8.0f}/s",
+                f" {d.errors + r.errors:>4} | {cpu_per_req * 1e6:>6.0f}us {1 / cpu_per_req:>8.0f}/s"
+                f" {up_per_req * 1e6:>14.0f}us",
                 flush=True,
             )
     rss, peak = _rss_mb(pid)
     print(f"runtime RSS after load: {rss:.1f} MB (peak {peak:.1f} MB)")
     print(f"loadavg after: {os.getloadavg()[0]:.2f}")
     print(
-        "CPU/req: runtime CPU seconds per request; 1-core cap = 1 / CPU/req, the req/s one dedicated core allows"
+        "CPU/req: runtime CPU seconds per request; 1-core cap = 1 / CPU/req, the req/s one dedicated core allows;"
+        " upstream CPU/req: the fake upstream's CPU per direct request (a minimal Starlette/uvicorn server)"
     )
 
 
