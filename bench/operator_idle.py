@@ -170,6 +170,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=20.0, help="quiet seconds before the window")
     parser.add_argument("--kubeconfig", default=None, help="use this cluster instead of starting one")
     parser.add_argument("--no-leader-election", action="store_true")
+    parser.add_argument("--resync", type=float, default=None, help="SENTIENT_RESYNC_SECONDS (default 600)")
     args = parser.parse_args()
     ssl.create_default_context()  # fail early on a broken Python ssl
 
@@ -189,6 +190,8 @@ def main() -> int:
         env = {"SENTIENT_LEADER_ELECTION": "false"} if args.no_leader_election else {}
         env["SENTIENT_LEASE_DURATION"] = "15"
         env["SENTIENT_LEASE_RENEW_INTERVAL"] = "5"
+        if args.resync is not None:
+            env["SENTIENT_RESYNC_SECONDS"] = str(args.resync)
         log = Path(tempfile.gettempdir()) / f"{namespace}-operator.log"
         op = OperatorProcess(kubeconfig, [namespace], identity="bench", env=env, log_path=log).start()
         op.wait_for_log("_startup' succeeded", timeout=120)
@@ -236,6 +239,7 @@ def main() -> int:
             "lease_renewals": lease,
             "reconciles_in_window": reconciles,
             "leader_election": not args.no_leader_election,
+            "resync_s": args.resync or 600.0,
         }
         print(json.dumps(result), flush=True)
         return 0
