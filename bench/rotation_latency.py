@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
+from agent_runtime.config import provider_credential_file  # noqa: E402
 from agent_runtime.testing import FakeUpstream  # noqa: E402
 from e2e.agent_pod import AgentPod  # noqa: E402
 from tests.support.kube_helpers import create_provider, put_secret, secret_value, wait_for  # noqa: E402
@@ -68,7 +70,38 @@ def kubectl(config: str, *args: str) -> None:
     )
 
 
-def rotate(label: str, follower: KeyFollower, traffic: Traffic, edit: Any, rounds: int) -> list[float]:
+class Stages:
+    """Polls where a new key has arrived: provider Secret, bound Secret, mounted file."""
+
+    def __init__(self, api: Any, namespace: str, provider: str, agent: str, pod: AgentPod) -> None:
+        self.api, self.namespace, self.provider, self.agent, self.pod = api, namespace, provider, agent, pod
+        self.file = provider_credential_file(namespace, provider)
+
+    def watch(self, key: str, t0: float, stop: threading.Event, out: dict[str, float]) -> None:
+        """Record the first time each stage shows ``key`` (seconds after ``t0``)."""
+        provider_secret = f"sentient-provider-{self.provider}"
+        bound_secret = f"{self.agent}-credentials"
+        path = self.pod.credentials_dir / self.file
+        while not stop.is_set() and len(out) < 3:
+            now = time.monotonic() - t0
+            if (
+                "provider Secret" not in out
+                and secret_value(self.api, self.namespace, provider_secret) == key
+            ):
+                out["provider Secret"] = now
+            if (
+                "bound Secret" not in out
+                and secret_value(self.api, self.namespace, bound_secret, self.file) == key
+            ):
+                out["bound Secret"] = now
+            if "mounted file" not in out and path.exists() and path.read_text().strip() == key:
+                out["mounted file"] = now
+            time.sleep(0.01)
+
+
+def rotate(
+    label: str, follower: KeyFollower, traffic: Traffic, edit: Any, rounds: int, stages: Stages
+) -> list[float]:
     """``rounds`` rotations through ``edit(new_key)``; returns the latencies."""
     out: list[float] = []
     for i in range(rounds):
@@ -76,11 +109,18 @@ def rotate(label: str, follower: KeyFollower, traffic: Traffic, edit: Any, round
         wait_for(lambda: traffic.progressed(mark, 3), f"{label}: traffic")  # noqa: B023
         new = f"sk-bench-{secrets.token_hex(8)}"
         follower.expect(new)
+        seen: dict[str, float] = {}
+        stop = threading.Event()
         t0 = time.monotonic()
+        watcher = threading.Thread(target=stages.watch, args=(new, t0, stop, seen), daemon=True)
+        watcher.start()
         edit(new)
         used = wait_for(lambda: follower.first_use.get(new), f"{label}: first use", timeout=120)  # noqa: B023
+        stop.set()
+        watcher.join()
         out.append(used - t0)
-        print(f"{label:<18} rotation {i + 1}: {out[-1]:.2f}s", flush=True)
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(seen.items(), key=lambda kv: kv[1]))
+        print(f"{label:<18} rotation {i + 1}: {out[-1]:.2f}s  ({steps})", flush=True)
     if traffic.failed:
         print(f"{label}: {len(traffic.failed)} failed requests: {traffic.failed[:3]}", flush=True)
     return out
@@ -167,6 +207,7 @@ def main() -> int:
                             traffic["k8s"],
                             lambda key: put_secret(api, ns, "k8s-key", {"apiKey": key}),
                             args.rounds,
+                            Stages(api, ns, "k8s", "k8s", pod_k8s),
                         )
                         results[f"Vault ({args.vault_refresh})"] = rotate(
                             f"Vault ({args.vault_refresh})",
@@ -174,6 +215,7 @@ def main() -> int:
                             traffic["vault"],
                             lambda key: kv.create_or_update_secret(path="llm/bench", secret={"apiKey": key}),
                             args.rounds,
+                            Stages(api, ns, "vault", "vault", pod_vault),
                         )
                     finally:
                         for t in traffic.values():
