@@ -125,3 +125,17 @@ def test_provider_secret_edited_by_hand_is_restored(
         "sentient-provider-p", namespace, {"stringData": {"apiKey": "tampered"}}
     )
     wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-p") == "sk-e2e-restore", "restored")
+
+
+def test_fingerprint_key_is_created_once_under_a_race(k8s: Any, namespace: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import client as kc
+
+    from sentient_operator.credentials.fingerprint import load_or_create_key
+
+    core = kc.CoreV1Api(k8s)
+    with ThreadPoolExecutor(4) as pool:
+        keys = list(pool.map(lambda _: load_or_create_key(core, namespace), range(4)))
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert load_or_create_key(core, namespace) == keys[0]
