@@ -239,6 +239,35 @@ def test_tls_with_a_private_ca(run: Runner, tmp_path: Path) -> None:
         run(scenario())
 
 
+def test_rotated_ca_bundle_applies_to_the_next_request(run: Runner, tmp_path: Path) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other_cert, _ = _self_signed(other_dir)
+    files = {"ca.pem": other_cert.read_text()}
+    with run_fake("openai", ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as tls:
+
+        async def scenario() -> None:
+            provider = fake_provider(tls, "ns/tls", tls={"caFile": "ca.pem"}, retry={"maxAttempts": 1})
+            manager = LLMManager(chain_config(provider), files.get)
+            try:
+                with pytest.raises(Exception) as err:
+                    await manager.complete(_request())
+                assert "connect-error" in str(err.value)
+                # The mounted CA bundle is rotated to the right one: no reload, no restart.
+                files["ca.pem"] = cert_file.read_text()
+                assert (await manager.complete(_request())).provider == "ns/tls"
+                # An invalid bundle fails closed (no fallback to the public CAs).
+                files["ca.pem"] = "not a certificate"
+                with pytest.raises(Exception) as err:
+                    await manager.complete(_request())
+                assert "connect-error" in str(err.value)
+            finally:
+                await manager.aclose()
+
+        run(scenario())
+
+
 def test_plain_httpx_usage(run: Runner, fake: FakeUpstream) -> None:
     async def scenario() -> None:
         async with httpx.AsyncClient(transport=LeanTransport()) as client:

@@ -206,6 +206,7 @@ class LLMManager:
         self._gate = gate
         self._clock = clock
         self._clients: dict[_ClientKey, httpx.AsyncClient] = {}
+        self._client_pem: dict[_ClientKey, str | None] = {}
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._stats: dict[tuple[str, str], _Stats] = {}
         self._retired: list[httpx.AsyncClient] = []
@@ -215,39 +216,70 @@ class LLMManager:
 
     # ------------------------------------------------------------------ config
 
-    def _client_for(self, key: _ClientKey) -> httpx.AsyncClient:
-        client = self._clients.get(key)
-        if client is None:
-            verify: ssl.SSLContext | bool = True
-            if key.insecure:
-                verify = False
-            elif key.ca_file:
-                pem = self._read_file(key.ca_file)
-                if pem:
-                    verify = ssl.create_default_context(cadata=pem)
+    def _tls(self, key: _ClientKey, pem: str | None) -> ssl.SSLContext | bool:
+        """Certificate verification for an upstream: public CAs, a private CA bundle, or none."""
+        if key.insecure:
+            return False
+        if not key.ca_file:
+            return True
+        # A configured CA bundle is the only trust anchor; when it is missing or invalid,
+        # nothing verifies (fail closed) rather than falling back to the public CAs.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if pem:
+            try:
+                context.load_verify_locations(cadata=pem)
+            except (ssl.SSLError, ValueError):
+                log.warning("CA bundle %s is not valid PEM; TLS to %s will fail", key.ca_file, key.origin)
+        else:
+            log.warning("CA bundle %s is missing; TLS to %s will fail", key.ca_file, key.origin)
+        return context
+
+    def _new_client(self, key: _ClientKey, pem: str | None) -> httpx.AsyncClient:
+        verify = self._tls(key, pem)
+        timeout = httpx.Timeout(connect=key.connect, read=None, write=key.connect, pool=key.connect)
+        if _proxied(key.origin):
+            # httpx's own transport knows proxies; ours does not.
             limits = httpx.Limits(
                 max_connections=MAX_CONNECTIONS,
                 max_keepalive_connections=MAX_KEEPALIVE,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             )
-            timeout = httpx.Timeout(connect=key.connect, read=None, write=key.connect, pool=key.connect)
-            if _proxied(key.origin):
-                # httpx's own transport knows proxies; ours does not.
-                client = httpx.AsyncClient(
-                    verify=verify, limits=limits, timeout=timeout, follow_redirects=False
-                )
-            else:
-                transport = LeanTransport(
-                    verify=verify,
-                    max_connections=MAX_CONNECTIONS,
-                    max_keepalive=MAX_KEEPALIVE,
-                    keepalive_expiry=KEEPALIVE_EXPIRY,
-                )
-                client = httpx.AsyncClient(
-                    transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
-                )
+            return httpx.AsyncClient(verify=verify, limits=limits, timeout=timeout, follow_redirects=False)
+        transport = LeanTransport(
+            verify=verify,
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive=MAX_KEEPALIVE,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
+        return httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+        )
+
+    def _client_for(self, key: _ClientKey) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
+            pem = self._read_file(key.ca_file) if key.ca_file and not key.insecure else None
+            client = self._new_client(key, pem)
             self._clients[key] = client
+            self._client_pem[key] = pem
         return client
+
+    def _refresh_tls(self, entry: _Entry) -> None:
+        """Follow a rotated CA bundle: a new connection pool when the file's content changed."""
+        key = entry.client_key
+        assert key.ca_file is not None
+        pem = self._read_file(key.ca_file)
+        current = self._clients.get(key)
+        if current is None or pem != self._client_pem.get(key):
+            if current is not None:
+                self._retire(self._clients.pop(key), delay=entry.total)
+            current = self._new_client(key, pem)
+            self._clients[key] = current
+            self._client_pem[key] = pem
+            log.info("CA bundle of %s changed: new connection pool", key.origin)
+        if entry.client is not current:
+            entry.client = current
+            entry.lean = current._transport if isinstance(current._transport, LeanTransport) else None
 
     def _build(self, config: LLMRuntimeConfig) -> _Snapshot:
         entries: list[_Entry] = []
@@ -320,6 +352,7 @@ class LLMManager:
         used = {e.client_key for e in snapshot.entries}
         for key in [k for k in self._clients if k not in used]:
             client = self._clients.pop(key)
+            self._client_pem.pop(key, None)
             self._retire(client, delay=old.total)
         log.info(
             "llm chain reloaded",
@@ -585,11 +618,12 @@ class LLMManager:
             extensions={"timeout": entry.timeout_ext},
         )
 
-    @staticmethod
-    async def _send(entry: _Entry, request: httpx.Request) -> httpx.Response:
+    async def _send(self, entry: _Entry, request: httpx.Request) -> httpx.Response:
         """Send through the lean transport directly (the client's send() adds auth and cookie
         handling, redirects and an INFO log line per call: ~180 us we do not need), or through
         the client when it routes via a proxy."""
+        if entry.client_key.ca_file and not entry.client_key.insecure:
+            self._refresh_tls(entry)
         if entry.lean is None:
             return await entry.client.send(request, stream=True)
         response = await entry.lean.handle_async_request(request)
