@@ -171,7 +171,7 @@ class Worker:
                 self.warm.set()
                 continue
             self.output = [*self.output[-50:], line]
-            self.echo_err(click.style(f"  runtime[{self.label}]│ ", dim=True) + line)
+            self.echo_err(click.style(f"  runtime[{self.label}]│ ", dim=True) + render_runtime_line(line))
 
     @property
     def url(self) -> str:
@@ -600,18 +600,33 @@ class DevLoop:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _message(line: str) -> tuple[str, str]:
+    """(level, text) of a runtime log line; JSON logs are unpacked so tracebacks read as such."""
+    with contextlib.suppress(ValueError, AttributeError):
+        record = json.loads(line)
+        if isinstance(record, dict) and "msg" in record:
+            return str(record.get("level", "")), str(record["msg"])
+    return "", line
+
+
 def _last_words(output: list[str]) -> str:
-    """The most telling line of a failed runtime's output (JSON logs: the end of the message)."""
-    for line in reversed(output):
-        text = line.strip()
-        if not text:
-            continue
-        with contextlib.suppress(ValueError, AttributeError):
-            record = json.loads(text)
-            text = str(record.get("msg", text)).strip()
-        lines = [part for part in text.splitlines() if part.strip()]
-        return lines[-1].strip() if lines else text
-    return ""
+    """The most telling line of a failed runtime's output: the end of its last traceback, if any."""
+    messages = [_message(line)[1].strip() for line in output if line.strip()]
+    for text in reversed(messages):
+        if "Traceback" in text:
+            return text.splitlines()[-1].strip()
+    return messages[-1].splitlines()[-1].strip() if messages else ""
+
+
+def render_runtime_line(line: str) -> str:
+    """A runtime log line for the terminal: ``level logger: message`` with real newlines."""
+    level, text = _message(line)
+    if not level:
+        return line
+    with contextlib.suppress(ValueError, AttributeError):
+        logger = json.loads(line).get("logger", "")
+        text = f"{level} {logger}: {text}" if logger else f"{level}: {text}"
+    return text.replace("\n", "\n    ")
 
 
 class _QuietServer(uvicorn.Server):

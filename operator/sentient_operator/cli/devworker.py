@@ -10,6 +10,8 @@ of the user's code is imported before that line arrives.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import signal
@@ -23,6 +25,18 @@ def main() -> None:
     import agent_runtime.agents.chat
     import agent_runtime.app
     import agent_runtime.openai_api  # noqa: F401
+
+    # uvicorn imports its protocol, lifespan and loop modules only when a server starts.
+    for name in (
+        "uvloop",
+        "httptools",
+        "uvicorn.loops.uvloop",
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.lifespan.on",
+        "uvicorn.middleware.proxy_headers",
+    ):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
     sys.stdout.write("warm\n")
     sys.stdout.flush()

@@ -1,0 +1,257 @@
+"""``sentient dev``: serves an AGENT.PY or an agent.yaml, reloads on change, prints requests and events.
+
+The dev command runs as a subprocess exactly as a user starts it, on 127.0.0.1
+ports; every test stops it (SIGTERM) and checks that its runtime workers are gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_runtime.client import SyncSentientClient
+from sentient_operator.cli import scaffold
+from sentient_operator.cli.dev import Upstreams, plan_agent_py, plan_agent_yaml
+from sentient_operator.cli.errors import CliError
+from tests.support.net import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RELOAD_BOUND = 5.0  # generous for a loaded CI box; the measured figure is printed and asserted loosely
+
+AGENT = """
+from agent_runtime.sdk import AbstractAgent, Query, ResponseHandler, Session
+
+
+class Versioned(AbstractAgent):
+    async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
+        await response_handler.emit_json("meta", {{"version": "{version}"}})
+        stream = response_handler.create_text_stream("response")
+        await stream.emit_chunk("{version}: " + query.prompt)
+        await stream.complete()
+        await response_handler.complete()
+"""
+
+
+class Dev:
+    """A running ``sentient dev`` with its combined output in a file."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}",
+            "OPENAI_API_KEY": "",
+            "ANTHROPIC_API_KEY": "",
+        }
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sentient_operator.cli", "dev", *args, "--port", str(self.port)],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output())
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the output of sentient dev:\n{self.output()}")
+
+    def ask(self, prompt: str) -> str:
+        with SyncSentientClient(self.url, timeout=10) as client:
+            result = client.ask(prompt)
+        assert result.error is None, result.error
+        return result.text
+
+    def worker_pids(self) -> list[int]:
+        done = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(p) for p in done.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+RunDev = Callable[[list[str], Path], Dev]
+
+
+@pytest.fixture
+def run_dev(tmp_path: Path) -> Iterator[RunDev]:
+    started: list[Dev] = []
+
+    def start(args: list[str], cwd: Path) -> Dev:
+        dev = Dev(args, cwd, tmp_path / f"dev-{len(started)}.log")
+        started.append(dev)
+        return dev
+
+    yield start
+    for dev in started:
+        workers = dev.worker_pids()
+        dev.stop()
+        for pid in workers:  # the runtime workers went with it
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"worker {pid} outlived sentient dev"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _edit(path: Path, text: str) -> None:
+    # Same-size rewrites inside one mtime tick still change the content; make sure mtime moves on.
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+@pytest.mark.slow
+def test_agent_py_reloads_on_change(run_dev: RunDev, tmp_path: Path) -> None:
+    agent = tmp_path / "versioned.py"
+    agent.write_text(AGENT.format(version="v1"))
+    dev = run_dev(["versioned.py", "--fake"], tmp_path)
+    dev.wait_for(r"serving on http://127\.0\.0\.1:\d+")
+    assert dev.ask("hello") == "v1: hello"
+    # Request inspection: the request and each of its events, as they stream.
+    dev.wait_for(r'→ POST /assist \[\w+\] prompt="hello"')
+    out = dev.wait_for(r"← 200 in \d+ ms, 4 events").string
+    assert 'meta json {"version": "v1"}' in out and 'response chunk "v1: hello"' in out
+
+    figures = []
+    for version in ("v2", "v3", "v4"):
+        # Between real edits the next runtime has long finished warming up (about a second of
+        # imports); the figure is the reload itself, not that warm-up.
+        time.sleep(3)
+        changed = time.monotonic()
+        _edit(agent, AGENT.format(version=version))
+        while True:
+            answer = dev.ask("hello")
+            if answer == f"{version}: hello":
+                break
+            assert answer.endswith(": hello")
+            assert time.monotonic() - changed < RELOAD_BOUND, f"still {answer!r}:\n{dev.output()}"
+            time.sleep(0.02)
+        observed = time.monotonic() - changed
+        figures.append(round(observed, 2))
+    dev.wait_for(r"(?s)after the edit.*after the edit.*after the edit")
+    reported = [float(x) for x in re.findall(r"serving ([\d.]+) s after the edit", dev.output())]
+    print(f"\nsentient dev reload, edit -> new answer observed {figures} s, reported by dev {reported} s")
+    assert all(observed < RELOAD_BOUND for observed in figures)
+    # The issue's target is under a second; the best of three must meet it even on a busy machine.
+    assert min(figures) < 1.0, figures
+
+
+@pytest.mark.slow
+def test_broken_edit_keeps_the_last_good_agent(run_dev: RunDev, tmp_path: Path) -> None:
+    agent = tmp_path / "versioned.py"
+    agent.write_text(AGENT.format(version="v1"))
+    dev = run_dev(["versioned.py", "--fake", "--no-inspect"], tmp_path)
+    dev.wait_for(r"serving on")
+    _edit(agent, AGENT.format(version="v1") + "\ndef broken(:\n")
+    dev.wait_for(r"not reloaded: .*versioned\.py:\d+: syntax error")
+    assert dev.ask("still") == "v1: still"
+    # An import-time failure (valid syntax) is reported from the runtime and also keeps v1.
+    _edit(agent, "import not_a_module_anywhere\n" + AGENT.format(version="v9"))
+    dev.wait_for(r"generation \d+ did not start: .*not_a_module_anywhere")
+    assert dev.ask("still") == "v1: still"
+    _edit(agent, AGENT.format(version="v4"))
+    dev.wait_for(r"reloaded: generation")
+    assert dev.ask("back") == "v4: back"
+
+
+@pytest.mark.slow
+def test_agent_yaml_from_init_runs_against_the_fake(run_dev: RunDev, tmp_path: Path) -> None:
+    docs = scaffold.agent_manifests("helper", "anthropic", "vault")
+    (tmp_path / "agent.yaml").write_text(scaffold.dump_documents(docs))
+    dev = run_dev(["--fake"], tmp_path)  # ./agent.yaml by default
+    dev.wait_for(r"serving on")
+    out = dev.output()
+    assert "chain default/helper-anthropic (claude-3-5-haiku-latest)" in out
+    assert "auth: anonymous" in out
+    assert dev.ask("hi from yaml") == "Echo: hi from yaml"
+
+
+# ----------------------------------------------------------------------------- planning units
+
+
+def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
+    docs = scaffold.agent_manifests("bot", "openai", "secret")
+    path = tmp_path / "agent.yaml"
+    path.write_text(scaffold.dump_documents(docs))
+    with pytest.raises(CliError, match="OPENAI_API_KEY"):
+        plan_agent_yaml(
+            path, agent_name=None, upstreams=Upstreams(), keep_auth=False, port=1, audit_key="k", env={}
+        )
+    plan = plan_agent_yaml(
+        path,
+        agent_name=None,
+        upstreams=Upstreams(),
+        keep_auth=True,
+        port=18080,
+        audit_key="k",
+        env={"OPENAI_API_KEY": "sk-from-env"},
+    )
+    entry = plan.config.llm.chain[0]
+    assert (entry.id, entry.endpoint, entry.model) == (
+        "default/bot-openai",
+        "https://api.openai.com/v1",
+        "gpt-4o-mini",
+    )
+    assert plan.credentials[entry.credential_file or ""] == "sk-from-env"
+    assert plan.config.rate_limit is not None and plan.config.rate_limit.policy == "default/bot-limits"
+    assert plan.config.auth.api_keys_file == "apikeys.json" and plan.api_key_ids == ["team-a"]
+    assert plan.config.server.port == 18080
+    assert "sk-from-env" not in " ".join(plan.notes)
+
+
+def test_plan_agent_py_needs_a_key_or_the_fake(tmp_path: Path) -> None:
+    agent = tmp_path / "versioned.py"
+    agent.write_text(AGENT.format(version="v1"))
+    with pytest.raises(CliError, match="--fake"):
+        plan_agent_py(
+            agent, class_name=None, upstreams=Upstreams(), provider=None, model=None, port=1, env={}
+        )
+    plan = plan_agent_py(
+        agent,
+        class_name=None,
+        upstreams=Upstreams(),
+        provider=None,
+        model=None,
+        port=1,
+        env={"ANTHROPIC_API_KEY": "sk-ant"},
+    )
+    assert plan.config.agent.agent_class == "versioned:Versioned"
+    assert plan.config.llm.chain[0].type == "anthropic"
+    assert plan.config.auth.anonymous
