@@ -440,7 +440,10 @@ class LLMManager:
     # ------------------------------------------------------------------ requests
 
     async def complete(self, request: ChatRequest, *, deadline: float | None = None) -> Completion:
-        """One whole answer, from non-streamed upstream calls, with the same retry and failover."""
+        """One whole answer, from non-streamed upstream calls, with the same retry and failover.
+
+        ``deadline`` as for :meth:`stream`. Raises :class:`LLMError`.
+        """
         snap = self._snapshot
         start = self._clock()
         deadline = start + snap.total if deadline is None else deadline
@@ -488,6 +491,9 @@ class LLMManager:
         self, request: ChatRequest, *, deadline: float | None = None
     ) -> AsyncGenerator[LLMEvent, None]:
         """Stream the answer as events; raise :class:`LLMError` when no provider can give it.
+
+        ``deadline`` is an absolute ``time.monotonic()`` value shared by every attempt and
+        failover (default: now + the first entry's ``timeouts.total``).
 
         The consumer should close the iterator when it stops early (``contextlib.aclosing``):
         that closes the upstream HTTP response at once.
