@@ -259,7 +259,9 @@ def test_rbac_grants_what_the_operator_uses() -> None:
     for resource in ("sentientagents", "llmproviders", "ratelimitpolicies"):
         assert allowed(rules, "sentient.dev", resource, "watch")
         assert allowed(rules, "sentient.dev", f"{resource}/status", "patch")
-    for group, resource in [
+        # The operator never writes the objects themselves (no finalizers, no annotations).
+        assert not allowed(rules, "sentient.dev", resource, "patch")
+    children = [
         ("", "configmaps"),
         ("", "secrets"),
         ("", "services"),
@@ -267,12 +269,17 @@ def test_rbac_grants_what_the_operator_uses() -> None:
         ("autoscaling", "horizontalpodautoscalers"),
         ("policy", "poddisruptionbudgets"),
         ("monitoring.coreos.com", "servicemonitors"),
-    ]:
-        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+    ]
+    for group, resource in children:
+        for verb in ("list", "watch", "create", "patch"):
             assert allowed(rules, group, resource, verb), (group, resource, verb)
+        # Only optional children are deleted; the rest go with their owner (garbage collection).
+        optional = resource in ("horizontalpodautoscalers", "poddisruptionbudgets", "servicemonitors")
+        assert allowed(rules, group, resource, "delete") == optional, resource
     assert allowed(rules, "", "serviceaccounts/token", "create")
     assert allowed(rules, "", "events", "create")
     assert allowed(rules, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
+    assert allowed(rules, "", "secrets", "get")  # credential sources read Secrets directly
     assert allowed(rules, "coordination.k8s.io", "leases", "update")
     assert allowed(rules, "coordination.k8s.io", "leases", "create")
     assert allowed(rules, "", "secrets", "create")

@@ -8,7 +8,7 @@ and e2e/test_helm.py check both properties.
 {{- define "sentient-operator.rules.cluster" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if not (include "sentient-operator.clusterWide" .) }}
 # Serving a list of namespaces, kopf lists and watches namespaces to notice
 # them appear and go (without this it retries for a minute at start, then
@@ -21,29 +21,35 @@ and e2e/test_helm.py check both properties.
 
 {{/* Per watched namespace (or cluster-wide): the custom resources and their children. */}}
 {{- define "sentient-operator.rules.namespaced" -}}
+# The custom resources: watched (kopf indexes and event handlers, no finalizers,
+# nothing written to the objects themselves) and their status patched.
 - apiGroups: ["sentient.dev"]
   resources: ["sentientagents", "llmproviders", "ratelimitpolicies"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["sentient.dev"]
   resources: ["sentientagents/status", "llmproviders/status", "ratelimitpolicies/status"]
-  verbs: ["get", "patch"]
-# Children of agents and providers (server-side apply = patch; delete when a
-# feature is switched off, e.g. autoscaling removed).
+  verbs: ["patch"]
+# Children and references: watched; written by server-side apply (patch, and
+# create for a new object). Secrets are also read directly (credential sources).
 - apiGroups: [""]
-  resources: ["configmaps", "secrets", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["configmaps", "services"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
+# Optional children are also deleted when the agent stops wanting them.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Vault / OpenBao kubernetes auth: a short-lived token of the service account
 # named in the LLMProvider.
 - apiGroups: [""]
