@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,6 +105,13 @@ def test_secret_source_sync_rotation_and_faults(k8s: Any, namespace: str, operat
     wait_for(
         lambda: condition_is(k8s, namespace, "openai", "CredentialsSynced", "True", "Synced"), "synced again"
     )
+
+    # The syncs show up in the operator's metrics (without any value, of course).
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'sentient_operator_reconciles_total{kind="provider",result="ok"}' in text
+    assert 'sentient_operator_reconcile_errors_total{kind="provider",reason="SecretNotFound"}' in text
+    assert "sk-e2e" not in text
 
 
 def test_provider_secret_edited_by_hand_is_restored(

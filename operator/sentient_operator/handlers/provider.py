@@ -23,12 +23,14 @@ import copy
 import logging
 import os
 import random
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from kubernetes.client import CoreV1Api
 
-from sentient_operator import kube
+from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, LLMProviderSpec
 from sentient_operator.conditions import merge_conditions
 from sentient_operator.credentials.fingerprint import load_or_create_key
@@ -87,10 +89,14 @@ class ProviderState:
             async def get_secret(namespace: str, name: str) -> dict[str, Any] | None:
                 return await kube.get("v1", "Secret", name, namespace)
 
+            async def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
+                metrics.WRITES.labels("apply", obj.get("kind", "")).inc()
+                return await kube.apply(obj)
+
             self._syncer = ProviderSyncer(
                 fetcher=self.fetcher,
                 reader=kube_secret_reader(api),
-                apply=kube.apply,
+                apply=apply,
                 get_secret=get_secret,
                 fingerprint_key=self.fingerprint_key,
                 jwt_provider=default_jwt_provider(api),
@@ -220,11 +226,16 @@ async def reconcile_provider(namespace: str, name: str) -> float | None:
         state.fetcher.invalidate(old_key)
     state.source_keys[key] = new_key
 
+    started = time.monotonic()
     outcome = await state.syncer().sync(body, force=force)
     await _write_status(body, outcome)
     await _emit_events(body, outcome)
+    metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
     if not outcome.ok:
+        metrics.RECONCILES.labels(KIND, "error").inc()
+        metrics.RECONCILE_ERRORS.labels(KIND, outcome.reason).inc()
         return max(1.0, outcome.retry_in)
+    metrics.RECONCILES.labels(KIND, "ok").inc()
     if outcome.external:
         return state.jitter(outcome.refresh_interval)
     # Watched Secrets need no polling; a slow resync guards against a missed watch event.
@@ -236,6 +247,7 @@ async def _write_status(body: dict[str, Any], outcome: SyncOutcome) -> None:
     existing = (body.get("status") or {}).get("conditions") or []
     status = dict(outcome.status)
     status["conditions"] = merge_conditions(existing, outcome.status["conditions"])
+    metrics.WRITES.labels("patch-status", "LLMProvider").inc()
     try:
         live = await kube.patch_status(API_VERSION, "LLMProvider", meta["name"], meta["namespace"], status)
     except kube.KubeError as exc:
@@ -246,6 +258,11 @@ async def _write_status(body: dict[str, Any], outcome: SyncOutcome) -> None:
     body["status"] = live.get("status") or status
 
 
+async def _event(body: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+    metrics.WRITES.labels("create", "Event").inc()
+    await kube.emit_event(body, reason, message, type_=type_)
+
+
 async def _emit_events(body: dict[str, Any], outcome: SyncOutcome) -> None:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
@@ -253,15 +270,15 @@ async def _emit_events(body: dict[str, Any], outcome: SyncOutcome) -> None:
     state.last_reason[key] = outcome.reason
     if not outcome.ok:
         if previous != outcome.reason:
-            await kube.emit_event(body, outcome.reason, outcome.message, type_="Warning")
+            await _event(body, outcome.reason, outcome.message, "Warning")
         return
     if outcome.changed:
         reason = (
             "CredentialsRotated" if previous is not None or outcome.has_last_good else "CredentialsSynced"
         )
-        await kube.emit_event(body, reason, outcome.message)
+        await _event(body, reason, outcome.message)
     elif previous is not None and previous != outcome.reason:
-        await kube.emit_event(body, "CredentialsRecovered", outcome.message)
+        await _event(body, "CredentialsRecovered", outcome.message)
 
 
 controller.register(KIND, reconcile_provider)
