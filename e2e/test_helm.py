@@ -357,8 +357,20 @@ def test_chart_rbac_suffices_for_the_full_agent_lifecycle(
             log_path=tmp_path / "operator.log",
         ) as op,
     ):
-        # Create: provider, callers' keys, an agent with two replicas (-> PDB).
-        apply(cluster, *provider(namespace, fake.endpoint), callers(namespace), agent(namespace, replicas=2))
+        # Create: provider, rate-limit policy, callers' keys, an agent with two replicas (-> PDB).
+        policy = {
+            "apiVersion": "sentient.dev/v1alpha1",
+            "kind": "RateLimitPolicy",
+            "metadata": {"name": "limits", "namespace": namespace},
+            "spec": {"countBy": "apiKey", "limits": {"requestsPerMinute": 600}},
+        }
+        apply(
+            cluster,
+            *provider(namespace, fake.endpoint),
+            policy,
+            callers(namespace),
+            agent(namespace, replicas=2, rateLimitPolicyRef={"name": "limits"}),
+        )
         ready = wait_ready(cluster, namespace)
         old_hash = ready["status"]["configHash"]
         for kind, name in [
@@ -369,7 +381,11 @@ def test_chart_rbac_suffices_for_the_full_agent_lifecycle(
             ("pdb", "helper"),
         ]:
             assert get(cluster, kind, name, namespace) is not None, f"{kind}/{name}"
-        # The provider Secret and the fingerprint key were written with the SA's rights.
+        # Every kind's status was written with the SA's rights, and so were the provider
+        # Secret and the fingerprint key.
+        for kind, name in [("llmprovider", "fake"), ("ratelimitpolicy", "limits")]:
+            written = get(cluster, kind, name, namespace) or {}
+            assert (written.get("status") or {}).get("conditions"), f"{kind}/{name}: {written.get('status')}"
         assert get(cluster, "secret", "sentient-provider-fake", namespace) is not None
         assert get(cluster, "secret", "sentient-operator-fingerprint-key", rel.namespace) is not None
 
