@@ -36,7 +36,17 @@ def test_generated_project_test_passes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
     # The project's own directory is the rootdir: the repository's pytest settings do not apply.
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(project)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(project),
+            str(project),
+        ],
         cwd=project,
         env=env,
         capture_output=True,

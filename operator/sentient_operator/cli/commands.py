@@ -55,6 +55,12 @@ def status(namespace: str | None, all_namespaces: bool, output: str, context: st
     help="Longest silence tolerated from the agent, in seconds.",
 )
 @click.option("--json", "json_out", is_flag=True, help="Print every event as one JSON line (for scripts).")
+@click.option(
+    "--forward-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the port-forward (a running pod behind the Service).",
+)
 def chat(
     target: str,
     prompt: str | None,
@@ -64,6 +70,7 @@ def chat(
     token: str | None,
     timeout: float,
     json_out: bool,
+    forward_timeout: float,
 ) -> None:
     """Chat with an agent, by URL or by NAMESPACE/NAME in the current kube context.
 
@@ -93,7 +100,9 @@ def chat(
             url = where.url
         else:
             assert where.namespace is not None and where.name is not None
-            url = stack.enter_context(PortForward(where.namespace, where.name, context=context)).url
+            url = stack.enter_context(
+                PortForward(where.namespace, where.name, context=context, timeout=forward_timeout)
+            ).url
         client = stack.enter_context(
             SyncSentientClient(url, api_key=api_key, token=token, timeout=timeout, retries=2)
         )

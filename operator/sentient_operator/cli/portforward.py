@@ -93,6 +93,7 @@ class PortForward:
             args = [
                 *_kubectl_args(self.context, self.namespace),
                 "port-forward",
+                f"--pod-running-timeout={max(1, int(self.timeout))}s",
                 "--address",
                 "127.0.0.1",
                 f"svc/{self.name}",
@@ -104,7 +105,8 @@ class PortForward:
             lines: queue.Queue[str | None] = queue.Queue()
             threading.Thread(target=self._pump_stdout, args=(lines,), daemon=True).start()
             threading.Thread(target=self._pump_stderr, daemon=True).start()
-            deadline = time.monotonic() + self.timeout
+            # kubectl gives up on its own after --pod-running-timeout and says why; wait a bit longer.
+            deadline = time.monotonic() + self.timeout + 10
             while self.local_port is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
