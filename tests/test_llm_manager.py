@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_runtime.config import ProviderConfig
 from agent_runtime.llm import (
     ChatMessage,
     ChatRequest,
@@ -268,3 +269,42 @@ async def test_gate_is_asked_before_every_attempt(fake_a: FakeUpstream) -> None:
     finally:
         await manager.aclose()
     assert [call[0] for call in gate.calls] == ["ns/a"] * 3
+
+
+async def test_connect_timeout_fails_over(fake_b: FakeUpstream) -> None:
+    # A listener whose backlog is full: the kernel drops further SYNs, so connecting hangs.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    await asyncio.sleep(0.1)
+    stuck = ProviderConfig.model_validate(
+        {
+            "id": "ns/stuck",
+            "type": "openai",
+            "endpoint": f"http://127.0.0.1:{port}/v1",
+            "model": "m",
+            "timeouts": {"connect": "200ms"},
+            "retry": ONE_SHOT,
+        }
+    )
+    manager = LLMManager(chain_config(stuck, fake_provider(fake_b, "ns/b")), lambda _: None)
+    try:
+        completion = await manager.complete(_request())
+    finally:
+        await manager.aclose()
+        for sock in (*fillers, listener):
+            sock.close()
+    assert completion.provider == "ns/b"
+    assert completion.switches == [ProviderSwitch("ns/stuck", "ns/b", "before_first_token", "timeout")]
