@@ -40,6 +40,7 @@ from sentient_operator.credentials.sync import (
     ProviderSyncer,
     SharedFetcher,
     SyncOutcome,
+    provider_secret_name,
     referenced_secrets,
 )
 from sentient_operator.credentials.vault import default_jwt_provider
@@ -66,6 +67,7 @@ class ProviderState:
         self.forced: set[tuple[str, str]] = set()
         self.last_reason: dict[tuple[str, str], str] = {}
         self.secret_versions: dict[tuple[str, str], str | None] = {}
+        self.applied_versions: dict[tuple[str, str], str | None] = {}
         self.fetcher = SharedFetcher()
         self._syncer: ProviderSyncer | None = None
         self._fp_key: bytes | None = None
@@ -91,7 +93,13 @@ class ProviderState:
 
             async def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
                 metrics.WRITES.labels("apply", obj.get("kind", "")).inc()
-                return await kube.apply(obj)
+                live = await kube.apply(obj)
+                meta = live.get("metadata") or {}
+                # Remember what our write produced, so its watch echo is not taken for a hand edit.
+                self.applied_versions[(meta.get("namespace", ""), meta.get("name", ""))] = meta.get(
+                    "resourceVersion"
+                )
+                return live
 
             self._syncer = ProviderSyncer(
                 fetcher=self.fetcher,
@@ -153,6 +161,7 @@ def on_provider_event(type: str | None, namespace: str | None, name: str, body: 
         state.generations.pop(key, None)
         state.forced.discard(key)
         state.last_reason.pop(key, None)
+        state.applied_versions.pop((namespace, provider_secret_name(name)), None)
         old = state.source_keys.pop(key, None)
         if old and old not in state.source_keys.values():
             state.fetcher.invalidate(old)
@@ -178,8 +187,10 @@ def on_secret_event(
     key = (namespace, name)
     owner = labels.get(PROVIDER_LABEL)
     if owner and labels.get("app.kubernetes.io/managed-by") == "sentient-operator" and type is not None:
-        # Not forced: the store is not re-read, the last fetched value is re-applied if it differs.
-        controller.enqueue(KIND, namespace, owner, 0.2)
+        rv = ((kwargs.get("body") or {}).get("metadata") or {}).get("resourceVersion")
+        if type == "DELETED" or rv != state.applied_versions.get(key):
+            # Not forced: the store is not re-read, the last fetched value is re-applied if it differs.
+            controller.enqueue(KIND, namespace, owner, 0.2)
     refs: kopf.Index[Any, str] | None = kwargs.get("sentient_provider_secret_refs_idx")
     providers = list(refs.get(key, [])) if refs is not None else []
     if not providers:
