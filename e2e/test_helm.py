@@ -97,9 +97,13 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(cluster: Cluster) -> Iterator[Release]:
-    """The chart installed once with default values, shared by the tests of the happy path."""
+    """The chart installed once, shared by the tests of the happy path.
+
+    It serves only its own namespace: where pods really run (kind), an operator
+    serving the whole cluster would act on the objects of concurrent tests.
+    """
     rel = Release(cluster, _name("so"), _name("e2e-helm"))
-    rel.install()
+    rel.install(f"operator.watchNamespaces={{{rel.namespace}}}")
     try:
         yield rel
     finally:
@@ -110,6 +114,12 @@ def release(cluster: Cluster) -> Iterator[Release]:
 def _env(deployment: dict[str, Any]) -> dict[str, Any]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _can(cluster: Cluster, service_account: str, verb: str, resource: str, *extra: str) -> bool:
+    """``kubectl auth can-i`` as a ServiceAccount: the API server's own authorizer decides."""
+    proc = cluster.kubectl("auth", "can-i", verb, resource, "--as", service_account, *extra, check=False)
+    return proc.stdout.strip() == "yes"
 
 
 def test_install_rolls_out_the_operator_and_establishes_the_crds(release: Release) -> None:
@@ -127,24 +137,42 @@ def test_install_rolls_out_the_operator_and_establishes_the_crds(release: Releas
     for crd in CRD_NAMES:
         release.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
 
-    # The operator's ServiceAccount holds the cluster-wide rules it needs (and no more
-    # than asked: impersonating the SA through the API server's own authorizer).
     sa = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+    ns = ("-n", release.namespace)
+    assert _can(release.cluster, sa, "watch", "sentientagents.sentient.dev", *ns)
+    assert _can(release.cluster, sa, "patch", "deployments.apps", *ns)
+    # A Role in the watched namespace, nothing elsewhere.
+    assert not _can(release.cluster, sa, "watch", "sentientagents.sentient.dev", "-n", "default")
+    assert not _can(release.cluster, sa, "list", "secrets", "-n", "default")
+    assert _can(release.cluster, sa, "update", f"leases/{release.fullname}", *ns)
+    assert not _can(release.cluster, sa, "update", "leases/someone-else", *ns)
 
-    def can(verb: str, resource: str, *extra: str) -> bool:
-        proc = release.cluster.kubectl("auth", "can-i", verb, resource, "--as", sa, *extra, check=False)
-        return proc.stdout.strip() == "yes"
 
-    assert can("watch", "sentientagents.sentient.dev", "--all-namespaces")
-    assert can("patch", "deployments.apps", "-n", "default")
-    assert can("create", "serviceaccounts/token", "-n", "default") or can(
-        "create", "serviceaccounts", "--subresource=token", "-n", "default"
-    )
-    assert not can("create", "pods", "-n", "default")
-    assert not can("delete", "customresourcedefinitions")
-    assert not can("create", "clusterroles")
-    assert can("update", f"leases/{release.fullname}", "-n", release.namespace)
-    assert not can("update", "leases/someone-else", "-n", release.namespace)
+def test_cluster_wide_rbac_as_the_service_account(cluster: Cluster) -> None:
+    # No operator pod (replicaCount=0): only the cluster-wide RBAC is under test here.
+    rel = Release(cluster, _name("cw"), _name("e2e-helm-cw"))
+    try:
+        rel.install("replicaCount=0", "tests.enabled=false", wait=False)
+        sa = f"system:serviceaccount:{rel.namespace}:{rel.fullname}"
+        assert _can(cluster, sa, "watch", "sentientagents.sentient.dev", "--all-namespaces")
+        assert _can(
+            cluster, sa, "patch", "sentientagents.sentient.dev", "--subresource=status", "-n", "default"
+        )
+        assert _can(cluster, sa, "create", "deployments.apps", "-n", "default")
+        assert _can(cluster, sa, "create", "serviceaccounts", "--subresource=token", "-n", "default")
+        assert _can(cluster, sa, "delete", "horizontalpodautoscalers.autoscaling", "-n", "default")
+        assert _can(cluster, sa, "get", "secrets/sentient-operator-fingerprint-key", "-n", rel.namespace)
+        # Nothing beyond what the operator uses.
+        assert not _can(cluster, sa, "patch", "sentientagents.sentient.dev", "-n", "default")
+        assert not _can(cluster, sa, "delete", "deployments.apps", "-n", "default")
+        assert not _can(cluster, sa, "create", "pods", "-n", "default")
+        assert not _can(cluster, sa, "list", "namespaces")
+        assert not _can(cluster, sa, "delete", "customresourcedefinitions")
+        assert not _can(cluster, sa, "create", "clusterroles")
+        assert not _can(cluster, sa, "update", "leases/someone-else", "-n", rel.namespace)
+    finally:
+        rel.uninstall()
+        rel.delete_namespace()
 
 
 def test_helm_test_hook_passes(release: Release) -> None:
@@ -180,20 +208,30 @@ def test_upgrade_applies_changed_values(release: Release, cluster: Cluster) -> N
         assert env["SENTIENT_LOG_LEVEL"] == "debug"
         assert env["SENTIENT_WATCH_NAMESPACES"] == watched
 
-        # RBAC switched from a ClusterRole to a Role in the watched namespace.
+        # RBAC followed: a Role in the newly watched namespace, none left in the old one.
         role = json.loads(
             cluster.kubectl("get", "role", release.fullname, "-n", watched, "-o", "json").stdout
         )
         assert any("sentientagents" in r["resources"] for r in role["rules"])
-        gone = cluster.kubectl("get", "clusterrole", release.fullname, check=False)
+        gone = cluster.kubectl("get", "role", release.fullname, "-n", release.namespace, check=False)
         assert gone.returncode != 0 and "NotFound" in gone.stderr
 
         history = json.loads(release.helm("history", release.name, "-o", "json").stdout)
         assert [h["status"] for h in history][-1] == "deployed"
         assert len(history) == 2
     finally:
-        # Back to defaults, so the module's release ends as it started.
-        release.helm("upgrade", release.name, str(CHART), "--reset-values", "--wait", "--timeout", "180s")
+        # Back to where the module's release started.
+        release.helm(
+            "upgrade",
+            release.name,
+            str(CHART),
+            "--reset-values",
+            "--set",
+            f"operator.watchNamespaces={{{release.namespace}}}",
+            "--wait",
+            "--timeout",
+            "180s",
+        )
         cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
 
 
