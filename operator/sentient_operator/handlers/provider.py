@@ -258,6 +258,11 @@ async def _write_status(body: dict[str, Any], outcome: SyncOutcome) -> None:
     existing = (body.get("status") or {}).get("conditions") or []
     status = dict(outcome.status)
     status["conditions"] = merge_conditions(existing, outcome.status["conditions"])
+    current = body.get("status") or {}
+    if not outcome.external and all(current.get(k) == v for k, v in status.items() if k != "lastSyncTime"):
+        # A watched source re-checked without news: no write, so an idle cluster stays quiet.
+        # (External stores do record every successful refresh in lastSyncTime.)
+        return
     metrics.WRITES.labels("patch-status", "LLMProvider").inc()
     try:
         live = await kube.patch_status(API_VERSION, "LLMProvider", meta["name"], meta["namespace"], status)
