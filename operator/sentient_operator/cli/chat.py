@@ -250,7 +250,8 @@ def repl(client: SyncSentientClient, session: ChatSession, renderer: Renderer, b
     click.secho("type /help for commands", dim=True, err=True)
     while True:
         try:
-            line = input(click.style("you> ", fg="blue", bold=True))
+            # Piped input (scripts, tests) gets no prompt: stdout stays the answers only.
+            line = input(click.style("you> ", fg="blue", bold=True) if sys.stdin.isatty() else "")
         except EOFError:
             click.echo(err=True)
             return

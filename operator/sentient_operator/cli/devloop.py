@@ -257,6 +257,7 @@ class DevLoop:
         self._python_path: list[str] = []
         self._http: httpx.AsyncClient | None = None
         self._retiring: set[asyncio.Future[None]] = set()
+        self._workers: set[Worker] = set()  # every process started, so that none outlives the loop
         self.audit_key = ""
 
     # ------------------------------------------------------------------ output
@@ -295,7 +296,9 @@ class DevLoop:
             env=self._env(),
             cwd=str(self.root),
         )
-        return Worker(proc, "spare", self.say)
+        worker = Worker(proc, "spare", self.say)
+        self._workers.add(worker)
+        return worker
 
     async def _spawn_cold(self, generation: Generation) -> Worker:
         env = self._env()
@@ -317,6 +320,7 @@ class DevLoop:
         )
         worker = Worker(proc, f"gen {generation.number}", self.say)
         worker.generation = generation
+        self._workers.add(worker)
         return worker
 
     def _write_generation(self, plan: Plan, port: int) -> Generation:
@@ -407,6 +411,7 @@ class DevLoop:
 
     async def _retire(self, worker: Worker) -> None:
         await worker.stop()
+        self._workers.discard(worker)
         if worker.generation is not None:
             shutil.rmtree(worker.generation.directory, ignore_errors=True)
 
@@ -583,8 +588,8 @@ class DevLoop:
             await self.watch()
         finally:
             server.should_exit = True
-            workers = [w for w in (self.current, self.spare) if w is not None]
-            await asyncio.gather(*(w.stop(grace=5) for w in workers), return_exceptions=True)
+            await asyncio.gather(*(w.stop(grace=5) for w in self._workers), return_exceptions=True)
+            await asyncio.gather(*self._retiring, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, timeout=5)
             await self._http.aclose()
