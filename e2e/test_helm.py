@@ -498,3 +498,29 @@ def test_a_missing_rule_is_reported_clearly(
         assert f"system:serviceaccount:{rel.namespace}:{rel.fullname}" in line
         assert "forbidden" in line
         wait_for(lambda: not op.alive, timeout=60, what="the operator to stop")
+
+
+def test_plain_manifests_are_accepted_by_the_api_server(cluster: Cluster, namespace: str) -> None:
+    # Server-side dry run: every object of manifests/install.yaml passes the API
+    # server's validation and admission, without installing a second operator.
+    from e2e import render_manifests
+
+    docs = [d for d in yaml.safe_load_all(render_manifests.OUTPUT.read_text()) if d]
+    assert docs[0]["kind"] == "Namespace"
+    for doc in docs[1:]:
+        if doc["metadata"].get("namespace") == render_manifests.NAMESPACE:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=sentient-e2e",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs[1:]),
+    )
+    applied = proc.stdout.splitlines()
+    assert len(applied) == len(docs) - 1, proc.stdout
+    assert any("deployment.apps/sentient-operator" in line for line in applied), proc.stdout
