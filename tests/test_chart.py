@@ -507,6 +507,20 @@ def test_notes_tell_the_next_step_and_the_uninstall_story() -> None:
     # Without the prometheus-operator API the NOTES say why no ServiceMonitor exists.
     assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in notes
 
+    proc = run_helm(
+        "install",
+        "rel",
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        "sentient-system",
+        "--set",
+        "operator.watchNamespaces={team-a,team-b}",
+    )
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "It watches only: team-a, team-b." in notes
+    assert "kubectl apply -n team-a -f examples/agent.yaml" in notes
+
 
 # ------------------------------------------------------------------------------ values schema
 
