@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent_runtime.client import SyncSentientClient
@@ -201,6 +202,15 @@ def test_agent_yaml_from_init_runs_against_the_fake(run_dev: RunDev, tmp_path: P
     assert "chain default/helper-anthropic (claude-3-5-haiku-latest)" in out
     assert "auth: anonymous" in out
     assert dev.ask("hi from yaml") == "Echo: hi from yaml"
+    # The OpenAI-compatible endpoint goes through the same proxy.
+    response = httpx.post(
+        f"{dev.url}/v1/chat/completions",
+        json={"model": "helper", "messages": [{"role": "user", "content": "compat"}]},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "Echo: compat"
+    dev.wait_for(r"→ POST /v1/chat/completions \[\w+\] model=helper stream=False messages=1")
 
 
 # ----------------------------------------------------------------------------- planning units
@@ -210,7 +220,7 @@ def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
     docs = scaffold.agent_manifests("bot", "openai", "secret")
     path = tmp_path / "agent.yaml"
     path.write_text(scaffold.dump_documents(docs))
-    with pytest.raises(CliError, match="OPENAI_API_KEY"):
+    with pytest.raises(CliError, match=r"holds a placeholder\): set OPENAI_API_KEY"):
         plan_agent_yaml(
             path, agent_name=None, upstreams=Upstreams(), keep_auth=False, port=1, audit_key="k", env={}
         )
@@ -234,6 +244,20 @@ def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
     assert plan.config.auth.api_keys_file == "apikeys.json" and plan.api_key_ids == ["team-a"]
     assert plan.config.server.port == 18080
     assert "sk-from-env" not in " ".join(plan.notes)
+    # A real value in the file's Secret wins over the environment.
+    docs[0]["stringData"]["apiKey"] = "sk-in-file"
+    path.write_text(scaffold.dump_documents(docs))
+    plan = plan_agent_yaml(
+        path,
+        agent_name=None,
+        upstreams=Upstreams(),
+        keep_auth=False,
+        port=18080,
+        audit_key="k",
+        env={"OPENAI_API_KEY": "sk-from-env"},
+    )
+    assert plan.credentials[plan.config.llm.chain[0].credential_file or ""] == "sk-in-file"
+    assert plan.config.auth.anonymous and plan.config.auth.api_keys_file is None
 
 
 def test_plan_agent_py_needs_a_key_or_the_fake(tmp_path: Path) -> None:

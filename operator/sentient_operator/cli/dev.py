@@ -231,21 +231,27 @@ def _provider_key(
 ) -> str:
     creds = spec.get("credentials") or {}
     ref = creds.get("secretRef")
+    why = ""
     if ref:
         value = (lookup.secret(namespace, ref.get("name", "")) or {}).get(ref.get("key", ""))
         if value and not _PLACEHOLDER.match(value):
             return value
+        where = f"Secret {namespace}/{ref.get('name')}"
+        why = (
+            f"{where} in the file holds a placeholder"
+            if value
+            else f"{where} (key {ref.get('key')}) is not in the file"
+        )
     var = ENV_KEYS.get(str(spec.get("type")), "OPENAI_API_KEY")
     value = env.get(var, "").strip()
     if value:
         return value
-    source = next(
-        (k for k in ("secretRef", "vault", "awsSecretsManager", "azureKeyVault") if k in creds), "?"
-    )
-    raise CliError(
-        f"LLMProvider {namespace}/{name} needs an API key: its {source} is not readable locally; "
-        f"set {var} or use --fake"
-    )
+    if not why:
+        source = next(
+            (k for k in ("vault", "awsSecretsManager", "azureKeyVault") if k in creds), "credentials"
+        )
+        why = f"its {source} source is not read by sentient dev"
+    raise CliError(f"LLMProvider {namespace}/{name} needs an API key ({why}): set {var} or use --fake")
 
 
 def plan_agent_yaml(

@@ -39,6 +39,7 @@ from agent_runtime.client import SSEParser
 from agent_runtime.config import AUDIT_KEY_FILE, dump_config
 from sentient_operator.cli.dev import Plan, watched_files
 from sentient_operator.cli.errors import CliError
+from sentient_operator.cli.progress import Progress
 
 Planner = Callable[[int], Plan]
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
@@ -520,9 +521,13 @@ class DevLoop:
     async def watch(self) -> None:
         """Poll the watched files; on a change (settled for 30 ms) load a new generation."""
         snapshot = watched_files(self.root, self.target)
+        interval = self.poll_interval
         while True:
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(interval)
+            scan_started = time.monotonic()
             current = watched_files(self.root, self.target)
+            # A big tree must not turn polling into a busy loop: scan at most 20% of the time.
+            interval = max(self.poll_interval, 4 * (time.monotonic() - scan_started))
             if current == snapshot:
                 continue
             # Editors save in several steps (truncate, write, rename); wait until the tree is still.
@@ -581,7 +586,8 @@ class DevLoop:
                     raise CliError(f"cannot serve on {self.host}:{self.port}")
                 await asyncio.sleep(0.01)
             self.say(f"sentient dev: {self.target} (workdir {self.workdir})", bold=True)
-            await self.load(None)
+            with Progress("starting the agent runtime"):
+                await self.load(None)
             if ready is not None:
                 ready()
             self.say("watching for changes; Ctrl-C to stop", dim=True)
