@@ -279,3 +279,17 @@ def test_plan_agent_py_needs_a_key_or_the_fake(tmp_path: Path) -> None:
     assert plan.config.agent.agent_class == "versioned:Versioned"
     assert plan.config.llm.chain[0].type == "anthropic"
     assert plan.config.auth.anonymous
+
+
+@pytest.mark.slow
+def test_cold_mode_runs_python_m_agent_runtime(run_dev: RunDev, tmp_path: Path) -> None:
+    agent = tmp_path / "versioned.py"
+    agent.write_text(AGENT.format(version="v1"))
+    dev = run_dev(["versioned.py", "--fake", "--cold", "--no-inspect"], tmp_path)
+    dev.wait_for(r"serving on")
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in dev.worker_pids()]
+    assert [b"-m", b"agent_runtime"] in [c[1:3] for c in commands], commands
+    assert dev.ask("hello") == "v1: hello"
+    _edit(agent, AGENT.format(version="v2"))
+    dev.wait_for(r"reloaded: generation 2")
+    assert dev.ask("hello") == "v2: hello"
