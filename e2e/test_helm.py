@@ -237,9 +237,13 @@ def test_upgrade_applies_changed_values(release: Release, cluster: Cluster) -> N
 
 def test_uninstall_leaves_nothing_but_the_crds(cluster: Cluster) -> None:
     rel = Release(cluster, _name("gone"), _name("e2e-helm-gone"))
+    watched = _name("e2e-helm-watched")
+    cluster.kubectl("create", "namespace", watched)
     try:
-        rel.install("operator.watchNamespaces={default}", "podDisruptionBudget.enabled=true")
+        rel.install(f"operator.watchNamespaces={{{watched}}}", "podDisruptionBudget.enabled=true")
         assert rel.leftovers(), "the install created nothing?"
+        selector = f"app.kubernetes.io/instance={rel.name}"
+        assert cluster.kubectl("get", "roles", "-n", watched, "-l", selector, "-o", "name").stdout.strip()
         proc = rel.helm("uninstall", rel.name, "--wait", "--timeout", "120s")
         assert "uninstalled" in proc.stdout
         # Helm waits for what it deleted; the garbage collector then removes the
@@ -247,26 +251,16 @@ def test_uninstall_leaves_nothing_but_the_crds(cluster: Cluster) -> None:
         wait_until(
             lambda: rel.leftovers() == [], timeout=60, interval=1, message=f"no objects of release {rel.name}"
         )
-        pdbs = cluster.kubectl(
-            "get", "pdb", "-n", rel.namespace, "-l", f"app.kubernetes.io/instance={rel.name}", "-o", "name"
-        )
+        pdbs = cluster.kubectl("get", "pdb", "-n", rel.namespace, "-l", selector, "-o", "name")
         assert pdbs.stdout.strip() == ""
-        roles = cluster.kubectl(
-            "get",
-            "roles,rolebindings",
-            "-n",
-            "default",
-            "-l",
-            f"app.kubernetes.io/instance={rel.name}",
-            "-o",
-            "name",
-        )
+        roles = cluster.kubectl("get", "roles,rolebindings", "-n", watched, "-l", selector, "-o", "name")
         assert roles.stdout.strip() == ""
         # Helm never deletes CRDs (or the custom resources in them): they stay, as the NOTES say.
         for crd in CRD_NAMES:
             cluster.kubectl("get", "crd", crd)
     finally:
         rel.delete_namespace()
+        cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
 
 
 def test_bad_values_are_rejected_by_the_schema(cluster: Cluster, tmp_path: Path) -> None:
@@ -296,10 +290,10 @@ def test_service_monitor_mode_always_fails_clearly_without_prometheus_operator(c
     rel = Release(cluster, _name("sm"), _name("e2e-helm-sm"))
     try:
         with pytest.raises(CommandError) as failure:
-            rel.install("serviceMonitor.mode=always", wait=False)
+            rel.install("serviceMonitor.mode=always", "replicaCount=0", wait=False)
         assert 'serviceMonitor.mode is "always" but the cluster does not serve' in failure.value.stderr
         # mode=auto (the default) installs without one and the NOTES say why.
-        proc = rel.install(wait=False)
+        proc = rel.install(f"operator.watchNamespaces={{{rel.namespace}}}", wait=False)
         assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in proc.stdout
     finally:
         with contextlib.suppress(CommandError):
@@ -348,7 +342,11 @@ class _AsServiceAccount:
 def rbac_release(cluster: Cluster, crds: list[str], namespace: str) -> Iterator[Release]:
     """The chart installed to serve only ``namespace`` (Roles there, its own namespace apart)."""
     rel = Release(cluster, _name("rbac"), _name("e2e-helm-op"))
-    rel.install(f"operator.watchNamespaces={{{namespace}}}", wait=False)
+    # No operator pod: the test runs the operator itself, as this ServiceAccount (where
+    # pods really run, a pod of the chart would compete for the same Lease).
+    rel.install(
+        f"operator.watchNamespaces={{{namespace}}}", "replicaCount=0", "tests.enabled=false", wait=False
+    )
     try:
         yield rel
     finally:
