@@ -58,14 +58,21 @@ def test_azure_key_vault_sync_refresh_pin_and_faults(
         create_provider(k8s, namespace, "pinned", _spec(kv, version=first_version))
         wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-latest") == first, "latest synced")
         wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-pinned") == first, "pinned synced")
-        assert get_provider(k8s, namespace, "latest")["status"]["credentialsVersion"] == first_version
+        wait_for(
+            lambda: (
+                (get_provider(k8s, namespace, "latest").get("status") or {}).get("credentialsVersion")
+                == first_version
+            ),
+            "version in status",
+        )
 
         second = f"sk-az-{secrets.token_hex(6)}"
         second_version = kv.set_secret("openai", second)
         wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-latest") == second, "new version")
         wait_for(
             lambda: (
-                get_provider(k8s, namespace, "latest")["status"].get("credentialsVersion") == second_version
+                (get_provider(k8s, namespace, "latest").get("status") or {}).get("credentialsVersion")
+                == second_version
             ),
             "version in status",
         )

@@ -92,8 +92,13 @@ def test_vault_kubernetes_auth_refresh_and_unreachable(
         wait_for(
             lambda: secret_value(k8s, namespace, "sentient-provider-vaulted") == first, "provider Secret"
         )
-        status = get_provider(k8s, namespace, "vaulted")["status"]
-        assert status["credentialsVersion"] == "1"
+        # The status follows the provider Secret (written right after it).
+        wait_for(
+            lambda: (
+                (get_provider(k8s, namespace, "vaulted").get("status") or {}).get("credentialsVersion") == "1"
+            ),
+            "credentialsVersion in status",
+        )
 
         # Rotation in the store, picked up on the next refresh.
         second = f"sk-vault-{secrets.token_hex(6)}"
