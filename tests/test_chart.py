@@ -173,6 +173,13 @@ def test_image_tags_default_to_app_version_and_digest_wins() -> None:
     assert env_of(dep)["SENTIENT_RUNTIME_IMAGE"].endswith(":9.9.9")
 
 
+def test_app_version_is_the_project_version() -> None:
+    # The images are tagged with the project version (scripts/e2e-kind.sh loads them
+    # so); the chart's default tags must name the same images.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart_meta()["appVersion"] == project
+
+
 def test_operator_pod_is_restricted_and_probed() -> None:
     dep = one(objects(), "Deployment")
     pod = dep["spec"]["template"]["spec"]
