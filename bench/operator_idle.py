@@ -170,6 +170,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=20.0, help="quiet seconds before the window")
     parser.add_argument("--kubeconfig", default=None, help="use this cluster instead of starting one")
     parser.add_argument("--no-leader-election", action="store_true")
+    parser.add_argument(
+        "--restart", action="store_true", help="then restart the operator and count the writes of its startup"
+    )
     parser.add_argument("--resync", type=float, default=None, help="SENTIENT_RESYNC_SECONDS (default 600)")
     args = parser.parse_args()
     ssl.create_default_context()  # fail early on a broken Python ssl
@@ -241,6 +244,23 @@ def main() -> int:
             "leader_election": not args.no_leader_election,
             "resync_s": args.resync or 600.0,
         }
+        if args.restart:
+            op.terminate()
+            op = OperatorProcess(kubeconfig, [namespace], identity="bench-2", env=env, log_path=log).start()
+            op.wait_for_log("_startup' succeeded", timeout=120)
+            restarted = time.monotonic()
+            # Every agent is reconciled once at start (the initial listing enqueues them all).
+            wait_for(
+                lambda: op is not None and op.metric("sentient_operator_reconciles_total") >= args.agents,
+                timeout=300,
+                interval=1,
+                what="every agent reconciled after the restart",
+            )
+            result["restart_reconcile_all_s"] = round(time.monotonic() - restarted, 2)
+            writes = operator_writes(op)
+            writes.pop(("update", "Lease"), None)
+            result["restart_writes_excluding_lease"] = sum(writes.values())
+            result["restart_reconciles"] = op.metric("sentient_operator_reconciles_total")
         print(json.dumps(result), flush=True)
         return 0
     finally:

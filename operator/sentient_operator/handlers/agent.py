@@ -126,7 +126,8 @@ def _register_children() -> None:
 # --------------------------------------------------------------------------- events -> queue
 
 
-def _on_child_event(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+def _on_child_event(labels: kopf.Labels, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    _seen(str(body.get("kind", "")), namespace, name)
     agent = labels.get(AGENT_LABEL)
     if agent and namespace:
         controller.enqueue("agent", namespace, agent, COALESCE)
@@ -151,6 +152,7 @@ def on_secret_event(namespace: str | None, name: str, labels: kopf.Labels, **_: 
     """A Secret changed: rebind it into the agents that use it; restore a bound Secret edited by hand."""
     if not namespace:
         return
+    _seen("Secret", namespace, name)
     controller.enqueue_referrers(("Secret", namespace, name), COALESCE)
     if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
         controller.enqueue("agent", namespace, labels[AGENT_LABEL], COALESCE)
@@ -161,6 +163,7 @@ def on_configmap_event(namespace: str | None, name: str, labels: kopf.Labels, **
     """A ConfigMap changed: a systemPromptFrom source, or an agent's own config edited by hand."""
     if not namespace:
         return
+    _seen("ConfigMap", namespace, name)
     controller.enqueue_referrers(("ConfigMap", namespace, name), COALESCE)
     if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
         controller.enqueue("agent", namespace, labels[AGENT_LABEL], COALESCE)
@@ -233,6 +236,11 @@ def _rv(obj: dict[str, Any] | None) -> int:
         return int((obj or {}).get("metadata", {}).get("resourceVersion", "0"))
     except ValueError:
         return 0
+
+
+def _seen(kind: str, namespace: str | None, name: str) -> None:
+    """A watch event for a child arrived: the index is authoritative again (also after a deletion)."""
+    _fresh.pop((kind, namespace or "", name), None)
 
 
 def live_child(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
