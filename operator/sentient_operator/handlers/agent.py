@@ -366,7 +366,7 @@ async def _transition_events(
                     body, "NotReady", cond.get("message") or cond["reason"], type_="Warning"
                 )
         elif (
-            cond["type"] in (PROVIDERS_RESOLVED, CREDENTIALS_READY, CONFIG_RESOLVED)
+            cond["type"] in (PROVIDERS_RESOLVED, CREDENTIALS_READY, CONFIG_RESOLVED, CREDENTIALS_VALID)
             and cond["status"] == "False"
         ):
             await kube.emit_event(body, cond["reason"], cond.get("message", ""), type_="Warning")
@@ -446,7 +446,10 @@ async def _reconcile(namespace: str, name: str, body: dict[str, Any]) -> float |
     try:
         spec = SentientAgentSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors()[:5])
+        # Pydantic's messages name the rule, never the input value.
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()[:5]
+        )
         conditions = merge_conditions(
             old_conditions,
             [

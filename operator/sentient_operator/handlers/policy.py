@@ -53,7 +53,10 @@ def policy_status(body: dict[str, Any]) -> dict[str, Any]:
     try:
         spec = RateLimitPolicySpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors()[:5])
+        # Pydantic's messages name the rule, never the input value.
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()[:5]
+        )
         cond = make_condition("Ready", False, "InvalidSpec", f"invalid fields: {fields}", generation)
     else:
         cond = make_condition("Ready", True, "Valid", "", generation)

@@ -1,0 +1,64 @@
+"""RateLimitPolicy status from the in-memory view (no cluster)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sentient_operator.handlers.cache import cache
+from sentient_operator.handlers.policy import agents_using, policy_status
+
+
+@pytest.fixture
+def view() -> Iterator[dict[str, dict[Any, list[dict[str, Any]]]]]:
+    saved = (cache.agents, cache.policies, cache.secrets)
+    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}, "secrets": {}}
+    # kopf indexes map keys to stores of values; dicts of lists behave alike for the cache.
+    cache.agents, cache.policies, cache.secrets = stores["agents"], stores["policies"], stores["secrets"]  # type: ignore[assignment]
+    try:
+        yield stores
+    finally:
+        cache.agents, cache.policies, cache.secrets = saved
+
+
+def policy(backend: dict[str, Any] | None = None, generation: int = 3) -> dict[str, Any]:
+    spec: dict[str, Any] = {"limits": {"requestsPerMinute": 60}}
+    if backend:
+        spec["backend"] = backend
+    return {"metadata": {"name": "std", "namespace": "team", "generation": generation}, "spec": spec}
+
+
+def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    view["agents"][("team", "a")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
+    view["agents"][("other", "b")] = [{"spec": {"rateLimitPolicyRef": {"name": "std", "namespace": "team"}}}]
+    view["agents"][("other", "c")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
+    assert agents_using("team", "std") == 2
+    status = policy_status(policy())
+    assert status["agents"] == 2 and status["observedGeneration"] == 3
+    (ready,) = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "Ready",
+        "True",
+        "Valid",
+        3,
+    )
+
+
+def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    backend = {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}}
+    (ready,) = policy_status(policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    view["secrets"][("team", "redis")] = [{"data": {"url": base64.b64encode(b"redis://r:6379/0").decode()}}]
+    (ready,) = policy_status(policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Valid")
+    assert "redis://" not in ready["message"]
+
+
+def test_invalid_spec(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    bad = policy()
+    bad["spec"]["limits"] = {"requestsPerMinute": 0}
+    (ready,) = policy_status(bad)["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
