@@ -13,6 +13,7 @@ import pytest
 
 from agent_runtime import protocol
 from agent_runtime.client import SyncSentientClient, parse_stream
+from agent_runtime.metrics import REGISTRY
 from agent_runtime.protocol import DoneEvent, ErrorEvent
 from agent_runtime.testing import FakeUpstream
 from tests.support.runtime import (
@@ -41,6 +42,9 @@ def test_request_budget_refuses_before_the_upstream(fake: FakeUpstream, tmp_path
     policy = {"policy": "default/p", "limits": {"requestsPerMinute": 2}, "countBy": "apiKey"}
     config = make_config(chain=[chain_entry(fake)], rate_limit=policy)
     fake.state.reset()
+    # The registry is process-wide and other tests refuse requests too: count this test's delta.
+    labels = {"limit": "requests", "scope": "apiKey"}
+    before = REGISTRY.get_sample_value("sentient_rate_limit_rejections_total", labels) or 0.0
     with InProcessRuntime(
         RuntimeFiles(tmp_path, config, default_credentials()), audit_path=tmp_path / "a.log"
     ) as rt:
@@ -66,7 +70,8 @@ def test_request_budget_refuses_before_the_upstream(fake: FakeUpstream, tmp_path
         assert openai_refused.status_code == 429
         assert openai_refused.json()["error"]["type"] == "rate_limit_exceeded"
         metrics = httpx.get(f"{rt.url}/metrics").text
-        assert 'sentient_rate_limit_rejections_total{limit="requests",scope="apiKey"} 2.0' in metrics
+        expected = f'sentient_rate_limit_rejections_total{{limit="requests",scope="apiKey"}} {before + 2.0}'
+        assert expected in metrics
     # Refused requests never reached the upstream.
     assert fake.state.requests == 3
     audit = (tmp_path / "a.log").read_text()
