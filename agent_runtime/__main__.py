@@ -58,7 +58,7 @@ async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
     server_config = runtime.config.server
     main = _Server(_uvicorn_config(runtime, host, server_config.port))
     servers = [main]
-    if server_config.metrics_port is not None:
+    if server_config.metrics_port:
         metrics = _Server(_uvicorn_config(metrics_app(), host, server_config.metrics_port))
         metrics.config.lifespan = "off"
         servers.append(metrics)

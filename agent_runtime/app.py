@@ -335,7 +335,7 @@ class AgentRuntime:
         self._forced: set[asyncio.Task[Any]] = set()
         self._retired: list[Callable[[], Awaitable[None]]] = []
         self._background: set[asyncio.Task[None]] = set()
-        self.metrics_on_main_port = config.server.metrics_port is None
+        self.metrics_on_main_port = not config.server.metrics_port
         self._routes: dict[str, ASGIHandler] = {
             "/assist": self._assist,
             "/v1/chat/completions": self._chat_completions,

@@ -154,8 +154,14 @@ class ServerConfig(Model):
     """HTTP server settings."""
 
     port: int = Field(default=8080, description="Port of the API (/assist, /v1/*, probes).")
-    metrics_port: int | None = Field(
-        default=9090, description="Port of /metrics; None serves it on the main port."
+    metrics_port: int = Field(
+        default=9090,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of /metrics; 0 serves it on the main port. (An int, not None: the wire form "
+            "drops nulls, and a dropped field would come back as the default.)"
+        ),
     )
     shutdown_grace: str = Field(default="25s", description="Deadline for in-flight streams on SIGTERM.")
     heartbeat_interval: str = Field(default="15s", description="SSE comment heartbeat on long silences.")

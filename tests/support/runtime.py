@@ -71,7 +71,7 @@ def make_config(
     endpoint: str = "http://127.0.0.1:9/v1",
     agent_class: str | None = None,
     port: int | None = None,
-    metrics_port: int | None = None,
+    metrics_port: int = 0,
     api_keys: bool = True,
     anonymous: bool = False,
     jwt: dict[str, Any] | None = None,

@@ -175,7 +175,7 @@ def plan_agent_py(
         ),
         llm=LLMRuntimeConfig(chain=[chain]),
         auth=AuthRuntimeConfig(anonymous=True),
-        server=ServerConfig(port=port, metrics_port=None, shutdown_grace="5s"),
+        server=ServerConfig(port=port, metrics_port=0, shutdown_grace="5s"),
     )
     return Plan(
         config=config,
@@ -342,7 +342,7 @@ def plan_agent_yaml(
     inputs = resolution.inputs
     config = build_runtime_config(inputs)
     config = config.model_copy(
-        update={"server": ServerConfig(port=port, metrics_port=None, shutdown_grace="5s")}
+        update={"server": ServerConfig(port=port, metrics_port=0, shutdown_grace="5s")}
     )
     notes.insert(
         0, f"agent {namespace}/{name}: chain " + " -> ".join(f"{p.id} ({p.model})" for p in config.llm.chain)
