@@ -94,7 +94,10 @@ class LineSplitter:
 
 def parse_stream(lines: Iterable[str]) -> Iterator[AnyEvent]:
     """Typed events from SSE lines."""
-    parser = SSEParser()
+    return _parse_lines(SSEParser(), lines)
+
+
+def _parse_lines(parser: SSEParser, lines: Iterable[str]) -> Iterator[AnyEvent]:
     for line in lines:
         record = parser.feed(line)
         if record is not None:
@@ -145,29 +148,65 @@ class AssistResult:
         return bool(self.events) and isinstance(self.events[-1], DoneEvent)
 
 
-def _body(prompt: str, query_id: str | None, session: dict[str, Any] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"query": {"id": query_id or protocol.new_ulid(), "prompt": prompt}}
-    if session is not None:
-        body["session"] = session
-    return body
+class _EventDecoder:
+    """Decodes the text of one ``/assist`` response, as it arrives, into typed events."""
 
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+        self._records = SSEParser()
 
-def _headers(api_key: str | None, token: str | None, request_id: str | None) -> dict[str, str]:
-    headers = {"accept": "text/event-stream"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    elif api_key:
-        headers["x-api-key"] = api_key
-    if request_id:
-        headers["x-request-id"] = request_id
-    return headers
+    def feed(self, text: str) -> Iterator[AnyEvent]:
+        """Events completed by ``text``, decoded one by one (an invalid record raises in its turn)."""
+        return _parse_lines(self._records, self._lines.feed(text))
+
+    def close(self) -> Iterator[AnyEvent]:
+        """Events completed by the end of the response (an unterminated last line or record)."""
+        return _parse_lines(self._records, [*self._lines.close(), ""])
 
 
 def _backoff(attempt: int, base: float) -> float:
     return float(min(base * 2**attempt, 5.0) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
 
 
-class SentientClient:
+class _ClientBase:
+    """What the async and the sync client share: credentials, the request, the retry policy."""
+
+    def __init__(self, *, api_key: str | None, token: str | None, retries: int, backoff: float) -> None:
+        self.retries = retries
+        self.backoff = backoff
+        # HTTP status of the last response (200 even when the agent failed mid-stream).
+        self.last_status = 0
+        self._api_key = api_key
+        self._token = token
+
+    def _request(
+        self, prompt: str, query_id: str | None, session: dict[str, Any] | None, request_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Body and headers of one ``/assist`` call."""
+        body: dict[str, Any] = {"query": {"id": query_id or protocol.new_ulid(), "prompt": prompt}}
+        if session is not None:
+            body["session"] = session
+        headers = {"accept": "text/event-stream"}
+        if self._token:
+            headers["authorization"] = f"Bearer {self._token}"
+        elif self._api_key:
+            headers["x-api-key"] = self._api_key
+        if request_id:
+            headers["x-request-id"] = request_id
+        return body, headers
+
+    def _retry_delay(self, exc: Exception, answered: bool, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``, or ``exc`` raised when it must not be retried.
+
+        Retried only while nothing was received: the connection never got to the agent,
+        so the prompt cannot have run.
+        """
+        if answered or attempt >= self.retries:
+            raise exc
+        return _backoff(attempt, self.backoff)
+
+
+class SentientClient(_ClientBase):
     """Async client of one agent."""
 
     def __init__(
@@ -182,12 +221,7 @@ class SentientClient:
         backoff: float = 0.2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.retries = retries
-        self.backoff = backoff
-        # HTTP status of the last response (200 even when the agent failed mid-stream).
-        self.last_status = 0
-        self._api_key = api_key
-        self._token = token
+        super().__init__(api_key=api_key, token=token, retries=retries, backoff=backoff)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -213,8 +247,7 @@ class SentientClient:
         request_id: str | None = None,
     ) -> AsyncIterator[AnyEvent]:
         """Stream the events of one query; the last one is always ``done`` (or an exception)."""
-        body = _body(prompt, query_id, session)
-        headers = _headers(self._api_key, self._token, request_id)
+        body, headers = self._request(prompt, query_id, session, request_id)
         attempt = 0
         while True:
             answered = False
@@ -222,26 +255,15 @@ class SentientClient:
                 async with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
                     self.last_status = response.status_code
-                    parser = SSEParser()
-                    splitter = LineSplitter()
+                    decoder = _EventDecoder()
                     async for text in response.aiter_text():
-                        for line in splitter.feed(text):
-                            record = parser.feed(line)
-                            if record is not None:
-                                yield _to_event(record)
-                    for line in splitter.close():
-                        record = parser.feed(line)
-                        if record is not None:
-                            yield _to_event(record)
-                    tail = parser.feed("")
-                    if tail is not None:
-                        yield _to_event(tail)
+                        for event in decoder.feed(text):
+                            yield event
+                    for event in decoder.close():
+                        yield event
                     return
-            except _RETRYABLE:
-                # Retried only while nothing was received: the connection never got to the agent.
-                if answered or attempt >= self.retries:
-                    raise
-                await asyncio.sleep(_backoff(attempt, self.backoff))
+            except _RETRYABLE as exc:
+                await asyncio.sleep(self._retry_delay(exc, answered, attempt))
                 attempt += 1
 
     async def ask(self, prompt: str, **kwargs: Any) -> AssistResult:
@@ -253,7 +275,7 @@ class SentientClient:
         return result
 
 
-class SyncSentientClient:
+class SyncSentientClient(_ClientBase):
     """Blocking client of one agent (same behaviour as :class:`SentientClient`)."""
 
     def __init__(
@@ -267,12 +289,7 @@ class SyncSentientClient:
         retries: int = 3,
         backoff: float = 0.2,
     ) -> None:
-        self.retries = retries
-        self.backoff = backoff
-        # HTTP status of the last response (200 even when the agent failed mid-stream).
-        self.last_status = 0
-        self._api_key = api_key
-        self._token = token
+        super().__init__(api_key=api_key, token=token, retries=retries, backoff=backoff)
         self._http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
     def __enter__(self) -> SyncSentientClient:
@@ -294,8 +311,7 @@ class SyncSentientClient:
         request_id: str | None = None,
     ) -> Iterator[AnyEvent]:
         """Stream the events of one query."""
-        body = _body(prompt, query_id, session)
-        headers = _headers(self._api_key, self._token, request_id)
+        body, headers = self._request(prompt, query_id, session, request_id)
         attempt = 0
         while True:
             answered = False
@@ -303,25 +319,13 @@ class SyncSentientClient:
                 with self._http.stream("POST", "/assist", json=body, headers=headers) as response:
                     answered = True
                     self.last_status = response.status_code
-                    parser = SSEParser()
-                    splitter = LineSplitter()
+                    decoder = _EventDecoder()
                     for text in response.iter_text():
-                        for line in splitter.feed(text):
-                            record = parser.feed(line)
-                            if record is not None:
-                                yield _to_event(record)
-                    for line in splitter.close():
-                        record = parser.feed(line)
-                        if record is not None:
-                            yield _to_event(record)
-                    tail = parser.feed("")
-                    if tail is not None:
-                        yield _to_event(tail)
+                        yield from decoder.feed(text)
+                    yield from decoder.close()
                     return
-            except _RETRYABLE:
-                if answered or attempt >= self.retries:
-                    raise
-                time.sleep(_backoff(attempt, self.backoff))
+            except _RETRYABLE as exc:
+                time.sleep(self._retry_delay(exc, answered, attempt))
                 attempt += 1
 
     def ask(self, prompt: str, **kwargs: Any) -> AssistResult:
