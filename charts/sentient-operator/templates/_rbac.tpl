@@ -29,6 +29,12 @@ and e2e/test_helm.py check both properties.
 - apiGroups: ["sentient.dev"]
   resources: ["sentientagents/status", "llmproviders/status", "ratelimitpolicies/status"]
   verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: true; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift) that
+# needs update on the owner's finalizers subresource. Nothing else touches finalizers.
+- apiGroups: ["sentient.dev"]
+  resources: ["sentientagents/finalizers", "llmproviders/finalizers"]
+  verbs: ["update"]
 # Children and references: watched; written by server-side apply (patch, and
 # create for a new object). Secrets are also read directly (credential sources).
 - apiGroups: [""]
