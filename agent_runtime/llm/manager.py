@@ -149,10 +149,6 @@ class _Failure:
     attempts: int
 
 
-def _seconds(value: str) -> float:
-    return duration_seconds(value)
-
-
 async def _timed(response: httpx.Response, limit: Callable[[], float]) -> AsyncGenerator[bytes, None]:
     """A response's raw chunks, each wait bounded by ``limit()`` (for transports other than ours)."""
     chunks = response.aiter_raw().__aiter__()
@@ -176,6 +172,12 @@ def _proxied(origin: str) -> bool:
     if url.scheme not in proxies and "all" not in proxies:
         return False
     return not urllib.request.proxy_bypass(url.host)
+
+
+def _lean(client: httpx.AsyncClient) -> LeanTransport | None:
+    """The client's transport when it is ours (requests then bypass the client's send())."""
+    transport = client._transport
+    return transport if isinstance(transport, LeanTransport) else None
 
 
 def _origin(url: str) -> str:
@@ -279,7 +281,7 @@ class LLMManager:
             log.info("CA bundle of %s changed: new connection pool", key.origin)
         if entry.client is not current:
             entry.client = current
-            entry.lean = current._transport if isinstance(current._transport, LeanTransport) else None
+            entry.lean = _lean(current)
 
     def _build(self, config: LLMRuntimeConfig) -> _Snapshot:
         entries: list[_Entry] = []
@@ -287,7 +289,7 @@ class LLMManager:
             adapter = adapter_for(str(provider.type))
             url = adapter.url(provider.endpoint)
             timeouts, retry, cb = provider.timeouts, provider.retry, provider.circuit_breaker
-            connect = _seconds(timeouts.connect)
+            connect = duration_seconds(timeouts.connect)
             key = _ClientKey(
                 origin=_origin(url),
                 ca_file=provider.tls.ca_file,
@@ -296,8 +298,8 @@ class LLMManager:
             )
             ident = (provider.id, provider.model)
             breaker = self._breakers.get(ident)
-            threshold, window = cb.failure_threshold, _seconds(cb.window)
-            cooldown, trials = _seconds(cb.cooldown), cb.half_open_requests
+            threshold, window = cb.failure_threshold, duration_seconds(cb.window)
+            cooldown, trials = duration_seconds(cb.cooldown), cb.half_open_requests
             if breaker is None:
                 breaker = CircuitBreaker(
                     provider.id,
@@ -320,18 +322,18 @@ class LLMManager:
                     config=provider,
                     adapter=adapter,
                     client=client,
-                    lean=client._transport if isinstance(client._transport, LeanTransport) else None,
+                    lean=_lean(client),
                     timeout_ext={"connect": connect, "read": None, "write": connect, "pool": connect},
                     client_key=key,
                     breaker=breaker,
                     url=httpx.URL(url),
                     connect=connect,
-                    first_token=_seconds(timeouts.first_token),
-                    idle=_seconds(timeouts.idle),
-                    total=_seconds(timeouts.total),
+                    first_token=duration_seconds(timeouts.first_token),
+                    idle=duration_seconds(timeouts.idle),
+                    total=duration_seconds(timeouts.total),
                     max_attempts=retry.max_attempts,
-                    initial_backoff=_seconds(retry.initial_backoff),
-                    max_backoff=_seconds(retry.max_backoff),
+                    initial_backoff=duration_seconds(retry.initial_backoff),
+                    max_backoff=duration_seconds(retry.max_backoff),
                     retry_on=frozenset(retry.retry_on),
                     stats=stats,
                     params=config.parameters,
@@ -464,14 +466,7 @@ class LLMManager:
                         completion = await self._complete_once(entry, request, self._api_key(entry), deadline)
                     except UpstreamError as err:
                         self._on_error(entry, err, t0)
-                        delay = self._retry_delay(entry, err, attempt, deadline)
-                        if delay is None:
-                            failure = _Failure(entry, err, attempt)
-                            break
-                        RETRIES.labels(**entry.label).inc()
-                        await asyncio.sleep(delay)
-                        # Each retry asks the breaker and the provider quota again.
-                        failure = await self._prepare(entry, request, attempt)
+                        failure = await self._retry_or_fail(entry, request, err, attempt, deadline)
                         if failure is not None:
                             break
                         continue
@@ -536,14 +531,7 @@ class LLMManager:
                             phase = "mid_stream"
                             failure = _Failure(entry, err, attempt)
                             break
-                        delay = self._retry_delay(entry, err, attempt, deadline)
-                        if delay is None:
-                            failure = _Failure(entry, err, attempt)
-                            break
-                        RETRIES.labels(**entry.label).inc()
-                        await asyncio.sleep(delay)
-                        # Each retry asks the breaker and the provider quota again.
-                        failure = await self._prepare(entry, request, attempt)
+                        failure = await self._retry_or_fail(entry, request, err, attempt, deadline)
                         if failure is not None:
                             break
                         continue
@@ -596,6 +584,7 @@ class LLMManager:
 
     @staticmethod
     def _max_tokens(entry: _Entry, request: ChatRequest) -> int | None:
+        """The request's own limit, else the configured default of the entry's snapshot."""
         if request.max_tokens is not None:
             return request.max_tokens
         return entry.params.max_tokens
@@ -606,7 +595,7 @@ class LLMManager:
         body = entry.adapter.body(
             request,
             model=entry.config.model,
-            max_tokens=request.max_tokens if request.max_tokens is not None else params.max_tokens,
+            max_tokens=self._max_tokens(entry, request),
             temperature=request.temperature if request.temperature is not None else params.temperature,
             top_p=request.top_p if request.top_p is not None else params.top_p,
             stream=stream,
@@ -808,6 +797,19 @@ class LLMManager:
         if self._clock() + delay >= deadline:
             return None
         return delay
+
+    async def _retry_or_fail(
+        self, entry: _Entry, request: ChatRequest, err: UpstreamError, attempt: int, deadline: float
+    ) -> _Failure | None:
+        """After a failed attempt: wait out the backoff and return None to try the entry again,
+        or return the entry's failure when it is not retried (or may no longer be used)."""
+        delay = self._retry_delay(entry, err, attempt, deadline)
+        if delay is None:
+            return _Failure(entry, err, attempt)
+        RETRIES.labels(**entry.label).inc()
+        await asyncio.sleep(delay)
+        # Each retry asks the breaker and the provider quota again.
+        return await self._prepare(entry, request, attempt)
 
     @staticmethod
     def _fails_over(failure: _Failure) -> bool:
