@@ -34,6 +34,9 @@ class AnthropicAdapter(Adapter):
     """The ``/v1/messages`` wire format."""
 
     name = "anthropic"
+    format_headers = {"anthropic-version": API_VERSION}
+    key_header = "x-api-key"
+    key_prefix = ""
 
     def url(self, endpoint: str) -> str:
         """``<endpoint>/v1/messages``, accepting an endpoint given with or without ``/v1``."""
@@ -41,23 +44,6 @@ class AnthropicAdapter(Adapter):
         if base.endswith("/v1"):
             return base + "/messages"
         return base + "/v1/messages"
-
-    def headers(
-        self, api_key: str | None, default_headers: dict[str, str], *, stream: bool
-    ) -> dict[str, str]:
-        """``x-api-key`` and ``anthropic-version`` headers."""
-        headers = {
-            "anthropic-version": API_VERSION,
-            **default_headers,
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-        if stream:
-            # The manager reads the stream undecoded, line by line.
-            headers["accept-encoding"] = "identity"
-        if api_key:
-            headers["x-api-key"] = api_key
-        return headers
 
     def body(
         self,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from agent_runtime.llm.retry import UpstreamError, class_of_status
 from agent_runtime.llm.types import CONTINUATION_PROMPT, ChatMessage, ChatRequest
@@ -67,16 +68,32 @@ class Adapter(ABC):
     """One upstream wire format."""
 
     name: str
+    # Headers of the wire format that the provider's configured ``defaultHeaders`` may override.
+    format_headers: ClassVar[Mapping[str, str]] = {}
+    # The API key goes in this header, after this prefix.
+    key_header: ClassVar[str] = "authorization"
+    key_prefix: ClassVar[str] = "Bearer "
 
     @abstractmethod
     def url(self, endpoint: str) -> str:
         """Full URL of the chat endpoint under the configured base URL."""
 
-    @abstractmethod
     def headers(
         self, api_key: str | None, default_headers: dict[str, str], *, stream: bool
     ) -> dict[str, str]:
-        """Request headers, credentials included."""
+        """Request headers: JSON in, JSON or SSE out, the API key."""
+        headers = {
+            **self.format_headers,
+            **default_headers,
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
+        if stream:
+            # The manager reads the stream undecoded, line by line.
+            headers["accept-encoding"] = "identity"
+        if api_key:
+            headers[self.key_header] = self.key_prefix + api_key
+        return headers
 
     @abstractmethod
     def body(

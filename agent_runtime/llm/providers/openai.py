@@ -31,22 +31,6 @@ class OpenAIAdapter(Adapter):
         """``<endpoint>/chat/completions``; the endpoint includes the version (``.../v1``)."""
         return endpoint.rstrip("/") + "/chat/completions"
 
-    def headers(
-        self, api_key: str | None, default_headers: dict[str, str], *, stream: bool
-    ) -> dict[str, str]:
-        """Bearer authentication, JSON, SSE when streaming."""
-        headers = {
-            **default_headers,
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-        if stream:
-            # The manager reads the stream undecoded, line by line.
-            headers["accept-encoding"] = "identity"
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
-        return headers
-
     def body(
         self,
         request: ChatRequest,
