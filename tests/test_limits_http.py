@@ -23,7 +23,7 @@ import pytest
 
 from agent_runtime.config import RATE_LIMIT_REDIS_URL_FILE
 from agent_runtime.testing import FakeUpstream, wait_until
-from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.redis_server import RedisServer, redis_or_skip
 from tests.support.runtime import (
     InProcessRuntime,
     RuntimeFiles,
@@ -40,11 +40,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with redis_or_skip() as server:
         yield server
 
 

@@ -35,7 +35,7 @@ from agent_runtime.limits.base import (
 )
 from agent_runtime.limits.memory import MemoryBackend
 from agent_runtime.limits.redis import RedisBackend
-from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.redis_server import redis_or_skip
 
 T0 = 1_764_000_000 * US_PER_S  # a fixed wall-clock origin; every example starts here
 
@@ -293,11 +293,7 @@ def test_retry_after_is_exact(rpm: int, program: list[int]) -> None:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with redis_or_skip() as server:
         yield server.url
 
 

@@ -17,7 +17,7 @@ from agent_runtime.limits.policy import RateLimiter
 from agent_runtime.limits.provider_gate import ProviderGate, build_provider_gate
 from agent_runtime.limits.redis import RedisBackend, ResilientRedisBackend
 from agent_runtime.metrics import REGISTRY
-from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.redis_server import RedisServer, redis_or_skip
 
 T0 = 1_764_000_000 * US_PER_S
 URL_FILE = "ratelimit-redis-url"
@@ -32,11 +32,7 @@ class P:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    try:
-        srv = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with srv:
+    with redis_or_skip() as srv:
         yield srv
 
 

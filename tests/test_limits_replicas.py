@@ -21,7 +21,7 @@ import pytest
 from agent_runtime.config import RateLimitConfig
 from agent_runtime.limits import build_limiter
 from agent_runtime.limits.base import BUCKET_US, US_PER_S, WINDOW_BUCKETS
-from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.redis_server import redis_or_skip
 
 PROCESSES = 3
 PER_PROCESS = 200
@@ -36,11 +36,7 @@ class _Caller:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with redis_or_skip() as server:
         yield server.url
 
 

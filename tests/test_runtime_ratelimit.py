@@ -101,13 +101,9 @@ def test_concurrency_slot_is_released_and_tokens_settled(fake: FakeUpstream, tmp
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    from tests.support.redis_server import RedisServer, RedisUnavailable
+    from tests.support.redis_server import redis_or_skip
 
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with redis_or_skip() as server:
         yield server.url
 
 

@@ -179,15 +179,9 @@ async def test_memory_sessions_ttl_bound_and_eviction() -> None:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    try:
-        from tests.support.redis_server import RedisServer, RedisUnavailable
-    except ImportError:
-        pytest.skip("tests.support.redis_server is not available")
-    try:
-        server = RedisServer()
-    except RedisUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    from tests.support.redis_server import redis_or_skip
+
+    with redis_or_skip() as server:
         yield server.url
 
 

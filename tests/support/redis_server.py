@@ -7,11 +7,15 @@ kill Redis mid-run and bring it back where clients expect it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+import pytest
 
 from tests.support.net import free_port, wait_for_port
 
@@ -95,3 +99,14 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def redis_or_skip() -> Iterator[RedisServer]:
+    """A running server for a test fixture; skips the test where redis-server is not installed."""
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
