@@ -450,6 +450,26 @@ def test_chart_rbac_suffices_for_the_full_agent_lifecycle(
         after = wait_ready(cluster, namespace)
         assert condition(after, "Degraded").get("status") == "False", after["status"]
 
+        # Drift: a deleted child and an edited one are restored.
+        cluster.kubectl("delete", "service", "helper", "-n", namespace)
+        cluster.kubectl(
+            "patch", "configmap", "helper-config", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"data": {"config.yaml": "tampered: true\n"}}),
+        )  # fmt: skip
+        wait_for(
+            lambda: get(cluster, "service", "helper", namespace), timeout=60, what="the Service restored"
+        )
+        wait_for(
+            lambda: (
+                "tampered"
+                not in ((get(cluster, "configmap", "helper-config", namespace) or {}).get("data") or {}).get(
+                    "config.yaml", "tampered"
+                )
+            ),
+            timeout=60,
+            what="the ConfigMap restored",
+        )
+
         # Delete: the children follow through garbage collection.
         cluster.kubectl("delete", "sentientagent", "helper", "-n", namespace, "--wait=true", "--timeout=60s")
         wait_for(
