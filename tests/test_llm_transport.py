@@ -4,8 +4,6 @@ keep-alive reuse, early close, stale keep-alive connections, TLS with a private 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import aclosing
@@ -15,15 +13,12 @@ from typing import Any
 import httpx
 import pytest
 import uvloop
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager, ProviderSwitch, TextDelta
 from agent_runtime.llm.transport import LeanTransport
 from agent_runtime.testing import FakeUpstream, Fault, run_fake, wait_until
 from agent_runtime.testing.chain import chain_config, fake_provider
+from tests.support.tls import make_self_signed
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 RUNNERS: dict[str, Runner] = {"uvloop": uvloop.run, "asyncio": asyncio.run}
@@ -182,36 +177,8 @@ def fake_provider_at(endpoint: str, **overrides: Any) -> Any:
     )
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
-
-
 def test_tls_with_a_private_ca(run: Runner, tmp_path: Path) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = make_self_signed(tmp_path)
     files = {"ca.pem": cert_file.read_text(), "key": "sk-tls"}
     with run_fake(
         "anthropic", api_key="sk-tls", ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)
@@ -240,10 +207,10 @@ def test_tls_with_a_private_ca(run: Runner, tmp_path: Path) -> None:
 
 
 def test_rotated_ca_bundle_applies_to_the_next_request(run: Runner, tmp_path: Path) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = make_self_signed(tmp_path)
     other_dir = tmp_path / "other"
     other_dir.mkdir()
-    other_cert, _ = _self_signed(other_dir)
+    other_cert, _ = make_self_signed(other_dir)
     files = {"ca.pem": other_cert.read_text()}
     with run_fake("openai", ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as tls:
 
