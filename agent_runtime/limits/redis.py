@@ -297,9 +297,9 @@ class ResilientRedisBackend:
         now_us: int | None = None,
     ) -> None:
         """Settle a Redis admission; during an outage it is queued and replayed on recovery."""
-        item = (key, request_id, bucket, token_refund, track_tokens, now_us)
         if self.redis is None:
             return
+        item = (key, request_id, bucket, token_refund, track_tokens, now_us)
         if time.monotonic() < self._down_until:
             self._pending.append(item)
             return
