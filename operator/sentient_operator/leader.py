@@ -153,16 +153,20 @@ class LeaseElector:
         """Give the Lease up (clean shutdown), so that a standby takes over without waiting."""
         if self._lease is None:
             return
-        lease = dict(self._lease)
-        lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
-        try:
-            await kube.call(
-                "PUT",
-                await kube.object_path(API_VERSION, KIND, self.name, self.namespace),
-                body=lease,
-                content_type="application/json",
-            )
-            log.info("released leadership: lease %s/%s", self.namespace, self.name)
-        except kube.KubeError as exc:
-            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+        path = await kube.object_path(API_VERSION, KIND, self.name, self.namespace)
+        for _ in range(3):
+            try:
+                # Fresh read: a renewal may have landed after our last look.
+                lease = await kube.get(API_VERSION, KIND, self.name, self.namespace)
+                if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                    break
+                lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
+                await kube.call("PUT", path, body=lease, content_type="application/json")
+                metrics.WRITES.labels("update", KIND).inc()
+                log.info("released leadership: lease %s/%s", self.namespace, self.name)
+                break
+            except kube.KubeError as exc:
+                if not exc.conflict:
+                    log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+                    break
         metrics.LEADER.set(0)

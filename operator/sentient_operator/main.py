@@ -116,10 +116,16 @@ async def run(settings: Settings) -> int:
             waiters.add(lost)
         done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         leadership_lost = lost is not None and lost in done and not stop.is_set()
+        # kopf may have taken SIGTERM itself: from here on everything is stopping.
+        stop.set()
         if not kopf_stop.done():
             kopf_stop.set_result(None)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(operator, timeout=30)
+        if lost is not None and not lost.done():
+            # Let a renewal in flight finish, so that the release below sees the latest Lease.
+            with contextlib.suppress(asyncio.CancelledError, Exception, TimeoutError):
+                await asyncio.wait_for(lost, timeout=10)
         for task in pending:
             task.cancel()
         if leadership_lost:
