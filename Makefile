@@ -42,8 +42,9 @@ test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e
 demo: setup ## local control plane + operator + an agent answering, then the status table (ARGS=--keep)
 	$(PY) -m e2e.demo $(ARGS)
 
-crds: setup-python ## regenerate crds/, the chart's CRDs and the editor JSON Schemas from the models
+crds: setup ## regenerate crds/, the chart's CRDs, editor JSON Schemas, field reference and manifests/install.yaml from the models
 	$(PY) -m sentient_operator.api.crdgen
+	$(PY) -m e2e.render_manifests
 
 manifests: setup ## render manifests/install.yaml from the Helm chart
 	$(PY) -m e2e.render_manifests
