@@ -121,7 +121,7 @@ def fake_upstream() -> Any:
 def test_agent_ready_children_and_answers(
     cluster: Any, crds: list[str], k8s: Any, namespace: str, fake_upstream: Any, tmp_path: Path
 ) -> None:
-    with running_operator(cluster, namespace):
+    with running_operator(cluster, namespace) as op:
         apply(cluster, *provider(namespace, fake_upstream.endpoint), callers(namespace), agent(namespace))
         obj = wait_ready(cluster, namespace)
         status = obj["status"]
@@ -179,6 +179,7 @@ def test_agent_ready_children_and_answers(
                 timeout=30,
             )
             assert denied.status_code == 401
+        assert not [line for line in op.lines if PROVIDER_KEY in line or CALLER_KEY in line]
 
 
 def test_prompt_change_rolls_out_scale_follows(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sentient_operator.handlers.agent import _deployment_state, contains
 from sentient_operator.handlers.queue import WorkQueue
+from sentient_operator.settings import Settings
 
 
 def test_contains_ignores_server_added_fields() -> None:
@@ -68,3 +71,22 @@ async def test_queue_coalesces_and_serialises_keys() -> None:
     queue.done("a")
     queue.done("b")
     assert len(queue) == 0
+
+
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTIENT_WATCH_NAMESPACES", " team-a, team-b ,")
+    monkeypatch.setenv("SENTIENT_RUNTIME_IMAGE", "registry.example/runtime:2")
+    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "false")
+    monkeypatch.setenv("SENTIENT_WORKERS", "0")
+    settings = Settings.from_env()
+    assert settings.watch_namespaces == ["team-a", "team-b"]
+    assert settings.runtime_image == "registry.example/runtime:2"
+    assert settings.leader_election is False
+    assert settings.workers == 1
+    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "maybe")
+    with pytest.raises(ValueError, match="SENTIENT_LEADER_ELECTION"):
+        Settings.from_env()
+    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "true")
+    monkeypatch.setenv("SENTIENT_RESYNC_SECONDS", "soon")
+    with pytest.raises(ValueError, match="SENTIENT_RESYNC_SECONDS"):
+        Settings.from_env()
