@@ -30,12 +30,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def window_prune(buckets: dict[int, int], bucket: int) -> int:
-    """Drop buckets that left the window of ``bucket``; return the usage still counted."""
+def window_prune(buckets: dict[int, int], bucket: int) -> None:
+    """Drop buckets that left the window of ``bucket``."""
     low = bucket - WINDOW_BUCKETS
     for old in [b for b in buckets if b < low]:
         del buckets[old]
-    return sum(buckets.values())
 
 
 def window_check(
