@@ -34,7 +34,7 @@ from agent_runtime import metrics, protocol
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.auth import Authenticator, AuthError, Principal
 from agent_runtime.config import RuntimeConfig, load_config
-from agent_runtime.limits.policy import build_limiter, estimate_tokens
+from agent_runtime.limits.policy import ALLOW_ALL, Admission, build_limiter, estimate_tokens
 from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
 from agent_runtime.llm import LLMError, LLMManager
 from agent_runtime.logging import REQUEST_ID, accept_request_id
@@ -250,6 +250,8 @@ class Pulse:
 
     async def write(self, data: bytes) -> None:
         """Send one record; the caller holds :attr:`lock` (the ResponseHandler does)."""
+        # Runs once per streamed record: _ensure_started() and ex.body() are inlined to spare
+        # two coroutine frames per record.
         if not self.ex.started:
             await self.ex.start(self.status, self.content_type, self.extra)
         await self.ex.send({"type": "http.response.body", "body": data, "more_body": True})
@@ -677,11 +679,11 @@ class AgentRuntime:
 
     async def _admit(
         self, ex: Exchange, principal: Principal, session_id: str | None, estimate: Callable[[], int]
-    ) -> Any:
+    ) -> Admission:
         """Rate-limit admission; the token estimate is computed only when a policy applies."""
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
-            return _ALLOWED
+            return ALLOW_ALL
         subject = limiter.subject(principal, session_id)
         admission = await limiter.admit(subject, estimate())
         if not admission.allowed:
@@ -867,6 +869,8 @@ class AgentRuntime:
         )
 
     async def _models(self, request: Request) -> Response:
+        from agent_runtime.openai_api import openai_error
+
         state = self.state
         ex_headers = {k.lower(): v for k, v in request.headers.items()}
         try:
@@ -874,7 +878,7 @@ class AgentRuntime:
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
             _count("/v1/models", exc.status, 0.0)
-            return JSONResponse(_openai_error(exc.message, "authentication_error", exc.reason), exc.status)
+            return JSONResponse(openai_error(exc.message, "authentication_error", exc.reason), exc.status)
         _count("/v1/models", 200, 0.0)
         return JSONResponse(
             {
@@ -889,26 +893,6 @@ class AgentRuntime:
                 ],
             }
         )
-
-
-def _openai_error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-class _Allowed:
-    """Admission when no rate-limit policy applies."""
-
-    allowed = True
-    status = 200
-    limit = None
-    retry_after = 0.0
-    headers: dict[str, str] = {}
-
-    async def settle(self, actual_tokens: int | None = None) -> int:
-        return 0
-
-
-_ALLOWED = _Allowed()
 
 
 _KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
