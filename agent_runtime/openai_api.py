@@ -262,16 +262,19 @@ class _ChunkWriter:
         )
 
     def choice(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        """A chunk with any delta (the role opener, the finish reason), encoded generically."""
         choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
         return f"{self._head}{protocol.dumps(choices)}}}\n\n".encode()
 
     def content(self, text: str) -> bytes:
+        """A content delta: the per-token record, so only the text is encoded at run time."""
         return (
             f'{self._head}[{{"index":0,"delta":{{"content":{protocol.dumps(text)}}},'
             f'"logprobs":null,"finish_reason":null}}]}}\n\n'
         ).encode()
 
     def usage(self, prompt: int, completion: int) -> bytes:
+        """The last chunk of a stream with ``include_usage``: no choices, the answer's usage."""
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
