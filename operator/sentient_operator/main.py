@@ -66,7 +66,7 @@ async def start_http(settings: Settings, state: State) -> web.AppRunner:
 
 
 async def run(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; the exit code (1 when leadership was lost)."""
+    """Run until SIGTERM/SIGINT; the exit code (1 when leadership was lost or kopf gave up)."""
     import sentient_operator.handlers  # noqa: F401  (registers every handler with kopf)
 
     loop = asyncio.get_running_loop()
@@ -116,6 +116,11 @@ async def run(settings: Settings) -> int:
             waiters.add(lost)
         done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         leadership_lost = lost is not None and lost in done and not stop.is_set()
+        # kopf returning on its own (e.g. it gave up on a forbidden watch) is a failure: exit
+        # non-zero so that the pod restarts and the restart is visible.
+        kopf_gave_up = operator in done and not stop.is_set()
+        if kopf_gave_up:
+            log.error("the kopf operator stopped by itself; exiting with code 1")
         # kopf may have taken SIGTERM itself: from here on everything is stopping.
         stop.set()
         if not kopf_stop.done():
@@ -128,7 +133,9 @@ async def run(settings: Settings) -> int:
                 await asyncio.wait_for(lost, timeout=10)
         for task in pending:
             task.cancel()
-        if leadership_lost:
+        if leadership_lost or kopf_gave_up:
+            if kopf_gave_up and elector is not None:
+                await elector.release()
             return 1
         if elector is not None:
             await elector.release()
