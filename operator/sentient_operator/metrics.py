@@ -27,5 +27,10 @@ WRITES = Counter(
 )
 MANAGED_AGENTS = Gauge("sentient_operator_managed_agents", "SentientAgents the operator manages.")
 READY_AGENTS = Gauge("sentient_operator_ready_agents", "SentientAgents whose Ready condition is True.")
+AGENT_READY = Gauge(
+    "sentient_operator_agent_ready",
+    "1 when the agent's Ready condition is True, else 0; one series per managed agent (leader only).",
+    ["namespace", "agent"],
+)
 QUEUE_DEPTH = Gauge("sentient_operator_queue_depth", "Objects waiting to be reconciled.")
 LEADER = Gauge("sentient_operator_leader", "1 when this replica holds the leader Lease.")

@@ -411,10 +411,15 @@ def _update_agent_gauges() -> None:
     keys = list(cache.agent_keys())
     metrics.MANAGED_AGENTS.set(len(keys))
     ready = 0
+    # Rebuilt whole so that deleted agents lose their series; no await in between, so a
+    # scrape never sees it half-filled.
+    metrics.AGENT_READY.clear()
     for namespace, name in keys:
         body = cache.agent(namespace, name) or {}
         cond = find_condition((body.get("status") or {}).get("conditions"), "Ready")
-        ready += bool(cond and cond.get("status") == "True")
+        is_ready = bool(cond and cond.get("status") == "True")
+        metrics.AGENT_READY.labels(namespace, name).set(int(is_ready))
+        ready += is_ready
     metrics.READY_AGENTS.set(ready)
 
 
