@@ -48,10 +48,12 @@ class CircuitBreaker:
         half_open_requests: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.failure_threshold = failure_threshold
-        self.window = window
-        self.cooldown = cooldown
-        self.half_open_requests = half_open_requests
+        self.configure(
+            failure_threshold=failure_threshold,
+            window=window,
+            cooldown=cooldown,
+            half_open_requests=half_open_requests,
+        )
         self._clock = clock
         self._failures: deque[float] = deque()
         self._state: State = "closed"
