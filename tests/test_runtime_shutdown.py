@@ -65,6 +65,16 @@ class StreamReader(threading.Thread):
             self.error = exc
 
 
+def sigterm_mid_stream(runtime: RuntimeProcess, prompt: str) -> StreamReader:
+    """Start an /assist stream, wait for its first chunk, then send SIGTERM to the runtime."""
+    reader = StreamReader(runtime.url, prompt)
+    reader.start()
+    assert reader.first_chunk.wait(30)
+    assert runtime.proc is not None
+    runtime.proc.send_signal(signal.SIGTERM)
+    return reader
+
+
 def test_sigterm_drains_a_live_stream(tmp_path: Path) -> None:
     # 30 tokens at 50 ms each: the stream is still running when SIGTERM arrives.
     with FakeUpstream("openai", latency=0.05, tokens=30) as fake, start(tmp_path, fake, "30s") as runtime:
@@ -73,11 +83,8 @@ def test_sigterm_drains_a_live_stream(tmp_path: Path) -> None:
         assert "sentient_requests_total" in httpx.get(metrics_url).text
         assert httpx.get(f"{runtime.url}/metrics").status_code == 404
 
-        reader = StreamReader(runtime.url, "drain me")
-        reader.start()
-        assert reader.first_chunk.wait(30)
+        reader = sigterm_mid_stream(runtime, "drain me")
         assert runtime.proc is not None
-        runtime.proc.send_signal(signal.SIGTERM)
 
         # Draining: not ready, new requests refused with 503 (as error + done on /assist).
         assert wait_until(lambda: httpx.get(f"{runtime.url}/ready").status_code == 503, timeout=10)
@@ -104,11 +111,8 @@ def test_sigterm_drains_a_live_stream(tmp_path: Path) -> None:
 def test_grace_deadline_ends_streams_with_error_and_done(tmp_path: Path) -> None:
     # 400 tokens at 50 ms: far longer than the 1 s grace.
     with FakeUpstream("openai", latency=0.05, tokens=400) as fake, start(tmp_path, fake, "1s") as runtime:
-        reader = StreamReader(runtime.url, "too long")
-        reader.start()
-        assert reader.first_chunk.wait(30)
+        reader = sigterm_mid_stream(runtime, "too long")
         assert runtime.proc is not None
-        runtime.proc.send_signal(signal.SIGTERM)
         reader.join(60)
         assert runtime.proc.wait(30) == 0
     assert reader.error is None
