@@ -57,6 +57,16 @@ def policy(limits: dict[str, int], *, redis: bool = True, on_unavailable: str = 
     }
 
 
+def redis_credentials(server: RedisServer, *, flush: bool = False) -> dict[str, str]:
+    """Bound-Secret files naming the test Redis; ``flush`` empties it first, so no counter of an
+    earlier test (the server is shared by the module) counts against this one."""
+    if flush:
+        import redis
+
+        redis.Redis.from_url(server.url).flushall()
+    return default_credentials({RATE_LIMIT_REDIS_URL_FILE: server.url})
+
+
 def chat(content: str = "hello", max_tokens: int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"model": "fake-model", "messages": [{"role": "user", "content": content}]}
     if max_tokens is not None:
@@ -88,10 +98,7 @@ async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
 
 
 def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_server: RedisServer) -> None:
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushall()
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server, flush=True)
     with FakeUpstream("openai") as fake:
         runtimes: list[RuntimeProcess] = []
         try:
@@ -133,10 +140,7 @@ def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_
 def test_token_budget_refuses_before_the_upstream(
     tmp_path: Path, redis_server: RedisServer, use_redis: bool
 ) -> None:
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushall()
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server, flush=True)
     with FakeUpstream("openai", tokens=5) as fake:
         config = make_config(
             chain=[chain_entry(fake)], rate_limit=policy({"tokensPerMinute": 1000}, redis=use_redis)
@@ -170,7 +174,7 @@ def test_token_budget_refuses_before_the_upstream(
 
 
 def test_redis_killed_fail_closed_then_recovers(tmp_path: Path, redis_server: RedisServer) -> None:
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server)
     with FakeUpstream("openai", tokens=3) as fake:
         config = make_config(
             chain=[chain_entry(fake)],
@@ -196,7 +200,7 @@ def test_redis_killed_fail_closed_then_recovers(tmp_path: Path, redis_server: Re
 
 
 def test_concurrency_cap_over_http(tmp_path: Path, redis_server: RedisServer) -> None:
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server)
     # 40 words at 50 ms: the first stream is still running when the second request comes.
     with FakeUpstream("openai", latency=0.05, tokens=40) as fake:
         config = make_config(chain=[chain_entry(fake)], rate_limit=policy({"concurrency": 1}))
@@ -232,10 +236,7 @@ def test_concurrency_cap_over_http(tmp_path: Path, redis_server: RedisServer) ->
 def test_provider_quota_fails_over_and_is_shared_across_agents(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushall()
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server, flush=True)
     with FakeUpstream("openai", tokens=3) as capped, FakeUpstream("openai", tokens=3) as spare:
         chain = [
             chain_entry(capped, "default/capped", limits={"requestsPerMinute": 2}),
@@ -258,10 +259,7 @@ def test_provider_quota_fails_over_and_is_shared_across_agents(
 def test_policy_edit_applies_by_hot_reload(
     tmp_path: Path, redis_server: RedisServer, use_redis: bool
 ) -> None:
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushall()
-    credentials = default_credentials({RATE_LIMIT_REDIS_URL_FILE: redis_server.url})
+    credentials = redis_credentials(redis_server, flush=True)
     with FakeUpstream("openai", tokens=3) as fake:
         config = make_config(
             chain=[chain_entry(fake)], rate_limit=policy({"requestsPerMinute": 2}, redis=use_redis)
