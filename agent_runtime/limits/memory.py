@@ -120,14 +120,18 @@ class MemoryBackend:
 
     def _sweep(self, now: int) -> None:
         idle_before = now - (WINDOW_BUCKETS + 2) * BUCKET_US
-        for key in list(self._states):
-            state = self._states[key]
+        # Only the idle head is visited (not a copy of every key): the dict cannot shrink while
+        # it is iterated, so the idle keys are collected first.
+        idle: list[str] = []
+        for key, state in self._states.items():
             if state.last_used >= idle_before:
                 # Ordered by last use: everything after this one is fresher.
                 break
             live = any(deadline > now for deadline in state.leases.values())
             if not live and (state.tat is None or state.tat <= now):
-                del self._states[key]
+                idle.append(key)
+        for key in idle:
+            del self._states[key]
 
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
