@@ -1,0 +1,134 @@
+"""Which watch events make the LLMProvider handler schedule a sync (no cluster needed: the
+handlers are plain functions; what they schedule lands in the real controller queue)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sentient_operator.handlers import provider as handler
+from sentient_operator.handlers.queue import WorkQueue
+from sentient_operator.handlers.runtime import controller
+
+NS = "team"
+# kopf's decorators type these as its handler protocols; here they are called as plain functions.
+ON_PROVIDER: Any = handler.on_provider_event
+ON_SECRET: Any = handler.on_secret_event
+REFS_INDEX: Any = handler.sentient_provider_secret_refs_idx
+
+
+def _body(name: str, generation: int, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "generation": generation,
+            "annotations": annotations or {},
+        },
+        "spec": {"type": "openai", "credentials": {"secretRef": {"name": "src", "key": "apiKey"}}},
+    }
+
+
+def _scheduled(name: str) -> bool:
+    return controller.queue.pending((handler.KIND, NS, name))
+
+
+def _drain() -> None:
+    controller.queue = WorkQueue()
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    saved = controller.queue
+    _drain()
+    handler.state.bodies.clear()
+    handler.state.generations.clear()
+    handler.state.forced.clear()
+    handler.state.secret_versions.clear()
+    handler.state.applied_versions.clear()
+    yield
+    controller.queue = saved
+
+
+def provider_event(type_: str | None, body: dict[str, Any]) -> None:
+    ON_PROVIDER(type=type_, namespace=NS, name=body["metadata"]["name"], body=body)
+
+
+def secret_event(
+    type_: str | None, name: str, rv: str, labels: dict[str, str] | None = None, refs: Any = None
+) -> None:
+    body = {"metadata": {"name": name, "namespace": NS, "resourceVersion": rv}}
+    ON_SECRET(
+        type=type_,
+        namespace=NS,
+        name=name,
+        labels=labels or {},
+        body=body,
+        sentient_provider_secret_refs_idx=refs,
+    )
+
+
+def test_spec_and_force_sync_annotation_schedule_but_status_writes_do_not() -> None:
+    provider_event(None, _body("p", 1))  # initial listing
+    assert _scheduled("p") and ("team", "p") in handler.state.forced
+    _drain()
+    handler.state.forced.clear()
+    provider_event("MODIFIED", _body("p", 1))  # our own status patch: same generation
+    assert not _scheduled("p")
+    provider_event("MODIFIED", _body("p", 2))  # spec changed
+    assert _scheduled("p")
+    _drain()
+    provider_event("MODIFIED", _body("p", 2, {handler.FORCE_SYNC_ANNOTATION: "1"}))
+    assert _scheduled("p")
+    _drain()
+    provider_event("DELETED", _body("p", 2))
+    assert ("team", "p") not in handler.state.bodies
+
+
+def test_referenced_secret_changes_force_a_sync_listing_does_not() -> None:
+    refs = {(NS, "src"): ["p", "q"]}
+    secret_event(None, "src", "10", refs=refs)  # start-up listing: the providers' listing covers it
+    assert not _scheduled("p")
+    secret_event("MODIFIED", "src", "11", refs=refs)
+    assert _scheduled("p") and _scheduled("q")
+    assert {("team", "p"), ("team", "q")} <= handler.state.forced
+    _drain()
+    secret_event(None, "src", "11", refs=refs)  # re-listing, nothing missed
+    assert not _scheduled("p")
+    secret_event(None, "src", "12", refs=refs)  # re-listing after a reconnect, a change was missed
+    assert _scheduled("p")
+    _drain()
+    secret_event("MODIFIED", "unrelated", "5", refs=refs)
+    assert not _scheduled("p")
+
+
+def test_own_write_echo_is_ignored_hand_edit_is_not() -> None:
+    labels = {"sentient.dev/provider": "p", "app.kubernetes.io/managed-by": "sentient-operator"}
+    handler.state.applied_versions[(NS, "sentient-provider-p")] = "20"
+    secret_event("MODIFIED", "sentient-provider-p", "20", labels, refs={})
+    assert not _scheduled("p")
+    secret_event("MODIFIED", "sentient-provider-p", "21", labels, refs={})
+    assert _scheduled("p")
+    _drain()
+    secret_event("DELETED", "sentient-provider-p", "21", labels, refs={})
+    assert _scheduled("p")
+    assert ("team", "p") not in handler.state.forced  # restoring needs no store call
+
+
+def test_secret_refs_index() -> None:
+    spec = {
+        "type": "openai",
+        "tls": {"caSecretRef": {"name": "ca", "key": "ca.pem"}},
+        "credentials": {
+            "vault": {
+                "server": "https://vault:8200",
+                "path": "llm/openai",
+                "auth": {"appRole": {"roleId": "r", "secretRef": {"name": "approle", "key": "id"}}},
+            }
+        },
+    }
+    got = REFS_INDEX(namespace=NS, name="p", spec=spec)
+    assert got == {(NS, "approle"): "p", (NS, "ca"): "p"}
+    assert REFS_INDEX(namespace=NS, name="p", spec={"type": "nope"}) == {}
