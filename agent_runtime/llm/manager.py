@@ -111,7 +111,6 @@ class _Entry:
     url: httpx.URL
     lean: LeanTransport | None
     timeout_ext: dict[str, float | None]
-    connect: float
     first_token: float
     idle: float
     total: float
@@ -327,7 +326,6 @@ class LLMManager:
                     client_key=key,
                     breaker=breaker,
                     url=httpx.URL(url),
-                    connect=connect,
                     first_token=duration_seconds(timeouts.first_token),
                     idle=duration_seconds(timeouts.idle),
                     total=duration_seconds(timeouts.total),
