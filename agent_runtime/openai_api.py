@@ -11,6 +11,7 @@ sent as one ``data: {"error": ...}`` record before ``data: [DONE]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -303,19 +304,20 @@ async def _stream(
         usage: Usage | None = None
         opened = False
         try:
-            async for event in runtime.llm.stream(request):
-                if type(event) is TextDelta:
-                    if event.text:
-                        if not opened:
-                            # The role chunk waits for the first token, so a failure before
-                            # it can still be an HTTP error status.
-                            opened = True
-                            await pulse.send(role)
-                        await pulse.send(writer.content(event.text))
-                elif type(event) is Usage:
-                    usage = event
-                elif type(event) is Completed:
-                    finish = event.finish_reason
+            async with contextlib.aclosing(runtime.llm.stream(request)) as events:
+                async for event in events:
+                    if type(event) is TextDelta:
+                        if event.text:
+                            if not opened:
+                                # The role chunk waits for the first token, so a failure before
+                                # it can still be an HTTP error status.
+                                opened = True
+                                await pulse.send(role)
+                            await pulse.send(writer.content(event.text))
+                    elif type(event) is Usage:
+                        usage = event
+                    elif type(event) is Completed:
+                        finish = event.finish_reason
         except LLMError as exc:
             count_agent_error(ex.route, exc.status)
             if not ex.started:

@@ -9,6 +9,7 @@ finished the answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -49,27 +50,30 @@ class ChatAgent(AbstractAgent):
         stream = response_handler.create_text_stream(RESPONSE_EVENT)
         parts: list[str] = []
         final: dict[str, Any] = {}
-        async for event in context.llm.stream(request):
-            if type(event) is TextDelta:
-                if event.text:
-                    parts.append(event.text)
-                    await stream.emit_chunk(event.text)
-            elif type(event) is ProviderSwitch:
-                if event.phase == "mid_stream":
-                    stream.annotate(
-                        {
-                            "failover": True,
-                            "from_provider": event.from_id,
-                            "to_provider": event.to_id,
-                            "reason": event.reason,
-                        }
-                    )
-            elif type(event) is Usage:
-                response_handler.record_usage(event.input_tokens, event.output_tokens)
-            elif type(event) is Completed:
-                final = {"provider": event.provider, "model": event.model}
-                if event.finish_reason:
-                    final["finish_reason"] = event.finish_reason
+        # Closed deterministically when the request stops early (disconnect, cancel): the
+        # upstream connection goes at once instead of whenever the generator is collected.
+        async with contextlib.aclosing(context.llm.stream(request)) as events:
+            async for event in events:
+                if type(event) is TextDelta:
+                    if event.text:
+                        parts.append(event.text)
+                        await stream.emit_chunk(event.text)
+                elif type(event) is ProviderSwitch:
+                    if event.phase == "mid_stream":
+                        stream.annotate(
+                            {
+                                "failover": True,
+                                "from_provider": event.from_id,
+                                "to_provider": event.to_id,
+                                "reason": event.reason,
+                            }
+                        )
+                elif type(event) is Usage:
+                    response_handler.record_usage(event.input_tokens, event.output_tokens)
+                elif type(event) is Completed:
+                    final = {"provider": event.provider, "model": event.model}
+                    if event.finish_reason:
+                        final["finish_reason"] = event.finish_reason
         if final:
             # Goes on the closing chunk, which complete() sends together with done.
             stream.annotate(final)
