@@ -171,7 +171,9 @@ def test_service_monitor_once_crd_installed(
     if get(cluster, "crd", "servicemonitors.monitoring.coreos.com", "default") is not None:
         pytest.skip("the ServiceMonitor CRD is already installed in this cluster")
     with running_operator(cluster, namespace):
-        spec = {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}}
+        spec: dict[str, Any] = {
+            "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
+        }
         apply(
             cluster,
             *provider(namespace, fake_upstream.endpoint),

@@ -165,7 +165,7 @@ async def test_jwt_matrix(tmp_path: Path, keys: dict[str, Any], jwks: JWKSServer
     await expect(auth, {"authorization": f"Bearer {token(keys['trusted'], sub=None)}"}, 401, "invalid_token")
     await expect(auth, {"authorization": "Bearer a.b.c"}, 401, "invalid_token")
     none_alg = jwt.encode(
-        {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60}, None, "none"
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60}, "", "none"
     )
     await expect(auth, {"authorization": f"Bearer {none_alg}"}, 401, "invalid_token")
     # API keys keep working next to JWT.
@@ -224,7 +224,9 @@ def test_openai_json_errors(server: InProcessRuntime) -> None:
 
 def test_auth_failures_are_audited_without_secrets(server: InProcessRuntime) -> None:
     assist(server, {"x-api-key": "a-guessed-secret"})
-    log_path = Path(server.runtime.audit.path)  # type: ignore[union-attr]
+    audit = server.runtime.audit
+    assert audit is not None and audit.path is not None
+    log_path = Path(audit.path)
     text = log_path.read_text()
     assert '"event":"auth.failure"' in text
     assert "a-guessed-secret" not in text and "alice-secret-key" not in text

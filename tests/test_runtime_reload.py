@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,14 @@ def scripted(tmp_path: Path) -> Iterator[InProcessRuntime]:
         yield runtime
 
 
+def _prompt_is(runtime: InProcessRuntime, expected: str) -> bool:
+    return runtime.runtime.config.agent.system_prompt == expected
+
+
+def _more_results(load: Load, than: int) -> bool:
+    return len(load.results) > than
+
+
 def test_config_reload_is_atomic_under_load(scripted: InProcessRuntime) -> None:
     files = scripted.files
     with Load(scripted.url) as load:
@@ -131,11 +140,8 @@ def test_config_reload_is_atomic_under_load(scripted: InProcessRuntime) -> None:
             config.agent.system_prompt = f"v{version}"
             config.agent.description = f"v{version}"
             files.update_config(config)
-            assert wait_until(
-                lambda v=version: scripted.runtime.config.agent.system_prompt == f"v{v}", timeout=10
-            )
-            count = len(load.results)
-            assert wait_until(lambda c=count: len(load.results) > c + 3, timeout=10)
+            assert wait_until(functools.partial(_prompt_is, scripted, f"v{version}"), timeout=10)
+            assert wait_until(functools.partial(_more_results, load, len(load.results) + 3), timeout=10)
     pairs = config_pairs(load.results)
     assert len(pairs) > 10
     # Every request saw one version, never a mix of two.

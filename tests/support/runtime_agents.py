@@ -73,10 +73,12 @@ class ScriptedAgent(AbstractAgent):
         elif prompt == "config":
             # Read the config twice around a suspension point: a reload in between must not show.
             assert self.context is not None
-            first = self.context.config.agent.system_prompt
+            prompt_seen = self.context.config.agent.system_prompt
             await asyncio.sleep(0.005)
-            second = self.context.config.agent.description
-            await response_handler.emit_json("config", {"system_prompt": first, "description": second})
+            description_seen = self.context.config.agent.description
+            await response_handler.emit_json(
+                "config", {"system_prompt": prompt_seen, "description": description_seen}
+            )
         elif prompt == "history":
             await response_handler.emit_json(
                 "history", {"turns": [[t.role, t.content] for t in session.turns()]}
