@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-CACHE  ?= $(HOME)/.cache/sentient-operator
+CACHE  ?= $(or $(SENTIENT_CACHE),$(HOME)/.cache/sentient-operator)
 VENV   := $(CACHE)/venv
 PY     := $(VENV)/bin/python
 export SENTIENT_CACHE := $(CACHE)
