@@ -116,11 +116,12 @@ async def run(settings: Settings) -> int:
             waiters.add(lost)
         done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         leadership_lost = lost is not None and lost in done and not stop.is_set()
-        # kopf returning on its own (e.g. it gave up on a forbidden watch) is a failure: exit
-        # non-zero so that the pod restarts and the restart is visible.
-        kopf_gave_up = operator in done and not stop.is_set()
+        # kopf failing (e.g. it gave up on a forbidden watch) must exit non-zero so that the
+        # pod restarts visibly. kopf also ends normally when it takes SIGTERM itself (it
+        # installs its own signal handlers), so only an exception counts as failure.
+        kopf_gave_up = operator in done and not operator.cancelled() and operator.exception() is not None
         if kopf_gave_up:
-            log.error("the kopf operator stopped by itself; exiting with code 1")
+            log.error("the kopf operator failed: %s; exiting with code 1", operator.exception())
         # kopf may have taken SIGTERM itself: from here on everything is stopping.
         stop.set()
         if not kopf_stop.done():
