@@ -111,6 +111,10 @@ def test_secret_source_sync_rotation_and_faults(k8s: Any, namespace: str, operat
         text = resp.read().decode()
     assert 'sentient_operator_reconciles_total{kind="provider",result="ok"}' in text
     assert 'sentient_operator_reconcile_errors_total{kind="provider",reason="SecretNotFound"}' in text
+    labels = f'namespace="{namespace}",provider="openai"'
+    assert f'sentient_operator_credential_syncs_total{{{labels},result="success"}}' in text
+    assert f'sentient_operator_credential_syncs_total{{{labels},result="error"}}' in text
+    assert f"sentient_operator_credential_last_sync_timestamp_seconds{{{labels}}}" in text
     assert "sk-e2e" not in text
 
 

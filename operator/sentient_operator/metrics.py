@@ -34,3 +34,13 @@ AGENT_READY = Gauge(
 )
 QUEUE_DEPTH = Gauge("sentient_operator_queue_depth", "Objects waiting to be reconciled.")
 LEADER = Gauge("sentient_operator_leader", "1 when this replica holds the leader Lease.")
+CREDENTIAL_SYNCS = Counter(
+    "sentient_operator_credential_syncs_total",
+    "Credential syncs of LLMProviders, by result (success, error).",
+    ["namespace", "provider", "result"],
+)
+CREDENTIAL_LAST_SYNC = Gauge(
+    "sentient_operator_credential_last_sync_timestamp_seconds",
+    "Unix time of the provider's last successful credential sync (a verified watched Secret counts).",
+    ["namespace", "provider"],
+)

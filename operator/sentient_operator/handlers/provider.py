@@ -19,6 +19,7 @@ finalizer blocks deletion whenever the operator is not running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import os
@@ -220,6 +221,9 @@ async def reconcile_provider(namespace: str, name: str) -> float | None:
     key = (namespace, name)
     body = state.bodies.get(key)
     if body is None:
+        # Gone: its sync-age series must not linger and page someone.
+        with contextlib.suppress(KeyError):
+            metrics.CREDENTIAL_LAST_SYNC.remove(namespace, name)
         return None
     force = key in state.forced
     state.forced.discard(key)
@@ -245,8 +249,11 @@ async def reconcile_provider(namespace: str, name: str) -> float | None:
     if not outcome.ok:
         metrics.RECONCILES.labels(KIND, "error").inc()
         metrics.RECONCILE_ERRORS.labels(KIND, outcome.reason).inc()
+        metrics.CREDENTIAL_SYNCS.labels(namespace, name, "error").inc()
         return max(1.0, outcome.retry_in)
     metrics.RECONCILES.labels(KIND, "ok").inc()
+    metrics.CREDENTIAL_SYNCS.labels(namespace, name, "success").inc()
+    metrics.CREDENTIAL_LAST_SYNC.labels(namespace, name).set(time.time())
     if outcome.external:
         return state.jitter(outcome.refresh_interval)
     # Watched Secrets need no polling; a slow resync guards against a missed watch event.
