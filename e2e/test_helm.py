@@ -159,7 +159,10 @@ def test_cluster_wide_rbac_as_the_service_account(cluster: Cluster) -> None:
             cluster, sa, "patch", "sentientagents.sentient.dev", "--subresource=status", "-n", "default"
         )
         assert _can(cluster, sa, "create", "deployments.apps", "-n", "default")
-        assert _can(cluster, sa, "create", "serviceaccounts", "--subresource=token", "-n", "default")
+        assert _can(
+            cluster, sa, "create", f"serviceaccounts/{rel.fullname}", "--subresource=token", "-n", rel.namespace
+        )
+        assert not _can(cluster, sa, "create", "serviceaccounts", "--subresource=token", "-n", "default")
         assert _can(cluster, sa, "delete", "horizontalpodautoscalers.autoscaling", "-n", "default")
         assert _can(cluster, sa, "get", "secrets/sentient-operator-fingerprint-key", "-n", rel.namespace)
         # Nothing beyond what the operator uses.

@@ -283,7 +283,9 @@ def test_rbac_grants_what_the_operator_uses() -> None:
         # Only optional children are deleted; the rest go with their owner (garbage collection).
         optional = resource in ("horizontalpodautoscalers", "poddisruptionbudgets", "servicemonitors")
         assert allowed(rules, group, resource, "delete") == optional, resource
-    assert allowed(rules, "", "serviceaccounts/token", "create")
+    token_rules = [r for _, r in rules if "serviceaccounts/token" in r["resources"]]
+    # Only the operator's own service account, and only in the release namespace.
+    assert [r.get("resourceNames") for r in token_rules] == [["rel-sentient-operator"]], token_rules
     assert allowed(rules, "", "events", "create")
     assert allowed(rules, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
     assert allowed(rules, "", "secrets", "get")  # credential sources read Secrets directly

@@ -56,11 +56,6 @@ and e2e/test_helm.py check both properties.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Vault / OpenBao kubernetes auth: a short-lived token of the service account
-# named in the LLMProvider.
-- apiGroups: [""]
-  resources: ["serviceaccounts/token"]
-  verbs: ["create"]
 # kopf and the operator post core/v1 Events about handled objects (kopf
 # never uses events.k8s.io).
 - apiGroups: [""]
@@ -89,4 +84,10 @@ and e2e/test_helm.py check both properties.
   resources: ["secrets"]
   resourceNames: ["sentient-operator-fingerprint-key"]
   verbs: ["get"]
+# Vault / OpenBao kubernetes auth outside a pod or with a custom audience: a
+# short-lived token (TokenRequest) of the operator's own service account only.
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  resourceNames: [{{ include "sentient-operator.serviceAccountName" . | quote }}]
+  verbs: ["create"]
 {{- end }}
