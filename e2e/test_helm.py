@@ -160,7 +160,13 @@ def test_cluster_wide_rbac_as_the_service_account(cluster: Cluster) -> None:
         )
         assert _can(cluster, sa, "create", "deployments.apps", "-n", "default")
         assert _can(
-            cluster, sa, "create", f"serviceaccounts/{rel.fullname}", "--subresource=token", "-n", rel.namespace
+            cluster,
+            sa,
+            "create",
+            f"serviceaccounts/{rel.fullname}",
+            "--subresource=token",
+            "-n",
+            rel.namespace,
         )
         assert not _can(cluster, sa, "create", "serviceaccounts", "--subresource=token", "-n", "default")
         assert _can(cluster, sa, "delete", "horizontalpodautoscalers.autoscaling", "-n", "default")
