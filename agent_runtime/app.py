@@ -38,7 +38,7 @@ from agent_runtime.limits.policy import ALLOW_ALL, Admission, build_limiter, est
 from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
 from agent_runtime.llm import LLMError, LLMManager
 from agent_runtime.logging import REQUEST_ID, accept_request_id
-from agent_runtime.reload import CredentialFiles, FileWatcher
+from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import (
     AbstractAgent,
     AgentContext,
@@ -315,7 +315,7 @@ class AgentRuntime:
         *,
         config_path: Path | None = None,
         audit: AuditLog | None = None,
-        watch_interval: float = 1.0,
+        watch_interval: float = DEFAULT_WATCH_INTERVAL,
     ) -> None:
         self.credentials = credentials
         self.config_path = config_path
@@ -945,7 +945,7 @@ def create_app(
     config_path: Path | None = None,
     credentials_dir: Path | None = None,
     audit: AuditLog | None = None,
-    watch_interval: float = 1.0,
+    watch_interval: float = DEFAULT_WATCH_INTERVAL,
 ) -> AgentRuntime:
     """Build the runtime from a config (or the file at ``config_path`` / ``SENTIENT_CONFIG``)."""
     from agent_runtime.config import config_path as default_config_path

@@ -23,6 +23,10 @@ from pathlib import Path
 
 log = logging.getLogger("agent_runtime.reload")
 
+#: Seconds between polls. A poll is one readlink (or a few stats), so polling often is cheap,
+#: and it bounds how long a rotated key waits before the next upstream request uses it.
+DEFAULT_WATCH_INTERVAL = 0.25
+
 _MAX_CREDENTIAL_BYTES = 1 << 20
 
 
@@ -112,7 +116,7 @@ class FileWatcher:
         credentials: CredentialFiles,
         on_config_change: Callable[[], Awaitable[None]],
         on_credentials_change: Callable[[], Awaitable[None]],
-        interval: float = 1.0,
+        interval: float = DEFAULT_WATCH_INTERVAL,
     ) -> None:
         self.config_path = config_path
         self.credentials = credentials
