@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from e2e.cluster import Cluster
+from e2e.test_crds import dry_run
 from sentient_operator.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("crds")
@@ -62,19 +63,7 @@ def test_init_output_is_accepted_by_the_apiserver(cluster: Cluster, namespace: s
     stream.append((custom / "agent.yaml").read_text())
     text = "\n---\n".join(stream)
     # One strict server-side dry run for everything: unknown fields are errors, CEL rules apply.
-    proc = cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--validate=strict",
-        "--field-manager=sentient-e2e",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        check=False,
-        input=text,
-    )
+    proc = dry_run(cluster, namespace, text)
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
     assert proc.stdout.count("serverside-applied (server dry run)") == len(kinds)
