@@ -33,7 +33,7 @@ from agent_runtime.protocol import DocumentEvent, DoneEvent, ErrorEvent, TextBlo
 from e2e import tools
 from e2e.agent_pod import AgentPod
 from e2e.cluster import Cluster, LocalCluster
-from e2e.operator_proc import OperatorProcess, running_operator
+from e2e.operator_proc import running_operator
 from tests.support.net import wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,17 +129,8 @@ def operator(cluster: Cluster) -> Iterator[None]:
     On a throwaway local control plane it is simply stopped; on an external cluster the demo's
     agent is deleted (and its children awaited) first, so nothing is left behind there.
     """
-    if cluster.local is None:
-        with running_operator(cluster, NAMESPACE):
-            yield
-        return
-    op = OperatorProcess(cluster.kubeconfig, [NAMESPACE]).start()
-    try:
-        op.wait_for_log("acquired leadership", timeout=60)
-        op.wait_for_log("_startup' succeeded", timeout=60)
+    with running_operator(cluster, NAMESPACE, delete_agents=cluster.local is None):
         yield
-    finally:
-        op.terminate()
 
 
 def stream_answer(url: str, api_key: str) -> None:

@@ -225,12 +225,17 @@ def delete_agents_and_wait(kubectl: Callable[..., Any], namespace: str, timeout:
 
 @contextlib.contextmanager
 def running_operator(
-    cluster: Any, namespace: str, *, extra_namespaces: list[str] | None = None, **kwargs: Any
+    cluster: Any,
+    namespace: str,
+    *,
+    extra_namespaces: list[str] | None = None,
+    delete_agents: bool = True,
+    **kwargs: Any,
 ) -> Iterator[OperatorProcess]:
     """An operator for ``namespace`` (and ``extra_namespaces``), started and leading.
 
     On exit the agents of those namespaces are deleted and their children awaited before the
-    operator stops.
+    operator stops, unless ``delete_agents`` is False (a throwaway cluster goes away anyway).
     """
     namespaces = [namespace, *(extra_namespaces or [])]
     op = OperatorProcess(cluster.kubeconfig, namespaces, **kwargs).start()
@@ -240,7 +245,7 @@ def running_operator(
         yield op
     finally:
         try:
-            if op.alive:
+            if op.alive and delete_agents:
                 for ns in namespaces:
                     delete_agents_and_wait(cluster.kubectl, ns)
         finally:
