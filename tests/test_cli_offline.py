@@ -80,6 +80,23 @@ def test_validate_names_agent_rules(tmp_path: Path) -> None:
     assert any("metadata.name" in str(p) for p in problems), [str(p) for p in problems]
 
 
+def test_validate_reports_the_agent_name_rule_beside_other_problems() -> None:
+    # `1agent` is a DNS subdomain but not a DNS-1035 label: the API server refuses it (it names the
+    # Service) even when the spec has other problems, and so must `validate`, exactly once.
+    text = (
+        "apiVersion: sentient.dev/v1alpha1\nkind: SentientAgent\nmetadata:\n  name: 1agent\n"
+        "spec:\n  systemPrompt: hi\n  llm:\n    chain:\n      - providerRef: {name: p}\n"
+    )
+    _, problems = validate_text(text, "a.yaml")
+    named = [p for p in problems if p.path == "metadata.name"]
+    assert len(named) == 1 and named[0].line == 4 and "DNS-1035" in named[0].message
+    assert any(p.path == "spec.auth" for p in problems)
+    _, problems = validate_text(
+        text.replace("systemPrompt: hi\n", "systemPrompt: hi\n  auth: {anonymous: true}\n"), "a"
+    )
+    assert [p.path for p in problems] == ["metadata.name"]
+
+
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     (tmp_path / "agent.yaml").write_text("keep me")
     result = CliRunner().invoke(cli, ["init", "x", "-o", str(tmp_path)])

@@ -57,6 +57,11 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
     kind = data.get("kind")
     if kind not in RESOURCE_MODELS:
         return problems
+    # The kind's own name rule, checked here as well as in the model: the model's whole-object
+    # check runs only when every field is valid, and the API server reports it in any case.
+    name_rule = _name_rule(str(kind), name)
+    if name_rule is not None:
+        problems.append(Problem(file, doc.line_of(("metadata", "name")), "metadata.name", name_rule))
     if data.get("apiVersion") != v1alpha1.API_VERSION:
         problems.append(
             Problem(
@@ -87,7 +92,18 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
                 problems.append(Problem(file, doc.line_of(loc), path, named.group(2)))
                 continue
             problems.append(Problem(file, doc.line_of(loc), _dotted(loc), msg))
-    return problems
+    return list(dict.fromkeys(problems))  # the name rule may come twice (here and from the model)
+
+
+def _name_rule(kind: str, name: object) -> str | None:
+    """The message of the kind-specific ``metadata.name`` rule that ``name`` breaks, if any."""
+    if not isinstance(name, str):
+        return None
+    if kind == "SentientAgent" and (len(name) > 63 or not re.fullmatch(v1alpha1.AGENT_NAME_PATTERN, name)):
+        return v1alpha1.AGENT_NAME_MESSAGE.removeprefix("metadata.name: ")
+    if kind == "LLMProvider" and len(name) > v1alpha1.PROVIDER_NAME_MAX:
+        return v1alpha1.PROVIDER_NAME_MESSAGE.removeprefix("metadata.name: ")
+    return None
 
 
 def validate_text(text: str, file: str) -> tuple[int, list[Problem]]:
