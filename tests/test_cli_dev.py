@@ -217,7 +217,14 @@ def test_agent_yaml_from_init_runs_against_the_fake(run_dev: RunDev, tmp_path: P
 
 
 def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
-    docs = scaffold.agent_manifests("bot", "openai", "secret")
+    # init writes no provider-key Secret; a user who adds one with a placeholder value gets told.
+    key_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "bot-openai-api-key"},
+        "stringData": {"apiKey": "REPLACE-WITH-YOUR-PROVIDER-KEY"},
+    }
+    docs = [key_secret, *scaffold.agent_manifests("bot", "openai", "secret")]
     path = tmp_path / "agent.yaml"
     path.write_text(scaffold.dump_documents(docs))
     with pytest.raises(CliError, match=r"holds a placeholder\): set OPENAI_API_KEY"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from agent_runtime.placeholders import is_placeholder
 from sentient_operator.cli import scaffold
 from sentient_operator.cli.main import cli
 from sentient_operator.cli.status import build_rows, render
@@ -58,11 +60,46 @@ def test_init_custom_project_files(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["Dockerfile", "agent.yaml", "doc_bot_agent.py", "test_doc_bot_agent.py"]
+    assert names == ["Dockerfile", "README.md", "agent.yaml", "doc_bot_agent.py", "test_doc_bot_agent.py"]
+    readme = (tmp_path / "README.md").read_text()
+    # The generated test needs pytest and httpx: the README says to install the `test` extra.
+    assert 'pip install "sentient-operator[test]"' in readme and "docker build -t r.example/doc:1" in readme
+    # The next steps are for this project (its module, its image), not for the manifest flow.
+    assert "pytest test_doc_bot_agent.py" in result.output
+    assert "docker build -t r.example/doc:1 ." in result.output
     compile((tmp_path / "doc_bot_agent.py").read_text(), "doc_bot_agent.py", "exec")
     assert "FROM " in (tmp_path / "Dockerfile").read_text()
     _, problems = validate_text((tmp_path / "agent.yaml").read_text(), "agent.yaml")
     assert problems == []
+
+
+def test_init_writes_no_placeholder_and_a_random_caller_key(tmp_path: Path) -> None:
+    keys = []
+    for run in range(2):
+        out = tmp_path / str(run)
+        result = CliRunner().invoke(cli, ["init", "my-agent", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        docs = list(yaml.safe_load_all((out / "agent.yaml").read_text()))
+        secrets = [d for d in docs if d["kind"] == "Secret"]
+        # Only the callers' Secret: the provider key is created with kubectl, never kept in the file.
+        assert [s["metadata"]["name"] for s in secrets] == ["my-agent-callers"]
+        key = secrets[0]["stringData"]["team-a"]
+        assert len(key) >= 32 and not is_placeholder(key)
+        keys.append(key)
+        assert "kubectl create secret generic my-agent-openai-api-key" in result.output
+        assert "kubectl create secret generic my-agent-openai-api-key" in (out / "agent.yaml").read_text()
+    assert keys[0] != keys[1]
+
+
+def test_validate_refuses_placeholder_secret_values() -> None:
+    text = (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: callers}\nstringData:\n"
+        "  team-a: REPLACE-WITH-A-LONG-RANDOM-KEY\n  ok: sk-agent-4f9a8b7c6d5e\n"
+        "data:\n  other: " + base64.b64encode(b"<your-key>").decode() + "\n"
+    )
+    _, problems = validate_text(text, "a.yaml")
+    assert [(p.line, p.path) for p in problems] == [(5, "stringData.team-a"), (8, "data.other")]
+    assert all("placeholder" in p.message for p in problems)
 
 
 def test_init_refuses_keyless_hosted_provider(tmp_path: Path) -> None:
@@ -189,5 +226,6 @@ def test_status_rows_join_chain_states() -> None:
 
 
 def test_scaffold_documents_are_stable() -> None:
-    first = scaffold.dump_documents(scaffold.agent_manifests("x"))
-    assert first == scaffold.dump_documents(scaffold.agent_manifests("x"))
+    # Stable for the same inputs (the caller key is random unless given).
+    first = scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))
+    assert first == scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))

@@ -29,6 +29,7 @@ def test_generated_project_test_passes(tmp_path: Path) -> None:
     project = _generate(tmp_path)
     assert sorted(p.name for p in project.iterdir()) == [
         "Dockerfile",
+        "README.md",
         "agent.yaml",
         "my_bot_agent.py",
         "test_my_bot_agent.py",

@@ -32,6 +32,7 @@ from agent_runtime.config import (
     ServerConfig,
     provider_credential_file,
 )
+from agent_runtime.placeholders import is_placeholder
 from sentient_operator.api.v1alpha1 import API_VERSION, SentientAgentSpec
 from sentient_operator.build.children import credentials_data
 from sentient_operator.build.common import provider_secret_name
@@ -53,7 +54,6 @@ PUBLIC_ENDPOINTS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
 }
 FAKE_MODEL = "fake-model"
-_PLACEHOLDER = re.compile(r"^(REPLACE|CHANGE|TODO)", re.I)
 _SKIP_DIRS = {"__pycache__", "node_modules", "venv", "site-packages", "build", "dist"}
 MAX_WATCHED = 5000
 
@@ -234,7 +234,7 @@ def _provider_key(
     why = ""
     if ref:
         value = (lookup.secret(namespace, ref.get("name", "")) or {}).get(ref.get("key", ""))
-        if value and not _PLACEHOLDER.match(value):
+        if value and not is_placeholder(value):
             return value
         where = f"Secret {namespace}/{ref.get('name')}"
         why = (
@@ -270,7 +270,8 @@ def plan_agent_yaml(
         text = path.read_text()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    _count, problems = validate_text(text, str(path))
+    # A placeholder provider key is replaced by the environment's key below, so it is no error here.
+    _count, problems = validate_text(text, str(path), placeholders=False)
     if problems:
         raise CliError("; ".join(str(p) for p in problems[:3]) + (" …" if len(problems) > 3 else ""))
     docs = [copy.deepcopy(d.data) for d in load_documents(text)]

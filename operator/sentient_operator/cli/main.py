@@ -93,11 +93,18 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
 @click.option("--custom", is_flag=True, help="Scaffold a custom-agent project (class, test, Dockerfile).")
 @click.option(
     "--image",
-    default="registry.example.com/my-agent:0.1.0",
-    show_default=True,
-    help="Image of a custom agent.",
+    default=None,
+    help="Image of a custom agent [default: registry.example.com/NAME:0.1.0].",
 )
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Directory to write the files into (created if missing).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -106,7 +113,7 @@ def init(
     model: str | None,
     endpoint: str | None,
     custom: bool,
-    image: str,
+    image: str | None,
     output: str,
     force: bool,
 ) -> None:
@@ -155,10 +162,20 @@ def init(
         )
     out = Path(output)
     if custom:
+        image = image or f"registry.example.com/{name}:0.1.0"
         files = scaffold.custom_agent_files(name, image)
+        steps = scaffold.custom_next_steps(name, image, out)
     else:
         docs = scaffold.agent_manifests(name, provider, source, model=model, endpoint=endpoint)  # type: ignore[arg-type]
-        files = {"agent.yaml": scaffold.dump_documents(docs, header="# kubectl apply -f agent.yaml\n")}
+        steps = [
+            *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
+            f"sentient validate {out / 'agent.yaml'}",
+            f"kubectl apply -f {out / 'agent.yaml'}",
+            f"kubectl wait --for=condition=Ready sentientagent/{name}",
+            f"sentient chat default/{name} -p hello   # with SENTIENT_API_KEY = the caller key "
+            f"in Secret {name}-callers (key {scaffold.CALLER_KEY_ID})",
+        ]
+        files = {"agent.yaml": scaffold.dump_documents(docs, header=scaffold.manifest_header(steps))}
     existing = [p for p in files if (out / p).exists()]
     if existing and not force:
         raise CliError(f"{', '.join(str(out / p) for p in existing)} exist(s); use --force to overwrite")
@@ -166,7 +183,9 @@ def init(
     for rel, text in files.items():
         (out / rel).write_text(text)
         click.echo(f"wrote {out / rel}")
-    click.echo("next: edit the placeholders, then `sentient validate` and `kubectl apply -f agent.yaml`")
+    click.echo("next:")
+    for step in steps:
+        click.echo(f"  {step}")
 
 
 def _register_optional() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -22,6 +24,47 @@ DEFAULT_MODELS: dict[str, str] = {
     "openai-compatible": "llama-3.1-8b-instruct",
 }
 RUNTIME_IMAGE = "ghcr.io/sentient-operator/agent-runtime:0.1.0"
+# Where `kubectl create secret` reads the provider key from, per provider type.
+KEY_ENV: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai-compatible": "LLM_API_KEY",
+}
+CALLER_KEY_ID = "team-a"
+
+
+def new_caller_key() -> str:
+    """A fresh random caller API key (192 bits)."""
+    return "sk-agent-" + secrets.token_urlsafe(24)
+
+
+def provider_name(name: str, provider_type: ProviderKind) -> str:
+    """The LLMProvider ``init`` writes for agent ``name``."""
+    return f"{name}-{provider_type.replace('-compatible', '')}"
+
+
+def provider_key_steps(name: str, provider_type: ProviderKind, source: SourceKind) -> list[str]:
+    """What the user must do so that the provider has its key (``init`` prints it).
+
+    The key is never written into agent.yaml: a file with a real key ends up in a repository, and
+    one with a placeholder would be applied unchanged.
+    """
+    provider = provider_name(name, provider_type)
+    if source == "secret":
+        return [
+            f"kubectl create secret generic {provider}-api-key "
+            f'--from-literal=apiKey="${KEY_ENV[provider_type]}"   # the provider\'s API key'
+        ]
+    where = {
+        "vault": f"Vault/OpenBao at llm/{provider} (key apiKey)",
+        "aws": f"AWS Secrets Manager secret llm/{provider} (key apiKey)",
+        "azure": f"Azure Key Vault secret {provider}-api-key",
+    }
+    if source in where:
+        return [
+            f"store the provider's API key in {where[source]}, and check the store's address and auth in agent.yaml"
+        ]
+    return []
 
 
 def _credentials(source: SourceKind, provider: str) -> dict[str, Any] | None:
@@ -63,20 +106,15 @@ def agent_manifests(
     endpoint: str | None = None,
     image: str | None = None,
     agent_class: str | None = None,
+    caller_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The documents of a starter ``agent.yaml``: provider (+ its Secret), policy, caller keys, agent."""
-    provider = f"{name}-{provider_type.replace('-compatible', '')}"
+    """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
+
+    The callers' Secret holds ``caller_key`` (default: a fresh random key).
+    """
+    provider = provider_name(name, provider_type)
+    # No Secret with the provider key: see provider_key_steps().
     docs: list[dict[str, Any]] = []
-    if source == "secret":
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{provider}-api-key"},
-                "type": "Opaque",
-                "stringData": {"apiKey": "REPLACE-WITH-YOUR-PROVIDER-KEY"},
-            }
-        )
     provider_spec: dict[str, Any] = {
         "type": provider_type,
         "endpoint": endpoint or DEFAULT_ENDPOINTS[provider_type],
@@ -112,7 +150,12 @@ def agent_manifests(
             "kind": "Secret",
             "metadata": {"name": f"{name}-callers"},
             "type": "Opaque",
-            "stringData": {"team-a": "REPLACE-WITH-A-LONG-RANDOM-KEY", "team-a.tier": "standard"},
+            # A fresh random key, never a placeholder: a placeholder applied unchanged would be a
+            # key anyone who read the template could use.
+            "stringData": {
+                CALLER_KEY_ID: caller_key or new_caller_key(),
+                f"{CALLER_KEY_ID}.tier": "standard",
+            },
         }
     )
     agent_spec: dict[str, Any] = {
@@ -132,6 +175,25 @@ def agent_manifests(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def manifest_header(steps: list[str]) -> str:
+    """The comment at the top of agent.yaml: the steps that make it work."""
+    return "# Next steps:\n" + "".join(f"#   {step}\n" for step in steps)
+
+
+def custom_next_steps(name: str, image: str, out: Path) -> list[str]:
+    """What to do after ``init --custom``: test, run locally, build, deploy."""
+    module = name.replace("-", "_") + "_agent"
+    return [
+        f"cd {out}",
+        "pip install 'sentient-operator[test]'   # the runtime, pytest and httpx (see README.md)",
+        f"pytest test_{module}.py   # runs your agent in the real runtime, fake upstream",
+        f"sentient dev {module}.py --fake   # http://127.0.0.1:8080, reloads on save",
+        f"docker build -t {image} . && docker push {image}",
+        *provider_key_steps(name, "openai", "secret"),
+        "kubectl apply -f agent.yaml",
+    ]
 
 
 def dump_documents(docs: list[dict[str, Any]], header: str = "") -> str:
@@ -242,14 +304,56 @@ COPY --chown=65532:65532 {module}.py /app/{module}.py
 """
 
 
+PROJECT_README = """# {name}
+
+A custom agent for sentient-operator: `{module}.py` holds `{cls}`, which the agent runtime
+imports by `spec.deployment.agentClass: {module}:{cls}` in `agent.yaml`.
+
+## Test and run it locally
+
+```bash
+python -m venv .venv && . .venv/bin/activate
+pip install "sentient-operator[test]"   # the runtime and SDK, plus pytest and httpx for the test
+pytest                                  # runs the agent in the real runtime against a fake upstream
+sentient dev {module}.py --fake         # http://127.0.0.1:8080; saving the file reloads it
+sentient chat http://127.0.0.1:8080     # in another terminal
+```
+
+From a checkout of sentient-operator instead of the package index:
+`pip install "/path/to/sentient-operator[test]"`.
+
+## Deploy it
+
+```bash
+docker build -t {image} . && docker push {image}
+{key_step}
+kubectl apply -f agent.yaml
+kubectl wait --for=condition=Ready sentientagent/{name}
+```
+
+The caller API key is in the Secret `{name}-callers` of `agent.yaml` (key `{key_id}`).
+"""
+
+
 def custom_agent_files(name: str, image: str) -> dict[str, str]:
-    """Files of a custom-agent project: class, test, Dockerfile and agent.yaml."""
+    """Files of a custom-agent project: class, test, Dockerfile, agent.yaml and a README."""
     module = name.replace("-", "_") + "_agent"
     cls = "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Agent"
     manifests = agent_manifests(name, image=image, agent_class=f"{module}:{cls}")
+    steps = ["kubectl apply -f agent.yaml  (after building " + image + ")"]
     return {
         f"{module}.py": AGENT_PY.format(module=module, cls=cls),
         f"test_{module}.py": TEST_PY.format(module=module, cls=cls, name=name),
         "Dockerfile": DOCKERFILE.format(base=RUNTIME_IMAGE, module=module, cls=cls),
-        "agent.yaml": dump_documents(manifests, header=f"# kubectl apply -f agent.yaml  (image: {image})\n"),
+        "agent.yaml": dump_documents(
+            manifests, header=manifest_header([*provider_key_steps(name, "openai", "secret"), *steps])
+        ),
+        "README.md": PROJECT_README.format(
+            name=name,
+            module=module,
+            cls=cls,
+            image=image,
+            key_step=provider_key_steps(name, "openai", "secret")[0],
+            key_id=CALLER_KEY_ID,
+        ),
     }

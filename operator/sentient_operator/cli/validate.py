@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -9,6 +10,7 @@ from pathlib import Path as FsPath
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agent_runtime.placeholders import is_placeholder
 from sentient_operator.api import v1alpha1
 from sentient_operator.cli.yamlpos import Document, load_documents
 
@@ -37,8 +39,12 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def validate_document(doc: Document, file: str) -> list[Problem]:
-    """Problems of one YAML document; custom resources of ours are checked field by field."""
+def validate_document(doc: Document, file: str, *, placeholders: bool = True) -> list[Problem]:
+    """Problems of one YAML document; custom resources of ours are checked field by field.
+
+    ``placeholders=False`` lets Secret values that are placeholders pass (``sentient dev`` takes
+    such keys from the environment instead).
+    """
     data = doc.data
     if not isinstance(data, dict):
         return [Problem(file, doc.start_line, "(document)", "expected a mapping with apiVersion and kind")]
@@ -55,6 +61,8 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
             )
         )
     kind = data.get("kind")
+    if placeholders and kind == "Secret" and data.get("apiVersion") == "v1":
+        problems.extend(_placeholder_values(doc, file))
     if kind not in RESOURCE_MODELS:
         return problems
     # The kind's own name rule, checked here as well as in the model: the model's whole-object
@@ -95,6 +103,35 @@ def validate_document(doc: Document, file: str) -> list[Problem]:
     return list(dict.fromkeys(problems))  # the name rule may come twice (here and from the model)
 
 
+def _placeholder_values(doc: Document, file: str) -> list[Problem]:
+    """A Secret value left as a template's placeholder: it would work as a key, or fail upstream."""
+    problems: list[Problem] = []
+    for field_name in ("stringData", "data"):
+        values = doc.data.get(field_name)
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if not isinstance(value, str):
+                continue
+            text = value
+            if field_name == "data":
+                try:
+                    text = base64.b64decode(value, validate=True).decode()
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            if is_placeholder(text):
+                problems.append(
+                    Problem(
+                        file,
+                        doc.line_of((field_name, key)),
+                        f"{field_name}.{key}",
+                        "is a placeholder: put the real value here, or leave this Secret out of the file "
+                        "and create it with `kubectl create secret generic ...`",
+                    )
+                )
+    return problems
+
+
 def _name_rule(kind: str, name: object) -> str | None:
     """The message of the kind-specific ``metadata.name`` rule that ``name`` breaks, if any."""
     if not isinstance(name, str):
@@ -106,7 +143,7 @@ def _name_rule(kind: str, name: object) -> str | None:
     return None
 
 
-def validate_text(text: str, file: str) -> tuple[int, list[Problem]]:
+def validate_text(text: str, file: str, *, placeholders: bool = True) -> tuple[int, list[Problem]]:
     """Validate every document in a YAML stream; returns (documents checked, problems)."""
     try:
         docs = load_documents(text)
@@ -116,7 +153,7 @@ def validate_text(text: str, file: str) -> tuple[int, list[Problem]]:
         return 0, [Problem(file, line, "(yaml)", str(getattr(exc, "problem", None) or exc))]
     problems: list[Problem] = []
     for doc in docs:
-        problems.extend(validate_document(doc, file))
+        problems.extend(validate_document(doc, file, placeholders=placeholders))
     return len(docs), problems
 
 
