@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -93,6 +94,18 @@ def write_atomic_volume(directory: Path, files: dict[str, bytes]) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal() -> None:
+    """In a child, before exec: the kernel SIGTERMs it when the thread that started it dies.
+
+    So a demo or supervisor killed with SIGKILL leaves no runtime or fake upstream behind.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 class AgentPod:
     """One agent "pod": mirrored volumes plus a ``python -m agent_runtime`` process."""
 
@@ -106,6 +119,7 @@ class AgentPod:
         interval: float = 0.5,
         env: dict[str, str] | None = None,
         python: str = sys.executable,
+        die_with_parent: bool = False,
     ) -> None:
         self.api_client = api_client
         self.namespace = namespace
@@ -116,6 +130,9 @@ class AgentPod:
         self.interval = interval
         self.extra_env = dict(env or {})
         self.python = python
+        # The kernel sends the parent-death signal when the *thread* that started the child ends:
+        # only for callers that start and stop the pod from one long-lived thread.
+        self.die_with_parent = die_with_parent
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = self.workdir / "runtime.log"
@@ -172,10 +189,14 @@ class AgentPod:
             self.syncs += 1
         return changed
 
+    def mirrored(self) -> bool:
+        """Whether the ConfigMap has been mirrored at least once (the runtime can start)."""
+        return (self.config_dir / CONFIG_KEY).exists()
+
     def wait_volumes(self, timeout: float = 60.0) -> None:
         """Until the ConfigMap and Secret exist and are mirrored."""
         deadline = time.monotonic() + timeout
-        while not (self.config_dir / CONFIG_KEY).exists():
+        while not self.mirrored():
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.namespace}/{self.agent}: ConfigMap/Secret not rendered in {timeout}s"
@@ -211,6 +232,7 @@ class AgentPod:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=str(self.workdir),
+            preexec_fn=set_parent_death_signal if self.die_with_parent else None,
         )
         self._stop.clear()
         self._thread = threading.Thread(target=self._sync_loop, name=f"kubelet-{self.agent}", daemon=True)

@@ -952,12 +952,24 @@ def _serve(run_dir: Path) -> int:
     except (ClusterError, tools.ToolError) as exc:
         _write_atomic(run_dir / "failed", str(exc))
         return 1
+    # Every agent pod kwok fakes gets a real runtime process, as a kubelet would give it a
+    # container: `sentient chat ns/name` and `kubectl port-forward` then work for every agent.
+    from kubernetes import config as k8s_config
+
+    from e2e.pod_supervisor import PodSupervisor
+
+    api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    supervisor = PodSupervisor(
+        api, run_dir / "pods", on_event=lambda message: print(f"pods: {message}", flush=True)
+    ).start()
     _write_atomic(run_dir / "ready", json.dumps(cluster.timings))
     while not stop.wait(1.0):
         for comp in cluster.components.values():
             if comp.proc is not None and comp.proc.poll() is not None:
                 print(f"{comp.name} exited with code {comp.proc.returncode}; see {comp.log}", flush=True)
                 stop.set()
+    supervisor.stop()
+    api.close()
     cluster.stop()
     shutil.rmtree(run_dir, ignore_errors=True)
     return 0

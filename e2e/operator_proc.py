@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from e2e.agent_pod import free_port
+from e2e.agent_pod import free_port, set_parent_death_signal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,6 +87,9 @@ class OperatorProcess:
             text=True,
             bufsize=1,
             cwd=str(REPO),
+            # Dies with the thread that started it (tests, the demo: the main thread), so a
+            # harness killed outright leaves no operator behind acting on the cluster.
+            preexec_fn=set_parent_death_signal,
         )
         self._reader = threading.Thread(target=self._read, name=f"operator-{self.identity}", daemon=True)
         self._reader.start()

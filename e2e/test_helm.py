@@ -310,6 +310,27 @@ def test_service_monitor_mode_always_fails_clearly_without_prometheus_operator(c
         rel.delete_namespace()
 
 
+def test_watch_namespaces_that_do_not_exist_fail_before_anything_is_installed(cluster: Cluster) -> None:
+    rel = Release(cluster, _name("wn"), _name("e2e-helm-wn"))
+    missing = _name("e2e-nosuch")
+    try:
+        with pytest.raises(CommandError) as failure:
+            rel.install(
+                f"operator.watchNamespaces={{{rel.namespace},{missing}}}", "replicaCount=0", wait=False
+            )
+        message = failure.value.stderr
+        assert f"operator.watchNamespaces names namespaces that do not exist: {missing}." in message
+        assert f"kubectl create namespace {missing}" in message
+        assert rel.namespace not in message.split("do not exist:", 1)[1].splitlines()[0]
+        # Refused while rendering: no failed release is left for `helm install` to trip over.
+        listed = cluster.helm("list", "-n", rel.namespace, "-q").stdout.split()  # every status
+        assert rel.name not in listed
+    finally:
+        with contextlib.suppress(CommandError):
+            rel.uninstall()
+        rel.delete_namespace()
+
+
 # ------------------------------------------------------------------------------ RBAC is sufficient and minimal
 
 
