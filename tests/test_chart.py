@@ -510,8 +510,11 @@ def test_notes_tell_the_next_step_and_the_uninstall_story() -> None:
     proc = run_helm("install", "rel", str(CHART), "--dry-run=client", "--namespace", "sentient-system")
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
-    assert "kubectl apply -f examples/agent.yaml" in notes
+    # The first agent is inline: examples/ exists only in a checkout, not in an installed chart.
+    assert "examples/" not in notes
+    assert "kubectl apply -f - <<'EOF'" in notes
     assert "kubectl get sagent" in notes
+    assert "kubectl port-forward svc/my-agent 8080:80" in notes
     assert "CustomResourceDefinitions" in notes
     # Without the prometheus-operator API the NOTES say why no ServiceMonitor exists.
     assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in notes
@@ -528,7 +531,19 @@ def test_notes_tell_the_next_step_and_the_uninstall_story() -> None:
     )
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "It watches only: team-a, team-b." in notes
-    assert "kubectl apply -n team-a -f examples/agent.yaml" in notes
+    assert "kubectl apply -n team-a -f - <<'EOF'" in notes
+    assert "kubectl create secret generic openai-key -n team-a" in notes
+
+
+def test_notes_inline_agent_passes_the_crd_rules() -> None:
+    from sentient_operator.cli.validate import validate_text
+
+    proc = run_helm("install", "rel", str(CHART), "--dry-run=client", "--namespace", "sentient-system")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    body = notes.split("<<'EOF'\n", 1)[1].split("\n   EOF", 1)[0]
+    text = "\n".join(line.removeprefix("   ") for line in body.splitlines())
+    checked, problems = validate_text(text, "NOTES.txt")
+    assert checked == 2 and problems == []
 
 
 # ------------------------------------------------------------------------------ values schema

@@ -125,3 +125,23 @@ Cross-field checks a JSON Schema cannot express clearly.
 {{- fail "\n\nserviceAccount.name is required when serviceAccount.create is false." -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+Fails with a message that names the missing namespaces when operator.watchNamespaces lists a
+namespace the cluster does not have: otherwise the install stops half-way on Helm's raw error
+about a Role in a namespace that is not found. Only against a live cluster: `lookup` returns
+nothing under `helm template` and --dry-run=client, and kube-system exists in every cluster, so
+its absence means there is nothing to check against.
+*/}}
+{{- define "sentient-operator.checkWatchNamespaces" -}}
+{{- if lookup "v1" "Namespace" "" "kube-system" -}}
+{{- $missing := list -}}
+{{- range $ns := .Values.operator.watchNamespaces -}}
+{{- /* The release namespace is rendered before --create-namespace creates it. */ -}}
+{{- if and (ne $ns $.Release.Namespace) (not (lookup "v1" "Namespace" "" $ns)) -}}{{- $missing = append $missing $ns -}}{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "\n\noperator.watchNamespaces names namespaces that do not exist: %s.\nCreate them first (kubectl create namespace %s), then install again." (join ", " $missing) (join " " $missing)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
