@@ -409,6 +409,10 @@ class LocalCluster:
     #: reaches for port-forward (the nodes' status.daemonEndpoints.kubeletEndpoint.Port).
     kubelet_port: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: etcd's client URL (health checks after a restart).
+    etcd_url: str = ""
+    #: Components stopped or frozen on purpose (fault tests): nobody treats their absence as a crash.
+    held: set[str] = field(default_factory=set)
     _stopped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -490,6 +494,8 @@ class LocalCluster:
         # Clients first (they would only log errors about a vanished apiserver), then all at
         # once: the data is thrown away, so there is no order to respect beyond that.
         comps = [self.components[n] for n in reversed(list(self.components))]
+        for name in list(self.held):
+            self.thaw_component(name)  # a frozen process would sit on its SIGTERM
         for comp in comps:
             if comp.name not in ("kube-apiserver", "etcd"):
                 comp.terminate()
@@ -519,7 +525,7 @@ class LocalCluster:
         self.kubeconfig.chmod(0o600)
         kubeconfig = str(self.kubeconfig)
 
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{etcd_peer}"
         self._launch(
             "etcd",
@@ -681,6 +687,57 @@ class LocalCluster:
         )
         self._mark("ready", t0)
         self._write_state()
+
+    # faults ------------------------------------------------------------------------------
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one component (SIGTERM, or SIGKILL with ``kill``) and leave the others running.
+
+        It stays down, and ``python -m e2e.cluster _serve`` does not take the cluster down for it,
+        until :meth:`start_component`. Call both from one long-lived thread: a component dies with
+        the thread that started it.
+        """
+        comp = self.components[name]
+        self.held.add(name)
+        if kill and comp.proc is not None and comp.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(comp.proc.pid, signal.SIGKILL)
+            comp.proc.wait(10)
+        else:
+            comp.stop()
+
+    def start_component(self, name: str, timeout: float = 60.0) -> None:
+        """Start a stopped component again with the same arguments, ports and data; wait until it serves."""
+        comp = self.components[name]
+        if comp.proc is not None and comp.proc.poll() is None:
+            if name in self.held:  # frozen, not stopped
+                self.thaw_component(name)
+            return
+        comp.start(self.run_dir, self.env())
+        deadline = time.monotonic() + timeout
+        if name == "etcd":
+            self._wait(name, lambda: _http_ok(f"{self.etcd_url}/health"), deadline)
+        elif name == "kube-apiserver":
+            api = _Api(self.server, self.pki)
+            self._wait(name, lambda: _api_ok(api, "/readyz"), deadline)
+        else:
+            time.sleep(0.5)
+            comp.check_alive()
+        self.held.discard(name)
+        self._write_state()
+
+    def freeze_component(self, name: str) -> None:
+        """SIGSTOP one component: its sockets stay open but nothing answers (a hung server)."""
+        comp = self.components[name]
+        assert comp.proc is not None and comp.proc.poll() is None, f"{name} is not running"
+        self.held.add(name)
+        os.killpg(comp.proc.pid, signal.SIGSTOP)
+
+    def thaw_component(self, name: str) -> None:
+        """SIGCONT a frozen component."""
+        comp = self.components[name]
+        if comp.proc is not None and comp.proc.poll() is None:
+            os.killpg(comp.proc.pid, signal.SIGCONT)
+        self.held.discard(name)
 
     def _launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         comp = Component(name, argv, self.logs / f"{name}.log")
@@ -965,7 +1022,7 @@ def _serve(run_dir: Path) -> int:
     _write_atomic(run_dir / "ready", json.dumps(cluster.timings))
     while not stop.wait(1.0):
         for comp in cluster.components.values():
-            if comp.proc is not None and comp.proc.poll() is not None:
+            if comp.name not in cluster.held and comp.proc is not None and comp.proc.poll() is not None:
                 print(f"{comp.name} exited with code {comp.proc.returncode}; see {comp.log}", flush=True)
                 stop.set()
     supervisor.stop()
