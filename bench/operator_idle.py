@@ -33,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
-from e2e import tools  # noqa: E402
+from e2e import fleet, tools  # noqa: E402
 from e2e.cluster import LocalCluster  # noqa: E402
 from e2e.operator_proc import OperatorProcess, wait_for  # noqa: E402
 
@@ -97,69 +97,9 @@ def operator_writes(op: OperatorProcess) -> Counter[tuple[str, str]]:
     return counts
 
 
-def manifests(namespace: str, n: int) -> list[dict[str, Any]]:
-    """A provider with its key Secret, a policy, and N agents each with an API-key Secret."""
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "upstream-key", "namespace": namespace},
-            "stringData": {"apiKey": "sk-bench"},
-        },
-        {
-            "apiVersion": "sentient.dev/v1alpha1",
-            "kind": "LLMProvider",
-            "metadata": {"name": "upstream", "namespace": namespace},
-            "spec": {
-                "type": "openai-compatible",
-                "endpoint": "http://127.0.0.1:9/v1",
-                "defaultModel": "m",
-                "credentials": {"secretRef": {"name": "upstream-key", "key": "apiKey"}},
-            },
-        },
-        {
-            "apiVersion": "sentient.dev/v1alpha1",
-            "kind": "RateLimitPolicy",
-            "metadata": {"name": "standard", "namespace": namespace},
-            "spec": {"limits": {"requestsPerMinute": 60}},
-        },
-    ]
-    for i in range(n):
-        name = f"agent-{i:03d}"
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{name}-callers", "namespace": namespace},
-                "stringData": {"client": f"key-{i}"},
-            }
-        )
-        docs.append(
-            {
-                "apiVersion": "sentient.dev/v1alpha1",
-                "kind": "SentientAgent",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "systemPrompt": f"You are agent {i}.",
-                    "llm": {"chain": [{"providerRef": {"name": "upstream"}}]},
-                    "rateLimitPolicyRef": {"name": "standard"},
-                    "auth": {"apiKeys": {"secretRef": {"name": f"{name}-callers"}}},
-                },
-            }
-        )
-    return docs
-
-
 def ready_count(kubeconfig: str, namespace: str) -> int:
     """Agents whose Ready condition is True."""
-    items = json.loads(kubectl(kubeconfig, "get", "sentientagents", "-n", namespace, "-o", "json"))["items"]
-    return sum(
-        any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (i.get("status") or {}).get("conditions", [])
-        )
-        for i in items
-    )
+    return len(fleet.ready_agents(lambda *a: kubectl(kubeconfig, *a), namespace))
 
 
 def main() -> int:
@@ -204,7 +144,7 @@ def main() -> int:
             "apply",
             "-f",
             "-",
-            input="\n---\n".join(yaml.safe_dump(d) for d in manifests(namespace, args.agents)),
+            input="\n---\n".join(yaml.safe_dump(d) for d in fleet.manifests(namespace, args.agents)),
         )
         wait_for(
             lambda: ready_count(kubeconfig, namespace) == args.agents,
