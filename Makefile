@@ -27,7 +27,7 @@ lint: setup-python ## ruff (lint + format check), actionlint (.github/workflows)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	@$(PY) -m e2e.tools ensure actionlint >/dev/null
-	$(CACHE)/bin/actionlint -color=never
+	$(CACHE)/bin/actionlint -no-color
 
 typecheck: setup-python ## mypy
 	$(PY) -m mypy
