@@ -125,7 +125,7 @@ def _can(cluster: Cluster, service_account: str, verb: str, resource: str, *extr
 def test_install_rolls_out_the_operator_and_establishes_the_crds(release: Release) -> None:
     status = json.loads(release.helm("status", release.name, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
-    assert f"kubectl apply -n {release.namespace} -f examples/agent.yaml" in status["info"]["notes"]
+    assert f"kubectl apply -n {release.namespace} -f - <<'EOF'" in status["info"]["notes"]
 
     deployment = release.kubectl_json("deployment", release.fullname)
     assert deployment["status"].get("readyReplicas") == 1
