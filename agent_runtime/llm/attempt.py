@@ -1,10 +1,10 @@
 """One attempt on one chain entry: build the upstream request, send it, read the answer.
 
-Both shapes of attempt are async generators of answer text, so that the
-manager's single failover loop drives either: :func:`stream_attempt` yields
-the pieces of a streamed answer as they arrive, :func:`complete_attempt`
-yields a non-streamed answer whole. Both fill a :class:`StreamState` (finish
-reason, token counts) and raise :class:`UpstreamError` on failure.
+The manager's single failover loop drives either shape of attempt:
+:func:`stream_attempt` yields the pieces of a streamed answer as they arrive,
+:func:`complete_attempt` returns a non-streamed answer whole (a coroutine, not
+a generator: cheaper on the hot path). Both fill a :class:`StreamState`
+(finish reason, token counts) and raise :class:`UpstreamError` on failure.
 
 Timeouts are checked around every read, never across a ``yield``, so the
 consumer's own awaits are not cancelled by our timers.
@@ -104,8 +104,8 @@ async def complete_attempt(
     api_key: str | None,
     state: StreamState,
     remaining: float,
-) -> AsyncGenerator[str, None]:
-    """A non-streamed answer, yielded whole; ``remaining`` is the time left before the deadline."""
+) -> str:
+    """A non-streamed answer's text; ``remaining`` is the time left before the deadline."""
     if remaining <= 0:
         raise DeadlineExceeded()
     # A non-streamed answer arrives whole: it gets the first-token budget
@@ -132,7 +132,7 @@ async def complete_attempt(
     state.finish_reason = parsed.finish_reason
     state.input_tokens = parsed.input_tokens
     state.output_tokens = parsed.output_tokens
-    yield parsed.text
+    return parsed.text
 
 
 async def stream_attempt(

@@ -210,27 +210,30 @@ class LLMManager:
         texts: list[str] = []
         switches: list[ProviderSwitch] = []
         usage = Usage(0, 0)
-        async with aclosing(self._events(request, deadline, streamed=False)) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    texts.append(event.text)
-                elif isinstance(event, ProviderSwitch):
-                    switches.append(event)
-                elif isinstance(event, Usage):
-                    usage = event
-                else:
-                    return Completion(
-                        text="".join(texts),
-                        provider=event.provider,
-                        model=event.model,
-                        finish_reason=event.finish_reason,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        switches=switches,
-                    )
-        raise AssertionError("the failover loop ends with Completed or an LLMError")  # pragma: no cover
+        completed: Completed | None = None
+        # Read to the end (Completed is the last event, then the loop returns): nothing is left
+        # suspended, so no aclose() is needed, and an LLMError comes out of the loop itself.
+        async for event in self._events(request, deadline, streamed=False):
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, ProviderSwitch):
+                switches.append(event)
+            else:
+                completed = event
+        assert completed is not None, "the failover loop ends with Completed or an LLMError"
+        return Completion(
+            text="".join(texts),
+            provider=completed.provider,
+            model=completed.model,
+            finish_reason=completed.finish_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            switches=switches,
+        )
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, *, deadline: float | None = None
     ) -> AsyncGenerator[LLMEvent, None]:
         """Stream the answer as events; raise :class:`LLMError` when no provider can give it.
@@ -241,16 +244,16 @@ class LLMManager:
         The consumer should close the iterator when it stops early (``contextlib.aclosing``):
         that closes the upstream HTTP response at once.
         """
-        async with aclosing(self._events(request, deadline, streamed=True)) as events:
-            async for event in events:
-                yield event
+        # The loop's own generator, not a wrapper around it: one hop less per event.
+        return self._events(request, deadline, streamed=True)
 
     async def _events(
         self, request: ChatRequest, deadline: float | None, *, streamed: bool
     ) -> AsyncGenerator[LLMEvent, None]:
         """The failover loop: walk the chain, retrying each entry, until one answers.
 
-        ``streamed`` chooses the attempt (SSE pieces or one whole answer); everything
+        ``streamed`` chooses the attempt (SSE pieces as they come, or one whole answer given as
+        a single TextDelta once it succeeded); everything
         else (breakers, quotas, retries, failover, metrics, the final error) is shared.
         """
         snap = self._snapshot
@@ -271,25 +274,24 @@ class LLMManager:
                 state = StreamState()
                 t0 = self._clock()
                 got_text = False
+                whole = ""
                 try:
                     api_key = self._api_key(entry)
                     upstream = self._pools.get(entry.pool_key, retire_after=entry.total)
                     remaining = deadline - t0
-                    pieces = (
-                        stream_attempt(
-                            entry, upstream, request, api_key, state, remaining, "".join(parts) or None
-                        )
-                        if streamed
-                        else complete_attempt(entry, upstream, request, api_key, state, remaining)
-                    )
-                    async with aclosing(pieces):
-                        async for text in pieces:
-                            if streamed and not first_token_seen:
-                                first_token_seen = True
-                                TIME_TO_FIRST_TOKEN.labels(**entry.label).observe(self._clock() - start)
-                            got_text = True
-                            parts.append(text)
-                            yield TextDelta(text)
+                    if streamed:
+                        partial = "".join(parts) or None
+                        pieces = stream_attempt(entry, upstream, request, api_key, state, remaining, partial)
+                        async with aclosing(pieces):
+                            async for text in pieces:
+                                if not first_token_seen:
+                                    first_token_seen = True
+                                    TIME_TO_FIRST_TOKEN.labels(**entry.label).observe(self._clock() - start)
+                                got_text = True
+                                parts.append(text)
+                                yield TextDelta(text)
+                    else:
+                        whole = await complete_attempt(entry, upstream, request, api_key, state, remaining)
                 except UpstreamError as err:
                     self._on_error(entry, err, t0)
                     if got_text:
@@ -305,6 +307,8 @@ class LLMManager:
                     entry.breaker.record_neutral()
                     raise
                 self._on_success(entry, t0, state.input_tokens, state.output_tokens)
+                if not streamed:
+                    yield TextDelta(whole)
                 yield Usage(state.input_tokens, state.output_tokens)
                 yield Completed(entry.config.id, entry.config.model, state.finish_reason)
                 return

@@ -46,11 +46,6 @@ class PoolKey:
     insecure: bool
     connect: float
 
-    @property
-    def follows_ca_file(self) -> bool:
-        """Whether the pool must follow a mounted CA bundle."""
-        return self.ca_file is not None and not self.insecure
-
 
 def origin_of(url: str) -> str:
     """``scheme://host:port`` of a URL (the port empty when implied)."""
@@ -143,7 +138,7 @@ class UpstreamPools:
         self._retire_tasks: set[asyncio.Task[None]] = set()
 
     def _new(self, key: PoolKey) -> Upstream:
-        pem = self._read_file(key.ca_file) if key.follows_ca_file and key.ca_file else None
+        pem = self._read_file(key.ca_file) if key.ca_file and not key.insecure else None
         upstream = Upstream(key, pem, use_proxy=proxied(key.origin))
         self._pools[key] = upstream
         return upstream
@@ -157,7 +152,8 @@ class UpstreamPools:
         upstream = self._pools.get(key)
         if upstream is None:
             return self._new(key)
-        if key.follows_ca_file and key.ca_file:
+        if key.ca_file and not key.insecure:
+            # Follow the mounted CA bundle: read on every call (the reader caches it).
             pem = self._read_file(key.ca_file)
             if pem != upstream.pem:
                 self._retire(self._pools.pop(key), delay=retire_after)
