@@ -151,24 +151,24 @@ class QuotaExhausted(NotAttempted):
     error_class = "rate-limited"
 
 
-class MissingCredentials(NotAttempted):
+class Misconfigured(NotAttempted):
+    """Our configuration of the entry is unusable: says nothing about the provider's health."""
+
+    def blames_provider(self, retry_on: Collection[str]) -> bool:
+        """Never: the provider was not even called."""
+        return False
+
+
+class MissingCredentials(Misconfigured):
     """The API key file is missing, empty or unusable."""
 
     error_class = "credentials"
 
-    def blames_provider(self, retry_on: Collection[str]) -> bool:
-        """Our configuration, not the provider's health."""
-        return False
 
-
-class InvalidProviderConfig(NotAttempted):
+class InvalidProviderConfig(Misconfigured):
     """The provider's configuration cannot be sent (e.g. a line break inside a default header)."""
 
     error_class = "config"
-
-    def blames_provider(self, retry_on: Collection[str]) -> bool:
-        """Our configuration, not the provider's health."""
-        return False
 
 
 _BY_CLASS: dict[str, type[UpstreamError]] = {
