@@ -252,9 +252,9 @@ class LLMManager:
     ) -> AsyncGenerator[LLMEvent, None]:
         """The failover loop: walk the chain, retrying each entry, until one answers.
 
-        ``streamed`` chooses the attempt (SSE pieces as they come, or one whole answer given as
-        a single TextDelta once it succeeded); everything
-        else (breakers, quotas, retries, failover, metrics, the final error) is shared.
+        ``streamed`` chooses the attempt (SSE pieces as they come, or one whole answer given
+        as a single TextDelta once it succeeded); everything else (breakers, quotas, retries,
+        failover, metrics, the final error) is shared.
         """
         snap = self._snapshot
         start = self._clock()
