@@ -308,6 +308,12 @@ def test_every_idle_connection_stale_falls_back_to_a_new_one(run: Runner, fake: 
             events = [e async for e in manager.stream(_request())]
             assert isinstance(events[-1], Completed) and events[-1].provider == "ns/a"
             assert transport.stale_reuses == 4 and transport.in_use == 0
+            # Many idle connections, all dropped: after a few, a new connection is opened at once.
+            await asyncio.gather(*(manager.complete(_request()) for _ in range(8)))
+            assert len(transport._open) == 8
+            fake.state.configure({"drop_reused": 100})
+            assert (await manager.complete(_request())).provider == "ns/a"
+            assert transport.stale_reuses == 4 + 4
         finally:
             fake.state.configure({"drop_reused": 0})
             await manager.aclose()
