@@ -20,7 +20,7 @@ import asyncio
 import logging
 import ssl
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -111,14 +111,15 @@ class Upstream:
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             )
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; the body streams (close the response when done with it)."""
+    def send(self, request: httpx.Request) -> Awaitable[httpx.Response]:
+        """Send ``request``; the body streams (close the response when done with it).
+
+        Returns the transport's (or client's) own awaitable: no coroutine of ours in between.
+        """
         if self.transport is not None:
-            response = await self.transport.handle_async_request(request)
-            response.request = request
-            return response
+            return self.transport.handle_async_request(request)
         assert self.client is not None
-        return await self.client.send(request, stream=True)
+        return self.client.send(request, stream=True)
 
     async def aclose(self) -> None:
         """Close every connection of this pool."""

@@ -365,6 +365,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             headers=conn.headers,
             stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
+            # Set here (httpx's client would set it) so that callers may skip the client.
+            request=request,
         )
 
     async def _exchange_head(
