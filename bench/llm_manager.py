@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
-import agent_runtime.llm.manager as manager_module  # noqa: E402
+import agent_runtime.llm.pool as pool_module  # noqa: E402
 from agent_runtime.config import LLMRuntimeConfig  # noqa: E402
 from agent_runtime.llm import ChatMessage, ChatRequest, LLMManager  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.httpx_transport:
-        manager_module._proxied = lambda origin: True  # the manager then takes httpx's transport
+        pool_module.proxied = lambda origin: True  # the pools then take httpx's transport
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}"}
     cmd = [sys.executable, "-m", "agent_runtime.testing", "--port", str(port), "--tokens", str(args.tokens)]

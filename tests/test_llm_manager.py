@@ -178,7 +178,7 @@ async def test_reload_swaps_atomically_and_keeps_unchanged_clients(
     a = fake_provider(fake_a, "ns/a")
     manager = LLMManager(chain_config(a), lambda _: None)
     try:
-        client = manager._snapshot.entries[0].client
+        pool = manager._pools.get(manager._snapshot.entries[0].pool_key, retire_after=1)
         async with aclosing(manager.stream(_request())) as events:
             texts: list[str] = []
             async for event in events:
@@ -193,7 +193,7 @@ async def test_reload_swaps_atomically_and_keeps_unchanged_clients(
         assert manager.config.chain[0].id == "ns/b"
         assert (await manager.complete(_request())).provider == "ns/b"
         # The unchanged upstream kept its connection pool.
-        assert manager._snapshot.entries[1].client is client
+        assert manager._pools.get(manager._snapshot.entries[1].pool_key, retire_after=1) is pool
     finally:
         await manager.aclose()
 

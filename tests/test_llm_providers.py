@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager, TextDelta, Usage
+from agent_runtime.llm.errors import UpstreamError
 from agent_runtime.llm.providers import AnthropicAdapter, OpenAIAdapter
 from agent_runtime.llm.providers.base import StreamState
-from agent_runtime.llm.retry import UpstreamError
 from agent_runtime.metrics import REGISTRY
 from agent_runtime.testing import FakeUpstream, run_fake
 from agent_runtime.testing.chain import chain_config, fake_provider

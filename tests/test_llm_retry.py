@@ -8,14 +8,19 @@ import random
 import httpx
 import pytest
 
-from agent_runtime.llm.retry import (
-    UpstreamError,
-    backoff_delay,
+from agent_runtime.llm.errors import (
+    ConnectionBroken,
+    DeadlineExceeded,
+    MissingCredentials,
+    Refused,
+    ServerFailed,
+    Throttled,
+    TimedOut,
     class_of_status,
     classify_exception,
-    parse_retry_after,
-    retry_after_of,
+    upstream_error,
 )
+from agent_runtime.llm.retry import backoff_delay, parse_retry_after, retry_after_of
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 8, 20])
@@ -66,8 +71,23 @@ def test_exception_classes() -> None:
 
 def test_retry_and_failover_rules() -> None:
     retry_on = {"429", "5xx", "connect-error", "timeout", "reset"}
-    assert UpstreamError("5xx", "x").retryable(retry_on)
-    assert not UpstreamError("4xx", "x", status=401).retryable(retry_on)
-    assert UpstreamError("4xx", "x", status=401).fails_over(retry_on)
-    assert not UpstreamError("4xx", "x", status=400).fails_over(retry_on)
-    assert not UpstreamError("429", "x").retryable({"5xx"})
+    assert ServerFailed("x").retryable(retry_on)
+    assert not Refused("x", status=401).retryable(retry_on)
+    assert Refused("x", status=401).fails_over(retry_on)
+    assert not Refused("x", status=400).fails_over(retry_on)
+    assert not Throttled("x").retryable({"5xx"})
+    # The request's deadline ends it: neither another attempt nor another provider.
+    assert not DeadlineExceeded().retryable(retry_on) and not DeadlineExceeded().fails_over(retry_on)
+    assert DeadlineExceeded().error_class == "timeout"
+    # A refused request or our own configuration says nothing about the provider's health.
+    assert not Refused("x", status=400).blames_provider(retry_on)
+    assert Refused("x", status=401).blames_provider(retry_on)
+    assert not MissingCredentials("x").blames_provider(retry_on) and MissingCredentials("x").fails_over(set())
+
+
+def test_error_classes_from_their_labels() -> None:
+    assert isinstance(upstream_error("429", "x"), Throttled)
+    assert isinstance(upstream_error("timeout", "x", status=408), TimedOut)
+    assert isinstance(upstream_error("reset", "x"), ConnectionBroken)
+    assert isinstance(upstream_error("unknown", "x"), ServerFailed)
+    assert upstream_error("4xx", "x", status=403).status == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 import uvloop
 
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager, ProviderSwitch, TextDelta
-from agent_runtime.llm.transport import LeanTransport
+from agent_runtime.llm.transport import KEEPALIVE_EXPIRY, LeanTransport
 from agent_runtime.testing import FakeUpstream, Fault, run_fake, wait_until
 from agent_runtime.testing.chain import chain_config, fake_provider
 from tests.support.tls import make_self_signed
@@ -46,7 +48,7 @@ def _request() -> ChatRequest:
 
 
 def _transport(manager: LLMManager, index: int = 0) -> LeanTransport:
-    transport = manager._snapshot.entries[index].client._transport
+    transport = manager._pools.get(manager._snapshot.entries[index].pool_key, retire_after=1).transport
     assert isinstance(transport, LeanTransport)
     return transport
 
@@ -254,16 +256,17 @@ def test_httpx_own_transport_path_when_proxied(
     run: Runner, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a proxy in the environment the manager uses httpx's transport: same behaviour."""
-    from agent_runtime.llm import manager as manager_module
+    from agent_runtime.llm import pool
 
-    monkeypatch.setattr(manager_module, "_proxied", lambda origin: True)
+    monkeypatch.setattr(pool, "proxied", lambda origin: True)
     fake.state.reset()
 
     async def scenario() -> None:
         provider = fake_provider(fake, "ns/a", retry={"maxAttempts": 1}, timeouts={"idle": "200ms"})
         manager = LLMManager(chain_config(provider), lambda _: None)
         try:
-            assert manager._snapshot.entries[0].lean is None
+            upstream = manager._pools.get(manager._snapshot.entries[0].pool_key, retire_after=1)
+            assert upstream.transport is None and upstream.client is not None
             assert (await manager.complete(_request())).text == "Echo: one two three four"
             fake.inject(Fault("hang", after_chunks=2))
             with pytest.raises(Exception) as err:
@@ -276,3 +279,147 @@ def test_httpx_own_transport_path_when_proxied(
             await manager.aclose()
 
     run(scenario())
+
+
+def _body() -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+def test_every_idle_connection_stale_falls_back_to_a_new_one(run: Runner, fake: FakeUpstream) -> None:
+    """Two idle connections that the server drops as they are reused, one after the other: the
+    request goes out on a new connection (it used to end the retry loop with no connection: an
+    AssertionError, a lost pool slot and a 500 instead of an answer or a failover)."""
+    fake.state.reset()
+
+    async def scenario() -> None:
+        provider = fake_provider(fake, "ns/a", retry={"maxAttempts": 1})
+        manager = LLMManager(chain_config(provider), lambda _: None)
+        try:
+            await asyncio.gather(manager.complete(_request()), manager.complete(_request()))
+            transport = _transport(manager)
+            assert len(transport._open) == 2
+            fake.state.configure({"drop_reused": 2})
+            assert (await manager.complete(_request())).provider == "ns/a"
+            assert transport.stale_reuses == 2 and fake.state.drop_reused == 0
+            assert transport.in_use == 0 and len(transport._open) == 1
+            # Streamed the same way.
+            await asyncio.gather(manager.complete(_request()), manager.complete(_request()))
+            fake.state.configure({"drop_reused": 2})
+            events = [e async for e in manager.stream(_request())]
+            assert isinstance(events[-1], Completed) and events[-1].provider == "ns/a"
+            assert transport.stale_reuses == 4 and transport.in_use == 0
+            # Many idle connections, all dropped: after a few, a new connection is opened at once.
+            await asyncio.gather(*(manager.complete(_request()) for _ in range(8)))
+            assert len(transport._open) == 8
+            fake.state.configure({"drop_reused": 100})
+            assert (await manager.complete(_request())).provider == "ns/a"
+            assert transport.stale_reuses == 4 + 4
+        finally:
+            fake.state.configure({"drop_reused": 0})
+            await manager.aclose()
+
+    run(scenario())
+
+
+def test_a_full_pool_waits_at_most_the_pool_timeout(run: Runner, fake: FakeUpstream) -> None:
+    fake.state.reset()
+    url = f"{fake.endpoint}/chat/completions"
+    timeouts = {"connect": 2.0, "read": None, "write": 2.0, "pool": 0.2}
+
+    async def scenario() -> None:
+        transport = LeanTransport(max_connections=1)
+        fake.inject(Fault("hang"))  # holds the only connection, answering nothing
+        holder = asyncio.create_task(
+            transport.handle_async_request(
+                httpx.Request("POST", url, json=_body(), extensions={"timeout": timeouts})
+            )
+        )
+        try:
+            assert await asyncio.to_thread(wait_until, lambda: fake.state.requests == 1)
+            waiting = transport.handle_async_request(
+                httpx.Request("POST", url, json=_body(), extensions={"timeout": timeouts})
+            )
+            with pytest.raises(httpx.PoolTimeout):
+                await asyncio.wait_for(waiting, 5)
+        finally:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)
+        # Both slots came back: the next request is served.
+        assert transport.in_use == 0
+        response = await transport.handle_async_request(
+            httpx.Request("POST", url, json=_body(), extensions={"timeout": timeouts})
+        )
+        await response.aread()
+        assert response.status_code == 200
+        await response.aclose()
+        await transport.aclose()
+
+    run(scenario())
+
+
+def test_a_header_with_a_line_break_is_never_sent(run: Runner, fake: FakeUpstream) -> None:
+    fake.state.reset()
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=LeanTransport()) as client:
+            for name, value in (("x-team", "a\r\nx-injected: 1"), ("x-team", "a\nb"), ("x-team", "a\0")):
+                with pytest.raises(httpx.LocalProtocolError):
+                    await client.post(
+                        f"{fake.endpoint}/chat/completions", json=_body(), headers={name: value}
+                    )
+
+    run(scenario())
+    assert fake.state.requests == 0
+
+
+def test_a_provider_whose_headers_cannot_be_sent_is_skipped(
+    run: Runner, fake: FakeUpstream, backup: FakeUpstream
+) -> None:
+    """A line break in an LLMProvider's defaultHeaders or inside its API key: the provider is
+    not called (nothing reaches the wire) and the chain fails over to the next one."""
+    fake.state.reset()
+    backup.state.reset()
+    files = {"bad-key": "sk-a\r\nx-injected: 1\n", "good-key": "sk-b\n"}
+
+    async def scenario() -> list[Any]:
+        events: list[Any] = []
+        for bad in (
+            fake_provider(fake, "ns/a", default_headers={"x-team": "a\r\nx-injected: 1"}),
+            fake_provider(fake, "ns/a", default_headers={"x-team\r\nx-injected": "1"}),
+            fake_provider(fake, "ns/a", credential_file="bad-key"),
+        ):
+            manager = LLMManager(
+                chain_config(bad, fake_provider(backup, "ns/b", credential_file="good-key")), files.get
+            )
+            try:
+                events += [e async for e in manager.stream(_request())]
+                completion = await manager.complete(_request())
+                assert completion.provider == "ns/b"
+                events += completion.switches
+            finally:
+                await manager.aclose()
+        return events
+
+    events = run(scenario())
+    assert fake.state.requests == 0 and backup.state.requests == 6
+    switches = [e for e in events if isinstance(e, ProviderSwitch)]
+    assert [s.reason for s in switches] == ["config"] * 4 + ["credentials"] * 2
+
+
+def test_idle_connections_expire_before_common_upstreams_close_them(run: Runner) -> None:
+    """Idle connections are dropped before uvicorn's default keep-alive (5 s) closes them
+    (they used to be kept 30 s), so a reused connection is rarely one being closed."""
+    assert uvicorn.Config(app="any:app").timeout_keep_alive > KEEPALIVE_EXPIRY
+    # The same at a smaller scale: the server keeps idle connections 0.6 s, the pool 0.3 s.
+    with run_fake("openai", keep_alive=0.6) as fake:
+
+        async def scenario() -> None:
+            transport = LeanTransport(keepalive_expiry=0.3)
+            async with httpx.AsyncClient(transport=transport) as client:
+                url = f"{fake.endpoint}/chat/completions"
+                assert (await client.post(url, json=_body())).status_code == 200
+                time.sleep(0.8)  # noqa: ASYNC251 - the server has closed; the loop has not seen it
+                assert (await client.post(url, json=_body())).status_code == 200
+                assert transport.stale_reuses == 0
+
+        run(scenario())

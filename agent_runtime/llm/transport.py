@@ -14,6 +14,13 @@ a proxy is configured in the environment), no HTTP upgrade.
 A connection is reused only when its previous response was read to the end;
 a response closed early (client went away) closes its connection, which is
 how the upstream learns to stop generating.
+
+Keep-alive: idle connections are closed after ``KEEPALIVE_EXPIRY``, shorter
+than common servers keep them. An idle connection that the server closed just
+as we reused it (nothing comes back) is dropped and the request goes out on
+the next one, or on a new connection; only a new connection's failure is an
+error. A request waits at most the ``pool`` timeout for a free slot. Headers
+carrying CR, LF or NUL are refused, never written to the wire.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ import httpx
 
 # Body bytes buffered before the socket stops being read (backpressure).
 _HIGH_WATER = 256 * 1024
+# Idle connections found closed by the server, per request, before a new one is opened.
+_MAX_STALE_REUSES = 4
+# Idle connections are closed after this long: below the keep-alive timeout of common
+# upstream servers (uvicorn and Node.js 5 s; nginx 75 s), so that we rarely reuse one that
+# the server is closing at that very moment.
+KEEPALIVE_EXPIRY = 4.0
 
 
 class _Connection(asyncio.Protocol):
@@ -251,7 +264,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         verify: ssl.SSLContext | bool = True,
         max_connections: int = 512,
         max_keepalive: int = 256,
-        keepalive_expiry: float = 30.0,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
     ) -> None:
         if isinstance(verify, ssl.SSLContext):
             self._ssl: ssl.SSLContext = verify
@@ -267,6 +280,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._max_keepalive = max_keepalive
         self._keepalive_expiry = keepalive_expiry
         self._open: set[_Connection] = set()
+        # Requests holding a connection slot, and idle connections that the server had
+        # closed when we reused them: figures for tests and health.
+        self.in_use = 0
+        self.stale_reuses = 0
 
     async def _connect(self, key: tuple[str, str, int], connect_timeout: float | None) -> _Connection:
         scheme, host, port = key
@@ -299,8 +316,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             return conn
         return None
 
-    def _release(self, conn: _Connection, reusable: bool) -> None:
+    def _give_back_slot(self) -> None:
+        self.in_use -= 1
         self._slots.release()
+
+    def _release(self, conn: _Connection, reusable: bool) -> None:
+        self._give_back_slot()
         idle = self._idle.setdefault(conn.key, [])
         if reusable and len(idle) < self._max_keepalive:
             conn.idle_since = time.monotonic()
@@ -310,60 +331,103 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._open.discard(conn)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and return once the response head arrived; the body streams."""
+        """Send ``request`` and return once the response head arrived; the body streams.
+
+        Timeouts come from the request's ``timeout`` extension: ``pool`` bounds the wait
+        for a free connection slot (httpx.PoolTimeout), ``connect`` the TCP/TLS setup,
+        ``read`` the wait for the response head.
+        """
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
         key = (scheme, url.host, port)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        # Before a slot is taken: a refused header costs nothing to give back.
         head = self._serialize(request, await request.aread())
-        await self._slots.acquire()
-        conn: _Connection | None = None
+        slots = self._slots
+        if slots.locked():
+            # Only a full pool pays for a timer; a free slot is taken without suspending.
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in the pool") from None
+        else:
+            await slots.acquire()
+        self.in_use += 1
         try:
-            for _ in range(2):
-                conn = self._take_idle(key)
-                reused = conn is not None
-                if conn is None:
-                    conn = await self._connect(key, timeouts.get("connect"))
-                conn.begin()
-                assert conn.transport is not None
-                conn.transport.write(head)
-                try:
-                    read_timeout = timeouts.get("read")
-                    loop = asyncio.get_running_loop()
-                    await conn.read_head(None if read_timeout is None else loop.time() + read_timeout)
-                except httpx.RemoteProtocolError:
-                    if reused and not conn.got_bytes:
-                        # The server had closed this idle connection as we reused it: once more, fresh.
-                        conn.close()
-                        self._open.discard(conn)
-                        conn = None
-                        continue
-                    raise
-                break
+            conn = await self._exchange_head(key, head, timeouts)
         except BaseException:
-            if conn is not None:
-                conn.close()
-                self._open.discard(conn)
-            self._slots.release()
+            self._give_back_slot()
             raise
-        assert conn is not None
         return httpx.Response(
             conn.status,
             headers=conn.headers,
             stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
+            # Set here (httpx's client would set it) so that callers may skip the client.
+            request=request,
         )
+
+    async def _exchange_head(
+        self, key: tuple[str, str, int], head: bytes, timeouts: dict[str, Any]
+    ) -> _Connection:
+        """Write the request and read the response head, on an idle connection or a new one.
+
+        An idle connection the server closed as we reused it (it answers nothing) is
+        dropped and the next one is tried; a new connection's failure is final. Every
+        idle connection can be stale at once (a burst of them outlived the server's
+        keep-alive), so the loop ends only on a head or on a new connection's error.
+        """
+        read_timeout = timeouts.get("read")
+        loop = asyncio.get_running_loop()
+        stale = 0
+        while True:
+            # After a few stale ones in a row the rest of the idle list is likely stale too.
+            conn = self._take_idle(key) if stale < _MAX_STALE_REUSES else None
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = await self._connect(key, timeouts.get("connect"))
+                conn.begin()
+                if conn.transport is None:  # pragma: no cover - set by connection_made
+                    raise httpx.ConnectError("connection has no transport")
+                conn.transport.write(head)
+                await conn.read_head(None if read_timeout is None else loop.time() + read_timeout)
+            except httpx.RemoteProtocolError:
+                if conn is not None:
+                    self._discard(conn)
+                if reused and conn is not None and not conn.got_bytes:
+                    stale += 1
+                    self.stale_reuses += 1
+                    continue
+                raise
+            except BaseException:
+                if conn is not None:
+                    self._discard(conn)
+                raise
+            return conn
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.close()
+        self._open.discard(conn)
 
     @staticmethod
     def _serialize(request: httpx.Request, body: bytes) -> bytes:
+        """The request's bytes; a header carrying CR, LF or NUL is refused (header injection)."""
         target = request.url.raw_path
+        raw = request.headers.raw
         lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
+        for name, value in raw:
             lines += [name, b": ", value, b"\r\n"]
         lines.append(b"\r\n")
-        lines.append(body)
-        return b"".join(lines)
+        head = b"".join(lines)
+        # One pass in C over the whole head instead of three per header: exactly one CR and
+        # one LF per line (request line, headers, blank line), and no NUL.
+        lines_expected = len(raw) + 2
+        if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected or b"\0" in head:
+            raise httpx.LocalProtocolError("refused a header with a CR, LF or NUL character")
+        return head + body
 
     async def aclose(self) -> None:
         """Close every connection."""

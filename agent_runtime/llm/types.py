@@ -1,4 +1,4 @@
-"""Value types of the LLM layer: requests, streamed events, results, errors.
+"""Value types of the LLM layer: requests, streamed events, results (errors: ``errors.py``).
 
 Plain slotted dataclasses rather than pydantic models: one of them is created
 per streamed chunk, and the HTTP layer validates caller input before it gets
@@ -100,22 +100,3 @@ class Completion:
     input_tokens: int = 0
     output_tokens: int = 0
     switches: list[ProviderSwitch] = field(default_factory=list)
-
-
-class LLMError(Exception):
-    """Every chain entry failed (or the request itself was refused).
-
-    ``status`` is the HTTP status the caller should see (400 invalid request,
-    429 every provider rate-limited, 502 upstream errors, 503 nothing usable,
-    504 deadline). ``message`` never contains upstream text or secrets.
-    ``retry_after`` (seconds) is set when waiting would help.
-    """
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-    def __repr__(self) -> str:
-        return f"LLMError(status={self.status}, message={self.message!r}, retry_after={self.retry_after})"

@@ -5,8 +5,8 @@ wire format (see ``fake_openai`` / ``fake_anthropic``). Its behaviour is set
 through a :class:`FakeState` (in-process) or the admin API (other processes):
 
 - ``GET  /_admin/state``    counters and settings, as JSON;
-- ``POST /_admin/config``   ``{"api_key", "latency", "first_token_latency", "tokens"}`` (any subset;
-  ``"api_key": null`` accepts any caller);
+- ``POST /_admin/config``   ``{"api_key", "latency", "first_token_latency", "tokens", "drop_reused"}``
+  (any subset; ``"api_key": null`` accepts any caller);
 - ``POST /_admin/faults``   ``{"faults": [Fault, ...]}`` appended to the queue;
 - ``DELETE /_admin/faults`` clears the queue;
 - ``POST /_admin/reset``    clears counters and faults.
@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agent_runtime.llm.types import CONTINUATION_PROMPT
 
@@ -104,6 +105,9 @@ class FakeState:
     latency: float = 0.0
     first_token_latency: float = 0.0
     tokens: int | None = None
+    # The next requests arriving on a connection that already served one are dropped unanswered,
+    # as by a server whose keep-alive timeout fires just as the client reuses the connection.
+    drop_reused: int = 0
     faults: list[Fault] = field(default_factory=list)
     requests: int = 0
     streams_started: int = 0
@@ -157,6 +161,7 @@ class FakeState:
                 "latency": self.latency,
                 "first_token_latency": self.first_token_latency,
                 "tokens": self.tokens,
+                "drop_reused": self.drop_reused,
                 "faults": [asdict(f) for f in self.faults],
                 "requests": self.requests,
                 "streams_started": self.streams_started,
@@ -178,6 +183,16 @@ class FakeState:
                 self.first_token_latency = float(data["first_token_latency"])
             if "tokens" in data:
                 self.tokens = None if data["tokens"] is None else int(data["tokens"])
+            if "drop_reused" in data:
+                self.drop_reused = int(data["drop_reused"])
+
+    def take_drop_reused(self) -> bool:
+        """Whether to drop the request that just arrived on a reused connection."""
+        with self.lock:
+            if self.drop_reused <= 0:
+                return False
+            self.drop_reused -= 1
+            return True
 
 
 def answer_for(messages: list[dict[str, Any]], tokens: int | None) -> list[str]:
@@ -408,6 +423,26 @@ async def _stream(
                 state.streams_aborted += 1
 
 
+def _protocol_for(state: FakeState) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP protocol, able to drop a reused connection unanswered (``drop_reused``)."""
+
+    class Protocol(HttpToolsProtocol):
+        between_requests = False
+
+        def on_response_complete(self) -> None:
+            self.between_requests = True
+            super().on_response_complete()
+
+        def data_received(self, data: bytes) -> None:
+            if self.between_requests and state.take_drop_reused():
+                self.transport.close()
+                return
+            self.between_requests = False
+            super().data_received(data)
+
+    return Protocol
+
+
 def make_wire(kind: str) -> WireFormat:
     """The wire format named ``openai`` or ``anthropic``."""
     if kind == "openai":
@@ -438,8 +473,11 @@ class FakeUpstream:
         port: int = 0,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        keep_alive: float = 30.0,
     ) -> None:
         self.kind = kind
+        # Seconds an idle keep-alive connection stays open before the server closes it.
+        self.keep_alive = keep_alive
         self.ssl_certfile = ssl_certfile
         self.ssl_keyfile = ssl_keyfile
         self.state = FakeState(api_key=api_key, latency=latency, tokens=tokens)
@@ -482,7 +520,8 @@ class FakeUpstream:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
-            timeout_keep_alive=30,
+            timeout_keep_alive=self.keep_alive,  # type: ignore[arg-type]  # a float works (tests)
+            http=_protocol_for(self.state),
             ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_runtime.llm.errors import upstream_error
 from agent_runtime.llm.providers.base import (
     Adapter,
     ParsedCompletion,
@@ -20,7 +21,6 @@ from agent_runtime.llm.providers.base import (
     safe_token,
     with_continuation,
 )
-from agent_runtime.llm.retry import UpstreamError
 from agent_runtime.llm.types import ChatRequest
 
 API_VERSION = "2023-06-01"
@@ -107,7 +107,7 @@ class AnthropicAdapter(Adapter):
         if kind == "error":
             error = event.get("error") or {}
             error_type = safe_token(error.get("type"))
-            raise UpstreamError(
+            raise upstream_error(
                 _IN_STREAM_ERROR_CLASS.get(error_type, "5xx"), f"error in stream: {error_type}"
             )
         return None

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agent_runtime.llm.retry import UpstreamError, class_of_status
+from agent_runtime.llm.errors import UpstreamError, class_of_status, upstream_error
 from agent_runtime.llm.types import CONTINUATION_PROMPT, ChatMessage, ChatRequest
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -124,7 +124,7 @@ class Adapter(ABC):
         """Error of a non-2xx response, with the upstream's error *type* only (never its message)."""
         kind = _error_type(body)
         detail = f"HTTP {status}" + (f" {kind}" if kind else "")
-        return UpstreamError(class_of_status(status), detail, status=status, retry_after=retry_after)
+        return upstream_error(class_of_status(status), detail, status=status, retry_after=retry_after)
 
 
 def _error_type(body: bytes) -> str | None:

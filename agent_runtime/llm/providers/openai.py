@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_runtime.llm.errors import ServerFailed
 from agent_runtime.llm.providers.base import (
     Adapter,
     ParsedCompletion,
@@ -18,7 +19,6 @@ from agent_runtime.llm.providers.base import (
     safe_token,
     with_continuation,
 )
-from agent_runtime.llm.retry import UpstreamError
 from agent_runtime.llm.types import ChatRequest
 
 
@@ -70,7 +70,7 @@ class OpenAIAdapter(Adapter):
         error = chunk.get("error")
         if error is not None:
             kind = safe_token(error.get("type") or error.get("code")) if isinstance(error, dict) else "error"
-            raise UpstreamError("5xx", f"error in stream: {kind}")
+            raise ServerFailed(f"error in stream: {kind}")
         usage = chunk.get("usage")
         if usage:
             state.input_tokens = int(usage.get("prompt_tokens") or 0)

@@ -1,0 +1,207 @@
+"""One attempt on one chain entry: build the upstream request, send it, read the answer.
+
+The manager's single failover loop drives either shape of attempt:
+:func:`stream_attempt` yields the pieces of a streamed answer as they arrive,
+:func:`complete_attempt` returns a non-streamed answer whole (a coroutine, not
+a generator: cheaper on the hot path). Both fill a :class:`StreamState`
+(finish reason, token counts) and raise :class:`UpstreamError` on failure.
+
+Timeouts are checked around every read, never across a ``yield``, so the
+consumer's own awaits are not cancelled by our timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Callable
+
+import httpx
+
+from agent_runtime.llm.entries import Entry
+from agent_runtime.llm.errors import (
+    ConnectionBroken,
+    DeadlineExceeded,
+    ServerFailed,
+    TimedOut,
+    UpstreamError,
+    classify_exception,
+)
+from agent_runtime.llm.pool import Upstream
+from agent_runtime.llm.providers.base import StreamState
+from agent_runtime.llm.retry import retry_after_of
+from agent_runtime.llm.transport import ResponseStream
+from agent_runtime.llm.types import ChatRequest
+
+USER_AGENT = "sentient-agent-runtime"
+# Error bodies are read only this far: enough for the error type.
+_ERROR_BODY_LIMIT = 16_384
+
+
+def max_tokens_of(entry: Entry, request: ChatRequest) -> int | None:
+    """The request's own limit, else the configured default of the entry's snapshot."""
+    if request.max_tokens is not None:
+        return request.max_tokens
+    return entry.params.max_tokens
+
+
+def _request(
+    entry: Entry, request: ChatRequest, api_key: str | None, *, stream: bool, partial: str | None
+) -> httpx.Request:
+    # The parameters of the snapshot this entry belongs to, never a newer one.
+    params = entry.params
+    body = entry.adapter.body(
+        request,
+        model=entry.config.model,
+        max_tokens=max_tokens_of(entry, request),
+        temperature=request.temperature if request.temperature is not None else params.temperature,
+        top_p=request.top_p if request.top_p is not None else params.top_p,
+        stream=stream,
+        partial=partial,
+    )
+    headers = entry.adapter.headers(api_key, entry.config.default_headers, stream=stream)
+    return httpx.Request(
+        "POST",
+        entry.url,
+        content=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        headers={"user-agent": USER_AGENT, **headers},
+        extensions={"timeout": entry.timeout_ext},
+    )
+
+
+async def _raise_for_status(entry: Entry, response: httpx.Response) -> None:
+    if response.status_code < 300:
+        return
+    body = b""
+    try:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= _ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    raise entry.adapter.error_for_status(response.status_code, body, retry_after_of(response))
+
+
+async def _timed(response: httpx.Response, limit: Callable[[], float]) -> AsyncGenerator[bytes, None]:
+    """A response's raw chunks, each wait bounded by ``limit()`` (for httpx's own transport)."""
+    chunks = response.aiter_raw().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout_at(limit()):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise httpx.ReadTimeout("read timeout") from None
+        yield chunk
+
+
+async def complete_attempt(
+    entry: Entry,
+    upstream: Upstream,
+    request: ChatRequest,
+    api_key: str | None,
+    state: StreamState,
+    remaining: float,
+) -> str:
+    """A non-streamed answer's text; ``remaining`` is the time left before the deadline."""
+    if remaining <= 0:
+        raise DeadlineExceeded()
+    # A non-streamed answer arrives whole: it gets the first-token budget
+    # (or the idle one, if longer) to show up, within the deadline.
+    limit = min(remaining, max(entry.first_token, entry.idle))
+    request_ = _request(entry, request, api_key, stream=False, partial=None)
+    try:
+        async with asyncio.timeout(limit):
+            response = await upstream.send(request_)
+            try:
+                await _raise_for_status(entry, response)
+                raw = await response.aread()
+            finally:
+                await response.aclose()
+    except UpstreamError:
+        raise
+    except (httpx.HTTPError, OSError, TimeoutError) as exc:
+        raise classify_exception(exc) from None
+    try:
+        parsed = entry.adapter.parse_completion(json.loads(raw))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        raise ServerFailed("invalid response body") from None
+    state.done = True
+    state.finish_reason = parsed.finish_reason
+    state.input_tokens = parsed.input_tokens
+    state.output_tokens = parsed.output_tokens
+    return parsed.text
+
+
+async def stream_attempt(
+    entry: Entry,
+    upstream: Upstream,
+    request: ChatRequest,
+    api_key: str | None,
+    state: StreamState,
+    remaining: float,
+    partial: str | None,
+) -> AsyncGenerator[str, None]:
+    """Text pieces of one streamed attempt; closes the response on exit.
+
+    ``partial`` is the answer streamed so far by earlier entries, to be continued.
+    """
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    loop_deadline = now + remaining
+    first_by = min(now + entry.first_token, loop_deadline)
+    if first_by <= now:
+        raise DeadlineExceeded()
+    request_ = _request(entry, request, api_key, stream=True, partial=partial)
+    response: httpx.Response | None = None
+    got_text = False
+    try:
+        async with asyncio.timeout_at(first_by):
+            response = await upstream.send(request_)
+            await _raise_for_status(entry, response)
+        idle = entry.idle
+
+        def limit() -> float:
+            # Until the first token, the first-token budget applies; then the idle gap.
+            return first_by if not got_text else min(loop.time() + idle, loop_deadline)
+
+        # Raw transfer chunks, split into lines here: fewer layers than aiter_lines()
+        # and no str decoding (json.loads takes bytes).
+        stream = response.stream
+        chunks = stream.chunks(limit) if isinstance(stream, ResponseStream) else _timed(response, limit)
+        parse = entry.adapter.parse_data
+        buffer = b""
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                if b"\n" not in chunk:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                # Text of every event in this read goes out as one piece: when the
+                # upstream bursts, the caller writes one SSE event instead of many.
+                texts = [
+                    t for line in lines if line.startswith(b"data:") and (t := parse(line[5:].strip(), state))
+                ]
+                if texts:
+                    got_text = True
+                    yield texts[0] if len(texts) == 1 else "".join(texts)
+        except httpx.ReadTimeout:
+            if not state.complete:
+                raise
+            # The answer is complete; only the end of the body is missing.
+        finally:
+            await chunks.aclose()
+    except UpstreamError:
+        raise
+    except (TimeoutError, httpx.ReadTimeout):
+        stage = "idle" if got_text else "first-token"
+        raise TimedOut(f"{stage} timeout") from None
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        raise classify_exception(exc) from None
+    finally:
+        if response is not None:
+            await response.aclose()
+    if not state.complete:
+        raise ConnectionBroken("stream ended before the answer was complete")

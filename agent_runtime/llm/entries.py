@@ -1,0 +1,139 @@
+"""The failover chain as the manager uses it: each entry resolved once per config, for the hot path.
+
+A config (re)load builds a new immutable :class:`Snapshot`; circuit breakers
+and last-outcome statistics belong to a (provider, model) and are carried
+over from the previous snapshot, so a reload neither closes an open breaker
+nor forgets the last error shown on ``/health``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from agent_runtime.config import LLMRuntimeConfig, ProviderConfig
+from agent_runtime.llm.breaker import CircuitBreaker
+from agent_runtime.llm.pool import PoolKey, origin_of
+from agent_runtime.llm.providers import Adapter, adapter_for
+from sentient_operator.api.v1alpha1 import LLMParameters, duration_seconds
+
+# RFC 9110: a field name is a token; a field value holds no control character but HTAB.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(slots=True, eq=False)
+class Stats:
+    """Last outcomes of one (provider, model), kept across reloads for /health."""
+
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One chain entry with everything resolved for the hot path."""
+
+    config: ProviderConfig
+    adapter: Adapter
+    pool_key: PoolKey
+    breaker: CircuitBreaker
+    url: httpx.URL
+    timeout_ext: dict[str, float | None]
+    first_token: float
+    idle: float
+    total: float
+    max_attempts: int
+    initial_backoff: float
+    max_backoff: float
+    retry_on: frozenset[str]
+    stats: Stats
+    params: LLMParameters
+    label: dict[str, str]
+    # Why this entry's configuration cannot be sent (never the offending value), or None.
+    config_problem: str | None
+
+
+@dataclass(slots=True, frozen=True, eq=False)
+class Snapshot:
+    """An immutable view of the config in force; swapped whole on reload."""
+
+    config: LLMRuntimeConfig
+    entries: tuple[Entry, ...]
+    total: float
+
+
+def header_problem(headers: Mapping[str, str]) -> str | None:
+    """Why ``headers`` cannot be sent as HTTP header fields, without repeating them; or None."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            return "a defaultHeaders name is not a valid HTTP header name"
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            return "a defaultHeaders value holds a line break or another control character"
+    return None
+
+
+def build_snapshot(
+    config: LLMRuntimeConfig,
+    breakers: dict[tuple[str, str], CircuitBreaker],
+    stats: dict[tuple[str, str], Stats],
+    clock: Callable[[], float],
+) -> Snapshot:
+    """Resolve ``config``'s chain; ``breakers`` and ``stats`` are reused and filled in."""
+    entries: list[Entry] = []
+    for provider in config.chain:
+        adapter = adapter_for(str(provider.type))
+        url = adapter.url(provider.endpoint)
+        timeouts, retry, cb = provider.timeouts, provider.retry, provider.circuit_breaker
+        connect = duration_seconds(timeouts.connect)
+        key = PoolKey(
+            origin=origin_of(url),
+            ca_file=provider.tls.ca_file,
+            insecure=provider.tls.insecure_skip_verify,
+            connect=connect,
+        )
+        ident = (provider.id, provider.model)
+        breaker = breakers.get(ident)
+        threshold, window = cb.failure_threshold, duration_seconds(cb.window)
+        cooldown, trials = duration_seconds(cb.cooldown), cb.half_open_requests
+        if breaker is None:
+            breaker = CircuitBreaker(
+                provider.id,
+                provider.model,
+                failure_threshold=threshold,
+                window=window,
+                cooldown=cooldown,
+                half_open_requests=trials,
+                clock=clock,
+            )
+            breakers[ident] = breaker
+        else:
+            breaker.configure(
+                failure_threshold=threshold, window=window, cooldown=cooldown, half_open_requests=trials
+            )
+        entries.append(
+            Entry(
+                config=provider,
+                adapter=adapter,
+                pool_key=key,
+                breaker=breaker,
+                url=httpx.URL(url),
+                timeout_ext={"connect": connect, "read": None, "write": connect, "pool": connect},
+                first_token=duration_seconds(timeouts.first_token),
+                idle=duration_seconds(timeouts.idle),
+                total=duration_seconds(timeouts.total),
+                max_attempts=retry.max_attempts,
+                initial_backoff=duration_seconds(retry.initial_backoff),
+                max_backoff=duration_seconds(retry.max_backoff),
+                retry_on=frozenset(retry.retry_on),
+                stats=stats.setdefault(ident, Stats()),
+                params=config.parameters,
+                label={"provider": provider.id, "model": provider.model},
+                config_problem=header_problem(provider.default_headers),
+            )
+        )
+    return Snapshot(config=config, entries=tuple(entries), total=entries[0].total)
