@@ -243,6 +243,18 @@ INVALID: list[Invalid] = [
         api.HEADERS_MESSAGE,
     ),
     Invalid(
+        "crlf-in-default-header-value",
+        PROVIDER,
+        _p({"defaultHeaders": {"X-Team": "a\r\nX-Injected: 1"}}),
+        api.HEADER_SYNTAX_MESSAGE,
+    ),
+    Invalid(
+        "space-in-default-header-name",
+        PROVIDER,
+        _p({"defaultHeaders": {"X Team": "a"}}),
+        api.HEADER_SYNTAX_MESSAGE,
+    ),
+    Invalid(
         "duplicate-allowed-namespace",
         PROVIDER,
         _p({"allowedNamespaces": ["team-a", "team-a"]}),

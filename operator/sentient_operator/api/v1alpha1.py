@@ -640,6 +640,14 @@ HEADERS_MESSAGE = (
     "use spec.credentials"
 )
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
+HEADER_SYNTAX_MESSAGE = (
+    "spec.defaultHeaders: header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~) "
+    "and values must not contain control characters such as CR, LF or NUL"
+)
+# RFC 9110 token for names; values may hold tabs but no other control character (a CR/LF would
+# split the request on the wire).
+_HEADER_NAME = re.compile(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class LLMProviderSpec(Model):
@@ -689,7 +697,11 @@ class LLMProviderSpec(Model):
             CelRule(
                 "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))",
                 HEADERS_MESSAGE,
-            )
+            ),
+            CelRule(
+                r"""self.all(k, k.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$") && !self[k].matches("[\\x00-\\x08\\x0a-\\x1f\\x7f]"))""",
+                HEADER_SYNTAX_MESSAGE,
+            ),
         ),
     )
     tls: TLSConfig | None = Field(default=None, description="TLS settings for the upstream.")
@@ -725,6 +737,10 @@ class LLMProviderSpec(Model):
             raise ValueError(DEFAULT_MODEL_MESSAGE)
         if any(k.lower() in _CREDENTIAL_HEADERS for k in self.default_headers):
             raise ValueError(HEADERS_MESSAGE)
+        if any(
+            not _HEADER_NAME.match(k) or _HEADER_VALUE_BAD.search(v) for k, v in self.default_headers.items()
+        ):
+            raise ValueError(HEADER_SYNTAX_MESSAGE)
         _check_unique(self.models, "spec.models")
         _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
         return self
