@@ -48,7 +48,7 @@ from agent_runtime.sdk import (
     ResponseHandler,
     Session,
 )
-from agent_runtime.sessions import SessionStore, SessionStoreError, build_session_store
+from agent_runtime.sessions import OwnedSessions, SessionStore, SessionStoreError, build_session_store
 from sentient_operator.api.v1alpha1 import duration_seconds
 
 log = logging.getLogger("agent_runtime.app")
@@ -60,6 +60,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 1 << 20
+# Headers that carry a credential: a request may hold each at most once.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 STATUS_CLIENT_CLOSED = 499
 
 
@@ -156,7 +158,18 @@ def _count(route: str, status: int, seconds: float) -> None:
 class Exchange:
     """One HTTP exchange on a hot route: headers, request id, response start, accounting."""
 
-    __slots__ = ("headers", "receive", "request_id", "route", "scope", "send", "started", "status", "t0")
+    __slots__ = (
+        "headers",
+        "receive",
+        "repeated_credentials",
+        "request_id",
+        "route",
+        "scope",
+        "send",
+        "started",
+        "status",
+        "t0",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         self.scope = scope
@@ -167,9 +180,15 @@ class Exchange:
         self.started = False
         self.status = 200
         headers: dict[str, str] = {}
+        repeated = False
         for name, value in scope["headers"]:
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+            key = name.decode("latin-1").lower()
+            if key in headers and key in CREDENTIAL_HEADERS:
+                repeated = True
+            headers[key] = value.decode("latin-1")
         self.headers = headers
+        # Two credentials in one request are ambiguous (the last would win): the auth path refuses them.
+        self.repeated_credentials = repeated
         self.request_id = accept_request_id(headers.get("x-request-id")) or protocol.new_ulid()
 
     async def start(
@@ -341,13 +360,13 @@ class AgentRuntime:
         self._routes: dict[str, ASGIHandler] = {
             "/assist": self._assist,
             "/v1/chat/completions": self._chat_completions,
+            "/v1/models": self._models,
         }
         routes = [
             Route("/live", self._live, methods=["GET"]),
             Route("/ready", self._ready, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/info", self._info, methods=["GET"]),
-            Route("/v1/models", self._models, methods=["GET"]),
         ]
         if self.metrics_on_main_port:
             routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
@@ -582,7 +601,10 @@ class AgentRuntime:
                 self._close_retired()
 
     async def _authenticate(self, ex: Exchange, state: RuntimeState) -> Principal:
+        """The one authentication path of every route: refusals are counted and audited here."""
         try:
+            if ex.repeated_credentials:
+                raise AuthError(401, "duplicate_credentials", "more than one credential header")
             return await state.auth.authenticate(ex.headers)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
@@ -602,7 +624,7 @@ class AgentRuntime:
         token = REQUEST_ID.set(ex.request_id)
         self._enter()
         try:
-            await self._assist_inner(ex)
+            await self._guarded(ex, self._assist_inner, _assist_internal_error)
         finally:
             self._leave()
             ex.finish()
@@ -636,17 +658,19 @@ class AgentRuntime:
         session_body = body.session or SessionBody()
         processor_id = session_body.processor_id or state.config.agent.name
         activity_id = session_body.activity_id or protocol.new_ulid()
+        # The caller's own sessions only: another principal's activity id names a fresh session.
+        owned = OwnedSessions(state.sessions, principal.kind, principal.id)
         session = Session(
             processor_id=processor_id,
             activity_id=activity_id,
             request_id=session_body.request_id or ex.request_id,
             interactions=session_body.interactions,
             # Without a caller-chosen id nobody can continue the conversation: storing it would only cost.
-            store=state.sessions if session_body.activity_id else None,
+            store=owned if session_body.activity_id else None,
         )
         if session_body.activity_id:
             try:
-                session.history = await state.sessions.get(activity_id)
+                session.history = await owned.get(activity_id)
             except SessionStoreError as exc:
                 # History is a nicety; answering without it beats failing.
                 log.warning("session history unavailable: %s", exc)
@@ -802,7 +826,7 @@ class AgentRuntime:
         token = REQUEST_ID.set(ex.request_id)
         self._enter()
         try:
-            await chat_completions(self, ex)
+            await self._guarded(ex, lambda e: chat_completions(self, e), _openai_internal_error)
         finally:
             self._leave()
             ex.finish()
@@ -868,19 +892,34 @@ class AgentRuntime:
             }
         )
 
-    async def _models(self, request: Request) -> Response:
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = Exchange(scope, receive, send, "/v1/models")
+        token = REQUEST_ID.set(ex.request_id)
+        try:
+            await self._guarded(ex, self._models_inner, _openai_internal_error)
+        finally:
+            ex.finish()
+            REQUEST_ID.reset(token)
+
+    async def _models_inner(self, ex: Exchange) -> None:
         from agent_runtime.openai_api import openai_error
 
+        if ex.scope["method"] not in ("GET", "HEAD"):
+            await ex.json(
+                405, openai_error("method not allowed; use GET", "invalid_request_error"), {"allow": "GET"}
+            )
+            return
+        if self._state is None:
+            await ex.json(503, openai_error("the agent is not started", "service_unavailable"))
+            return
         state = self.state
-        ex_headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            await state.auth.authenticate(ex_headers)
+            await self._authenticate(ex, state)
         except AuthError as exc:
-            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
-            _count("/v1/models", exc.status, 0.0)
-            return JSONResponse(openai_error(exc.message, "authentication_error", exc.reason), exc.status)
-        _count("/v1/models", 200, 0.0)
-        return JSONResponse(
+            await ex.json(exc.status, openai_error(exc.message, "authentication_error", exc.reason))
+            return
+        await ex.json(
+            200,
             {
                 "object": "list",
                 "data": [
@@ -891,8 +930,33 @@ class AgentRuntime:
                         "owned_by": state.config.agent.namespace,
                     }
                 ],
-            }
+            },
         )
+
+    async def _guarded(
+        self,
+        ex: Exchange,
+        inner: Callable[[Exchange], Awaitable[None]],
+        on_error: Callable[[Exchange], Awaitable[None]],
+    ) -> None:
+        """Run a route; an unexpected exception is a logged 500, never a response recorded as 200."""
+        try:
+            await inner(ex)
+        except Exception:
+            log.exception("request failed")
+            if not ex.started:
+                await on_error(ex)
+            ex.status = 500
+
+
+async def _openai_internal_error(ex: Exchange) -> None:
+    from agent_runtime.openai_api import openai_error
+
+    await ex.json(500, openai_error("internal error", "api_error"))
+
+
+async def _assist_internal_error(ex: Exchange) -> None:
+    await ex.sse_error(500, "agent", "internal error")
 
 
 _KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
