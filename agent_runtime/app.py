@@ -33,7 +33,7 @@ from starlette.routing import Route
 from agent_runtime import metrics, protocol
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.auth import Authenticator, AuthError, Principal
-from agent_runtime.config import RuntimeConfig, load_config
+from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
 from agent_runtime.limits.policy import ALLOW_ALL, Admission, build_limiter, estimate_tokens
 from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
 from agent_runtime.llm import LLMError, LLMManager
@@ -49,7 +49,6 @@ from agent_runtime.sdk import (
     Session,
 )
 from agent_runtime.sessions import OwnedSessions, SessionStore, SessionStoreError, build_session_store
-from sentient_operator.api.v1alpha1 import duration_seconds
 
 log = logging.getLogger("agent_runtime.app")
 

@@ -24,9 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from agent_runtime import metrics
-from agent_runtime.config import SessionsRuntimeConfig
+from agent_runtime.config import SessionsRuntimeConfig, parse_duration
 from agent_runtime.sdk import Turn
-from sentient_operator.api.v1alpha1 import parse_duration
 
 log = logging.getLogger("agent_runtime.sessions")
 

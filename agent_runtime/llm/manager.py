@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from agent_runtime.config import LLMRuntimeConfig, ProviderConfig
+from agent_runtime.config import LLMParameters, LLMRuntimeConfig, ProviderConfig, duration_seconds
 from agent_runtime.llm.breaker import CircuitBreaker
 from agent_runtime.llm.providers import Adapter, adapter_for
 from agent_runtime.llm.providers.base import StreamState
@@ -62,7 +62,6 @@ from agent_runtime.metrics import (
     TOKENS,
     UPSTREAM_DURATION,
 )
-from sentient_operator.api.v1alpha1 import LLMParameters, duration_seconds
 
 log = logging.getLogger("agent_runtime.llm")
 
