@@ -21,11 +21,11 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent_runtime import metrics
 from agent_runtime.config import SessionsRuntimeConfig, parse_duration
-from agent_runtime.sdk import Turn
 
 log = logging.getLogger("agent_runtime.sessions")
 
@@ -33,6 +33,14 @@ MAX_MEMORY_SESSIONS = 10_000
 MAX_SESSION_ID_LENGTH = 256
 # A stored key is the owner's digest (32 hex), a colon and the caller's session id.
 MAX_SESSION_KEY_LENGTH = MAX_SESSION_ID_LENGTH + 33
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation history."""
+
+    role: str
+    content: str
 
 
 class SessionStore(Protocol):
