@@ -37,6 +37,7 @@ from agent_runtime.http import (
 from agent_runtime.http.exchange import MAX_BODY_BYTES, STATUS_CLIENT_CLOSED
 from agent_runtime.lifecycle import Lifecycle, RuntimeState
 from agent_runtime.limits.policy import ALLOW_ALL, Admission
+from agent_runtime.llm import LLMError
 from agent_runtime.logging import REQUEST_ID
 
 log = logging.getLogger("agent_runtime.pipeline")
@@ -121,6 +122,42 @@ def validation_message(exc: ValidationError) -> str:
     return "invalid request body: " + "; ".join(problems)
 
 
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+# What a caller is told when the model providers fail: a stable code and message per status.
+# The manager's own message names providers, models and error classes: it goes to the log only.
+_UPSTREAM_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("upstream_refused", "the model provider refused the request"),
+    429: ("upstream_rate_limited", "every model provider is rate-limited; retry later"),
+    502: ("upstream_failed", "the model providers failed to answer"),
+    503: ("upstream_unavailable", "no model provider is available now"),
+    504: ("upstream_timeout", "the model providers did not answer in time"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """What the caller is told about an :class:`LLMError`."""
+
+    status: int
+    code: str
+    message: str
+    request_id: str
+    retry_after: float | None
+
+
+def upstream_failure(call: Call, exc: LLMError) -> UpstreamFailure:
+    """The caller-facing form of an LLM failure; the details are logged with the request id."""
+    code, message = _UPSTREAM_ERRORS.get(exc.status, ("upstream_error", "the model request failed"))
+    log.warning("LLM request failed: %s", exc.message, extra={"status": exc.status, "route": call.ex.route})
+    return UpstreamFailure(exc.status, code, message, call.ex.request_id, exc.retry_after)
+
+
 def count_agent_error(route: str, code: object) -> None:
     """Count an error event; unusual codes share one label value so the label set stays bounded."""
     label = str(code) if code in _KNOWN_CODES else "other"
@@ -168,6 +205,10 @@ class Pipeline:
             allowed = route.methods[0]
             await route.errors(call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed})
             return
+        if "host" not in ex.headers and ex.scope.get("http_version") != "1.0":
+            # HTTP/1.1 makes Host mandatory (RFC 9112, 3.2); only HTTP/1.0 clients may omit it.
+            await route.errors(call, 400, "a Host header is required", code="missing_host")
+            return
         if route.tracked and not runtime.accepting:
             await route.errors(call, 503, "the agent is shutting down", close=True)
             return
@@ -185,6 +226,14 @@ class Pipeline:
                 )
                 return
         if route.body is not None:
+            if not _is_json(ex.headers.get("content-type")):
+                await route.errors(
+                    call,
+                    415,
+                    "the body must be JSON (Content-Type: application/json)",
+                    code="unsupported_media_type",
+                )
+                return
             try:
                 call.body = route.body.model_validate_json(await read_body(ex.receive))
             except BodyTooLarge:

@@ -118,6 +118,10 @@ class Exchange:
         # Two credentials in one request are ambiguous (the last would win): the auth path refuses them.
         self.repeated_credentials = repeated
         self.request_id = accept_request_id(headers.get("x-request-id")) or protocol.new_ulid()
+        if scope.get("http_version") == "1.0":
+            # An HTTP/1.0 client cannot read chunked encoding, which the server uses for any
+            # response without a length: it gets every response whole, with its length.
+            self.send = _WholeResponse(send)
 
     @property
     def method(self) -> str:
@@ -150,17 +154,28 @@ class Exchange:
         """Send part of the body."""
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
 
+    async def whole(
+        self,
+        status: int,
+        content_type: bytes,
+        data: bytes,
+        extra: Mapping[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
+        """A whole response, with its length."""
+        length = {"content-length": str(len(data))}
+        await self.start(status, content_type, {**extra, **length} if extra else length, close)
+        await self.body(data, more=False)
+
     async def json(
         self, status: int, payload: Any, extra: Mapping[str, str] | None = None, close: bool = False
     ) -> None:
         """A whole JSON response."""
-        await self.start(status, b"application/json", extra, close)
-        await self.body(protocol.dumps(payload).encode(), more=False)
+        await self.whole(status, b"application/json", protocol.dumps(payload).encode(), extra, close)
 
     async def raw(self, status: int, content_type: str, data: bytes) -> None:
         """A whole response of any type."""
-        await self.start(status, content_type.encode("latin-1"))
-        await self.body(data, more=False)
+        await self.whole(status, content_type.encode("latin-1"), data)
 
     async def sse_error(
         self,
@@ -172,8 +187,8 @@ class Exchange:
         close: bool = False,
     ) -> None:
         """A whole /assist response that failed before the agent ran: ``error`` then ``done``."""
-        await self.start(status, protocol.SSE_CONTENT_TYPE, extra, close)
-        await self.body(protocol.error_and_done(source, message, status, details), more=False)
+        data = protocol.error_and_done(source, message, status, details)
+        await self.whole(status, protocol.SSE_CONTENT_TYPE, data, extra, close)
 
     def finish(self) -> None:
         """Record metrics (and, at debug level, an access log line) for the exchange."""
@@ -186,6 +201,33 @@ class Exchange:
                 "request served",
                 extra={"route": self.route, "status": self.status, "ms": round(seconds * 1000, 2)},
             )
+
+
+class _WholeResponse:
+    """An ASGI ``send`` that holds a response back until its body is complete, then sends it whole."""
+
+    __slots__ = ("_body", "_send", "_start")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._start: Message | None = None
+        self._body: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        if message["type"] != "http.response.body" or self._start is None:
+            await self._send(message)
+            return
+        self._body.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        data = b"".join(self._body)
+        headers = [(k, v) for k, v in self._start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(data)).encode()))
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 class Pulse:

@@ -19,7 +19,7 @@ from agent_runtime import protocol
 from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import LLMError
-from agent_runtime.pipeline import Admit, Call, Route, Work, count_agent_error, run_work
+from agent_runtime.pipeline import Admit, Call, Route, Work, count_agent_error, run_work, upstream_failure
 from agent_runtime.sdk import AgentError, Identity, Query, ResponseHandler, Session
 from agent_runtime.sessions import OwnedSessions, SessionStoreError
 
@@ -27,7 +27,8 @@ log = logging.getLogger("agent_runtime.routes.assist")
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_max_length=1 << 20)
+    # Strict: a number is not an id, a string is not a list.
+    model_config = ConfigDict(extra="ignore", str_max_length=1 << 20, strict=True)
 
 
 class QueryBody(_Body):
@@ -129,7 +130,7 @@ async def run(call: Call) -> int | None:
                 if not ex.started and isinstance(code, int) and 400 <= code <= 599:
                     # Nothing was sent yet: the HTTP status can still tell the failure too.
                     pulse.status = code
-                await _report_agent_error(handler, error)
+                await _report_agent_error(call, handler, error)
                 count_agent_error(ex.route, code)
             await handler.complete()
         except Exception:
@@ -147,17 +148,17 @@ def _task_error(work: Work) -> BaseException | None:
     return error
 
 
-async def _report_agent_error(handler: ResponseHandler, error: BaseException) -> None:
+async def _report_agent_error(call: Call, handler: ResponseHandler, error: BaseException) -> None:
     if handler.is_complete:
         log.error("agent raised after completing its response: %s", type(error).__name__)
         return
     await handler.close_streams()
     if isinstance(error, LLMError):
-        details: dict[str, Any] = {}
-        if error.retry_after is not None:
-            details["retry_after"] = error.retry_after
-        log.warning("LLM request failed: %s", error.message, extra={"status": error.status})
-        await handler.emit_error(error.message, error.status, details or None)
+        failure = upstream_failure(call, error)
+        details: dict[str, Any] = {"code": failure.code, "request_id": failure.request_id}
+        if failure.retry_after is not None:
+            details["retry_after"] = failure.retry_after
+        await handler.emit_error(failure.message, failure.status, details)
     elif isinstance(error, AgentError):
         await handler.emit_error(error.message, error.code, error.details)
     else:

@@ -17,6 +17,7 @@ from agent_runtime.http import Exchange
 from agent_runtime.pipeline import Call, Route
 
 _GET = ("GET", "HEAD")
+_PRIVATE_PROVIDER_FIELDS = frozenset({"endpoint"})
 
 
 async def json_errors(
@@ -55,7 +56,11 @@ async def health(call: Call) -> None:
         "reason": reason,
         "agent": {"name": config.agent.name, "namespace": config.agent.namespace},
         "in_flight": runtime.in_flight,
-        "providers": runtime.llm.snapshot() if runtime.llm is not None else [],
+        # Unauthenticated: the chain's state, never where its upstreams are.
+        "providers": [
+            {k: v for k, v in provider.items() if k not in _PRIVATE_PROVIDER_FIELDS}
+            for provider in (runtime.llm.snapshot() if runtime.llm is not None else [])
+        ],
         "rate_limit": {
             "policy": config.rate_limit.policy if config.rate_limit else None,
             "degraded": bool(limiter is not None and limiter.degraded),

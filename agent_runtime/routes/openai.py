@@ -22,17 +22,29 @@ from agent_runtime import protocol
 from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
-from agent_runtime.pipeline import Admit, Call, Route, count_agent_error, run_work
+from agent_runtime.pipeline import (
+    Admit,
+    Call,
+    Route,
+    UpstreamFailure,
+    count_agent_error,
+    run_work,
+    upstream_failure,
+)
 
 log = logging.getLogger("agent_runtime.routes.openai")
 
 _DONE = b"data: [DONE]\n\n"
 
 
+# Bodies are validated strictly: OpenAI refuses "stream": "yes", so do we.
+MAX_TOKENS_LIMIT = 1_000_000
+
+
 class ContentPart(BaseModel):
     """One part of a multi-part message; only text parts are used."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
@@ -40,7 +52,7 @@ class ContentPart(BaseModel):
 class ChatMessageBody(BaseModel):
     """One message of the request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -57,22 +69,22 @@ class ChatMessageBody(BaseModel):
 class StreamOptions(BaseModel):
     """``stream_options``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionBody(BaseModel):
     """Body of ``POST /v1/chat/completions``; unknown OpenAI fields are accepted and ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessageBody] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = Field(default=None, max_length=256)
@@ -139,11 +151,17 @@ async def openai_errors(
     await call.ex.json(status, openai_error(message, _kind(status), code), extra, close)
 
 
-def _retry_headers(headers: Mapping[str, str], exc: LLMError) -> dict[str, str]:
+def _retry_headers(headers: Mapping[str, str], failure: UpstreamFailure) -> dict[str, str]:
     extra = dict(headers)
-    if exc.retry_after is not None:
-        extra["retry-after"] = str(max(1, round(exc.retry_after)))
+    if failure.retry_after is not None:
+        extra["retry-after"] = str(max(1, round(failure.retry_after)))
     return extra
+
+
+def _upstream_error(failure: UpstreamFailure) -> dict[str, Any]:
+    error = openai_error(failure.message, _kind(failure.status), failure.code)
+    error["error"]["request_id"] = failure.request_id
+    return error
 
 
 async def prepare_chat(call: Call) -> Admit:
@@ -186,9 +204,8 @@ async def _complete(call: Call) -> int | None:
     try:
         completion: Completion = work.task.result()
     except LLMError as exc:
-        await ex.json(
-            exc.status, openai_error(exc.message, _kind(exc.status)), _retry_headers(call.headers, exc)
-        )
+        failure = upstream_failure(call, exc)
+        await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
     except Exception:
         log.exception("chat completion failed")
@@ -259,7 +276,7 @@ async def _stream(call: Call) -> int | None:
     writer = _ChunkWriter(f"chatcmpl-{protocol.new_ulid()}", int(time.time()), body.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tokens: list[int] = []
-    failed: list[LLMError] = []
+    failed: list[UpstreamFailure] = []
 
     role = writer.choice({"role": "assistant", "content": ""})
 
@@ -284,11 +301,11 @@ async def _stream(call: Call) -> int | None:
                         finish = event.finish_reason
         except LLMError as exc:
             count_agent_error(ex.route, exc.status)
+            failure = upstream_failure(call, exc)
             if not ex.started:
-                failed.append(exc)
+                failed.append(failure)
                 return
-            error = openai_error(exc.message, _kind(exc.status), str(exc.status))
-            await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode())
+            await pulse.send(f"data: {protocol.dumps(_upstream_error(failure))}\n\n".encode())
             await pulse.send(_DONE)
             return
         if not opened:
@@ -316,10 +333,8 @@ async def _stream(call: Call) -> int | None:
             return None
         await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode() + _DONE)
     if failed:
-        exc = failed[0]
-        await ex.json(
-            exc.status, openai_error(exc.message, _kind(exc.status)), _retry_headers(call.headers, exc)
-        )
+        failure = failed[0]
+        await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
     await pulse.end()
     return tokens[0] if tokens else None
