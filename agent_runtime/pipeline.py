@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -45,24 +45,6 @@ log = logging.getLogger("agent_runtime.pipeline")
 _KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
 
 
-class ErrorWriter(Protocol):
-    """Writes a whole refusal or failure in the route family's own shape."""
-
-    async def __call__(
-        self,
-        call: Call,
-        status: int,
-        message: str,
-        *,
-        code: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        extra: Mapping[str, str] | None = None,
-        close: bool = False,
-    ) -> None:
-        """Send the response; ``code`` is a short stable word, ``details`` structured context."""
-        ...
-
-
 @dataclass(slots=True)
 class Call:
     """One request on its way through the pipeline."""
@@ -78,6 +60,22 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     # What the route prepared for its run step.
     data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A whole refusal or failure: ``code`` is a short stable word, ``details`` structured context."""
+
+    status: int
+    message: str
+    code: str | None = None
+    details: Mapping[str, Any] | None = None
+    extra: Mapping[str, str] | None = None
+    close: bool = False
+
+
+# Writes a refusal in the route family's own shape (SSE events, OpenAI's JSON error, plain JSON).
+ErrorWriter = Callable[[Call, Refusal], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +189,7 @@ class Pipeline:
         except Exception:
             log.exception("request failed")
             if not ex.started:
-                await route.errors(call, 500, "internal error")
+                await self._refuse(route, call, 500, "internal error")
             ex.status = 500
         finally:
             if route.tracked:
@@ -203,31 +201,34 @@ class Pipeline:
         ex, runtime = call.ex, self.runtime
         if ex.method not in route.methods:
             allowed = route.methods[0]
-            await route.errors(call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed})
+            await self._refuse(
+                route, call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed}
+            )
             return
         if "host" not in ex.headers and ex.scope.get("http_version") != "1.0":
             # HTTP/1.1 makes Host mandatory (RFC 9112, 3.2); only HTTP/1.0 clients may omit it.
-            await route.errors(call, 400, "a Host header is required", code="missing_host")
+            await self._refuse(route, call, 400, "a Host header is required", code="missing_host")
             return
         if route.tracked and not runtime.accepting:
-            await route.errors(call, 503, "the agent is shutting down", close=True)
+            await self._refuse(route, call, 503, "the agent is shutting down", close=True)
             return
         if route.authenticate:
             state = runtime.current
             if state is None:
-                await route.errors(call, 503, "the agent is not started", close=True)
+                await self._refuse(route, call, 503, "the agent is not started", close=True)
                 return
             call.state = state
             try:
                 call.principal = await self.authenticate(ex, call.state)
             except AuthError as exc:
-                await route.errors(
-                    call, exc.status, exc.message, code=exc.reason, details={"reason": exc.reason}
+                await self._refuse(
+                    route, call, exc.status, exc.message, code=exc.reason, details={"reason": exc.reason}
                 )
                 return
         if route.body is not None:
             if not _is_json(ex.headers.get("content-type")):
-                await route.errors(
+                await self._refuse(
+                    route,
                     call,
                     415,
                     "the body must be JSON (Content-Type: application/json)",
@@ -237,13 +238,13 @@ class Pipeline:
             try:
                 call.body = route.body.model_validate_json(await read_body(ex.receive))
             except BodyTooLarge:
-                await route.errors(call, 413, f"request body larger than {MAX_BODY_BYTES} bytes")
+                await self._refuse(route, call, 413, f"request body larger than {MAX_BODY_BYTES} bytes")
                 return
             except ClientGone:
                 ex.status = STATUS_CLIENT_CLOSED
                 return
             except ValidationError as exc:
-                await route.errors(call, 422, validation_message(exc))
+                await self._refuse(route, call, 422, validation_message(exc))
                 return
         admission = ALLOW_ALL
         if route.prepare is not None:
@@ -252,7 +253,8 @@ class Pipeline:
                 admission = await self.admit(call, admit)
                 if not admission.allowed:
                     limited = admission.status == 429
-                    await route.errors(
+                    await self._refuse(
+                        route,
                         call,
                         admission.status,
                         "rate limit exceeded" if limited else "rate limiter unavailable",
@@ -267,6 +269,10 @@ class Pipeline:
             usage = await route.run(call)
         finally:
             await admission.settle(usage)
+
+    @staticmethod
+    async def _refuse(route: Route, call: Call, status: int, message: str, **fields: Any) -> None:
+        await route.errors(call, Refusal(status, message, **fields))
 
     async def authenticate(self, ex: Exchange, state: RuntimeState) -> Principal:
         """The one authentication path of every route: refusals are counted and audited here."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,16 @@ from agent_runtime import protocol
 from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import LLMError
-from agent_runtime.pipeline import Admit, Call, Route, Work, count_agent_error, run_work, upstream_failure
+from agent_runtime.pipeline import (
+    Admit,
+    Call,
+    Refusal,
+    Route,
+    Work,
+    count_agent_error,
+    run_work,
+    upstream_failure,
+)
 from agent_runtime.sdk import AgentError, Identity, Query, ResponseHandler, Session
 from agent_runtime.sessions import OwnedSessions, SessionStoreError
 
@@ -54,18 +62,10 @@ class AssistBody(_Body):
     session: SessionBody | None = None
 
 
-async def sse_errors(
-    call: Call,
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    extra: Mapping[str, str] | None = None,
-    close: bool = False,
-) -> None:
-    """A whole /assist refusal: ``error`` (with ``details``) then ``done``."""
-    await call.ex.sse_error(status, call.source, message, details, extra, close)
+async def sse_errors(call: Call, refusal: Refusal) -> None:
+    """A whole /assist refusal: ``error`` (with its details) then ``done``."""
+    r = refusal
+    await call.ex.sse_error(r.status, call.source, r.message, r.details, r.extra, r.close)
 
 
 @dataclass(slots=True)

@@ -7,31 +7,20 @@ route, so their requests are measured with their real latency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent_runtime import metrics, protocol
 from agent_runtime.http import Exchange
-from agent_runtime.pipeline import Call, Route
+from agent_runtime.pipeline import Call, Refusal, Route
 
 _GET = ("GET", "HEAD")
 _PRIVATE_PROVIDER_FIELDS = frozenset({"endpoint"})
 
 
-async def json_errors(
-    call: Call,
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    extra: Mapping[str, str] | None = None,
-    close: bool = False,
-) -> None:
-    """A plain JSON error: ``{"error": message}``."""
-    await call.ex.json(status, {"error": message, "code": code}, extra, close)
+async def json_errors(call: Call, refusal: Refusal) -> None:
+    """A plain JSON error: ``{"error": message, "code": code}``."""
+    r = refusal
+    await call.ex.json(r.status, {"error": r.message, "code": r.code}, r.extra, r.close)
 
 
 async def live(call: Call) -> None:

@@ -25,6 +25,7 @@ from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, L
 from agent_runtime.pipeline import (
     Admit,
     Call,
+    Refusal,
     Route,
     UpstreamFailure,
     count_agent_error,
@@ -137,18 +138,10 @@ def to_chat_request(body: ChatCompletionBody, system_prompt: str) -> ChatRequest
     )
 
 
-async def openai_errors(
-    call: Call,
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    extra: Mapping[str, str] | None = None,
-    close: bool = False,
-) -> None:
+async def openai_errors(call: Call, refusal: Refusal) -> None:
     """A whole refusal in OpenAI's error shape (``code`` is the stable reason)."""
-    await call.ex.json(status, openai_error(message, _kind(status), code), extra, close)
+    r = refusal
+    await call.ex.json(r.status, openai_error(r.message, _kind(r.status), r.code), r.extra, r.close)
 
 
 def _retry_headers(headers: Mapping[str, str], failure: UpstreamFailure) -> dict[str, str]:
