@@ -37,6 +37,9 @@ from agent_runtime.sessions import SessionStore, build_session_store
 
 log = logging.getLogger("agent_runtime.lifecycle")
 
+# The end of the shutdown grace kept to end forced requests and send their last bytes.
+DRAIN_RESERVE_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeState:
@@ -196,23 +199,26 @@ class Lifecycle:
                 self.audit.record("runtime.drain", in_flight=self.in_flight)
 
     async def drain(self, grace: float | None = None) -> bool:
-        """Wait for in-flight requests; at the deadline end them with ``error`` + ``done``.
+        """Wait for in-flight requests; before the deadline end them with ``error`` + ``done``.
 
-        Returns True when every request finished by itself.
+        The whole drain fits inside ``grace``: a part of it (at most 1 s) is kept to end what is
+        still running (streams, agents, slow uploads) and let those responses go out, so the process
+        exits within the grace it announced. Returns True when every request finished by itself.
         """
         self.begin_drain()
-        grace = self.state.shutdown_grace if grace is None else grace
+        grace = max(0.0, self.state.shutdown_grace if grace is None else grace)
+        reserve = min(DRAIN_RESERVE_SECONDS, grace * 0.2)
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, grace))
+            await asyncio.wait_for(self._idle.wait(), timeout=grace - reserve)
             return True
         except TimeoutError:
             pass
-        log.warning("shutdown grace expired; ending %d streams", len(self._tasks))
+        log.warning("shutdown grace expiring; ending %d requests", len(self._tasks))
         for task in list(self._tasks):
             self._forced.add(task)
             task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout=2.0)
+            await asyncio.wait_for(self._idle.wait(), timeout=reserve)
         return False
 
     async def shutdown(self) -> None:

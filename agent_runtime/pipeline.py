@@ -45,6 +45,10 @@ log = logging.getLogger("agent_runtime.pipeline")
 _KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
 
 
+class _DrainEnded(Exception):
+    """The shutdown grace ran out while the request was still being received."""
+
+
 @dataclass(slots=True)
 class Call:
     """One request on its way through the pipeline."""
@@ -236,7 +240,10 @@ class Pipeline:
                 )
                 return
             try:
-                call.body = route.body.model_validate_json(await read_body(ex.receive))
+                call.body = route.body.model_validate_json(await self._read_body(ex))
+            except _DrainEnded:
+                await self._refuse(route, call, 503, "the agent is shutting down", close=True)
+                return
             except BodyTooLarge:
                 await self._refuse(route, call, 413, f"request body larger than {MAX_BODY_BYTES} bytes")
                 return
@@ -269,6 +276,23 @@ class Pipeline:
             usage = await route.run(call)
         finally:
             await admission.settle(usage)
+
+    async def _read_body(self, ex: Exchange) -> bytes:
+        """The body; a drain that runs out of time ends a slow upload instead of waiting on it."""
+        task = asyncio.current_task()
+        if task is None:
+            return await read_body(ex.receive)
+        self.runtime.track(task)
+        try:
+            return await read_body(ex.receive)
+        except asyncio.CancelledError:
+            if self.runtime.untrack(task):
+                # Our own drain cancelled the read: answer it rather than die with it.
+                task.uncancel()
+                raise _DrainEnded from None
+            raise
+        finally:
+            self.runtime.untrack(task)
 
     @staticmethod
     async def _refuse(route: Route, call: Call, status: int, message: str, **fields: Any) -> None:
