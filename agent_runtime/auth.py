@@ -31,7 +31,12 @@ log = logging.getLogger("agent_runtime.auth")
 
 ReadFile = Callable[[str], "str | None"]
 
-_JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+# Algorithms accepted per key type (``kty`` of the JWK); a JWK naming its ``alg`` allows only that one.
+_ALGORITHMS_BY_KEY_TYPE: dict[str, frozenset[str]] = {
+    "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
+    "EC": frozenset({"ES256", "ES384", "ES512"}),
+    "OKP": frozenset({"EdDSA"}),
+}
 JWKS_TTL_SECONDS = 300.0
 # Unknown ``kid``s trigger a refetch (key rotation), but not more often than this,
 # so that garbage tokens cannot turn the runtime into a JWKS flooder.
@@ -48,6 +53,21 @@ class Principal:
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous", tier=None)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One public key of the issuer and the algorithms a token signed with it may name."""
+
+    key: Any
+    algorithms: frozenset[str]
+
+
+def _algorithms_for(jwk: jwt.PyJWK, declared: object) -> frozenset[str]:
+    family = _ALGORITHMS_BY_KEY_TYPE.get(str(jwk.key_type), frozenset())
+    if isinstance(declared, str):
+        return family & {declared}
+    return family
 
 
 class AuthError(Exception):
@@ -133,7 +153,7 @@ class JWKSCache:
     def __init__(self, url: str, client: httpx.AsyncClient | None = None) -> None:
         self.url = url
         self._client = client
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, SigningKey] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -142,18 +162,23 @@ class JWKSCache:
         try:
             response = await client.get(self.url)
             response.raise_for_status()
-            jwk_set = jwt.PyJWKSet.from_dict(response.json())
+            document = response.json()
+            jwt.PyJWKSet.from_dict(document)  # refuses a document with no usable key
         finally:
             if self._client is None:
                 await client.aclose()
-        keys: dict[str, Any] = {}
-        for jwk in jwk_set.keys:
-            keys[jwk.key_id or ""] = jwk.key
+        keys: dict[str, SigningKey] = {}
+        for raw in document["keys"]:
+            try:
+                jwk = jwt.PyJWK.from_dict(raw)
+            except jwt.PyJWTError:
+                continue
+            keys[jwk.key_id or ""] = SigningKey(jwk.key, _algorithms_for(jwk, raw.get("alg")))
         self._keys = keys
         self._fetched_at = time.monotonic()
 
-    async def key_for(self, kid: str | None) -> Any:
-        """The public key with ``kid`` (or the only key when the token names none)."""
+    async def key_for(self, kid: str | None) -> SigningKey | None:
+        """The signing key with ``kid`` (or the only key when the token names none)."""
         now = time.monotonic()
         stale = now - self._fetched_at > JWKS_TTL_SECONDS
         unknown = (kid or "") not in self._keys and not (kid is None and len(self._keys) == 1)
@@ -224,15 +249,22 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, "invalid_token", "malformed token") from exc
-        key = await self._jwks.key_for(header.get("kid"))
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError(401, "invalid_token", "malformed token")
+        key = await self._jwks.key_for(kid)
         if key is None:
             raise AuthError(401, "invalid_token", "token signed by an unknown key")
+        # The token's own ``alg`` must suit the key it names: PyJWT would otherwise
+        # try, say, an ECDSA verification with an RSA key and raise a TypeError.
+        if header.get("alg") not in key.algorithms:
+            raise AuthError(401, "invalid_token", "token algorithm does not match its key")
         options = {"require": ["exp", "iss", "aud"]}
         try:
             claims = jwt.decode(
                 token,
-                key,
-                algorithms=_JWT_ALGORITHMS,
+                key.key,
+                algorithms=list(key.algorithms),
                 audience=settings.audiences,
                 issuer=settings.issuer,
                 options=options,  # type: ignore[arg-type]
@@ -245,6 +277,10 @@ class Authenticator:
         except jwt.InvalidAudienceError as exc:
             raise AuthError(403, "wrong_audience", "token not issued for this agent") from exc
         except jwt.InvalidTokenError as exc:
+            raise AuthError(401, "invalid_token", "invalid token") from exc
+        except Exception as exc:
+            # Whatever else a crafted token makes the library raise is still a bad token, not a 500.
+            log.warning("token rejected: %s", type(exc).__name__)
             raise AuthError(401, "invalid_token", "invalid token") from exc
         subject = str(claims.get("sub") or "")
         if not subject:

@@ -5,31 +5,218 @@ ConfigMap (key ``config.yaml``, no secret values) and binds the secret
 material into the agent's Secret, whose keys become files in the credentials
 directory. Every file a config field names is relative to that directory.
 
-Value types (timeouts, retry, breaker, limits, parameters) are the API's own,
-so a field means the same thing in the custom resource and in the running agent.
+The runtime owns this schema (the operator imports it to render it, never the
+reverse), so that the two can be upgraded apart:
+
+- ``configVersion`` says which schema the file was rendered for (1 for files
+  written before the field existed);
+- a field this runtime does not know, at any nesting level, is ignored with
+  one logged warning naming its path: an operator that adds a field does not
+  stop older runtime images (users' custom-agent images included);
+- fields it knows are validated strictly: no type coercion ("5" is not 5),
+  bounds and duration syntax checked, so a wrong value fails loudly.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
 
-from sentient_operator.api.v1alpha1 import (
-    CircuitBreaker,
-    CountBy,
-    LLMParameters,
-    Model,
-    ProviderLimits,
-    ProviderType,
-    RateLimits,
-    RetryPolicy,
-    Tier,
-    Timeouts,
-)
+log = logging.getLogger("agent_runtime.config")
+
+# The schema version this runtime renders and reads; bump it when a field changes meaning.
+CONFIG_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- value types
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+ProviderType = Literal["openai", "anthropic", "openai-compatible"]
+RetryClass = Literal["429", "5xx", "connect-error", "timeout", "reset"]
+CountByName = Literal["apiKey", "user", "session", "agent"]
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse a Go-style duration such as ``"1m30s"`` or ``"250ms"``.
+
+    Raises ``ValueError`` naming the value when it is not a duration.
+    """
+    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"invalid duration {value!r}: use e.g. '500ms', '30s', '5m', '1h30m'")
+    seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(value))
+    return timedelta(seconds=seconds)
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Go-style duration string."""
+    return parse_duration(value).total_seconds()
+
+
+class CountBy(StrEnum):
+    """What a rate-limit budget is counted per."""
+
+    API_KEY = "apiKey"
+    USER = "user"
+    SESSION = "session"
+    AGENT = "agent"
+
+
+class ConfigModel(BaseModel):
+    """Base of every config object: camelCase on the wire, strict on known fields, tolerant of others.
+
+    Unknown fields are kept by pydantic (``extra="allow"``) only until :func:`parse_config` has
+    named them in its warning and dropped them.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        strict=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML/JSON: camelCase, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def unknown_fields(self, path: str = "") -> Iterator[str]:
+        """Paths (wire names) of the fields this runtime does not know, at any depth."""
+        for name in self.model_extra or {}:
+            yield f"{path}{name}"
+        for name, info in type(self).model_fields.items():
+            yield from _unknown_in(getattr(self, name), f"{path}{info.alias or name}")
+
+    def drop_unknown_fields(self) -> None:
+        """Forget the unknown fields, at any depth (they must not come back in a dump or a comparison)."""
+        if self.__pydantic_extra__:
+            self.__pydantic_extra__.clear()
+        for name in type(self).model_fields:
+            for child in _models_in(getattr(self, name)):
+                child.drop_unknown_fields()
+
+
+def _models_in(value: object) -> Iterator[ConfigModel]:
+    if isinstance(value, ConfigModel):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _models_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _models_in(item)
+
+
+def _unknown_in(value: object, path: str) -> Iterator[str]:
+    if isinstance(value, ConfigModel):
+        yield from value.unknown_fields(path + ".")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _unknown_in(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unknown_in(item, f"{path}.{key}")
+
+
+class Timeouts(ConfigModel):
+    """Timeouts for one upstream call."""
+
+    connect: Duration = Field(default="5s", description="TCP and TLS connect timeout.")
+    first_token: Duration = Field(default="30s", description="Longest wait for the first streamed token.")
+    idle: Duration = Field(default="30s", description="Longest gap between two streamed chunks.")
+    total: Duration = Field(default="300s", description="Deadline of a whole request, retries included.")
+
+    @model_validator(mode="after")
+    def _order(self) -> Timeouts:
+        total = parse_duration(self.total)
+        if parse_duration(self.connect) > total or parse_duration(self.first_token) > total:
+            raise ValueError("timeouts: connect and firstToken must not exceed total")
+        if min(parse_duration(d) for d in (self.connect, self.first_token, self.idle)) <= timedelta(0):
+            raise ValueError("timeouts: connect, firstToken and idle must be greater than 0s")
+        return self
+
+
+def _all_retry_classes() -> list[RetryClass]:
+    return ["429", "5xx", "connect-error", "timeout", "reset"]
+
+
+class RetryPolicy(ConfigModel):
+    """Retries against one provider before failing over to the next chain entry."""
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts per provider, the first included."
+    )
+    initial_backoff: Duration = Field(default="200ms", description="Backoff before the first retry.")
+    max_backoff: Duration = Field(default="5s", description="Upper bound of the backoff.")
+    retry_on: list[RetryClass] = Field(
+        default_factory=_all_retry_classes, max_length=5, description="Error classes retried."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryPolicy:
+        if parse_duration(self.initial_backoff) > parse_duration(self.max_backoff):
+            raise ValueError("retry: initialBackoff must not exceed maxBackoff")
+        return self
+
+
+class CircuitBreaker(ConfigModel):
+    """Circuit breaker per (provider, model)."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000, description="Failures that open the breaker.")
+    window: Duration = Field(default="60s", description="Sliding window failures are counted in.")
+    cooldown: Duration = Field(default="30s", description="Time open before going half-open.")
+    half_open_requests: int = Field(default=1, ge=1, le=100, description="Trial requests while half-open.")
+
+
+class ProviderLimits(ConfigModel):
+    """Provider-side quota, shared by every agent and replica that uses the provider."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, le=100_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=10_000_000_000)
+
+
+class RateLimits(ConfigModel):
+    """Request and token budgets."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, le=100_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=10_000_000_000)
+    burst: int | None = Field(default=None, ge=1, le=100_000_000)
+    concurrency: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    def is_empty(self) -> bool:
+        """No budget set at all."""
+        return (
+            self.requests_per_minute is None and self.tokens_per_minute is None and self.concurrency is None
+        )
+
+
+class Tier(ConfigModel):
+    """Limits selected by the caller's tier; an unset field falls back to the policy's limits."""
+
+    name: str = Field(min_length=1, max_length=63)
+    limits: RateLimits
+
+
+class LLMParameters(ConfigModel):
+    """Sampling parameters sent to every provider of the chain."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=1024, ge=1, le=1_000_000)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+
 
 CONFIG_FILE_KEY = "config.yaml"
 DEFAULT_CONFIG_PATH = "/etc/sentient/config/config.yaml"
@@ -52,7 +239,7 @@ def provider_ca_file(namespace: str, name: str) -> str:
     return f"provider.{namespace}.{name}.ca.pem"
 
 
-class AgentInfo(Model):
+class AgentInfo(ConfigModel):
     """Identity of the agent, also served as its agent card."""
 
     name: str = Field(description="Name of the SentientAgent.")
@@ -65,14 +252,14 @@ class AgentInfo(Model):
     )
 
 
-class ProviderTLS(Model):
+class ProviderTLS(ConfigModel):
     """TLS settings of one upstream, with files relative to the credentials directory."""
 
     ca_file: str | None = Field(default=None, description="PEM CA bundle file.")
     insecure_skip_verify: bool = Field(default=False, description="Skip certificate verification.")
 
 
-class ProviderConfig(Model):
+class ProviderConfig(ConfigModel):
     """One resolved entry of the failover chain."""
 
     id: str = Field(description="namespace/name of the LLMProvider; unique within the chain with model.")
@@ -90,14 +277,14 @@ class ProviderConfig(Model):
     limits: ProviderLimits | None = Field(default=None, description="Provider-side quota.")
 
 
-class LLMRuntimeConfig(Model):
+class LLMRuntimeConfig(ConfigModel):
     """The chain and sampling parameters."""
 
     chain: list[ProviderConfig] = Field(min_length=1, description="Ordered failover chain.")
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
 
 
-class RateLimitBackendConfig(Model):
+class RateLimitBackendConfig(ConfigModel):
     """Counter storage, with the Redis URL as a file."""
 
     type: Literal["memory", "redis"] = Field(default="memory", description="memory or redis.")
@@ -105,12 +292,14 @@ class RateLimitBackendConfig(Model):
     key_prefix: str = Field(default="sentient:rl:", description="Prefix of limiter keys.")
 
 
-class RateLimitConfig(Model):
+class RateLimitConfig(ConfigModel):
     """A resolved RateLimitPolicy."""
 
     policy: str = Field(description="namespace/name of the RateLimitPolicy.")
     limits: RateLimits = Field(description="Default limits.")
-    count_by: CountBy = Field(default=CountBy.API_KEY, description="What budgets are counted per.")
+    count_by: CountByName = Field(
+        default="apiKey", description="What budgets are counted per (a CountBy value)."
+    )
     tiers: list[Tier] = Field(default_factory=list, description="Per-tier overrides.")
     backend: RateLimitBackendConfig = Field(default_factory=RateLimitBackendConfig, description="Backend.")
     on_redis_unavailable: Literal["failOpen", "failClosed"] = Field(
@@ -118,7 +307,7 @@ class RateLimitConfig(Model):
     )
 
 
-class JWTConfig(Model):
+class JWTConfig(ConfigModel):
     """JWT validation settings."""
 
     issuer: str
@@ -127,7 +316,7 @@ class JWTConfig(Model):
     tier_claim: str = "tier"
 
 
-class AuthRuntimeConfig(Model):
+class AuthRuntimeConfig(ConfigModel):
     """Caller authentication."""
 
     anonymous: bool = Field(default=False, description="Allow unauthenticated callers.")
@@ -141,16 +330,16 @@ class AuthRuntimeConfig(Model):
     jwt: JWTConfig | None = Field(default=None, description="JWT settings.")
 
 
-class SessionsRuntimeConfig(Model):
+class SessionsRuntimeConfig(ConfigModel):
     """Conversation history storage."""
 
     store: Literal["memory", "redis"] = "memory"
-    ttl: str = "1h"
+    ttl: Duration = "1h"
     max_turns: int = 50
     redis_url_file: str | None = None
 
 
-class ServerConfig(Model):
+class ServerConfig(ConfigModel):
     """HTTP server settings."""
 
     port: int = Field(default=8080, description="Port of the API (/assist, /v1/*, probes).")
@@ -163,13 +352,14 @@ class ServerConfig(Model):
             "drops nulls, and a dropped field would come back as the default.)"
         ),
     )
-    shutdown_grace: str = Field(default="25s", description="Deadline for in-flight streams on SIGTERM.")
-    heartbeat_interval: str = Field(default="15s", description="SSE comment heartbeat on long silences.")
+    shutdown_grace: Duration = Field(default="25s", description="Deadline for in-flight streams on SIGTERM.")
+    heartbeat_interval: Duration = Field(default="15s", description="SSE comment heartbeat on long silences.")
 
 
-class RuntimeConfig(Model):
+class RuntimeConfig(ConfigModel):
     """Everything the agent runtime needs except secret values."""
 
+    config_version: int = Field(default=CONFIG_VERSION, ge=1, description="Schema version of this file.")
     agent: AgentInfo
     llm: LLMRuntimeConfig
     rate_limit: RateLimitConfig | None = None
@@ -190,8 +380,27 @@ def credentials_dir() -> Path:
 
 
 def parse_config(text: str) -> RuntimeConfig:
-    """Parse and validate the YAML text of a runtime config."""
-    return RuntimeConfig.model_validate(yaml.safe_load(text))
+    """Parse and validate the YAML text of a runtime config.
+
+    Fields this runtime does not know are dropped with one warning naming them; a field it knows
+    with a wrong value raises ``pydantic.ValidationError``.
+    """
+    config = RuntimeConfig.model_validate(yaml.safe_load(text))
+    unknown = list(config.unknown_fields())
+    if config.config_version > CONFIG_VERSION:
+        log.warning(
+            "runtime config version %d is newer than this runtime's (%d); fields it does not know are ignored",
+            config.config_version,
+            CONFIG_VERSION,
+        )
+    if unknown:
+        log.warning(
+            "runtime config: ignoring fields this runtime does not know: %s",
+            ", ".join(unknown),
+            extra={"unknown_fields": unknown},
+        )
+        config.drop_unknown_fields()
+    return config
 
 
 def load_config(path: Path | None = None) -> RuntimeConfig:

@@ -25,9 +25,26 @@ from typing import TYPE_CHECKING, Any
 
 from agent_runtime import protocol
 
+# Turn lives with the session stores (which hold turns); re-exported here for agents.
+from agent_runtime.sessions import SessionStore, Turn
+
 if TYPE_CHECKING:
     from agent_runtime.config import RuntimeConfig
-    from agent_runtime.sessions import SessionStore
+
+__all__ = [
+    "AbstractAgent",
+    "AgentContext",
+    "AgentError",
+    "Identity",
+    "Query",
+    "ResponseClosedError",
+    "ResponseHandler",
+    "Session",
+    "StreamClosedError",
+    "TextStream",
+    "Turn",
+    "turns_from_interactions",
+]
 
 # Receives the encoded SSE records of a response, in order.
 Sink = Callable[[bytes], Awaitable[None]]
@@ -71,14 +88,6 @@ class Query:
 
     id: str
     prompt: str
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One message of the conversation history."""
-
-    role: str
-    content: str
 
 
 @dataclass(slots=True)

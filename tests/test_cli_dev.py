@@ -179,7 +179,8 @@ def test_broken_edit_keeps_the_last_good_agent(run_dev: RunDev, tmp_path: Path) 
     agent = tmp_path / "versioned.py"
     agent.write_text(AGENT.format(version="v1"))
     dev = run_dev(["versioned.py", "--fake", "--no-inspect"], tmp_path)
-    dev.wait_for(r"serving on")
+    # The watcher takes its first snapshot after this line: an edit before it would go unseen.
+    dev.wait_for(r"watching for changes")
     _edit(agent, AGENT.format(version="v1") + "\ndef broken(:\n")
     dev.wait_for(r"not reloaded: .*versioned\.py:\d+: syntax error")
     assert dev.ask("still") == "v1: still"
@@ -293,7 +294,7 @@ def test_cold_mode_runs_python_m_agent_runtime(run_dev: RunDev, tmp_path: Path) 
     agent = tmp_path / "versioned.py"
     agent.write_text(AGENT.format(version="v1"))
     dev = run_dev(["versioned.py", "--fake", "--cold", "--no-inspect"], tmp_path)
-    dev.wait_for(r"serving on")
+    dev.wait_for(r"watching for changes")
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in dev.worker_pids()]
     assert [b"-m", b"agent_runtime"] in [c[1:3] for c in commands], commands
     assert dev.ask("hello") == "v1: hello"

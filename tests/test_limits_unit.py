@@ -65,7 +65,7 @@ def test_burst_below_rate_spaces_requests() -> None:
 
 
 def test_burst_at_or_above_rate_is_the_window() -> None:
-    from sentient_operator.api.v1alpha1 import RateLimits
+    from agent_runtime.config import RateLimits
 
     assert LimitSpec.from_limits(RateLimits(requests_per_minute=10, burst=10)).burst is None
     assert LimitSpec.from_limits(RateLimits(requests_per_minute=10, burst=50)).burst is None

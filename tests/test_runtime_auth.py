@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from agent_runtime.client import parse_stream
 from agent_runtime.config import AuthRuntimeConfig
 from agent_runtime.protocol import DoneEvent, ErrorEvent
 from agent_runtime.reload import CredentialFiles
+from tests.support.jwks import JWKSServer
 from tests.support.runtime import (
     AUDIT_KEY,
     InProcessRuntime,
@@ -33,40 +32,6 @@ from tests.support.runtime import (
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "sentient-agent"
-
-
-class JWKSServer:
-    """Serves a JWKS document on 127.0.0.1 and counts fetches."""
-
-    def __init__(self, jwks: dict[str, Any]) -> None:
-        self.jwks = jwks
-        self.fetches = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.fetches += 1
-                body = json.dumps(outer.jwks).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> JWKSServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _keypair(kid: str) -> tuple[Any, dict[str, Any]]:

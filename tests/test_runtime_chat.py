@@ -266,5 +266,5 @@ def test_logs_of_a_request_carry_its_request_id(server: InProcessRuntime, fake: 
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     mine = [line for line in lines if line.get("request_id") == "trace-me-42"]
     assert mine, lines
-    assert any(line["logger"] == "agent_runtime.app" for line in mine)
+    assert any(line["logger"] == "agent_runtime.pipeline" for line in mine)
     assert KEY not in stream.getvalue()

@@ -148,3 +148,37 @@ def test_invalid_config_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert line["level"] == "error" and "config" in line["msg"]
+
+
+def test_slow_uploads_do_not_stretch_the_shutdown_past_its_grace(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    grace = 2.0
+    with FakeUpstream("openai") as fake, start(tmp_path, fake, f"{grace:g}s") as runtime:
+        assert runtime.proc is not None
+        uploads = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", runtime.port), timeout=30)
+            # Headers and a tenth of the announced body, then nothing: a client uploading slowly.
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"X-API-Key: {KEY}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                + b'{"model": "x", '
+            )
+            uploads.append(sock)
+        time.sleep(0.3)
+        started = time.monotonic()
+        runtime.proc.send_signal(signal.SIGTERM)
+        assert runtime.proc.wait(30) == 0
+        elapsed = time.monotonic() - started
+        answers = []
+        for sock in uploads:
+            with sock:
+                answers.append(sock.recv(65536).split(b"\r\n", 1)[0])
+    # The drain ends inside the grace; the margin is for the interpreter's own exit on a busy
+    # machine. (Before: grace + 2 s of forced wait + uvicorn's 5 s, about 9.7 s here.)
+    assert elapsed < grace + 2.0, elapsed
+    # Each slow upload was answered, not dropped: 503, the agent is shutting down.
+    assert answers == [b"HTTP/1.1 503 Service Unavailable"] * 3

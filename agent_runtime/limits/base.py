@@ -20,7 +20,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sentient_operator.api.v1alpha1 import ProviderLimits, RateLimits
+    from agent_runtime.config import ProviderLimits, RateLimits
 
 US_PER_S = 1_000_000
 MINUTE_US = 60 * US_PER_S

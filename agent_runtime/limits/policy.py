@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent_runtime.config import RateLimitConfig
+from agent_runtime.config import CountBy, RateLimitConfig
 from agent_runtime.limits.base import US_PER_S, Backend, Decision, LimitSpec, Refusal
 from agent_runtime.limits.memory import MemoryBackend
-from sentient_operator.api.v1alpha1 import CountBy
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent_runtime.config import LLMRuntimeConfig, ProviderConfig
+from agent_runtime.config import LLMParameters, LLMRuntimeConfig, ProviderConfig, duration_seconds
 from agent_runtime.llm.breaker import CircuitBreaker
 from agent_runtime.llm.pool import PoolKey, origin_of
 from agent_runtime.llm.providers import Adapter, adapter_for
-from sentient_operator.api.v1alpha1 import LLMParameters, duration_seconds
 
 # RFC 9110: a field name is a token; a field value holds no control character but HTAB.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

@@ -39,6 +39,9 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agent_runtime.llm.types import CONTINUATION_PROMPT
+from agent_runtime.testing.fake_anthropic import AnthropicWire
+from agent_runtime.testing.fake_openai import OpenAIWire
+from agent_runtime.testing.wire import WireFormat
 
 FaultKind = Literal["status", "reset", "hang"]
 
@@ -232,41 +235,6 @@ def count_words(messages: list[dict[str, Any]]) -> int:
     return sum(len(_text_of(m.get("content")).split()) for m in messages)
 
 
-class WireFormat:
-    """What differs between the fakes: paths, auth header, bodies, stream framing."""
-
-    kind: str
-    paths: tuple[str, ...]
-
-    def api_key_of(self, request: Request) -> str | None:
-        """The key the caller presented."""
-        raise NotImplementedError
-
-    def error(self, status: int, message: str, error_type: str) -> dict[str, Any]:
-        """An error body."""
-        raise NotImplementedError
-
-    def completion(self, model: str, text: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
-        """A non-streamed answer."""
-        raise NotImplementedError
-
-    def stream_head(self, model: str, input_tokens: int) -> list[bytes]:
-        """SSE frames before the text."""
-        raise NotImplementedError
-
-    def stream_text(self, model: str, text: str) -> bytes:
-        """One SSE frame of text."""
-        raise NotImplementedError
-
-    def stream_tail(self, model: str, input_tokens: int, output_tokens: int, usage: bool) -> list[bytes]:
-        """SSE frames after the text (finish reason, usage, end marker)."""
-        raise NotImplementedError
-
-    def wants_usage(self, body: dict[str, Any]) -> bool:
-        """Whether the caller asked for usage in the stream."""
-        return True
-
-
 class _TruncatedResponse(Response):
     """A 200 head announcing a body that never fully arrives: the connection drops halfway."""
 
@@ -446,12 +414,8 @@ def _protocol_for(state: FakeState) -> type[HttpToolsProtocol]:
 def make_wire(kind: str) -> WireFormat:
     """The wire format named ``openai`` or ``anthropic``."""
     if kind == "openai":
-        from agent_runtime.testing.fake_openai import OpenAIWire
-
         return OpenAIWire()
     if kind == "anthropic":
-        from agent_runtime.testing.fake_anthropic import AnthropicWire
-
         return AnthropicWire()
     raise ValueError(f"unknown fake upstream kind {kind!r}: use openai or anthropic")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from agent_runtime.testing.control import WireFormat
+from agent_runtime.testing.wire import WireFormat
 
 
 def _event(name: str, obj: dict[str, Any]) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from agent_runtime.testing.control import WireFormat
+from agent_runtime.testing.wire import WireFormat
 
 
 def _frame(obj: dict[str, Any]) -> bytes:

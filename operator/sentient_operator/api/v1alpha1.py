@@ -2,9 +2,10 @@
 
 This module is the single source of truth for the public API: the CRDs in
 ``crds/`` are generated from it (``make crds``), the operator validates what it
-reads with it, and the agent runtime's configuration reuses its value types
-(timeouts, retry, circuit breaker, limits, LLM parameters) so that what a user
-writes in a custom resource means the same thing in the running agent.
+reads with it, and ``build/runtime_config.py`` converts its value types
+(timeouts, retry, circuit breaker, limits, LLM parameters) into the agent
+runtime's own schema, field for field. Durations are parsed by the runtime's
+``parse_duration`` so that a duration means the same thing on both sides.
 
 Every cross-field rule exists twice: as a CEL rule (``x-kubernetes-validations``,
 declared with :func:`cel`) that the apiserver enforces, and as a pydantic
@@ -12,8 +13,8 @@ validator that raises the *same message*, so offline validation
 (``sentient validate``) and the apiserver give the same answers. The unit and
 e2e tests share one table of invalid resources to keep the two in step.
 
-It imports nothing but pydantic and the standard library, so the runtime image
-can use it without the operator's dependencies.
+It imports nothing but pydantic, the standard library and ``agent_runtime.config``
+(imports run from the operator to the runtime, never back).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
+# The runtime's durations, re-exported: a duration means the same thing in both schemas.
+from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
+from agent_runtime.config import duration_seconds as duration_seconds
+from agent_runtime.config import parse_duration as parse_duration
+
 GROUP = "sentient.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Kubernetes name shapes (apimachinery validation: IsDNS1123Subdomain / IsDNS1123Label).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -56,22 +59,6 @@ NamespaceOrAll = Annotated[
     str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", min_length=1, max_length=63)
 ]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
-
-
-def parse_duration(value: str) -> timedelta:
-    """Parse a Go-style duration such as ``"1m30s"`` or ``"250ms"``.
-
-    Raises ``ValueError`` naming the value when it is not a duration.
-    """
-    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
-        raise ValueError(f"invalid duration {value!r}: use e.g. '500ms', '30s', '5m', '1h30m'")
-    seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(value))
-    return timedelta(seconds=seconds)
-
-
-def duration_seconds(value: str) -> float:
-    """Seconds in a Go-style duration string."""
-    return parse_duration(value).total_seconds()
 
 
 class CelRule(NamedTuple):

@@ -1,8 +1,14 @@
-"""The agent's runtime configuration (the ConfigMap's ``config.yaml``), from spec + resolved inputs."""
+"""The agent's runtime configuration (the ConfigMap's ``config.yaml``), from spec + resolved inputs.
+
+The schema is the runtime's own (``agent_runtime.config``): the CRD's value types are converted
+here, field by field through their plain values, so the two schemas can evolve apart and the
+runtime never imports the operator.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from typing import TypeVar, cast
 
 from agent_runtime.config import (
     API_KEYS_FILE,
@@ -10,25 +16,43 @@ from agent_runtime.config import (
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
     AuthRuntimeConfig,
+    CircuitBreaker,
+    ConfigModel,
     JWTConfig,
+    LLMParameters,
     LLMRuntimeConfig,
     ProviderConfig,
+    ProviderLimits,
     ProviderTLS,
     RateLimitBackendConfig,
     RateLimitConfig,
+    RateLimits,
+    RetryPolicy,
     RuntimeConfig,
     SessionsRuntimeConfig,
+    Tier,
+    Timeouts,
     dump_config,
     provider_ca_file,
     provider_credential_file,
 )
-from sentient_operator.api.v1alpha1 import ProviderType
+from agent_runtime.config import CountByName as RuntimeCountBy
+from agent_runtime.config import ProviderType as RuntimeProviderType
+from sentient_operator.api.v1alpha1 import Model, ProviderType
 from sentient_operator.build.inputs import AgentInputs, ResolvedPolicy, ResolvedProvider
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
     ProviderType.OPENAI.value: "https://api.openai.com/v1",
     ProviderType.ANTHROPIC.value: "https://api.anthropic.com",
 }
+
+
+_T = TypeVar("_T", bound=ConfigModel)
+
+
+def _convert(value: Model, runtime_type: type[_T]) -> _T:
+    """A CRD value as the runtime's type of the same meaning (same field names)."""
+    return runtime_type.model_validate(value.model_dump(exclude_none=True))
 
 
 def provider_endpoint(provider: ResolvedProvider) -> str:
@@ -51,7 +75,8 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         )
     return ProviderConfig(
         id=provider.id,
-        type=spec.type,
+        # Both enumerations hold the same words; the runtime's strict validation checks it.
+        type=cast(RuntimeProviderType, str(spec.type)),
         endpoint=provider_endpoint(provider),
         model=provider.model,
         credential_file=(
@@ -61,10 +86,10 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         ),
         default_headers=dict(spec.default_headers),
         tls=tls,
-        timeouts=spec.timeouts,
-        retry=spec.retry,
-        circuit_breaker=spec.circuit_breaker,
-        limits=spec.limits,
+        timeouts=_convert(spec.timeouts, Timeouts),
+        retry=_convert(spec.retry, RetryPolicy),
+        circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
+        limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
     )
 
 
@@ -73,9 +98,9 @@ def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
     redis = spec.backend.redis
     return RateLimitConfig(
         policy=f"{policy.namespace}/{policy.name}",
-        limits=spec.limits,
-        count_by=spec.count_by,
-        tiers=list(spec.tiers),
+        limits=_convert(spec.limits, RateLimits),
+        count_by=cast(RuntimeCountBy, str(spec.count_by)),
+        tiers=[_convert(tier, Tier) for tier in spec.tiers],
         backend=RateLimitBackendConfig(
             type=spec.backend.type,
             redis_url_file=RATE_LIMIT_REDIS_URL_FILE if spec.backend.type == "redis" else None,
@@ -109,7 +134,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         ),
         llm=LLMRuntimeConfig(
             chain=[_provider_config(p) for p in inputs.providers],
-            parameters=spec.llm.parameters,
+            parameters=_convert(spec.llm.parameters, LLMParameters),
         ),
         rate_limit=_rate_limit_config(inputs.policy) if inputs.policy is not None else None,
         auth=AuthRuntimeConfig(

@@ -21,13 +21,14 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agent_runtime.config import (
     AgentInfo,
     AuthRuntimeConfig,
     LLMRuntimeConfig,
     ProviderConfig,
+    ProviderType,
     RuntimeConfig,
     ServerConfig,
     provider_credential_file,
@@ -132,7 +133,7 @@ def env_provider(
             file = provider_credential_file("dev", kind)
             config = ProviderConfig(
                 id=f"dev/{kind}",
-                type=kind,
+                type=cast(ProviderType, kind),
                 endpoint=env.get(f"{kind.upper()}_BASE_URL") or PUBLIC_ENDPOINTS[kind],
                 model=model or DEFAULT_MODELS[kind],
                 credential_file=file,

@@ -24,7 +24,7 @@ def main() -> None:
     import agent_runtime.__main__ as runtime_main
     import agent_runtime.agents.chat
     import agent_runtime.app
-    import agent_runtime.openai_api  # noqa: F401
+    import agent_runtime.routes.openai  # noqa: F401
 
     # uvicorn imports its protocol, lifespan and loop modules only when a server starts.
     for name in (

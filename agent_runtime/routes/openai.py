@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoint: ``POST /v1/chat/completions`` (streaming and not).
+"""OpenAI-compatible routes: ``POST /v1/chat/completions`` (streaming and not) and ``GET /v1/models``.
 
 Any OpenAI client can talk to an agent: the agent's system prompt is put
 first, the caller's messages follow, and the answer comes from the agent's
@@ -10,41 +10,42 @@ sent as one ``data: {"error": ...}`` record before ``data: [DONE]``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runtime import metrics, protocol
-from agent_runtime.app import (
-    STATUS_CLIENT_CLOSED,
-    BodyTooLarge,
-    ClientGone,
-    Exchange,
-    Pulse,
-    count_agent_error,
-    read_body,
-    validation_message,
-)
-from agent_runtime.auth import AuthError
+from agent_runtime import protocol
+from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
+from agent_runtime.pipeline import (
+    Admit,
+    Call,
+    Refusal,
+    Route,
+    UpstreamFailure,
+    count_agent_error,
+    run_work,
+    upstream_failure,
+)
 
-if TYPE_CHECKING:
-    from agent_runtime.app import AgentRuntime
-
-log = logging.getLogger("agent_runtime.openai")
+log = logging.getLogger("agent_runtime.routes.openai")
 
 _DONE = b"data: [DONE]\n\n"
+
+
+# Bodies are validated strictly: OpenAI refuses "stream": "yes", so do we.
+MAX_TOKENS_LIMIT = 1_000_000
 
 
 class ContentPart(BaseModel):
     """One part of a multi-part message; only text parts are used."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
@@ -52,7 +53,7 @@ class ContentPart(BaseModel):
 class ChatMessageBody(BaseModel):
     """One message of the request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -69,22 +70,22 @@ class ChatMessageBody(BaseModel):
 class StreamOptions(BaseModel):
     """``stream_options``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionBody(BaseModel):
     """Body of ``POST /v1/chat/completions``; unknown OpenAI fields are accepted and ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessageBody] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = Field(default=None, max_length=256)
@@ -137,34 +138,31 @@ def to_chat_request(body: ChatCompletionBody, system_prompt: str) -> ChatRequest
     )
 
 
-async def chat_completions(runtime: AgentRuntime, ex: Exchange) -> None:
-    """Serve one ``POST /v1/chat/completions``."""
-    if ex.scope["method"] != "POST":
-        await ex.json(
-            405, openai_error("method not allowed; use POST", "invalid_request_error"), {"allow": "POST"}
-        )
-        return
-    if runtime.draining or not runtime.started:
-        await ex.json(503, openai_error("the agent is shutting down", "service_unavailable"), close=True)
-        return
-    state = runtime.state
-    try:
-        principal = await runtime._authenticate(ex, state)
-    except AuthError as exc:
-        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status), exc.reason))
-        return
-    try:
-        body = ChatCompletionBody.model_validate_json(await read_body(ex.receive))
-    except BodyTooLarge:
-        await ex.json(413, openai_error("request body too large", "invalid_request_error"))
-        return
-    except ClientGone:
-        ex.status = STATUS_CLIENT_CLOSED
-        return
-    except ValidationError as exc:
-        await ex.json(422, openai_error(validation_message(exc), "invalid_request_error"))
-        return
+async def openai_errors(call: Call, refusal: Refusal) -> None:
+    """A whole refusal in OpenAI's error shape (``code`` is the stable reason)."""
+    r = refusal
+    await call.ex.json(r.status, openai_error(r.message, _kind(r.status), r.code), r.extra, r.close)
+
+
+def _retry_headers(headers: Mapping[str, str], failure: UpstreamFailure) -> dict[str, str]:
+    extra = dict(headers)
+    if failure.retry_after is not None:
+        extra["retry-after"] = str(max(1, round(failure.retry_after)))
+    return extra
+
+
+def _upstream_error(failure: UpstreamFailure) -> dict[str, Any]:
+    error = openai_error(failure.message, _kind(failure.status), failure.code)
+    error["error"]["request_id"] = failure.request_id
+    return error
+
+
+async def prepare_chat(call: Call) -> Admit:
+    """The LLM request; what admission needs (``user`` is the session a budget may count per)."""
+    state, body = call.state, call.body
+    assert state is not None and isinstance(body, ChatCompletionBody)
     request = to_chat_request(body, state.config.agent.system_prompt)
+    call.data = request
 
     def estimate() -> int:
         max_tokens = request.max_tokens or state.config.llm.parameters.max_tokens
@@ -173,59 +171,38 @@ async def chat_completions(runtime: AgentRuntime, ex: Exchange) -> None:
         )
         return request.estimated_tokens
 
-    admission = await runtime._admit(ex, principal, body.user, estimate)
-    if not admission.allowed:
-        message = "rate limit exceeded" if admission.status == 429 else "rate limiter unavailable"
-        await ex.json(
-            admission.status,
-            openai_error(message, _kind(admission.status), admission.limit),
-            admission.headers,
-        )
-        return
-    usage: int | None = None
-    try:
-        if body.stream:
-            usage = await _stream(runtime, ex, body, request, admission.headers)
-        else:
-            usage = await _complete(runtime, ex, body, request, admission.headers)
-    finally:
-        await admission.settle(usage)
+    return Admit(body.user, estimate)
 
 
-async def _complete(
-    runtime: AgentRuntime,
-    ex: Exchange,
-    body: ChatCompletionBody,
-    request: ChatRequest,
-    headers: dict[str, str],
-) -> int | None:
-    task: asyncio.Task[Completion] = asyncio.get_running_loop().create_task(runtime.llm.complete(request))
-    runtime._agent_tasks.add(task)
-    try:
-        disconnected = await runtime._supervise(ex, task)
-    finally:
-        runtime._agent_tasks.discard(task)
-    if disconnected:
-        ex.status = STATUS_CLIENT_CLOSED
-        metrics.CLIENT_DISCONNECTS.labels(route=ex.route).inc()
+async def run_chat(call: Call) -> int | None:
+    """Answer from the chain, streamed or whole; returns the tokens used."""
+    body = call.body
+    assert isinstance(body, ChatCompletionBody)
+    if body.stream:
+        return await _stream(call)
+    return await _complete(call)
+
+
+async def _complete(call: Call) -> int | None:
+    ex, body, request = call.ex, call.body, call.data
+    assert isinstance(body, ChatCompletionBody) and isinstance(request, ChatRequest)
+    work = await run_work(call, call.runtime.llm.complete(request))
+    if work.disconnected:
         return None
-    if task in runtime._forced or task.cancelled():
-        runtime._forced.discard(task)
+    if work.forced or work.task.cancelled():
         await ex.json(
-            503, openai_error("the agent is shutting down", "service_unavailable"), headers, close=True
+            503, openai_error("the agent is shutting down", "service_unavailable"), call.headers, close=True
         )
         return None
     try:
-        completion = task.result()
+        completion: Completion = work.task.result()
     except LLMError as exc:
-        extra = dict(headers)
-        if exc.retry_after is not None:
-            extra["retry-after"] = str(max(1, round(exc.retry_after)))
-        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status)), extra)
+        failure = upstream_failure(call, exc)
+        await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
     except Exception:
         log.exception("chat completion failed")
-        await ex.json(500, openai_error("internal error", "api_error"), headers)
+        await ex.json(500, openai_error("internal error", "api_error"), call.headers)
         return None
     payload = {
         "id": f"chatcmpl-{protocol.new_ulid()}",
@@ -247,7 +224,7 @@ async def _complete(
         },
         "system_fingerprint": None,
     }
-    await ex.json(200, payload, headers)
+    await ex.json(200, payload, call.headers)
     return completion.input_tokens + completion.output_tokens
 
 
@@ -284,18 +261,15 @@ class _ChunkWriter:
         return f'{self._head}[],"usage":{protocol.dumps(usage)}}}\n\n'.encode()
 
 
-async def _stream(
-    runtime: AgentRuntime,
-    ex: Exchange,
-    body: ChatCompletionBody,
-    request: ChatRequest,
-    headers: dict[str, str],
-) -> int | None:
-    pulse = Pulse(ex, headers)
+async def _stream(call: Call) -> int | None:
+    ex, body, request, state = call.ex, call.body, call.data, call.state
+    assert isinstance(body, ChatCompletionBody) and isinstance(request, ChatRequest) and state is not None
+    llm = call.runtime.llm
+    pulse = Pulse(ex, call.headers)
     writer = _ChunkWriter(f"chatcmpl-{protocol.new_ulid()}", int(time.time()), body.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tokens: list[int] = []
-    failed: list[LLMError] = []
+    failed: list[UpstreamFailure] = []
 
     role = writer.choice({"role": "assistant", "content": ""})
 
@@ -304,7 +278,7 @@ async def _stream(
         usage: Usage | None = None
         opened = False
         try:
-            async with contextlib.aclosing(runtime.llm.stream(request)) as events:
+            async with contextlib.aclosing(llm.stream(request)) as events:
                 async for event in events:
                     if type(event) is TextDelta:
                         if event.text:
@@ -320,11 +294,11 @@ async def _stream(
                         finish = event.finish_reason
         except LLMError as exc:
             count_agent_error(ex.route, exc.status)
+            failure = upstream_failure(call, exc)
             if not ex.started:
-                failed.append(exc)
+                failed.append(failure)
                 return
-            error = openai_error(exc.message, _kind(exc.status), str(exc.status))
-            await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode())
+            await pulse.send(f"data: {protocol.dumps(_upstream_error(failure))}\n\n".encode())
             await pulse.send(_DONE)
             return
         if not opened:
@@ -336,35 +310,64 @@ async def _stream(
                 await pulse.send(writer.usage(usage.input_tokens, usage.output_tokens))
         await pulse.send(_DONE)
 
-    task = asyncio.get_running_loop().create_task(pump())
-    runtime._agent_tasks.add(task)
-    try:
-        disconnected = await runtime._supervise(ex, task, pulse, runtime.state.heartbeat)
-    finally:
-        runtime._agent_tasks.discard(task)
-    if disconnected:
-        ex.status = STATUS_CLIENT_CLOSED
-        metrics.CLIENT_DISCONNECTS.labels(route=ex.route).inc()
+    work = await run_work(call, pump(), pulse, state.heartbeat)
+    if work.disconnected:
         return tokens[0] if tokens else None
-    forced = task in runtime._forced
-    runtime._forced.discard(task)
+    task = work.task
     if task.cancelled() or task.exception() is not None:
-        if not forced:
+        if not work.forced:
             log.error(
                 "chat completion stream failed", exc_info=None if task.cancelled() else task.exception()
             )
-        message = "the agent is shutting down" if forced else "internal error"
-        error = openai_error(message, "service_unavailable" if forced else "api_error")
+        message = "the agent is shutting down" if work.forced else "internal error"
+        error = openai_error(message, "service_unavailable" if work.forced else "api_error")
         if not ex.started:
-            await ex.json(503 if forced else 500, error, headers, close=forced)
+            await ex.json(503 if work.forced else 500, error, call.headers, close=work.forced)
             return None
         await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode() + _DONE)
     if failed:
-        exc = failed[0]
-        extra = dict(headers)
-        if exc.retry_after is not None:
-            extra["retry-after"] = str(max(1, round(exc.retry_after)))
-        await ex.json(exc.status, openai_error(exc.message, _kind(exc.status)), extra)
+        failure = failed[0]
+        await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
     await pulse.end()
     return tokens[0] if tokens else None
+
+
+async def run_models(call: Call) -> None:
+    """The one model this endpoint serves: the agent itself."""
+    state = call.state
+    assert state is not None
+    await call.ex.json(
+        200,
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": state.config.agent.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": state.config.agent.namespace,
+                }
+            ],
+        },
+    )
+
+
+CHAT_COMPLETIONS = Route(
+    path="/v1/chat/completions",
+    methods=("POST",),
+    errors=openai_errors,
+    run=run_chat,
+    authenticate=True,
+    body=ChatCompletionBody,
+    prepare=prepare_chat,
+    tracked=True,
+)
+
+MODELS = Route(
+    path="/v1/models",
+    methods=("GET", "HEAD"),
+    errors=openai_errors,
+    run=run_models,
+    authenticate=True,
+)

@@ -1,0 +1,360 @@
+"""The one request pipeline every route goes through.
+
+    authenticate -> read and validate the body -> admit under limits -> run -> audit and measure
+
+A route (:class:`Route`) says which steps it needs (authentication, a body
+model, admission) and how its refusals look on the wire (:class:`ErrorWriter`:
+``error`` + ``done`` events on ``/assist``, OpenAI's JSON error elsewhere);
+the pipeline does the rest, so each rule is written once: every refusal of
+authentication is counted and audited here, every rate-limit rejection too,
+every exchange is measured (status and real latency) when it ends, an
+unexpected exception is a logged 500 and never a response counted as 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agent_runtime import metrics
+from agent_runtime.auth import AuthError, Principal
+from agent_runtime.http import (
+    BodyTooLarge,
+    ClientGone,
+    Exchange,
+    Pulse,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    supervise,
+)
+from agent_runtime.http.exchange import MAX_BODY_BYTES, STATUS_CLIENT_CLOSED
+from agent_runtime.lifecycle import Lifecycle, RuntimeState
+from agent_runtime.limits.policy import ALLOW_ALL, Admission
+from agent_runtime.llm import LLMError
+from agent_runtime.logging import REQUEST_ID
+
+log = logging.getLogger("agent_runtime.pipeline")
+
+_KNOWN_CODES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
+
+
+class _DrainEnded(Exception):
+    """The shutdown grace ran out while the request was still being received."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the pipeline."""
+
+    ex: Exchange
+    runtime: Lifecycle
+    # Who the errors of this call come from (the ``source`` of /assist events).
+    source: str
+    state: RuntimeState | None = None
+    principal: Principal | None = None
+    body: Any = None
+    # Rate-limit headers to put on the answer.
+    headers: dict[str, str] = field(default_factory=dict)
+    # What the route prepared for its run step.
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A whole refusal or failure: ``code`` is a short stable word, ``details`` structured context."""
+
+    status: int
+    message: str
+    code: str | None = None
+    details: Mapping[str, Any] | None = None
+    extra: Mapping[str, str] | None = None
+    close: bool = False
+
+
+# Writes a refusal in the route family's own shape (SSE events, OpenAI's JSON error, plain JSON).
+ErrorWriter = Callable[[Call, Refusal], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """What admission needs: the session a budget may be counted per, and a token estimate."""
+
+    session_id: str | None
+    estimate: Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route: the steps it takes and its own prepare and run steps."""
+
+    path: str
+    methods: tuple[str, ...]
+    errors: ErrorWriter
+    run: Callable[[Call], Awaitable[int | None]]
+    authenticate: bool = False
+    body: type[BaseModel] | None = None
+    # After the body: what admission under limits needs (None: not admitted).
+    prepare: Callable[[Call], Awaitable[Admit | None]] | None = None
+    # Counted in flight (a drain waits for it) and refused while draining.
+    tracked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """How the supervised work of a request ended."""
+
+    task: asyncio.Task[Any]
+    disconnected: bool
+    forced: bool
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A short, clear description of what is wrong with a body."""
+    problems = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "invalid request body: " + "; ".join(problems)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+# What a caller is told when the model providers fail: a stable code and message per status.
+# The manager's own message names providers, models and error classes: it goes to the log only.
+_UPSTREAM_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("upstream_refused", "the model provider refused the request"),
+    429: ("upstream_rate_limited", "every model provider is rate-limited; retry later"),
+    502: ("upstream_failed", "the model providers failed to answer"),
+    503: ("upstream_unavailable", "no model provider is available now"),
+    504: ("upstream_timeout", "the model providers did not answer in time"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """What the caller is told about an :class:`LLMError`."""
+
+    status: int
+    code: str
+    message: str
+    request_id: str
+    retry_after: float | None
+
+
+def upstream_failure(call: Call, exc: LLMError) -> UpstreamFailure:
+    """The caller-facing form of an LLM failure; the details are logged with the request id."""
+    code, message = _UPSTREAM_ERRORS.get(exc.status, ("upstream_error", "the model request failed"))
+    log.warning("LLM request failed: %s", exc.message, extra={"status": exc.status, "route": call.ex.route})
+    return UpstreamFailure(exc.status, code, message, call.ex.request_id, exc.retry_after)
+
+
+def count_agent_error(route: str, code: object) -> None:
+    """Count an error event; unusual codes share one label value so the label set stays bounded."""
+    label = str(code) if code in _KNOWN_CODES else "other"
+    metrics.AGENT_ERRORS.labels(route=route, code=label).inc()
+
+
+class Pipeline:
+    """Serves routes over one runtime lifecycle."""
+
+    def __init__(self, runtime: Lifecycle) -> None:
+        self.runtime = runtime
+
+    def handler(self, route: Route) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        """The ASGI callable of ``route``."""
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.serve(route, scope, receive, send)
+
+        return serve
+
+    async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """One exchange on ``route``, measured when it ends whatever happens."""
+        ex = Exchange(scope, receive, send, route.path)
+        token = REQUEST_ID.set(ex.request_id)
+        runtime = self.runtime
+        call = Call(ex, runtime, runtime.config.agent.name)
+        if route.tracked:
+            runtime.enter()
+        try:
+            await self._steps(route, call)
+        except Exception:
+            log.exception("request failed")
+            if not ex.started:
+                await self._refuse(route, call, 500, "internal error")
+            ex.status = 500
+        finally:
+            if route.tracked:
+                runtime.leave()
+            ex.finish()
+            REQUEST_ID.reset(token)
+
+    async def _steps(self, route: Route, call: Call) -> None:
+        ex, runtime = call.ex, self.runtime
+        if ex.method not in route.methods:
+            allowed = route.methods[0]
+            await self._refuse(
+                route, call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed}
+            )
+            return
+        if "host" not in ex.headers and ex.scope.get("http_version") != "1.0":
+            # HTTP/1.1 makes Host mandatory (RFC 9112, 3.2); only HTTP/1.0 clients may omit it.
+            await self._refuse(route, call, 400, "a Host header is required", code="missing_host")
+            return
+        if route.tracked and not runtime.accepting:
+            await self._refuse(route, call, 503, "the agent is shutting down", close=True)
+            return
+        if route.authenticate:
+            state = runtime.current
+            if state is None:
+                await self._refuse(route, call, 503, "the agent is not started", close=True)
+                return
+            call.state = state
+            try:
+                call.principal = await self.authenticate(ex, call.state)
+            except AuthError as exc:
+                await self._refuse(
+                    route, call, exc.status, exc.message, code=exc.reason, details={"reason": exc.reason}
+                )
+                return
+        if route.body is not None:
+            if not _is_json(ex.headers.get("content-type")):
+                await self._refuse(
+                    route,
+                    call,
+                    415,
+                    "the body must be JSON (Content-Type: application/json)",
+                    code="unsupported_media_type",
+                )
+                return
+            try:
+                call.body = route.body.model_validate_json(await self._read_body(ex))
+            except _DrainEnded:
+                await self._refuse(route, call, 503, "the agent is shutting down", close=True)
+                return
+            except BodyTooLarge:
+                await self._refuse(route, call, 413, f"request body larger than {MAX_BODY_BYTES} bytes")
+                return
+            except ClientGone:
+                ex.status = STATUS_CLIENT_CLOSED
+                return
+            except ValidationError as exc:
+                await self._refuse(route, call, 422, validation_message(exc))
+                return
+        admission = ALLOW_ALL
+        if route.prepare is not None:
+            admit = await route.prepare(call)
+            if admit is not None:
+                admission = await self.admit(call, admit)
+                if not admission.allowed:
+                    limited = admission.status == 429
+                    await self._refuse(
+                        route,
+                        call,
+                        admission.status,
+                        "rate limit exceeded" if limited else "rate limiter unavailable",
+                        code=admission.limit,
+                        details={"limit": admission.limit, "retry_after": admission.retry_after},
+                        extra=admission.headers,
+                    )
+                    return
+                call.headers = admission.headers
+        usage: int | None = None
+        try:
+            usage = await route.run(call)
+        finally:
+            await admission.settle(usage)
+
+    async def _read_body(self, ex: Exchange) -> bytes:
+        """The body; a drain that runs out of time ends a slow upload instead of waiting on it."""
+        task = asyncio.current_task()
+        if task is None:
+            return await read_body(ex.receive)
+        self.runtime.track(task)
+        try:
+            return await read_body(ex.receive)
+        except asyncio.CancelledError:
+            if self.runtime.untrack(task):
+                # Our own drain cancelled the read: answer it rather than die with it.
+                task.uncancel()
+                raise _DrainEnded from None
+            raise
+        finally:
+            self.runtime.untrack(task)
+
+    @staticmethod
+    async def _refuse(route: Route, call: Call, status: int, message: str, **fields: Any) -> None:
+        await route.errors(call, Refusal(status, message, **fields))
+
+    async def authenticate(self, ex: Exchange, state: RuntimeState) -> Principal:
+        """The one authentication path of every route: refusals are counted and audited here."""
+        try:
+            if ex.repeated_credentials:
+                raise AuthError(401, "duplicate_credentials", "more than one credential header")
+            return await state.auth.authenticate(ex.headers)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
+            audit = self.runtime.audit
+            if audit is not None:
+                audit.record(
+                    "auth.failure",
+                    reason=exc.reason,
+                    status=exc.status,
+                    route=ex.route,
+                    request_id=ex.request_id,
+                    client=ex.client,
+                )
+            raise
+
+    async def admit(self, call: Call, admit: Admit) -> Admission:
+        """Rate-limit admission; the token estimate is computed only when a policy applies."""
+        limiter = self.runtime.limiter
+        if limiter is None or not limiter.enabled:
+            return ALLOW_ALL
+        principal = call.principal
+        assert principal is not None, "admission needs an authenticated route"
+        subject = limiter.subject(principal, admit.session_id)
+        admission: Admission = await limiter.admit(subject, admit.estimate())
+        if not admission.allowed:
+            metrics.RATE_LIMIT_REJECTIONS.labels(limit=admission.limit or "unknown", scope=subject.kind).inc()
+            audit = self.runtime.audit
+            if audit is not None:
+                audit.record(
+                    "ratelimit.reject",
+                    limit=admission.limit,
+                    status=admission.status,
+                    subject=subject.kind,
+                    principal=principal.id,
+                    route=call.ex.route,
+                    request_id=call.ex.request_id,
+                )
+        return admission
+
+
+async def run_work(
+    call: Call, work: Coroutine[Any, Any, Any], pulse: Pulse | None = None, heartbeat: float = 0.0
+) -> Work:
+    """Run the work of a request as a task a drain can end, watching the client while it runs."""
+    task = asyncio.get_running_loop().create_task(work)
+    call.runtime.track(task)
+    try:
+        disconnected = await supervise(call.ex, task, pulse, heartbeat)
+    finally:
+        forced = call.runtime.untrack(task)
+    if disconnected:
+        call.ex.status = STATUS_CLIENT_CLOSED
+        metrics.CLIENT_DISCONNECTS.labels(route=call.ex.route).inc()
+        log.info("client disconnected; work cancelled")
+    return Work(task, disconnected, forced)

@@ -1,0 +1,115 @@
+"""Import rules of the product code: the agent runtime never imports the operator (it ships without
+it), and no module of the runtime imports itself back through others (no import cycles)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+RUNTIME = Path(__file__).resolve().parents[1] / "agent_runtime"
+FORBIDDEN = "sentient_operator"
+
+
+def _is_dynamic_import(node: ast.Call) -> bool:
+    name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+    first = node.args[0] if node.args else None
+    return (
+        name in ("import_module", "__import__")
+        and isinstance(first, ast.Constant)
+        and isinstance(first.value, str)
+    )
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node):
+            # importlib.import_module("sentient_operator...") is an import too.
+            found.append((node.lineno, str(node.args[0].value)))  # type: ignore[attr-defined]
+    return found
+
+
+def test_agent_runtime_never_imports_sentient_operator() -> None:
+    offenders = []
+    for path in sorted(RUNTIME.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, module in _imported_modules(tree):
+            if module == FORBIDDEN or module.startswith(FORBIDDEN + "."):
+                offenders.append(f"{path.relative_to(RUNTIME.parent)}:{line} imports {module}")
+    assert offenders == []
+
+
+def _module_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (at any place in its code)."""
+    modules: dict[str, Path] = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        targets = [module for _, module in _imported_modules(tree)]
+        # ``from package import module`` imports that module too.
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_agent_runtime_has_no_import_cycles() -> None:
+    assert _cycles(_module_graph(RUNTIME)) == []
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_rule_sees_an_import(tmp_path: Path) -> None:
+    tree = ast.parse(
+        "from sentient_operator.api import v1alpha1\nimport importlib\nimportlib.import_module('x')"
+    )
+    assert [m for _, m in _imported_modules(tree)] == ["sentient_operator.api", "importlib", "x"]
