@@ -55,8 +55,8 @@ cluster-up: setup ## start the local control plane in the background; prints the
 cluster-down: ## stop the local control plane started by cluster-up
 	$(PY) -m e2e.cluster down
 
-e2e-kind: ## (needs Docker) the same e2e suite against a kind cluster with real pods
-	@scripts/e2e-kind.sh
+e2e-kind: ## kind tests with real pods: builds every image here (offline too), creates a kind cluster, helm-installs the chart (docs/kind.md)
+	@scripts/e2e-kind.sh $(PYTEST_ARGS)
 
 bench: setup ## run the benchmarks under bench/ and print their figures
 	$(PY) bench/runtime.py
