@@ -5,8 +5,9 @@
 #   scripts/docker-engine.sh --check  exit 0 when `docker info` works, else print why and exit 1
 #
 # An engine that already runs (systemd, Docker Desktop, a CI service) is used as it is. Only an
-# engine started here gets the capability shim (e2e/kind/runc_shim.py), and only when this host's
-# capability bounding set is not full: there `docker run --privileged`, which kind needs, fails.
+# engine started here gets the capability shim (e2e/kind/node/files/usr/local/bin/sentient-runc),
+# and only when this host's capability bounding set is not full: there `docker run --privileged`,
+# which kind needs, fails.
 # The engine started here logs to $SENTIENT_CACHE/logs/dockerd.log and keeps running afterwards
 # (like a system service); stop it with: kill "$(cat /var/run/docker.pid)".
 set -euo pipefail
@@ -29,7 +30,7 @@ fi
 if ! command -v dockerd >/dev/null 2>&1; then
   say "installing Debian's docker.io"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables jq >/dev/null \
     || why "apt-get install docker.io failed"
 fi
 # A system service manager starts it the ordinary way.
@@ -45,7 +46,8 @@ full="$(printf '%x' $(( (1 << (last_cap + 1)) - 1 )))"
 if [ "$((16#$bounding))" -ne "$((16#$full))" ]; then
   shim="$cache/bin/sentient-runc"
   mkdir -p "$cache/bin"
-  install -m 0755 "$root/e2e/kind/runc_shim.py" "$shim"
+  command -v jq >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+  install -m 0755 "$root/e2e/kind/node/files/usr/local/bin/sentient-runc" "$shim"
   say "capability bounding set $bounding is not full: dockerd runs containers through $shim"
   args+=(--add-runtime "sentient-runc=$shim" --default-runtime sentient-runc)
 fi

