@@ -84,7 +84,13 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 def install_operator(cluster: Cluster, images: KindImages, *, replicas: int = 2) -> None:
-    """``helm upgrade --install`` the chart into sentient-system and wait for its Deployment."""
+    """``helm upgrade --install`` the chart into sentient-system and wait for its Deployment.
+
+    A release left pending by an interrupted run is uninstalled first (helm refuses to upgrade it).
+    """
+    status = cluster.helm("status", RELEASE, "-n", OPERATOR_NAMESPACE, "-o", "json", check=False)
+    if status.returncode == 0 and '"status":"pending' in status.stdout.replace(" ", ""):
+        cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", check=False)
     op_repo, op_tag = split_ref(images.operator)
     rt_repo, rt_tag = split_ref(images.runtime)
     cluster.helm(
@@ -111,8 +117,8 @@ def install_operator(cluster: Cluster, images: KindImages, *, replicas: int = 2)
         "leaderElection.enabled=true",
         "--wait",
         "--timeout",
-        "5m",
-        timeout=330,
+        "4m",
+        timeout=270,
     )
     # The operator's namespace runs under the restricted profile as well.
     cluster.kubectl(

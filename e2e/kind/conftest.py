@@ -36,6 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if KIND_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.kind)
+            # Real pods: image loads, rollouts and kubelet sync periods take minutes, not seconds.
+            item.add_marker(pytest.mark.timeout(900))
             if not on_kind():
                 item.add_marker(skip)
 

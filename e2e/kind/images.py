@@ -636,7 +636,8 @@ def node_image() -> str:
     """``sentient.local/kind-node:<kube version>-<key>``: node base + binaries + preloaded images."""
     debian = debian_base()
     base = node_base(debian)
-    images = [component_image(c) for c in components(debian)]
+    parts = components(debian)
+    images = [component_image(c) for c in parts]
     node = node_binaries()
     kubectl = tools.ensure(["kubectl-helm"])["kubectl"]
     binaries = {"kubelet": node["kubelet"], "kubeadm": node["kubeadm"], "kubectl": kubectl}
@@ -645,7 +646,7 @@ def node_image() -> str:
     cached = image_exists(ref)
     with REPORT.step("node", ref, cached):
         if not cached:
-            _assemble_node(base, binaries, [c.tag for c in components(debian)], ref)
+            _assemble_node(base, binaries, [c.tag for c in parts], ref)
     return ref
 
 

@@ -147,20 +147,31 @@ def deploy_fake_upstream(
     return f"http://fake-llm.{namespace}.svc:{UPSTREAM_PORT}/v1"
 
 
-def example_docs(endpoint: str, **agent_spec: Any) -> list[dict[str, Any]]:
-    """examples/agent.yaml with the provider's endpoint replaced (and agent spec fields merged)."""
+# Limits for tests whose clients stream back to back (the example allows 60 requests a minute).
+LOAD_LIMITS = {"requestsPerMinute": 100000, "tokensPerMinute": 100000000, "concurrency": 64}
+
+
+def example_docs(
+    endpoint: str, limits: dict[str, int] | None = None, **agent_spec: Any
+) -> list[dict[str, Any]]:
+    """examples/agent.yaml with the provider's endpoint replaced (policy limits and agent spec
+    fields merged in when given)."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     for doc in docs:
         if doc["kind"] == "LLMProvider":
             doc["spec"]["endpoint"] = endpoint
+        if doc["kind"] == "RateLimitPolicy" and limits:
+            doc["spec"]["limits"].update(limits)
         if doc["kind"] == "SentientAgent":
             doc["spec"].update(agent_spec)
     return docs
 
 
-def apply_example_agent(cluster: Cluster, namespace: str, endpoint: str, **agent_spec: Any) -> None:
+def apply_example_agent(
+    cluster: Cluster, namespace: str, endpoint: str, limits: dict[str, int] | None = None, **agent_spec: Any
+) -> None:
     """``kubectl apply -f examples/agent.yaml`` (endpoint pointed at the in-cluster fake)."""
-    apply(cluster, *example_docs(endpoint, **agent_spec), namespace=namespace)
+    apply(cluster, *example_docs(endpoint, limits, **agent_spec), namespace=namespace)
 
 
 def wait_agent_ready(cluster: Cluster, namespace: str, name: str = AGENT, timeout: float = 240) -> None:
