@@ -73,5 +73,6 @@ if [ -f "$root/e2e/tools.py" ] || [ -d "$root/e2e/tools" ]; then
 fi
 
 if [ "${1:-}" = "--kind" ]; then
-  "$root/scripts/docker-engine.sh"
+  # Exit code 3: everything else is ready, only Docker cannot be used here.
+  "$root/scripts/docker-engine.sh" || exit 3
 fi

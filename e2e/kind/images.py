@@ -124,14 +124,8 @@ def _log_file(name: str) -> Path:
 
 
 def run(cmd: list[str], *, log: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    """Run ``cmd`` with its output appended to a log; raise ``BuildError`` naming it on failure."""
-    path = _log_file(log)
-    with open(path, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}); see {path}")
+    """Run ``cmd`` with its output appended to ``kind-<log>.log``; ``ToolError`` naming it on failure."""
+    tools._run_logged(cmd, log=_log_file(log), what=" ".join(cmd[:3]), cwd=cwd, env=env or dict(os.environ))
 
 
 def docker_output(*args: str) -> str:
@@ -375,25 +369,22 @@ def project_images(current_mode: str) -> ProjectImages:
             run(["docker", "pull", "-q", redis], log="pull")
     inputs = [REPO / p for p in PROJECT_INPUTS]
     version = tools_version()
-    operator = docker_build(
-        "operator",
-        f"{LOCAL}/operator",
-        REPO / "Dockerfile.operator",
-        REPO,
-        inputs=inputs,
-        build_args={"PYTHON_IMAGE": python, "VERSION": version},
-        extra_tags=[f"ghcr.io/sentient-operator/operator:{version}"],
-    )
-    runtime = docker_build(
-        "runtime",
-        f"{LOCAL}/agent-runtime",
-        REPO / "Dockerfile.runtime",
-        REPO,
-        inputs=inputs,
-        build_args={"PYTHON_IMAGE": python, "VERSION": version},
-        extra_tags=[f"ghcr.io/sentient-operator/agent-runtime:{version}"],
-    )
-    return ProjectImages(operator=operator, runtime=runtime, redis=redis)
+    built = {
+        name: docker_build(
+            name,
+            f"{LOCAL}/{repository}",
+            REPO / dockerfile,
+            REPO,
+            inputs=inputs,
+            build_args={"PYTHON_IMAGE": python, "VERSION": version},
+            extra_tags=[f"ghcr.io/sentient-operator/{repository}:{version}"],
+        )
+        for name, repository, dockerfile in (
+            ("operator", "operator", "Dockerfile.operator"),
+            ("runtime", "agent-runtime", "Dockerfile.runtime"),
+        )
+    }
+    return ProjectImages(operator=built["operator"], runtime=built["runtime"], redis=redis)
 
 
 def tools_version() -> str:

@@ -14,11 +14,9 @@ from e2e.kind.workloads import (
     EXAMPLE_CALLER_KEY,
     agent_pods,
     agent_url,
-    apply_example_agent,
     chat_body,
-    deploy_fake_upstream,
+    deploy_example,
     stream_assist,
-    wait_agent_ready,
 )
 
 
@@ -26,9 +24,7 @@ def test_example_agent_answers_through_its_service(
     cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
 ) -> None:
     ns = restricted_ns
-    endpoint = deploy_fake_upstream(cluster, ns, operator_release.runtime)
-    apply_example_agent(cluster, ns, endpoint)
-    wait_agent_ready(cluster, ns)
+    deploy_example(cluster, ns, operator_release.runtime)
 
     pods = agent_pods(cluster, ns)
     assert pods, "no agent pod"
@@ -73,9 +69,7 @@ def test_agent_pod_is_restricted_non_root_read_only(
     ns = restricted_ns
     labels = json.loads(cluster.kubectl("get", "namespace", ns, "-o", "json").stdout)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    endpoint = deploy_fake_upstream(cluster, ns, operator_release.runtime)
-    apply_example_agent(cluster, ns, endpoint)
-    wait_agent_ready(cluster, ns)
+    deploy_example(cluster, ns, operator_release.runtime)
 
     pod = agent_pods(cluster, ns)[0]
     name = pod["metadata"]["name"]

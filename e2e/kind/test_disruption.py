@@ -14,12 +14,10 @@ from e2e.kind.workloads import (
     StreamResult,
     agent_pods,
     agent_url,
-    apply_example_agent,
-    deploy_fake_upstream,
+    deploy_example,
     fake_upstream_admin,
     ready,
     stream_assist,
-    wait_agent_ready,
 )
 
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds of agent pods (operator default)
@@ -29,9 +27,7 @@ def test_pod_deleted_mid_stream_ends_the_stream_cleanly(
     cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
 ) -> None:
     ns = restricted_ns
-    endpoint = deploy_fake_upstream(cluster, ns, operator_release.runtime)
-    apply_example_agent(cluster, ns, endpoint)
-    wait_agent_ready(cluster, ns)
+    deploy_example(cluster, ns, operator_release.runtime)
     pod = next(p for p in agent_pods(cluster, ns) if ready(p))
     name = pod["metadata"]["name"]
     assert pod["spec"]["terminationGracePeriodSeconds"] == GRACE_SECONDS

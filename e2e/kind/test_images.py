@@ -19,7 +19,6 @@ NOT_IN_RUNTIME = (
     "hvac",
     "azure-identity",
     "azure-keyvault-secrets",
-    "click",
 )
 
 LIST_DISTRIBUTIONS = "import importlib.metadata as m, json; print(json.dumps(sorted({d.metadata['Name'].lower() for d in m.distributions()})))"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from e2e.cluster import Cluster, wait_until
 from e2e.kind.cluster import KindImages
-from e2e.kind.workloads import AGENT, apply_example_agent, deploy_fake_upstream, wait_agent_ready
+from e2e.kind.workloads import AGENT, deploy_example
 
 CRD = Path(__file__).resolve().parent / "testdata" / "servicemonitor-crd.yaml"
 
@@ -15,10 +15,8 @@ def test_service_monitor_exists_once_its_crd_is_installed(
     cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
 ) -> None:
     ns = restricted_ns
-    endpoint = deploy_fake_upstream(cluster, ns, operator_release.runtime)
     # Opt-in per agent (spec.monitoring.serviceMonitor.enabled).
-    apply_example_agent(cluster, ns, endpoint, monitoring={"serviceMonitor": {"enabled": True}})
-    wait_agent_ready(cluster, ns)
+    deploy_example(cluster, ns, operator_release.runtime, monitoring={"serviceMonitor": {"enabled": True}})
     cluster.kubectl("apply", "-f", str(CRD))
     try:
         cluster.kubectl(

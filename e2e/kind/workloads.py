@@ -201,6 +201,23 @@ def wait_agent_ready(cluster: Cluster, namespace: str, name: str = AGENT, timeou
     )
 
 
+def deploy_example(
+    cluster: Cluster,
+    namespace: str,
+    runtime_image: str,
+    *,
+    limits: dict[str, int] | None = None,
+    latency: float = 0.0,
+    tokens: int | None = None,
+    **agent_spec: Any,
+) -> str:
+    """The fake upstream, then examples/agent.yaml pointed at it, waited for; returns the endpoint."""
+    endpoint = deploy_fake_upstream(cluster, namespace, runtime_image, latency=latency, tokens=tokens)
+    apply_example_agent(cluster, namespace, endpoint, limits, **agent_spec)
+    wait_agent_ready(cluster, namespace)
+    return endpoint
+
+
 def agent_pods(cluster: Cluster, namespace: str, name: str = AGENT) -> list[dict[str, Any]]:
     """The agent's pods (the operator labels them with the instance name)."""
     return pods(cluster, namespace, f"app.kubernetes.io/instance={name}")
@@ -282,17 +299,18 @@ def stream_assist(
         return StreamResult(0, parse_sse(body), time.monotonic() - started, f"{type(exc).__name__}: {exc}")
 
 
-# The in-cluster client: streams chat completions through the Service for DURATION seconds, one
-# request after another, never retrying; prints one JSON summary line. Runs in the runtime image.
+# The in-cluster client: streams chat completions through the Service, one request after another,
+# never retrying, until /stop/now exists (stop_in_cluster_client) or for at most DURATION seconds;
+# prints one JSON summary line. Runs in the runtime image.
 CLIENT_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 import httpx
 url, key, duration = sys.argv[1], sys.argv[2], float(sys.argv[3])
 body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "count to ten please"}]}
 ok, failures, first_error = 0, 0, ""
 deadline = time.monotonic() + duration
 with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_keepalive_connections=0)) as http:
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not os.path.exists("/stop/now"):
         try:
             with http.stream("POST", url + "/v1/chat/completions", json=body, headers={"authorization": "Bearer " + key}) as r:
                 text = "".join(r.iter_text())
@@ -329,8 +347,10 @@ def start_in_cluster_client(
                     "command": ["python", "-c", CLIENT_SCRIPT],
                     "args": [f"http://{service}.{namespace}.svc", EXAMPLE_CALLER_KEY, str(seconds)],
                     "securityContext": RESTRICTED_CONTAINER,
+                    "volumeMounts": [{"name": "stop", "mountPath": "/stop"}],
                 }
             ],
+            "volumes": [{"name": "stop", "emptyDir": {}}],
         },
     }
     apply(cluster, pod)
@@ -345,7 +365,8 @@ def start_in_cluster_client(
 
 
 def client_summary(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
-    """Wait for the client Pod to finish and return its summary line."""
+    """Tell the client Pod to stop, wait for it to finish and return its summary line."""
+    cluster.kubectl("exec", "-n", namespace, name, "--", "python", "-c", "open('/stop/now', 'w').close()")
     wait_until(
         lambda: get(cluster, "pod", name, namespace)["status"].get("phase") in ("Succeeded", "Failed"),
         timeout=timeout,
