@@ -215,7 +215,8 @@ def docker_build(
     cached = image_exists(ref)
     with REPORT.step(name, ref, cached):
         if not cached:
-            cmd = ["docker", "build", "-f", str(dockerfile), "-t", ref]
+            # --force-rm: a failed step leaves no intermediate container behind.
+            cmd = ["docker", "build", "--force-rm", "-f", str(dockerfile), "-t", ref]
             for k, v in args.items():
                 cmd += ["--build-arg", f"{k}={v}"]
             env = dict(os.environ, DOCKER_BUILDKIT=os.environ.get("DOCKER_BUILDKIT", "0"))
