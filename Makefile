@@ -38,8 +38,9 @@ unit: setup-python ## unit and integration tests (no cluster)
 e2e: setup ## end-to-end tests on the local control plane (or E2E_KUBECONFIG)
 	@scripts/pytest.sh e2e $(PYTEST_ARGS)
 
-test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e2e
+test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e2e, then the kind stage (docs/kind.md)
 	@scripts/pytest.sh tests e2e $(PYTEST_ARGS)
+	@KIND_STAGE=1 scripts/e2e-kind.sh
 
 demo: setup ## local control plane + operator + an agent answering, then the status table (ARGS=--keep)
 	$(PY) -m e2e.demo $(ARGS)
@@ -57,8 +58,8 @@ cluster-up: setup ## start the local control plane in the background; prints the
 cluster-down: ## stop the local control plane started by cluster-up
 	$(PY) -m e2e.cluster down
 
-e2e-kind: ## (needs Docker) the same e2e suite against a kind cluster with real pods
-	@scripts/e2e-kind.sh
+e2e-kind: ## kind tests with real pods: builds every image here (offline too), creates a kind cluster, helm-installs the chart (docs/kind.md)
+	@scripts/e2e-kind.sh $(PYTEST_ARGS)
 
 bench: setup ## run the benchmarks under bench/ and print their figures
 	$(PY) bench/runtime.py

@@ -5,6 +5,9 @@
 #
 #   scripts/setup.sh            python env + system packages + tool binaries
 #   scripts/setup.sh --python   python env only (lint, unit tests)
+#   scripts/setup.sh --kind     everything above, plus what `make e2e-kind` needs: a Docker engine
+#                               (docker.io installed and dockerd started when absent) and
+#                               debootstrap; exits 1 with one line when Docker cannot be used
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,14 +28,9 @@ fi
 # --- Python environment -------------------------------------------------------
 # Keyed by the dependency lists only (not the whole pyproject: tool settings
 # change often and must not rebuild the environment).
-reqs="$("$python_bin" - "$root/pyproject.toml" <<'PY'
-import sys, tomllib
-data = tomllib.load(open(sys.argv[1], "rb"))
-deps = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
-print("\n".join(deps))
-PY
-)"
-key="$( (printf '%s\n' "$reqs"; "$python_bin" --version) | sha256sum | cut -c1-12)"
+# Every extra (runtime, operator, cli, dev): the checkout runs all of them.
+reqs="$("$python_bin" "$root/scripts/requirements.py" --pyproject "$root/pyproject.toml" --all)"
+key="$( (printf '%s\n' "$reqs"; cat "$root/requirements.lock"; "$python_bin" --version) | sha256sum | cut -c1-12)"
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   say "creating Python environment $venv (first run: about 2 minutes)"
@@ -42,7 +40,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   # Dependencies only: the project runs from the checkout (PYTHONPATH), so one
   # environment serves every clone with the same dependency lists.
   printf '%s\n' "$reqs" > "$cache/requirements-$key.txt"
-  "$venv/bin/pip" install --quiet -r "$cache/requirements-$key.txt"
+  # requirements.lock pins every version (the images install with the same constraints).
+  "$venv/bin/pip" install --quiet -r "$cache/requirements-$key.txt" -c "$root/requirements.lock"
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" "$cache/venv"
@@ -54,6 +53,10 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+if [ "${1:-}" = "--kind" ]; then
+  # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
+  command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -67,4 +70,9 @@ fi
 if [ -f "$root/e2e/tools.py" ] || [ -d "$root/e2e/tools" ]; then
   say "checking tool binaries (first run builds Kubernetes from source: 10-20 minutes)"
   (cd "$root" && PYTHONPATH="$root/operator:$root" "$venv/bin/python" -m e2e.tools ensure)
+fi
+
+if [ "${1:-}" = "--kind" ]; then
+  # Exit code 3: everything else is ready, only Docker cannot be used here.
+  "$root/scripts/docker-engine.sh" || exit 3
 fi
