@@ -44,7 +44,12 @@ class Cell:
     cpu_per_req_ms: float | None
     gateway_core: float | None
     upstream_core: float
-    wrk_core: float
+    loadgen_core: float
+
+    @property
+    def thin(self) -> bool:
+        """Fewer than 3 answers per connection: requests cut off at the end weigh on req/s and CPU/request."""
+        return self.ok < 3 * self.c
 
 
 @dataclass

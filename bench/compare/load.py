@@ -2,7 +2,9 @@
 
 Both run pinned to the load core, one wrk thread with ``c`` keep-alive
 connections; their own CPU is read from the kernel's accounting of waited-for
-children, so the report can show that the load core was not the limit.
+children, so the report can show that the load core was not the limit. At c > 1
+the probe runs on one more connection beside wrk, so that time to first token is
+measured under the same load; at c = 1 it runs after wrk, on its own.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ class WrkResult:
     p50: float
     p90: float
     p99: float
-    cpu_seconds: float
 
     @property
     def ok(self) -> int:
@@ -62,11 +63,6 @@ class TTFTResult:
     p99: float
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_wrk(
     wrk: str, target: Target, body: Path, connections: int, seconds: float, cpu: int, timeout: float
 ) -> WrkResult:
@@ -74,11 +70,9 @@ def run_wrk(
     env = {**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_AUTH": target.key}
     args = ["taskset", "-c", str(cpu), wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     args += [f"--timeout={max(1, round(timeout))}s", "-s", str(LUA_SCRIPT), target.url]
-    cpu_before = _children_cpu()
     started = time.monotonic()
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
-    used = _children_cpu() - cpu_before
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no figures (exit {result.returncode}): {result.stderr.strip()[-500:]}")
@@ -92,18 +86,29 @@ def run_wrk(
         p50=raw["p50_us"] / 1000.0,
         p90=raw["p90_us"] / 1000.0,
         p99=raw["p99_us"] / 1000.0,
-        cpu_seconds=used,
     )
 
 
-def run_ttft(
-    probe: Path, target: Target, body: Path, connections: int, seconds: float, cpu: int
-) -> TTFTResult:
-    """Run the TTFT probe: every worker sends streamed requests one after another for ``seconds``."""
-    args = ["taskset", "-c", str(cpu), str(probe), "-url", target.url, "-key", target.key]
-    args += ["-body", str(body), "-c", str(connections), "-d", f"{seconds}s"]
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"TTFT probe failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
-    raw = json.loads(result.stdout.strip().splitlines()[-1])
-    return TTFTResult(raw["requests"], raw["errors"], raw["ttft_p50"], raw["ttft_p90"], raw["ttft_p99"])
+class Probe:
+    """A running TTFT probe: every worker sends streamed requests one after another for a time."""
+
+    def __init__(
+        self, probe: Path, target: Target, body: Path, connections: int, seconds: float, cpu: int
+    ) -> None:
+        args = ["taskset", "-c", str(cpu), str(probe), "-url", target.url, "-key", target.key]
+        args += ["-body", str(body), "-c", str(connections), "-d", f"{seconds}s"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self) -> TTFTResult:
+        """Wait for the probe (it ends the requests it started) and read its figures."""
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"TTFT probe failed (exit {self.proc.returncode}): {err.strip()[-500:]}")
+        raw = json.loads(out.strip().splitlines()[-1])
+        return TTFTResult(raw["requests"], raw["errors"], raw["ttft_p50"], raw["ttft_p90"], raw["ttft_p99"])
+
+
+def children_cpu() -> float:
+    """CPU seconds of the waited-for children of this process (wrk and the probe, here)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

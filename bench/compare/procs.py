@@ -8,6 +8,7 @@ whatever is still running when the bench ends, on success, error or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,12 @@ from pathlib import Path
 from types import TracebackType
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it if the bench itself is killed (even with SIGKILL)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -124,6 +131,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # safe: the bench runs no threads
             )
         started = Started(name, proc, started_at, log)
         self.running.append(started)

@@ -42,7 +42,8 @@ def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
+    # A non-positive figure (an added latency within the noise) has no meaningful ratio.
+    if a is None or b is None or a <= 0 or b <= 0:
         return DASH
     r = a / b
     return f"{r:,.0f}{TIMES}" if r >= 100 else f"{r:.1f}{TIMES}" if r >= 10 else f"{r:.2f}{TIMES}"
@@ -78,6 +79,10 @@ class Figures:
             return None
         return (max(values) - min(values)) / 2 / statistics.fmean(values)
 
+    def thin(self, target: str, mode: str, c: int) -> str:
+        """A dagger when a repetition of the cell had few answers per connection."""
+        return "\u2020" if any(x.thin for x in self._of(target, mode, c)) else ""
+
     def errors(self, target: str, mode: str, c: int) -> int:
         """Errors summed over repetitions."""
         return sum(x.errors for x in self._of(target, mode, c))
@@ -104,11 +109,14 @@ def headline(fig: Figures, targets: list[str], modes: list[str], concurrency: li
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in targets:
         row = [TITLES[t]]
-        row += [_fmt(fig.value(t, m, mid, lambda x: x.rps), 0) for m in modes]
+        row += [_fmt(fig.value(t, m, mid, lambda x: x.rps), 0) + fig.thin(t, m, mid) for m in modes]
         row += [
             DASH if t == "direct" else _fmt(fig.added(t, m, low, lambda x: x.p50), 2, " ms") for m in modes
         ]
-        row += [_fmt(fig.value(t, m, mid, lambda x: x.cpu_per_req_ms), 2, " ms") for m in modes]
+        row += [
+            _fmt(fig.value(t, m, mid, lambda x: x.cpu_per_req_ms), 2, " ms") + fig.thin(t, m, mid)
+            for m in modes
+        ]
         if t == "direct":
             row += [DASH, DASH]
         else:
@@ -182,16 +190,17 @@ def full_tables(fig: Figures, targets: list[str], modes: list[str], concurrency:
         head = ["c", "target", "req/s", "p50", "p90", "p99", "added p50", "added p99"]
         if streamed:
             head += ["TTFT p50", "TTFT p99", "added TTFT p50"]
-        head += ["gateway CPU/request", "gateway core", "upstream core", "wrk core", "errors"]
+        head += ["gateway CPU/request", "gateway core", "upstream core", "wrk + probe core", "errors"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for c in concurrency:
             for t in targets:
                 rps = fig.value(t, m, c, lambda x: x.rps)
                 spread = fig.spread(t, m, c)
+                dagger = fig.thin(t, m, c)
                 row = [
                     str(c),
                     TITLES[t],
-                    _fmt(rps, 0) + (f" ±{spread * 100:.0f}%" if spread is not None else ""),
+                    _fmt(rps, 0) + dagger + (f" ±{spread * 100:.0f}%" if spread is not None else ""),
                 ]
                 row += [_fmt(fig.value(t, m, c, pct), 2, " ms") for pct in (_p50, _p90, _p99)]
                 for pct in (_p50, _p99):
@@ -199,8 +208,8 @@ def full_tables(fig: Figures, targets: list[str], modes: list[str], concurrency:
                 if streamed:
                     row += [_fmt(fig.value(t, m, c, first), 2, " ms") for first in (_ttft50, _ttft99)]
                     row.append(DASH if t == "direct" else _fmt(fig.added(t, m, c, _ttft50), 2, " ms"))
-                row.append(_fmt(fig.value(t, m, c, lambda x: x.cpu_per_req_ms), 3, " ms"))
-                for share in (_gw_core, _up_core, _wrk_core):
+                row.append(_fmt(fig.value(t, m, c, lambda x: x.cpu_per_req_ms), 3, " ms") + dagger)
+                for share in (_gw_core, _up_core, _loadgen_core):
                     row.append(_fmt(fig.value(t, m, c, share), 0, "%"))
                 row.append(str(fig.errors(t, m, c)))
                 lines.append("| " + " | ".join(row) + " |")
@@ -236,8 +245,8 @@ def _up_core(x: Cell) -> float:
     return x.upstream_core * 100
 
 
-def _wrk_core(x: Cell) -> float:
-    return x.wrk_core * 100
+def _loadgen_core(x: Cell) -> float:
+    return x.loadgen_core * 100
 
 
 def splice(document: str | None, section: str) -> str:
@@ -304,7 +313,8 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
         " mode, concurrency and repetition. TTFT: time to the first event carrying content. Core shares are CPU"
         " seconds over wall seconds of the measured run: the gateway's on its core, the fake upstream's and wrk's"
         " on theirs (when upstream + wrk stay well under 100%, the load core was not the limit). ±: half the"
-        " range of req/s between repetitions.",
+        " range of req/s between repetitions. \u2020: fewer than 3 answers per connection in the measured time"
+        " (a slow target at high concurrency): the requests cut off at the end lower req/s and raise CPU/request.",
         "",
         *full_tables(fig, targets, modes, conc),
     ]
@@ -318,8 +328,8 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
         " one after the other for each, so that they see the same machine at nearly the same time.",
         f"- A cell: wrk warm-up ({plan.warmup:.0f} s, up to 16 connections), wait until the gateway is idle, then"
         f" {plan.seconds:.0f} s measured (longer, up to {plan.max_cell:.0f} s, where the latency seen at a lower"
-        " concurrency says that few answers would come in that time); for streams the TTFT probe follows"
-        f" ({plan.ttft_seconds:.0f} s, every request started is waited for).",
+        " concurrency says that few answers would come in that time). For streams the TTFT probe runs on one"
+        " more connection beside wrk at c > 1 (its requests count in CPU/request), and after wrk, alone, at c = 1.",
         "- The unpaced stream flatters a gateway that merges chunks arriving in one read; the paced stream"
         " (1 ms between chunks) does not.",
         "- Only 2 cores: the gateway has one to itself, but other work on the machine takes from both"
@@ -347,7 +357,7 @@ def _load_core_note(results: Results) -> str:
     if not through:
         return ""
     upstream = max(x.upstream_core for x in through) * 100
-    both = max(x.upstream_core + x.wrk_core for x in through) * 100
+    both = max(x.upstream_core + x.loadgen_core for x in through) * 100
     text = (
         f"While a gateway was measured the fake upstream took at most {upstream:.0f}% of its core, and upstream"
         f" + wrk together at most {both:.0f}%"

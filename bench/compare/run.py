@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from bench.compare import litellm_proxy, runtime_gateway  # noqa: E402
 from bench.compare.figures import Cell, Meta, Plan, Results, Start  # noqa: E402
-from bench.compare.load import Target, run_ttft, run_wrk  # noqa: E402
+from bench.compare.load import Probe, Target, children_cpu, run_wrk  # noqa: E402
 from bench.compare.procs import (  # noqa: E402
     Processes,
     Started,
@@ -185,27 +186,33 @@ class Bench:
         return seconds
 
     def measure(self, target: Target, gateway: Started | None, mode: str, c: int, rep: int) -> None:
-        """One cell: warm up, wait until the gateway is idle, run wrk, then the TTFT probe for streams."""
+        """One cell: warm up, wait until the gateway is idle, run wrk (and the TTFT probe for streams)."""
         assert self.upstream is not None
         plan, body = self.plan, self.bodies[mode]
         run_wrk(self.wrk, target, body, min(c, 16), plan.warmup, plan.load_cpu, timeout=plan.max_cell * 2)
         if gateway is not None:
             wait_quiet(gateway.pid)
         seconds = self._cell_seconds(target.name, mode, c)
+        streamed = mode != "complete"
         up0 = cpu_seconds(self.upstream.pid)
         gw0 = cpu_seconds(gateway.pid) if gateway else 0.0
+        load0 = children_cpu()
         wall0 = time.monotonic()
+        probe = Probe(self.go.ttft, target, body, 1, seconds, plan.load_cpu) if streamed and c > 1 else None
         result = run_wrk(self.wrk, target, body, c, seconds, plan.load_cpu, timeout=plan.max_cell * 2)
-        wall = time.monotonic() - wall0
         gw_cpu = cpu_seconds(gateway.pid) - gw0 if gateway else None
+        ttft = probe.finish() if probe else None
+        wall = time.monotonic() - wall0
         up_cpu = cpu_seconds(self.upstream.pid) - up0
-        ttft = None
-        if mode != "complete":
+        load_cpu = children_cpu() - load0
+        if streamed and c == 1:
             if gateway is not None:
                 wait_quiet(gateway.pid)
-            ttft = run_ttft(self.go.ttft, target, body, c, plan.ttft_seconds, plan.load_cpu)
+            ttft = Probe(self.go.ttft, target, body, 1, plan.ttft_seconds, plan.load_cpu).finish()
         if gateway is not None:
             wait_quiet(gateway.pid)
+        # The probe's requests beside wrk cost the gateway too: count them in CPU per request.
+        answered = result.ok + (ttft.requests if probe and ttft else 0)
         if result.ok:
             self.last[(target.name, mode)] = (c, result.p50)
         cell = Cell(
@@ -222,10 +229,10 @@ class Bench:
             p99=result.p99,
             ttft_p50=ttft.p50 if ttft and ttft.requests else None,
             ttft_p99=ttft.p99 if ttft and ttft.requests else None,
-            cpu_per_req_ms=(gw_cpu / result.ok * 1000.0) if gw_cpu is not None and result.ok else None,
+            cpu_per_req_ms=(gw_cpu / answered * 1000.0) if gw_cpu is not None and answered else None,
             gateway_core=gw_cpu / wall if gw_cpu is not None else None,
             upstream_core=up_cpu / wall,
-            wrk_core=result.cpu_seconds / wall,
+            loadgen_core=load_cpu / wall,
         )
         self.results.cells.append(cell)
         extra = f" ttft p50 {ttft.p50:.2f} ms" if ttft else ""
@@ -352,8 +359,15 @@ def main(argv: list[str] | None = None) -> None:
     parser_docs.add_argument(
         "--docs", help="page to write the report into (default: docs/benchmarks.md; quick: none)"
     )
+    parser_docs.add_argument("--render", metavar="JSON", help="only render the report of a run's raw figures")
     known, rest = parser_docs.parse_known_args(argv)
+    if known.render:
+        plan, meta, results = _load(Path(known.render))
+        _publish(known.docs, plan, meta, results, Path(known.render))
+        return
     plan = _parse(rest)
+    # SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C, so every process started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cpus = os.sched_getaffinity(0)
     if {plan.gateway_cpu, plan.load_cpu} - cpus or plan.gateway_cpu == plan.load_cpu:
         raise SystemExit(f"--gateway-cpu and --load-cpu must be two different cores of {sorted(cpus)}")
@@ -366,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp, Processes(Path(tmp)) as procs:
         try:
             results = Bench(plan, wrk, go, venv, procs, Path(tmp)).run()
-        except BaseException:
+        except Exception:
             for log in sorted(Path(tmp).glob("*.log")):
                 tail = log.read_text(errors="replace").splitlines()[-5:]
                 print(f"--- {log.name}\n" + "\n".join(tail), file=sys.stderr)
@@ -388,12 +402,23 @@ def main(argv: list[str] | None = None) -> None:
     raw.write_text(
         json.dumps({"plan": asdict(plan), "meta": asdict(meta), "results": asdict(results)}, indent=1)
     )
+    _publish(known.docs, plan, meta, results, raw)
+
+
+def _load(path: Path) -> tuple[Plan, Meta, Results]:
+    """Plan, machine and figures of a run, from its raw JSON."""
+    raw = json.loads(path.read_text())
+    results = raw["results"]
+    results["cells"] = [Cell(**x) for x in results["cells"]]
+    results["starts"] = [Start(**x) for x in results["starts"]]
+    return Plan(**raw["plan"]), Meta(**raw["meta"]), Results(**results)
+
+
+def _publish(docs: str | None, plan: Plan, meta: Meta, results: Results, raw: Path) -> None:
+    """Print the report; write it into the docs page unless it was a quick run (or ``--docs -``)."""
     section = page(meta, plan, results, Figures(results.cells, results.starts))
-    docs = (
-        known.docs
-        if known.docs is not None
-        else ("-" if plan.quick else str(ROOT / "docs" / "benchmarks.md"))
-    )
+    if docs is None:
+        docs = "-" if plan.quick else str(ROOT / "docs" / "benchmarks.md")
     if docs == "-":
         print(section)
     else:
