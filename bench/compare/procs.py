@@ -85,7 +85,7 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, peak
 
 
-def wait_quiet(pid: int, timeout: float = 30.0, step: float = 0.2) -> None:
+def wait_quiet(pid: int, timeout: float = 20.0, step: float = 0.2) -> None:
     """Wait until ``pid`` uses under 10% of a core (requests of a cut-off run finished)."""
     deadline = time.monotonic() + timeout
     last = cpu_seconds(pid)

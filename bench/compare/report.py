@@ -49,6 +49,14 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{r:,.0f}{TIMES}" if r >= 100 else f"{r:.1f}{TIMES}" if r >= 10 else f"{r:.2f}{TIMES}"
 
 
+def _percent(share: float) -> str:
+    """A share as a percentage with two significant digits (0.15%, 8.3%, 55%)."""
+    if share <= 0:
+        return "0%"
+    digits = max(0, 1 - math.floor(math.log10(share * 100)))
+    return f"{share * 100:.{digits}f}%"
+
+
 class Figures:
     """Cells and starts indexed for the report; every accessor averages over repetitions."""
 
@@ -167,10 +175,9 @@ def ratios(fig: Figures, targets: list[str], modes: list[str], concurrency: list
             for c in concurrency:
                 cols = []
                 for g in gateways:
-                    share = _ratio(
-                        fig.value(g, m, c, lambda x: x.rps), fig.value("direct", m, c, lambda x: x.rps)
-                    )
-                    cols.append(share.removesuffix(TIMES))
+                    through = fig.value(g, m, c, lambda x: x.rps)
+                    direct = fig.value("direct", m, c, lambda x: x.rps)
+                    cols.append(_percent(through / direct) if through is not None and direct else DASH)
                     cols.append(
                         _ratio(
                             fig.value(g, m, c, lambda x: x.p50), fig.value("direct", m, c, lambda x: x.p50)

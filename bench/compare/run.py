@@ -308,7 +308,7 @@ def _commit() -> str:
     return f"{commit} (with uncommitted changes)" if changed.stdout.strip() else commit
 
 
-def _parse(argv: list[str] | None) -> Plan:
+def _parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -320,9 +320,11 @@ def _parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--repetitions", type=int, help="default: 2 (quick: 1)")
     parser.add_argument("--seconds", type=float, help="measured seconds per cell (default 8, quick 2)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
-    parser.add_argument("--ttft-seconds", type=float, help="seconds of the TTFT probe per stream cell")
     parser.add_argument(
-        "--max-cell", type=float, help="longest a slow target's cell may run (default 30, quick 6)"
+        "--ttft-seconds", type=float, help="seconds of the TTFT probe at c=1 (at c > 1 it runs beside wrk)"
+    )
+    parser.add_argument(
+        "--max-cell", type=float, help="longest a slow target's cell may run (default 20, quick 6)"
     )
     parser.add_argument("--budget", type=float, help="seconds after which remaining cells are skipped")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
@@ -334,16 +336,20 @@ def _parse(argv: list[str] | None) -> Plan:
     )
     parser.add_argument("--gateway-cpu", type=int, default=0, help="core of the gateway under test")
     parser.add_argument("--load-cpu", type=int, default=1, help="core of the upstream and the load generator")
+    parser.add_argument(
+        "--docs", help="page to write the report into, - for none (default: docs/benchmarks.md; quick: none)"
+    )
+    parser.add_argument("--render", metavar="JSON", help="only render the report of a run's raw figures")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
-    return Plan(
+    plan = Plan(
         modes=args.modes or list(MODES),
         concurrency=args.concurrency or ([1, 16, 64] if quick else [1, 16, 64, 256]),
         repetitions=args.repetitions or (1 if quick else 2),
         seconds=args.seconds or (2.0 if quick else 8.0),
         warmup=args.warmup,
         ttft_seconds=args.ttft_seconds or (1.0 if quick else 2.0),
-        max_cell=args.max_cell or (6.0 if quick else 30.0),
+        max_cell=args.max_cell or (6.0 if quick else 20.0),
         budget=args.budget or (240.0 if quick else 27 * 60.0),
         targets=[t for t in TARGETS if t in args.targets],
         rate_limit=args.rate_limit,
@@ -351,21 +357,16 @@ def _parse(argv: list[str] | None) -> Plan:
         load_cpu=args.load_cpu,
         quick=quick,
     )
+    return plan, args
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the bench, print the report, write it into docs/benchmarks.md when asked to."""
-    parser_docs = argparse.ArgumentParser(add_help=False)
-    parser_docs.add_argument(
-        "--docs", help="page to write the report into (default: docs/benchmarks.md; quick: none)"
-    )
-    parser_docs.add_argument("--render", metavar="JSON", help="only render the report of a run's raw figures")
-    known, rest = parser_docs.parse_known_args(argv)
+    plan, known = _parse(argv)
     if known.render:
         plan, meta, results = _load(Path(known.render))
         _publish(known.docs, plan, meta, results, Path(known.render))
         return
-    plan = _parse(rest)
     # SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C, so every process started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cpus = os.sched_getaffinity(0)
