@@ -81,6 +81,7 @@ class Meta:
     """Machine and versions of one run."""
 
     date: str
+    command: str
     cpu_model: str
     cores: int
     memory_gb: float

@@ -282,8 +282,9 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
     lines = [
         "## Side by side: agent runtime, LiteLLM proxy, direct upstream",
         "",
-        f"Measured {meta.date} by `{'python bench/compare/run.py --quick' if plan.quick else 'make bench-compare'}`"
-        f" in {meta.minutes:.0f} minutes{' (a quick run: short cells, one repetition)' if plan.quick else ''}.",
+        f"Measured {meta.date} by `{meta.command.strip()}`"
+        f"{' (`make bench-compare`)' if meta.command.strip() == 'python bench/compare/run.py' else ''} in"
+        f" {meta.minutes:.0f} minutes{' (a quick run: short cells, one repetition)' if plan.quick else ''}.",
         "",
         "### Machine and versions",
         "",

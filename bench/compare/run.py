@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
     meta = Meta(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command=" ".join(["python bench/compare/run.py", *(sys.argv[1:] if argv is None else argv)]),
         cpu_model=_cpu_model(),
         cores=os.cpu_count() or 0,
         memory_gb=_memory_gb(),
