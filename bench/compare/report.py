@@ -106,29 +106,37 @@ class Figures:
 
 
 def headline(fig: Figures, targets: list[str], modes: list[str], concurrency: list[int]) -> list[str]:
-    """The short table: throughput at c=16 (or the nearest), added p50 at c=1, CPU per request, RSS, cold start."""
+    """Two short tables: speed (req/s at c=16 or the nearest, added p50 and TTFT at the lowest c), then cost."""
     mid = min(concurrency, key=lambda c: abs(c - 16))
     low = min(concurrency)
+    streams = [m for m in modes if m != "complete"]
     head = ["target"]
     head += [f"req/s {m}, c={mid}" for m in modes]
     head += [f"added p50 {m}, c={low}" for m in modes]
-    head += [f"CPU/request {m}, c={mid}" for m in modes]
-    head += ["RSS after load", "cold start"]
+    head += [f"added TTFT {m}, c={low}" for m in streams]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in targets:
         row = [TITLES[t]]
         row += [_fmt(fig.value(t, m, mid, lambda x: x.rps), 0) + fig.thin(t, m, mid) for m in modes]
-        row += [
-            DASH if t == "direct" else _fmt(fig.added(t, m, low, lambda x: x.p50), 2, " ms") for m in modes
-        ]
-        row += [
-            _fmt(fig.value(t, m, mid, lambda x: x.cpu_per_req_ms), 2, " ms") + fig.thin(t, m, mid)
-            for m in modes
-        ]
-        if t == "direct":
-            row += [DASH, DASH]
-        else:
-            row += [_fmt(fig.peak(t), 0, " MB"), _fmt(fig.start(t, lambda x: x.cold_start_s), 2, " s")]
+        for m in modes:
+            row.append(DASH if t == "direct" else _fmt(fig.added(t, m, low, lambda x: x.p50), 2, " ms"))
+        for m in streams:
+            row.append(DASH if t == "direct" else _fmt(fig.added(t, m, low, _ttft50), 2, " ms"))
+        rows.append("| " + " | ".join(row) + " |")
+    gateways = [t for t in targets if t != "direct"]
+    if not gateways:
+        return rows
+    head = ["target"]
+    head += [f"CPU/request {m}, c={mid}" for m in modes]
+    head += [f"1-core capacity {m}" for m in modes]
+    head += ["RSS after load", "cold start"]
+    rows += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in gateways:
+        row = [TITLES[t]]
+        cpu = {m: fig.value(t, m, mid, lambda x: x.cpu_per_req_ms) for m in modes}
+        row += [_fmt(cpu[m], 2, " ms") + fig.thin(t, m, mid) for m in modes]
+        row += [_fmt(1000.0 / v, 0, " req/s") if v else DASH for v in cpu.values()]
+        row += [_fmt(fig.peak(t), 0, " MB"), _fmt(fig.start(t, lambda x: x.cold_start_s), 2, " s")]
         rows.append("| " + " | ".join(row) + " |")
     return rows
 
@@ -307,8 +315,9 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
         "",
         *headline(fig, targets, modes, conc),
         "",
-        f"CPU/request is the gateway's CPU time (user + system, /proc) per successful request at c={mid}; for the"
-        " direct upstream it is blank (see the upstream's core share below). RSS is after the load of a repetition.",
+        f"CPU/request is the gateway's CPU time (user + system, /proc) per successful request at c={mid}; 1-core"
+        " capacity is its inverse, the req/s one core given wholly to the gateway would allow: unlike req/s, both"
+        " hold when other work takes part of the gateway's core. RSS is after the load of a repetition.",
         "",
         _load_core_note(results),
         "",
@@ -320,7 +329,8 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
         "Latencies from wrk (request written to last byte read); added = through the gateway minus direct, same"
         " mode, concurrency and repetition. TTFT: time to the first event carrying content. Core shares are CPU"
         " seconds over wall seconds of the measured run: the gateway's on its core, the fake upstream's and wrk's"
-        " on theirs (when upstream + wrk stay well under 100%, the load core was not the limit). ±: half the"
+        " on theirs (when upstream + wrk stay well under 100%, the load core was not the limit; a saturated"
+        " gateway well under 100% of its core had to share it with other work). ±: half the"
         " range of req/s between repetitions. \u2020: fewer than 3 answers per connection in the measured time"
         " (a slow target at high concurrency): the requests cut off at the end lower req/s and raise CPU/request.",
         "",
