@@ -12,7 +12,7 @@ export PATH := $(CACHE)/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-python lint typecheck unit e2e test demo crds manifests \
-        cluster-up cluster-down e2e-kind bench clean
+        cluster-up cluster-down e2e-kind bench bench-compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ e2e-kind: ## kind tests with real pods: builds every image here (offline too), c
 bench: setup ## run the benchmarks under bench/ and print their figures
 	$(PY) bench/runtime.py
 	$(PY) bench/ratelimit.py
+
+bench-compare: setup-python ## runtime vs LiteLLM proxy vs direct upstream, side by side (< 30 min); writes docs/benchmarks.md (ARGS=--quick)
+	$(PY) bench/compare/run.py $(ARGS)
 
 clean: ## remove build output in the checkout (the cache stays)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

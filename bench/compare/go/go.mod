@@ -1,0 +1,3 @@
+module sentient.dev/bench/compare
+
+go 1.22
