@@ -20,7 +20,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sentient_operator.leader import LeaseElector
-from sentient_operator.settings import Settings, get_settings
+from sentient_operator.reconcile.context import MEMO_KEY, OperatorContext
+from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator")
 
@@ -36,6 +37,24 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_level != "DEBUG":
         # kopf reports every event handler call at INFO; our handlers only enqueue, so that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def kopf_settings(ours: Settings) -> kopf.OperatorSettings:
+    """kopf settings: timeouts so silent watches reconnect, short backoffs, no annotations, no peering."""
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = int(ours.watch_server_timeout)  # the apiserver wants an integer
+    settings.watching.client_timeout = ours.watch_client_timeout
+    settings.watching.inactivity_timeout = ours.watch_inactivity_timeout
+    settings.watching.connect_timeout = 30
+    settings.queueing.error_delays = [1, 2, 5, 10, 20, 30, 60]
+    # Progress (if any handler ever keeps some) lives in status, not in size-limited annotations.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    # One active replica is chosen by our Lease (see sentient_operator.leader), not by kopf peering.
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "sentient-operator"
+    settings.posting.reporting_instance = ours.identity
+    return settings
 
 
 class State:
@@ -97,12 +116,16 @@ async def run(settings: Settings) -> int:
             ",".join(namespaces) if namespaces else "all namespaces",
             settings.runtime_image,
         )
+        # kopf hands the context to every handler as its memo, as it hands them its settings.
+        context = OperatorContext(settings)
         operator = asyncio.create_task(
             kopf.operator(
                 clusterwide=not namespaces,
                 namespaces=namespaces,
                 standalone=True,
                 stop_flag=kopf_stop,
+                settings=kopf_settings(settings),
+                memo=kopf.Memo({MEMO_KEY: context}),
             )
         )
         # kopf installs its own SIGINT/SIGTERM handlers; ours keep working through `stop` too.
@@ -147,7 +170,11 @@ async def run(settings: Settings) -> int:
 
 def main() -> int:
     """Entry point of ``sentient-operator`` and ``python -m sentient_operator``."""
-    settings = get_settings()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"sentient-operator: invalid settings: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     return asyncio.run(run(settings))
 

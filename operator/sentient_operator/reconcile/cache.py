@@ -44,10 +44,10 @@ def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
 
 
 class ClusterCache:
-    """Typed access to the kopf indexes registered in :mod:`sentient_operator.handlers.agent`.
+    """Typed access to the kopf indexes registered in :mod:`sentient_operator.handlers`.
 
     kopf hands indexes to handlers as keyword arguments; the startup handler
-    stores them here so that the reconcile workers (which run outside any single
+    binds them here so that the reconcile workers (which run outside any single
     handler) read the same live indexes.
     """
 
@@ -122,6 +122,3 @@ class ClusterCache:
             return self.config_map_object(namespace, name)
         value: dict[str, Any] | None = _first(self.children.get(kind.lower()), (kind, namespace, name))
         return value
-
-
-cache = ClusterCache()
