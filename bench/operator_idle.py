@@ -35,7 +35,8 @@ sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
 from e2e import tools  # noqa: E402
 from e2e.cluster import LocalCluster  # noqa: E402
-from e2e.operator_proc import OperatorProcess, wait_for  # noqa: E402
+from e2e.operator_proc import OperatorProcess  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "CREATE", "UPDATE"}
 OPERATOR_RESOURCES = {
