@@ -16,13 +16,13 @@ cache = ClusterCache()
 
 @pytest.fixture
 def view() -> Iterator[dict[str, dict[Any, list[dict[str, Any]]]]]:
-    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}, "secrets": {}}
+    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}}
     # kopf indexes map keys to stores of values; dicts of lists behave alike for the cache.
-    cache.agents, cache.policies, cache.secrets = stores["agents"], stores["policies"], stores["secrets"]  # type: ignore[assignment]
+    cache.agents, cache.policies = stores["agents"], stores["policies"]  # type: ignore[assignment]
     try:
         yield stores
     finally:
-        cache.agents = cache.policies = cache.secrets = None
+        cache.agents = cache.policies = None
 
 
 def policy(backend: dict[str, Any] | None = None, generation: int = 3) -> dict[str, Any]:
@@ -52,7 +52,8 @@ def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]
     backend = {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}}
     (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
-    view["secrets"][("team", "redis")] = [{"data": {"url": base64.b64encode(b"redis://r:6379/0").decode()}}]
+    url = base64.b64encode(b"redis://r:6379/0").decode()
+    cache.secrets.put({"metadata": {"namespace": "team", "name": "redis"}, "data": {"url": url}})
     (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "Valid")
     assert "redis://" not in ready["message"]

@@ -6,7 +6,6 @@ Every watch event only enqueues the affected agent; the work is
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import kopf
@@ -15,6 +14,7 @@ from sentient_operator import kube
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
 from sentient_operator.build.common import AGENT_LABEL, MANAGED_BY
 from sentient_operator.reconcile.context import context_of
+from sentient_operator.reconcile.referenced import slim
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_KINDS = {
@@ -29,7 +29,8 @@ COALESCE = 0.2
 
 
 def _copy(body: kopf.Body) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    # Indexes hold copies (kopf reuses its bodies), without managedFields: nothing reads them.
+    return slim(body)
 
 
 # --------------------------------------------------------------------------- indexes
@@ -44,18 +45,6 @@ def sentient_agents_idx(namespace: str | None, name: str, body: kopf.Body, **_: 
 @kopf.index(GROUP, VERSION, "llmproviders")
 def sentient_providers_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """LLMProviders by (namespace, name)."""
-    return {(namespace, name): _copy(body)}
-
-
-@kopf.index("", "v1", "secrets")
-def sentient_secrets_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """Secrets by (namespace, name): provider Secrets, bound Secrets, referenced Secrets."""
-    return {(namespace, name): _copy(body)}
-
-
-@kopf.index("", "v1", "configmaps")
-def sentient_configmaps_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """ConfigMaps by (namespace, name): agents' configs and systemPromptFrom sources."""
     return {(namespace, name): _copy(body)}
 
 
@@ -104,8 +93,19 @@ def on_provider_event(namespace: str | None, name: str, memo: kopf.Memo, **_: An
         context_of(memo).controller.enqueue_referrers(("LLMProvider", namespace, name), COALESCE)
 
 
-def _on_referenced(kind: str, namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo) -> None:
+def _on_referenced(
+    kind: str,
+    type_: str | None,
+    namespace: str,
+    name: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+) -> None:
     context = context_of(memo)
+    store = context.cache.objects(kind)
+    if store is not None:
+        store.observe(type_, namespace, name, body)
     context.children.seen(kind, namespace, name)
     context.controller.enqueue_referrers((kind, namespace, name), COALESCE)
     if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
@@ -113,19 +113,33 @@ def _on_referenced(kind: str, namespace: str, name: str, labels: kopf.Labels, me
 
 
 @kopf.on.event("", "v1", "secrets", id="agent-secret-ref")
-def on_secret_event(namespace: str | None, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def on_secret_event(
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """A Secret changed: rebind it into the agents that use it; restore a bound Secret edited by hand."""
     if namespace:
-        _on_referenced("Secret", namespace, name, labels, memo)
+        _on_referenced("Secret", type, namespace, name, labels, body, memo)
 
 
 @kopf.on.event("", "v1", "configmaps", id="agent-configmap-ref")
 def on_configmap_event(
-    namespace: str | None, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """A ConfigMap changed: a systemPromptFrom source, or an agent's own config edited by hand."""
     if namespace:
-        _on_referenced("ConfigMap", namespace, name, labels, memo)
+        _on_referenced("ConfigMap", type, namespace, name, labels, body, memo)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="agent-crds")

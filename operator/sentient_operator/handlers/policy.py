@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import kopf
 
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
 from sentient_operator.reconcile.context import context_of
+from sentient_operator.reconcile.referenced import slim
 
 
 @kopf.index(GROUP, VERSION, "ratelimitpolicies")
 def sentient_policies_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """RateLimitPolicies by (namespace, name)."""
-    return {(namespace, name): copy.deepcopy(dict(body))}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.on.event(GROUP, VERSION, "ratelimitpolicies", id="policy")

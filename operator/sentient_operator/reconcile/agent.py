@@ -133,7 +133,10 @@ class AgentReconciler:
             await self._report_invalid(body, old_conditions, generation, invalid_spec_message(exc.errors()))
             return None
 
-        self.controller.set_refs(key, self.references(namespace, spec))
+        refs = self.references(namespace, spec)
+        self.controller.set_refs(key, refs)
+        # Referenced Secrets and ConfigMaps that the watch delivered before anyone wanted them.
+        await self.cache.load(refs)
         if spec.rate_limit_policy_ref is not None:
             self.controller.enqueue(
                 "policy", spec.rate_limit_policy_ref.namespace or namespace, spec.rate_limit_policy_ref.name

@@ -61,7 +61,8 @@ class OperatorContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cache = ClusterCache()
+        # The cache keeps the Secrets and ConfigMaps that the controller knows to be referenced.
+        self.cache = ClusterCache(lambda kind, ns, name: self.controller.referenced(kind, ns, name))
         self.controller = Controller(settings, self.cache)
         self.children = ChildApplier(self.cache)
         self.fingerprint_key = FingerprintKey(settings.operator_namespace)

@@ -52,6 +52,10 @@ class Controller:
         self.queue.add((kind, namespace, name), delay)
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
+    def referenced(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether any agent or policy referenced ``(kind, namespace, name)`` at its last reconcile."""
+        return (kind, namespace, name) in self.referrers
+
     def enqueue_referrers(self, ref: RefKey, delay: float = 0.0) -> None:
         """Schedule every object that referenced ``ref`` at its last reconcile."""
         for kind, namespace, name in list(self.referrers.get(ref, ())):
@@ -63,6 +67,7 @@ class Controller:
             self.referrers[old].discard(key)
             if not self.referrers[old]:
                 del self.referrers[old]
+                self.cache.release(*old)
         for new in refs:
             self.referrers[new].add(key)
         if refs:

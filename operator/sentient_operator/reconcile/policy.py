@@ -81,8 +81,10 @@ class PolicyReconciler:
             self.controller.forget(("policy", namespace, name))
             return None
         started = time.monotonic()
+        refs = policy_references(body)
+        self.controller.set_refs(("policy", namespace, name), refs)
+        await self.cache.load(refs)
         status = policy_status(self.cache, body)
-        self.controller.set_refs(("policy", namespace, name), policy_references(body))
         old = body.get("status") or {}
         if any(old.get(k) != v for k, v in status.items()):
             await kube.patch_status(API_VERSION, KIND, name, namespace, status)

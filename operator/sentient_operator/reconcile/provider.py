@@ -19,7 +19,6 @@ finalizer blocks deletion whenever the operator is not running.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import random
 import time
@@ -39,6 +38,7 @@ from sentient_operator.credentials.sync import (
 )
 from sentient_operator.credentials.vault import default_jwt_provider
 from sentient_operator.reconcile.controller import Controller
+from sentient_operator.reconcile.referenced import slim
 from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator.reconcile.provider")
@@ -118,7 +118,7 @@ class ProviderReconciler:
         if type_ == "DELETED":
             self.forget(namespace, name)
             return
-        self.bodies[key] = copy.deepcopy(dict(body))
+        self.bodies[key] = slim(body)
         meta = body.get("metadata", {})
         # The generation covers spec changes; the annotation lets a user ask for a sync now
         # (e.g. right after rotating a key in an external store) without touching the spec.
