@@ -49,3 +49,12 @@ def test_azure_authority_is_a_source_option(monkeypatch: pytest.MonkeyPatch) -> 
     assert Settings.from_env().source_options() == {}
     monkeypatch.setenv("SENTIENT_AZURE_AUTHORITY_HOST", "https://login.example")
     assert Settings.from_env().source_options() == {"azure": {"authority_host": "https://login.example"}}
+
+
+def test_drift_check_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SENTIENT_DRIFT_CHECK_SECONDS", raising=False)
+    assert Settings.from_env().drift_check_seconds == 60.0
+    monkeypatch.setenv("SENTIENT_DRIFT_CHECK_SECONDS", "0")
+    assert Settings.from_env().drift_check_seconds == 0.0
+    # Built in code (tests, tools), fields are named as in Python.
+    assert Settings(operator_namespace="ops", drift_check_seconds=5).operator_namespace == "ops"

@@ -251,9 +251,16 @@ async def list_objects(
     namespace: str | None = None,
     *,
     label_selector: str | None = None,
+    cached: bool = False,
 ) -> list[dict[str, Any]]:
-    """Objects of a kind (in one namespace, or everywhere), optionally by label selector."""
-    query = [("labelSelector", label_selector)] if label_selector else []
+    """Objects of a kind (in one namespace, or everywhere), optionally by label selector.
+
+    ``cached``: served from the apiserver's watch cache (``resourceVersion=0``), not read from
+    etcd: cheap, and at most as old as the apiserver's own watch.
+    """
+    query: list[tuple[str, Any]] = [("labelSelector", label_selector)] if label_selector else []
+    if cached:
+        query.append(("resourceVersion", "0"))
     result = await call("GET", await object_path(api_version, kind, None, namespace), query=query)
     items: list[dict[str, Any]] = result.get("items", [])
     return items

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
         str_strip_whitespace=True,
         extra="ignore",
         frozen=True,
+        # Settings(operator_namespace=...) in code and tests, as well as the variable names.
+        populate_by_name=True,
     )
 
     #: Namespaces to watch; empty means the whole cluster (comma-separated).
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     lease_renew_interval: float = 5.0
     #: Re-check every agent this often even without events.
     resync_seconds: float = 600.0
+    #: Compare the agents' children with the API this often (one cheap LIST per kind and
+    #: namespace), to repair what a broken watch never reported; 0 turns it off.
+    drift_check_seconds: float = 60.0
     #: First and largest retry delay after a failed reconcile.
     backoff_initial: float = 2.0
     backoff_max: float = 60.0

@@ -44,7 +44,7 @@ from sentient_operator.reconcile.agent_status import (
     transition_events,
     write_status,
 )
-from sentient_operator.reconcile.cache import ClusterCache
+from sentient_operator.reconcile.cache import ClusterCache, decode_secret_data
 from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller, RefKey
 from sentient_operator.references import (
@@ -212,8 +212,13 @@ class AgentReconciler:
         )
         return resolution, wants_monitor, sm_available
 
+    def _bound(self, namespace: str, name: str) -> dict[str, str]:
+        """The agent's bound Secret as last written or seen (our own write counts before its echo)."""
+        live = self.children.live("Secret", namespace, credentials_secret_name(name))
+        return decode_secret_data(live) if live is not None else {}
+
     def _audit_key(self, namespace: str, name: str) -> str:
-        existing = self.cache.secret(namespace, credentials_secret_name(name)) or {}
+        existing = self._bound(namespace, name)
         # The audit chain's key must survive reconciles and operator restarts: reuse the bound one.
         return existing.get(AUDIT_KEY_FILE) or secrets.token_hex(32)
 
@@ -246,7 +251,7 @@ class AgentReconciler:
         Only a clear 401/403 keeps the previous key; an unreachable or inconclusive provider
         does not block a rotation (the key may be fine and the old one revoked).
         """
-        bound = self.cache.secret(inputs.namespace, credentials_secret_name(inputs.name)) or {}
+        bound = self._bound(inputs.namespace, inputs.name)
         providers = []
         for provider in inputs.providers:
             old = bound.get(provider_credential_file(provider.namespace, provider.name))

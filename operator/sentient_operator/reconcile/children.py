@@ -81,15 +81,26 @@ class ChildApplier:
         self.memo = ChildMemo()
         # Newest object returned by our own writes, until the watch delivers it into the index.
         self._fresh: dict[ChildKey, dict[str, Any]] = {}
+        # The API's answer where a drift check found the index wrong, until the next watch event.
+        self._corrected: dict[ChildKey, dict[str, Any] | None] = {}
         # Which children each agent has had applied, so that its memories go with it.
         self._by_agent: dict[tuple[str, str], set[ChildKey]] = {}
 
     def seen(self, kind: str, namespace: str | None, name: str) -> None:
         """A watch event for a child arrived: the index is authoritative again (also after a deletion)."""
         self._fresh.pop((kind, namespace or "", name), None)
+        self._corrected.pop((kind, namespace or "", name), None)
+
+    def correct(self, kind: str, namespace: str, name: str, actual: dict[str, Any] | None) -> None:
+        """The API says the child is ``actual`` (None: gone), whatever the index holds."""
+        self._fresh.pop((kind, namespace, name), None)
+        self._corrected[(kind, namespace, name)] = actual
 
     def live(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The freshest known state of a child: the index, or our own newer write."""
+        """The freshest known state of a child: the index, our own newer write, or a drift correction."""
+        key = (kind, namespace, name)
+        if key in self._corrected and key not in self._fresh:
+            return self._corrected[key]
         indexed = self.cache.child(kind, namespace, name)
         fresh = self._fresh.get((kind, namespace, name))
         if fresh is not None and (indexed is None or resource_version(fresh) > resource_version(indexed)):
@@ -114,6 +125,7 @@ class ChildApplier:
         log.info("applied %s %s/%s (%s)", kind, namespace, name, "created" if live is None else "updated")
         self.memo.remember(kind, namespace, name, desired_hash, result)
         self._fresh[(kind, namespace, name)] = result
+        self._corrected.pop((kind, namespace, name), None)
         agent = (meta.get("labels") or {}).get(AGENT_LABEL)
         if agent:
             self._by_agent.setdefault((namespace, agent), set()).add((kind, namespace, name))
@@ -132,6 +144,7 @@ class ChildApplier:
         """Drop what is remembered about one child."""
         self.memo.forget(kind, namespace, name)
         self._fresh.pop((kind, namespace, name), None)
+        self._corrected.pop((kind, namespace, name), None)
 
     def forget_agent(self, namespace: str, agent: str) -> None:
         """Drop what is remembered about every child of a deleted agent."""

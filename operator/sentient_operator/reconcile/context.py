@@ -18,6 +18,7 @@ from sentient_operator.reconcile.agent import AgentReconciler
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller
+from sentient_operator.reconcile.drift import DriftCheck
 from sentient_operator.reconcile.policy import PolicyReconciler
 from sentient_operator.reconcile.provider import KIND as PROVIDER_KIND
 from sentient_operator.reconcile.provider import ProviderReconciler
@@ -74,6 +75,8 @@ class OperatorContext:
         self.controller.register("agent", self.agents.reconcile)
         self.controller.register("policy", self.policies.reconcile)
         self.controller.register(PROVIDER_KIND, self.providers.reconcile)
+        self.drift = DriftCheck(self.cache, self.children, self.controller)
+        self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
 
     async def start(self, indexes: Mapping[str, Any]) -> None:
         """Bind kopf's indexes, load the fingerprint key, start the workers (kopf's startup)."""

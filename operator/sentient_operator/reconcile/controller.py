@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sentient_operator import metrics
 from sentient_operator.reconcile.cache import ClusterCache
@@ -42,6 +43,7 @@ class Controller:
         self.referrers: dict[RefKey, set[WorkKey]] = defaultdict(set)
         self.failures: dict[WorkKey, int] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self._periodic: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
 
     def register(self, kind: str, reconciler: Reconciler) -> None:
         """Route keys of ``kind`` to ``reconciler(namespace, name) -> requeue delay or None``."""
@@ -122,6 +124,22 @@ class Controller:
                 for namespace, name in list(self.cache.policies):
                     self.enqueue("policy", namespace, name)
 
+    def every(self, name: str, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` every ``interval`` seconds once started (never when ``interval`` <= 0)."""
+        if interval > 0:
+            self._periodic.append((name, interval, job))
+
+    async def _repeat(self, name: str, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The next round retries; a periodic job must never die of one failure.
+                log.warning("%s failed: %s", name, exc)
+
     def start(self) -> None:
         """Start the workers and the periodic resync on the running loop."""
         settings = self.settings
@@ -129,6 +147,8 @@ class Controller:
             asyncio.create_task(self._work(), name=f"reconcile-{i}") for i in range(settings.workers)
         ]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
+        for name, interval, job in self._periodic:
+            self.tasks.append(asyncio.create_task(self._repeat(name, interval, job), name=name))
 
     async def stop(self) -> None:
         """Cancel the workers (in-flight reconciles are level-triggered and safe to cut)."""
