@@ -28,8 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
-from bench.operator_idle import kubectl, manifests, operator_writes, ready_count  # noqa: E402
-from e2e.cluster import LocalCluster  # noqa: E402
+from bench.operator_idle import kubectl, manifests, operator_writes, prepare, ready_count  # noqa: E402
 from e2e.operator_proc import OperatorProcess  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
@@ -83,19 +82,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for every agent Ready")
     args = parser.parse_args()
 
-    local: LocalCluster | None = None
-    if args.kubeconfig:
-        kubeconfig = args.kubeconfig
-    else:
-        local = LocalCluster.create()
-        local.start()
-        kubeconfig = str(local.kubeconfig)
-    namespace = f"bench-mem-{int(time.time())}"
+    local, kubeconfig, namespace = prepare(args.kubeconfig, "bench-mem")
     op: OperatorProcess | None = None
     try:
-        kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd", "--all")
-        kubectl(kubeconfig, "create", "namespace", namespace)
         started = time.monotonic()
         create_in_batches(kubeconfig, unrelated_secrets(namespace, args.secrets, args.secret_bytes))
         print(f"{args.secrets} unrelated Secrets created in {time.monotonic() - started:.1f}s", flush=True)

@@ -74,3 +74,13 @@ def wait_ready(cluster: Any, namespace: str, name: str = "helper", timeout: int 
     obj = get(cluster, "sentientagent", name, namespace)
     assert obj is not None
     return obj
+
+
+def keyless_provider(namespace: str, name: str = "fake") -> dict[str, Any]:
+    """An openai-compatible LLMProvider without credentials (no provider Secret to sync)."""
+    return {
+        "apiVersion": "sentient.dev/v1alpha1",
+        "kind": "LLMProvider",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": "openai-compatible", "endpoint": "http://127.0.0.1:9/v1", "defaultModel": "m"},
+    }

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from e2e.agents import agent, callers
+from e2e.agents import agent, callers, keyless_provider
 from e2e.resources import apply, get
 from sentient_operator import kube
 from sentient_operator.reconcile.context import OperatorContext
@@ -32,16 +32,6 @@ def api(cluster: Any) -> Iterator[None]:
         yield
     finally:
         kube.set_client(None)
-
-
-def keyless_provider(namespace: str) -> dict[str, Any]:
-    """An openai-compatible provider without credentials (no provider Secret to sync)."""
-    return {
-        "apiVersion": "sentient.dev/v1alpha1",
-        "kind": "LLMProvider",
-        "metadata": {"name": "fake", "namespace": namespace},
-        "spec": {"type": "openai-compatible", "endpoint": "http://127.0.0.1:9/v1", "defaultModel": "m"},
-    }
 
 
 def _body(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from e2e.agents import agent, callers
+from e2e.agents import agent, callers, keyless_provider
 from e2e.operator_proc import OperatorProcess, delete_agents_and_wait
 from e2e.resources import apply, get
 from tests.support.tcp_proxy import TCPProxy
@@ -54,16 +54,6 @@ def _lease_expiry(cluster: Any, namespace: str) -> float:
     spec = lease["spec"]
     renewed = datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00")).timestamp()
     return renewed + float(spec["leaseDurationSeconds"])
-
-
-def keyless_provider(namespace: str) -> dict[str, Any]:
-    """An openai-compatible provider without credentials."""
-    return {
-        "apiVersion": "sentient.dev/v1alpha1",
-        "kind": "LLMProvider",
-        "metadata": {"name": "fake", "namespace": namespace},
-        "spec": {"type": "openai-compatible", "endpoint": "http://127.0.0.1:9/v1", "defaultModel": "m"},
-    }
 
 
 def test_started_before_the_apiserver_answers_it_waits_and_then_leads(
