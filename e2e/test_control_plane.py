@@ -279,7 +279,9 @@ def test_helm_install_and_uninstall_tiny_chart(
     cluster: Cluster, k8s: client.ApiClient, namespace: str
 ) -> None:
     chart = str(Path(__file__).resolve().parent / "testdata" / "tiny-chart")
-    cluster.helm("install", "tiny", chart, "-n", namespace, "--wait", "--timeout", "60s", "--set", "what=hi")
+    cluster.helm(
+        "install", "tiny", chart, "-n", namespace, "--wait", "--timeout", "60s", "--set", "message=hi"
+    )
     core = client.CoreV1Api(k8s)
     cm = core.read_namespaced_config_map("tiny-tiny", namespace)
     assert cm.data == {"message": "hi"}

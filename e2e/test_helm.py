@@ -519,7 +519,9 @@ def test_a_missing_rule_is_reported_clearly(
         assert f"system:serviceaccount:{rel.namespace}:{rel.fullname}" in line
         assert "forbidden" in line
         wait_for(lambda: not op.alive, timeout=60, what="the operator to stop")
-        assert op.process is not None and op.process.returncode == 1, "a failed operator must exit non-zero"
+        assert op.process is not None and op.process.returncode == 1, (
+            f"a failed operator must exit non-zero:\n{op.tail()}"
+        )
 
 
 def test_plain_manifests_are_accepted_by_the_api_server(cluster: Cluster, namespace: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.referenced import ReferencedObjects
 
 NS = "team"
@@ -78,4 +77,3 @@ def test_cache_releases_when_the_controller_forgets_the_last_reference() -> None
     context.controller.forget(key)
     assert context.cache.secret(NS, "callers") is None
     assert context.cache.config_map(NS, "prompt") is None
-    assert isinstance(context.cache, ClusterCache)

@@ -110,6 +110,12 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
     )
     # kopf hands the context to every handler as its memo, as it hands them its settings.
     context = OperatorContext(settings)
+    # Our tasks exist before kopf's starts: kopf takes every task created after its start for
+    # one of its own and cancels it when it stops.
+    stopping = asyncio.ensure_future(stop.wait())
+    kept: asyncio.Future[bool] | None = None
+    if elector is not None:
+        kept = asyncio.ensure_future(elector.keep(stop))
     operator = asyncio.create_task(
         kopf.operator(
             clusterwide=not namespaces,
@@ -121,16 +127,19 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
         )
     )
     # kopf installs its own SIGINT/SIGTERM handlers; ours keep working through `stop` too.
-    await asyncio.sleep(0)
     _catch_signals(loop, stop)
-    stopping = asyncio.ensure_future(stop.wait())
     waiters: set[asyncio.Future[Any]] = {operator, stopping}
-    kept: asyncio.Future[bool] | None = None
-    if elector is not None:
-        kept = asyncio.ensure_future(elector.keep(stop))
+    if kept is not None:
         waiters.add(kept)
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    lost = kept is not None and kept in done and kept.result() is False and not stop.is_set()
+    lost = (
+        kept is not None
+        and kept in done
+        and not kept.cancelled()
+        and kept.exception() is None
+        and kept.result() is False
+        and not stop.is_set()
+    )
     # kopf failing (e.g. it gave up on a forbidden watch) must exit non-zero so that the
     # pod restarts visibly. kopf also ends normally when it takes SIGTERM itself (it
     # installs its own signal handlers), so only an exception counts as failure.
@@ -140,8 +149,9 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
     failed = operator in done and not operator.cancelled() and operator.exception() is not None
     if failed:
         log.error("the kopf operator failed: %s; exiting with code 1", operator.exception())
-    elif operator in done and not lost:
-        stop.set()  # kopf took SIGTERM itself: from here on everything is stopping
+    if not lost:
+        # Stopping for good (kopf failed, or took SIGTERM itself, or we did): keep() ends too.
+        stop.set()
     if not kopf_stop.done():
         kopf_stop.set_result(None)
     with contextlib.suppress(asyncio.CancelledError, Exception):
