@@ -34,7 +34,8 @@ sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
 from e2e import fleet, tools  # noqa: E402
 from e2e.cluster import LocalCluster  # noqa: E402
-from e2e.operator_proc import OperatorProcess, wait_for  # noqa: E402
+from e2e.operator_proc import OperatorProcess  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "CREATE", "UPDATE"}
 OPERATOR_RESOURCES = {
@@ -96,6 +97,29 @@ def operator_writes(op: OperatorProcess) -> Counter[tuple[str, str]]:
     return counts
 
 
+def prepare(kubeconfig: str | None, prefix: str) -> tuple[LocalCluster | None, str, str]:
+    """(the local cluster started here or None, its kubeconfig, a fresh namespace), CRDs installed.
+
+    With ``kubeconfig`` that cluster is used; otherwise a local control plane is started (the
+    caller stops it).
+    """
+    local: LocalCluster | None = None
+    if kubeconfig is None:
+        local = LocalCluster.create()
+        local.start()
+        kubeconfig = str(local.kubeconfig)
+    namespace = f"{prefix}-{int(time.time())}"
+    try:
+        kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd", "--all")
+        kubectl(kubeconfig, "create", "namespace", namespace)
+    except BaseException:
+        if local is not None:
+            local.stop()
+        raise
+    return local, kubeconfig, namespace
+
+
 def ready_count(kubeconfig: str, namespace: str) -> int:
     """Agents whose Ready condition is True."""
     return len(fleet.ready_agents(lambda *a: kubectl(kubeconfig, *a), namespace))
@@ -116,19 +140,9 @@ def main() -> int:
     args = parser.parse_args()
     ssl.create_default_context()  # fail early on a broken Python ssl
 
-    local: LocalCluster | None = None
-    if args.kubeconfig:
-        kubeconfig = args.kubeconfig
-    else:
-        local = LocalCluster.create()
-        local.start()
-        kubeconfig = str(local.kubeconfig)
-    namespace = f"bench-idle-{int(time.time())}"
+    local, kubeconfig, namespace = prepare(args.kubeconfig, "bench-idle")
     op: OperatorProcess | None = None
     try:
-        kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd", "--all")
-        kubectl(kubeconfig, "create", "namespace", namespace)
         env = {"SENTIENT_LEADER_ELECTION": "false"} if args.no_leader_election else {}
         env["SENTIENT_LEASE_DURATION"] = "15"
         env["SENTIENT_LEASE_RENEW_INTERVAL"] = "5"

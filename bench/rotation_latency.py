@@ -35,10 +35,11 @@ sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 from agent_runtime.config import provider_credential_file  # noqa: E402
 from agent_runtime.testing import FakeUpstream  # noqa: E402
 from e2e.agent_pod import AgentPod  # noqa: E402
-from tests.support.kube_helpers import create_provider, put_secret, secret_value, wait_for  # noqa: E402
+from e2e.operator_proc import OperatorProcess  # noqa: E402
+from tests.support.kube_helpers import create_provider, put_secret, secret_value  # noqa: E402
 from tests.support.openbao import OpenBao  # noqa: E402
-from tests.support.operator_process import OperatorProcess  # noqa: E402
 from tests.support.rotation import KeyFollower, Traffic, create_agent  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -151,7 +152,12 @@ def main() -> int:
         fake_vault = FakeUpstream("openai", api_key=first_vault, latency=0.002, tokens=20)
         follow_k8s, follow_vault = KeyFollower.install(fake_k8s), KeyFollower.install(fake_vault)
         try:
-            with fake_k8s, fake_vault, OpenBao() as bao, OperatorProcess(config, [ns]):
+            with (
+                fake_k8s,
+                fake_vault,
+                OpenBao() as bao,
+                OperatorProcess(config, [ns], leader_election=False, log_format="text"),
+            ):
                 kv = bao.client().secrets.kv.v2
                 kv.create_or_update_secret(path="llm/bench", secret={"apiKey": first_vault})
                 put_secret(api, ns, "k8s-key", {"apiKey": first_k8s})

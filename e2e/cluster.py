@@ -72,25 +72,6 @@ def default_up_dir() -> Path:
     return Path(os.environ.get("E2E_RUN_DIR") or tools.cache_dir() / "run" / "cluster")
 
 
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25, message: str = "condition"
-) -> Any:
-    """Poll ``predicate()`` until it returns something truthy and return that value.
-
-    Raises AssertionError (a test failure, not an error) naming ``message`` after ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f} s waiting for {message} (last value: {last!r})"
-            )
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------------------------
 # PKI
 

@@ -9,6 +9,10 @@ pick up), then sends SIGTERM.
 Each test operator watches only its own namespaces (``SENTIENT_WATCH_NAMESPACES``) and keeps
 its Lease and fingerprint key there, so operators of concurrent test sessions on a shared
 cluster never act on each other's objects.
+
+This is the one operator-process helper of the tests, the e2e harness and the benches:
+``with OperatorProcess(kubeconfig, ["ns"], leader_election=False) as op:`` starts it and waits
+until /healthz answers; :func:`running_operator` also waits for leadership and kopf's start-up.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.agent_pod import free_port, set_parent_death_signal
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +49,8 @@ class OperatorProcess:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         python: str = sys.executable,
+        leader_election: bool = True,
+        log_format: str = "json",
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
@@ -53,6 +60,8 @@ class OperatorProcess:
         self.extra_env = dict(env or {})
         self.log_path = log_path
         self.python = python
+        self.leader_election = leader_election
+        self.log_format = log_format
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -70,7 +79,8 @@ class OperatorProcess:
                 "SENTIENT_IDENTITY": self.identity,
                 "SENTIENT_METRICS_PORT": str(self.metrics_port),
                 "SENTIENT_METRICS_HOST": "127.0.0.1",
-                "SENTIENT_LOG_FORMAT": "json",
+                "SENTIENT_LOG_FORMAT": self.log_format,
+                "SENTIENT_LEADER_ELECTION": "true" if self.leader_election else "false",
                 "SENTIENT_LEASE_DURATION": "6",
                 "SENTIENT_LEASE_RENEW_INTERVAL": "2",
                 "SENTIENT_BACKOFF_INITIAL": "0.5",
@@ -94,6 +104,36 @@ class OperatorProcess:
         self._reader = threading.Thread(target=self._read, name=f"operator-{self.identity}", daemon=True)
         self._reader.start()
         return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> OperatorProcess:
+        """Until /healthz answers (the process serves it from its first second, leader or not)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                self.terminate()
+                raise RuntimeError(f"operator exited ({self.process.returncode}):\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"operator not healthy after {timeout:.0f}s:\n{self.tail()}") from None
+                time.sleep(0.1)
+
+    def __enter__(self) -> OperatorProcess:
+        try:
+            return self.start().wait_healthy()
+        except BaseException:
+            self.terminate()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def log_text(self) -> str:
+        """Everything the operator logged so far."""
+        with self._cond:
+            return "\n".join(self.lines)
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -189,20 +229,6 @@ class OperatorProcess:
     def alive(self) -> bool:
         """Whether the process runs."""
         return self.process is not None and self.process.poll() is None
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until truthy; its value. Raises TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def delete_agents_and_wait(kubectl: Callable[..., Any], namespace: str, timeout: float = 60.0) -> None:

@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from e2e import tools
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
+from tests.support.waiting import wait_for
 
 API_VERSION = "kwok.x-k8s.io/v1alpha1"
 _FORWARDING = re.compile(r"^Forwarding from 127\.0\.0\.1:(\d+) -> \d+")
@@ -96,10 +97,10 @@ def forward_pods(
     Covers the pods that exist now: after a rollout (new pod names), call it again. Returns the
     names of the PortForward objects (= pod names).
     """
-    pods = wait_until(
+    pods = wait_for(
         lambda: running_pods(cluster, namespace, selector),
         timeout=timeout,
-        message=f"a Running pod matching {selector} in {namespace}",
+        what=f"a Running pod matching {selector} in {namespace}",
     )
     return [forward_pod(cluster, namespace, p, port, address=address) for p in pods]
 

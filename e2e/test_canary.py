@@ -20,6 +20,7 @@ from kubernetes import client as kc
 
 from agent_runtime.testing import FakeUpstream
 from e2e.agent_pod import AgentPod
+from e2e.operator_proc import OperatorProcess
 from tests.support.kube_helpers import (
     GROUP,
     VERSION,
@@ -28,9 +29,8 @@ from tests.support.kube_helpers import (
     delete_secret,
     put_secret,
     secret_value,
-    wait_for,
 )
-from tests.support.operator_process import OperatorProcess
+from tests.support.waiting import wait_for
 
 
 def _forms(value: str) -> list[str]:
@@ -69,7 +69,10 @@ def test_canary_value_never_leaks(
     canary = f"sk-canary-{secrets.token_hex(16)}"
     rotated = f"sk-canary-{secrets.token_hex(16)}"
     snapshots: list[tuple[str, str]] = []
-    with FakeUpstream("openai", tokens=5) as fake, OperatorProcess(cluster.kubeconfig, [namespace]) as op:
+    with (
+        FakeUpstream("openai", tokens=5) as fake,
+        OperatorProcess(cluster.kubeconfig, [namespace], leader_election=False, log_format="text") as op,
+    ):
         put_secret(k8s, namespace, "canary-key", {"apiKey": canary})
         create_provider(
             k8s,

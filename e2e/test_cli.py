@@ -20,7 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from e2e.cluster import Cluster
-from e2e.test_crds import dry_run
+from e2e.resources import dry_run
 from sentient_operator.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("crds")

@@ -18,7 +18,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
+from tests.support.waiting import wait_for
 
 # Preloaded on kind nodes; never pulled on the local control plane (kwok fakes the kubelet).
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -95,10 +96,10 @@ def test_deployment_pods_become_ready_and_service_gets_endpointslices(
     }
     _apply(cluster, namespace, _deployment("web", 2), service)
     core = client.CoreV1Api(k8s)
-    pods = wait_until(
+    pods = wait_for(
         lambda: (ready := _ready_pods(core, namespace, "app=web")) and len(ready) == 2 and ready,
         timeout=90,
-        message="2 pods Running and Ready",
+        what="2 pods Running and Ready",
     )
     nodes = {n["metadata"]["name"] for n in _plain(core.list_node())["items"]}
     assert {p["spec"]["nodeName"] for p in pods} <= nodes
@@ -121,11 +122,9 @@ def test_deployment_pods_become_ready_and_service_gets_endpointslices(
             for addr in e["addresses"]
         }
 
-    wait_until(
-        lambda: ready_endpoint_ips() == pod_ips, timeout=60, message="EndpointSlices with both pod IPs"
-    )
+    wait_for(lambda: ready_endpoint_ips() == pod_ips, timeout=60, what="EndpointSlices with both pod IPs")
     apps = client.AppsV1Api(k8s)
-    wait_until(
+    wait_for(
         lambda: (
             _plain(apps.read_namespaced_deployment_status("web", namespace))["status"].get(
                 "availableReplicas"
@@ -133,7 +132,7 @@ def test_deployment_pods_become_ready_and_service_gets_endpointslices(
             == 2
         ),
         timeout=60,
-        message="Deployment Available",
+        what="Deployment Available",
     )
 
 
@@ -143,7 +142,7 @@ def test_deleting_deployment_garbage_collects_replicaset_and_pods(
     _apply(cluster, namespace, _deployment("gc", 2))
     core = client.CoreV1Api(k8s)
     apps = client.AppsV1Api(k8s)
-    wait_until(lambda: len(_ready_pods(core, namespace, "app=gc")) == 2, timeout=90, message="2 ready pods")
+    wait_for(lambda: len(_ready_pods(core, namespace, "app=gc")) == 2, timeout=90, what="2 ready pods")
     replicasets = _plain(apps.list_namespaced_replica_set(namespace, label_selector="app=gc"))["items"]
     assert len(replicasets) == 1
     owner = replicasets[0]["metadata"]["ownerReferences"][0]
@@ -152,15 +151,15 @@ def test_deleting_deployment_garbage_collects_replicaset_and_pods(
     # Background propagation: the apiserver deletes the Deployment at once, the garbage
     # collector in kube-controller-manager then removes the dependents.
     apps.delete_namespaced_deployment("gc", namespace, propagation_policy="Background")
-    wait_until(
+    wait_for(
         lambda: not apps.list_namespaced_replica_set(namespace, label_selector="app=gc").items,
         timeout=60,
-        message="the ReplicaSet to be garbage-collected",
+        what="the ReplicaSet to be garbage-collected",
     )
-    wait_until(
+    wait_for(
         lambda: not core.list_namespaced_pod(namespace, label_selector="app=gc").items,
         timeout=60,
-        message="the pods to be deleted",
+        what="the pods to be deleted",
     )
 
 
@@ -351,9 +350,9 @@ def test_cluster_command_up_env_down_leaves_nothing_behind(tmp_path: Path) -> No
         down = cli("down")
     assert down.returncode == 0, down.stderr
     assert not run_dir.exists()
-    wait_until(
+    wait_for(
         lambda: not [n for n, pid in pids.items() if _running(pid)],
         timeout=30,
-        message="every component to exit",
+        what="every component to exit",
     )
     assert cli("env").returncode == 1

@@ -1,6 +1,6 @@
 """The CRDs on a real apiserver: examples accepted, invalid resources rejected naming the field.
 
-The invalid resources are the table of ``tests/test_api_models.py``, so the
+The invalid resources are the table of ``tests/support/api_cases.py``, so the
 apiserver (OpenAPI schema + CEL) and offline validation (pydantic) are held to
 the same answers. Writes are server-side dry runs with strict field validation,
 so unknown fields are errors rather than silently pruned.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ import pytest
 import yaml
 
 from e2e.cluster import Cluster
+from e2e.resources import dry_run
 from sentient_operator.api import crdgen
 from sentient_operator.api import v1alpha1 as api
-from tests.test_api_models import AGENT, EXAMPLES, INVALID, POLICY, PROVIDER, VALID, Invalid
+from tests.support.api_cases import AGENT, EXAMPLES, INVALID, POLICY, PROVIDER, VALID, Invalid
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -36,23 +36,6 @@ def dry_ns(cluster: Cluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def dry_run(cluster: Cluster, namespace: str, text: str) -> subprocess.CompletedProcess[str]:
-    """Server-side apply, dry run, strict field validation; never raises."""
-    return cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--validate=strict",
-        "--field-manager=sentient-e2e",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        check=False,
-        input=text,
-    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

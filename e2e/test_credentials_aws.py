@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from e2e.operator_proc import OperatorProcess
 from tests.support.fault_proxy import FaultProxy
-from tests.support.kube_helpers import condition_is, create_provider, put_secret, secret_value, wait_for
+from tests.support.kube_helpers import condition_is, create_provider, put_secret, secret_value
 from tests.support.moto_server import REGION, MotoServer
-from tests.support.operator_process import OperatorProcess
+from tests.support.waiting import wait_for
 
 READ = [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]
 
@@ -33,7 +34,10 @@ def test_aws_json_key_throttling_and_key_rotation(
     sm.create_secret(Name="llm/openai", SecretString=json.dumps({"apiKey": value}))
     first_keys = aws.user_with_policy("reader-1", READ)
     put_secret(k8s, namespace, "aws-keys", {"accessKeyId": first_keys[0], "secretAccessKey": first_keys[1]})
-    with FaultProxy(aws.url) as proxy, OperatorProcess(cluster.kubeconfig, [namespace]) as op:
+    with (
+        FaultProxy(aws.url) as proxy,
+        OperatorProcess(cluster.kubeconfig, [namespace], leader_election=False, log_format="text") as op,
+    ):
         create_provider(
             k8s,
             namespace,

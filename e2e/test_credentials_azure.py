@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from e2e.operator_proc import OperatorProcess
 from tests.support.azure_keyvault import AzureKeyVaultServer
 from tests.support.kube_helpers import (
     condition_is,
@@ -18,9 +19,8 @@ from tests.support.kube_helpers import (
     get_provider,
     put_secret,
     secret_value,
-    wait_for,
 )
-from tests.support.operator_process import OperatorProcess
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -53,7 +53,9 @@ def test_azure_key_vault_sync_refresh_pin_and_faults(
     first_version = kv.set_secret("openai", first)
     put_secret(k8s, namespace, "azure-sp", {"clientSecret": "client-secret"})
     env = {"SENTIENT_AZURE_AUTHORITY_HOST": kv.authority, "REQUESTS_CA_BUNDLE": kv.ca_file}
-    with OperatorProcess(cluster.kubeconfig, [namespace], env=env) as op:
+    with OperatorProcess(
+        cluster.kubeconfig, [namespace], leader_election=False, log_format="text", env=env
+    ) as op:
         create_provider(k8s, namespace, "latest", _spec(kv))
         create_provider(k8s, namespace, "pinned", _spec(kv, version=first_version))
         wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-latest") == first, "latest synced")

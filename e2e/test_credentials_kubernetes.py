@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from e2e.operator_proc import OperatorProcess
 from sentient_operator.credentials.fingerprint import fingerprint_data
 from tests.support.kube_helpers import (
     condition,
@@ -22,14 +23,13 @@ from tests.support.kube_helpers import (
     put_secret,
     secret_object,
     secret_value,
-    wait_for,
 )
-from tests.support.operator_process import OperatorProcess
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
 def operator(cluster: Any, crds: list[str], namespace: str) -> Iterator[OperatorProcess]:
-    with OperatorProcess(cluster.kubeconfig, [namespace]) as op:
+    with OperatorProcess(cluster.kubeconfig, [namespace], leader_election=False, log_format="text") as op:
         yield op
 
 

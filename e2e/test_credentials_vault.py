@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from e2e.operator_proc import OperatorProcess
 from tests.support.fault_proxy import FaultProxy
 from tests.support.kube_helpers import (
     bind_cluster_role,
@@ -26,10 +27,9 @@ from tests.support.kube_helpers import (
     secret_value,
     service_account_token,
     unbind_cluster_role,
-    wait_for,
 )
 from tests.support.openbao import OpenBao, bao_binary
-from tests.support.operator_process import OperatorProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(bao_binary() is None, reason="bao not installed (python -m e2e.tools ensure)")
 
@@ -70,7 +70,11 @@ def test_vault_kubernetes_auth_refresh_and_unreachable(
     with (
         FaultProxy(bao.url) as proxy,
         OperatorProcess(
-            cluster.kubeconfig, [namespace], env={"SENTIENT_SERVICE_ACCOUNT": f"{namespace}/{OPERATOR_SA}"}
+            cluster.kubeconfig,
+            [namespace],
+            leader_election=False,
+            log_format="text",
+            env={"SENTIENT_SERVICE_ACCOUNT": f"{namespace}/{OPERATOR_SA}"},
         ) as op,
     ):
         create_provider(

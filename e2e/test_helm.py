@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import Cluster, CommandError, wait_until
+from e2e.cluster import Cluster, CommandError
+from tests.support.waiting import wait_for
 
 CHART = Path(__file__).resolve().parent.parent / "charts" / "sentient-operator"
 CRD_NAMES = (
@@ -257,8 +258,8 @@ def test_uninstall_leaves_nothing_but_the_crds(cluster: Cluster) -> None:
         assert "uninstalled" in proc.stdout
         # Helm waits for what it deleted; the garbage collector then removes the
         # ReplicaSet and its pods, a moment later.
-        wait_until(
-            lambda: rel.leftovers() == [], timeout=60, interval=1, message=f"no objects of release {rel.name}"
+        wait_for(
+            lambda: rel.leftovers() == [], timeout=60, interval=1, what=f"no objects of release {rel.name}"
         )
         pdbs = cluster.kubectl("get", "pdb", "-n", rel.namespace, "-l", selector, "-o", "name")
         assert pdbs.stdout.strip() == ""
@@ -392,17 +393,9 @@ def test_chart_rbac_suffices_for_the_full_agent_lifecycle(
     cluster: Cluster, rbac_release: Release, namespace: str, tmp_path: Path
 ) -> None:
     from agent_runtime.testing import run_fake
-    from e2e.operator_proc import running_operator, wait_for
-    from e2e.test_operator_agents import (
-        PROVIDER_KEY,
-        agent,
-        apply,
-        callers,
-        condition,
-        get,
-        provider,
-        wait_ready,
-    )
+    from e2e.agents import PROVIDER_KEY, agent, callers, provider, wait_ready
+    from e2e.operator_proc import running_operator
+    from e2e.resources import apply, condition, get
 
     rel = rbac_release
     as_sa = _AsServiceAccount(
@@ -514,8 +507,9 @@ def test_a_missing_rule_is_reported_clearly(
     cluster: Cluster, rbac_release: Release, namespace: str, tmp_path: Path
 ) -> None:
     from agent_runtime.testing import run_fake
-    from e2e.operator_proc import running_operator, wait_for
-    from e2e.test_operator_agents import PROVIDER_KEY, agent, apply, callers, provider
+    from e2e.agents import PROVIDER_KEY, agent, callers, provider
+    from e2e.operator_proc import running_operator
+    from e2e.resources import apply
 
     rel = rbac_release
     # Take the Deployment rule out of the Role the chart made for the watched namespace.
@@ -546,7 +540,9 @@ def test_a_missing_rule_is_reported_clearly(
         assert f"system:serviceaccount:{rel.namespace}:{rel.fullname}" in line
         assert "forbidden" in line
         wait_for(lambda: not op.alive, timeout=60, what="the operator to stop")
-        assert op.process is not None and op.process.returncode == 1, "a failed operator must exit non-zero"
+        assert op.process is not None and op.process.returncode == 1, (
+            f"a failed operator must exit non-zero:\n{op.tail()}"
+        )
 
 
 def test_plain_manifests_are_accepted_by_the_api_server(cluster: Cluster, namespace: str) -> None:

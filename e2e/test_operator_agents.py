@@ -14,102 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from agent_runtime.testing import run_fake
 from e2e.agent_pod import AgentPod
-from e2e.operator_proc import running_operator, wait_for
-
-PROVIDER_KEY = "sk-e2e-provider-key"
-CALLER_KEY = "caller-e2e-key"
-
-
-def apply(cluster: Any, *docs: dict[str, Any]) -> None:
-    """kubectl apply of manifests."""
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
-
-
-def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    """One object as a dict, or None."""
-    proc = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if proc.returncode != 0:
-        return None
-    obj: dict[str, Any] = json.loads(proc.stdout)
-    return obj
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    """A status condition of ``obj`` ({} when absent)."""
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return {}
-
-
-def provider(namespace: str, endpoint: str, name: str = "fake") -> list[dict[str, Any]]:
-    """A Secret with the provider key and an openai-compatible LLMProvider reading it."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{name}-key", "namespace": namespace},
-            "stringData": {"apiKey": PROVIDER_KEY},
-        },
-        {
-            "apiVersion": "sentient.dev/v1alpha1",
-            "kind": "LLMProvider",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "type": "openai-compatible",
-                "endpoint": endpoint,
-                "defaultModel": "fake-model",
-                "credentials": {"secretRef": {"name": f"{name}-key", "key": "apiKey"}},
-                "retry": {"maxAttempts": 1},
-            },
-        },
-    ]
-
-
-def agent(namespace: str, name: str = "helper", provider_name: str = "fake", **spec: Any) -> dict[str, Any]:
-    """A SentientAgent with API-key auth."""
-    body: dict[str, Any] = {
-        "systemPrompt": "You are a test agent.",
-        "llm": {"chain": [{"providerRef": {"name": provider_name}}]},
-        "auth": {"apiKeys": {"secretRef": {"name": f"{name}-callers"}}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "sentient.dev/v1alpha1",
-        "kind": "SentientAgent",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
-
-
-def callers(namespace: str, name: str = "helper") -> dict[str, Any]:
-    """The agent's API-key Secret."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{name}-callers", "namespace": namespace},
-        "stringData": {"ci": CALLER_KEY, "ci.tier": "gold"},
-    }
-
-
-def wait_ready(cluster: Any, namespace: str, name: str = "helper", timeout: int = 90) -> dict[str, Any]:
-    """``kubectl wait --for=condition=Ready`` on the agent; returns it."""
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Ready",
-        f"sentientagent/{name}",
-        "-n",
-        namespace,
-        f"--timeout={timeout}s",
-        timeout=timeout + 30,
-    )
-    obj = get(cluster, "sentientagent", name, namespace)
-    assert obj is not None
-    return obj
+from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
+from e2e.operator_proc import running_operator
+from e2e.resources import apply, condition, get
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -11,17 +11,10 @@ from typing import Any
 import pytest
 
 from agent_runtime.testing import run_fake
-from e2e.operator_proc import OperatorProcess, delete_agents_and_wait, running_operator, wait_for
-from e2e.test_operator_agents import (
-    PROVIDER_KEY,
-    agent,
-    apply,
-    callers,
-    condition,
-    get,
-    provider,
-    wait_ready,
-)
+from e2e.agents import PROVIDER_KEY, agent, callers, provider, wait_ready
+from e2e.operator_proc import OperatorProcess, delete_agents_and_wait, running_operator
+from e2e.resources import apply, condition, get
+from tests.support.waiting import wait_for
 
 SERVICE_MONITOR_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from e2e.operator_proc import running_operator, wait_for
-from e2e.test_operator_agents import apply, callers, condition, get, provider, wait_ready
+from e2e.agents import callers, provider, wait_ready
+from e2e.operator_proc import running_operator
+from e2e.resources import apply, condition, get
+from tests.support.waiting import wait_for
 
 
 class Models:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from agent_runtime.testing import run_fake
+from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.cluster import Cluster
 from e2e.operator_proc import running_operator
 from e2e.pod_supervisor import PodSupervisor
 from e2e.portforward import http_through_port_forward
-from e2e.test_operator_agents import CALLER_KEY, PROVIDER_KEY, agent, apply, callers, provider, wait_ready
+from e2e.resources import apply
 
 REPO = Path(__file__).resolve().parents[1]
 

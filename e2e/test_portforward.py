@@ -23,10 +23,11 @@ import pytest
 
 from agent_runtime.testing import run_fake
 from e2e.agent_pod import AgentPod
+from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.cluster import Cluster
 from e2e.operator_proc import running_operator
 from e2e.portforward import forward_pods, http_through_port_forward, kubectl_port_forward
-from e2e.test_operator_agents import CALLER_KEY, PROVIDER_KEY, agent, apply, callers, provider, wait_ready
+from e2e.resources import apply
 
 REPO = Path(__file__).resolve().parents[1]
 

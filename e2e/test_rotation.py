@@ -22,9 +22,10 @@ from typing import Any
 
 from agent_runtime.testing import FakeUpstream
 from e2e.agent_pod import AgentPod
-from tests.support.kube_helpers import create_provider, put_secret, secret_value, wait_for
-from tests.support.operator_process import OperatorProcess
+from e2e.operator_proc import OperatorProcess
+from tests.support.kube_helpers import create_provider, put_secret, secret_value
 from tests.support.rotation import KeyFollower, Traffic, create_agent
+from tests.support.waiting import wait_for
 
 ROTATIONS = 3
 
@@ -35,7 +36,10 @@ def test_three_rotations_without_a_failed_request(
     keys = [f"sk-rot{i}-{secrets.token_hex(8)}" for i in range(ROTATIONS + 1)]
     fake = FakeUpstream("openai", api_key=keys[0], latency=0.005, tokens=30)
     follower = KeyFollower.install(fake)
-    with fake, OperatorProcess(cluster.kubeconfig, [namespace]) as op:
+    with (
+        fake,
+        OperatorProcess(cluster.kubeconfig, [namespace], leader_election=False, log_format="text") as op,
+    ):
         put_secret(k8s, namespace, "upstream-key", {"apiKey": keys[0]})
         create_provider(
             k8s,

@@ -8,9 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agent_runtime.audit import AuditLog
-from sentient_operator.cli.main import _register_optional, cli
-
-_register_optional()
+from sentient_operator.cli.main import cli
 
 KEY = "audit-key-for-tests-0123456789"
 

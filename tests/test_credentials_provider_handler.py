@@ -1,16 +1,20 @@
 """Which watch events make the LLMProvider handler schedule a sync (no cluster needed: the
-handlers are plain functions; what they schedule lands in the real controller queue)."""
+handlers are plain functions; what they schedule lands in the real controller queue of an
+operator context, handed to them as kopf hands it: in ``memo``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
 
 from sentient_operator.handlers import provider as handler
-from sentient_operator.handlers.queue import WorkQueue
-from sentient_operator.handlers.runtime import controller
+from sentient_operator.reconcile.context import MEMO_KEY, OperatorContext
+from sentient_operator.reconcile.provider import FORCE_SYNC_ANNOTATION, KIND
+from sentient_operator.reconcile.queue import WorkQueue
+from sentient_operator.settings import Settings
 
 NS = "team"
 # kopf's decorators type these as its handler protocols; here they are called as plain functions.
@@ -31,29 +35,32 @@ def _body(name: str, generation: int, annotations: dict[str, str] | None = None)
     }
 
 
+context = OperatorContext(Settings())
+memo = kopf.Memo({MEMO_KEY: context})
+state = context.providers
+
+
 def _scheduled(name: str) -> bool:
-    return controller.queue.pending((handler.KIND, NS, name))
+    return context.controller.queue.pending((KIND, NS, name))
 
 
 def _drain() -> None:
-    controller.queue = WorkQueue()
+    context.controller.queue = WorkQueue()
 
 
 @pytest.fixture(autouse=True)
 def clean() -> Iterator[None]:
-    saved = controller.queue
     _drain()
-    handler.state.bodies.clear()
-    handler.state.generations.clear()
-    handler.state.forced.clear()
-    handler.state.secret_versions.clear()
-    handler.state.applied_versions.clear()
+    state.bodies.clear()
+    state.generations.clear()
+    state.forced.clear()
+    state.secret_versions.clear()
+    state.applied_versions.clear()
     yield
-    controller.queue = saved
 
 
 def provider_event(type_: str | None, body: dict[str, Any]) -> None:
-    ON_PROVIDER(type=type_, namespace=NS, name=body["metadata"]["name"], body=body)
+    ON_PROVIDER(type=type_, namespace=NS, name=body["metadata"]["name"], body=body, memo=memo)
 
 
 def secret_event(
@@ -67,24 +74,25 @@ def secret_event(
         labels=labels or {},
         body=body,
         sentient_provider_secret_refs_idx=refs,
+        memo=memo,
     )
 
 
 def test_spec_and_force_sync_annotation_schedule_but_status_writes_do_not() -> None:
     provider_event(None, _body("p", 1))  # initial listing
-    assert _scheduled("p") and ("team", "p") in handler.state.forced
+    assert _scheduled("p") and ("team", "p") in state.forced
     _drain()
-    handler.state.forced.clear()
+    state.forced.clear()
     provider_event("MODIFIED", _body("p", 1))  # our own status patch: same generation
     assert not _scheduled("p")
     provider_event("MODIFIED", _body("p", 2))  # spec changed
     assert _scheduled("p")
     _drain()
-    provider_event("MODIFIED", _body("p", 2, {handler.FORCE_SYNC_ANNOTATION: "1"}))
+    provider_event("MODIFIED", _body("p", 2, {FORCE_SYNC_ANNOTATION: "1"}))
     assert _scheduled("p")
     _drain()
     provider_event("DELETED", _body("p", 2))
-    assert ("team", "p") not in handler.state.bodies
+    assert ("team", "p") not in state.bodies
 
 
 def test_referenced_secret_changes_force_a_sync_listing_does_not() -> None:
@@ -93,7 +101,7 @@ def test_referenced_secret_changes_force_a_sync_listing_does_not() -> None:
     assert not _scheduled("p")
     secret_event("MODIFIED", "src", "11", refs=refs)
     assert _scheduled("p") and _scheduled("q")
-    assert {("team", "p"), ("team", "q")} <= handler.state.forced
+    assert {("team", "p"), ("team", "q")} <= state.forced
     _drain()
     secret_event(None, "src", "11", refs=refs)  # re-listing, nothing missed
     assert not _scheduled("p")
@@ -106,7 +114,7 @@ def test_referenced_secret_changes_force_a_sync_listing_does_not() -> None:
 
 def test_own_write_echo_is_ignored_hand_edit_is_not() -> None:
     labels = {"sentient.dev/provider": "p", "app.kubernetes.io/managed-by": "sentient-operator"}
-    handler.state.applied_versions[(NS, "sentient-provider-p")] = "20"
+    state.applied_versions[(NS, "sentient-provider-p")] = "20"
     secret_event("MODIFIED", "sentient-provider-p", "20", labels, refs={})
     assert not _scheduled("p")
     secret_event("MODIFIED", "sentient-provider-p", "21", labels, refs={})
@@ -114,7 +122,7 @@ def test_own_write_echo_is_ignored_hand_edit_is_not() -> None:
     _drain()
     secret_event("DELETED", "sentient-provider-p", "21", labels, refs={})
     assert _scheduled("p")
-    assert ("team", "p") not in handler.state.forced  # restoring needs no store call
+    assert ("team", "p") not in state.forced  # restoring needs no store call
 
 
 def test_secret_refs_index() -> None:

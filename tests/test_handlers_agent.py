@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from sentient_operator.handlers.agent import _deployment_state, contains
-from sentient_operator.handlers.queue import WorkQueue
-from sentient_operator.settings import Settings
+from sentient_operator.reconcile.agent_status import deployment_state
+from sentient_operator.reconcile.children import contains
+from sentient_operator.reconcile.queue import WorkQueue
 
 
 def test_contains_ignores_server_added_fields() -> None:
@@ -45,13 +43,13 @@ def dep(
     }
 
 
-def test_deployment_state() -> None:
-    assert _deployment_state(None, 1)[:3] == (False, True, "DeploymentMissing")
-    assert _deployment_state(dep(), 1)[:3] == (True, False, "Available")
-    assert _deployment_state(dep(generation=2), 1)[:3] == (False, True, "RolloutInProgress")
-    assert _deployment_state(dep(replicas=2, updated=1), 1)[2] == "RolloutInProgress"
-    assert _deployment_state(dep(ready=0), 1)[:3] == (False, True, "PodsNotReady")
-    assert _deployment_state(dep(replicas=0, updated=0, ready=0), 0)[:3] == (True, False, "Available")
+def testdeployment_state() -> None:
+    assert deployment_state(None, 1)[:3] == (False, True, "DeploymentMissing")
+    assert deployment_state(dep(), 1)[:3] == (True, False, "Available")
+    assert deployment_state(dep(generation=2), 1)[:3] == (False, True, "RolloutInProgress")
+    assert deployment_state(dep(replicas=2, updated=1), 1)[2] == "RolloutInProgress"
+    assert deployment_state(dep(ready=0), 1)[:3] == (False, True, "PodsNotReady")
+    assert deployment_state(dep(replicas=0, updated=0, ready=0), 0)[:3] == (True, False, "Available")
 
 
 async def test_queue_coalesces_and_serialises_keys() -> None:
@@ -71,22 +69,3 @@ async def test_queue_coalesces_and_serialises_keys() -> None:
     queue.done("a")
     queue.done("b")
     assert len(queue) == 0
-
-
-def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SENTIENT_WATCH_NAMESPACES", " team-a, team-b ,")
-    monkeypatch.setenv("SENTIENT_RUNTIME_IMAGE", "registry.example/runtime:2")
-    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "false")
-    monkeypatch.setenv("SENTIENT_WORKERS", "0")
-    settings = Settings.from_env()
-    assert settings.watch_namespaces == ["team-a", "team-b"]
-    assert settings.runtime_image == "registry.example/runtime:2"
-    assert settings.leader_election is False
-    assert settings.workers == 1
-    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "maybe")
-    with pytest.raises(ValueError, match="SENTIENT_LEADER_ELECTION"):
-        Settings.from_env()
-    monkeypatch.setenv("SENTIENT_LEADER_ELECTION", "true")
-    monkeypatch.setenv("SENTIENT_RESYNC_SECONDS", "soon")
-    with pytest.raises(ValueError, match="SENTIENT_RESYNC_SECONDS"):
-        Settings.from_env()

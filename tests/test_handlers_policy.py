@@ -8,20 +8,21 @@ from typing import Any
 
 import pytest
 
-from sentient_operator.handlers.cache import cache
-from sentient_operator.handlers.policy import agents_using, policy_status
+from sentient_operator.reconcile.cache import ClusterCache
+from sentient_operator.reconcile.policy import agents_using, policy_status
+
+cache = ClusterCache()
 
 
 @pytest.fixture
 def view() -> Iterator[dict[str, dict[Any, list[dict[str, Any]]]]]:
-    saved = (cache.agents, cache.policies, cache.secrets)
-    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}, "secrets": {}}
+    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}}
     # kopf indexes map keys to stores of values; dicts of lists behave alike for the cache.
-    cache.agents, cache.policies, cache.secrets = stores["agents"], stores["policies"], stores["secrets"]  # type: ignore[assignment]
+    cache.agents, cache.policies = stores["agents"], stores["policies"]  # type: ignore[assignment]
     try:
         yield stores
     finally:
-        cache.agents, cache.policies, cache.secrets = saved
+        cache.agents = cache.policies = None
 
 
 def policy(backend: dict[str, Any] | None = None, generation: int = 3) -> dict[str, Any]:
@@ -35,8 +36,8 @@ def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[dict[str, Any
     view["agents"][("team", "a")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
     view["agents"][("other", "b")] = [{"spec": {"rateLimitPolicyRef": {"name": "std", "namespace": "team"}}}]
     view["agents"][("other", "c")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
-    assert agents_using("team", "std") == 2
-    status = policy_status(policy())
+    assert agents_using(cache, "team", "std") == 2
+    status = policy_status(cache, policy())
     assert status["agents"] == 2 and status["observedGeneration"] == 3
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == (
@@ -49,10 +50,11 @@ def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[dict[str, Any
 
 def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
     backend = {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}}
-    (ready,) = policy_status(policy(backend))["conditions"]
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
-    view["secrets"][("team", "redis")] = [{"data": {"url": base64.b64encode(b"redis://r:6379/0").decode()}}]
-    (ready,) = policy_status(policy(backend))["conditions"]
+    url = base64.b64encode(b"redis://r:6379/0").decode()
+    cache.secrets.put({"metadata": {"namespace": "team", "name": "redis"}, "data": {"url": url}})
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "Valid")
     assert "redis://" not in ready["message"]
 
@@ -60,5 +62,5 @@ def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]
 def test_invalid_spec(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
     bad = policy()
     bad["spec"]["limits"] = {"requestsPerMinute": 0}
-    (ready,) = policy_status(bad)["conditions"]
+    (ready,) = policy_status(cache, bad)["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")

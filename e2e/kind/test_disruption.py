@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
 from e2e.kind.cluster import KindImages
 from e2e.kind.workloads import (
     StreamResult,
@@ -19,6 +19,7 @@ from e2e.kind.workloads import (
     ready,
     stream_assist,
 )
+from tests.support.waiting import wait_for
 
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds of agent pods (operator default)
 
@@ -43,10 +44,10 @@ def test_pod_deleted_mid_stream_ends_the_stream_cleanly(
                 target=lambda: results.append(stream_assist(url, "a long story", timeout=120))
             )
             reader.start()
-            wait_until(
+            wait_for(
                 lambda: httpx.get(f"{admin}/_admin/state", timeout=10).json()["streams_started"] >= 1,
                 timeout=30,
-                message="the stream to reach the upstream",
+                what="the stream to reach the upstream",
             )
             time.sleep(1.0)
             deleted = time.monotonic()

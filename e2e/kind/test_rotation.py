@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
 from e2e.kind.cluster import KindImages
 from e2e.kind.workloads import (
     LOAD_LIMITS,
@@ -27,6 +27,7 @@ from e2e.kind.workloads import (
     ready,
     start_in_cluster_client,
 )
+from tests.support.waiting import wait_for
 
 EDITS = 3
 
@@ -55,7 +56,7 @@ def _rotate(cluster: Cluster, ns: str, admin: str, round_: int) -> float:
         state: dict[str, Any] = httpx.get(f"{admin}/_admin/state", timeout=10).json()
         return new_key in state["keys_seen"]
 
-    wait_until(seen, timeout=180, interval=0.25, message=f"the upstream to receive rotated key #{round_}")
+    wait_for(seen, timeout=180, interval=0.25, what=f"the upstream to receive rotated key #{round_}")
     return time.monotonic() - started
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
 from e2e.kind.cluster import KindImages
 from e2e.kind.workloads import AGENT, deploy_example
+from tests.support.waiting import wait_for
 
 CRD = Path(__file__).resolve().parent / "testdata" / "servicemonitor-crd.yaml"
 
@@ -25,11 +26,11 @@ def test_service_monitor_exists_once_its_crd_is_installed(
             "--timeout=60s",
             "crd/servicemonitors.monitoring.coreos.com",
         )
-        wait_until(
+        wait_for(
             lambda: cluster.kubectl("get", "servicemonitor", AGENT, "-n", ns, check=False).returncode == 0,
             timeout=120,
             interval=1.0,
-            message=f"servicemonitor/{AGENT} in {ns}",
+            what=f"servicemonitor/{AGENT} in {ns}",
         )
     finally:
         cluster.kubectl("delete", "-f", str(CRD), "--wait=false", check=False)

@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import yaml
 
-from e2e.cluster import Cluster, wait_until
+from e2e.cluster import Cluster
 from e2e.portforward import kubectl_port_forward
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "agent.yaml"
@@ -176,10 +177,10 @@ def apply_example_agent(
 
 def wait_agent_ready(cluster: Cluster, namespace: str, name: str = AGENT, timeout: float = 240) -> None:
     """Until the agent's Deployment is rolled out and its pods pass the real /ready probe."""
-    wait_until(
+    wait_for(
         lambda: cluster.kubectl("get", "deployment", name, "-n", namespace, check=False).returncode == 0,
         timeout=timeout,
-        message=f"the operator to create deployment/{name}",
+        what=f"the operator to create deployment/{name}",
     )
     cluster.kubectl(
         "rollout",
@@ -354,12 +355,12 @@ def start_in_cluster_client(
         },
     }
     apply(cluster, pod)
-    wait_until(
+    wait_for(
         lambda: (
             get(cluster, "pod", name, namespace)["status"].get("phase") in ("Running", "Succeeded", "Failed")
         ),
         timeout=60,
-        message=f"client pod {name} to start",
+        what=f"client pod {name} to start",
     )
     return name
 
@@ -367,11 +368,11 @@ def start_in_cluster_client(
 def client_summary(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
     """Tell the client Pod to stop, wait for it to finish and return its summary line."""
     cluster.kubectl("exec", "-n", namespace, name, "--", "python", "-c", "open('/stop/now', 'w').close()")
-    wait_until(
+    wait_for(
         lambda: get(cluster, "pod", name, namespace)["status"].get("phase") in ("Succeeded", "Failed"),
         timeout=timeout,
         interval=1.0,
-        message=f"client pod {name} to finish",
+        what=f"client pod {name} to finish",
     )
     logs = cluster.kubectl("logs", "-n", namespace, name).stdout.strip().splitlines()
     assert logs, f"client pod {name} printed nothing"

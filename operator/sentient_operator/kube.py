@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
@@ -38,6 +39,12 @@ FIELD_MANAGER = "sentient-operator"
 REPORTING_COMPONENT = "sentient-operator"
 
 SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
+
+#: Seconds to connect and to wait for an answer: no request to the apiserver waits forever.
+CONNECT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 30.0
+#: Status of a KubeError for a request that got no HTTP answer (refused, reset, timed out).
+UNREACHABLE = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,11 @@ class KubeError(Exception):
     def forbidden(self) -> bool:
         """RBAC refused the request."""
         return self.status == 403
+
+    @property
+    def unreachable(self) -> bool:
+        """No answer from the apiserver (connection refused or reset, or the request timed out)."""
+        return self.status == UNREACHABLE
 
     @property
     def conflict(self) -> bool:
@@ -141,6 +153,7 @@ def _call_sync(
     query: list[tuple[str, Any]] | None = None,
     content_type: str | None = None,
     client: ApiClient | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     api = client or load_client()
     headers = {"Accept": "application/json"}
@@ -156,12 +169,22 @@ def _call_sync(
             auth_settings=["BearerToken"],
         )
         response = api.call_api(
-            method_, url, header_params=header_params, body=body_, post_params=post_params
+            method_,
+            url,
+            header_params=header_params,
+            body=body_,
+            post_params=post_params,
+            _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
         )
         data = response.read()
         status = int(response.status)
     except ApiException as exc:
         raise _error(exc) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # Refused, reset, timed out, retries exhausted (MaxRetryError): one error type for callers.
+        raise KubeError(
+            UNREACHABLE, "Unreachable", f"the apiserver did not answer ({type(exc).__name__})"
+        ) from None
     if not 200 <= status <= 299:
         raise _error(ApiException(status=status, reason=response.reason, body=data))
     if not data:
@@ -177,10 +200,21 @@ async def call(
     body: Any = None,
     query: list[tuple[str, Any]] | None = None,
     content_type: str | None = None,
+    request_timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """One raw API request in a worker thread; JSON in, dict out; :class:`KubeError` on failure."""
+    """One raw API request in a worker thread; JSON in, dict out; :class:`KubeError` on failure.
+
+    ``request_timeout`` bounds the connection and the wait for an answer, in seconds; no answer in time
+    is a :class:`KubeError` with ``unreachable`` set, as is a refused or reset connection.
+    """
     return await asyncio.to_thread(
-        _call_sync, method, path, body=body, query=query, content_type=content_type
+        _call_sync,
+        method,
+        path,
+        body=body,
+        query=query,
+        content_type=content_type,
+        timeout=request_timeout,
     )
 
 
@@ -235,10 +269,19 @@ async def apply(
     )
 
 
-async def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+async def get(
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str | None = None,
+    *,
+    request_timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any] | None:
     """The live object, or ``None`` when it does not exist."""
     try:
-        return await call("GET", await object_path(api_version, kind, name, namespace))
+        return await call(
+            "GET", await object_path(api_version, kind, name, namespace), request_timeout=request_timeout
+        )
     except KubeError as exc:
         if exc.not_found:
             return None
@@ -251,9 +294,16 @@ async def list_objects(
     namespace: str | None = None,
     *,
     label_selector: str | None = None,
+    cached: bool = False,
 ) -> list[dict[str, Any]]:
-    """Objects of a kind (in one namespace, or everywhere), optionally by label selector."""
-    query = [("labelSelector", label_selector)] if label_selector else []
+    """Objects of a kind (in one namespace, or everywhere), optionally by label selector.
+
+    ``cached``: served from the apiserver's watch cache (``resourceVersion=0``), not read from
+    etcd: cheap, and at most as old as the apiserver's own watch.
+    """
+    query: list[tuple[str, Any]] = [("labelSelector", label_selector)] if label_selector else []
+    if cached:
+        query.append(("resourceVersion", "0"))
     result = await call("GET", await object_path(api_version, kind, None, namespace), query=query)
     items: list[dict[str, Any]] = result.get("items", [])
     return items

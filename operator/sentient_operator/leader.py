@@ -4,8 +4,13 @@ The standby does not even open watches. It observes the Lease and takes it
 over when the holder has not renewed it for ``leaseDurationSeconds`` as seen
 by the standby's own clock (like client-go, so clock skew between nodes does
 not matter). A leader that cannot renew in time stops acting before its
-Lease can expire; a leader that shuts down cleanly releases the Lease so that
-the standby takes over at once.
+Lease can expire (and campaigns again); a leader that shuts down cleanly
+releases the Lease so that the standby takes over at once.
+
+Every request to the apiserver has a deadline shorter than the renewal
+interval, and a renewal is given up when the step-down point comes: a hanging
+apiserver can never keep a leader acting past its Lease. While the apiserver
+cannot be reached, attempts back off (doubling up to the Lease duration).
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ class LeaseElector:
         self._observed_at = 0.0
         self._lease: dict[str, Any] | None = None
         self._last_renew = 0.0
+        # Each request's deadline: a renewal must end well inside the renewal interval.
+        self.request_timeout = max(1.0, self.renew_interval)
+
+    @property
+    def step_down_after(self) -> float:
+        """Seconds without a successful renewal after which a leader stops acting."""
+        return self.duration * 2 / 3
 
     def _spec(self, acquire: str | None = None) -> dict[str, Any]:
         now = _micro_now()
@@ -57,7 +69,9 @@ class LeaseElector:
 
     async def try_acquire(self) -> bool:
         """One attempt to become (or stay) the holder."""
-        lease = await kube.get(API_VERSION, KIND, self.name, self.namespace)
+        lease = await kube.get(
+            API_VERSION, KIND, self.name, self.namespace, request_timeout=self.request_timeout
+        )
         if lease is None:
             body = {
                 "apiVersion": API_VERSION,
@@ -71,6 +85,7 @@ class LeaseElector:
                     await kube.object_path(API_VERSION, KIND, None, self.namespace),
                     body=body,
                     content_type="application/json",
+                    request_timeout=self.request_timeout,
                 )
             except kube.KubeError as exc:
                 if exc.conflict:
@@ -96,6 +111,7 @@ class LeaseElector:
                 await kube.object_path(API_VERSION, KIND, self.name, self.namespace),
                 body=lease,
                 content_type="application/json",
+                request_timeout=self.request_timeout,
             )
         except kube.KubeError as exc:
             if exc.conflict:
@@ -106,9 +122,15 @@ class LeaseElector:
         return True
 
     async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait until this replica holds the Lease (True) or ``stop`` is set (False)."""
+        """Wait until this replica holds the Lease (True) or ``stop`` is set (False).
+
+        An apiserver that cannot be reached (not up yet, down, not answering) is waited out,
+        with a delay that doubles per failed attempt up to the Lease duration.
+        """
         announced = False
+        failures = 0
         while not stop.is_set():
+            delay = self.renew_interval
             try:
                 if await self.try_acquire():
                     log.info(
@@ -116,38 +138,59 @@ class LeaseElector:
                     )
                     metrics.LEADER.set(1)
                     return True
+                failures = 0
             except kube.KubeError as exc:
-                log.warning("lease %s/%s: %s", self.namespace, self.name, exc.reason)
-            if not announced:
+                failures += 1
+                delay = min(self.duration, self.renew_interval * 2 ** (failures - 1))
+                log.warning(
+                    "lease %s/%s: %s (%s); trying again in %.1fs",
+                    self.namespace,
+                    self.name,
+                    exc.reason,
+                    exc.message,
+                    delay,
+                )
+            if not announced and failures == 0:
                 holder = self._observed[0] if self._observed else "?"
                 log.info("standing by: lease %s/%s is held by %s", self.namespace, self.name, holder)
                 announced = True
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.renew_interval)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
         return False
 
-    async def keep(self, stop: asyncio.Event) -> None:
-        """Renew until ``stop``; returns early (leadership lost) when renewal fails for too long."""
+    async def keep(self, stop: asyncio.Event) -> bool:
+        """Renew until ``stop`` (True); False as soon as leadership is lost.
+
+        Lost means taken over by another replica, or not renewed for :attr:`step_down_after`
+        seconds (two thirds of the Lease): a renewal still in flight then is abandoned, so a
+        hanging apiserver never keeps this replica acting while another may take over.
+        """
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.renew_interval)
-                return
+                return True
             except TimeoutError:
                 pass
+            deadline = self._last_renew + self.step_down_after - time.monotonic()
             try:
-                if not await self.try_acquire():
-                    log.error("lost leadership: lease %s/%s taken over", self.namespace, self.name)
-                    metrics.LEADER.set(0)
-                    return
+                renewed = await asyncio.wait_for(self.try_acquire(), timeout=max(0.01, deadline))
             except kube.KubeError as exc:
                 log.warning("could not renew lease %s/%s: %s", self.namespace, self.name, exc.reason)
+            except TimeoutError:
+                log.warning("could not renew lease %s/%s: no answer in time", self.namespace, self.name)
+            else:
+                if not renewed:
+                    log.error("lost leadership: lease %s/%s taken over", self.namespace, self.name)
+                    metrics.LEADER.set(0)
+                    return False
             # Stop acting well before anyone else may consider the Lease expired.
-            if time.monotonic() - self._last_renew > self.duration * 2 / 3:
+            if time.monotonic() - self._last_renew >= self.step_down_after:
                 log.error("lost leadership: lease %s/%s not renewed in time", self.namespace, self.name)
                 metrics.LEADER.set(0)
-                return
+                return False
+        return True
 
     async def release(self) -> None:
         """Give the Lease up (clean shutdown), so that a standby takes over without waiting."""
@@ -157,11 +200,19 @@ class LeaseElector:
         for _ in range(3):
             try:
                 # Fresh read: a renewal may have landed after our last look.
-                lease = await kube.get(API_VERSION, KIND, self.name, self.namespace)
+                lease = await kube.get(
+                    API_VERSION, KIND, self.name, self.namespace, request_timeout=self.request_timeout
+                )
                 if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                     break
                 lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
-                await kube.call("PUT", path, body=lease, content_type="application/json")
+                await kube.call(
+                    "PUT",
+                    path,
+                    body=lease,
+                    content_type="application/json",
+                    request_timeout=self.request_timeout,
+                )
                 metrics.WRITES.labels("update", KIND).inc()
                 log.info("released leadership: lease %s/%s", self.namespace, self.name)
                 break

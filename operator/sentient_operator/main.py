@@ -2,8 +2,11 @@
 
 Serves /metrics, /healthz and /readyz, waits for the leader Lease (when leader
 election is on), then runs kopf with every handler of
-:mod:`sentient_operator.handlers`. A replica that loses the Lease stops and
-exits non-zero, so its pod restarts as a standby.
+:mod:`sentient_operator.handlers`. A replica that loses the Lease (taken over,
+or not renewed in time because the apiserver does not answer) stops kopf at
+once, becomes a standby and campaigns again; each term as leader starts from a
+fresh :class:`OperatorContext`. The process exits non-zero only when kopf
+itself fails.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sentient_operator import kube, metrics
 from sentient_operator.leader import LeaseElector
-from sentient_operator.settings import Settings, get_settings
+from sentient_operator.reconcile.context import MEMO_KEY, OperatorContext
+from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator")
 
@@ -36,6 +41,27 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_level != "DEBUG":
         # kopf reports every event handler call at INFO; our handlers only enqueue, so that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def kopf_settings(ours: Settings) -> kopf.OperatorSettings:
+    """kopf settings: timeouts so silent watches reconnect, short backoffs, no annotations, no peering."""
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = int(ours.watch_server_timeout)  # the apiserver wants an integer
+    settings.watching.client_timeout = ours.watch_client_timeout
+    settings.watching.inactivity_timeout = ours.watch_inactivity_timeout
+    settings.watching.connect_timeout = 30
+    # kopf's own short requests (patches, Events) get deadlines too, as every call of ours does.
+    settings.networking.request_timeout = kube.DEFAULT_TIMEOUT
+    settings.networking.connect_timeout = kube.CONNECT_TIMEOUT
+    settings.queueing.error_delays = [1, 2, 5, 10, 20, 30, 60]
+    # Progress (if any handler ever keeps some) lives in status, not in size-limited annotations.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    # One active replica is chosen by our Lease (see sentient_operator.leader), not by kopf peering.
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "sentient-operator"
+    settings.posting.reporting_instance = ours.identity
+    return settings
 
 
 class State:
@@ -65,81 +91,119 @@ async def start_http(settings: Settings, state: State) -> web.AppRunner:
     return runner
 
 
+def _catch_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector | None) -> str:
+    """One term as leader: kopf runs until ``stop`` ("stopped"), the Lease is lost ("lost") or
+    kopf fails ("failed")."""
+    loop = asyncio.get_running_loop()
+    kopf_stop: asyncio.Future[None] = loop.create_future()
+    namespaces = settings.watch_namespaces
+    log.info(
+        "starting: watching %s, runtime image %s",
+        ",".join(namespaces) if namespaces else "all namespaces",
+        settings.runtime_image,
+    )
+    # kopf hands the context to every handler as its memo, as it hands them its settings.
+    context = OperatorContext(settings)
+    # Our tasks exist before kopf's starts: kopf takes every task created after its start for
+    # one of its own and cancels it when it stops.
+    stopping = asyncio.ensure_future(stop.wait())
+    kept: asyncio.Future[bool] | None = None
+    if elector is not None:
+        kept = asyncio.ensure_future(elector.keep(stop))
+    operator = asyncio.create_task(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            stop_flag=kopf_stop,
+            settings=kopf_settings(settings),
+            memo=kopf.Memo({MEMO_KEY: context}),
+        )
+    )
+    # kopf installs its own SIGINT/SIGTERM handlers; ours keep working through `stop` too.
+    _catch_signals(loop, stop)
+    waiters: set[asyncio.Future[Any]] = {operator, stopping}
+    if kept is not None:
+        waiters.add(kept)
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    lost = (
+        kept is not None
+        and kept in done
+        and not kept.cancelled()
+        and kept.exception() is None
+        and kept.result() is False
+        and not stop.is_set()
+    )
+    # kopf failing (e.g. it gave up on a forbidden watch) must exit non-zero so that the
+    # pod restarts visibly. kopf also ends normally when it takes SIGTERM itself (it
+    # installs its own signal handlers), so only an exception counts as failure.
+    if lost:
+        # Stop acting now (the reconcile workers are the writers); kopf may take a while to stop.
+        await context.stop()
+    failed = operator in done and not operator.cancelled() and operator.exception() is not None
+    if failed:
+        log.error("the kopf operator failed: %s; exiting with code 1", operator.exception())
+    if not lost:
+        # Stopping for good (kopf failed, or took SIGTERM itself, or we did): keep() ends too.
+        stop.set()
+    if not kopf_stop.done():
+        kopf_stop.set_result(None)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(operator, timeout=30)
+    if not operator.done():
+        operator.cancel()
+    if kept is not None and not kept.done():
+        # Let a renewal in flight finish, so that the release that follows sees the latest Lease.
+        with contextlib.suppress(asyncio.CancelledError, Exception, TimeoutError):
+            await asyncio.wait_for(kept, timeout=10)
+    stopping.cancel()
+    # kopf removes the signal handlers it installed when it stops: ours again.
+    _catch_signals(loop, stop)
+    if failed:
+        return "failed"
+    return "lost" if lost else "stopped"
+
+
 async def run(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; the exit code (1 when leadership was lost or kopf gave up)."""
+    """Run until SIGTERM/SIGINT; the exit code (1 when kopf gave up)."""
     import sentient_operator.handlers  # noqa: F401  (registers every handler with kopf)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    _catch_signals(loop, stop)
     state = State()
     runner = await start_http(settings, state)
     elector: LeaseElector | None = None
+    if settings.leader_election:
+        elector = LeaseElector(
+            settings.operator_namespace,
+            settings.lease_name,
+            settings.identity,
+            settings.lease_duration,
+            settings.lease_renew_interval,
+        )
     try:
-        if settings.leader_election:
-            elector = LeaseElector(
-                settings.operator_namespace,
-                settings.lease_name,
-                settings.identity,
-                settings.lease_duration,
-                settings.lease_renew_interval,
-            )
-            state.role = "standby"
-            if not await elector.acquire(stop):
-                return 0
-        state.role = "leader"
-        kopf_stop: asyncio.Future[None] = loop.create_future()
-        namespaces = settings.watch_namespaces
-        log.info(
-            "starting: watching %s, runtime image %s",
-            ",".join(namespaces) if namespaces else "all namespaces",
-            settings.runtime_image,
-        )
-        operator = asyncio.create_task(
-            kopf.operator(
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                standalone=True,
-                stop_flag=kopf_stop,
-            )
-        )
-        # kopf installs its own SIGINT/SIGTERM handlers; ours keep working through `stop` too.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        waiters: set[asyncio.Future[Any]] = {operator, asyncio.ensure_future(stop.wait())}
-        lost: asyncio.Future[Any] | None = None
-        if elector is not None:
-            lost = asyncio.ensure_future(elector.keep(stop))
-            waiters.add(lost)
-        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        leadership_lost = lost is not None and lost in done and not stop.is_set()
-        # kopf failing (e.g. it gave up on a forbidden watch) must exit non-zero so that the
-        # pod restarts visibly. kopf also ends normally when it takes SIGTERM itself (it
-        # installs its own signal handlers), so only an exception counts as failure.
-        kopf_gave_up = operator in done and not operator.cancelled() and operator.exception() is not None
-        if kopf_gave_up:
-            log.error("the kopf operator failed: %s; exiting with code 1", operator.exception())
-        # kopf may have taken SIGTERM itself: from here on everything is stopping.
-        stop.set()
-        if not kopf_stop.done():
-            kopf_stop.set_result(None)
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(operator, timeout=30)
-        if lost is not None and not lost.done():
-            # Let a renewal in flight finish, so that the release below sees the latest Lease.
-            with contextlib.suppress(asyncio.CancelledError, Exception, TimeoutError):
-                await asyncio.wait_for(lost, timeout=10)
-        for task in pending:
-            task.cancel()
-        if leadership_lost or kopf_gave_up:
-            if kopf_gave_up and elector is not None:
+        while not stop.is_set():
+            if elector is not None:
+                state.role = "standby"
+                if not await elector.acquire(stop):
+                    return 0
+            state.role = "leader"
+            outcome = await _lead(settings, stop, elector)
+            if outcome == "lost":
+                state.role = "standby"
+                metrics.LEADER.set(0)
+                log.warning("stepped down: stopped acting; campaigning for the lease again")
+                continue
+            if elector is not None:
                 await elector.release()
-            return 1
-        if elector is not None:
-            await elector.release()
+            return 1 if outcome == "failed" else 0
         return 0
     finally:
         await runner.cleanup()
@@ -147,7 +211,11 @@ async def run(settings: Settings) -> int:
 
 def main() -> int:
     """Entry point of ``sentient-operator`` and ``python -m sentient_operator``."""
-    settings = get_settings()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"sentient-operator: invalid settings: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     return asyncio.run(run(settings))
 

@@ -1,70 +1,77 @@
-"""Operator settings, read once from ``SENTIENT_*`` environment variables (the Helm values set them)."""
+"""Operator settings: read once from ``SENTIENT_*`` environment variables (the Helm values set them).
+
+:func:`sentient_operator.main.main` builds one :class:`Settings` and passes it down (to the
+leader elector, the kopf settings and the reconcilers, through kopf's ``memo``); nothing reads
+the environment or a module-level copy of the settings afterwards. Each default is written once,
+here, on its field.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/sentient-operator/agent-runtime:0.1.0"
+ENV_PREFIX = "SENTIENT_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip() or default
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+class Settings(BaseSettings):
+    """Everything configurable about the operator process (immutable once built)."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        # An empty variable means "the default", as a Helm value left blank does.
+        env_ignore_empty=True,
+        str_strip_whitespace=True,
+        extra="ignore",
+        frozen=True,
+        # Settings(operator_namespace=...) in code and tests, as well as the variable names.
+        populate_by_name=True,
+    )
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
-
-
-def _list(name: str) -> list[str]:
-    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable about the operator process."""
-
-    #: Namespaces to watch; empty means the whole cluster (``SENTIENT_WATCH_NAMESPACES``, comma-separated).
-    watch_namespaces: list[str] = field(default_factory=list)
-    #: Runtime image when an agent does not name one (``SENTIENT_RUNTIME_IMAGE``).
+    #: Namespaces to watch; empty means the whole cluster (comma-separated).
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Runtime image when an agent does not name one.
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
-    #: The operator's own namespace: fingerprint-key Secret and leader Lease (``POD_NAMESPACE``).
-    operator_namespace: str = "sentient-system"
-    #: Port of /metrics, /healthz and /readyz (``SENTIENT_METRICS_PORT``).
+    #: The operator's own namespace: fingerprint-key Secret and leader Lease.
+    operator_namespace: str = Field(
+        "sentient-system",
+        validation_alias=AliasChoices("SENTIENT_OPERATOR_NAMESPACE", "POD_NAMESPACE"),
+    )
+    #: Port of /metrics, /healthz and /readyz.
     metrics_port: int = 8080
-    #: Address the metrics/health server binds (``SENTIENT_METRICS_HOST``).
+    #: Address the metrics/health server binds.
     metrics_host: str = "0.0.0.0"
-    #: One active replica among several (``SENTIENT_LEADER_ELECTION``).
+    #: One active replica among several.
     leader_election: bool = True
     lease_name: str = "sentient-operator"
-    #: Holder identity (``POD_NAME``, else host-pid).
-    identity: str = ""
+    #: Holder identity of the Lease (``SENTIENT_IDENTITY``, else ``POD_NAME``, else host-pid).
+    identity: str = Field(
+        default_factory=_default_identity,
+        validation_alias=AliasChoices("SENTIENT_IDENTITY", "POD_NAME"),
+    )
     lease_duration: float = 15.0
     lease_renew_interval: float = 5.0
-    #: Re-check every agent this often even without events (``SENTIENT_RESYNC_SECONDS``).
+    #: Re-check every agent this often even without events.
     resync_seconds: float = 600.0
+    #: Compare the agents' children with the API this often (one cheap LIST per kind and
+    #: namespace), to repair what a broken watch never reported; 0 turns it off.
+    drift_check_seconds: float = 60.0
     #: First and largest retry delay after a failed reconcile.
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
-    #: Concurrent reconciles (distinct agents).
+    #: Concurrent reconciles (distinct agents); at least 1.
     workers: int = 4
     #: Watch-stream timeouts: reconnect instead of stalling on a silent stream.
     watch_server_timeout: float = 300.0
@@ -73,45 +80,77 @@ class Settings:
     log_level: str = "INFO"
     #: ``json`` (default) or ``text``.
     log_format: str = "json"
+    #: A private Entra ID authority for Azure Key Vault sources (Azure Stack, a sovereign cloud
+    #: msal does not know, a test server); instance discovery against the public cloud is then off.
+    azure_authority_host: str = ""
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("leader_election", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # Only the spellings a Helm value or a shell uses; "maybe" or "t" is a mistake, not a yes.
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError("must be true or false")
+        return value
+
+    @field_validator("metrics_port", "workers", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # "4.0" is accepted as 4, as the Helm chart may render numbers as floats.
+        if isinstance(value, str):
+            return int(float(value))
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        return max(1, value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from the environment; raises ``ValueError`` naming a malformed variable."""
-        return cls(
-            watch_namespaces=_list("SENTIENT_WATCH_NAMESPACES"),
-            runtime_image=_env("SENTIENT_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
-            operator_namespace=_env("SENTIENT_OPERATOR_NAMESPACE", _env("POD_NAMESPACE", "sentient-system")),
-            metrics_port=int(_float("SENTIENT_METRICS_PORT", 8080)),
-            metrics_host=_env("SENTIENT_METRICS_HOST", "0.0.0.0"),
-            leader_election=_bool("SENTIENT_LEADER_ELECTION", True),
-            lease_name=_env("SENTIENT_LEASE_NAME", "sentient-operator"),
-            identity=_env("SENTIENT_IDENTITY", _env("POD_NAME", f"{socket.gethostname()}-{os.getpid()}")),
-            lease_duration=_float("SENTIENT_LEASE_DURATION", 15.0),
-            lease_renew_interval=_float("SENTIENT_LEASE_RENEW_INTERVAL", 5.0),
-            resync_seconds=_float("SENTIENT_RESYNC_SECONDS", 600.0),
-            backoff_initial=_float("SENTIENT_BACKOFF_INITIAL", 2.0),
-            backoff_max=_float("SENTIENT_BACKOFF_MAX", 60.0),
-            workers=max(1, int(_float("SENTIENT_WORKERS", 4))),
-            watch_server_timeout=_float("SENTIENT_WATCH_SERVER_TIMEOUT", 300.0),
-            watch_client_timeout=_float("SENTIENT_WATCH_CLIENT_TIMEOUT", 330.0),
-            watch_inactivity_timeout=_float("SENTIENT_WATCH_INACTIVITY_TIMEOUT", 70.0),
-            log_level=_env("SENTIENT_LOG_LEVEL", "INFO").upper(),
-            log_format=_env("SENTIENT_LOG_FORMAT", "json").lower(),
-        )
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                # Name the variable the user set, not the Python field; never echo its value.
+                problems.append(f"{_variable(field)}: {err['msg']}")
+            raise ValueError("; ".join(problems)) from None
+
+    def source_options(self) -> dict[str, dict[str, Any]]:
+        """Credential-store options that are the operator's, not a provider's, to decide."""
+        options: dict[str, dict[str, Any]] = {}
+        if self.azure_authority_host:
+            options["azure"] = {"authority_host": self.azure_authority_host}
+        return options
 
 
-_current: Settings | None = None
-
-
-def get_settings() -> Settings:
-    """The process's settings (read from the environment on first use)."""
-    global _current
-    if _current is None:
-        _current = Settings.from_env()
-    return _current
-
-
-def set_settings(settings: Settings) -> None:
-    """Replace the process's settings (tests)."""
-    global _current
-    _current = settings
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{ENV_PREFIX}{field.upper()}"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -12,21 +10,6 @@ from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
 GROUP, VERSION = "sentient.dev", "v1alpha1"
-
-
-def wait_for(fn: Callable[[], T | None], what: str, timeout: float = 90.0, interval: float = 0.05) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``.
-
-    The timeout is a hang guard, not an assertion about speed.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def put_secret(api: k8s.ApiClient, namespace: str, name: str, data: dict[str, str]) -> None:

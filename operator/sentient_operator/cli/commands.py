@@ -1,4 +1,9 @@
-"""Commands that talk to a cluster or a running agent (imported lazily by main)."""
+"""Commands that talk to a cluster or a running agent: status, chat, dev, audit.
+
+Plain click commands, attached to the ``sentient`` group in :mod:`sentient_operator.cli.main`
+(this module never imports the group). Their heavier dependencies (httpx clients, uvicorn,
+the runtime) are imported inside each command, so ``sentient --help`` stays quick.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,9 @@ import click
 
 from sentient_operator.cli import status as status_mod
 from sentient_operator.cli.errors import CliError
-from sentient_operator.cli.main import cli
 
 
-@cli.command()
+@click.command()
 @click.option("-n", "--namespace", help="Only this namespace (default: all namespaces).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="All namespaces (the default).")
 @click.option(
@@ -32,7 +36,7 @@ def status(namespace: str | None, all_namespaces: bool, output: str, context: st
     click.echo(status_mod.render(status_mod.build_rows(agents, providers), output))
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.option(
     "-p", "--prompt", help="Send one prompt, print the answer, exit (1 if the agent answered with an error)."
@@ -123,7 +127,7 @@ def chat(
         )
 
 
-@cli.command()
+@click.command()
 @click.argument("target", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option(
     "--fake",
@@ -259,7 +263,7 @@ def dev(
             upstream.stop()  # type: ignore[attr-defined]
 
 
-@cli.group()
+@click.group()
 def audit() -> None:
     """Work with agents' audit logs (HMAC-chained JSON lines).
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from sentient_operator.cli import scaffold
+from sentient_operator.cli.commands import audit, chat, dev, status
 from sentient_operator.cli.errors import CliError
 from sentient_operator.cli.validate import validate_files
 
@@ -188,14 +189,14 @@ def init(
         click.echo(f"  {step}")
 
 
-def _register_optional() -> None:
-    """Commands whose modules pull heavier dependencies are imported here."""
-    from sentient_operator.cli import commands  # noqa: F401  (registers status/chat/dev/audit)
+# Every command is attached here, where the group is defined: the command set never depends on
+# which module happened to be imported first.
+for _command in (status, chat, dev, audit):
+    cli.add_command(_command)
 
 
 def main() -> None:
     """Console-script entry point."""
-    _register_optional()
     cli(prog_name="sentient")
 
 

@@ -52,6 +52,10 @@ def same_fingerprint(a: str | None, b: str | None) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+# (connect, read) seconds: no call to the apiserver waits forever.
+_TIMEOUT = (5, 30)
+
+
 def load_or_create_key(core_v1: Any, namespace: str) -> bytes:
     """The fingerprint key from Secret ``sentient-operator-fingerprint-key`` in ``namespace``.
 
@@ -64,7 +68,9 @@ def load_or_create_key(core_v1: Any, namespace: str) -> bytes:
 
     for _ in range(3):
         try:
-            secret = core_v1.read_namespaced_secret(FINGERPRINT_KEY_SECRET, namespace)
+            secret = core_v1.read_namespaced_secret(
+                FINGERPRINT_KEY_SECRET, namespace, _request_timeout=_TIMEOUT
+            )
             raw = (secret.data or {}).get(FINGERPRINT_KEY_DATA_KEY)
             if raw:
                 key = base64.b64decode(raw)
@@ -90,7 +96,7 @@ def load_or_create_key(core_v1: Any, namespace: str) -> bytes:
             data={FINGERPRINT_KEY_DATA_KEY: base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode()},
         )
         try:
-            core_v1.create_namespaced_secret(namespace, body)
+            core_v1.create_namespaced_secret(namespace, body, _request_timeout=_TIMEOUT)
         except ApiException as exc:
             if exc.status != 409:  # 409: another replica created it first; read theirs
                 raise

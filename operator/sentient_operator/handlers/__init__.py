@@ -1,13 +1,12 @@
-"""kopf handlers of the three kinds. Importing this package registers them all."""
+"""kopf handlers of the three kinds: indexes, and events routed to the reconcilers, nothing else.
+
+Importing this package registers them all with kopf. The reconcilers are reached through the
+:class:`sentient_operator.reconcile.context.OperatorContext` that kopf hands every handler as
+its ``memo``.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+from sentient_operator.handlers import agent, lifecycle, policy, provider
 
-from sentient_operator.handlers import agent, policy, runtime
-
-# The LLMProvider handler lives in its own module (credentials sync); it is imported when present.
-if importlib.util.find_spec("sentient_operator.handlers.provider") is not None:
-    importlib.import_module("sentient_operator.handlers.provider")
-
-__all__ = ["agent", "policy", "runtime"]
+__all__ = ["agent", "lifecycle", "policy", "provider"]

@@ -1,4 +1,4 @@
-"""Shared state of the reconcilers: the work queue, its workers, reverse references, kopf settings.
+"""The work queue, its workers, the reconcilers registered per kind, and who references what.
 
 The handlers are level-triggered: kopf watch events (on agents, on anything an
 agent references, on the agents' children) only enqueue keys; workers
@@ -16,14 +16,12 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import kopf
-
 from sentient_operator import metrics
-from sentient_operator.handlers.cache import cache
-from sentient_operator.handlers.queue import WorkQueue
-from sentient_operator.settings import get_settings
+from sentient_operator.reconcile.cache import ClusterCache
+from sentient_operator.reconcile.queue import WorkQueue
+from sentient_operator.settings import Settings
 
-log = logging.getLogger("sentient_operator.handlers")
+log = logging.getLogger("sentient_operator.reconcile")
 
 #: ("agent" | "policy", namespace, name)
 WorkKey = tuple[str, str, str]
@@ -36,14 +34,16 @@ Reconciler = Callable[[str, str], Awaitable[float | None]]
 class Controller:
     """The queue, the reconcilers registered per kind, and who references what."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, cache: ClusterCache) -> None:
+        self.settings = settings
+        self.cache = cache
         self.queue: WorkQueue[WorkKey] = WorkQueue()
         self.reconcilers: dict[str, Reconciler] = {}
         self.refs_of: dict[WorkKey, set[RefKey]] = {}
         self.referrers: dict[RefKey, set[WorkKey]] = defaultdict(set)
         self.failures: dict[WorkKey, int] = {}
         self.tasks: list[asyncio.Task[None]] = []
-        self.fingerprint_key: bytes | None = None
+        self._periodic: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
 
     def register(self, kind: str, reconciler: Reconciler) -> None:
         """Route keys of ``kind`` to ``reconciler(namespace, name) -> requeue delay or None``."""
@@ -53,6 +53,10 @@ class Controller:
         """Schedule a reconcile of one object."""
         self.queue.add((kind, namespace, name), delay)
         metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def referenced(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether any agent or policy referenced ``(kind, namespace, name)`` at its last reconcile."""
+        return (kind, namespace, name) in self.referrers
 
     def enqueue_referrers(self, ref: RefKey, delay: float = 0.0) -> None:
         """Schedule every object that referenced ``ref`` at its last reconcile."""
@@ -65,6 +69,7 @@ class Controller:
             self.referrers[old].discard(key)
             if not self.referrers[old]:
                 del self.referrers[old]
+                self.cache.release(*old)
         for new in refs:
             self.referrers[new].add(key)
         if refs:
@@ -79,7 +84,7 @@ class Controller:
 
     def backoff(self, key: WorkKey) -> float:
         """Next retry delay of a failing key: exponential from the initial backoff to the maximum."""
-        settings = get_settings()
+        settings = self.settings
         attempts = self.failures.get(key, 0)
         self.failures[key] = attempts + 1
         delay: float = min(settings.backoff_max, settings.backoff_initial * (2**attempts))
@@ -113,19 +118,37 @@ class Controller:
     async def _resync(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for namespace, name in cache.agent_keys():
+            for namespace, name in self.cache.agent_keys():
                 self.enqueue("agent", namespace, name)
-            if cache.policies is not None:
-                for namespace, name in list(cache.policies):
+            if self.cache.policies is not None:
+                for namespace, name in list(self.cache.policies):
                     self.enqueue("policy", namespace, name)
+
+    def every(self, name: str, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` every ``interval`` seconds once started (never when ``interval`` <= 0)."""
+        if interval > 0:
+            self._periodic.append((name, interval, job))
+
+    async def _repeat(self, name: str, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The next round retries; a periodic job must never die of one failure.
+                log.warning("%s failed: %s", name, exc)
 
     def start(self) -> None:
         """Start the workers and the periodic resync on the running loop."""
-        settings = get_settings()
+        settings = self.settings
         self.tasks = [
             asyncio.create_task(self._work(), name=f"reconcile-{i}") for i in range(settings.workers)
         ]
         self.tasks.append(asyncio.create_task(self._resync(settings.resync_seconds), name="resync"))
+        for name, interval, job in self._periodic:
+            self.tasks.append(asyncio.create_task(self._repeat(name, interval, job), name=name))
 
     async def stop(self) -> None:
         """Cancel the workers (in-flight reconciles are level-triggered and safe to cut)."""
@@ -135,52 +158,3 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.tasks = []
-
-
-controller = Controller()
-
-
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """kopf settings: timeouts so silent watches reconnect, short backoffs, no annotations, no peering."""
-    ours = get_settings()
-    settings.watching.server_timeout = int(ours.watch_server_timeout)  # the apiserver wants an integer
-    settings.watching.client_timeout = ours.watch_client_timeout
-    settings.watching.inactivity_timeout = ours.watch_inactivity_timeout
-    settings.watching.connect_timeout = 30
-    settings.queueing.error_delays = [1, 2, 5, 10, 20, 30, 60]
-    # Progress (if any handler ever keeps some) lives in status, not in size-limited annotations.
-    settings.persistence.progress_storage = kopf.StatusProgressStorage()
-    # One active replica is chosen by our Lease (see sentient_operator.leader), not by kopf peering.
-    settings.peering.standalone = True
-    settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = "sentient-operator"
-    settings.posting.reporting_instance = ours.identity
-
-
-@kopf.on.startup()
-async def _startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> None:
-    configure_kopf(settings)
-    cache.bind(**kwargs)
-    await _load_fingerprint_key(logger)
-    controller.start()
-
-
-@kopf.on.cleanup()
-async def _cleanup(**_: Any) -> None:
-    await controller.stop()
-
-
-async def _load_fingerprint_key(logger: kopf.Logger) -> None:
-    from kubernetes.client import CoreV1Api
-
-    from sentient_operator import kube
-    from sentient_operator.credentials.fingerprint import load_or_create_key
-
-    namespace = get_settings().operator_namespace
-    try:
-        controller.fingerprint_key = await asyncio.to_thread(
-            load_or_create_key, CoreV1Api(kube.load_client()), namespace
-        )
-    except Exception as exc:
-        # Without the key, RollingRestart agents roll on config changes only; rotation is retried.
-        logger.warning("fingerprint key unavailable in namespace %s: %s", namespace, type(exc).__name__)

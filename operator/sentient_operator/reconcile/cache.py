@@ -1,19 +1,22 @@
-"""The operator's view of the cluster: kopf indexes, read through one object.
+"""The operator's view of the cluster: kopf indexes and the referenced objects, read through one object.
 
 kopf keeps every index up to date from its watch streams, so a reconcile reads
-agents, providers, policies, Secrets, ConfigMaps and the agents' children from
-memory and makes no API request unless it has something to write. That is what
-keeps an idle operator quiet.
+agents, providers, policies and the agents' children from memory and makes no
+API request unless it has something to write. That is what keeps an idle
+operator quiet. Secrets and ConfigMaps are not indexed whole: only those the
+operator manages or something references are kept (see :mod:`.referenced`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import kopf
+
+from sentient_operator.reconcile.referenced import ReferencedObjects
 
 Key = tuple[str, str]
 ChildKey = tuple[str, str, str]
@@ -44,19 +47,21 @@ def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
 
 
 class ClusterCache:
-    """Typed access to the kopf indexes registered in :mod:`sentient_operator.handlers.agent`.
+    """Typed access to the kopf indexes registered in :mod:`sentient_operator.handlers`.
 
     kopf hands indexes to handlers as keyword arguments; the startup handler
-    stores them here so that the reconcile workers (which run outside any single
+    binds them here so that the reconcile workers (which run outside any single
     handler) read the same live indexes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, referenced: Callable[[str, str, str], bool] | None = None) -> None:
+        """``referenced(kind, namespace, name)``: whether an agent or policy references an object."""
+        refs = referenced or (lambda kind, namespace, name: False)
         self.agents: kopf.Index[Key, dict[str, Any]] | None = None
         self.providers: kopf.Index[Key, dict[str, Any]] | None = None
         self.policies: kopf.Index[Key, dict[str, Any]] | None = None
-        self.secrets: kopf.Index[Key, dict[str, Any]] | None = None
-        self.config_maps: kopf.Index[Key, dict[str, Any]] | None = None
+        self.secrets = ReferencedObjects("Secret", lambda ns, name: refs("Secret", ns, name))
+        self.config_maps = ReferencedObjects("ConfigMap", lambda ns, name: refs("ConfigMap", ns, name))
         self.children: dict[str, kopf.Index[ChildKey, dict[str, Any]]] = {}
 
     def bind(self, **indexes: Any) -> None:
@@ -64,8 +69,6 @@ class ClusterCache:
         self.agents = indexes.get("sentient_agents_idx")
         self.providers = indexes.get("sentient_providers_idx")
         self.policies = indexes.get("sentient_policies_idx")
-        self.secrets = indexes.get("sentient_secrets_idx")
-        self.config_maps = indexes.get("sentient_configmaps_idx")
         self.children = {
             name[len("sentient_children_") : -len("_idx")]: index
             for name, index in indexes.items()
@@ -96,8 +99,7 @@ class ClusterCache:
 
     def secret_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Secret body (data still base64-encoded)."""
-        value: dict[str, Any] | None = _first(self.secrets, (namespace, name))
-        return value
+        return self.secrets.get(namespace, name)
 
     def secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data decoded to text."""
@@ -106,8 +108,7 @@ class ClusterCache:
 
     def config_map_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A ConfigMap body."""
-        value: dict[str, Any] | None = _first(self.config_maps, (namespace, name))
-        return value
+        return self.config_maps.get(namespace, name)
 
     def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data."""
@@ -123,5 +124,19 @@ class ClusterCache:
         value: dict[str, Any] | None = _first(self.children.get(kind.lower()), (kind, namespace, name))
         return value
 
+    def objects(self, kind: str) -> ReferencedObjects | None:
+        """The store of referenced objects of ``kind`` (Secret, ConfigMap), if it has one."""
+        return {"Secret": self.secrets, "ConfigMap": self.config_maps}.get(kind)
 
-cache = ClusterCache()
+    async def load(self, refs: Iterable[tuple[str, str, str]]) -> None:
+        """Read the referenced Secrets and ConfigMaps not kept yet (before a reconcile resolves them)."""
+        for kind, namespace, name in refs:
+            store = self.objects(kind)
+            if store is not None:
+                await store.load([(namespace, name)])
+
+    def release(self, kind: str, namespace: str, name: str) -> None:
+        """Nothing references the object any more."""
+        store = self.objects(kind)
+        if store is not None:
+            store.release(namespace, name)

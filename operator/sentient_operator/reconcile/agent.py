@@ -1,0 +1,406 @@
+"""SentientAgent reconciler: gather inputs, build children, apply what differs, report status.
+
+Every watch event only enqueues the affected agent (see :mod:`sentient_operator.handlers`);
+:meth:`AgentReconciler.reconcile` then does the whole job from memory and writes only what
+differs from the live state: an idle operator sends no requests.
+
+No finalizer is used: children carry ownerReferences and go with the agent
+through garbage collection; nothing outside the cluster needs cleaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent_runtime.config import AUDIT_KEY_FILE, provider_credential_file
+from sentient_operator import kube, metrics
+from sentient_operator.api.v1alpha1 import SentientAgentSpec
+from sentient_operator.build import (
+    build_children,
+    credentials_secret_name,
+    endpoint_url,
+    render_config,
+    selector_string,
+)
+from sentient_operator.build.children import credentials_data, desired_replicas
+from sentient_operator.build.common import provider_secret_name
+from sentient_operator.build.inputs import AgentInputs
+from sentient_operator.conditions import find_condition, make_condition, merge_conditions
+from sentient_operator.credentials.fingerprint import fingerprint_data
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_key
+from sentient_operator.reconcile.agent_status import (
+    KIND,
+    deployment_state,
+    invalid_spec_message,
+    problem_condition,
+    transition_events,
+    write_status,
+)
+from sentient_operator.reconcile.cache import ClusterCache, decode_secret_data
+from sentient_operator.reconcile.children import ChildApplier
+from sentient_operator.reconcile.controller import Controller, RefKey
+from sentient_operator.references import (
+    CREDENTIALS_READY,
+    PROVIDERS_RESOLVED,
+    Problem,
+    Resolution,
+    resolve,
+)
+from sentient_operator.settings import Settings
+
+log = logging.getLogger("sentient_operator.agent")
+
+# Quick retry while something this agent needs is missing; index events usually come first.
+BLOCKED_RETRY = 30.0
+# Problems reported as conditions that do not stop the agent from being rendered.
+NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
+
+
+@dataclass
+class _Applied:
+    """What applying one agent's children produced."""
+
+    config_hash: str | None
+    apply_error: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+class AgentReconciler:
+    """Brings one agent's children and status in line with its spec."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cache: ClusterCache,
+        controller: Controller,
+        children: ChildApplier,
+        fingerprint_key: Callable[[], bytes | None],
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.controller = controller
+        self.children = children
+        self._fingerprint_key = fingerprint_key
+        # provider id -> (digest of the last candidate key tried, (rejected, message)): one
+        # validation call per new key, not per reconcile; one entry per provider at most.
+        self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
+
+    # ------------------------------------------------------------------ entry point
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one agent; the requeue delay, if any."""
+        key = ("agent", namespace, name)
+        body = self.cache.agent(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self._forget(namespace, name)
+            self.update_gauges()
+            return None
+        started = time.monotonic()
+        try:
+            return await self._reconcile(key, body)
+        finally:
+            metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+            self.update_gauges()
+
+    def _forget(self, namespace: str, name: str) -> None:
+        key = ("agent", namespace, name)
+        for kind, ref_ns, ref_name in self.controller.refs_of.get(key, set()):
+            if kind == "RateLimitPolicy":
+                self.controller.enqueue("policy", ref_ns, ref_name)  # its agent count dropped
+        self.controller.forget(key)
+        self.children.forget_agent(namespace, name)
+
+    def forget_provider(self, provider_id: str) -> None:
+        """A provider went: its validation verdict goes too."""
+        self._validated.pop(provider_id, None)
+
+    async def _reconcile(self, key: tuple[str, str, str], body: dict[str, Any]) -> float | None:
+        _, namespace, name = key
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        old_conditions = list((body.get("status") or {}).get("conditions") or [])
+        try:
+            spec = SentientAgentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            await self._report_invalid(body, old_conditions, generation, invalid_spec_message(exc.errors()))
+            return None
+
+        refs = self.references(namespace, spec)
+        self.controller.set_refs(key, refs)
+        # Referenced Secrets and ConfigMaps that the watch delivered before anyone wanted them.
+        await self.cache.load(refs)
+        if spec.rate_limit_policy_ref is not None:
+            self.controller.enqueue(
+                "policy", spec.rate_limit_policy_ref.namespace or namespace, spec.rate_limit_policy_ref.name
+            )
+        resolution, wants_monitor, sm_available = await self._gather(namespace, name, meta["uid"], spec)
+        problems = list(resolution.problems)
+        applied = _Applied(config_hash=(body.get("status") or {}).get("configHash"))
+        if resolution.inputs is not None:
+            applied = await self._apply(resolution.inputs, spec)
+            problems += applied.problems
+            if wants_monitor and not sm_available:
+                problems.append(
+                    Problem(
+                        "Monitoring",
+                        "ServiceMonitorCRDMissing",
+                        "monitoring.serviceMonitor.enabled but the monitoring.coreos.com/v1 ServiceMonitor "
+                        "CRD is not installed; it will be created once the CRD exists",
+                    )
+                )
+        blocking = [p for p in problems if p.condition not in NON_BLOCKING]
+        await self._report(body, spec, resolution, problems, blocking, applied, old_conditions)
+        if blocking or applied.apply_error is not None:
+            reason = blocking[0].reason if blocking else "ApplyFailed"
+            metrics.RECONCILES.labels(KIND, "blocked" if blocking else "error").inc()
+            metrics.RECONCILE_ERRORS.labels(KIND, reason).inc()
+            # Index events usually resolve a missing reference first; the retry is the safety net.
+            backoff = self.controller.backoff(key)
+            return min(backoff, BLOCKED_RETRY) if blocking else backoff
+        metrics.RECONCILES.labels(KIND, "ok").inc()
+        return None
+
+    # ------------------------------------------------------------------ gather
+
+    def references(self, namespace: str, spec: SentientAgentSpec) -> set[RefKey]:
+        """Everything the agent reads: a change of any of them re-reconciles it."""
+        refs: set[RefKey] = set()
+        for entry in spec.llm.chain:
+            pns = entry.provider_ref.namespace or namespace
+            refs.add(("LLMProvider", pns, entry.provider_ref.name))
+            refs.add(("Secret", pns, provider_secret_name(entry.provider_ref.name)))
+        if spec.rate_limit_policy_ref is not None:
+            policy_ns = spec.rate_limit_policy_ref.namespace or namespace
+            refs.add(("RateLimitPolicy", policy_ns, spec.rate_limit_policy_ref.name))
+            policy = self.cache.policy(policy_ns, spec.rate_limit_policy_ref.name)
+            redis = ((policy or {}).get("spec") or {}).get("backend", {}).get("redis") or {}
+            secret_ref = redis.get("addressSecretRef") or {}
+            if secret_ref.get("name"):
+                refs.add(("Secret", policy_ns, secret_ref["name"]))
+        if spec.auth.api_keys is not None:
+            refs.add(("Secret", namespace, spec.auth.api_keys.secret_ref.name))
+        if spec.sessions.redis_secret_ref is not None:
+            refs.add(("Secret", namespace, spec.sessions.redis_secret_ref.name))
+        if spec.system_prompt_from is not None:
+            refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
+        return refs
+
+    async def _gather(
+        self, namespace: str, name: str, uid: str, spec: SentientAgentSpec
+    ) -> tuple[Resolution, bool, bool]:
+        """Resolve the agent's references; (resolution, wants a ServiceMonitor, the CRD is served)."""
+        wants_monitor = spec.monitoring.service_monitor.enabled
+        has_monitor = self.children.live("ServiceMonitor", namespace, name) is not None
+        sm_available = await kube.discovery.service_monitors() if (wants_monitor or has_monitor) else False
+        resolution = resolve(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            lookup=self.cache,
+            image=self.settings.runtime_image,
+            audit_key=self._audit_key(namespace, name),
+            service_monitor_available=sm_available,
+        )
+        return resolution, wants_monitor, sm_available
+
+    def _bound(self, namespace: str, name: str) -> dict[str, str]:
+        """The agent's bound Secret as last written or seen (our own write counts before its echo)."""
+        live = self.children.live("Secret", namespace, credentials_secret_name(name))
+        return decode_secret_data(live) if live is not None else {}
+
+    def _audit_key(self, namespace: str, name: str) -> str:
+        existing = self._bound(namespace, name)
+        # The audit chain's key must survive reconciles and operator restarts: reuse the bound one.
+        return existing.get(AUDIT_KEY_FILE) or secrets.token_hex(32)
+
+    # ------------------------------------------------------------------ build and apply
+
+    async def _apply(self, inputs: AgentInputs, spec: SentientAgentSpec) -> _Applied:
+        new_problems: list[Problem] = []
+        if spec.rotation.validate_before_rollout:
+            inputs = await self._validate_rotations(inputs, new_problems)
+        if spec.rotation.strategy == "RollingRestart":
+            inputs = self._with_fingerprint(inputs)
+        _, config_hash = render_config(inputs)
+        wanted, unwanted = build_children(inputs)
+        applied = _Applied(config_hash=config_hash, problems=new_problems)
+        try:
+            for obj in wanted:
+                await self.children.ensure(obj)
+            for api_version, kind in unwanted:
+                await self.children.remove_unwanted(inputs.namespace, inputs.name, api_version, kind)
+        except kube.KubeError as exc:
+            # Secret apply errors may quote content; report the status code and reason only.
+            applied.apply_error = f"apply failed: {exc.status} {exc.reason}"
+            if exc.forbidden:
+                applied.apply_error += " (the operator's RBAC does not allow it)"
+        return applied
+
+    async def _validate_rotations(self, inputs: AgentInputs, problems: list[Problem]) -> AgentInputs:
+        """validateBeforeRollout: try each *changed* provider key first; keep the bound one if refused.
+
+        Only a clear 401/403 keeps the previous key; an unreachable or inconclusive provider
+        does not block a rotation (the key may be fine and the old one revoked).
+        """
+        bound = self._bound(inputs.namespace, inputs.name)
+        providers = []
+        for provider in inputs.providers:
+            old = bound.get(provider_credential_file(provider.namespace, provider.name))
+            new = provider.api_key
+            if new is None or old is None or old == new:
+                providers.append(provider)
+                continue
+            # Held in memory only, to remember the verdict on this exact key.
+            digest = hashlib.sha256(new.encode()).hexdigest()
+            remembered = self._validated.get(provider.id)
+            if remembered is not None and remembered[0] == digest:
+                verdict = remembered[1]
+            else:
+                result = await validate_key(
+                    str(provider.spec.type),
+                    provider.spec.endpoint,
+                    new,
+                    ca_pem=provider.ca_pem,
+                    insecure_skip_verify=bool(provider.spec.tls and provider.spec.tls.insecure_skip_verify),
+                    extra_headers=provider.spec.default_headers,
+                )
+                verdict = (result.rejected, result.message)
+                self._validated[provider.id] = (digest, verdict)
+            rejected, message = verdict
+            if rejected:
+                problems.append(
+                    Problem(
+                        CREDENTIALS_VALID,
+                        "Unauthorized",
+                        f"the new credential of LLMProvider {provider.id} was refused: {message}; "
+                        "the previous credential stays bound",
+                    )
+                )
+                providers.append(replace(provider, api_key=old))
+            else:
+                providers.append(provider)
+        return replace(inputs, providers=providers)
+
+    def _with_fingerprint(self, inputs: AgentInputs) -> AgentInputs:
+        """``inputs`` with the keyed HMAC of the bound credentials (RollingRestart only)."""
+        key = self._fingerprint_key()
+        if key is None:
+            return inputs
+        data = {k: v for k, v in credentials_data(inputs).items() if k != AUDIT_KEY_FILE}
+        return replace(inputs, credentials_fingerprint=fingerprint_data(key, data))
+
+    # ------------------------------------------------------------------ status
+
+    async def _report_invalid(
+        self, body: dict[str, Any], old_conditions: list[dict[str, Any]], generation: int, message: str
+    ) -> None:
+        conditions = merge_conditions(
+            old_conditions,
+            [
+                make_condition("Ready", False, "InvalidSpec", message, generation),
+                make_condition("Degraded", True, "InvalidSpec", message, generation),
+                make_condition("Progressing", False, "InvalidSpec", "", generation),
+            ],
+        )
+        await write_status(body, {"observedGeneration": generation, "conditions": conditions})
+        await transition_events(body, old_conditions, conditions)
+        metrics.RECONCILES.labels(KIND, "invalid").inc()
+
+    async def _report(
+        self,
+        body: dict[str, Any],
+        spec: SentientAgentSpec,
+        resolution: Resolution,
+        problems: list[Problem],
+        blocking: list[Problem],
+        applied: _Applied,
+        old_conditions: list[dict[str, Any]],
+    ) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        generation = int(meta.get("generation", 0))
+        want = desired_replicas(resolution.inputs) if resolution.inputs is not None else spec.replicas
+        dep = self.children.live("Deployment", namespace, name)
+        available, progressing, dep_reason, dep_message = deployment_state(dep, want)
+        updates = [
+            problem_condition(PROVIDERS_RESOLVED, problems, "Resolved", generation),
+            problem_condition(CREDENTIALS_READY, problems, "Bound", generation),
+        ]
+        if spec.rotation.validate_before_rollout and resolution.inputs is not None:
+            updates.append(problem_condition(CREDENTIALS_VALID, problems, "Valid", generation))
+        if blocking:
+            first = blocking[0]
+            updates += [
+                make_condition("Ready", False, first.reason, first.message, generation),
+                make_condition("Degraded", True, first.reason, first.message, generation),
+                make_condition(
+                    "Progressing", False, "Blocked", "waiting for references to resolve", generation
+                ),
+            ]
+        elif applied.apply_error is not None:
+            error = applied.apply_error
+            updates += [
+                make_condition("Ready", False, "ApplyFailed", error, generation),
+                make_condition("Degraded", True, "ApplyFailed", error, generation),
+                make_condition("Progressing", False, "ApplyFailed", error, generation),
+            ]
+        else:
+            degraded_reason = problems[0].reason if problems else "AsExpected"
+            updates += [
+                make_condition("Ready", available, dep_reason, dep_message, generation),
+                make_condition(
+                    "Degraded",
+                    bool(problems),
+                    degraded_reason,
+                    problems[0].message if problems else "",
+                    generation,
+                ),
+                make_condition(
+                    "Progressing",
+                    progressing,
+                    dep_reason if progressing else "Complete",
+                    dep_message,
+                    generation,
+                ),
+            ]
+        conditions = merge_conditions(old_conditions, updates)
+        dep_status = (dep or {}).get("status") or {}
+        chain = resolution.chain
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": conditions,
+            "replicas": int(dep_status.get("replicas", 0)),
+            "readyReplicas": int(dep_status.get("readyReplicas", 0)),
+            "selector": selector_string(name),
+            "endpoint": endpoint_url(name, namespace, spec.service.port),
+            "providers": chain,
+            "providersReady": f"{sum(bool(c['resolved'] and c['ready']) for c in chain)}/{len(chain)}",
+            "configHash": applied.config_hash,
+        }
+        await write_status(body, status)
+        await transition_events(body, old_conditions, conditions)
+
+    def update_gauges(self) -> None:
+        """Managed and ready agent gauges, rebuilt from the cache."""
+        keys = list(self.cache.agent_keys())
+        metrics.MANAGED_AGENTS.set(len(keys))
+        ready = 0
+        # Rebuilt whole so that deleted agents lose their series; no await in between, so a
+        # scrape never sees it half-filled.
+        metrics.AGENT_READY.clear()
+        for namespace, name in keys:
+            body = self.cache.agent(namespace, name) or {}
+            cond = find_condition((body.get("status") or {}).get("conditions"), "Ready")
+            is_ready = bool(cond and cond.get("status") == "True")
+            metrics.AGENT_READY.labels(namespace, name).set(int(is_ready))
+            ready += is_ready
+        metrics.READY_AGENTS.set(ready)

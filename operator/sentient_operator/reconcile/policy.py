@@ -1,0 +1,94 @@
+"""RateLimitPolicy reconciler: validate it, report Ready and how many agents use it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from sentient_operator import kube, metrics
+from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec
+from sentient_operator.conditions import make_condition, merge_conditions
+from sentient_operator.reconcile.agent_status import invalid_spec_message
+from sentient_operator.reconcile.cache import ClusterCache
+from sentient_operator.reconcile.controller import Controller, RefKey
+
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RateLimitPolicy"
+
+
+def agents_using(cache: ClusterCache, namespace: str, name: str) -> int:
+    """SentientAgents whose rateLimitPolicyRef names this policy."""
+    count = 0
+    for agent_ns, agent_name in cache.agent_keys():
+        ref = ((cache.agent(agent_ns, agent_name) or {}).get("spec") or {}).get("rateLimitPolicyRef") or {}
+        if ref.get("name") == name and (ref.get("namespace") or agent_ns) == namespace:
+            count += 1
+    return count
+
+
+def policy_references(body: dict[str, Any]) -> set[RefKey]:
+    """The Secret a policy reads (its Redis address), if any."""
+    namespace = body["metadata"]["namespace"]
+    redis = ((body.get("spec") or {}).get("backend") or {}).get("redis") or {}
+    ref = (redis.get("addressSecretRef") or {}).get("name")
+    return {("Secret", namespace, ref)} if ref else set()
+
+
+def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
+    """The status a policy should have (pure, given the cache)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation", 0))
+    old = (body.get("status") or {}).get("conditions") or []
+    try:
+        spec = RateLimitPolicySpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        cond = make_condition("Ready", False, "InvalidSpec", invalid_spec_message(exc.errors()), generation)
+    else:
+        cond = make_condition("Ready", True, "Valid", "", generation)
+        redis = spec.backend.redis
+        if spec.backend.type == "redis" and redis is not None:
+            secret = cache.secret(namespace, redis.address_secret_ref.name)
+            if secret is None or redis.address_secret_ref.key not in secret:
+                cond = make_condition(
+                    "Ready",
+                    False,
+                    "SecretNotFound",
+                    f"Redis address Secret {namespace}/{redis.address_secret_ref.name} "
+                    f"(key {redis.address_secret_ref.key}) not found",
+                    generation,
+                )
+    return {
+        "observedGeneration": generation,
+        "conditions": merge_conditions(old, [cond]),
+        "agents": agents_using(cache, namespace, name),
+    }
+
+
+class PolicyReconciler:
+    """Writes a policy's status when it differs; nothing else."""
+
+    def __init__(self, cache: ClusterCache, controller: Controller) -> None:
+        self.cache = cache
+        self.controller = controller
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one policy; never requeues itself (its references' events do)."""
+        body = self.cache.policy(namespace, name)
+        if body is None:
+            self.controller.forget(("policy", namespace, name))
+            return None
+        started = time.monotonic()
+        refs = policy_references(body)
+        self.controller.set_refs(("policy", namespace, name), refs)
+        await self.cache.load(refs)
+        status = policy_status(self.cache, body)
+        old = body.get("status") or {}
+        if any(old.get(k) != v for k, v in status.items()):
+            await kube.patch_status(API_VERSION, KIND, name, namespace, status)
+            metrics.WRITES.labels("patch-status", KIND).inc()
+        metrics.RECONCILES.labels(KIND, "ok").inc()
+        metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+        return None

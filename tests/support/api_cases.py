@@ -1,0 +1,473 @@
+"""The API test cases shared by the offline and the apiserver tests.
+
+``INVALID`` is the one table of invalid resources: ``tests/test_api_models.py`` checks that the
+pydantic models reject each with an error naming the field, ``tests/test_crdgen.py`` that the
+generated CRD's CEL rules do, and ``e2e/test_crds.py`` sends the very same objects to a real
+apiserver and checks the same text in its answer, so offline validation and the apiserver agree.
+``VALID`` and ``EXAMPLE_RESOURCES`` are the resources all of them must accept.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sentient_operator.api import v1alpha1 as api
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+PROVIDER: dict[str, Any] = {
+    "apiVersion": api.API_VERSION,
+    "kind": "LLMProvider",
+    "metadata": {"name": "p"},
+    "spec": {
+        "type": "openai-compatible",
+        "endpoint": "http://127.0.0.1:8900/v1",
+        "credentials": {"secretRef": {"name": "key", "key": "apiKey"}},
+    },
+}
+POLICY: dict[str, Any] = {
+    "apiVersion": api.API_VERSION,
+    "kind": "RateLimitPolicy",
+    "metadata": {"name": "rl"},
+    "spec": {"limits": {"requestsPerMinute": 60}},
+}
+AGENT: dict[str, Any] = {
+    "apiVersion": api.API_VERSION,
+    "kind": "SentientAgent",
+    "metadata": {"name": "a"},
+    "spec": {
+        "systemPrompt": "You help.",
+        "llm": {"chain": [{"providerRef": {"name": "p"}, "model": "m"}]},
+        "auth": {"apiKeys": {"secretRef": {"name": "keys"}}},
+    },
+}
+VAULT = {
+    "server": "https://vault:8200",
+    "path": "llm/openai",
+    "auth": {"token": {"secretRef": {"name": "t", "key": "t"}}},
+}
+AZURE = {"vaultURL": "https://v.vault.azure.net/", "secretName": "k", "auth": {"default": True}}
+AWS = {"region": "eu-west-1", "secretId": "llm/key"}
+K8S_SECRET = {"name": "key", "key": "apiKey"}
+CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386): maps merge, None deletes, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An invalid resource and the text both validators must answer with (it names the field)."""
+
+    id: str
+    base: dict[str, Any]
+    patch: dict[str, Any]
+    expect: str
+
+    def obj(self) -> dict[str, Any]:
+        """The whole invalid object."""
+        name = self.id if self.base is not AGENT else "a-" + self.id
+        return merge(
+            merge(self.base, self.patch), {"metadata": {"name": name}} if "metadata" not in self.patch else {}
+        )
+
+
+def _p(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"spec": spec}
+
+
+INVALID: list[Invalid] = [
+    # ----- LLMProvider
+    Invalid(
+        "two-credential-sources", PROVIDER, _p({"credentials": {"vault": VAULT}}), api.CREDENTIALS_MESSAGE
+    ),
+    Invalid(
+        "no-credential-source", PROVIDER, _p({"credentials": {"secretRef": None}}), api.CREDENTIALS_MESSAGE
+    ),
+    Invalid(
+        "four-credential-sources",
+        PROVIDER,
+        _p({"credentials": {"vault": VAULT, "azureKeyVault": AZURE, "awsSecretsManager": AWS}}),
+        api.CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "openai-without-credentials",
+        PROVIDER,
+        _p({"type": "openai", "credentials": None}),
+        api.PROVIDER_CREDENTIALS_MESSAGE,
+    ),
+    Invalid("compatible-without-endpoint", PROVIDER, _p({"endpoint": None}), api.ENDPOINT_MESSAGE),
+    Invalid("malformed-endpoint", PROVIDER, _p({"endpoint": "not a url"}), "spec.endpoint"),
+    Invalid("ftp-endpoint", PROVIDER, _p({"endpoint": "ftp://models.local/v1"}), "spec.endpoint"),
+    Invalid("unknown-provider-type", PROVIDER, _p({"type": "gemini"}), "spec.type"),
+    Invalid(
+        "vault-two-auth-methods",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "vault": merge(VAULT, {"auth": {"kubernetes": {"role": "r"}}}),
+                }
+            }
+        ),
+        api.VAULT_AUTH_MESSAGE,
+    ),
+    Invalid(
+        "vault-no-auth-method",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "vault": merge(VAULT, {"auth": {"token": None}})}}),
+        api.VAULT_AUTH_MESSAGE,
+    ),
+    Invalid(
+        "vault-kv-version-3",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "vault": merge(VAULT, {"kvVersion": 3})}}),
+        "spec.credentials.vault.kvVersion",
+    ),
+    Invalid(
+        "azure-no-auth-method",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "azureKeyVault": merge(AZURE, {"auth": {"default": False}})}}),
+        api.AZURE_AUTH_MESSAGE,
+    ),
+    Invalid(
+        "azure-two-auth-methods",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "azureKeyVault": merge(AZURE, {"auth": {"workloadIdentity": {"clientId": "c"}}}),
+                }
+            }
+        ),
+        api.AZURE_AUTH_MESSAGE,
+    ),
+    Invalid(
+        "azure-plain-http-vault-url",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "azureKeyVault": merge(AZURE, {"vaultURL": "http://v.local/"}),
+                }
+            }
+        ),
+        "spec.credentials.azureKeyVault.vaultURL",
+    ),
+    Invalid(
+        "aws-bad-region",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "awsSecretsManager": merge(AWS, {"region": "Europe"})}}),
+        "spec.credentials.awsSecretsManager.region",
+    ),
+    Invalid(
+        "secret-ref-without-key",
+        PROVIDER,
+        _p({"credentials": {"secretRef": {"key": None}}}),
+        "spec.credentials.secretRef.key",
+    ),
+    Invalid(
+        "secret-ref-bad-name",
+        PROVIDER,
+        _p({"credentials": {"secretRef": {"name": "My_Secret"}}}),
+        "spec.credentials.secretRef.name",
+    ),
+    Invalid(
+        "refresh-interval-in-days",
+        PROVIDER,
+        _p({"credentials": {"refreshInterval": "1d"}}),
+        "spec.credentials.refreshInterval",
+    ),
+    Invalid(
+        "refresh-hot-loop", PROVIDER, _p({"credentials": {"refreshInterval": "500ms"}}), api.REFRESH_MESSAGE
+    ),
+    Invalid("zero-idle-timeout", PROVIDER, _p({"timeouts": {"idle": "0s"}}), api.TIMEOUTS_POSITIVE_MESSAGE),
+    Invalid("retry-zero-attempts", PROVIDER, _p({"retry": {"maxAttempts": 0}}), "spec.retry.maxAttempts"),
+    Invalid(
+        "retry-backoff-inverted",
+        PROVIDER,
+        _p({"retry": {"initialBackoff": "10s", "maxBackoff": "1s"}}),
+        api.RETRY_MESSAGE,
+    ),
+    Invalid("retry-on-unknown-class", PROVIDER, _p({"retry": {"retryOn": ["4xx"]}}), "spec.retry.retryOn[0]"),
+    Invalid("bad-duration", PROVIDER, _p({"timeouts": {"connect": "5 seconds"}}), "spec.timeouts.connect"),
+    Invalid(
+        "connect-longer-than-total",
+        PROVIDER,
+        _p({"timeouts": {"connect": "10m", "total": "1m"}}),
+        api.TIMEOUTS_MESSAGE,
+    ),
+    Invalid(
+        "breaker-zero-threshold",
+        PROVIDER,
+        _p({"circuitBreaker": {"failureThreshold": 0}}),
+        "spec.circuitBreaker.failureThreshold",
+    ),
+    Invalid(
+        "negative-provider-limit",
+        PROVIDER,
+        _p({"limits": {"requestsPerMinute": -1}}),
+        "spec.limits.requestsPerMinute",
+    ),
+    Invalid(
+        "default-model-not-served",
+        PROVIDER,
+        _p({"models": ["a", "b"], "defaultModel": "c"}),
+        api.DEFAULT_MODEL_MESSAGE,
+    ),
+    Invalid(
+        "credential-in-default-headers",
+        PROVIDER,
+        _p({"defaultHeaders": {"Authorization": "Bearer sk-123"}}),
+        api.HEADERS_MESSAGE,
+    ),
+    Invalid(
+        "crlf-in-default-header-value",
+        PROVIDER,
+        _p({"defaultHeaders": {"X-Team": "a\r\nX-Injected: 1"}}),
+        api.HEADER_SYNTAX_MESSAGE,
+    ),
+    Invalid(
+        "space-in-default-header-name",
+        PROVIDER,
+        _p({"defaultHeaders": {"X Team": "a"}}),
+        api.HEADER_SYNTAX_MESSAGE,
+    ),
+    Invalid(
+        "duplicate-allowed-namespace",
+        PROVIDER,
+        _p({"allowedNamespaces": ["team-a", "team-a"]}),
+        "spec.allowedNamespaces: duplicate entries",
+    ),
+    Invalid("provider-name-too-long", PROVIDER, {"metadata": {"name": "p" * 64}}, "metadata.name"),
+    Invalid("provider-unknown-field", PROVIDER, _p({"apiKey": "sk-123"}), "spec.apiKey"),
+    # ----- RateLimitPolicy
+    Invalid(
+        "negative-rate-limit",
+        POLICY,
+        _p({"limits": {"requestsPerMinute": -5}}),
+        "spec.limits.requestsPerMinute",
+    ),
+    Invalid("zero-concurrency", POLICY, _p({"limits": {"concurrency": 0}}), "spec.limits.concurrency"),
+    Invalid("no-limits", POLICY, _p({"limits": {"requestsPerMinute": None}}), api.POLICY_LIMITS_MESSAGE),
+    Invalid(
+        "redis-backend-without-redis", POLICY, _p({"backend": {"type": "redis"}}), api.BACKEND_REDIS_MESSAGE
+    ),
+    Invalid(
+        "memory-backend-with-redis",
+        POLICY,
+        _p({"backend": {"type": "memory", "redis": {"addressSecretRef": {"name": "r", "key": "url"}}}}),
+        api.BACKEND_MEMORY_MESSAGE,
+    ),
+    Invalid(
+        "duplicate-tier-names",
+        POLICY,
+        _p(
+            {
+                "tiers": [
+                    {"name": "gold", "limits": {"requestsPerMinute": 10}},
+                    {"name": "gold", "limits": {"requestsPerMinute": 20}},
+                ]
+            }
+        ),
+        "spec.tiers: duplicate entries",
+    ),
+    Invalid(
+        "negative-tier-limit",
+        POLICY,
+        _p({"tiers": [{"name": "gold", "limits": {"tokensPerMinute": -1}}]}),
+        "spec.tiers[0].limits.tokensPerMinute",
+    ),
+    Invalid("unknown-count-by", POLICY, _p({"countBy": "ip"}), "spec.countBy"),
+    Invalid("unknown-redis-fallback", POLICY, _p({"onRedisUnavailable": "maybe"}), "spec.onRedisUnavailable"),
+    Invalid("policy-unknown-field", POLICY, _p({"limit": {"requestsPerMinute": 1}}), "spec.limit"),
+    # ----- SentientAgent
+    Invalid(
+        "both-system-prompts",
+        AGENT,
+        _p({"systemPromptFrom": {"name": "cm", "key": "prompt"}}),
+        api.SYSTEM_PROMPT_MESSAGE,
+    ),
+    Invalid("no-system-prompt", AGENT, _p({"systemPrompt": None}), api.SYSTEM_PROMPT_MESSAGE),
+    Invalid("empty-chain", AGENT, _p({"llm": {"chain": []}}), "spec.llm.chain"),
+    Invalid(
+        "chain-too-long",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"name": f"p{i}"}} for i in range(11)]}}),
+        "spec.llm.chain",
+    ),
+    Invalid(
+        "duplicate-chain-entry",
+        AGENT,
+        _p({"llm": {"chain": [CHAIN_ENTRY, CHAIN_ENTRY]}}),
+        api.CHAIN_UNIQUE_MESSAGE,
+    ),
+    Invalid(
+        "chain-entry-without-provider-name",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"namespace": "x"}}]}}),
+        "spec.llm.chain[0].providerRef.name",
+    ),
+    Invalid(
+        "temperature-too-high",
+        AGENT,
+        _p({"llm": {"parameters": {"temperature": 3}}}),
+        "spec.llm.parameters.temperature",
+    ),
+    Invalid(
+        "temperature-negative",
+        AGENT,
+        _p({"llm": {"parameters": {"temperature": -0.5}}}),
+        "spec.llm.parameters.temperature",
+    ),
+    Invalid("top-p-above-one", AGENT, _p({"llm": {"parameters": {"topP": 1.5}}}), "spec.llm.parameters.topP"),
+    Invalid(
+        "zero-max-tokens",
+        AGENT,
+        _p({"llm": {"parameters": {"maxTokens": 0}}}),
+        "spec.llm.parameters.maxTokens",
+    ),
+    Invalid(
+        "min-replicas-above-max",
+        AGENT,
+        _p({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+        api.AUTOSCALING_MESSAGE,
+    ),
+    Invalid(
+        "cpu-target-above-100",
+        AGENT,
+        _p({"autoscaling": {"maxReplicas": 2, "targetCPUUtilization": 150}}),
+        "spec.autoscaling.targetCPUUtilization",
+    ),
+    Invalid("negative-replicas", AGENT, _p({"replicas": -1}), "spec.replicas"),
+    Invalid("no-caller-auth", AGENT, _p({"auth": None}), api.AUTH_MESSAGE),
+    Invalid(
+        "redis-sessions-without-url", AGENT, _p({"sessions": {"store": "redis"}}), api.SESSIONS_REDIS_MESSAGE
+    ),
+    Invalid("session-ttl-forever", AGENT, _p({"sessions": {"ttl": "forever"}}), "spec.sessions.ttl"),
+    Invalid("service-port-out-of-range", AGENT, _p({"service": {"port": 70000}}), "spec.service.port"),
+    Invalid(
+        "service-type-external-name", AGENT, _p({"service": {"type": "ExternalName"}}), "spec.service.type"
+    ),
+    Invalid(
+        "unknown-rotation-strategy",
+        AGENT,
+        _p({"rotation": {"strategy": "Recreate"}}),
+        "spec.rotation.strategy",
+    ),
+    Invalid(
+        "jwt-without-audiences",
+        AGENT,
+        _p({"auth": {"jwt": {"issuer": "https://i", "audiences": [], "jwksURL": "https://i/jwks"}}}),
+        "spec.auth.jwt.audiences",
+    ),
+    Invalid(
+        "jwt-bad-jwks-url",
+        AGENT,
+        _p({"auth": {"jwt": {"issuer": "https://i", "audiences": ["a"], "jwksURL": "jwks.json"}}}),
+        "spec.auth.jwt.jwksURL",
+    ),
+    Invalid(
+        "bad-agent-class",
+        AGENT,
+        _p({"deployment": {"agentClass": "not a class"}}),
+        "spec.deployment.agentClass",
+    ),
+    Invalid(
+        "duplicate-capability",
+        AGENT,
+        _p({"capabilities": ["chat", "chat"]}),
+        "spec.capabilities: duplicate entries",
+    ),
+    Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
+    Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
+]
+
+VALID: list[tuple[str, dict[str, Any]]] = [
+    ("provider", PROVIDER),
+    ("policy", POLICY),
+    ("agent", AGENT),
+    ("keyless-compatible", merge(PROVIDER, _p({"credentials": None}))),
+    ("vault", merge(PROVIDER, _p({"credentials": {"secretRef": None, "vault": VAULT}}))),
+    (
+        "aws-ambient",
+        merge(
+            PROVIDER,
+            _p(
+                {
+                    "type": "anthropic",
+                    "endpoint": None,
+                    "credentials": {"secretRef": None, "awsSecretsManager": AWS},
+                }
+            ),
+        ),
+    ),
+    (
+        "azure-default",
+        merge(PROVIDER, _p({"type": "openai", "credentials": {"secretRef": None, "azureKeyVault": AZURE}})),
+    ),
+    ("anonymous-agent", merge(AGENT, _p({"auth": {"apiKeys": None, "anonymous": True}}))),
+    (
+        "same-provider-two-models",
+        merge(AGENT, _p({"llm": {"chain": [CHAIN_ENTRY, merge(CHAIN_ENTRY, {"model": "m2"})]}})),
+    ),
+    (
+        "same-provider-other-namespace",
+        merge(
+            AGENT,
+            _p({"llm": {"chain": [CHAIN_ENTRY, merge(CHAIN_ENTRY, {"providerRef": {"namespace": "x"}})]}}),
+        ),
+    ),
+    (
+        "prompt-from-configmap",
+        merge(AGENT, _p({"systemPrompt": None, "systemPromptFrom": {"name": "cm", "key": "p"}})),
+    ),
+    ("autoscaling-equal-bounds", merge(AGENT, _p({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}))),
+    (
+        "tokens-only-policy",
+        merge(POLICY, _p({"limits": {"requestsPerMinute": None, "tokensPerMinute": 1000}})),
+    ),
+]
+
+
+def errors_text(exc: ValidationError) -> str:
+    """Every error as 'path: message', the path spelled as on the wire (spec.llm.chain[0].model)."""
+    lines = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        lines.append(f"{path}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _example_resources() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in EXAMPLES:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("apiVersion") == api.API_VERSION:
+                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return out
+
+
+EXAMPLE_RESOURCES = _example_resources()
