@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent_runtime.config import parse_config, provider_credential_file
+from agent_runtime.config import ServerConfig, duration_seconds, parse_config, provider_credential_file
 from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec, SentientAgentSpec
 from sentient_operator.build import (
     CONFIG_HASH_ANNOTATION,
@@ -181,6 +181,17 @@ def test_deployment_is_hardened() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SENTIENT_CONFIG"] == "/etc/sentient/config/config.yaml"
     assert env["SENTIENT_CREDENTIALS_DIR"] == "/etc/sentient/credentials"
+
+
+def test_pod_outlives_the_runtimes_drain_and_is_unrouted_before_sigterm() -> None:
+    pod = deployment(make_inputs())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The kubelet sleeps first (endpoints and kube-proxy stop routing to the pod meanwhile), then
+    # SIGTERMs; the pod's grace must cover the sleep plus the runtime's drain deadline.
+    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = duration_seconds(ServerConfig().shutdown_grace)
+    assert sleep >= 3
+    assert pod["terminationGracePeriodSeconds"] > sleep + drain
 
 
 def test_config_hash_follows_the_prompt() -> None:

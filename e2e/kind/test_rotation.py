@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 
 from e2e.cluster import Cluster
 from e2e.kind.cluster import KindImages
@@ -118,13 +117,6 @@ def test_hot_reload_rotation_through_the_kubelet(
     assert all(s["restartCount"] == 0 for p in after for s in p["status"]["containerStatuses"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug found by this test: on SIGTERM the runtime answers new requests with 503 "
-    "'the agent is shutting down' while the Service still routes to the pod (endpoint removal "
-    "lags SIGTERM); a few requests of each roll fail. Needs a short serve-while-unready delay "
-    "after SIGTERM in agent_runtime, or a preStop sleep in the operator's pod template.",
-)
 def test_rolling_restart_rotation_drops_nothing(
     cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
 ) -> None:

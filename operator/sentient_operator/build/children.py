@@ -18,6 +18,8 @@ from agent_runtime.config import (
     CONFIG_FILE_KEY,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_REDIS_URL_FILE,
+    ServerConfig,
+    duration_seconds,
     provider_ca_file,
     provider_credential_file,
 )
@@ -43,6 +45,15 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "512Mi"},
 }
 RUNTIME_UID = 65532
+# After a pod is deleted, the endpoint controller and every kube-proxy need a moment to stop
+# routing to it; a runtime signalled at once would refuse (503) the requests still arriving.
+# The kubelet runs this sleep first, then sends SIGTERM.
+PRE_STOP_SLEEP_SECONDS = 5
+# The pod's grace covers the sleep, the runtime's own drain deadline and a margin to exit, so the
+# kubelet never SIGKILLs a runtime that is still finishing streams inside its deadline.
+TERMINATION_GRACE_SECONDS = (
+    PRE_STOP_SLEEP_SECONDS + int(duration_seconds(ServerConfig().shutdown_grace) + 0.999) + 5
+)
 
 
 def _metadata(inputs: AgentInputs, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -153,6 +164,7 @@ def deployment(inputs: AgentInputs) -> dict[str, Any]:
             "timeoutSeconds": 3,
             "failureThreshold": 2,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
         "resources": overrides.resources if overrides.resources is not None else DEFAULT_RESOURCES,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -179,7 +191,7 @@ def deployment(inputs: AgentInputs) -> dict[str, Any]:
             "fsGroup": RUNTIME_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": config_map_name(inputs.name)}},
