@@ -113,3 +113,119 @@ def test_the_rule_sees_an_import(tmp_path: Path) -> None:
         "from sentient_operator.api import v1alpha1\nimport importlib\nimportlib.import_module('x')"
     )
     assert [m for _, m in _imported_modules(tree)] == ["sentient_operator.api", "importlib", "x"]
+
+
+OPERATOR = Path(__file__).resolve().parents[1] / "operator" / "sentient_operator"
+
+# The layers of docs/dev/architecture.md: a module may import its own layer and the layers it
+# stands on, never one above it. Each rule: (modules it applies to, prefixes they must not import).
+LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
+    # operator: API types -> builders -> reconcilers -> handlers (and main wires them up)
+    (
+        "sentient_operator.api",
+        (
+            "sentient_operator.build",
+            "sentient_operator.reconcile",
+            "sentient_operator.handlers",
+            "sentient_operator.credentials",
+            "sentient_operator.kube",
+            "sentient_operator.cli",
+            "sentient_operator.main",
+        ),
+    ),
+    (
+        "sentient_operator.build",
+        (
+            "sentient_operator.reconcile",
+            "sentient_operator.handlers",
+            "sentient_operator.kube",
+            "sentient_operator.cli",
+            "sentient_operator.main",
+        ),
+    ),
+    (
+        "sentient_operator.credentials",
+        (
+            "sentient_operator.reconcile",
+            "sentient_operator.handlers",
+            "sentient_operator.cli",
+            "sentient_operator.main",
+        ),
+    ),
+    (
+        "sentient_operator.reconcile",
+        ("sentient_operator.handlers", "sentient_operator.cli", "sentient_operator.main"),
+    ),
+    ("sentient_operator.handlers", ("sentient_operator.cli", "sentient_operator.main")),
+    # runtime: HTTP -> pipeline -> agents -> LLM manager -> providers / pool
+    (
+        "agent_runtime.http",
+        (
+            "agent_runtime.pipeline",
+            "agent_runtime.routes",
+            "agent_runtime.app",
+            "agent_runtime.lifecycle",
+            "agent_runtime.agents",
+            "agent_runtime.llm",
+        ),
+    ),
+    ("agent_runtime.pipeline", ("agent_runtime.routes", "agent_runtime.app")),
+    ("agent_runtime.routes", ("agent_runtime.app",)),
+    (
+        "agent_runtime.agents",
+        (
+            "agent_runtime.pipeline",
+            "agent_runtime.routes",
+            "agent_runtime.app",
+            "agent_runtime.http",
+            "agent_runtime.lifecycle",
+        ),
+    ),
+    (
+        "agent_runtime.llm",
+        (
+            "agent_runtime.pipeline",
+            "agent_runtime.routes",
+            "agent_runtime.app",
+            "agent_runtime.http",
+            "agent_runtime.lifecycle",
+            "agent_runtime.agents",
+            "agent_runtime.limits.policy",
+            "agent_runtime.sessions",
+            "agent_runtime.auth",
+        ),
+    ),
+    ("agent_runtime.llm.providers", ("agent_runtime.llm.manager", "agent_runtime.llm.entries")),
+    (
+        "agent_runtime.limits",
+        (
+            "agent_runtime.pipeline",
+            "agent_runtime.routes",
+            "agent_runtime.app",
+            "agent_runtime.http",
+            "agent_runtime.agents",
+            "agent_runtime.llm",
+        ),
+    ),
+]
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_layers_import_only_downwards() -> None:
+    graph = {**_module_graph(RUNTIME), **_module_graph(OPERATOR)}
+    offenders = [
+        f"{module} imports {target} (a layer above it)"
+        for module, targets in sorted(graph.items())
+        for scope, forbidden in LAYER_RULES
+        if _within(module, scope)
+        for target in sorted(targets)
+        if any(_within(target, f) for f in forbidden)
+    ]
+    assert offenders == []
+
+
+def test_the_operator_has_no_import_cycles() -> None:
+    assert _cycles(_module_graph(OPERATOR)) == []
