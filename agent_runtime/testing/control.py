@@ -11,6 +11,9 @@ through a :class:`FakeState` (in-process) or the admin API (other processes):
 - ``DELETE /_admin/faults`` clears the queue;
 - ``POST /_admin/reset``    clears counters and faults.
 
+Why one module of this size: state, faults and the admin API are one fake server's
+behaviour, shared by both wire formats; split, each part would reach into the others' state.
+
 Answers are deterministic: ``"Echo: <last user message>"`` split into words
 (or cycled to ``tokens`` words), one word per streamed chunk. A request that
 ends with the runtime's continuation prompt after a partial assistant turn

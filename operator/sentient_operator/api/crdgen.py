@@ -7,6 +7,9 @@
 - ``docs/reference/<kind>.md``: one page per kind, every field with type, default,
   description and validation.
 
+Why one module of this size: one walk over the models feeds four outputs (CRD schema,
+JSON Schema, reference page, printer columns) that must agree field for field.
+
 ``--check`` writes nothing and exits 1 when a file on disk differs from what
 would be written, so CI (and ``tests/test_crdgen.py``) catch hand edits and
 models changed without regenerating.

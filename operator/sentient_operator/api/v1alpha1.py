@@ -7,6 +7,9 @@ reads with it, and ``build/runtime_config.py`` converts its value types
 runtime's own schema, field for field. Durations are parsed by the runtime's
 ``parse_duration`` so that a duration means the same thing on both sides.
 
+Why one module of this size: the three kinds share most value types (durations, refs,
+conditions, timeouts) and the generator reads one module as the whole public API.
+
 Every cross-field rule exists twice: as a CEL rule (``x-kubernetes-validations``,
 declared with :func:`cel`) that the apiserver enforces, and as a pydantic
 validator that raises the *same message*, so offline validation

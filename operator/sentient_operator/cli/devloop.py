@@ -5,6 +5,9 @@
     caller -> proxy (--port, prints every request and its events) -> worker N (python -m agent_runtime)
                                                                   <- spare worker N+1, imports done
 
+Why one module of this size: the proxy, the worker pool and the file watcher share one
+event loop and one generation counter; it is the whole of `sentient dev`'s loop.
+
 On a change the spare receives the new generation's config, and once it
 answers ``/live`` the proxy points at it and the old worker drains (SIGTERM:
 its in-flight streams finish). A generation that fails to start leaves the

@@ -1,5 +1,8 @@
 """Keeping provider Secrets in step with their credential sources.
 
+Why one module of this size: the fetcher's backoff and the syncer's "never blank a
+working credential" rule are one contract, tested together; both parts are small classes.
+
 Two parts:
 
 - :class:`SharedFetcher` makes the store calls. Calls for the same source are single-flight
