@@ -97,6 +97,14 @@ def _catch_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None
             loop.add_signal_handler(sig, stop.set)
 
 
+async def _reclaim_signals(
+    context: OperatorContext, loop: asyncio.AbstractEventLoop, stop: asyncio.Event
+) -> None:
+    await context.started.wait()
+    await asyncio.sleep(0.1)  # kopf installs its handlers right after spawning its tasks
+    _catch_signals(loop, stop)
+
+
 async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector | None) -> str:
     """One term as leader: kopf runs until ``stop`` ("stopped"), the Lease is lost ("lost") or
     kopf fails ("failed")."""
@@ -113,6 +121,10 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
     # Our tasks exist before kopf's starts: kopf takes every task created after its start for
     # one of its own and cancels it when it stops.
     stopping = asyncio.ensure_future(stop.wait())
+    # kopf replaces our SIGTERM/SIGINT handlers with its own when it starts; a signal kopf takes
+    # while we step down (Lease lost) would never reach `stop`. Take them back once kopf is up:
+    # our handler stops kopf too, through `stop` below.
+    reclaim = asyncio.ensure_future(_reclaim_signals(context, loop, stop))
     kept: asyncio.Future[bool] | None = None
     if elector is not None:
         kept = asyncio.ensure_future(elector.keep(stop))
@@ -132,6 +144,12 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
     if kept is not None:
         waiters.add(kept)
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    # From here on a SIGTERM must reach `stop`, not kopf's handler: kopf is being stopped anyway,
+    # and a signal it swallowed during a step-down would leave us campaigning forever.
+    _catch_signals(loop, stop)
+    # kopf ending by itself without an error means it took a SIGTERM/SIGINT (its own handlers
+    # replace ours while it runs): that is a stop, even if the Lease was lost at the same moment.
+    kopf_took_signal = operator in done and not operator.cancelled() and operator.exception() is None
     lost = (
         kept is not None
         and kept in done
@@ -139,6 +157,7 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
         and kept.exception() is None
         and kept.result() is False
         and not stop.is_set()
+        and not kopf_took_signal
     )
     # kopf failing (e.g. it gave up on a forbidden watch) must exit non-zero so that the
     # pod restarts visibly. kopf also ends normally when it takes SIGTERM itself (it
@@ -163,11 +182,12 @@ async def _lead(settings: Settings, stop: asyncio.Event, elector: LeaseElector |
         with contextlib.suppress(asyncio.CancelledError, Exception, TimeoutError):
             await asyncio.wait_for(kept, timeout=10)
     stopping.cancel()
+    reclaim.cancel()
     # kopf removes the signal handlers it installed when it stops: ours again.
     _catch_signals(loop, stop)
     if failed:
         return "failed"
-    return "lost" if lost else "stopped"
+    return "lost" if lost and not stop.is_set() else "stopped"
 
 
 async def run(settings: Settings) -> int:

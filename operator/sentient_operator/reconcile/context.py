@@ -77,6 +77,8 @@ class OperatorContext:
         self.controller.register(PROVIDER_KIND, self.providers.reconcile)
         self.drift = DriftCheck(self.cache, self.children, self.controller)
         self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
+        #: Set once kopf's startup handlers ran (kopf has installed its signal handlers by then).
+        self.started = asyncio.Event()
 
     async def start(self, indexes: Mapping[str, Any]) -> None:
         """Bind kopf's indexes, load the fingerprint key, start the workers (kopf's startup)."""
@@ -91,6 +93,7 @@ class OperatorContext:
                 type(exc).__name__,
             )
         self.controller.start()
+        self.started.set()
 
     async def stop(self) -> None:
         """Stop the workers (kopf's cleanup)."""
