@@ -19,7 +19,7 @@ from agent_runtime.http import ASGIHandler, Exchange, Receive, Scope, Send
 from agent_runtime.lifecycle import Lifecycle, RuntimeState, load_agent_class
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles
-from agent_runtime.routes import assist, health, openai
+from agent_runtime.routes import assist, health, openai, spec
 
 log = logging.getLogger("agent_runtime.app")
 
@@ -51,6 +51,7 @@ class AgentRuntime(Lifecycle):
             health.READY,
             health.HEALTH,
             health.INFO,
+            spec.OPENAPI,
         ]
         if self.metrics_on_main_port:
             routes.append(health.METRICS)
