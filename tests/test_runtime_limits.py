@@ -91,6 +91,17 @@ def test_ordinary_requests_still_work(runtime: RuntimeProcess) -> None:
         assert client.get("/v1/models").status_code == 200
 
 
+def test_a_body_arriving_with_its_headers_is_no_big_header(runtime: RuntimeProcess) -> None:
+    # Headers and a 100 KB body in one write (one read, whole request): only header bytes count.
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * 100_000 + b'"}]}'
+    sock = connect(runtime)
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    answer = read_until_closed(sock, timeout=10)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:60]
+
+
 def test_sixty_slow_header_connections_are_closed_after_the_bound(runtime: RuntimeProcess) -> None:
     before = refusals(runtime).get("header_timeout", 0)
     socks = [connect(runtime) for _ in range(60)]

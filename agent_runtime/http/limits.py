@@ -9,7 +9,7 @@ makes a protocol class that adds, per connection:
   the first byte of each later request on a keep-alive connection): 408 and close;
 - a deadline for the body once the headers are in: 408 (when no response was started) and close;
 - a bound on the bytes of the request line and headers: 431 and close, before the parser has
-  buffered more than one read beyond the bound;
+  buffered more than one read (at most 256 KiB) beyond the bound;
 - a bound on concurrent connections per server: the connection over it is answered 503 and
   closed at once;
 - the idle keep-alive time between requests.
@@ -79,6 +79,7 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             # Not uvicorn's int setting: a duration may be fractional.
             self.timeout_keep_alive = limits.keep_alive_timeout  # type: ignore[assignment]
             self._reading_headers = True
+            self._headers_ended_in_read = False
             self._header_bytes = 0
             self._deadline: asyncio.TimerHandle | None = None
 
@@ -99,10 +100,12 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self._reading_headers and self._deadline is None:
                 # The first byte of a request on a kept-alive connection starts its header clock.
                 self._arm(limits.header_timeout, HEADER_TIMEOUT)
+            self._headers_ended_in_read = False
             super().data_received(data)
-            if self._reading_headers and not self.transport.is_closing():
-                # The whole read went to the unfinished headers (the parser holds it): count it.
-                # A read that also ends the previous request is over-counted, never under-counted.
+            if self._reading_headers and not self._headers_ended_in_read and not self.transport.is_closing():
+                # The whole read went to unfinished headers (the parser holds it): count it. A read
+                # in which a request's headers ended (and maybe its body, and the next request
+                # began) is not counted: the next read is, so the bound holds within one read.
                 self._header_bytes += len(data)
                 if self._header_bytes > limits.max_header_bytes:
                     self._refuse(HEADER_TOO_LARGE, 431)
@@ -111,6 +114,7 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._reading_headers = False
+            self._headers_ended_in_read = True
             self._header_bytes = 0
             self._arm(limits.body_timeout, BODY_TIMEOUT)
             super().on_headers_complete()
