@@ -102,6 +102,14 @@ def test_a_body_arriving_with_its_headers_is_no_big_header(runtime: RuntimeProce
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:60]
 
 
+def test_big_bodies_on_a_kept_alive_connection_are_no_headers(runtime: RuntimeProcess) -> None:
+    # Requests with 100-600 KB bodies, one after another on one connection: only header bytes count.
+    with httpx.Client(base_url=runtime.url, headers={"x-api-key": KEY}) as client:
+        for size in (600_000, 300_000, 100_000, 543_000, 70_000, 250_000):
+            body = {"model": "m", "messages": [{"role": "user", "content": "a" * size}], "n": 2}
+            assert client.post("/v1/chat/completions", json=body).status_code == 422
+
+
 def test_sixty_slow_header_connections_are_closed_after_the_bound(runtime: RuntimeProcess) -> None:
     before = refusals(runtime).get("header_timeout", 0)
     socks = [connect(runtime) for _ in range(60)]

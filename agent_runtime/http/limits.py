@@ -79,7 +79,7 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             # Not uvicorn's int setting: a duration may be fractional.
             self.timeout_keep_alive = limits.keep_alive_timeout  # type: ignore[assignment]
             self._reading_headers = True
-            self._headers_ended_in_read = False
+            self._boundary_in_read = False
             self._header_bytes = 0
             self._deadline: asyncio.TimerHandle | None = None
 
@@ -100,12 +100,12 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if self._reading_headers and self._deadline is None:
                 # The first byte of a request on a kept-alive connection starts its header clock.
                 self._arm(limits.header_timeout, HEADER_TIMEOUT)
-            self._headers_ended_in_read = False
+            self._boundary_in_read = False
             super().data_received(data)
-            if self._reading_headers and not self._headers_ended_in_read and not self.transport.is_closing():
+            if self._reading_headers and not self._boundary_in_read and not self.transport.is_closing():
                 # The whole read went to unfinished headers (the parser holds it): count it. A read
-                # in which a request's headers ended (and maybe its body, and the next request
-                # began) is not counted: the next read is, so the bound holds within one read.
+                # in which a request's headers or body ended (and the next request may have begun)
+                # is not counted: the next read is, so the bound holds within one read.
                 self._header_bytes += len(data)
                 if self._header_bytes > limits.max_header_bytes:
                     self._refuse(HEADER_TOO_LARGE, 431)
@@ -114,12 +114,13 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._reading_headers = False
-            self._headers_ended_in_read = True
+            self._boundary_in_read = True
             self._header_bytes = 0
             self._arm(limits.body_timeout, BODY_TIMEOUT)
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
+            self._boundary_in_read = True
             super().on_message_complete()
             # The next bytes on this connection are the next request's headers; until they come,
             # the keep-alive timeout (armed when the response completes) is the bound.
