@@ -41,9 +41,15 @@ _PLAIN_ERROR: dict[str, Any] = {
     "required": ["error"],
     "properties": {"error": {"type": "string"}, "code": {"type": ["string", "null"]}},
 }
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event.",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+}
 _SSE: dict[str, Any] = {
     "text/event-stream": {
-        "schema": {"type": "string"},
+        "schema": _SSE_EVENT,
         "x-events": "Sentient agent protocol events (text_chunk, json, error, done); see docs/runtime.md",
     }
 }
@@ -54,7 +60,7 @@ SUCCESS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "/v1/chat/completions": (
         "200",
         "A chat.completion, or chat.completion.chunk events with `stream: true`.",
-        {"application/json": {"schema": _JSON_OBJECT}, **{k: {"schema": {"type": "string"}} for k in _SSE}},
+        {"application/json": {"schema": _JSON_OBJECT}, "text/event-stream": {"schema": _SSE_EVENT}},
     ),
     "/v1/models": (
         "200",
@@ -91,6 +97,13 @@ def _error_content(route: Route) -> dict[str, Any]:
     return {"application/json": {"schema": _PLAIN_ERROR}}
 
 
+# Refusals of the HTTP layer itself (http/limits.py), on every route, with an empty body.
+_CONNECTION_REFUSALS = {
+    "408": "The request line, headers or body did not arrive in time (server.limits).",
+    "431": "Request line and headers larger than server.limits.maxHeaderBytes.",
+}
+
+
 def _refusals(route: Route) -> dict[str, str]:
     codes = {"400": "No Host header (HTTP/1.1).", "405": "Method not allowed (see Allow)."}
     if route.authenticate:
@@ -125,6 +138,9 @@ def build_document(routes: Sequence[Route], *, title: str, version: str) -> dict
         error_content = _error_content(route)
         for code, why in sorted(_refusals(route).items()):
             responses.setdefault(code, {"description": why, "content": error_content})
+        for code, why in _CONNECTION_REFUSALS.items():
+            responses.setdefault(code, {"description": why})
+        responses = dict(sorted(responses.items()))
         operation: dict[str, Any] = {"responses": responses}
         if route.authenticate:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
