@@ -20,7 +20,8 @@ from collections.abc import Generator
 import uvicorn
 
 from agent_runtime.app import AgentRuntime, create_app, metrics_app
-from agent_runtime.config import config_path, credentials_dir
+from agent_runtime.config import ServerLimits, config_path, credentials_dir
+from agent_runtime.http.limits import ConnectionLimits, limited_protocol
 from agent_runtime.logging import setup_logging
 
 log = logging.getLogger("agent_runtime.main")
@@ -35,19 +36,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: object, host: str, port: int, limits: ServerLimits) -> uvicorn.Config:
+    """The uvicorn settings of one of the runtime's servers, with ``limits`` on slow clients."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        # httptools, with deadlines and size bounds on the request (http/limits.py); the
+        # idle keep-alive time is one of them.
+        http=limited_protocol(ConnectionLimits.from_config(limits)),
         lifespan="on",
         access_log=False,
         log_config=None,
         server_header=False,
-        # Streams may run for minutes; the keep-alive of idle connections stays short.
-        timeout_keep_alive=30,
         # Our own drain has already waited for streams when uvicorn shuts down.
         timeout_graceful_shutdown=5,
     )
@@ -56,10 +58,12 @@ def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
 async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
     """Run the API and metrics servers until a signal, then drain and stop."""
     server_config = runtime.config.server
-    main = _Server(_uvicorn_config(runtime, host, server_config.port))
+    main = _Server(uvicorn_config(runtime, host, server_config.port, server_config.limits))
     servers = [main]
     if server_config.metrics_port:
-        metrics = _Server(_uvicorn_config(metrics_app(), host, server_config.metrics_port))
+        metrics = _Server(
+            uvicorn_config(metrics_app(), host, server_config.metrics_port, server_config.limits)
+        )
         metrics.config.lifespan = "off"
         servers.append(metrics)
 

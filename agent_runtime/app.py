@@ -19,7 +19,7 @@ from agent_runtime.http import ASGIHandler, Exchange, Receive, Scope, Send
 from agent_runtime.lifecycle import Lifecycle, RuntimeState, load_agent_class
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles
-from agent_runtime.routes import assist, health, openai
+from agent_runtime.routes import health, spec
 
 log = logging.getLogger("agent_runtime.app")
 
@@ -43,17 +43,8 @@ class AgentRuntime(Lifecycle):
         )
         self.metrics_on_main_port = not config.server.metrics_port
         self.pipeline = Pipeline(self)
-        routes = [
-            assist.ASSIST,
-            openai.CHAT_COMPLETIONS,
-            openai.MODELS,
-            health.LIVE,
-            health.READY,
-            health.HEALTH,
-            health.INFO,
-        ]
-        if self.metrics_on_main_port:
-            routes.append(health.METRICS)
+        # The documented routes (routes/spec.py); /metrics here only when it has no port of its own.
+        routes = [r for r in spec.ROUTES if r is not health.METRICS or self.metrics_on_main_port]
         self._routes: dict[str, ASGIHandler] = {route.path: self.pipeline.handler(route) for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -26,6 +26,7 @@ import httpx
 import jwt
 
 from agent_runtime.config import AuthRuntimeConfig
+from agent_runtime.placeholders import is_placeholder
 
 log = logging.getLogger("agent_runtime.auth")
 
@@ -85,6 +86,21 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# The placeholders the project's own templates and docs print: the file holds only digests, so
+# these are recognised at load by their digest; any other placeholder is refused when presented.
+_TEMPLATE_PLACEHOLDERS = (
+    "REPLACE-WITH-A-LONG-RANDOM-KEY",
+    "REPLACE-WITH-YOUR-PROVIDER-KEY",
+    "REPLACE-WITH-YOUR-KEY",
+    "REPLACEME",
+    "YOUR_KEY",
+    "YOUR-API-KEY",
+    "changeme",
+    "placeholder",
+)
+_PLACEHOLDER_DIGESTS = frozenset(hashlib.sha256(p.encode()).digest() for p in _TEMPLATE_PLACEHOLDERS)
+
+
 @dataclass(frozen=True, slots=True)
 class _KeyEntry:
     key_id: str
@@ -128,6 +144,14 @@ class APIKeyTable:
                 digest = bytes.fromhex(entry["sha256"])
             except ValueError:
                 continue
+            if digest in _PLACEHOLDER_DIGESTS:
+                log.warning(
+                    "API key %r in %s is a template placeholder; it never authenticates: "
+                    "put a long random key in the agent's API-key Secret",
+                    str(key_id),
+                    self._file_name,
+                )
+                continue
             tier = entry.get("tier")
             table[digest] = _KeyEntry(str(key_id), digest, tier if isinstance(tier, str) else None)
         return table
@@ -139,9 +163,18 @@ class APIKeyTable:
         # The dict lookup is keyed by a hash of the secret: its timing can only
         # reveal facts about SHA-256 outputs of the guess, not about a stored
         # key. The final comparison is constant-time anyway.
-        if entry is not None and hmac.compare_digest(entry.digest, digest):
-            return entry
-        return None
+        if entry is None or not hmac.compare_digest(entry.digest, digest):
+            return None
+        if is_placeholder(key):
+            # A key someone bound from a template unchanged: refuse it and say which one (never its value).
+            log.warning(
+                "API key %r in %s is a placeholder; it never authenticates: "
+                "put a long random key in the agent's API-key Secret",
+                entry.key_id,
+                self._file_name,
+            )
+            return None
+        return entry
 
     def __len__(self) -> int:
         return len(self._entries())

@@ -339,6 +339,44 @@ class SessionsRuntimeConfig(ConfigModel):
     redis_url_file: str | None = None
 
 
+class ServerLimits(ConfigModel):
+    """Bounds on what a client may cost the server before (and while) its request is read.
+
+    They apply to every connection before any authentication: a client that sends its request
+    slowly, sends huge headers, or just holds connections open is cut off.
+    """
+
+    header_timeout: Duration = Field(
+        default="10s",
+        description="Time to receive the request line and headers, from the connection's (or request's) first byte.",
+    )
+    body_timeout: Duration = Field(
+        default="30s", description="Time to receive the request body once the headers are in."
+    )
+    keep_alive_timeout: Duration = Field(
+        default="5s", description="How long an idle keep-alive connection is kept between requests."
+    )
+    max_header_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers, in bytes; larger is refused with 431.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Concurrent connections per server; more are closed at once.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> ServerLimits:
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            if duration_seconds(getattr(self, name)) <= 0:
+                raise ValueError(f"server.limits: {to_camel(name)} must be greater than 0s")
+        return self
+
+
 class ServerConfig(ConfigModel):
     """HTTP server settings."""
 
@@ -354,6 +392,10 @@ class ServerConfig(ConfigModel):
     )
     shutdown_grace: Duration = Field(default="25s", description="Deadline for in-flight streams on SIGTERM.")
     heartbeat_interval: Duration = Field(default="15s", description="SSE comment heartbeat on long silences.")
+    limits: ServerLimits = Field(
+        default_factory=ServerLimits,
+        description="Bounds on slow or greedy clients (timeouts, header size, connections).",
+    )
 
 
 class RuntimeConfig(ConfigModel):

@@ -328,6 +328,9 @@ class Lifecycle:
     async def _on_credentials_change(self) -> None:
         assert self.audit is not None
         try:
+            if self.llm is not None:
+                # A new provider key closes that provider's breaker now, not after its cool-down.
+                self.llm.credentials_changed()
             state = self.state
             # Redis URLs are read when a backend is built; a changed URL needs a rebuild.
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":

@@ -116,3 +116,10 @@ CLIENT_DISCONNECTS = Counter(
     ["route"],
     registry=REGISTRY,
 )
+HTTP_REFUSALS = Counter(
+    "sentient_http_refusals_total",
+    "Connections cut off before their request was read, by reason: header_timeout, body_timeout, "
+    "header_too_large, too_many_connections (server.limits).",
+    ["reason"],
+    registry=REGISTRY,
+)

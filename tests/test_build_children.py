@@ -107,6 +107,18 @@ def test_config_map_is_a_valid_runtime_config_without_secrets() -> None:
         assert secret not in text
 
 
+def test_server_limits_are_rendered_into_the_runtime_config() -> None:
+    default = parse_config(config_map(make_inputs())["data"]["config.yaml"]).server.limits
+    assert (default.header_timeout, default.body_timeout, default.keep_alive_timeout) == ("10s", "30s", "5s")
+    assert (default.max_header_bytes, default.max_connections) == (65536, 1024)
+    limits = {"headerTimeout": "3s", "bodyTimeout": "20s", "keepAliveTimeout": "2s", "maxHeaderBytes": 16384}
+    text = config_map(make_inputs(server={"limits": {**limits, "maxConnections": 200}}))["data"][
+        "config.yaml"
+    ]
+    rendered = parse_config(text).server.limits
+    assert rendered.to_wire() == {**limits, "maxConnections": 200}
+
+
 def test_bound_secret_hashes_caller_keys_and_keeps_provider_key() -> None:
     data = secret_data(credentials_secret(make_inputs()))
     assert data[provider_credential_file("team", "openai")] == "sk-provider-secret"

@@ -14,6 +14,7 @@ import pytest
 
 from agent_runtime.llm.types import CONTINUATION_PROMPT
 from agent_runtime.testing import FakeUpstream, Fault, answer_for, run_fake, wait_until
+from sentient_operator.credentials.validate import Validity, validate_key
 from tests.support.net import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +215,31 @@ def test_reset_before_any_chunk_truncates_the_response(openai_fake: FakeUpstream
         openai_fake.inject(Fault("reset"))
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.post(url, json={**body, "stream": stream}, headers={"authorization": "Bearer key-1"})
+
+
+@pytest.mark.parametrize("name", ["openai_fake", "anthropic_fake"])
+def test_models_route_checks_the_key(request: pytest.FixtureRequest, name: str) -> None:
+    fake: FakeUpstream = request.getfixturevalue(name)
+    right = "key-1" if name == "openai_fake" else "key-2"
+
+    def headers(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"} if name == "openai_fake" else {"x-api-key": key}
+
+    for path in ("/v1/models", "/models"):
+        assert httpx.get(f"{fake.base_url}{path}", headers=headers(right)).status_code == 200
+        assert httpx.get(f"{fake.base_url}{path}", headers=headers("wrong")).status_code == 401
+        assert httpx.get(f"{fake.base_url}{path}").status_code == 401
+    fake.set_api_key(None)
+    assert httpx.get(f"{fake.base_url}/v1/models", headers=headers("anything")).status_code == 200
+
+
+async def test_key_validation_against_the_fakes(
+    openai_fake: FakeUpstream, anthropic_fake: FakeUpstream
+) -> None:
+    # What `validateBeforeRollout` does in the demo: a wrong key must read as Unauthorized.
+    for provider_type, endpoint, right in (
+        ("openai", openai_fake.endpoint, "key-1"),
+        ("anthropic", anthropic_fake.base_url, "key-2"),
+    ):
+        assert (await validate_key(provider_type, endpoint, right)).validity is Validity.VALID
+        assert (await validate_key(provider_type, endpoint, "wrong")).validity is Validity.UNAUTHORIZED

@@ -139,3 +139,44 @@ async def test_manager_skips_an_open_breaker_and_probes_after_cooldown(fake: Fak
         assert manager.snapshot()[0]["breaker"] == "closed"
     finally:
         await manager.aclose()
+
+
+async def test_a_changed_credential_closes_that_providers_breaker_at_once(fake: FakeUpstream) -> None:
+    fake.state.reset()
+    fake.set_api_key("sk-right")
+    clock = Clock()
+    files = {"a.key": "sk-wrong-a", "b.key": "sk-wrong-b"}
+    breaker = {"failureThreshold": 1, "window": "60s", "cooldown": "30s", "halfOpenRequests": 1}
+    providers = [
+        fake_provider(
+            fake,
+            f"ns/{name}",
+            model="m1",
+            credential_file=f"{name}.key",
+            retry={"maxAttempts": 1},
+            circuitBreaker=breaker,
+        )
+        for name in ("a", "b")
+    ]
+    manager = LLMManager(chain_config(*providers), files.get, clock=clock)
+    request = ChatRequest([ChatMessage("user", "hi")])
+    try:
+        with pytest.raises(LLMError):
+            await manager.complete(request)
+        assert [e["breaker"] for e in manager.snapshot()] == ["open", "open"]
+        assert not manager.usable()
+        # The mounted key of provider a is corrected; no time passes.
+        files["a.key"] = "sk-right"
+        assert manager.usable()
+        assert [e["breaker"] for e in manager.snapshot()] == ["closed", "open"]
+        completion = await manager.complete(request)
+        assert (completion.provider, completion.text) == ("ns/a", "Echo: hi")
+        # The same content again (a re-sync writing the same key) is no change.
+        files["a.key"] = "".join(["sk-", "right"])
+        fake.set_api_key("sk-other")
+        with pytest.raises(LLMError):
+            await manager.complete(request)
+        assert [e["breaker"] for e in manager.snapshot()] == ["open", "open"]
+    finally:
+        fake.set_api_key(None)
+        await manager.aclose()

@@ -110,6 +110,27 @@ async def test_api_key_file_is_hashed_and_reloaded(tmp_path: Path) -> None:
     assert (await auth.authenticate({"x-api-key": "second"})).id == "k"
 
 
+@pytest.mark.parametrize(
+    "placeholder", ["REPLACE-WITH-A-LONG-RANDOM-KEY", "your-caller-key", "<api-key>", "xxxxxxxx"]
+)
+async def test_placeholder_api_key_never_authenticates(
+    tmp_path: Path, placeholder: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "apikeys.json").write_text(
+        api_keys_json({"starter": (placeholder, None), "alice": ("alice-secret-key", None)})
+    )
+    auth = Authenticator(
+        AuthRuntimeConfig.model_validate({"apiKeysFile": "apikeys.json"}), CredentialFiles(tmp_path).read
+    )
+    with caplog.at_level("WARNING", logger="agent_runtime.auth"):
+        await expect(auth, {"x-api-key": placeholder}, 401, "invalid_api_key")
+        await expect(auth, {"authorization": f"Bearer {placeholder}"}, 401, "invalid_api_key")
+    assert (await auth.authenticate({"x-api-key": "alice-secret-key"})).id == "alice"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and all("'starter'" in w and "placeholder" in w for w in warnings)
+    assert not any(placeholder in w for w in warnings)
+
+
 async def test_jwt_matrix(tmp_path: Path, keys: dict[str, Any], jwks: JWKSServer) -> None:
     auth = authenticator(tmp_path, jwks.url)
     good = await auth.authenticate({"authorization": f"Bearer {token(keys['trusted'])}"})

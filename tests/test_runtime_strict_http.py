@@ -135,6 +135,8 @@ def test_bodies_must_be_declared_json(server: InProcessRuntime, path: str, conte
         {"stream": 1},
         {"max_tokens": 10**12},
         {"max_completion_tokens": 10**12},
+        {"max_tokens": "16"},
+        {"max_tokens": 16.5},
         {"temperature": "0.5"},
         {"messages": [{"role": "user", "content": 42}]},
     ],
@@ -147,6 +149,17 @@ def test_chat_bodies_are_strict(server: InProcessRuntime, change: dict[str, Any]
         timeout=10,
     )
     assert response.status_code == 422, response.text
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer(server: InProcessRuntime) -> None:
+    # JSON has one number type and JSON Schema calls 16.0 an integer; so does the OpenAPI document.
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={**CHAT_BODY, "max_tokens": 16.0, "n": 1.0},
+        headers={"x-api-key": KEY},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
 
 
 def test_assist_bodies_are_strict(server: InProcessRuntime) -> None:

@@ -1,4 +1,4 @@
-"""The runtime's small HTTP layer: one exchange, streamed writes, request bodies, connection watch."""
+"""The runtime's small HTTP layer: one exchange, streamed writes, request bodies, connection watch, client limits."""
 
 from agent_runtime.http.exchange import (
     ASGIHandler,

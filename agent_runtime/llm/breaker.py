@@ -120,6 +120,12 @@ class CircuitBreaker:
         if self._state == "half_open":
             self._trials = max(0, self._trials - 1)
 
+    def reset(self) -> None:
+        """Close the breaker now and forget past failures (the provider's credential changed)."""
+        self._failures.clear()
+        self._trials = 0
+        self._set("closed")
+
     def configure(
         self, *, failure_threshold: int, window: float, cooldown: float, half_open_requests: int
     ) -> None:

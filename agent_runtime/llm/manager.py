@@ -128,6 +128,9 @@ class LLMManager:
         self._pools = UpstreamPools(read_file)
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._stats: dict[tuple[str, str], Stats] = {}
+        # The credential text each key file held when last looked at (kept only to notice a change;
+        # it is the same object the credential cache already holds, never logged).
+        self._credential_seen: dict[str, str | None] = {}
         self._snapshot = build_snapshot(config, self._breakers, self._stats, clock)
 
     # ------------------------------------------------------------------ config
@@ -165,8 +168,40 @@ class LLMManager:
         value = self._read_file(path)
         return "present" if value and value.strip() else "missing"
 
+    def _follow_credential(self, entry: Entry) -> None:
+        """Close the breakers of ``entry``'s provider when its key file's content changed.
+
+        A breaker opened by a wrong key would otherwise keep refusing the right one for the
+        whole cool-down; with a new key the provider deserves a fresh verdict at once.
+        """
+        path = entry.config.credential_file
+        if path is None:
+            return
+        value = self._read_file(path)
+        if path not in self._credential_seen:
+            self._credential_seen[path] = value
+            return
+        seen = self._credential_seen[path]
+        # The credential cache returns the same object until the file changes: usually free.
+        if value is seen or value == seen:
+            return
+        self._credential_seen[path] = value
+        closed = []
+        for other in self._snapshot.entries:
+            if other.config.credential_file == path and other.breaker.state != "closed":
+                other.breaker.reset()
+                closed.append(f"{other.config.id}:{other.config.model}")
+        if closed:
+            log.info("provider credential changed; circuit breaker closed", extra={"entries": closed})
+
+    def credentials_changed(self) -> None:
+        """Look at every key file now (the credentials directory changed)."""
+        for entry in self._snapshot.entries:
+            self._follow_credential(entry)
+
     def usable(self) -> bool:
         """At least one entry has its credentials and a breaker that lets requests through."""
+        self.credentials_changed()
         return any(
             entry.breaker.available() and self._credentials_state(entry) != "missing"
             for entry in self._snapshot.entries
@@ -322,6 +357,7 @@ class LLMManager:
 
     async def _prepare(self, entry: Entry, request: ChatRequest, attempts: int = 0) -> _Failure | None:
         """Breaker and provider quota checks before every attempt on an entry."""
+        self._follow_credential(entry)
         if not entry.breaker.acquire():
             retry_in = entry.breaker.retry_in()
             return _Failure(

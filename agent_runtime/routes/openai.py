@@ -14,9 +14,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent_runtime import protocol
 from agent_runtime.http import Pulse
@@ -40,6 +40,18 @@ _DONE = b"data: [DONE]\n\n"
 
 # Bodies are validated strictly: OpenAI refuses "stream": "yes", so do we.
 MAX_TOKENS_LIMIT = 1_000_000
+
+
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 256.0 is the integer 256 (as JSON Schema says); 256.5 and "256" stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The bounds inside the type, so that the JSON schema (and the OpenAPI document) carries them too.
+TokenCount = Annotated[int, Field(ge=1, le=MAX_TOKENS_LIMIT), BeforeValidator(_whole_number)]
+ChoiceCount = Annotated[int, Field(ge=1, le=1), BeforeValidator(_whole_number)]
 
 
 class ContentPart(BaseModel):
@@ -84,10 +96,10 @@ class ChatCompletionBody(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: ChoiceCount = 1
     user: str | None = Field(default=None, max_length=256)
 
 

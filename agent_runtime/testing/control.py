@@ -265,6 +265,14 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
                 return
             await asyncio.sleep(0.02)
 
+    def wrong_key(request: Request) -> bool:
+        # Every upstream route checks the key, the models list too: `validateBeforeRollout`
+        # relies on a wrong key being answered 401 there.
+        return state.api_key is not None and wire.api_key_of(request) != state.api_key
+
+    def unauthorized() -> Response:
+        return JSONResponse(wire.error(401, "invalid api key", "authentication_error"), status_code=401)
+
     async def chat(request: Request) -> Response:
         raw = await request.body()
         key = wire.api_key_of(request)
@@ -272,11 +280,11 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
             state.requests += 1
             if key is not None:
                 state.keys_seen[key] += 1
-        if state.api_key is not None and key != state.api_key:
+        if wrong_key(request):
             with state.lock:
                 state.auth_failures += 1
                 state.statuses[401] += 1
-            return JSONResponse(wire.error(401, "invalid api key", "authentication_error"), status_code=401)
+            return unauthorized()
         try:
             body = json.loads(raw)
             messages = body["messages"]
@@ -342,12 +350,15 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
         return JSONResponse(state.to_json())
 
     async def models(request: Request) -> Response:
+        # Not counted in the request statistics: those describe the chat traffic tests assert on.
+        if wrong_key(request):
+            return unauthorized()
         return JSONResponse(
             {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "sentient-fake"}]}
         )
 
     routes = [Route(path, chat, methods=["POST"]) for path in wire.paths]
-    routes.append(Route("/v1/models", models, methods=["GET"]))
+    routes += [Route(path, models, methods=["GET"]) for path in ("/v1/models", "/models")]
     routes += [
         Route("/_admin/state", admin_state, methods=["GET"]),
         Route("/_admin/config", admin_config, methods=["POST"]),

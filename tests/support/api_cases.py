@@ -348,6 +348,24 @@ INVALID: list[Invalid] = [
         "spec.llm.parameters.maxTokens",
     ),
     Invalid(
+        "server-header-timeout-zero",
+        AGENT,
+        _p({"server": {"limits": {"headerTimeout": "0s"}}}),
+        api.SERVER_LIMITS_POSITIVE_MESSAGE,
+    ),
+    Invalid(
+        "server-header-bytes-too-small",
+        AGENT,
+        _p({"server": {"limits": {"maxHeaderBytes": 100}}}),
+        "spec.server.limits.maxHeaderBytes",
+    ),
+    Invalid(
+        "server-no-connections",
+        AGENT,
+        _p({"server": {"limits": {"maxConnections": 0}}}),
+        "spec.server.limits.maxConnections",
+    ),
+    Invalid(
         "min-replicas-above-max",
         AGENT,
         _p({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),

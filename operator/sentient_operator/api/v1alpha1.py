@@ -1128,6 +1128,65 @@ class ServiceConfig(Model):
     )
 
 
+SERVER_LIMITS_POSITIVE_MESSAGE = (
+    "spec.server.limits: headerTimeout, bodyTimeout and keepAliveTimeout must be greater than 0s"
+)
+
+
+class ServerLimitsConfig(Model):
+    """Bounds the runtime puts on every client connection, before any authentication."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.headerTimeout) > duration('0s') && duration(self.bodyTimeout) > duration('0s')"
+                " && duration(self.keepAliveTimeout) > duration('0s')",
+                SERVER_LIMITS_POSITIVE_MESSAGE,
+            ),
+        )
+    )
+
+    header_timeout: Duration = Field(
+        default="10s",
+        description="Time a client has to send the request line and headers; then 408 and the connection closes.",
+    )
+    body_timeout: Duration = Field(
+        default="30s",
+        description="Time a client has to send the request body once the headers are in; then 408 and close.",
+    )
+    keep_alive_timeout: Duration = Field(
+        default="5s", description="How long an idle keep-alive connection is kept open between requests."
+    )
+    max_header_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers, in bytes; a larger one is refused with 431.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Concurrent client connections per pod; a connection over the bound is answered 503 and closed.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> ServerLimitsConfig:
+        durations = (self.header_timeout, self.body_timeout, self.keep_alive_timeout)
+        if min(parse_duration(d) for d in durations) <= timedelta(0):
+            raise ValueError(SERVER_LIMITS_POSITIVE_MESSAGE)
+        return self
+
+
+class ServerConfig(Model):
+    """The runtime's HTTP server."""
+
+    limits: ServerLimitsConfig = Field(
+        default_factory=ServerLimitsConfig,
+        description="Bounds on slow or greedy clients: request deadlines, header size, idle keep-alive, connections.",
+    )
+
+
 AUTOSCALING_MESSAGE = "spec.autoscaling: minReplicas must not exceed maxReplicas"
 
 
@@ -1254,6 +1313,10 @@ class SentientAgentSpec(Model):
     )
     deployment: DeploymentOverrides = Field(default_factory=DeploymentOverrides, description="Pod settings.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Service settings.")
+    server: ServerConfig = Field(
+        default_factory=ServerConfig,
+        description="The runtime's HTTP server: limits on slow or greedy clients.",
+    )
     autoscaling: AutoscalingConfig | None = Field(
         default=None, description="HorizontalPodAutoscaler; when set it owns the replica count."
     )

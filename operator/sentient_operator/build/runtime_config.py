@@ -29,6 +29,8 @@ from agent_runtime.config import (
     RateLimits,
     RetryPolicy,
     RuntimeConfig,
+    ServerConfig,
+    ServerLimits,
     SessionsRuntimeConfig,
     Tier,
     Timeouts,
@@ -148,6 +150,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             max_turns=sessions.max_turns,
             redis_url_file=SESSIONS_REDIS_URL_FILE if sessions.store == "redis" else None,
         ),
+        server=ServerConfig(limits=_convert(spec.server.limits, ServerLimits)),
     )
 
 

@@ -1,0 +1,162 @@
+"""Limits on slow and greedy clients, enforced in the HTTP protocol before any authentication.
+
+uvicorn's httptools protocol has no deadline for receiving a request and no bound on header
+size: a client that sends its headers one byte at a time, or 25 MB of a header that never ends,
+holds a connection (and the parser's buffer) for as long as it likes. :func:`limited_protocol`
+makes a protocol class that adds, per connection:
+
+- a deadline for the request line and headers (from the connection's first moment, then from
+  the first byte of each later request on a keep-alive connection): 408 and close;
+- a deadline for the body once the headers are in: 408 (when no response was started) and close;
+- a bound on the bytes of the request line and headers: 431 and close, before the parser has
+  buffered more than one read (at most 256 KiB) beyond the bound;
+- a bound on concurrent connections per server: the connection over it is answered 503 and
+  closed at once;
+- the idle keep-alive time between requests.
+
+Each refusal is counted in ``sentient_http_refusals_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from agent_runtime import metrics
+from agent_runtime.config import ServerLimits, duration_seconds
+
+HEADER_TIMEOUT = "header_timeout"
+BODY_TIMEOUT = "body_timeout"
+HEADER_TOO_LARGE = "header_too_large"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+REASONS = (HEADER_TIMEOUT, BODY_TIMEOUT, HEADER_TOO_LARGE, TOO_MANY_CONNECTIONS)
+
+_REASON_PHRASES = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """:class:`~agent_runtime.config.ServerLimits` in the units the protocol uses."""
+
+    header_timeout: float
+    body_timeout: float
+    keep_alive_timeout: float
+    max_header_bytes: int
+    max_connections: int
+
+    @classmethod
+    def from_config(cls, limits: ServerLimits) -> ConnectionLimits:
+        """Seconds and bytes from the config's durations."""
+        return cls(
+            header_timeout=duration_seconds(limits.header_timeout),
+            body_timeout=duration_seconds(limits.body_timeout),
+            keep_alive_timeout=duration_seconds(limits.keep_alive_timeout),
+            max_header_bytes=limits.max_header_bytes,
+            max_connections=limits.max_connections,
+        )
+
+
+def _refuse_counter(reason: str) -> Any:
+    return metrics.HTTP_REFUSALS.labels(reason=reason)
+
+
+def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """An httptools protocol class (uvicorn's ``http=``) that enforces ``limits``."""
+    counters = {reason: _refuse_counter(reason) for reason in REASONS}
+
+    class LimitedProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with deadlines and size bounds on the request."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Not uvicorn's int setting: a duration may be fractional.
+            self.timeout_keep_alive = limits.keep_alive_timeout  # type: ignore[assignment]
+            self._reading_headers = True
+            self._boundary_in_read = False
+            self._header_bytes = 0
+            self._deadline: asyncio.TimerHandle | None = None
+
+        # -------------------------------------------------------------- connection
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self._refuse(TOO_MANY_CONNECTIONS, 503)
+                return
+            self._arm(limits.header_timeout, HEADER_TIMEOUT)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._reading_headers and self._deadline is None:
+                # The first byte of a request on a kept-alive connection starts its header clock.
+                self._arm(limits.header_timeout, HEADER_TIMEOUT)
+            self._boundary_in_read = False
+            super().data_received(data)
+            if self._reading_headers and not self._boundary_in_read and not self.transport.is_closing():
+                # The whole read went to unfinished headers (the parser holds it): count it. A read
+                # in which a request's headers or body ended (and the next request may have begun)
+                # is not counted: the next read is, so the bound holds within one read.
+                self._header_bytes += len(data)
+                if self._header_bytes > limits.max_header_bytes:
+                    self._refuse(HEADER_TOO_LARGE, 431)
+
+        # -------------------------------------------------------------- parser callbacks
+
+        def on_headers_complete(self) -> None:
+            self._reading_headers = False
+            self._boundary_in_read = True
+            self._header_bytes = 0
+            self._arm(limits.body_timeout, BODY_TIMEOUT)
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._boundary_in_read = True
+            super().on_message_complete()
+            # The next bytes on this connection are the next request's headers; until they come,
+            # the keep-alive timeout (armed when the response completes) is the bound.
+            self._disarm()
+            self._reading_headers = True
+            self._header_bytes = 0
+
+        # -------------------------------------------------------------- refusals
+
+        def _arm(self, seconds: float, reason: str) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expired, reason)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self, reason: str) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self._refuse(reason, 408)
+
+        def _refuse(self, reason: str, status: int) -> None:
+            counters[reason].inc()
+            self._disarm()
+            cycle = self.cycle
+            if cycle is None or not cycle.response_started:
+                phrase = _REASON_PHRASES[status]
+                self.transport.write(
+                    b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % (status, phrase)
+                )
+            if cycle is not None and not cycle.response_complete:
+                # The route still waiting for the body sees a disconnect, and writes nothing more.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self.transport.close()
+
+    return LimitedProtocol
