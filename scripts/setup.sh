@@ -68,7 +68,7 @@ fi
 
 # --- Tool binaries: kube-*, kwok, etcd, kubectl, helm, bao ------------------------
 if [ -f "$root/e2e/tools.py" ] || [ -d "$root/e2e/tools" ]; then
-  say "checking tool binaries (first run builds Kubernetes from source: 10-20 minutes)"
+  say "checking tool binaries (first run builds Kubernetes from source: about 5-10 minutes on 2 cores)"
   (cd "$root" && PYTHONPATH="$root/operator:$root" "$venv/bin/python" -m e2e.tools ensure)
 fi
 

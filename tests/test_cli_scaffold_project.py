@@ -77,3 +77,24 @@ def test_generated_files_are_consistent(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_test_extra_installs_what_the_generated_test_imports(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "requirements.py"), "test"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = {
+        line.split(">")[0].split("=")[0].split("[")[0].split(";")[0].strip() for line in listed.splitlines()
+    }
+    # pytest and httpx for the test itself; the runtime (uvicorn, starlette) for its fake upstream.
+    assert {"pytest", "httpx", "uvicorn", "starlette", "click"} <= names, names
+    assert not {"kopf", "boto3", "hvac"} & names
+    readme = (_generate(tmp_path) / "README.md").read_text()
+    assert 'pip install "sentient-operator[test]"' in readme
