@@ -19,9 +19,11 @@ from e2e.kind.workloads import (
     ready,
     stream_assist,
 )
+from sentient_operator.build.children import TERMINATION_GRACE_SECONDS
 from tests.support.waiting import wait_for
 
-GRACE_SECONDS = 30  # terminationGracePeriodSeconds of agent pods (operator default)
+# terminationGracePeriodSeconds of agent pods: the preStop sleep + the runtime's drain + a margin.
+GRACE_SECONDS = TERMINATION_GRACE_SECONDS
 
 
 def test_pod_deleted_mid_stream_ends_the_stream_cleanly(
