@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
         cluster-up cluster-down e2e-kind bench bench-compare clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 setup: ## install everything the tests and the demo need (cached under $(CACHE))
 	@scripts/setup.sh
