@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -38,12 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
-from agent_runtime.config import (  # noqa: E402
-    API_KEYS_FILE,
-    RuntimeConfig,
-    dump_config,
-    provider_credential_file,
-)
+from bench.compare.runtime_gateway import write_files  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
 
 API_KEY = "sk-bench-upstream"
@@ -213,35 +207,16 @@ def main() -> None:
     }
     upstream_port, runtime_port, metrics_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp:
-        creds = Path(tmp) / "credentials"
-        creds.mkdir()
-        key_file = provider_credential_file("bench", "fake")
-        (creds / key_file).write_text(API_KEY)
         # Callers authenticate (auth is on by default): one API key, bound hashed.
-        digest = hashlib.sha256(CALLER_KEY.encode()).hexdigest()
-        (creds / API_KEYS_FILE).write_text(json.dumps({"bench": {"sha256": digest, "tier": None}}))
-        config = RuntimeConfig.model_validate(
-            {
-                "agent": {"name": "bench", "namespace": "bench"},
-                "llm": {
-                    "chain": [
-                        {
-                            "id": "bench/fake",
-                            "type": "openai",
-                            "endpoint": f"http://127.0.0.1:{upstream_port}/v1",
-                            "model": "fake-model",
-                            "credentialFile": key_file,
-                        }
-                    ],
-                    "parameters": {"maxTokens": 64},
-                },
-                "auth": {"apiKeysFile": API_KEYS_FILE},
-                "server": {"port": runtime_port, "metricsPort": metrics_port},
-                "auditKeyFile": None,
-            }
+        config_file, creds = write_files(
+            Path(tmp),
+            upstream_port=upstream_port,
+            upstream_key=API_KEY,
+            caller_key=CALLER_KEY,
+            port=runtime_port,
+            rate_limit="none",
+            metrics_port=metrics_port,
         )
-        config_file = Path(tmp) / "config.yaml"
-        config_file.write_text(dump_config(config))
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]

@@ -28,6 +28,7 @@ def write_files(
     port: int,
     rate_limit: str,
     redis_url: str | None = None,
+    metrics_port: int = 0,
 ) -> tuple[Path, Path]:
     """Write the runtime's config and credentials under ``workdir``; returns (config file, credentials dir)."""
     creds = workdir / "credentials"
@@ -51,7 +52,7 @@ def write_files(
             "parameters": {"maxTokens": 64},
         },
         "auth": {"apiKeysFile": API_KEYS_FILE},
-        "server": {"port": port, "metricsPort": 0},
+        "server": {"port": port, "metricsPort": metrics_port},
         "auditKeyFile": None,
     }
     if rate_limit != "none":
