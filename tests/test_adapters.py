@@ -35,7 +35,12 @@ def fake() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def agent(fake: FakeUpstream, tmp_path: Path) -> AgentMount:
     """A runtime built from a config (API keys, a rate limit of 2 requests a minute per key)."""
+    return _agent(fake, tmp_path)
+
+
+def _agent(fake: FakeUpstream, tmp_path: Path, metrics_port: int = 0) -> AgentMount:
     config = make_config(
+        metrics_port=metrics_port,
         chain=[chain_entry(fake)],
         rate_limit={
             "policy": "default/adapters",
@@ -45,7 +50,9 @@ def agent(fake: FakeUpstream, tmp_path: Path) -> AgentMount:
         },
     )
     files = RuntimeFiles(tmp_path, config, default_credentials())
-    return AgentMount(config, credentials_dir=files.credentials_dir.path)
+    return AgentMount(
+        config, credentials_dir=files.credentials_dir.path, serve_metrics_port=bool(metrics_port)
+    )
 
 
 class Served:
@@ -99,7 +106,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def check_agent(base: str, prefix: str = "/agent") -> None:
+def check_agent(base: str, prefix: str = "/agent", metrics_url: str | None = None) -> None:
     """The runtime's behaviour under ``prefix``: streamed /assist, auth, rate limit, health, metrics."""
     reads = 0
     events: list[dict[str, Any]] = []
@@ -138,7 +145,10 @@ def check_agent(base: str, prefix: str = "/agent") -> None:
     assert 429 in codes, codes
     assert httpx.get(f"{base}{prefix}/live", timeout=10).status_code == 200
     assert httpx.get(f"{base}{prefix}/nowhere", timeout=10).status_code == 404
-    metrics = httpx.get(f"{base}{prefix}/metrics", timeout=10).text
+    if prefix:
+        # At the root FastAPI's own /openapi.json, registered first, wins (see docs/frameworks/fastapi.md).
+        assert httpx.get(f"{base}{prefix}/openapi.json", timeout=10).json()["paths"]["/assist"]
+    metrics = httpx.get(metrics_url or f"{base}{prefix}/metrics", timeout=10).text
     assert 'sentient_requests_total{route="/assist",status="200"}' in metrics
     assert 'route="/assist",status="429"' in metrics
 
@@ -161,6 +171,55 @@ def test_fastapi(agent: AgentMount) -> None:
         check_agent(base)
     # The host's lifespan ended: the agent drained and stopped.
     assert not agent.runtime.started and agent.runtime.draining
+
+
+def test_fastapi_at_the_root_as_in_a_pod(fake: FakeUpstream, tmp_path: Path) -> None:
+    """At ``/``: the runtime's paths next to the host's (before and after), metrics on their own port."""
+    from fastapi import FastAPI
+
+    from agent_runtime.adapters.starlette import mount_agent
+
+    metrics_port = free_port()
+    agent = _agent(fake, tmp_path, metrics_port)
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "before"}
+
+    mount_agent(app, "/", agent=agent)
+
+    @app.get("/later")
+    def later() -> dict[str, str]:
+        return {"hello": "after"}
+
+    with Served(app) as base:
+        assert httpx.get(f"{base}/hello", timeout=10).json() == {"hello": "before"}
+        assert httpx.get(f"{base}/later", timeout=10).json() == {"hello": "after"}
+        assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 404
+        check_agent(base, "", metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
+    assert not agent.runtime.started
+
+
+def test_flask_at_the_root(agent: AgentMount) -> None:
+    from flask import Flask
+
+    from agent_runtime.adapters.flask import mount_agent
+
+    app = Flask("host")
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "from flask"}
+
+    bridge = mount_agent(app, "/", agent=agent)
+    try:
+        with ServedWSGI(app) as base:
+            assert httpx.get(f"{base}/hello", timeout=10).json() == {"hello": "from flask"}
+            check_agent(base, "")
+    finally:
+        bridge.close()
 
 
 def test_starlette_keeps_its_own_lifespan(agent: AgentMount) -> None:

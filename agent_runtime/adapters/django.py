@@ -38,9 +38,15 @@ def asgi_application(
     config_path: Path | str | None = None,
     credentials_dir: Path | str | None = None,
     agent: AgentMount | None = None,
+    serve_metrics_port: bool = False,
 ) -> ASGIHandler:
     """Django's ASGI application with an agent at ``path``; the lifespan starts and drains the agent."""
-    agent = agent or AgentMount(config, config_path=config_path, credentials_dir=credentials_dir)
+    agent = agent or AgentMount(
+        config,
+        config_path=config_path,
+        credentials_dir=credentials_dir,
+        serve_metrics_port=serve_metrics_port,
+    )
     return prefix_dispatcher(path, agent, django_app)
 
 
@@ -52,7 +58,13 @@ def wsgi_application(
     config_path: Path | str | None = None,
     credentials_dir: Path | str | None = None,
     agent: AgentMount | None = None,
+    serve_metrics_port: bool = False,
 ) -> WSGIMount:
     """Django's WSGI application with an agent at ``path`` (through the WSGI bridge; ``close()`` drains it)."""
-    agent = agent or AgentMount(config, config_path=config_path, credentials_dir=credentials_dir)
+    agent = agent or AgentMount(
+        config,
+        config_path=config_path,
+        credentials_dir=credentials_dir,
+        serve_metrics_port=serve_metrics_port,
+    )
     return mount_wsgi(django_app, path, WSGIAgent(agent))

@@ -33,9 +33,15 @@ def mount_agent(
     config_path: Path | str | None = None,
     credentials_dir: Path | str | None = None,
     agent: AgentMount | None = None,
+    serve_metrics_port: bool = False,
 ) -> WSGIAgent:
     """Serve an agent at ``path`` of the Flask ``app``; returns the bridge (``close()`` drains it)."""
-    agent = agent or AgentMount(config, config_path=config_path, credentials_dir=credentials_dir)
+    agent = agent or AgentMount(
+        config,
+        config_path=config_path,
+        credentials_dir=credentials_dir,
+        serve_metrics_port=serve_metrics_port,
+    )
     bridge = WSGIAgent(agent)
     app.wsgi_app = mount_wsgi(app.wsgi_app, path, bridge)
     return bridge

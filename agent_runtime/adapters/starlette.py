@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.adapters.mount import AgentMount
+from agent_runtime.adapters.mount import AgentMount, agent_paths
 from agent_runtime.config import RuntimeConfig
 
 
@@ -35,13 +35,29 @@ def mount_agent(
     credentials_dir: Path | str | None = None,
     agent: AgentMount | None = None,
     name: str | None = "sentient-agent",
+    serve_metrics_port: bool = False,
 ) -> AgentMount:
     """Mount an agent at ``path`` of a FastAPI or Starlette ``app`` and tie it to the app's lifespan.
 
-    Give ``agent`` to mount one built already, else a config (object, mapping or file).
+    Give ``agent`` to mount one built already, else a config (object, mapping or file). At
+    ``path`` ``/`` the agent answers the runtime's own paths (``/assist``, ``/live``, ``/ready``...)
+    next to the host's routes: what a pod run by the operator needs (it probes ``/live`` and
+    ``/ready``); ``serve_metrics_port`` serves ``/metrics`` on ``server.metricsPort`` too.
     """
-    agent = agent or AgentMount(config, config_path=config_path, credentials_dir=credentials_dir)
-    app.mount("/" + path.strip("/"), agent, name=name)
+    agent = agent or AgentMount(
+        config,
+        config_path=config_path,
+        credentials_dir=credentials_dir,
+        serve_metrics_port=serve_metrics_port,
+    )
+    prefix = "/" + path.strip("/")
+    if prefix == "/":
+        # At the root: the runtime's own paths, each an exact route, so the host's routes (added
+        # before or after) are never shadowed by a catch-all mount.
+        for route_path in sorted(agent_paths()):
+            app.router.add_route(route_path, agent, include_in_schema=False)
+    else:
+        app.mount(prefix, agent, name=name)
     router = app.router
     inner = router.lifespan_context
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from agent_runtime.adapters.mount import AgentMount
+from agent_runtime.adapters.mount import AgentMount, owns
 from agent_runtime.http import Message, Scope
 from agent_runtime.http.exchange import MAX_BODY_BYTES
 
@@ -258,7 +258,10 @@ class _Body:
 
 
 class WSGIMount:
-    """A WSGI app sending ``prefix`` and below to ``agent`` (``SCRIPT_NAME`` moved) and the rest to ``app``."""
+    """A WSGI app sending ``prefix`` and below to ``agent`` (``SCRIPT_NAME`` moved) and the rest to ``app``.
+
+    At ``/`` the agent takes only the runtime's own paths (``/assist``, ``/live``...).
+    """
 
     def __init__(self, app: WSGIApp, prefix: str, agent: WSGIApp) -> None:
         self.app = app
@@ -269,12 +272,13 @@ class WSGIMount:
         """WSGI entry point."""
         path = environ.get("PATH_INFO", "") or "/"
         prefix = self.prefix
-        if path == prefix or path.startswith(prefix + "/"):
-            environ = {
-                **environ,
-                "SCRIPT_NAME": environ.get("SCRIPT_NAME", "") + prefix,
-                "PATH_INFO": path[len(prefix) :],
-            }
+        if owns(prefix, path):
+            if prefix != "/":
+                environ = {
+                    **environ,
+                    "SCRIPT_NAME": environ.get("SCRIPT_NAME", "") + prefix,
+                    "PATH_INFO": path[len(prefix) :],
+                }
             return self.agent(environ, start_response)
         return self.app(environ, start_response)
 
