@@ -32,6 +32,8 @@ def test_generated_project_test_passes(tmp_path: Path) -> None:
         "README.md",
         "agent.yaml",
         "my_bot_agent.py",
+        "requirements.txt",
+        "runtime.yaml",
         "test_my_bot_agent.py",
     ]
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
@@ -96,5 +98,6 @@ def test_the_test_extra_installs_what_the_generated_test_imports(tmp_path: Path)
     # pytest and httpx for the test itself; the runtime (uvicorn, starlette) for its fake upstream.
     assert {"pytest", "httpx", "uvicorn", "starlette", "click"} <= names, names
     assert not {"kopf", "boto3", "hvac"} & names
-    readme = (_generate(tmp_path) / "README.md").read_text()
-    assert 'pip install "sentient-operator[test]"' in readme
+    project = _generate(tmp_path)
+    assert (project / "requirements.txt").read_text() == "sentient-operator[test]\n"
+    assert "pip install -r requirements.txt" in (project / "README.md").read_text()
