@@ -5,8 +5,6 @@ cache; the project's code from the checkout), whose files lint, and whose agent.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from click.testing import CliRunner
 from sentient_operator.cli import scaffold, templates
 from sentient_operator.cli.main import cli
 from sentient_operator.cli.validate import validate_files
-from tests.support.venvs import REPO, extra_requirements, project_env, venv
+from tests.support.venvs import REPO, extra_requirements, lint_project, project_env, run_project_tests, venv
 
 TEMPLATES = [(framework, "sentient") for framework in templates.FRAMEWORKS] + [
     ("none", "sentient-agent-framework"),
@@ -54,25 +52,7 @@ def project_python(project: Path) -> Path:
 def test_generated_project_tests_pass_in_its_own_venv(tmp_path: Path, framework: str, sdk: str) -> None:
     project = generate(tmp_path, framework, sdk)
     python = project_python(project)
-    done = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(project),
-            str(project),
-        ],
-        cwd=project,
-        env=project_env(python, project),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_project_tests(project, python, project_env(python, project))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
 
@@ -109,14 +89,7 @@ def test_generated_files_lint_and_validate(tmp_path: Path, framework: str, sdk: 
     if framework != "none":
         # The operator probes /live and /ready on 8080: the host app must serve there.
         assert "8080" in dockerfile and "ENTRYPOINT" in dockerfile
-    ruff = Path(sys.executable).with_name("ruff")
-    done = subprocess.run(
-        [str(ruff), "check", "--isolated", "--select", "E,F,W,I,B,UP", "--line-length", "120", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = lint_project(project)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

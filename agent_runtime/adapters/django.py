@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.adapters.mount import AgentMount, prefix_dispatcher
+from agent_runtime.adapters.mount import AgentMount, agent_for, prefix_dispatcher
 from agent_runtime.adapters.wsgi import WSGIAgent, WSGIApp, WSGIMount, mount_wsgi
 from agent_runtime.config import RuntimeConfig
 from agent_runtime.http import ASGIHandler
@@ -41,12 +41,7 @@ def asgi_application(
     serve_metrics_port: bool = False,
 ) -> ASGIHandler:
     """Django's ASGI application with an agent at ``path``; the lifespan starts and drains the agent."""
-    agent = agent or AgentMount(
-        config,
-        config_path=config_path,
-        credentials_dir=credentials_dir,
-        serve_metrics_port=serve_metrics_port,
-    )
+    agent = agent_for(agent, config, config_path, credentials_dir, serve_metrics_port)
     return prefix_dispatcher(path, agent, django_app)
 
 
@@ -61,10 +56,5 @@ def wsgi_application(
     serve_metrics_port: bool = False,
 ) -> WSGIMount:
     """Django's WSGI application with an agent at ``path`` (through the WSGI bridge; ``close()`` drains it)."""
-    agent = agent or AgentMount(
-        config,
-        config_path=config_path,
-        credentials_dir=credentials_dir,
-        serve_metrics_port=serve_metrics_port,
-    )
+    agent = agent_for(agent, config, config_path, credentials_dir, serve_metrics_port)
     return mount_wsgi(django_app, path, WSGIAgent(agent))

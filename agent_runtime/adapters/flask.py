@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.adapters.mount import AgentMount
+from agent_runtime.adapters.mount import AgentMount, agent_for
 from agent_runtime.adapters.wsgi import WSGIAgent, mount_wsgi
 from agent_runtime.config import RuntimeConfig
 
@@ -36,12 +36,7 @@ def mount_agent(
     serve_metrics_port: bool = False,
 ) -> WSGIAgent:
     """Serve an agent at ``path`` of the Flask ``app``; returns the bridge (``close()`` drains it)."""
-    agent = agent or AgentMount(
-        config,
-        config_path=config_path,
-        credentials_dir=credentials_dir,
-        serve_metrics_port=serve_metrics_port,
-    )
+    agent = agent_for(agent, config, config_path, credentials_dir, serve_metrics_port)
     bridge = WSGIAgent(agent)
     app.wsgi_app = mount_wsgi(app.wsgi_app, path, bridge)
     return bridge

@@ -128,6 +128,24 @@ class AgentMount:
         return metrics_app()
 
 
+def agent_for(
+    agent: AgentMount | None,
+    config: RuntimeConfig | dict[str, Any] | None,
+    config_path: Path | str | None,
+    credentials_dir: Path | str | None,
+    serve_metrics_port: bool,
+) -> AgentMount:
+    """``agent`` when given, else one built from the config (what every adapter function accepts)."""
+    if agent is not None:
+        return agent
+    return AgentMount(
+        config,
+        config_path=config_path,
+        credentials_dir=credentials_dir,
+        serve_metrics_port=serve_metrics_port,
+    )
+
+
 def prefix_dispatcher(prefix: str, agent: AgentMount, app: ASGIHandler) -> ASGIHandler:
     """An ASGI app sending ``prefix`` and below to ``agent`` and the rest to ``app``.
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agent_runtime.adapters.mount import AgentMount, agent_paths
+from agent_runtime.adapters.mount import AgentMount, agent_for, agent_paths
 from agent_runtime.config import RuntimeConfig
 
 
@@ -44,12 +44,7 @@ def mount_agent(
     next to the host's routes: what a pod run by the operator needs (it probes ``/live`` and
     ``/ready``); ``serve_metrics_port`` serves ``/metrics`` on ``server.metricsPort`` too.
     """
-    agent = agent or AgentMount(
-        config,
-        config_path=config_path,
-        credentials_dir=credentials_dir,
-        serve_metrics_port=serve_metrics_port,
-    )
+    agent = agent_for(agent, config, config_path, credentials_dir, serve_metrics_port)
     prefix = "/" + path.strip("/")
     if prefix == "/":
         # At the root: the runtime's own paths, each an exact route, so the host's routes (added

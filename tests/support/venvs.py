@@ -79,3 +79,38 @@ def project_env(python: Path, *extra_paths: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def run_project_tests(project: Path, python: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """pytest of a generated project, rooted in it (the repository's pytest settings do not apply)."""
+    return subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(project),
+            str(project),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def lint_project(project: Path) -> subprocess.CompletedProcess[str]:
+    """ruff over a generated project with common rules only (not the repository's settings)."""
+    ruff = Path(sys.executable).with_name("ruff")
+    return subprocess.run(
+        [str(ruff), "check", "--isolated", "--select", "E,F,W,I,B,UP", "--line-length", "120", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

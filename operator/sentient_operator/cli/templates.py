@@ -7,7 +7,10 @@ the operator's probes and the protocol next to the app's own routes. Pure
 builders: :func:`project_files` returns ``{path: text}``.
 
 Templates are plain text with ``{placeholders}`` (``str.format``; literal braces
-doubled), one constant per file kind.
+doubled), one constant per file kind. Why one module of this size: the files of
+one project are written together and name each other (the test imports the app,
+the Dockerfile copies it, the README runs it); split, a change to one template
+would reach across modules to keep its siblings in step.
 """
 
 from __future__ import annotations
