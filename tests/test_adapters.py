@@ -272,6 +272,25 @@ def test_flask(agent: AgentMount) -> None:
     assert not agent.runtime.started
 
 
+def test_flask_under_an_asgi_server(agent: AgentMount) -> None:
+    """The other way for Flask (docs/frameworks/flask.md): asgiref's WsgiToAsgi behind the agent."""
+    from asgiref.wsgi import WsgiToAsgi
+    from flask import Flask
+
+    from agent_runtime.adapters.mount import prefix_dispatcher
+
+    app = Flask("host")
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "from flask"}
+
+    with Served(prefix_dispatcher("/agent", agent, WsgiToAsgi(app))) as base:
+        assert httpx.get(f"{base}/hello", timeout=10).json() == {"hello": "from flask"}
+        check_agent(base)
+    assert not agent.runtime.started
+
+
 def test_wsgi_client_gone_mid_stream_cancels_the_agent(fake: FakeUpstream, agent: AgentMount) -> None:
     from flask import Flask
 
