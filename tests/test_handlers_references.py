@@ -179,3 +179,27 @@ def test_namespace_allowed() -> None:
     assert not namespace_allowed([], "a", "b")
     assert namespace_allowed(["b"], "a", "b")
     assert namespace_allowed(["*"], "a", "z")
+
+
+def test_provider_with_a_refused_key_is_a_warning_naming_it_not_a_blocker() -> None:
+    lookup = Dicts()
+    refused = provider()
+    refused["status"]["conditions"] = [
+        {
+            "type": "CredentialsValid",
+            "status": "False",
+            "reason": "Unauthorized",
+            "message": "the upstream refused the credential: the provider rejected the key (HTTP 401)",
+        }
+    ]
+    lookup.providers[("team", "openai")] = refused
+    lookup.secrets[("team", "sentient-provider-openai")] = {"apiKey": "sk-secret-value"}
+    res = run(lookup, agent_spec())
+    assert res.ok and res.inputs is not None
+    [warning] = res.warnings
+    assert (warning.condition, warning.reason) == ("CredentialsValid", "Unauthorized")
+    assert "LLMProvider team/openai" in warning.message and "HTTP 401" in warning.message
+    assert "sk-secret-value" not in warning.message
+    assert res.chain[0]["ready"] is False and res.chain[0]["reason"] == "Unauthorized"
+    refused["status"]["conditions"][0]["status"] = "True"
+    assert run(lookup, agent_spec()).warnings == []

@@ -23,6 +23,7 @@ from sentient_operator.api.v1alpha1 import (
 )
 from sentient_operator.build.common import provider_secret_name
 from sentient_operator.build.inputs import AgentInputs, APIKey, ResolvedPolicy, ResolvedProvider
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 
 PROVIDERS_RESOLVED = "ProvidersResolved"
 CREDENTIALS_READY = "CredentialsReady"
@@ -31,6 +32,7 @@ CONFIG_RESOLVED = "ConfigResolved"
 PROVIDER_SECRET_KEY = "apiKey"  # noqa: S105 - a key name, not a value
 PROVIDER_CA_KEY = "ca.pem"
 TIER_SUFFIX = ".tier"
+REASON_UNAUTHORIZED = Validity.UNAUTHORIZED.value
 
 
 class Lookup(Protocol):
@@ -65,6 +67,8 @@ class Resolution:
     inputs: AgentInputs | None
     problems: list[Problem] = field(default_factory=list)
     chain: list[dict[str, Any]] = field(default_factory=list)
+    #: Problems that do not stop the agent from being rendered (e.g. a provider's refused key).
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +115,7 @@ def _resolve_provider(
     entry_model: str | None,
     lookup: Lookup,
     problems: list[Problem],
+    warnings: list[Problem],
 ) -> tuple[ResolvedProvider | None, dict[str, Any]]:
     namespace = ref_namespace or agent_namespace
     status: dict[str, Any] = {"provider": f"{namespace}/{ref_name}", "resolved": False, "ready": False}
@@ -188,7 +193,14 @@ def _resolve_provider(
         api_key = data[PROVIDER_SECRET_KEY]
         ca_pem = data.get(PROVIDER_CA_KEY)
         fingerprint = (obj.get("status") or {}).get("credentialsFingerprint")
-    status["ready"] = True
+    refused = _refused_credential(obj)
+    if refused is not None:
+        # Still rendered: the chain fails over, and the key may come back without a spec change.
+        warnings.append(
+            Problem(CREDENTIALS_VALID, REASON_UNAUTHORIZED, f"LLMProvider {namespace}/{ref_name}: {refused}")
+        )
+        status["reason"] = REASON_UNAUTHORIZED
+    status["ready"] = refused is None
     provider = ResolvedProvider(
         namespace=namespace,
         name=ref_name,
@@ -199,6 +211,18 @@ def _resolve_provider(
         fingerprint=fingerprint,
     )
     return provider, status
+
+
+def _refused_credential(provider: Mapping[str, Any]) -> str | None:
+    """The message of the provider's ``CredentialsValid=False/Unauthorized`` condition, if set."""
+    for cond in (provider.get("status") or {}).get("conditions") or []:
+        if (
+            cond.get("type") == CREDENTIALS_VALID
+            and cond.get("status") == "False"
+            and cond.get("reason") == REASON_UNAUTHORIZED
+        ):
+            return str(cond.get("message") or "the upstream refused the credential")
+    return None
 
 
 def _resolve_policy(
@@ -316,11 +340,18 @@ def resolve(
 ) -> Resolution:
     """Resolve every reference of one agent into :class:`AgentInputs`, or say why not."""
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     providers: list[ResolvedProvider] = []
     chain: list[dict[str, Any]] = []
     for entry in spec.llm.chain:
         provider, status = _resolve_provider(
-            namespace, entry.provider_ref.name, entry.provider_ref.namespace, entry.model, lookup, problems
+            namespace,
+            entry.provider_ref.name,
+            entry.provider_ref.namespace,
+            entry.model,
+            lookup,
+            problems,
+            warnings,
         )
         chain.append(status)
         if provider is not None:
@@ -340,7 +371,7 @@ def resolve(
         else:
             sessions_redis_url = _secret_value(lookup, ref, namespace, "sessions Redis", problems)
     if problems:
-        return Resolution(inputs=None, problems=problems, chain=chain)
+        return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
         name=name,
         namespace=namespace,
@@ -355,4 +386,4 @@ def resolve(
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )
-    return Resolution(inputs=inputs, problems=[], chain=chain)
+    return Resolution(inputs=inputs, problems=[], chain=chain, warnings=warnings)

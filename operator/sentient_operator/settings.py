@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     #: Compare the agents' children with the API this often (one cheap LIST per kind and
     #: namespace), to repair what a broken watch never reported; 0 turns it off.
     drift_check_seconds: float = 60.0
+    #: Re-check each provider's bound key against its upstream this often (one models-list call
+    #: per provider); a key is also checked as soon as it changes. 0: only when it changes.
+    #: The default keeps a refused key visible within 30 s (interval + request timeout).
+    credential_check_seconds: float = 15.0
+    #: Credential checks in flight at once.
+    credential_check_concurrency: int = 4
     #: First and largest retry delay after a failed reconcile.
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
@@ -104,7 +110,7 @@ class Settings(BaseSettings):
             raise ValueError("must be true or false")
         return value
 
-    @field_validator("metrics_port", "workers", mode="before")
+    @field_validator("metrics_port", "workers", "credential_check_concurrency", mode="before")
     @classmethod
     def _integral(cls, value: Any) -> Any:
         # "4.0" is accepted as 4, as the Helm chart may render numbers as floats.

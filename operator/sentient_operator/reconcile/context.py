@@ -26,6 +26,8 @@ from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator.reconcile")
 
+#: How often due credential checks are looked for (a changed key is checked within this).
+CREDENTIAL_CHECK_TICK = 1.0
 #: The key of the context in kopf's memo.
 MEMO_KEY = "sentient"
 
@@ -77,6 +79,8 @@ class OperatorContext:
         self.controller.register(PROVIDER_KIND, self.providers.reconcile)
         self.drift = DriftCheck(self.cache, self.children, self.controller)
         self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
+        # In-memory bookkeeping each tick; an upstream is called only when its check is due.
+        self.controller.every("credential-check", CREDENTIAL_CHECK_TICK, self.providers.run_checks)
         #: Set once kopf's startup handlers ran (kopf has installed its signal handlers by then).
         self.started = asyncio.Event()
 
