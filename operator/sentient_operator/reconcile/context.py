@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator import kube
+from sentient_operator.leader import missing_namespace
 from sentient_operator.reconcile.agent import AgentReconciler
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.children import ChildApplier
@@ -91,11 +92,11 @@ class OperatorContext:
             await self.fingerprint_key.get()
         except Exception as exc:
             # Without the key, RollingRestart agents roll on config changes only; rotation is retried.
-            log.warning(
-                "fingerprint key unavailable in namespace %s: %s",
-                self.settings.operator_namespace,
-                type(exc).__name__,
-            )
+            namespace = self.settings.operator_namespace
+            if getattr(exc, "status", None) == 404:
+                log.warning("%s", missing_namespace(namespace, "the credential fingerprint key"))
+            else:
+                log.warning("fingerprint key unavailable in namespace %s: %s", namespace, type(exc).__name__)
         self.controller.start()
         self.started.set()
 
