@@ -23,6 +23,7 @@ from sentient_operator.api.v1alpha1 import (
 )
 from sentient_operator.build.common import provider_secret_name
 from sentient_operator.build.inputs import AgentInputs, APIKey, ResolvedPolicy, ResolvedProvider
+from sentient_operator.credentials.sync import CREDENTIALS_SYNCED
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 
 PROVIDERS_RESOLVED = "ProvidersResolved"
@@ -33,6 +34,8 @@ PROVIDER_SECRET_KEY = "apiKey"  # noqa: S105 - a key name, not a value
 PROVIDER_CA_KEY = "ca.pem"
 TIER_SUFFIX = ".tier"
 REASON_UNAUTHORIZED = Validity.UNAUTHORIZED.value
+#: A provider's first credential sync has not finished: a moment, not a fault (no Warning Event).
+REASON_PENDING = "CredentialsPending"
 
 
 class Lookup(Protocol):
@@ -180,15 +183,9 @@ def _resolve_provider(
         secret_name = provider_secret_name(ref_name)
         data = lookup.secret(namespace, secret_name)
         if data is None or PROVIDER_SECRET_KEY not in data:
-            problems.append(
-                Problem(
-                    CREDENTIALS_READY,
-                    "CredentialsNotReady",
-                    f"credentials of LLMProvider {namespace}/{ref_name} are not synced yet "
-                    f"(Secret {namespace}/{secret_name})",
-                )
-            )
-            status["reason"] = "CredentialsNotReady"
+            problem = _unsynced(obj, namespace, ref_name)
+            problems.append(problem)
+            status["reason"] = problem.reason
             return None, status
         api_key = data[PROVIDER_SECRET_KEY]
         ca_pem = data.get(PROVIDER_CA_KEY)
@@ -211,6 +208,32 @@ def _resolve_provider(
         fingerprint=fingerprint,
     )
     return provider, status
+
+
+def _unsynced(provider: Mapping[str, Any], namespace: str, name: str) -> Problem:
+    """Why a provider's credential is not bound yet, in the provider's own words.
+
+    A failed sync is ``CredentialsNotReady`` with the provider's message, which names the source
+    the user wrote (e.g. ``Secret ns/openai-key not found``), not the internal provider Secret.
+    A provider that has not finished its first sync is only ``CredentialsPending``: the normal
+    state for a moment after an agent and its provider are created together (no Warning Event).
+    """
+    synced = None
+    for cond in (provider.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == CREDENTIALS_SYNCED:
+            synced = cond
+    if synced is not None and synced.get("status") == "False":
+        detail = synced.get("message") or synced.get("reason") or "the last sync failed"
+        return Problem(
+            CREDENTIALS_READY,
+            "CredentialsNotReady",
+            f"credentials of LLMProvider {namespace}/{name} are not synced: {detail}",
+        )
+    return Problem(
+        CREDENTIALS_READY,
+        REASON_PENDING,
+        f"waiting for the first credential sync of LLMProvider {namespace}/{name}",
+    )
 
 
 def _refused_credential(provider: Mapping[str, Any]) -> str | None:
