@@ -16,12 +16,15 @@ from typing import Any
 from sentient_operator import kube
 from sentient_operator.leader import missing_namespace
 from sentient_operator.reconcile.agent import AgentReconciler
+from sentient_operator.reconcile.agent_status import KIND as AGENT_KIND
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller
 from sentient_operator.reconcile.drift import DriftCheck
+from sentient_operator.reconcile.policy import KIND as POLICY_KIND
 from sentient_operator.reconcile.policy import PolicyReconciler
 from sentient_operator.reconcile.provider import KIND as PROVIDER_KIND
+from sentient_operator.reconcile.provider import RESOURCE_KIND as PROVIDER_RESOURCE_KIND
 from sentient_operator.reconcile.provider import ProviderReconciler
 from sentient_operator.settings import Settings
 
@@ -75,9 +78,9 @@ class OperatorContext:
         )
         self.providers = ProviderReconciler(settings, self.controller, self.fingerprint_key.get)
         self.policies = PolicyReconciler(self.cache, self.controller)
-        self.controller.register("agent", self.agents.reconcile)
-        self.controller.register("policy", self.policies.reconcile)
-        self.controller.register(PROVIDER_KIND, self.providers.reconcile)
+        self.controller.register("agent", self.agents.reconcile, AGENT_KIND)
+        self.controller.register("policy", self.policies.reconcile, POLICY_KIND)
+        self.controller.register(PROVIDER_KIND, self.providers.reconcile, PROVIDER_RESOURCE_KIND)
         self.drift = DriftCheck(self.cache, self.children, self.controller)
         self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
         # In-memory bookkeeping each tick; an upstream is called only when its check is due.

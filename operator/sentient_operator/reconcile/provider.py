@@ -50,6 +50,8 @@ log = logging.getLogger("sentient_operator.reconcile.provider")
 API_VERSION = f"{GROUP}/{VERSION}"
 #: Work-queue kind of provider keys.
 KIND = "provider"
+#: The Kind, as every metric's ``kind`` label names it.
+RESOURCE_KIND = "LLMProvider"
 #: Changing this annotation's value makes the operator re-read the source at once.
 FORCE_SYNC_ANNOTATION = "sentient.dev/force-sync"
 #: Spread periodic refreshes of many providers over +-10% of the interval.
@@ -224,13 +226,13 @@ class ProviderReconciler:
             )
         await self._write_status(body, outcome)
         await self._emit_events(body, outcome)
-        metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+        metrics.RECONCILE_DURATION.labels(RESOURCE_KIND).observe(time.monotonic() - started)
         if not outcome.ok:
-            metrics.RECONCILES.labels(KIND, "error").inc()
-            metrics.RECONCILE_ERRORS.labels(KIND, outcome.reason).inc()
+            metrics.RECONCILES.labels(RESOURCE_KIND, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(RESOURCE_KIND, outcome.reason).inc()
             metrics.CREDENTIAL_SYNCS.labels(namespace, name, "error").inc()
             return max(1.0, outcome.retry_in)
-        metrics.RECONCILES.labels(KIND, "ok").inc()
+        metrics.RECONCILES.labels(RESOURCE_KIND, "ok").inc()
         metrics.CREDENTIAL_SYNCS.labels(namespace, name, "success").inc()
         metrics.CREDENTIAL_LAST_SYNC.labels(namespace, name).set(time.time())
         if outcome.external:
@@ -251,7 +253,7 @@ class ProviderReconciler:
             # A watched source re-checked without news: no write, so an idle cluster stays quiet.
             # (External stores do record every successful refresh in lastSyncTime.)
             return
-        metrics.WRITES.labels("patch-status", "LLMProvider").inc()
+        metrics.WRITES.labels("patch-status", RESOURCE_KIND).inc()
         try:
             live = await kube.patch_status(
                 API_VERSION, "LLMProvider", meta["name"], meta["namespace"], status
