@@ -232,14 +232,10 @@ async def run(settings: Settings) -> int:
 def _parse_args(argv: list[str]) -> None:
     """``--help`` (and ``--version``) print and exit; the operator takes no other argument."""
     import argparse
-    from importlib.metadata import PackageNotFoundError, version
 
     from sentient_operator.settings import ENV_PREFIX, describe_variables
+    from sentient_operator.version import package_version
 
-    try:
-        own_version = version("sentient-operator")
-    except PackageNotFoundError:  # run from a checkout without installing
-        own_version = "unknown"
     parser = argparse.ArgumentParser(
         prog="sentient-operator",
         description="Run the sentient-operator: reconcile SentientAgents, LLMProviders and\n"
@@ -248,7 +244,7 @@ def _parse_args(argv: list[str]) -> None:
         epilog=describe_variables(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {own_version}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.parse_args(argv)
 
 
