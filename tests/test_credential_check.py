@@ -136,3 +136,25 @@ async def test_concurrency_is_bounded_and_one_call_per_provider() -> None:
 
 async def test_validate_credential_uses_the_spec(upstream: FakeUpstream) -> None:
     assert (await validate_credential(credential(upstream.endpoint, GOOD))).ok
+
+
+async def test_a_verdict_already_in_the_status_is_no_transition(upstream: FakeUpstream) -> None:
+    # After an operator restart (or a new leader) the first check finds what the status says.
+    from sentient_operator.reconcile.context import OperatorContext
+    from sentient_operator.reconcile.provider import KIND
+    from sentient_operator.settings import Settings
+
+    reconciler = OperatorContext(Settings()).providers
+    reconciler.bodies[KEY] = {
+        "metadata": {"namespace": KEY[0], "name": KEY[1]},
+        "status": {"conditions": [{"type": "CredentialsValid", "status": "False", "reason": "Unauthorized"}]},
+    }
+    reconciler.checks.remember(KEY, credential(upstream.endpoint, "sk-wrong"))
+    await reconciler.run_checks()  # no Event (no API call), no status rewrite scheduled
+    assert reconciler.checks.verdicts[KEY].validity is Validity.UNAUTHORIZED
+    assert not reconciler.controller.queue.pending((KIND, *KEY))
+    # Likewise for a good key whose verdict the status already shows.
+    reconciler.checks.remember(KEY, credential(upstream.endpoint, GOOD))
+    reconciler.bodies[KEY]["status"]["conditions"][0].update(status="True", reason="Valid")
+    await reconciler.run_checks()
+    assert not reconciler.controller.queue.pending((KIND, *KEY))

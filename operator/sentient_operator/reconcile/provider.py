@@ -29,7 +29,7 @@ from typing import Any
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, LLMProviderSpec
-from sentient_operator.conditions import merge_conditions
+from sentient_operator.conditions import find_condition, merge_conditions
 from sentient_operator.credentials.kubernetes import kube_secret_reader
 from sentient_operator.credentials.sync import (
     PROVIDER_LABEL,
@@ -38,7 +38,7 @@ from sentient_operator.credentials.sync import (
     SyncOutcome,
     provider_secret_name,
 )
-from sentient_operator.credentials.validate import Validity
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 from sentient_operator.credentials.vault import default_jwt_provider
 from sentient_operator.reconcile.controller import Controller
 from sentient_operator.reconcile.credential_check import Credential, CredentialChecks, overlay
@@ -271,6 +271,10 @@ class ProviderReconciler:
             body = self.bodies.get((namespace, name))
             if body is None:
                 continue
+            shown = find_condition((body.get("status") or {}).get("conditions"), CREDENTIALS_VALID)
+            if shown is not None and shown.get("reason") == result.validity.value:
+                # Already in the status (an operator restart, a new leader): not a transition.
+                continue
             if result.validity is Validity.UNAUTHORIZED:
                 log.warning("LLMProvider %s/%s: the upstream refused the credential", namespace, name)
                 await self._event(
@@ -279,7 +283,9 @@ class ProviderReconciler:
                     f"the upstream refused the credential: {result.message}",
                     "Warning",
                 )
-            elif previous is not None:
+            elif (previous is not None and previous.validity is Validity.UNAUTHORIZED) or (
+                shown is not None and shown.get("reason") == Validity.UNAUTHORIZED.value
+            ):
                 await self._event(
                     body,
                     "CredentialsAccepted",
