@@ -13,25 +13,14 @@ from typing import Any
 
 from e2e.agents import agent, callers, provider, wait_ready
 from e2e.operator_proc import running_operator
-from e2e.resources import apply, condition, get
+from e2e.resources import apply, condition, events, get
 from tests.support.waiting import wait_for
 
 ENDPOINT = "http://127.0.0.1:9/v1"
 
 
 def _agent_events(cluster: Any, namespace: str, reason: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.kind=SentientAgent,reason={reason}",
-        "-o",
-        "json",
-    ).stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
+    return events(cluster, namespace, f"involvedObject.kind=SentientAgent,reason={reason}")
 
 
 def test_healthy_create_has_no_credentials_warning(cluster: Any, crds: list[str], namespace: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from agent_runtime.testing.control import FakeUpstream
 from e2e.agents import PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.operator_proc import running_operator
-from e2e.resources import apply, condition, get
+from e2e.resources import apply, condition, events, get
 from tests.support.waiting import wait_for
 
 #: Short, so that "several checks, still one Event" and the revocation take seconds.
@@ -32,18 +32,7 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 def _events(cluster: Any, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name},reason={reason}",
-        "-o",
-        "json",
-    ).stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
+    return events(cluster, namespace, f"involvedObject.name={name},reason={reason}")
 
 
 def _reason(cluster: Any, kind: str, name: str, namespace: str, type_: str) -> str | None:

@@ -88,21 +88,19 @@ def test_help_prints_and_exits_without_starting(tmp_path: object) -> None:
         # Were it to start, it would fail on this kubeconfig instead of printing help.
         "KUBECONFIG": str(Path(str(tmp_path)) / "missing"),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "sentient_operator", "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sentient_operator", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = run("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: sentient-operator")
     assert "SENTIENT_WATCH_NAMESPACES" in proc.stdout and "SENTIENT_METRICS_PORT" in proc.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "sentient_operator", "--nonsense"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run("--nonsense")
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr

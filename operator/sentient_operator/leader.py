@@ -153,9 +153,16 @@ class LeaseElector:
                 failures += 1
                 delay = min(self.duration, self.renew_interval * 2 ** (failures - 1))
                 problem = self._problem(exc)
-                # Said once; the retries that follow are quiet until the problem changes or goes.
-                level = logging.WARNING if problem != last_problem else logging.DEBUG
-                log.log(level, "%s; retrying quietly (every %.0fs at most)", problem, self.duration)
+                # A missing namespace is said once: it stays missing until someone creates it, and
+                # the retries that follow are quiet. Other problems (an unreachable apiserver) are
+                # logged per attempt, with the growing delay.
+                repeated = exc.not_found and problem == last_problem
+                log.log(
+                    logging.DEBUG if repeated else logging.WARNING,
+                    "%s; trying again in %.1fs",
+                    problem,
+                    delay,
+                )
                 last_problem = problem
             if not announced and failures == 0:
                 holder = self._observed[0] if self._observed else "?"
