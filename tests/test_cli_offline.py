@@ -238,3 +238,12 @@ def test_scaffold_documents_are_stable() -> None:
     # Stable for the same inputs (the caller key is random unless given).
     first = scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))
     assert first == scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))
+
+
+def test_version_comes_from_the_package() -> None:
+    import tomllib
+
+    expected = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"sentient {expected['project']['version']}"

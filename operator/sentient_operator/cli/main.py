@@ -14,6 +14,7 @@ from sentient_operator.cli import scaffold, templates
 from sentient_operator.cli.commands import audit, chat, dev, status
 from sentient_operator.cli.errors import CliError
 from sentient_operator.cli.validate import validate_files
+from sentient_operator.version import package_version
 
 
 class Group(click.Group):
@@ -37,6 +38,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_version(), "--version", prog_name="sentient", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show full traces on errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
