@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -55,6 +55,10 @@ class Entry:
     label: dict[str, str]
     # Why this entry's configuration cannot be sent (never the offending value), or None.
     config_problem: str | None
+    # (scheme, host, port) of ``url``: the connection pool's key for it.
+    address: tuple[str, str, int]
+    # Request heads built once per (streamed, API key) by llm/wire.py.
+    heads: dict[tuple[bool, str | None], bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -114,13 +118,15 @@ def build_snapshot(
             breaker.configure(
                 failure_threshold=threshold, window=window, cooldown=cooldown, half_open_requests=trials
             )
+        http_url = httpx.URL(url)
+        port = http_url.port or (443 if http_url.scheme == "https" else 80)
         entries.append(
             Entry(
                 config=provider,
                 adapter=adapter,
                 pool_key=key,
                 breaker=breaker,
-                url=httpx.URL(url),
+                url=http_url,
                 timeout_ext={"connect": connect, "read": None, "write": connect, "pool": connect},
                 first_token=duration_seconds(timeouts.first_token),
                 idle=duration_seconds(timeouts.idle),
@@ -133,6 +139,7 @@ def build_snapshot(
                 params=config.parameters,
                 label={"provider": provider.id, "model": provider.model},
                 config_problem=header_problem(provider.default_headers),
+                address=(http_url.scheme, http_url.host, port),
             )
         )
     return Snapshot(config=config, entries=tuple(entries), total=entries[0].total)
