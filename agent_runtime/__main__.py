@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -98,6 +99,18 @@ async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
             loop.remove_signal_handler(sig)
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections: 3-4% of the CPU of a request went to them.
+
+    What exists once the runtime is loaded (modules, pydantic schemas, the config) lives as
+    long as the process: ``gc.freeze()`` keeps it out of every later collection. A request
+    allocates a few hundred container objects, nearly all freed by reference counting;
+    the default threshold (700) still ran a young collection every other request.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def main() -> None:
     """Entry point of ``python -m agent_runtime`` and ``sentient-runtime``."""
     setup_logging()
@@ -113,6 +126,7 @@ def main() -> None:
 
         key_file = runtime.config.audit_key_file
         runtime.audit = open_audit_log(runtime.credentials.read(key_file) if key_file else None, audit_path)
+    tune_gc()
     try:
         import uvloop
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -59,6 +60,8 @@ class Entry:
     address: tuple[str, str, int]
     # Request heads built once per (streamed, API key) by llm/wire.py.
     heads: dict[tuple[bool, str | None], bytes] = field(default_factory=dict)
+    # Metric children labelled with this entry (see :func:`meter`): labels() costs on every call.
+    meters: dict[tuple[object, str], Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -68,6 +71,16 @@ class Snapshot:
     config: LLMRuntimeConfig
     entries: tuple[Entry, ...]
     total: float
+
+
+def meter(entry: Entry, metric: Any, label: str = "", value: str = "") -> Any:
+    """``metric``'s child for ``entry`` (and ``label=value`` when given), created once."""
+    key = (metric, value)
+    child = entry.meters.get(key)
+    if child is None:
+        labels = {label: value, **entry.label} if label else entry.label
+        child = entry.meters[key] = metric.labels(**labels)
+    return child
 
 
 def header_problem(headers: Mapping[str, str]) -> str | None:

@@ -216,28 +216,22 @@ async def _complete(call: Call) -> int | None:
         log.exception("chat completion failed")
         await ex.json(500, openai_error("internal error", "api_error"), call.headers)
         return None
-    payload = {
-        "id": f"chatcmpl-{protocol.new_ulid()}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": completion.finish_reason or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": completion.input_tokens,
-            "completion_tokens": completion.output_tokens,
-            "total_tokens": completion.input_tokens + completion.output_tokens,
-        },
-        "system_fingerprint": None,
-    }
-    await ex.json(200, payload, call.headers)
+    await ex.whole(200, b"application/json", completion_body(body.model, completion), call.headers)
     return completion.input_tokens + completion.output_tokens
+
+
+def completion_body(model: str, completion: Completion) -> bytes:
+    """The ``chat.completion`` object, written as its JSON text directly (once per request:
+    only the strings go through the encoder, not a dict of dicts)."""
+    dumps = protocol.dumps
+    prompt, output = completion.input_tokens, completion.output_tokens
+    return (
+        f'{{"id":"chatcmpl-{protocol.new_ulid()}","object":"chat.completion","created":{int(time.time())},'
+        f'"model":{dumps(model)},"choices":[{{"index":0,"message":{{"role":"assistant",'
+        f'"content":{dumps(completion.text)}}},"finish_reason":{dumps(completion.finish_reason or "stop")},'
+        f'"logprobs":null}}],"usage":{{"prompt_tokens":{int(prompt)},"completion_tokens":{int(output)},'
+        f'"total_tokens":{int(prompt + output)}}},"system_fingerprint":null}}'
+    ).encode()
 
 
 class _ChunkWriter:
