@@ -5,6 +5,9 @@ Runs one uvicorn server for the API (``server.port``) and one for
 SIGINT): readiness turns false and new requests get 503 at once, in-flight
 streams get until ``server.shutdownGrace`` to finish (then they are ended with
 ``error`` + ``done``), then both servers stop and the process exits 0.
+
+With ``server.workers`` > 1 this process is a supervisor of that many such
+processes sharing the API port (``agent_runtime/workers.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from collections.abc import Generator
 import uvicorn
 
 from agent_runtime.app import AgentRuntime, create_app, metrics_app
-from agent_runtime.config import ServerLimits, config_path, credentials_dir
+from agent_runtime.config import ServerConfig, ServerLimits, config_path, credentials_dir
 from agent_runtime.http.limits import ConnectionLimits, limited_protocol
 from agent_runtime.logging import setup_logging
+from agent_runtime.workers import reuse_port_socket, supervise, worker_index
 
 log = logging.getLogger("agent_runtime.main")
 
@@ -56,17 +60,18 @@ def uvicorn_config(app: object, host: str, port: int, limits: ServerLimits) -> u
     )
 
 
-async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
-    """Run the API and metrics servers until a signal, then drain and stop."""
+async def serve(runtime: AgentRuntime, host: str = "0.0.0.0", *, worker: int | None = None) -> None:
+    """Run the API and metrics servers until a signal, then drain and stop.
+
+    A worker (``worker`` set: ``server.workers`` > 1) binds the API port with SO_REUSEPORT
+    beside the other workers, and leaves the metrics port to its supervisor (workers.py).
+    """
     server_config = runtime.config.server
     main = _Server(uvicorn_config(runtime, host, server_config.port, server_config.limits))
     servers = [main]
-    if server_config.metrics_port:
-        metrics = _Server(
-            uvicorn_config(metrics_app(), host, server_config.metrics_port, server_config.limits)
-        )
-        metrics.config.lifespan = "off"
-        servers.append(metrics)
+    sockets = [reuse_port_socket(host, server_config.port)] if worker is not None else None
+    if server_config.metrics_port and worker is None:
+        servers.append(metrics_server(host, server_config))
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -93,10 +98,17 @@ async def serve(runtime: AgentRuntime, host: str = "0.0.0.0") -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(main.serve(sockets=sockets), *(server.serve() for server in servers[1:]))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def metrics_server(host: str, server_config: ServerConfig) -> _Server:
+    """The server of ``server.metricsPort``: ``/metrics`` only, no lifespan."""
+    server = _Server(uvicorn_config(metrics_app(), host, server_config.metrics_port, server_config.limits))
+    server.config.lifespan = "off"
+    return server
 
 
 def tune_gc() -> None:
@@ -120,19 +132,28 @@ def main() -> None:
         log.error("cannot load the runtime config: %s", exc)
         sys.exit(2)
     host = os.environ.get("SENTIENT_HOST", "0.0.0.0")
+    server_config = runtime.config.server
+    worker = worker_index()
+    if worker is None and server_config.workers > 1:
+        # The supervisor: it starts the workers (this command again) and serves no API itself.
+        factory = (lambda: metrics_server(host, server_config)) if server_config.metrics_port else None
+        sys.exit(supervise(runtime.config, factory))
     audit_path = os.environ.get("SENTIENT_AUDIT_LOG")
-    if audit_path:
-        from agent_runtime.audit import open_audit_log
+    if audit_path or worker is not None:
+        from agent_runtime.audit import open_audit_log, worker_audit_path
 
         key_file = runtime.config.audit_key_file
-        runtime.audit = open_audit_log(runtime.credentials.read(key_file) if key_file else None, audit_path)
+        key = runtime.credentials.read(key_file) if key_file else None
+        if audit_path and worker is not None:
+            audit_path = worker_audit_path(audit_path, worker)
+        runtime.audit = open_audit_log(key, audit_path, worker=worker)
     tune_gc()
     try:
         import uvloop
 
-        uvloop.run(serve(runtime, host))
+        uvloop.run(serve(runtime, host, worker=worker))
     except ImportError:
-        asyncio.run(serve(runtime, host))
+        asyncio.run(serve(runtime, host, worker=worker))
 
 
 if __name__ == "__main__":
