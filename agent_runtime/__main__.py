@@ -20,14 +20,18 @@ import os
 import signal
 import sys
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from agent_runtime.app import AgentRuntime, create_app, metrics_app
-from agent_runtime.config import ServerConfig, ServerLimits, config_path, credentials_dir
+from agent_runtime.config import ServerConfig, ServerLimits, config_path, credentials_dir, load_config
 from agent_runtime.http.limits import ConnectionLimits, limited_protocol
 from agent_runtime.logging import setup_logging
-from agent_runtime.workers import reuse_port_socket, supervise, worker_index
+from agent_runtime.workers import follow_supervisor, metrics_asgi, reuse_port_socket, supervise, worker_index
+
+if TYPE_CHECKING:
+    # Imported when a runtime is built: a supervisor of workers never loads the app (~20 MB less).
+    from agent_runtime.app import AgentRuntime
 
 log = logging.getLogger("agent_runtime.main")
 
@@ -104,9 +108,16 @@ async def serve(runtime: AgentRuntime, host: str = "0.0.0.0", *, worker: int | N
             loop.remove_signal_handler(sig)
 
 
-def metrics_server(host: str, server_config: ServerConfig) -> _Server:
-    """The server of ``server.metricsPort``: ``/metrics`` only, no lifespan."""
-    server = _Server(uvicorn_config(metrics_app(), host, server_config.metrics_port, server_config.limits))
+def metrics_server(host: str, server_config: ServerConfig, *, supervisor: bool = False) -> _Server:
+    """The server of ``server.metricsPort``: ``/metrics`` only, no lifespan.
+
+    A supervisor serves its workers' summed series with a plain handler (workers.py)."""
+    app: object = metrics_asgi
+    if not supervisor:
+        from agent_runtime.app import metrics_app
+
+        app = metrics_app()
+    server = _Server(uvicorn_config(app, host, server_config.metrics_port, server_config.limits))
     server.config.lifespan = "off"
     return server
 
@@ -126,18 +137,28 @@ def tune_gc() -> None:
 def main() -> None:
     """Entry point of ``python -m agent_runtime`` and ``sentient-runtime``."""
     setup_logging()
+    host = os.environ.get("SENTIENT_HOST", "0.0.0.0")
+    worker = worker_index()
     try:
-        runtime = create_app(config_path=config_path(), credentials_dir=credentials_dir())
+        path = config_path()
+        config = load_config(path)
+        if worker is None and config.server.workers > 1:
+            # The supervisor: it starts the workers (this command again) and serves no API itself.
+            server_config = config.server
+            factory = (
+                (lambda: metrics_server(host, server_config, supervisor=True))
+                if server_config.metrics_port
+                else None
+            )
+            sys.exit(supervise(config, factory))
+        from agent_runtime.app import create_app
+
+        runtime = create_app(config, config_path=path, credentials_dir=credentials_dir())
     except Exception as exc:
         log.error("cannot load the runtime config: %s", exc)
         sys.exit(2)
-    host = os.environ.get("SENTIENT_HOST", "0.0.0.0")
-    server_config = runtime.config.server
-    worker = worker_index()
-    if worker is None and server_config.workers > 1:
-        # The supervisor: it starts the workers (this command again) and serves no API itself.
-        factory = (lambda: metrics_server(host, server_config)) if server_config.metrics_port else None
-        sys.exit(supervise(runtime.config, factory))
+    if worker is not None:
+        follow_supervisor()
     audit_path = os.environ.get("SENTIENT_AUDIT_LOG")
     if audit_path or worker is not None:
         from agent_runtime.audit import open_audit_log, worker_audit_path

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -42,14 +43,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent_runtime.config import RuntimeConfig, duration_seconds
-from agent_runtime.metrics import MULTIPROCESS_ENV
+from agent_runtime.metrics import MULTIPROCESS_ENV, exposition
 
 log = logging.getLogger("agent_runtime.workers")
 
 WORKER_ENV = "SENTIENT_WORKER"
+PR_SET_PDEATHSIG = 1
 # Time a stopping worker gets beyond the grace (uvicorn's own shutdown, the audit record).
 STOP_MARGIN = 5.0
 RESTART_DELAY = 1.0
@@ -62,6 +66,16 @@ def worker_index() -> int | None:
     """This process's worker index when a supervisor started it, else None."""
     value = os.environ.get(WORKER_ENV)
     return int(value) if value and value.isdigit() else None
+
+
+def follow_supervisor() -> None:
+    """In a worker: drain and stop (SIGTERM) when the supervisor dies, even by SIGKILL (Linux)."""
+    supervisor = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:
+        # It died before the request above took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -87,6 +101,19 @@ class Server(Protocol):
 
     async def serve(self) -> None:
         """Serve until ``should_exit``."""
+
+
+async def metrics_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The supervisor's metrics port: ``GET /metrics``, every worker's series summed."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] != "/metrics":
+        status, content_type, body = 404, b"text/plain; charset=utf-8", b"Not Found"
+    else:
+        status, content_type, body = 200, CONTENT_TYPE_LATEST.encode(), exposition()
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
 
 
 @dataclass(slots=True)
@@ -142,7 +169,12 @@ class Supervisor:
 
     async def _start(self, worker: _Worker) -> None:
         env = {**os.environ, WORKER_ENV: str(worker.index), MULTIPROCESS_ENV: self._directory}
-        worker.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "agent_runtime", env=env)
+        # A session of its own: a signal to the supervisor's process group (Ctrl-C in a terminal,
+        # kill -- -PGID) reaches the workers once, through the supervisor, not twice (the second
+        # signal would cut their drain short).
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent_runtime", env=env, start_new_session=True
+        )
         worker.started = time.monotonic()
         worker.waiter = asyncio.get_running_loop().create_task(worker.process.wait())
         worker.waiter.add_done_callback(lambda _: self._wake.set())
