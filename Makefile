@@ -12,7 +12,7 @@ export PATH := $(CACHE)/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-python lint typecheck unit e2e test demo crds manifests \
-        cluster-up cluster-down e2e-kind bench bench-compare clean
+        cluster-up cluster-down e2e-kind bench bench-compare bench-workers clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench: setup ## run the benchmarks under bench/ and print their figures
 
 bench-compare: setup-python ## runtime vs LiteLLM proxy vs direct upstream, side by side (< 30 min); writes docs/benchmarks.md (ARGS=--quick)
 	$(PY) bench/compare/run.py $(ARGS)
+
+bench-workers: setup-python ## the runtime with 1 and 2 worker processes (server.workers) under the same load (ARGS=--workers 1 2 4)
+	$(PY) bench/compare/workers.py $(ARGS)
 
 clean: ## remove build output in the checkout (the cache stays)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

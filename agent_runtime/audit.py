@@ -7,6 +7,10 @@ nobody without the ``audit-key`` file can forge a valid continuation. A chain
 starts with ``seq`` 0 and an all-zero ``prev`` (a process restart writing to
 stdout starts a new chain; one appending to a file continues the file's chain).
 
+With ``server.workers`` > 1 each worker keeps its own chain: its records carry
+``worker`` (its index), a file path gets the suffix ``.worker-<index>``, and
+:func:`verify` follows each worker's chain through interleaved lines (stdout).
+
 Records never hold secret values: key ids, reasons, paths, hashes at most.
 """
 
@@ -45,10 +49,18 @@ def compute_mac(key: bytes, record: dict[str, Any]) -> str:
 class AuditLog:
     """Appends chained records to a file or stdout; thread-safe."""
 
-    def __init__(self, key: bytes, path: Path | None = None, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        path: Path | None = None,
+        stream: IO[str] | None = None,
+        *,
+        worker: int | None = None,
+    ) -> None:
         self._key = key
         self._lock = threading.Lock()
         self.path = path
+        self.worker = worker
         self._seq = 0
         self._prev = GENESIS
         if path is not None:
@@ -74,7 +86,12 @@ class AuditLog:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("stream") == STREAM and "mac" in record:
+            if (
+                isinstance(record, dict)
+                and record.get("stream") == STREAM
+                and "mac" in record
+                and record.get("worker") == self.worker
+            ):
                 self._seq = int(record.get("seq", -1)) + 1
                 self._prev = str(record["mac"])
                 return
@@ -90,6 +107,8 @@ class AuditLog:
                 **fields,
                 "prev": self._prev,
             }
+            if self.worker is not None:
+                record["worker"] = self.worker
             record["mac"] = compute_mac(self._key, record)
             try:
                 self._out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
@@ -117,9 +136,9 @@ class VerifyResult:
 
 
 def verify(lines: Iterable[str | bytes], key: bytes) -> VerifyResult:
-    """Check a chain; lines that are not audit records (other logs on stdout) are skipped."""
-    prev = GENESIS
-    expected_seq = 0
+    """Check a chain (one per worker); lines that are not audit records (other logs on stdout) are skipped."""
+    # worker index (None: a single process) -> (mac of its last record, next seq)
+    chains: dict[object, tuple[str, int]] = {}
     count = 0
     for number, raw in enumerate(lines, start=1):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -137,6 +156,8 @@ def verify(lines: Iterable[str | bytes], key: bytes) -> VerifyResult:
         mac = record.get("mac")
         if not isinstance(mac, str) or not hmac.compare_digest(mac, compute_mac(key, record)):
             return VerifyResult(False, count, number, "record does not match its MAC")
+        worker = record.get("worker")
+        prev, expected_seq = chains.get(worker, (GENESIS, 0))
         seq = record.get("seq")
         if seq == 0 and record.get("prev") == GENESIS:
             # A new chain (process restart); its MAC proves it was written with the key.
@@ -145,8 +166,7 @@ def verify(lines: Iterable[str | bytes], key: bytes) -> VerifyResult:
             return VerifyResult(False, count, number, f"sequence {seq} where {expected_seq} was expected")
         if record.get("prev") != prev:
             return VerifyResult(False, count, number, "chain broken: previous record missing or changed")
-        prev = mac
-        expected_seq += 1
+        chains[worker] = (mac, expected_seq + 1)
         count += 1
     return VerifyResult(True, count)
 
@@ -157,7 +177,12 @@ def verify_file(path: Path, key: bytes) -> VerifyResult:
         return verify(handle, key)
 
 
-def open_audit_log(key_text: str | None, path: str | None) -> AuditLog:
+def worker_audit_path(path: str, worker: int) -> str:
+    """The file of one worker's chain: ``<path>.worker-<index>``."""
+    return f"{path}.worker-{worker}"
+
+
+def open_audit_log(key_text: str | None, path: str | None, *, worker: int | None = None) -> AuditLog:
     """The audit log the environment asks for (``SENTIENT_AUDIT_LOG`` path or stdout)."""
     if key_text:
         key = key_text.encode()
@@ -166,7 +191,7 @@ def open_audit_log(key_text: str | None, path: str | None) -> AuditLog:
         # process's lifetime, but nobody can verify it later.
         log.warning("no audit key file; the audit chain uses a random per-process key")
         key = secrets.token_bytes(32)
-    return AuditLog(key, Path(path) if path else None)
+    return AuditLog(key, Path(path) if path else None, worker=worker)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -377,6 +377,10 @@ class ServerLimits(ConfigModel):
         return self
 
 
+# Worker processes of one runtime (server.workers); each holds its own connections and caches.
+MAX_WORKERS = 32
+
+
 class ServerConfig(ConfigModel):
     """HTTP server settings."""
 
@@ -391,6 +395,15 @@ class ServerConfig(ConfigModel):
         ),
     )
     shutdown_grace: Duration = Field(default="25s", description="Deadline for in-flight streams on SIGTERM.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description=(
+            "Server processes sharing the API port (SO_REUSEPORT), so that one pod can use more than "
+            "one CPU. Redis rate limits and sessions stay exact; the memory backends are per process."
+        ),
+    )
     heartbeat_interval: Duration = Field(default="15s", description="SSE comment heartbeat on long silences.")
     limits: ServerLimits = Field(
         default_factory=ServerLimits,

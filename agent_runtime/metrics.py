@@ -7,9 +7,31 @@ codes from the config, never caller input or secret values.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# With ``server.workers`` > 1 every worker process counts into files under this directory
+# (prometheus_client's multiprocess mode, chosen when the variable is set before the client is
+# imported: the supervisor sets it for its workers) and ``/metrics`` sums the workers' files:
+# one scrape target per pod, the same series as with one process. Gauges say how the workers'
+# values combine (``multiprocess_mode``; ignored with one process).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this runtime: its registry, or every worker's files summed."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -30,6 +52,7 @@ IN_FLIGHT = Gauge(
     "sentient_requests_in_flight",
     "Requests being served now.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "sentient_time_to_first_token_seconds",
@@ -74,6 +97,8 @@ BREAKER_STATE = Gauge(
     "Circuit breaker state per provider and model: 0 closed, 1 half-open, 2 open.",
     ["provider", "model"],
     registry=REGISTRY,
+    # Each worker has its own breaker: the most open one.
+    multiprocess_mode="livemax",
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "sentient_rate_limit_rejections_total",
@@ -85,6 +110,7 @@ RATE_LIMIT_BACKEND_DEGRADED = Gauge(
     "sentient_rate_limit_backend_degraded",
     "1 while the Redis limiter is unreachable and the local fallback (failOpen) or refusal (failClosed) applies.",
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 AUTH_FAILURES = Counter(
     "sentient_auth_failures_total",
@@ -102,6 +128,7 @@ ACTIVE_SESSIONS = Gauge(
     "sentient_sessions_active",
     "Sessions held in the memory store.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 AGENT_ERRORS = Counter(
     "sentient_agent_errors_total",

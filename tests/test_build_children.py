@@ -119,6 +119,21 @@ def test_server_limits_are_rendered_into_the_runtime_config() -> None:
     assert rendered.to_wire() == {**limits, "maxConnections": 200}
 
 
+def test_workers_are_rendered_and_default_resources_follow_them() -> None:
+    assert parse_config(config_map(make_inputs())["data"]["config.yaml"]).server.workers == 1
+    inputs = make_inputs(server={"workers": 3})
+    assert parse_config(config_map(inputs)["data"]["config.yaml"]).server.workers == 3
+    container = deployment(inputs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "300m", "memory": "384Mi"},
+        "limits": {"memory": "1536Mi"},
+    }
+    # Resources the agent names are its own, whatever the workers.
+    own = {"requests": {"cpu": "2"}}
+    inputs = make_inputs(server={"workers": 3}, deployment={"resources": own})
+    assert deployment(inputs)["spec"]["template"]["spec"]["containers"][0]["resources"] == own
+
+
 def test_bound_secret_hashes_caller_keys_and_keeps_provider_key() -> None:
     data = secret_data(credentials_secret(make_inputs()))
     assert data[provider_credential_file("team", "openai")] == "sk-provider-secret"

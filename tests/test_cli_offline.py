@@ -163,6 +163,50 @@ def test_validate_reports_file_line_and_field(tmp_path: Path) -> None:
     assert any(line.startswith(f"{path}:11: spec.bogus:") for line in lines)
 
 
+WORKERS_AGENT = """\
+apiVersion: sentient.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: limits}
+spec:
+  limits: {requestsPerMinute: 60}
+---
+apiVersion: sentient.dev/v1alpha1
+kind: SentientAgent
+metadata: {name: busy}
+spec:
+  systemPrompt: hi
+  llm:
+    chain: [{providerRef: {name: p}, model: m}]
+  auth: {anonymous: true}
+  rateLimitPolicyRef: {name: limits}
+  server:
+    workers: 4
+"""
+
+
+def test_validate_warns_of_memory_limits_and_sessions_with_workers(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(WORKERS_AGENT)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    # Valid: warnings do not fail.
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if ": warning: " in line]
+    assert len(warnings) == 2
+    assert all(line.startswith(f"{path}:17: spec.server.workers: warning: ") for line in warnings)
+    assert "RateLimitPolicy limits keeps its counters in memory" in warnings[0]
+    assert "sessions are kept in memory" in warnings[1]
+    # Redis for both: nothing to say; one worker: nothing to say.
+    redis = WORKERS_AGENT.replace(
+        "  limits: {requestsPerMinute: 60}\n",
+        "  limits: {requestsPerMinute: 60}\n  backend: {type: redis, redis: {addressSecretRef: {name: r, key: url}}}\n",
+    ).replace("  server:\n", "  sessions: {store: redis, redisSecretRef: {name: r, key: url}}\n  server:\n")
+    path.write_text(redis)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 0 and ": warning: " not in result.output, result.output
+    path.write_text(WORKERS_AGENT.replace("workers: 4", "workers: 1"))
+    assert ": warning: " not in CliRunner().invoke(cli, ["validate", str(path)]).output
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

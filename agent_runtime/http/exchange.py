@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -288,6 +289,11 @@ async def wait_disconnect(receive: Receive) -> None:
             return
 
 
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def supervise(
     ex: Exchange,
     work: asyncio.Task[Any],
@@ -298,18 +304,30 @@ async def supervise(
 
     Returns True when the client disconnected.
     """
-    watcher = asyncio.get_running_loop().create_task(wait_disconnect(ex.receive))
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(wait_disconnect(ex.receive))
+    timeout = heartbeat if heartbeat > 0 and pulse is not None else None
     try:
         seen = pulse.count if pulse is not None else 0
         while True:
-            done, _ = await asyncio.wait(
-                (work, watcher),
-                timeout=heartbeat if heartbeat > 0 and pulse is not None else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if work in done:
+            if not work.done() and not watcher.done():
+                # What asyncio.wait(FIRST_COMPLETED) does, without its sets and bookkeeping:
+                # this runs once per request.
+                waiter: asyncio.Future[None] = loop.create_future()
+                wake = functools.partial(_wake, waiter)
+                work.add_done_callback(wake)
+                watcher.add_done_callback(wake)
+                timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+                try:
+                    await waiter
+                finally:
+                    work.remove_done_callback(wake)
+                    watcher.remove_done_callback(wake)
+                    if timer is not None:
+                        timer.cancel()
+            if work.done():
                 return False
-            if watcher in done:
+            if watcher.done():
                 work.cancel()
                 with contextlib.suppress(BaseException):
                     await work

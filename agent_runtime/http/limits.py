@@ -14,6 +14,8 @@ makes a protocol class that adds, per connection:
   closed at once;
 - the idle keep-alive time between requests.
 
+Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`.
+
 Each refusal is counted in ``sentient_http_refusals_total{reason}``.
 """
 
@@ -27,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agent_runtime import metrics
 from agent_runtime.config import ServerLimits, duration_seconds
+from agent_runtime.http.coalesce import CoalescingTransport
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
@@ -86,7 +89,9 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         # -------------------------------------------------------------- connection
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # The head and body of a response (and the records of a stream written in one
+            # step) leave in one system call (http/coalesce.py).
+            super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             if len(self.connections) > limits.max_connections:
                 self._refuse(TOO_MANY_CONNECTIONS, 503)
                 return

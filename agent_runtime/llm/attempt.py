@@ -13,8 +13,7 @@ consumer's own awaits are not cancelled by our timers.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import httpx
 
@@ -28,12 +27,12 @@ from agent_runtime.llm.errors import (
     classify_exception,
 )
 from agent_runtime.llm.pool import Upstream
-from agent_runtime.llm.providers.base import StreamState
+from agent_runtime.llm.providers.base import StreamState, loads_json
 from agent_runtime.llm.retry import retry_after_of
 from agent_runtime.llm.transport import ResponseStream
 from agent_runtime.llm.types import ChatRequest
+from agent_runtime.llm.wire import request_bytes, upstream_request
 
-USER_AGENT = "sentient-agent-runtime"
 # Error bodies are read only this far: enough for the error type.
 _ERROR_BODY_LIMIT = 16_384
 
@@ -45,9 +44,19 @@ def max_tokens_of(entry: Entry, request: ChatRequest) -> int | None:
     return entry.params.max_tokens
 
 
-def _request(
-    entry: Entry, request: ChatRequest, api_key: str | None, *, stream: bool, partial: str | None
-) -> httpx.Request:
+def _send(
+    entry: Entry,
+    upstream: Upstream,
+    request: ChatRequest,
+    api_key: str | None,
+    *,
+    stream: bool,
+    partial: str | None,
+) -> Awaitable[httpx.Response]:
+    """The upstream request, built now (errors in it raise here); await the result to send it.
+
+    The awaitable returns once the response head arrived.
+    """
     # The parameters of the snapshot this entry belongs to, never a newer one.
     params = entry.params
     body = entry.adapter.body(
@@ -59,14 +68,15 @@ def _request(
         stream=stream,
         partial=partial,
     )
-    headers = entry.adapter.headers(api_key, entry.config.default_headers, stream=stream)
-    return httpx.Request(
-        "POST",
-        entry.url,
-        content=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-        headers={"user-agent": USER_AGENT, **headers},
-        extensions={"timeout": entry.timeout_ext},
-    )
+    transport = upstream.transport
+    if transport is not None:
+        # Our own transport takes the bytes: the entry's head is built once (wire.py).
+        try:
+            data = request_bytes(entry, body, api_key, stream=stream)
+        except httpx.LocalProtocolError as exc:
+            raise classify_exception(exc) from None
+        return transport.send_bytes(entry.address, data, entry.timeout_ext)
+    return upstream.send(upstream_request(entry, body, api_key, stream=stream))
 
 
 async def _raise_for_status(entry: Entry, response: httpx.Response) -> None:
@@ -111,13 +121,14 @@ async def complete_attempt(
     # A non-streamed answer arrives whole: it gets the first-token budget
     # (or the idle one, if longer) to show up, within the deadline.
     limit = min(remaining, max(entry.first_token, entry.idle))
-    request_ = _request(entry, request, api_key, stream=False, partial=None)
+    sending = _send(entry, upstream, request, api_key, stream=False, partial=None)
     try:
         async with asyncio.timeout(limit):
-            response = await upstream.send(request_)
+            response = await sending
             try:
                 await _raise_for_status(entry, response)
-                raw = await response.aread()
+                stream = response.stream
+                raw = await stream.read() if isinstance(stream, ResponseStream) else await response.aread()
             finally:
                 await response.aclose()
     except UpstreamError:
@@ -125,7 +136,7 @@ async def complete_attempt(
     except (httpx.HTTPError, OSError, TimeoutError) as exc:
         raise classify_exception(exc) from None
     try:
-        parsed = entry.adapter.parse_completion(json.loads(raw))
+        parsed = entry.adapter.parse_completion(loads_json(raw))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         raise ServerFailed("invalid response body") from None
     state.done = True
@@ -154,12 +165,12 @@ async def stream_attempt(
     first_by = min(now + entry.first_token, loop_deadline)
     if first_by <= now:
         raise DeadlineExceeded()
-    request_ = _request(entry, request, api_key, stream=True, partial=partial)
+    sending = _send(entry, upstream, request, api_key, stream=True, partial=partial)
     response: httpx.Response | None = None
     got_text = False
     try:
         async with asyncio.timeout_at(first_by):
-            response = await upstream.send(request_)
+            response = await sending
             await _raise_for_status(entry, response)
         idle = entry.idle
 
@@ -168,7 +179,7 @@ async def stream_attempt(
             return first_by if not got_text else min(loop.time() + idle, loop_deadline)
 
         # Raw transfer chunks, split into lines here: fewer layers than aiter_lines()
-        # and no str decoding (json.loads takes bytes).
+        # and no str decoding (loads_json takes bytes).
         stream = response.stream
         chunks = stream.chunks(limit) if isinstance(stream, ResponseStream) else _timed(response, limit)
         parse = entry.adapter.parse_data

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -55,6 +56,12 @@ class Entry:
     label: dict[str, str]
     # Why this entry's configuration cannot be sent (never the offending value), or None.
     config_problem: str | None
+    # (scheme, host, port) of ``url``: the connection pool's key for it.
+    address: tuple[str, str, int]
+    # Request heads built once per (streamed, API key) by llm/wire.py.
+    heads: dict[tuple[bool, str | None], bytes] = field(default_factory=dict)
+    # Metric children labelled with this entry (see :func:`meter`): labels() costs on every call.
+    meters: dict[tuple[object, str], Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -64,6 +71,16 @@ class Snapshot:
     config: LLMRuntimeConfig
     entries: tuple[Entry, ...]
     total: float
+
+
+def meter(entry: Entry, metric: Any, label: str = "", value: str = "") -> Any:
+    """``metric``'s child for ``entry`` (and ``label=value`` when given), created once."""
+    key = (metric, value)
+    child = entry.meters.get(key)
+    if child is None:
+        labels = {label: value, **entry.label} if label else entry.label
+        child = entry.meters[key] = metric.labels(**labels)
+    return child
 
 
 def header_problem(headers: Mapping[str, str]) -> str | None:
@@ -114,13 +131,15 @@ def build_snapshot(
             breaker.configure(
                 failure_threshold=threshold, window=window, cooldown=cooldown, half_open_requests=trials
             )
+        http_url = httpx.URL(url)
+        port = http_url.port or (443 if http_url.scheme == "https" else 80)
         entries.append(
             Entry(
                 config=provider,
                 adapter=adapter,
                 pool_key=key,
                 breaker=breaker,
-                url=httpx.URL(url),
+                url=http_url,
                 timeout_ext={"connect": connect, "read": None, "write": connect, "pool": connect},
                 first_token=duration_seconds(timeouts.first_token),
                 idle=duration_seconds(timeouts.idle),
@@ -133,6 +152,7 @@ def build_snapshot(
                 params=config.parameters,
                 label={"provider": provider.id, "model": provider.model},
                 config_problem=header_problem(provider.default_headers),
+                address=(http_url.scheme, http_url.host, port),
             )
         )
     return Snapshot(config=config, entries=tuple(entries), total=entries[0].total)

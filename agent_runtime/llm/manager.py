@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from agent_runtime.config import LLMRuntimeConfig
 from agent_runtime.llm.attempt import complete_attempt, max_tokens_of, stream_attempt
 from agent_runtime.llm.breaker import CircuitBreaker
-from agent_runtime.llm.entries import Entry, Stats, build_snapshot
+from agent_runtime.llm.entries import Entry, Stats, build_snapshot, meter
 from agent_runtime.llm.errors import (
     AllFailed,
     AllRateLimited,
@@ -321,7 +321,7 @@ class LLMManager:
                             async for text in pieces:
                                 if not first_token_seen:
                                     first_token_seen = True
-                                    TIME_TO_FIRST_TOKEN.labels(**entry.label).observe(self._clock() - start)
+                                    meter(entry, TIME_TO_FIRST_TOKEN).observe(self._clock() - start)
                                 got_text = True
                                 parts.append(text)
                                 yield TextDelta(text)
@@ -400,7 +400,7 @@ class LLMManager:
 
     def _on_error(self, entry: Entry, err: UpstreamError, t0: float) -> None:
         now = self._clock()
-        UPSTREAM_DURATION.labels(outcome=err.error_class, **entry.label).observe(now - t0)
+        meter(entry, UPSTREAM_DURATION, "outcome", err.error_class).observe(now - t0)
         PROVIDER_ERRORS.labels(error=err.error_class, **entry.label).inc()
         entry.stats.last_error = err.error_class
         entry.stats.last_error_at = now
@@ -422,11 +422,11 @@ class LLMManager:
         now = self._clock()
         entry.breaker.record_success()
         entry.stats.last_success_at = now
-        UPSTREAM_DURATION.labels(outcome="ok", **entry.label).observe(now - t0)
+        meter(entry, UPSTREAM_DURATION, "outcome", "ok").observe(now - t0)
         if input_tokens:
-            TOKENS.labels(direction="input", **entry.label).inc(input_tokens)
+            meter(entry, TOKENS, "direction", "input").inc(input_tokens)
         if output_tokens:
-            TOKENS.labels(direction="output", **entry.label).inc(output_tokens)
+            meter(entry, TOKENS, "direction", "output").inc(output_tokens)
 
     def _retry_delay(self, entry: Entry, err: UpstreamError, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before retrying on the same entry, or None to move on."""

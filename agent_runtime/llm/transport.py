@@ -29,8 +29,8 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import cast
 
 import certifi
 import httptools
@@ -245,6 +245,14 @@ class ResponseStream(httpx.AsyncByteStream):
         except OSError as exc:
             raise httpx.ReadError(type(exc).__name__) from None
 
+    async def read(self) -> bytes:
+        """The whole body (one layer, where ``Response.aread()`` stacks four); bound it from outside."""
+        try:
+            chunks = [chunk async for chunk in self._conn.body_chunks(None)]
+        except OSError as exc:
+            raise httpx.ReadError(type(exc).__name__) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def aclose(self) -> None:
         """Release (complete response, keep-alive) or close (anything else) the connection."""
         if self._released:
@@ -340,10 +348,25 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
-        key = (scheme, url.host, port)
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         # Before a slot is taken: a refused header costs nothing to give back.
-        head = self._serialize(request, await request.aread())
+        data = self._serialize(request, await request.aread())
+        response = await self.send_bytes(
+            (scheme, url.host, port), data, request.extensions.get("timeout", {})
+        )
+        # Set here (httpx's client would set it) so that callers may skip the client.
+        response.request = request
+        return response
+
+    async def send_bytes(
+        self, key: tuple[str, str, int], data: bytes, timeouts: Mapping[str, float | None]
+    ) -> httpx.Response:
+        """Send one serialized request (head and body, checked by the caller) to ``key``
+        (scheme, host, port); returns once the response head arrived, the body streams.
+
+        The hot path of the runtime's own upstream calls: they build the head bytes of a
+        chain entry once (``llm/wire.py``) instead of an ``httpx.Request`` per call.
+        Timeouts as for :meth:`handle_async_request`.
+        """
         slots = self._slots
         if slots.locked():
             # Only a full pool pays for a timer; a free slot is taken without suspending.
@@ -356,7 +379,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await slots.acquire()
         self.in_use += 1
         try:
-            conn = await self._exchange_head(key, head, timeouts)
+            conn = await self._exchange_head(key, data, timeouts)
         except BaseException:
             self._give_back_slot()
             raise
@@ -365,12 +388,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             headers=conn.headers,
             stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
-            # Set here (httpx's client would set it) so that callers may skip the client.
-            request=request,
         )
 
     async def _exchange_head(
-        self, key: tuple[str, str, int], head: bytes, timeouts: dict[str, Any]
+        self, key: tuple[str, str, int], head: bytes, timeouts: Mapping[str, float | None]
     ) -> _Connection:
         """Write the request and read the response head, on an idle connection or a new one.
 

@@ -7,7 +7,7 @@ route, so their requests are measured with their real latency.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent_runtime import metrics, protocol
 from agent_runtime.http import Exchange
@@ -82,7 +82,7 @@ async def info(call: Call) -> None:
 
 async def write_metrics(ex: Exchange) -> None:
     """Prometheus exposition of the runtime's registry."""
-    await ex.raw(200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY))
+    await ex.raw(200, CONTENT_TYPE_LATEST, metrics.exposition())
 
 
 async def metrics_route(call: Call) -> None:

@@ -216,28 +216,22 @@ async def _complete(call: Call) -> int | None:
         log.exception("chat completion failed")
         await ex.json(500, openai_error("internal error", "api_error"), call.headers)
         return None
-    payload = {
-        "id": f"chatcmpl-{protocol.new_ulid()}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": completion.finish_reason or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": completion.input_tokens,
-            "completion_tokens": completion.output_tokens,
-            "total_tokens": completion.input_tokens + completion.output_tokens,
-        },
-        "system_fingerprint": None,
-    }
-    await ex.json(200, payload, call.headers)
+    await ex.whole(200, b"application/json", completion_body(body.model, completion), call.headers)
     return completion.input_tokens + completion.output_tokens
+
+
+def completion_body(model: str, completion: Completion) -> bytes:
+    """The ``chat.completion`` object, written as its JSON text directly (once per request:
+    only the strings go through the encoder, not a dict of dicts)."""
+    dumps = protocol.dumps
+    prompt, output = completion.input_tokens, completion.output_tokens
+    return (
+        f'{{"id":"chatcmpl-{protocol.new_ulid()}","object":"chat.completion","created":{int(time.time())},'
+        f'"model":{dumps(model)},"choices":[{{"index":0,"message":{{"role":"assistant",'
+        f'"content":{dumps(completion.text)}}},"finish_reason":{dumps(completion.finish_reason or "stop")},'
+        f'"logprobs":null}}],"usage":{{"prompt_tokens":{int(prompt)},"completion_tokens":{int(output)},'
+        f'"total_tokens":{int(prompt + output)}}},"system_fingerprint":null}}'
+    ).encode()
 
 
 class _ChunkWriter:
@@ -251,10 +245,18 @@ class _ChunkWriter:
             f'"model":{protocol.dumps(model)},"system_fingerprint":null,"choices":'
         )
 
-    def choice(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        """A chunk with any delta (the role opener, the finish reason), encoded generically."""
-        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
-        return f"{self._head}{protocol.dumps(choices)}}}\n\n".encode()
+    def role(self) -> bytes:
+        """The opening chunk: the assistant role, empty content."""
+        return (
+            f'{self._head}[{{"index":0,"delta":{{"role":"assistant","content":""}},'
+            f'"logprobs":null,"finish_reason":null}}]}}\n\n'
+        ).encode()
+
+    def finish(self, reason: str) -> bytes:
+        """The closing chunk: an empty delta and the finish reason."""
+        return (
+            f'{self._head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":{protocol.dumps(reason)}}}]}}\n\n'
+        ).encode()
 
     def content(self, text: str) -> bytes:
         """A content delta: the per-token record, so only the text is encoded at run time."""
@@ -283,7 +285,7 @@ async def _stream(call: Call) -> int | None:
     tokens: list[int] = []
     failed: list[UpstreamFailure] = []
 
-    role = writer.choice({"role": "assistant", "content": ""})
+    role = writer.role()
 
     async def pump() -> None:
         finish: str | None = None
@@ -296,10 +298,11 @@ async def _stream(call: Call) -> int | None:
                         if event.text:
                             if not opened:
                                 # The role chunk waits for the first token, so a failure before
-                                # it can still be an HTTP error status.
+                                # it can still be an HTTP error status; both go in one write.
                                 opened = True
-                                await pulse.send(role)
-                            await pulse.send(writer.content(event.text))
+                                await pulse.send(role + writer.content(event.text))
+                            else:
+                                await pulse.send(writer.content(event.text))
                     elif type(event) is Usage:
                         usage = event
                     elif type(event) is Completed:
@@ -313,14 +316,14 @@ async def _stream(call: Call) -> int | None:
             await pulse.send(f"data: {protocol.dumps(_upstream_error(failure))}\n\n".encode())
             await pulse.send(_DONE)
             return
-        if not opened:
-            await pulse.send(role)
-        await pulse.send(writer.choice({}, finish or "stop"))
+        # The records of the end go in one write.
+        end = [writer.finish(finish or "stop")] if opened else [role, writer.finish(finish or "stop")]
         if usage is not None:
             tokens.append(usage.input_tokens + usage.output_tokens)
             if include_usage:
-                await pulse.send(writer.usage(usage.input_tokens, usage.output_tokens))
-        await pulse.send(_DONE)
+                end.append(writer.usage(usage.input_tokens, usage.output_tokens))
+        end.append(_DONE)
+        await pulse.send(b"".join(end))
 
     work = await run_work(call, pump(), pulse, state.heartbeat)
     if work.disconnected:

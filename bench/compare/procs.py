@@ -119,8 +119,9 @@ class Processes:
         self.log_dir = log_dir
         self.running: list[Started] = []
 
-    def start(self, name: str, args: list[str], cpu: int, env: dict[str, str] | None = None) -> Started:
-        """Start ``args`` pinned to ``cpu``, output to a log file (an unread pipe would block it)."""
+    def start(self, name: str, args: list[str], cpu: int | str, env: dict[str, str] | None = None) -> Started:
+        """Start ``args`` pinned to ``cpu`` (a core, or a taskset list such as ``0,1``), output to a
+        log file (an unread pipe would block it)."""
         log = self.log_dir / f"{name}.log"
         started_at = time.monotonic()
         with log.open("ab") as out:

@@ -29,6 +29,7 @@ def write_files(
     rate_limit: str,
     redis_url: str | None = None,
     metrics_port: int = 0,
+    workers: int = 1,
 ) -> tuple[Path, Path]:
     """Write the runtime's config and credentials under ``workdir``; returns (config file, credentials dir)."""
     creds = workdir / "credentials"
@@ -52,7 +53,7 @@ def write_files(
             "parameters": {"maxTokens": 64},
         },
         "auth": {"apiKeysFile": API_KEYS_FILE},
-        "server": {"port": port, "metricsPort": metrics_port},
+        "server": {"port": port, "metricsPort": metrics_port, "workers": workers},
         "auditKeyFile": None,
     }
     if rate_limit != "none":

@@ -10,7 +10,6 @@ field repeats the event name, so only ``data:`` lines are needed.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from agent_runtime.llm.errors import upstream_error
@@ -18,6 +17,7 @@ from agent_runtime.llm.providers.base import (
     Adapter,
     ParsedCompletion,
     StreamState,
+    loads_json,
     safe_token,
     with_continuation,
 )
@@ -78,7 +78,7 @@ class AnthropicAdapter(Adapter):
 
     def parse_data(self, payload: bytes, state: StreamState) -> str | None:
         """One streaming event."""
-        event = json.loads(payload)
+        event = loads_json(payload)
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}

@@ -17,6 +17,26 @@ from agent_runtime.llm.errors import UpstreamError, class_of_status, upstream_er
 from agent_runtime.llm.types import CONTINUATION_PROMPT, ChatMessage, ChatRequest
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def loads_json(data: bytes) -> Any:
+    """``json.loads(data)``, faster for the usual upstream payload (a UTF-8 object, no padding).
+
+    ``json.loads`` on bytes first detects the encoding in Python code and then matches
+    whitespace around the value: together more than the decoding of a streamed chunk
+    itself. Anything unusual (another encoding, a BOM, whitespace, an error) takes
+    ``json.loads``, so the result and the errors are the same.
+    """
+    if data[:1] == b"{":
+        try:
+            text = data.decode("utf-8", "surrogatepass")
+            value, end = _raw_decode(text)
+        except ValueError:
+            return json.loads(data)
+        if end == len(text):
+            return value
+    return json.loads(data)
 
 
 def with_continuation(messages: list[ChatMessage], partial: str | None) -> list[ChatMessage]:
@@ -130,7 +150,7 @@ class Adapter(ABC):
 def _error_type(body: bytes) -> str | None:
     """The machine-readable error type/code of an upstream error body, if safe to repeat."""
     try:
-        data = json.loads(body)
+        data = loads_json(body)
     except ValueError:
         return None
     error = data.get("error") if isinstance(data, dict) else None

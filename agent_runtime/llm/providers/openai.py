@@ -8,7 +8,6 @@ servers report errors in the stream as ``data: {"error": {...}}``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from agent_runtime.llm.errors import ServerFailed
@@ -16,6 +15,7 @@ from agent_runtime.llm.providers.base import (
     Adapter,
     ParsedCompletion,
     StreamState,
+    loads_json,
     safe_token,
     with_continuation,
 )
@@ -66,7 +66,7 @@ class OpenAIAdapter(Adapter):
         if payload == b"[DONE]":
             state.done = True
             return None
-        chunk = json.loads(payload)
+        chunk = loads_json(payload)
         error = chunk.get("error")
         if error is not None:
             kind = safe_token(error.get("type") or error.get("code")) if isinstance(error, dict) else "error"

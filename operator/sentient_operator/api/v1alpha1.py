@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
+from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
 from agent_runtime.config import duration_seconds as duration_seconds
 from agent_runtime.config import parse_duration as parse_duration
 
@@ -1181,6 +1182,16 @@ class ServerLimitsConfig(Model):
 class ServerConfig(Model):
     """The runtime's HTTP server."""
 
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description=(
+            "Server processes per pod, so that one pod uses more than one CPU (the default container "
+            "resources grow with them). Redis rate limits and sessions stay exact; with the memory "
+            "backends each worker counts and remembers on its own, as each replica does."
+        ),
+    )
     limits: ServerLimitsConfig = Field(
         default_factory=ServerLimitsConfig,
         description="Bounds on slow or greedy clients: request deadlines, header size, idle keep-alive, connections.",

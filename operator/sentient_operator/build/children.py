@@ -44,6 +44,19 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
 }
+
+
+def default_resources(workers: int) -> dict[str, Any]:
+    """The container resources when the agent names none: :data:`DEFAULT_RESOURCES` per worker
+    process (each worker holds its own interpreter, connections and caches)."""
+    if workers <= 1:
+        return DEFAULT_RESOURCES
+    return {
+        "requests": {"cpu": f"{100 * workers}m", "memory": f"{128 * workers}Mi"},
+        "limits": {"memory": f"{512 * workers}Mi"},
+    }
+
+
 RUNTIME_UID = 65532
 # After a pod is deleted, the endpoint controller and every kube-proxy need a moment to stop
 # routing to it; a runtime signalled at once would refuse (503) the requests still arriving.
@@ -165,7 +178,9 @@ def deployment(inputs: AgentInputs) -> dict[str, Any]:
             "failureThreshold": 2,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
-        "resources": overrides.resources if overrides.resources is not None else DEFAULT_RESOURCES,
+        "resources": (
+            overrides.resources if overrides.resources is not None else default_resources(spec.server.workers)
+        ),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -150,7 +150,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             max_turns=sessions.max_turns,
             redis_url_file=SESSIONS_REDIS_URL_FILE if sessions.store == "redis" else None,
         ),
-        server=ServerConfig(limits=_convert(spec.server.limits, ServerLimits)),
+        server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
     )
 
 

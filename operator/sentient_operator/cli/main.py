@@ -13,7 +13,7 @@ import click
 from sentient_operator.cli import scaffold, templates
 from sentient_operator.cli.commands import audit, chat, dev, status
 from sentient_operator.cli.errors import CliError
-from sentient_operator.cli.validate import validate_files
+from sentient_operator.cli.validate import check_files
 from sentient_operator.version import package_version
 
 
@@ -63,16 +63,20 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
 
     \b
     Exit code 1 when any document has a problem; each problem is printed as
-    FILE:LINE: FIELD.PATH: MESSAGE.
+    FILE:LINE: FIELD.PATH: MESSAGE. Warnings (valid, but likely not what you
+    mean: memory limits or sessions with several workers) are printed as
+    FILE:LINE: FIELD.PATH: warning: MESSAGE and do not fail.
 
     \b
     Examples:
       sentient validate agent.yaml
       sentient validate examples/*.yaml
     """
-    count, problems = validate_files(list(files))
+    count, problems, warnings = check_files(list(files))
     for problem in problems:
         click.echo(str(problem), err=True)
+    for warning in warnings:
+        click.echo(f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}", err=True)
     if problems:
         raise SystemExit(1)
     if not quiet:

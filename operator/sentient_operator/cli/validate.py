@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import yaml
@@ -12,24 +11,13 @@ from pydantic import BaseModel, ValidationError
 
 from agent_runtime.placeholders import is_placeholder
 from sentient_operator.api import v1alpha1
+from sentient_operator.cli.advisories import worker_warnings
+from sentient_operator.cli.problems import Problem
 from sentient_operator.cli.yamlpos import Document, load_documents
 
 RESOURCE_MODELS: dict[str, type[BaseModel]] = dict(v1alpha1.RESOURCE_CLASSES)
 _PATH_PREFIX = re.compile(r"^((?:metadata|spec|status)(?:\.[A-Za-z0-9_\[\]]+)*): (.*)$", re.S)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One validation error, located in a file."""
-
-    file: str
-    line: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.path}: {self.message}"
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -143,31 +131,46 @@ def _name_rule(kind: str, name: object) -> str | None:
     return None
 
 
-def validate_text(text: str, file: str, *, placeholders: bool = True) -> tuple[int, list[Problem]]:
-    """Validate every document in a YAML stream; returns (documents checked, problems)."""
+def _check_text(text: str, file: str, *, placeholders: bool = True) -> tuple[list[Document], list[Problem]]:
     try:
         docs = load_documents(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        return 0, [Problem(file, line, "(yaml)", str(getattr(exc, "problem", None) or exc))]
+        return [], [Problem(file, line, "(yaml)", str(getattr(exc, "problem", None) or exc))]
     problems: list[Problem] = []
     for doc in docs:
         problems.extend(validate_document(doc, file, placeholders=placeholders))
+    return docs, problems
+
+
+def validate_text(text: str, file: str, *, placeholders: bool = True) -> tuple[int, list[Problem]]:
+    """Validate every document in a YAML stream; returns (documents checked, problems)."""
+    docs, problems = _check_text(text, file, placeholders=placeholders)
     return len(docs), problems
 
 
-def validate_files(paths: list[str]) -> tuple[int, list[Problem]]:
-    """Validate files; returns (documents checked, problems)."""
+def check_files(paths: list[str]) -> tuple[int, list[Problem], list[Problem]]:
+    """Validate files; returns (documents checked, problems, warnings).
+
+    Warnings (``advisories.py``) look across every file given, so that an agent and the
+    RateLimitPolicy it names may sit in different files; they never fail validation.
+    """
     problems: list[Problem] = []
-    count = 0
+    documents: list[tuple[Document, str]] = []
     for path in paths:
         try:
             text = FsPath(path).read_text()
         except OSError as exc:
             problems.append(Problem(path, 0, "(file)", exc.strerror or str(exc)))
             continue
-        checked, found = validate_text(text, path)
-        count += checked
+        docs, found = _check_text(text, path)
+        documents.extend((doc, path) for doc in docs)
         problems.extend(found)
+    return len(documents), problems, worker_warnings(documents)
+
+
+def validate_files(paths: list[str]) -> tuple[int, list[Problem]]:
+    """Validate files; returns (documents checked, problems)."""
+    count, problems, _ = check_files(paths)
     return count, problems
