@@ -423,14 +423,22 @@ class SizeCheck(ConfigModel):
     )
 
 
-def _compile_all(patterns: list[str], what: str) -> None:
-    from agent_runtime.guardrails.regex import PatternError, compile_bounded
+def pattern_problem(pattern: str) -> str | None:
+    """Why a guardrail pattern is refused (it does not compile, or its cost is unbounded), or None."""
+    from agent_runtime.guardrails.regex import PatternError, check_bounded
 
+    try:
+        check_bounded(pattern)
+    except PatternError as exc:
+        return str(exc)
+    return None
+
+
+def _compile_all(patterns: list[str], what: str) -> None:
     for index, pattern in enumerate(patterns):
-        try:
-            compile_bounded(pattern)
-        except PatternError as exc:
-            raise ValueError(f"{what}[{index}]: {exc}") from None
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise ValueError(f"{what}[{index}]: {problem}")
 
 
 class PatternCheck(ConfigModel):
