@@ -128,7 +128,16 @@ def find_entities(text: str, entities: Iterable[PIIEntity], index: int = 0) -> l
         if prefilter is not None and not prefilter(text):
             continue
         spans.extend(Span(index, start, end, entity) for start, end in MATCHERS[entity](text))
-    return spans
+    return _longest_first(spans) if len(spans) > 1 else spans
+
+
+def _longest_first(spans: list[Span]) -> list[Span]:
+    """One kind per stretch of text: a phone-shaped run inside an IBAN is part of the IBAN."""
+    kept: list[Span] = []
+    for span in sorted(spans, key=lambda s: s.start - s.end):
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    return sorted(kept, key=lambda s: s.start)
 
 
 class PIIDetector(SpanCheck):
