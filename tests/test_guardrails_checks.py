@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent_runtime.audit import AuditLog, verify
-from agent_runtime.config import GuardrailsConfig
+from agent_runtime.config import PII_ENTITIES, GuardrailsConfig
 from agent_runtime.guardrails.engine import Context, Guardrails
 from agent_runtime.guardrails.injection import signals
 from agent_runtime.guardrails.pii import find_entities, iban_ok, luhn_ok
@@ -18,7 +18,7 @@ from agent_runtime.guardrails.redaction import Redactor
 from agent_runtime.guardrails.regex import PatternError, check_bounded
 from agent_runtime.guardrails.stream import MAX_PENDING, StreamGuard
 
-ALL = ("email", "phone", "paymentCard", "iban", "secretKey")
+ALL = PII_ENTITIES
 CONTEXT = Context("/test", "req-1", "alice")
 
 
