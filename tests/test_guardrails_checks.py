@@ -17,6 +17,7 @@ from agent_runtime.guardrails.pii import find_entities, iban_ok, luhn_ok
 from agent_runtime.guardrails.redaction import Redactor
 from agent_runtime.guardrails.regex import PatternError, check_bounded
 from agent_runtime.guardrails.stream import MAX_PENDING, StreamGuard
+from tests.support.guardrails_corpus import load_corpus
 
 ALL = PII_ENTITIES
 CONTEXT = Context("/test", "req-1", "alice")
@@ -203,3 +204,25 @@ def test_audit_redaction_keeps_the_chain_valid() -> None:
     record = audit.record("auth.failure", principal="jane@example.com", reason="x")
     assert record["principal"] == "[REDACTED:email]"
     assert verify(lines, b"k").ok
+
+
+def test_the_corpus_is_labelled_and_large_enough() -> None:
+    corpus = load_corpus()
+    assert len(corpus) >= 100
+    assert len({item["id"] for item in corpus}) == len(corpus)
+    for item in corpus:
+        assert set(item) == {"id", "text", "injection", "pii", "note"}, item["id"]
+        assert set(item["pii"]) <= set(PII_ENTITIES), item["id"]
+    benign = [item for item in corpus if not item["injection"] and not item["pii"]]
+    assert len(benign) >= 40 and sum(item["injection"] for item in corpus) >= 30
+
+
+def test_no_benign_prompt_of_the_corpus_is_refused_by_the_default_injection_check() -> None:
+    # The bench prints the rates; this keeps the false positives at zero, where they are now.
+    guardrails = Guardrails(
+        GuardrailsConfig.model_validate({"input": [{"injection": {}}]}), lambda _: None, None
+    )
+    for item in load_corpus():
+        if not item["injection"]:
+            screening = asyncio.run(guardrails.screen("input", [item["text"]], CONTEXT))
+            assert screening.blocked is None, item["id"]

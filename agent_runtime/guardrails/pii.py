@@ -105,10 +105,16 @@ def _secret_keys(text: str) -> Iterable[tuple[int, int]]:
             yield m.start(), m.end()
 
 
-# Cheap tests that rule an entity out before its regular expression runs.
-_PREFILTERS: dict[str, Callable[[str], bool]] = {
+_DIGITS = re.compile(r"\d{3}").search
+_SECRET_HINT = re.compile(r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|sk-|xox[abposr]-|-----BEGIN|(?i:secret)").search
+
+# Cheap tests (one C-level scan each) that rule an entity out before its expressions run.
+_PREFILTERS: dict[str, Callable[[str], object]] = {
     "email": lambda t: "@" in t,
-    "iban": lambda t: any(c.isupper() for c in t),
+    "phone": _DIGITS,
+    "paymentCard": _DIGITS,
+    "iban": re.compile(r"[A-Z]{2}\d{2}").search,
+    "secretKey": _SECRET_HINT,
 }
 
 MATCHERS: dict[str, Matcher] = {
