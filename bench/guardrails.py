@@ -61,9 +61,7 @@ async def _fired(guardrails: Guardrails, text: str) -> set[str]:
     return {label for verdict in screening.verdicts for label in verdict.labels}
 
 
-async def rates(
-    corpus: list[dict[str, Any]], misses: bool
-) -> list[tuple[str, int, float, int, float, list[str]]]:
+async def rates(corpus: list[dict[str, Any]]) -> list[tuple[str, int, float, int, float, list[str]]]:
     """(check, labelled, detection rate, unlabelled, false-positive rate, wrong ids) per check."""
     rows = []
     injection = _guardrails([{"injection": {}, "action": "flag"}])
