@@ -56,7 +56,8 @@ class OutputFilter(Protocol):
     ``text`` gets each piece of a text stream and returns what may be sent now; ``end``
     returns what it withheld once the stream closes; ``block`` checks a whole text block
     and returns it (redacted where asked). Each raises :class:`AgentError` to stop the
-    response (the runtime then sends ``error`` and ``done``).
+    response (the runtime then sends ``error`` and ``done``); an agent that catches it and
+    completes still gets the error sent before ``done`` (``blocked_error``).
     """
 
     def text(self, stream_id: str, content: str) -> str:
@@ -67,6 +68,9 @@ class OutputFilter(Protocol):
 
     async def block(self, content: str) -> str:
         """A whole text block as it may be sent."""
+
+    def blocked_error(self) -> AgentError | None:
+        """The error of a block that happened, so that ``done`` never comes without it."""
 
 
 class ResponseClosedError(RuntimeError):
@@ -253,6 +257,7 @@ class ResponseHandler:
         self.identity = identity
         # The output guardrails; None (the usual case) costs one test per chunk.
         self._output = output
+        self._error_sent = False
         self.source = identity.id
         self._sink = sink
         # Shared with the runtime's heartbeat writer, so comments never split a record.
@@ -356,6 +361,7 @@ class ResponseHandler:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         """Send an ``error`` event (the response stays open until ``complete``)."""
+        self._error_sent = True
         await self._emit_atomic(
             protocol.ERROR,
             protocol.ERROR_EVENT_NAME,
@@ -382,6 +388,11 @@ class ResponseHandler:
             for stream in self._streams:
                 if not stream._complete:
                     await self._send_tail(stream, await self._output.end(stream.id))
+            blocked = self._output.blocked_error()
+            if blocked is not None and not self._error_sent:
+                # The agent caught the block and went on: the caller is told all the same.
+                await self.close_streams()
+                await self.emit_error(blocked.message, blocked.code, blocked.details)
         self._complete = True
         async with self._lock:
             records = []

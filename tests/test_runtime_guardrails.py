@@ -261,3 +261,36 @@ def test_redacted_logs(tmp_path: Path, fake: FakeUpstream, caplog: pytest.LogCap
         assert record.getMessage() == "mail [REDACTED:email]"
     finally:
         configure_log_redaction(None)
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[InProcessRuntime]:
+    config = make_config(endpoint=fake.endpoint, agent_class="tests.support.runtime_agents:ScriptedAgent")
+    guardrails = {
+        "output": [
+            {"name": "pii", "pii": {"entities": ["email"]}, "action": "redact"},
+            {"name": "codeword", "patterns": {"deny": [r"(?i)launch\s+code"]}},
+        ],
+        "streamWindow": 16,
+    }
+    config = config.model_copy(update={"guardrails": GuardrailsConfig.model_validate(guardrails)})
+    files = RuntimeFiles(tmp_path_factory.mktemp("guardrails-custom"), config, default_credentials())
+    with InProcessRuntime(files) as runtime:
+        yield runtime
+
+
+def test_custom_agent_text_blocks_are_checked_whole(custom: InProcessRuntime) -> None:
+    status, events = _assist(custom, "write to jane@example.com")
+    assert status == 200
+    blocks = [e for e in events if type(e).__name__ == "TextBlockEvent"]
+    assert [b.content for b in blocks] == ["write to [REDACTED:email]"]
+
+
+def test_a_block_the_agent_swallows_still_ends_the_response_with_an_error(custom: InProcessRuntime) -> None:
+    words = " ".join(f"w{i}" for i in range(20))
+    status, events = _assist(custom, f"swallow:{words} the launch code and more words after it")
+    assert status == 200
+    names = [type(e).__name__ for e in events]
+    assert names[-2:] == ["ErrorEvent", "DoneEvent"]
+    assert "launch" not in _text(events).lower() and _text(events).startswith("w0 ")
+    assert events[-2].details["check"] == "codeword"

@@ -106,7 +106,9 @@ def _secret_keys(text: str) -> Iterable[tuple[int, int]]:
 
 
 _DIGITS = re.compile(r"\d{3}").search
-_SECRET_HINT = re.compile(r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|sk-|xox[abposr]-|-----BEGIN|(?i:secret)").search
+_SECRET_HINT = re.compile(
+    r"AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|sk-|xox[abposr]-|-----BEGIN|(?i:secret)"
+).search
 
 # Cheap tests (one C-level scan each) that rule an entity out before its expressions run.
 _PREFILTERS: dict[str, Callable[[str], object]] = {

@@ -162,10 +162,17 @@ class GuardedResponse:
         self.context = context
         self._streams: dict[str, StreamGuard] = {}
         self._blocked = False
+        # The verdict that blocked the response, once one did.
+        self.blocked: Verdict | None = None
 
     def _raise(self, verdict: Verdict) -> None:
         self._blocked = True
+        self.blocked = verdict
         raise OutputBlocked(verdict)
+
+    def blocked_error(self) -> AgentError | None:
+        """The error of the block, once one happened."""
+        return OutputBlocked(self.blocked) if self.blocked is not None else None
 
     def text(self, stream_id: str, content: str) -> str:
         """What may be sent of a stream now."""
