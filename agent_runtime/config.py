@@ -434,7 +434,8 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
-def _compile_all(patterns: list[str], what: str) -> None:
+def check_patterns(patterns: list[str], what: str) -> None:
+    """Raise ``ValueError`` naming ``what[index]`` for the first pattern :func:`pattern_problem` refuses."""
     for index, pattern in enumerate(patterns):
         problem = pattern_problem(pattern)
         if problem is not None:
@@ -451,8 +452,8 @@ class PatternCheck(ConfigModel):
     def _compile(self) -> PatternCheck:
         if not self.deny:
             raise ValueError("patterns: deny must list at least one pattern")
-        _compile_all(self.deny, "patterns.deny")
-        _compile_all(self.allow, "patterns.allow")
+        check_patterns(self.deny, "patterns.deny")
+        check_patterns(self.allow, "patterns.allow")
         return self
 
 
@@ -464,7 +465,7 @@ class PIICheck(ConfigModel):
 
     @model_validator(mode="after")
     def _compile(self) -> PIICheck:
-        _compile_all(self.allow, "pii.allow")
+        check_patterns(self.allow, "pii.allow")
         return self
 
 

@@ -33,9 +33,9 @@ from pydantic.alias_generators import to_camel
 
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
+from agent_runtime.config import check_patterns
 from agent_runtime.config import duration_seconds as duration_seconds
 from agent_runtime.config import parse_duration as parse_duration
-from agent_runtime.config import pattern_problem
 
 GROUP = "sentient.dev"
 VERSION = "v1alpha1"
@@ -1281,13 +1281,6 @@ def _all_entities() -> list[PIIEntity]:
     return ["email", "phone", "paymentCard", "iban", "secretKey"]
 
 
-def _check_patterns(patterns: Sequence[str], path: str) -> None:
-    for index, pattern in enumerate(patterns):
-        problem = pattern_problem(pattern)
-        if problem is not None:
-            raise ValueError(f"{path}[{index}]: {problem}")
-
-
 class GuardrailSize(Model):
     """Size and structure limits; unset limits do not apply."""
 
@@ -1321,8 +1314,8 @@ class GuardrailPatterns(Model):
 
     @model_validator(mode="after")
     def _compile(self) -> GuardrailPatterns:
-        _check_patterns(self.deny, "deny")
-        _check_patterns(self.allow, "allow")
+        check_patterns(self.deny, "deny")
+        check_patterns(self.allow, "allow")
         return self
 
 
@@ -1344,7 +1337,7 @@ class GuardrailPII(Model):
 
     @model_validator(mode="after")
     def _compile(self) -> GuardrailPII:
-        _check_patterns(self.allow, "allow")
+        check_patterns(self.allow, "allow")
         return self
 
 
