@@ -136,7 +136,7 @@ class Guardrails:
     ) -> bool:
         """Count, audit and act on one check's finding; True when it blocks."""
         if finding is None:
-            self._counters[(check.name, stage, "pass")].inc()
+            self.count_pass(check, stage)
             return False
         verdict = Verdict(check.name, check.kind, stage, check.action, finding.labels, finding.score)
         self.report(verdict, context)
@@ -151,6 +151,10 @@ class Guardrails:
                     screening.texts[index] = redact(text, spans)
             screening.redacted = True
         return False
+
+    def count_pass(self, check: Check, stage: Stage) -> None:
+        """Count a check that passed (streams count theirs once the answer has ended)."""
+        self._counters[(check.name, stage, "pass")].inc()
 
     def _unavailable(
         self, check: Check, stage: Stage, reason: str, context: Context, screening: Screening
