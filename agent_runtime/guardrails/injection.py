@@ -103,14 +103,25 @@ def _b64(run: str) -> bytes:
     return base64.b64decode(padded, validate=True)
 
 
+# Every word one of the three phrase expressions above must start with, in one expression:
+# most texts have none, and one scan then replaces three.
+_ANCHORS = re.compile(
+    r"ignore|disregard|forget|override|bypass|skip|drop|instruction|from now on|henceforth"
+    r"|reveal|print|show|repeat|output|leak|display|tell me|give me|dump|write out"
+    r"|you are|you're|act as|pretend|role-?play|simulate|become|mode|jailbr",
+    re.IGNORECASE,
+)
+
+
 def _plain_signals(text: str) -> set[str]:
     found: set[str] = set()
-    if _OVERRIDE.search(text):
-        found.add("override")
-    if _EXFILTRATE.search(text):
-        found.add("exfiltration")
-    if _ROLEPLAY.search(text):
-        found.add("roleplay")
+    if _ANCHORS.search(text):
+        if _OVERRIDE.search(text):
+            found.add("override")
+        if _EXFILTRATE.search(text):
+            found.add("exfiltration")
+        if _ROLEPLAY.search(text):
+            found.add("roleplay")
     if _ROLE_MARKER.search(text):
         found.add("role_marker")
     return found
