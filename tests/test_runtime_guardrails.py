@@ -198,14 +198,22 @@ def test_output_block_before_anything_was_sent_is_a_whole_error(server: InProces
     assert _chat(server, "the launch code").status_code == 400
 
 
-def test_output_block_mid_stream_cuts_the_stream_with_an_error(server: InProcessRuntime) -> None:
+def test_output_block_mid_stream_cuts_the_stream_with_an_error(
+    server: InProcessRuntime, fake: FakeUpstream
+) -> None:
     words = " ".join(f"word{i}" for i in range(30))
     prompt = f"{words} and now the launch code is 0000 {words}"
-    records = _stream_records(_chat(server, prompt, stream=True))
+    # Chunks apart in time, so the first words leave before the match arrives (chunks read
+    # together reach the checks as one piece: then the block comes before anything was sent).
+    fake.state.configure({"latency": 0.003})
+    try:
+        records = _stream_records(_chat(server, prompt, stream=True))
+        status, events = _assist(server, prompt)
+    finally:
+        fake.state.configure({"latency": 0.0})
     sent = _streamed_text(records)
     assert sent.startswith("Echo: word0") and "launch" not in sent.lower()
     assert records[-2]["error"]["code"] == "guardrail_blocked" and records[-1] == "[DONE]"
-    status, events = _assist(server, prompt)
     assert status == 200
     names = [type(e).__name__ for e in events]
     assert names[-2:] == ["ErrorEvent", "DoneEvent"]
