@@ -63,7 +63,9 @@ e2e-kind: ## kind tests with real pods: builds every image here (offline too), c
 
 bench: setup ## run the benchmarks under bench/ and print their figures
 	$(PY) bench/runtime.py
+	$(PY) bench/runtime.py --guardrails
 	$(PY) bench/ratelimit.py
+	$(PY) bench/guardrails.py
 
 bench-compare: setup-python ## runtime vs LiteLLM proxy vs direct upstream, side by side (< 30 min); writes docs/benchmarks.md (ARGS=--quick)
 	$(PY) bench/compare/run.py $(ARGS)

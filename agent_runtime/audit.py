@@ -24,7 +24,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,8 @@ class AuditLog:
         self.worker = worker
         self._seq = 0
         self._prev = GENESIS
+        # Masks personal data in string fields before the MAC (guardrails.redact.audit); None: off.
+        self.redactor: Callable[[str], str] | None = None
         if path is not None:
             self._resume(path)
             self._out: IO[str] = path.open("a", encoding="utf-8")
@@ -99,6 +101,8 @@ class AuditLog:
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one security event; returns the record as written."""
         with self._lock:
+            if self.redactor is not None:
+                fields = {k: _masked(v, self.redactor) for k, v in fields.items()}
             record: dict[str, Any] = {
                 "stream": STREAM,
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -123,6 +127,14 @@ class AuditLog:
         """Close the file (not stdout)."""
         if self._owned:
             self._out.close()
+
+
+def _masked(value: Any, redactor: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, list):
+        return [_masked(v, redactor) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

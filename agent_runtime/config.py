@@ -411,6 +411,173 @@ class ServerConfig(ConfigModel):
     )
 
 
+# ----------------------------------------------------------------------------- guardrails
+
+GuardrailAction = Literal["block", "redact", "flag"]
+PIIEntity = Literal["email", "phone", "paymentCard", "iban", "secretKey"]
+PII_ENTITIES: tuple[PIIEntity, ...] = ("email", "phone", "paymentCard", "iban", "secretKey")
+GUARDRAIL_KINDS = ("size", "patterns", "pii", "injection", "moderation")
+MAX_GUARDRAIL_PATTERNS = 64
+CHECK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _all_pii_entities() -> list[PIIEntity]:
+    return list(PII_ENTITIES)
+
+
+class SizeCheck(ConfigModel):
+    """Size and structure limits of the checked text (the caller's messages, or the answer)."""
+
+    max_chars: int | None = Field(default=None, ge=1, le=10_000_000, description="Characters in all.")
+    max_messages: int | None = Field(default=None, ge=1, le=10_000, description="Messages in a request.")
+    max_lines: int | None = Field(default=None, ge=1, le=1_000_000, description="Lines in all.")
+    max_line_chars: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Characters in one line (minified payloads)."
+    )
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a guardrail pattern is refused (it does not compile, or its cost is unbounded), or None."""
+    from agent_runtime.guardrails.regex import PatternError, check_bounded
+
+    try:
+        check_bounded(pattern)
+    except PatternError as exc:
+        return str(exc)
+    return None
+
+
+def check_patterns(patterns: list[str], what: str) -> None:
+    """Raise ``ValueError`` naming ``what[index]`` for the first pattern :func:`pattern_problem` refuses."""
+    for index, pattern in enumerate(patterns):
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise ValueError(f"{what}[{index}]: {problem}")
+
+
+class PatternCheck(ConfigModel):
+    """Deny patterns (regular expressions); a deny match inside an allow match is ignored."""
+
+    deny: list[str] = Field(default_factory=list, max_length=MAX_GUARDRAIL_PATTERNS)
+    allow: list[str] = Field(default_factory=list, max_length=MAX_GUARDRAIL_PATTERNS)
+
+    @model_validator(mode="after")
+    def _compile(self) -> PatternCheck:
+        if not self.deny:
+            raise ValueError("patterns: deny must list at least one pattern")
+        check_patterns(self.deny, "patterns.deny")
+        check_patterns(self.allow, "patterns.allow")
+        return self
+
+
+class PIICheck(ConfigModel):
+    """Personal data and secrets found in the text; ``allow`` patterns keep the values they match."""
+
+    entities: list[PIIEntity] = Field(default_factory=_all_pii_entities, min_length=1, max_length=5)
+    allow: list[str] = Field(default_factory=list, max_length=MAX_GUARDRAIL_PATTERNS)
+
+    @model_validator(mode="after")
+    def _compile(self) -> PIICheck:
+        check_patterns(self.allow, "pii.allow")
+        return self
+
+
+class InjectionCheck(ConfigModel):
+    """Prompt-injection heuristics; the check fires when the score reaches ``threshold``."""
+
+    threshold: float = Field(default=0.5, ge=0.05, le=1.0)
+
+
+class ModerationCheck(ConfigModel):
+    """A call to the moderation service (``guardrails.moderation``)."""
+
+    categories: list[str] = Field(
+        default_factory=list, max_length=32, description="Categories that count; empty: any flagged one."
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Category score that counts; unset: the service's flag."
+    )
+
+
+class GuardrailCheck(ConfigModel):
+    """One check: exactly one kind (size, patterns, pii, injection, moderation) and an action."""
+
+    name: Annotated[str, StringConstraints(pattern=CHECK_NAME_PATTERN, max_length=63)] | None = Field(
+        default=None, description="Name in metrics and the audit log; the kind when unset."
+    )
+    action: GuardrailAction = Field(default="block", description="block, redact or flag.")
+    size: SizeCheck | None = None
+    patterns: PatternCheck | None = None
+    pii: PIICheck | None = None
+    injection: InjectionCheck | None = None
+    moderation: ModerationCheck | None = None
+
+    @property
+    def kind(self) -> str:
+        """The kind of check that is set."""
+        return next(k for k in GUARDRAIL_KINDS if getattr(self, k) is not None)
+
+    @property
+    def label(self) -> str:
+        """The check's name in metrics and the audit log."""
+        return self.name or self.kind
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GuardrailCheck:
+        if sum(getattr(self, k) is not None for k in GUARDRAIL_KINDS) != 1:
+            raise ValueError("a guardrail check sets exactly one of " + ", ".join(GUARDRAIL_KINDS))
+        if self.action == "redact" and self.kind not in ("pii", "patterns"):
+            raise ValueError("action redact applies to pii and patterns checks only")
+        return self
+
+
+class ModerationService(ConfigModel):
+    """An OpenAI-compatible ``/moderations`` endpoint."""
+
+    endpoint: str = Field(description="Base URL, e.g. https://api.openai.com/v1 (``/moderations`` is added).")
+    model: str | None = Field(default=None, max_length=256, description="Moderation model.")
+    credential_file: str | None = Field(default=None, description="File holding the API key.")
+    tls: ProviderTLS = Field(default_factory=ProviderTLS, description="TLS settings.")
+    timeout: Duration = Field(default="2s", description="Deadline of one moderation call.")
+    on_error: Literal["failOpen", "failClosed"] = Field(
+        default="failOpen",
+        description="failOpen passes the text when the service fails; failClosed blocks it.",
+    )
+
+
+class GuardrailRedaction(ConfigModel):
+    """Where personal data and secrets are masked besides prompts and answers."""
+
+    logs: bool = Field(default=False, description="Mask them in the runtime's log lines.")
+    audit: bool = Field(default=False, description="Mask them in audit records.")
+    entities: list[PIIEntity] = Field(default_factory=_all_pii_entities, min_length=1, max_length=5)
+
+
+class GuardrailsConfig(ConfigModel):
+    """The validation pipeline: ordered input and output checks."""
+
+    input: list[GuardrailCheck] = Field(default_factory=list, max_length=32)
+    output: list[GuardrailCheck] = Field(default_factory=list, max_length=32)
+    moderation: ModerationService | None = None
+    redact: GuardrailRedaction = Field(default_factory=GuardrailRedaction)
+    stream_window: int = Field(
+        default=128,
+        ge=16,
+        le=4096,
+        description="Characters of a streamed answer withheld until the output checks have seen what follows.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> GuardrailsConfig:
+        for stage, checks in (("input", self.input), ("output", self.output)):
+            labels = [c.label for c in checks]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"guardrails.{stage}: check names must be unique")
+            if self.moderation is None and any(c.moderation is not None for c in checks):
+                raise ValueError(f"guardrails.{stage}: a moderation check needs guardrails.moderation")
+        return self
+
+
 class RuntimeConfig(ConfigModel):
     """Everything the agent runtime needs except secret values."""
 
@@ -422,6 +589,9 @@ class RuntimeConfig(ConfigModel):
     sessions: SessionsRuntimeConfig = Field(default_factory=SessionsRuntimeConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     audit_key_file: str | None = Field(default=AUDIT_KEY_FILE, description="HMAC key of the audit chain.")
+    guardrails: GuardrailsConfig | None = Field(
+        default=None, description="Input and output checks; off when unset."
+    )
 
 
 def config_path() -> Path:

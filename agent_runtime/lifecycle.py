@@ -28,6 +28,8 @@ from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.auth import Authenticator
 from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
+from agent_runtime.guardrails.engine import Guardrails
+from agent_runtime.guardrails.redaction import Redactor, configure_log_redaction
 from agent_runtime.limits.policy import build_limiter
 from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
 from agent_runtime.llm import LLMManager
@@ -51,6 +53,8 @@ class RuntimeState:
     sessions: SessionStore
     heartbeat: float
     shutdown_grace: float
+    # Input and output checks; None when the config has none (the pipeline then skips them).
+    guardrails: Guardrails | None = None
 
 
 def load_agent_class(path: str | None) -> type[AbstractAgent]:
@@ -245,6 +249,8 @@ class Lifecycle:
         if state is not None:
             await _close_quietly(state.agent.aclose())
             await _close_quietly(state.sessions.aclose())
+            if state.guardrails is not None:
+                await _close_quietly(state.guardrails.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -274,6 +280,7 @@ class Lifecycle:
         # config that request started with, so nothing it reads changes under it.
         cls = load_agent_class(config.agent.agent_class)
         agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
+        guardrails = self._build_guardrails(config, previous)
         return RuntimeState(
             config=config,
             auth=auth,
@@ -281,7 +288,22 @@ class Lifecycle:
             sessions=sessions,
             heartbeat=duration_seconds(config.server.heartbeat_interval),
             shutdown_grace=duration_seconds(config.server.shutdown_grace),
+            guardrails=guardrails,
         )
+
+    def _build_guardrails(self, config: RuntimeConfig, previous: RuntimeState | None) -> Guardrails | None:
+        """The checks of ``config`` (kept from ``previous`` when unchanged); sets log and audit masking."""
+        wanted = config.guardrails
+        redaction = wanted.redact if wanted is not None else None
+        configure_log_redaction(redaction.entities if redaction is not None and redaction.logs else None)
+        if self.audit is not None:
+            audit_on = redaction is not None and redaction.audit
+            self.audit.redactor = Redactor(redaction.entities) if audit_on and redaction else None
+        if wanted is None or not (wanted.input or wanted.output):
+            return None
+        if previous is not None and previous.guardrails is not None and previous.config.guardrails == wanted:
+            return previous.guardrails
+        return Guardrails(wanted, self.credentials.read, self.audit)
 
     def _swap(self, state: RuntimeState) -> None:
         """Make ``state`` current; what it replaces is closed once no request can use it."""
@@ -293,6 +315,8 @@ class Lifecycle:
             self._retired.append(previous.agent.aclose)
         if previous.sessions is not state.sessions:
             self._retired.append(previous.sessions.aclose)
+        if previous.guardrails is not None and previous.guardrails is not state.guardrails:
+            self._retired.append(previous.guardrails.aclose)
         if self.in_flight == 0:
             self._close_retired()
 

@@ -150,3 +150,17 @@ HTTP_REFUSALS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+GUARDRAIL_VERDICTS = Counter(
+    "sentient_guardrail_verdicts_total",
+    "Guardrail check results, by check name (from the config), stage (input|output) and action "
+    "(pass|block|redact|flag|error: a moderation call that failed open).",
+    ["check", "stage", "action"],
+    registry=REGISTRY,
+)
+GUARDRAIL_DURATION = Histogram(
+    "sentient_guardrail_duration_seconds",
+    "Time spent in the guardrail checks of one request stage, by stage (input|output).",
+    ["stage"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
+    registry=REGISTRY,
+)

@@ -118,6 +118,10 @@ def _refusals(route: Route) -> dict[str, str]:
         codes["422"] = "The body does not match the schema."
     if route.prepare is not None:
         codes["429"] = "Rate limit exceeded (Retry-After and rate-limit headers)."
+    if route.guarded is not None:
+        codes["400"] = (
+            "No Host header (HTTP/1.1), or a guardrail blocked the request or the answer (code guardrail_blocked)."
+        )
     return codes
 
 

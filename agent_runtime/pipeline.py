@@ -1,6 +1,7 @@
 """The one request pipeline every route goes through.
 
-    authenticate -> read and validate the body -> admit under limits -> run -> audit and measure
+    authenticate -> read and validate the body -> admit under limits -> guard the input (when the
+    agent has guardrails) -> run -> audit and measure
 
 A route (:class:`Route`) says which steps it needs (authentication, a body
 model, admission) and how its refusals look on the wire (:class:`ErrorWriter`:
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from agent_runtime import metrics
 from agent_runtime.auth import AuthError, Principal
+from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails
+from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.http import (
     BodyTooLarge,
     ClientGone,
@@ -91,6 +94,14 @@ class Admit:
 
 
 @dataclass(frozen=True, slots=True)
+class Guarded:
+    """The caller's texts of a prepared request, as the input guardrails read and rewrite them."""
+
+    read: Callable[[Call], list[str]]
+    write: Callable[[Call, list[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One route: the steps it takes and its own prepare and run steps."""
 
@@ -104,6 +115,8 @@ class Route:
     prepare: Callable[[Call], Awaitable[Admit | None]] | None = None
     # Counted in flight (a drain waits for it) and refused while draining.
     tracked: bool = False
+    # The texts the input guardrails check (None: the route has none).
+    guarded: Guarded | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +286,15 @@ class Pipeline:
                 call.headers = admission.headers
         usage: int | None = None
         try:
+            # After admission, so that refused requests count against the caller's budget too.
+            guardrails = call.state.guardrails if call.state is not None else None
+            if (
+                route.guarded is not None
+                and guardrails is not None
+                and not await self.screen_input(route, route.guarded, call, guardrails)
+            ):
+                usage = 0
+                return
             usage = await route.run(call)
         finally:
             await admission.settle(usage)
@@ -317,6 +339,27 @@ class Pipeline:
                     client=ex.client,
                 )
             raise
+
+    async def screen_input(self, route: Route, guarded: Guarded, call: Call, guardrails: Guardrails) -> bool:
+        """The input guardrails: False when they blocked the request (refused here)."""
+        if not guardrails.input:
+            return True
+        principal = call.principal.id if call.principal is not None else None
+        context = GuardContext(call.ex.route, call.ex.request_id, principal)
+        screening = await guardrails.screen("input", guarded.read(call), context)
+        if screening.blocked is not None:
+            await self._refuse(
+                route,
+                call,
+                400,
+                "the request was blocked by a guardrail",
+                code=BLOCKED_CODE,
+                details=screening.refusal_details(),
+            )
+            return False
+        if screening.redacted:
+            guarded.write(call, screening.texts)
+        return True
 
     async def admit(self, call: Call, admit: Admit) -> Admission:
         """Rate-limit admission; the token estimate is computed only when a policy applies."""

@@ -21,7 +21,7 @@ import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent_runtime import protocol
 
@@ -48,6 +48,29 @@ __all__ = [
 
 # Receives the encoded SSE records of a response, in order.
 Sink = Callable[[bytes], Awaitable[None]]
+
+
+class OutputFilter(Protocol):
+    """What the runtime's output guardrails see of a response (see ``docs/guardrails.md``).
+
+    ``text`` gets each piece of a text stream and returns what may be sent now; ``end``
+    returns what it withheld once the stream closes; ``block`` checks a whole text block
+    and returns it (redacted where asked). Each raises :class:`AgentError` to stop the
+    response (the runtime then sends ``error`` and ``done``); an agent that catches it and
+    completes still gets the error sent before ``done`` (``blocked_error``).
+    """
+
+    def text(self, stream_id: str, content: str) -> str:
+        """The part of ``content`` (with what was withheld before) that may be sent now."""
+
+    async def end(self, stream_id: str) -> str:
+        """What is still withheld of a stream that closes."""
+
+    async def block(self, content: str) -> str:
+        """A whole text block as it may be sent."""
+
+    def blocked_error(self) -> AgentError | None:
+        """The error of a block that happened, so that ``done`` never comes without it."""
 
 
 class ResponseClosedError(RuntimeError):
@@ -223,8 +246,18 @@ class ResponseHandler:
     interleave at event granularity and ids stay in wire order.
     """
 
-    def __init__(self, identity: Identity, sink: Sink, *, lock: asyncio.Lock | None = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        sink: Sink,
+        *,
+        lock: asyncio.Lock | None = None,
+        output: OutputFilter | None = None,
+    ) -> None:
         self.identity = identity
+        # The output guardrails; None (the usual case) costs one test per chunk.
+        self._output = output
+        self._error_sent = False
         self.source = identity.id
         self._sink = sink
         # Shared with the runtime's heartbeat writer, so comments never split a record.
@@ -260,7 +293,20 @@ class ResponseHandler:
     async def _send_chunk(
         self, stream: TextStream, content: str, is_complete: bool, metadata: dict[str, Any] | None
     ) -> None:
+        if self._output is not None:
+            content = self._output.text(stream.id, content)
+            if is_complete:
+                await self._send_tail(stream, await self._output.end(stream.id))
+            elif not content:
+                if metadata:
+                    stream.annotate(metadata)  # kept for the next chunk that carries text
+                return
         await self._emit(lambda event_id: stream._encoder.encode(event_id, content, is_complete, metadata))
+
+    async def _send_tail(self, stream: TextStream, tail: str) -> None:
+        """What the output guardrails withheld of a closing stream, as a chunk of its own."""
+        if tail:
+            await self._emit(lambda event_id: stream._encoder.encode(event_id, tail, False, None))
 
     async def _emit_atomic(
         self, content_type: str, event_name: str, metadata: Mapping[str, Any] | None, **fields: Any
@@ -285,6 +331,8 @@ class ResponseHandler:
         self, event_name: str, content: str, metadata: Mapping[str, Any] | None = None
     ) -> None:
         """Send an ``atomic.textblock`` event."""
+        if self._output is not None:
+            content = await self._output.block(content)
         await self._emit_atomic(protocol.TEXTBLOCK, event_name, metadata, content=content)
 
     async def emit_json(
@@ -313,6 +361,7 @@ class ResponseHandler:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         """Send an ``error`` event (the response stays open until ``complete``)."""
+        self._error_sent = True
         await self._emit_atomic(
             protocol.ERROR,
             protocol.ERROR_EVENT_NAME,
@@ -334,6 +383,16 @@ class ResponseHandler:
         """
         if self._complete:
             return
+        if self._output is not None:
+            # What the guardrails withheld goes out before the closing chunks (or raises).
+            for stream in self._streams:
+                if not stream._complete:
+                    await self._send_tail(stream, await self._output.end(stream.id))
+            blocked = self._output.blocked_error()
+            if blocked is not None and not self._error_sent:
+                # The agent caught the block and went on: the caller is told all the same.
+                await self.close_streams()
+                await self.emit_error(blocked.message, blocked.code, blocked.details)
         self._complete = True
         async with self._lock:
             records = []

@@ -14,7 +14,8 @@ byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
 client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
-Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64]``
+Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
+(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -43,6 +44,27 @@ from tests.support.net import free_port, wait_for_port  # noqa: E402
 API_KEY = "sk-bench-upstream"
 CALLER_KEY = "sk-bench-caller"
 PROMPT = "Hello benchmark, please say something short."
+
+# What --guardrails turns on: every local check on the input, PII redaction on the answer
+# (streamed answers through the withheld window). No moderation: a remote call is measured
+# by bench/guardrails.py.
+BENCH_GUARDRAILS: dict[str, object] = {
+    "input": [
+        {"size": {"maxChars": 32000, "maxMessages": 64}},
+        {"patterns": {"deny": [r"(?i)\brm\s+-rf\b", r"(?i)drop\s+table"]}},
+        {"pii": {"entities": ["secretKey"]}, "action": "redact"},
+        {"injection": {"threshold": 0.5}},
+    ],
+    "output": [{"pii": {}, "action": "redact"}],
+}
+
+
+def _add_guardrails(config_file: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["guardrails"] = BENCH_GUARDRAILS
+    config_file.write_text(yaml.safe_dump(config))
 
 
 @dataclass
@@ -198,6 +220,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="FILE", help="run the runtime under cProfile, write stats to FILE"
     )
+    parser.add_argument(
+        "--guardrails",
+        action="store_true",
+        help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -217,6 +244,8 @@ def main() -> None:
             rate_limit="none",
             metrics_port=metrics_port,
         )
+        if args.guardrails:
+            _add_guardrails(config_file)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -282,7 +311,7 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB")
+    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

@@ -65,6 +65,12 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "min-replicas-above-max": COMPARES,
     "no-caller-auth": AT_LEAST_ONE,
     "redis-sessions-without-url": DEPENDS,
+    "guardrail-check-two-kinds": EXACTLY_ONE,
+    "guardrail-check-no-kind": EXACTLY_ONE,
+    "guardrail-redact-injection": DEPENDS,
+    "guardrail-duplicate-names": UNIQUE_BY_KEY,
+    "guardrail-moderation-without-service": DEPENDS,
+    "guardrail-moderation-provider-not-in-chain": COMPARES,
 }
 
 

@@ -221,6 +221,20 @@ LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
             "agent_runtime.llm",
         ),
     ),
+    # Guardrails see texts only: the pipeline and routes call them, never the reverse.
+    (
+        "agent_runtime.guardrails",
+        (
+            "agent_runtime.pipeline",
+            "agent_runtime.routes",
+            "agent_runtime.app",
+            "agent_runtime.http",
+            "agent_runtime.lifecycle",
+            "agent_runtime.agents",
+            "agent_runtime.llm",
+            "agent_runtime.limits",
+        ),
+    ),
 ]
 
 

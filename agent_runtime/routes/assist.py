@@ -15,12 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime import protocol
+from agent_runtime.guardrails.engine import Context as GuardContext
+from agent_runtime.guardrails.stream import GuardedResponse
 from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import LLMError
 from agent_runtime.pipeline import (
     Admit,
     Call,
+    Guarded,
     Refusal,
     Route,
     Work,
@@ -113,7 +116,12 @@ async def run(call: Call) -> int | None:
     state, prepared, ex = call.state, call.data, call.ex
     assert state is not None and isinstance(prepared, _Prepared)
     pulse = Pulse(ex, call.headers)
-    handler = ResponseHandler(Identity(call.source, state.config.agent.name), pulse.write, lock=pulse.lock)
+    handler = ResponseHandler(
+        Identity(call.source, state.config.agent.name),
+        pulse.write,
+        lock=pulse.lock,
+        output=_output_filter(call),
+    )
     work = await run_work(
         call, state.agent.assist(prepared.session, prepared.query, handler), pulse, state.heartbeat
     )
@@ -139,6 +147,27 @@ async def run(call: Call) -> int | None:
     if handler.input_tokens is None:
         return None
     return (handler.input_tokens or 0) + (handler.output_tokens or 0)
+
+
+def _output_filter(call: Call) -> GuardedResponse | None:
+    """The output guardrails of this response, when the agent has output checks."""
+    guardrails = call.state.guardrails if call.state is not None else None
+    if guardrails is None or not guardrails.output:
+        return None
+    principal = call.principal.id if call.principal is not None else None
+    return GuardedResponse(guardrails, GuardContext(call.ex.route, call.ex.request_id, principal))
+
+
+def _read_prompt(call: Call) -> list[str]:
+    prepared = call.data
+    assert isinstance(prepared, _Prepared)
+    return [prepared.query.prompt]
+
+
+def _write_prompt(call: Call, texts: list[str]) -> None:
+    prepared = call.data
+    assert isinstance(prepared, _Prepared)
+    prepared.query = Query(id=prepared.query.id, prompt=texts[0])
 
 
 def _task_error(work: Work) -> BaseException | None:
@@ -175,4 +204,5 @@ ASSIST = Route(
     body=AssistBody,
     prepare=prepare,
     tracked=True,
+    guarded=Guarded(_read_prompt, _write_prompt),
 )

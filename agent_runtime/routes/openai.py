@@ -11,6 +11,7 @@ sent as one ``data: {"error": ...}`` record before ``data: [DONE]``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -19,12 +20,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent_runtime import protocol
+from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails, Verdict
+from agent_runtime.guardrails.engine import Context as GuardContext
+from agent_runtime.guardrails.stream import StreamGuard
 from agent_runtime.http import Pulse
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
 from agent_runtime.pipeline import (
     Admit,
     Call,
+    Guarded,
     Refusal,
     Route,
     UpstreamFailure,
@@ -153,7 +158,8 @@ def to_chat_request(body: ChatCompletionBody, system_prompt: str) -> ChatRequest
 async def openai_errors(call: Call, refusal: Refusal) -> None:
     """A whole refusal in OpenAI's error shape (``code`` is the stable reason)."""
     r = refusal
-    await call.ex.json(r.status, openai_error(r.message, _kind(r.status), r.code), r.extra, r.close)
+    param = r.details.get("check") if r.code == BLOCKED_CODE and r.details else None
+    await call.ex.json(r.status, openai_error(r.message, _kind(r.status), r.code, param), r.extra, r.close)
 
 
 def _retry_headers(headers: Mapping[str, str], failure: UpstreamFailure) -> dict[str, str]:
@@ -167,6 +173,42 @@ def _upstream_error(failure: UpstreamFailure) -> dict[str, Any]:
     error = openai_error(failure.message, _kind(failure.status), failure.code)
     error["error"]["request_id"] = failure.request_id
     return error
+
+
+def _output_guardrails(call: Call) -> Guardrails | None:
+    guardrails = call.state.guardrails if call.state is not None else None
+    return guardrails if guardrails is not None and guardrails.output else None
+
+
+def _guard_context(call: Call) -> GuardContext:
+    principal = call.principal.id if call.principal is not None else None
+    return GuardContext(call.ex.route, call.ex.request_id, principal)
+
+
+def _blocked_error(verdict: Verdict) -> dict[str, Any]:
+    """A guardrail block in OpenAI's error shape; ``code`` is stable, ``param`` names the check."""
+    message = f"the {'request' if verdict.stage == 'input' else 'answer'} was blocked by a guardrail"
+    return openai_error(message, "invalid_request_error", BLOCKED_CODE, verdict.check)
+
+
+def _caller_offset(call: Call) -> int:
+    # The agent's system prompt comes first when it has one; the guardrails check the caller's messages.
+    assert call.state is not None
+    return 1 if call.state.config.agent.system_prompt else 0
+
+
+def _read_messages(call: Call) -> list[str]:
+    request = call.data
+    assert isinstance(request, ChatRequest)
+    return [m.content for m in request.messages[_caller_offset(call) :]]
+
+
+def _write_messages(call: Call, texts: list[str]) -> None:
+    request = call.data
+    assert isinstance(request, ChatRequest)
+    offset = _caller_offset(call)
+    for index, text in enumerate(texts, start=offset):
+        request.messages[index] = ChatMessage(request.messages[index].role, text)
 
 
 async def prepare_chat(call: Call) -> Admit:
@@ -216,6 +258,13 @@ async def _complete(call: Call) -> int | None:
         log.exception("chat completion failed")
         await ex.json(500, openai_error("internal error", "api_error"), call.headers)
         return None
+    guardrails = _output_guardrails(call)
+    if guardrails is not None:
+        screening = await guardrails.screen("output", [completion.text], _guard_context(call))
+        if screening.blocked is not None:
+            await ex.json(400, _blocked_error(screening.blocked), call.headers)
+            return completion.input_tokens + completion.output_tokens
+        completion = dataclasses.replace(completion, text=screening.texts[0])
     await ex.whole(200, b"application/json", completion_body(body.model, completion), call.headers)
     return completion.input_tokens + completion.output_tokens
 
@@ -286,6 +335,9 @@ async def _stream(call: Call) -> int | None:
     failed: list[UpstreamFailure] = []
 
     role = writer.role()
+    guardrails = _output_guardrails(call)
+    guard = StreamGuard(guardrails, _guard_context(call)) if guardrails is not None else None
+    blocked: list[Verdict] = []
 
     async def pump() -> None:
         finish: str | None = None
@@ -295,14 +347,20 @@ async def _stream(call: Call) -> int | None:
             async with contextlib.aclosing(llm.stream(request)) as events:
                 async for event in events:
                     if type(event) is TextDelta:
-                        if event.text:
+                        text = event.text
+                        if guard is not None and text:
+                            text = guard.feed(text)
+                            if guard.blocked is not None:
+                                blocked.append(guard.blocked)
+                                break
+                        if text:
                             if not opened:
                                 # The role chunk waits for the first token, so a failure before
                                 # it can still be an HTTP error status; both go in one write.
                                 opened = True
-                                await pulse.send(role + writer.content(event.text))
+                                await pulse.send(role + writer.content(text))
                             else:
-                                await pulse.send(writer.content(event.text))
+                                await pulse.send(writer.content(text))
                     elif type(event) is Usage:
                         usage = event
                     elif type(event) is Completed:
@@ -316,8 +374,21 @@ async def _stream(call: Call) -> int | None:
             await pulse.send(f"data: {protocol.dumps(_upstream_error(failure))}\n\n".encode())
             await pulse.send(_DONE)
             return
+        end: list[bytes] = []
+        if guard is not None and not blocked:
+            tail = await guard.finish()
+            if guard.blocked is not None:
+                blocked.append(guard.blocked)
+            elif tail:
+                end += [writer.content(tail)] if opened else [role, writer.content(tail)]
+                opened = True
+        if blocked:
+            if ex.started:
+                # Mid-stream: what was sent stays sent; the stream ends with an error record.
+                await pulse.send(f"data: {protocol.dumps(_blocked_error(blocked[0]))}\n\n".encode() + _DONE)
+            return
         # The records of the end go in one write.
-        end = [writer.finish(finish or "stop")] if opened else [role, writer.finish(finish or "stop")]
+        end += [writer.finish(finish or "stop")] if opened else [role, writer.finish(finish or "stop")]
         if usage is not None:
             tokens.append(usage.input_tokens + usage.output_tokens)
             if include_usage:
@@ -340,6 +411,9 @@ async def _stream(call: Call) -> int | None:
             await ex.json(503 if work.forced else 500, error, call.headers, close=work.forced)
             return None
         await pulse.send(f"data: {protocol.dumps(error)}\n\n".encode() + _DONE)
+    if blocked and not ex.started:
+        await ex.json(400, _blocked_error(blocked[0]), call.headers)
+        return None
     if failed:
         failure = failed[0]
         await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
@@ -377,6 +451,7 @@ CHAT_COMPLETIONS = Route(
     body=ChatCompletionBody,
     prepare=prepare_chat,
     tracked=True,
+    guarded=Guarded(_read_messages, _write_messages),
 )
 
 MODELS = Route(

@@ -11,6 +11,9 @@ through a :class:`FakeState` (in-process) or the admin API (other processes):
 - ``DELETE /_admin/faults`` clears the queue;
 - ``POST /_admin/reset``    clears counters and faults.
 
+Both wire formats also serve ``POST /v1/moderations`` (``fake_moderation``), the endpoint of the
+guardrails' moderation check.
+
 Why one module of this size: state, faults and the admin API are one fake server's
 behaviour, shared by both wire formats; split, each part would reach into the others' state.
 
@@ -43,6 +46,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from agent_runtime.llm.types import CONTINUATION_PROMPT
 from agent_runtime.testing.fake_anthropic import AnthropicWire
+from agent_runtime.testing.fake_moderation import moderation_answer
 from agent_runtime.testing.fake_openai import OpenAIWire
 from agent_runtime.testing.wire import WireFormat
 
@@ -120,6 +124,7 @@ class FakeState:
     streams_completed: int = 0
     streams_aborted: int = 0
     auth_failures: int = 0
+    moderations: int = 0
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     keys_seen: collections.Counter[str] = field(default_factory=collections.Counter)
     bodies: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -154,7 +159,7 @@ class FakeState:
         with self.lock:
             self.faults.clear()
             self.requests = self.streams_started = self.streams_completed = 0
-            self.streams_aborted = self.auth_failures = 0
+            self.streams_aborted = self.auth_failures = self.moderations = 0
             self.statuses.clear()
             self.keys_seen.clear()
             self.bodies.clear()
@@ -174,6 +179,7 @@ class FakeState:
                 "streams_completed": self.streams_completed,
                 "streams_aborted": self.streams_aborted,
                 "auth_failures": self.auth_failures,
+                "moderations": self.moderations,
                 "statuses": {str(k): v for k, v in self.statuses.items()},
                 "keys_seen": dict(self.keys_seen),
             }
@@ -330,6 +336,29 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
             headers={"cache-control": "no-cache"},
         )
 
+    async def moderations(request: Request) -> Response:
+        # Counted apart from the chat statistics (``moderations``), which tests assert on.
+        with state.lock:
+            state.moderations += 1
+        if wrong_key(request):
+            return unauthorized()
+        try:
+            body = json.loads(await request.body())
+            answer = moderation_answer(body) if isinstance(body, dict) else None
+        except ValueError:
+            answer = None
+        if answer is None:
+            return JSONResponse(wire.error(400, "invalid body", "invalid_request_error"), status_code=400)
+        fault = state.take_fault(answer["model"])
+        if fault is not None and fault.kind == "status":
+            return JSONResponse(
+                wire.error(fault.status, "injected fault", "server_error"), status_code=fault.status
+            )
+        if fault is not None and fault.kind == "hang":
+            await hang(request)
+            return Response(status_code=599)
+        return JSONResponse(answer)
+
     async def admin_state(request: Request) -> Response:
         return JSONResponse(state.to_json())
 
@@ -359,6 +388,7 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
 
     routes = [Route(path, chat, methods=["POST"]) for path in wire.paths]
     routes += [Route(path, models, methods=["GET"]) for path in ("/v1/models", "/models")]
+    routes += [Route(path, moderations, methods=["POST"]) for path in ("/v1/moderations", "/moderations")]
     routes += [
         Route("/_admin/state", admin_state, methods=["GET"]),
         Route("/_admin/config", admin_config, methods=["POST"]),

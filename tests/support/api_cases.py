@@ -417,6 +417,72 @@ INVALID: list[Invalid] = [
         _p({"capabilities": ["chat", "chat"]}),
         "spec.capabilities: duplicate entries",
     ),
+    Invalid(
+        "guardrail-check-two-kinds",
+        AGENT,
+        _p({"guardrails": {"input": [{"pii": {}, "injection": {}}]}}),
+        api.GUARDRAIL_ONE_KIND_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-check-no-kind",
+        AGENT,
+        _p({"guardrails": {"input": [{"action": "flag"}]}}),
+        api.GUARDRAIL_ONE_KIND_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-redact-injection",
+        AGENT,
+        _p({"guardrails": {"input": [{"injection": {}, "action": "redact"}]}}),
+        api.GUARDRAIL_REDACT_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-duplicate-names",
+        AGENT,
+        _p({"guardrails": {"output": [{"name": "x", "pii": {}}, {"name": "x", "size": {"maxChars": 10}}]}}),
+        api.GUARDRAIL_NAMES_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-moderation-without-service",
+        AGENT,
+        _p({"guardrails": {"input": [{"moderation": {}}]}}),
+        api.GUARDRAIL_MODERATION_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-moderation-provider-not-in-chain",
+        AGENT,
+        _p({"guardrails": {"moderation": {"providerRef": {"name": "other"}}}}),
+        api.GUARDRAIL_MODERATION_CHAIN_MESSAGE,
+    ),
+    Invalid(
+        "guardrail-unknown-action",
+        AGENT,
+        _p({"guardrails": {"input": [{"injection": {}, "action": "drop"}]}}),
+        "spec.guardrails.input[0].action",
+    ),
+    Invalid(
+        "guardrail-threshold-above-one",
+        AGENT,
+        _p({"guardrails": {"input": [{"injection": {"threshold": 1.5}}]}}),
+        "spec.guardrails.input[0].injection.threshold",
+    ),
+    Invalid(
+        "guardrail-unknown-entity",
+        AGENT,
+        _p({"guardrails": {"output": [{"pii": {"entities": ["ssn"]}}]}}),
+        "spec.guardrails.output[0].pii.entities[0]",
+    ),
+    Invalid(
+        "guardrail-empty-deny",
+        AGENT,
+        _p({"guardrails": {"input": [{"patterns": {"deny": []}}]}}),
+        "spec.guardrails.input[0].patterns.deny",
+    ),
+    Invalid(
+        "guardrail-window-too-small",
+        AGENT,
+        _p({"guardrails": {"streamWindow": 4}}),
+        "spec.guardrails.streamWindow",
+    ),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
 ]
@@ -459,6 +525,31 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     (
         "prompt-from-configmap",
         merge(AGENT, _p({"systemPrompt": None, "systemPromptFrom": {"name": "cm", "key": "p"}})),
+    ),
+    (
+        "guardrails",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "guardrails": {
+                        "input": [
+                            {"size": {"maxChars": 20000}},
+                            {"name": "deny", "patterns": {"deny": ["(?i)rm\\s+-rf"], "allow": ["^#"]}},
+                            {"injection": {"threshold": 0.6}},
+                            {"moderation": {"categories": ["violence"]}, "action": "flag"},
+                        ],
+                        "output": [{"pii": {"allow": ["support@example\\.com"]}, "action": "redact"}],
+                        "moderation": {
+                            "providerRef": {"name": "p"},
+                            "timeout": "1s",
+                            "onError": "failClosed",
+                        },
+                        "redact": {"logs": True, "audit": True},
+                    }
+                }
+            ),
+        ),
     ),
     ("autoscaling-equal-bounds", merge(AGENT, _p({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}))),
     (

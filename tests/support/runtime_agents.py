@@ -6,6 +6,7 @@ The prompt selects the behaviour, so one agent class serves many tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from agent_runtime.sdk import AbstractAgent, AgentError, Query, ResponseHandler, Session
@@ -28,6 +29,7 @@ class ScriptedAgent(AbstractAgent):
     - ``wait``: one chunk, then wait for ``RELEASE`` (or forever), then one more chunk
     - ``history``: a JSON event with the session's turns
     - ``config``: a JSON event with two config fields read at different times
+    - ``swallow:<text>``: one text stream with ``text``, ignoring any AgentError its chunks raise
     """
 
     async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
@@ -79,6 +81,12 @@ class ScriptedAgent(AbstractAgent):
             await response_handler.emit_json(
                 "config", {"system_prompt": prompt_seen, "description": description_seen}
             )
+        elif prompt.startswith("swallow:"):
+            stream = response_handler.create_text_stream("response")
+            for word in prompt[8:].split():
+                with contextlib.suppress(AgentError):
+                    await stream.emit_chunk(word + " ")
+            await stream.complete()
         elif prompt == "history":
             await response_handler.emit_json(
                 "history", {"turns": [[t.role, t.content] for t in session.turns()]}

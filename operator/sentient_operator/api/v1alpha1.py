@@ -34,6 +34,7 @@ from pydantic.alias_generators import to_camel
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
+from agent_runtime.config import check_patterns
 from agent_runtime.config import duration_seconds as duration_seconds
 from agent_runtime.config import parse_duration as parse_duration
 
@@ -1268,6 +1269,255 @@ class RotationConfig(Model):
     )
 
 
+# --------------------------------------------------------------------------- guardrails
+
+GUARDRAIL_ONE_KIND_MESSAGE = (
+    "spec.guardrails: a check sets exactly one of size, patterns, pii, injection, moderation"
+)
+GUARDRAIL_REDACT_MESSAGE = "spec.guardrails: action redact applies to pii and patterns checks only"
+GUARDRAIL_MODERATION_MESSAGE = "spec.guardrails.moderation: required when a check is a moderation check"
+GUARDRAIL_NAMES_MESSAGE = "spec.guardrails: check names must be unique within input and within output"
+GUARDRAIL_MODERATION_CHAIN_MESSAGE = (
+    "spec.guardrails.moderation.providerRef: must name a provider of spec.llm.chain"
+)
+MAX_PATTERN = 512
+MAX_PATTERNS = 64
+MAX_CHECKS = 32
+
+GuardrailPattern = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATTERN)]
+PIIEntity = Literal["email", "phone", "paymentCard", "iban", "secretKey"]
+
+
+def _all_entities() -> list[PIIEntity]:
+    return ["email", "phone", "paymentCard", "iban", "secretKey"]
+
+
+class GuardrailSize(Model):
+    """Size and structure limits; unset limits do not apply."""
+
+    max_chars: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Characters in all the checked texts."
+    )
+    max_messages: int | None = Field(
+        default=None, ge=1, le=10_000, description="Messages in one request (input checks)."
+    )
+    max_lines: int | None = Field(default=None, ge=1, le=1_000_000, description="Lines in all.")
+    max_line_chars: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Characters in one line (catches minified payloads)."
+    )
+
+
+class GuardrailPatterns(Model):
+    """Deny patterns, with allow patterns as exceptions (Python regular expressions).
+
+    A pattern must compile and have a bounded cost: no back-references, no variable repeat
+    inside an unbounded repeat such as ``(a+)+``; ``sentient validate`` and the operator check it.
+    """
+
+    deny: list[GuardrailPattern] = Field(
+        min_length=1, max_length=MAX_PATTERNS, description="A match of any of them fires the check."
+    )
+    allow: list[GuardrailPattern] = Field(
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="A deny match lying inside a match of one of these is ignored.",
+    )
+
+    @model_validator(mode="after")
+    def _compile(self) -> GuardrailPatterns:
+        check_patterns(self.deny, "deny")
+        check_patterns(self.allow, "allow")
+        return self
+
+
+class GuardrailPII(Model):
+    """Personal data and secrets: e-mail, phone, paymentCard (Luhn), iban (mod-97), secretKey."""
+
+    entities: list[PIIEntity] = Field(
+        default_factory=_all_entities,
+        min_length=1,
+        max_length=5,
+        description="Kinds looked for; all of them when unset.",
+        json_schema_extra=list_type_set(),
+    )
+    allow: list[GuardrailPattern] = Field(
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="Values matched by one of these are kept (e.g. the support address).",
+    )
+
+    @model_validator(mode="after")
+    def _compile(self) -> GuardrailPII:
+        check_patterns(self.allow, "allow")
+        return self
+
+
+class GuardrailInjection(Model):
+    """Prompt-injection heuristics: instruction override, role-play escape, hidden text, encoded payloads."""
+
+    threshold: float = Field(
+        default=0.5, ge=0.05, le=1.0, description="Score (0 to 1) at which the check fires."
+    )
+
+
+class GuardrailModerationCheck(Model):
+    """A call to the moderation service of ``spec.guardrails.moderation``."""
+
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Categories that count; any flagged category when empty.",
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Category score that counts; the service's own flag when unset."
+    )
+
+
+class GuardrailCheck(Model):
+    """One check: exactly one kind, and what happens when it fires."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "[has(self.size), has(self.patterns), has(self.pii), has(self.injection), has(self.moderation)]"
+                ".filter(x, x).size() == 1",
+                GUARDRAIL_ONE_KIND_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.action) || self.action != 'redact' || has(self.pii) || has(self.patterns)",
+                GUARDRAIL_REDACT_MESSAGE,
+            ),
+        )
+    )
+
+    name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name in metrics and the audit log; the kind (size, pii...) when unset.",
+    )
+    action: Literal["block", "redact", "flag"] = Field(
+        default="block",
+        description="block refuses (input) or ends (output) with an error; redact masks the matches "
+        "(pii, patterns); flag only counts and audits.",
+    )
+    size: GuardrailSize | None = Field(default=None, description="Size and structure limits.")
+    patterns: GuardrailPatterns | None = Field(default=None, description="Deny and allow patterns.")
+    pii: GuardrailPII | None = Field(default=None, description="Personal data and secret keys.")
+    injection: GuardrailInjection | None = Field(default=None, description="Prompt-injection heuristics.")
+    moderation: GuardrailModerationCheck | None = Field(
+        default=None, description="The external moderation service."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GuardrailCheck:
+        kinds = (self.size, self.patterns, self.pii, self.injection, self.moderation)
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError(GUARDRAIL_ONE_KIND_MESSAGE)
+        if self.action == "redact" and self.pii is None and self.patterns is None:
+            raise ValueError(GUARDRAIL_REDACT_MESSAGE)
+        return self
+
+    def label(self) -> str:
+        """The name, or the kind when unnamed."""
+        if self.name:
+            return self.name
+        kinds = {"size": self.size, "patterns": self.patterns, "pii": self.pii, "injection": self.injection}
+        return next((k for k, v in kinds.items() if v is not None), "moderation")
+
+
+class GuardrailModeration(Model):
+    """The moderation service: an OpenAI-compatible ``/moderations`` endpoint of a chain provider."""
+
+    provider_ref: ProviderRef = Field(
+        description="A provider of spec.llm.chain (its endpoint, credentials and TLS are used)."
+    )
+    model: ModelName | None = Field(
+        default=None,
+        description="Moderation model, e.g. omni-moderation-latest; the service's default when unset.",
+    )
+    timeout: Duration = Field(default="2s", description="Deadline of one moderation call.")
+    on_error: Literal["failOpen", "failClosed"] = Field(
+        default="failOpen",
+        description="When the call fails or times out: failOpen lets the text through (counted, audited), "
+        "failClosed blocks it.",
+    )
+
+
+class GuardrailRedaction(Model):
+    """Masking of personal data and secrets outside prompts and answers."""
+
+    logs: bool = Field(default=False, description="Mask them in the runtime's log lines.")
+    audit: bool = Field(default=False, description="Mask them in audit records.")
+    entities: list[PIIEntity] = Field(
+        default_factory=_all_entities,
+        min_length=1,
+        max_length=5,
+        description="Kinds masked; all of them when unset.",
+        json_schema_extra=list_type_set(),
+    )
+
+
+def _unique_names_rule(field: str) -> str:
+    return (
+        f"!has(self.{field}) || self.{field}.all(x, !has(x.name) || "
+        f"self.{field}.filter(y, has(y.name) && y.name == x.name).size() == 1)"
+    )
+
+
+def _moderation_rule(field: str) -> str:
+    return f"!has(self.{field}) || !self.{field}.exists(c, has(c.moderation)) || has(self.moderation)"
+
+
+class GuardrailsConfig(Model):
+    """The validation pipeline: ordered checks of prompts (input) and answers (output). See docs/guardrails.md."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(_unique_names_rule("input"), GUARDRAIL_NAMES_MESSAGE),
+            CelRule(_unique_names_rule("output"), GUARDRAIL_NAMES_MESSAGE),
+            CelRule(
+                _moderation_rule("input") + " && (" + _moderation_rule("output") + ")",
+                GUARDRAIL_MODERATION_MESSAGE,
+            ),
+        )
+    )
+
+    input: list[GuardrailCheck] = Field(
+        default_factory=list,
+        max_length=MAX_CHECKS,
+        description="Checks of the caller's messages, in order, before the model is called.",
+    )
+    output: list[GuardrailCheck] = Field(
+        default_factory=list,
+        max_length=MAX_CHECKS,
+        description="Checks of the answer, in order; on streams over a sliding window (streamWindow).",
+    )
+    moderation: GuardrailModeration | None = Field(
+        default=None, description="The moderation service; required by moderation checks."
+    )
+    redact: GuardrailRedaction = Field(
+        default_factory=GuardrailRedaction, description="Masking in log lines and audit records."
+    )
+    stream_window: int = Field(
+        default=128,
+        ge=16,
+        le=4096,
+        description="Characters of a streamed answer withheld until the output checks have seen what follows "
+        "them (a match split across chunks is caught before any part of it is sent).",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> GuardrailsConfig:
+        for checks in (self.input, self.output):
+            names = [c.name for c in checks if c.name]
+            if len(set(names)) != len(names):
+                raise ValueError(GUARDRAIL_NAMES_MESSAGE)
+            if self.moderation is None and any(c.moderation is not None for c in checks):
+                raise ValueError(GUARDRAIL_MODERATION_MESSAGE)
+        return self
+
+
 SYSTEM_PROMPT_MESSAGE = "spec.systemPrompt: exactly one of systemPrompt, systemPromptFrom must be set"
 AUTH_MESSAGE = "spec.auth: set apiKeys, jwt, or anonymous: true"
 
@@ -1282,6 +1532,11 @@ class SentientAgentSpec(Model):
                 "has(self.auth) && (has(self.auth.apiKeys) || has(self.auth.jwt)"
                 " || (has(self.auth.anonymous) && self.auth.anonymous))",
                 AUTH_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.guardrails) || !has(self.guardrails.moderation) || self.llm.chain.exists(e, "
+                "e.providerRef.name == self.guardrails.moderation.providerRef.name)",
+                GUARDRAIL_MODERATION_CHAIN_MESSAGE,
             ),
         )
     )
@@ -1340,6 +1595,10 @@ class SentientAgentSpec(Model):
     rotation: RotationConfig = Field(
         default_factory=RotationConfig, description="What happens when a provider credential rotates."
     )
+    guardrails: GuardrailsConfig | None = Field(
+        default=None,
+        description="Input and output checks (size, patterns, PII, prompt injection, moderation); none when unset.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> SentientAgentSpec:
@@ -1347,6 +1606,11 @@ class SentientAgentSpec(Model):
             raise ValueError(SYSTEM_PROMPT_MESSAGE)
         if not (self.auth.api_keys or self.auth.jwt or self.auth.anonymous):
             raise ValueError(AUTH_MESSAGE)
+        moderation = self.guardrails.moderation if self.guardrails is not None else None
+        if moderation is not None and not any(
+            e.provider_ref.name == moderation.provider_ref.name for e in self.llm.chain
+        ):
+            raise ValueError(GUARDRAIL_MODERATION_CHAIN_MESSAGE)
         _check_unique(self.capabilities, "spec.capabilities")
         return self
 

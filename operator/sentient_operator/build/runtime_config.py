@@ -18,9 +18,13 @@ from agent_runtime.config import (
     AuthRuntimeConfig,
     CircuitBreaker,
     ConfigModel,
+    GuardrailCheck,
+    GuardrailRedaction,
+    GuardrailsConfig,
     JWTConfig,
     LLMParameters,
     LLMRuntimeConfig,
+    ModerationService,
     ProviderConfig,
     ProviderLimits,
     ProviderTLS,
@@ -40,7 +44,7 @@ from agent_runtime.config import (
 )
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ProviderType as RuntimeProviderType
-from sentient_operator.api.v1alpha1 import Model, ProviderType
+from sentient_operator.api.v1alpha1 import GuardrailModeration, Model, ProviderType
 from sentient_operator.build.inputs import AgentInputs, ResolvedPolicy, ResolvedProvider
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -112,6 +116,44 @@ def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
     )
 
 
+def _moderation_service(moderation: GuardrailModeration, inputs: AgentInputs) -> ModerationService:
+    """The moderation endpoint of the chain provider it names: its URL, key file and TLS."""
+    ref = moderation.provider_ref
+    namespace = ref.namespace or inputs.namespace
+    provider = next((p for p in inputs.providers if p.name == ref.name and p.namespace == namespace), None)
+    if provider is None:
+        raise ValueError(
+            f"spec.guardrails.moderation.providerRef: {namespace}/{ref.name} is not in spec.llm.chain"
+        )
+    if str(provider.spec.type) == ProviderType.ANTHROPIC.value:
+        raise ValueError(
+            f"spec.guardrails.moderation.providerRef: {provider.id} is an anthropic provider, "
+            "which serves no /moderations endpoint"
+        )
+    config = _provider_config(provider)
+    return ModerationService(
+        endpoint=config.endpoint,
+        model=moderation.model,
+        credential_file=config.credential_file,
+        tls=config.tls,
+        timeout=moderation.timeout,
+        on_error=moderation.on_error,
+    )
+
+
+def _guardrails_config(inputs: AgentInputs) -> GuardrailsConfig | None:
+    spec = inputs.spec.guardrails
+    if spec is None:
+        return None
+    return GuardrailsConfig(
+        input=[_convert(check, GuardrailCheck) for check in spec.input],
+        output=[_convert(check, GuardrailCheck) for check in spec.output],
+        moderation=_moderation_service(spec.moderation, inputs) if spec.moderation is not None else None,
+        redact=_convert(spec.redact, GuardrailRedaction),
+        stream_window=spec.stream_window,
+    )
+
+
 def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
     """The :class:`RuntimeConfig` of an agent; contains file names, never secret values."""
     spec = inputs.spec
@@ -151,6 +193,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             redis_url_file=SESSIONS_REDIS_URL_FILE if sessions.store == "redis" else None,
         ),
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
+        guardrails=_guardrails_config(inputs),
     )
 
 

@@ -126,6 +126,11 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     show_default=True,
     help="Directory to write the files into (created if missing).",
 )
+@click.option(
+    "--guardrails",
+    is_flag=True,
+    help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -138,6 +143,7 @@ def init(
     framework: str,
     sdk: str,
     output: str,
+    guardrails: bool,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -147,6 +153,7 @@ def init(
     \b
     Examples:
       sentient init my-agent --provider anthropic --source vault
+      sentient init my-agent --guardrails
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -193,7 +200,14 @@ def init(
         files = scaffold.custom_agent_files(name, image, framework, sdk)  # type: ignore[arg-type]
         steps = scaffold.custom_next_steps(name, image, out, framework)  # type: ignore[arg-type]
     else:
-        docs = scaffold.agent_manifests(name, provider, source, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        docs = scaffold.agent_manifests(
+            name,
+            provider,  # type: ignore[arg-type]
+            source,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            guardrails=guardrails,
+        )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",

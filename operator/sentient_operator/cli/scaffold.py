@@ -117,10 +117,12 @@ def agent_manifests(
     image: str | None = None,
     agent_class: str | None = None,
     caller_key: str | None = None,
+    guardrails: bool = False,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
-    The callers' Secret holds ``caller_key`` (default: a fresh random key).
+    The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
+    the starter checks of :func:`starter_guardrails`.
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -179,12 +181,34 @@ def agent_manifests(
         "auth": {"apiKeys": {"secretRef": {"name": f"{name}-callers"}}},
         "replicas": 1,
     }
+    if guardrails:
+        agent_spec["guardrails"] = starter_guardrails()
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def starter_guardrails() -> dict[str, Any]:
+    """A starting set of checks (docs/guardrails.md): bounded prompts, injection attempts refused,
+    secret keys masked before they reach the model, personal data masked in answers and the audit log."""
+    return {
+        "input": [
+            {"name": "size", "size": {"maxChars": 32000, "maxMessages": 64}},
+            {"name": "injection", "injection": {"threshold": 0.5}},
+            {"name": "secrets", "pii": {"entities": ["secretKey"]}, "action": "redact"},
+        ],
+        "output": [
+            {
+                "name": "pii",
+                "pii": {"entities": ["email", "phone", "paymentCard", "iban", "secretKey"]},
+                "action": "redact",
+            },
+        ],
+        "redact": {"audit": True},
+    }
 
 
 def manifest_header(steps: list[str]) -> str:

@@ -147,7 +147,7 @@ class AgentReconciler:
             problems += resolution.warnings
         applied = _Applied(config_hash=(body.get("status") or {}).get("configHash"))
         if resolution.inputs is not None:
-            applied = await self._apply(resolution.inputs, spec)
+            applied = await self._apply(resolution.inputs, spec, applied)
             problems += applied.problems
             if wants_monitor and not sm_available:
                 problems.append(
@@ -226,13 +226,19 @@ class AgentReconciler:
 
     # ------------------------------------------------------------------ build and apply
 
-    async def _apply(self, inputs: AgentInputs, spec: SentientAgentSpec) -> _Applied:
+    async def _apply(self, inputs: AgentInputs, spec: SentientAgentSpec, previous: _Applied) -> _Applied:
         new_problems: list[Problem] = []
         if spec.rotation.validate_before_rollout:
             inputs = await self._validate_rotations(inputs, new_problems)
         if spec.rotation.strategy == "RollingRestart":
             inputs = self._with_fingerprint(inputs)
-        _, config_hash = render_config(inputs)
+        try:
+            _, config_hash = render_config(inputs)
+        except ValueError as exc:
+            # A spec the schema accepts but that cannot be rendered with what it references (a
+            # moderation service on a provider without one): reported, the running config kept.
+            problem = Problem(PROVIDERS_RESOLVED, "ConfigNotRenderable", str(exc))
+            return _Applied(config_hash=previous.config_hash, problems=[*new_problems, problem])
         wanted, unwanted = build_children(inputs)
         applied = _Applied(config_hash=config_hash, problems=new_problems)
         try:
