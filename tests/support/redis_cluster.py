@@ -132,16 +132,20 @@ class RedisClusterSetup:
 class RedisSentinelSetup:
     """One master, one replica, three Sentinels watching the master (quorum 2)."""
 
-    def __init__(self) -> None:
-        """Choose ports now; nothing runs until ``start``."""
-        self.master = RedisServer()
-        self.replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
+    def __init__(self, password: str | None = None) -> None:
+        """Choose ports now; nothing runs until ``start``. ``password`` protects master and replica."""
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = RedisServer(extra_args=auth)
+        self.replica = RedisServer(extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
         conf = (
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER_NAME} 1\n"
         )
+        if password:
+            conf += f"sentinel auth-pass {MASTER_NAME} {password}\n"
         self.sentinels = [RedisServer(extra_args=["--sentinel"], config_text=conf) for _ in range(3)]
 
     @property
@@ -169,8 +173,19 @@ class RedisSentinelSetup:
                 state = client.sentinel_master(MASTER_NAME)
                 if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
                     return False
-        with redis.Redis(port=self.replica.port, socket_timeout=2, decode_responses=True) as client:
+        with self.data_client(self.replica) as client:
             return bool(client.info("replication").get("master_link_status") == "up")
+
+    def data_client(self, server: RedisServer) -> redis.Redis:
+        """A plain client on the master or the replica (the caller closes it)."""
+        return redis.Redis(port=server.port, password=self.password, socket_timeout=2, decode_responses=True)
+
+    def force_failover(self) -> tuple[str, int]:
+        """``SENTINEL FAILOVER``: promote the replica without waiting for an outage; returns the old master."""
+        address = self.master_address()
+        with self.sentinel_client() as client:
+            client.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        return address
 
     def start(self) -> RedisSentinelSetup:
         """Start the master, the replica and the Sentinels; wait until they all know each other."""
@@ -224,10 +239,10 @@ def redis_cluster_or_skip() -> Iterator[RedisClusterSetup]:
 
 
 @contextlib.contextmanager
-def redis_sentinel_or_skip() -> Iterator[RedisSentinelSetup]:
+def redis_sentinel_or_skip(password: str | None = None) -> Iterator[RedisSentinelSetup]:
     """A running Sentinel setup for a fixture; skips where redis-server is missing."""
     try:
-        setup = RedisSentinelSetup()
+        setup = RedisSentinelSetup(password)
     except RedisUnavailable as exc:
         pytest.skip(str(exc))
     with setup:
