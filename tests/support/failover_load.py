@@ -121,9 +121,9 @@ async def run_failover_load(
     interval: float = 0.004,
     fault_at: float = 0.8,
     settle: float = 1.0,
-    timeout: float = 25.0,
+    bound: float = 25.0,
 ) -> FailoverReport:
-    """Run the load, cause the fault, wait for recovery; bounded by ``timeout`` seconds."""
+    """Run the load, cause the fault, wait for recovery; bounded by ``bound`` seconds."""
     files = {PASSWORD_FILE: setup.password or ""}
     config = sentinel_policy(setup, limit, on_unavailable)
     limiters: list[RateLimiter] = [build_limiter(config, files.get) for _ in range(instances)]
@@ -132,6 +132,7 @@ async def run_failover_load(
     start = time.monotonic()
     recovered_at: dict[int, float] = {}
     done = asyncio.Event()
+    all_recovered = asyncio.Event()
 
     async def drive(index: int, limiter: RateLimiter) -> None:
         subject = limiter.subject(None)
@@ -145,6 +146,8 @@ async def run_failover_load(
                 await admission.settle(0)
             if report.new_master_at and not admission.degraded:
                 recovered_at.setdefault(index, now)
+                if len(recovered_at) == instances:
+                    all_recovered.set()
             await asyncio.sleep(interval)
 
     async def cause_fault() -> None:
@@ -154,14 +157,13 @@ async def run_failover_load(
         old = await loop.run_in_executor(None, cause)
         await loop.run_in_executor(None, setup.wait_for_new_master, old)
         report.new_master_at = time.monotonic() - start
-        while len(recovered_at) < instances:
-            await asyncio.sleep(0.05)
+        await all_recovered.wait()
         await asyncio.sleep(settle)
         done.set()
 
     try:
         await asyncio.wait_for(
-            asyncio.gather(cause_fault(), *(drive(i, lim) for i, lim in enumerate(limiters))), timeout
+            asyncio.gather(cause_fault(), *(drive(i, lim) for i, lim in enumerate(limiters))), bound
         )
         window = limiters[0].key_for(limiters[0].subject(None)) + ":r"
         report.counted_after = await loop.run_in_executor(None, _counted, setup, window)
@@ -174,7 +176,7 @@ async def run_failover_load(
 
 def _counted(setup: RedisSentinelSetup, window: str) -> int:
     """Admissions the current master holds in the request window."""
-    host, port = setup.master_address()
+    _host, port = setup.master_address()
     server = next(s for s in (setup.master, setup.replica) if s.port == port)
     with setup.data_client(server) as client:
         return sum(int(v) for v in client.hvals(window))
