@@ -232,6 +232,11 @@ RATE_LIMIT_REDIS = "ratelimit"
 SESSIONS_REDIS = "sessions"
 
 
+def redis_url_file(use: str) -> str:
+    """Bound-Secret key of the standalone URL of a Redis use (``ratelimit``, ``sessions``)."""
+    return f"{use}-redis-url"
+
+
 def redis_password_file(use: str) -> str:
     """Bound-Secret key of the data nodes' password of a Redis use (``ratelimit``, ``sessions``)."""
     return f"{use}-redis-password"
