@@ -31,6 +31,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from agent_runtime.config import RedisConnectionConfig, RedisMode
@@ -183,6 +184,54 @@ class ClusterStart:
             if not self._done:
                 await client.initialize()
                 self._done = True
+
+
+# Sentinel mode: how often the Sentinels are asked which server is the master.
+MASTER_CHECK_INTERVAL = 1.0
+# Errors that mean "the Sentinels cannot answer now".
+_SENTINEL_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class MasterWatch:
+    """Keep a Sentinel pool's connections on the current master.
+
+    A ``SentinelConnectionPool`` asks for the master only when it opens a connection, so open
+    connections would keep writing to a replaced master (after a forced failover, or across a
+    partition) until the Sentinels turn it into a replica, seconds later, and those writes are
+    lost. Once started (from a running loop), a task asks every ``MASTER_CHECK_INTERVAL``
+    seconds; a changed answer closes the idle connections, and :meth:`stale` tells a caller to
+    drop a connection it holds. For any other pool it does nothing.
+    """
+
+    def __init__(self, pool: ConnectionPool | None) -> None:
+        self._pool = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the watch (idempotent; a no-op for a pool that is not a Sentinel pool)."""
+        if self._pool is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(self._pool))
+
+    def stale(self, connection: Any) -> bool:
+        """True when ``connection`` points at a server that is no longer the master."""
+        if self._pool is None or self._pool.master_address is None:
+            return False
+        return bool(self._pool.master_address != (connection.host, connection.port))
+
+    @staticmethod
+    async def _watch(pool: SentinelConnectionPool) -> None:
+        while True:
+            await asyncio.sleep(MASTER_CHECK_INTERVAL)
+            try:
+                # A changed address also closes the idle connections to the old master.
+                await pool.get_master_address()
+            except _SENTINEL_DOWN:
+                pass  # the commands' own connections fail and report the outage
+
+    def stop(self) -> None:
+        """Stop the watch."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
 
 def _read(read_file: ReadFile, name: str | None, what: str) -> str | None:

@@ -28,7 +28,13 @@ from redis.asyncio import RedisCluster
 
 from agent_runtime import metrics
 from agent_runtime.config import SessionsRuntimeConfig, parse_duration
-from agent_runtime.redis_connection import ClusterStart, RedisConfigError, RedisTarget, resolve_target
+from agent_runtime.redis_connection import (
+    ClusterStart,
+    MasterWatch,
+    RedisConfigError,
+    RedisTarget,
+    resolve_target,
+)
 
 log = logging.getLogger("agent_runtime.sessions")
 
@@ -177,11 +183,13 @@ class RedisSessionStore:
         self.url = url
         self.target = target if target is not None else (RedisTarget.standalone(url) if url else None)
         self._cluster_start = ClusterStart() if isinstance(client, RedisCluster) else None
+        self._master_watch = MasterWatch(getattr(client, "connection_pool", None))
         self.ttl = max(1, int(ttl_seconds))
         self.max_turns = max_turns
         self.prefix = prefix
 
     async def _ready(self) -> None:
+        self._master_watch.start()
         if self._cluster_start is not None:
             await self._cluster_start.ready(self._redis)
 
@@ -243,6 +251,7 @@ class RedisSessionStore:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        self._master_watch.stop()
         await self._redis.aclose()
 
 

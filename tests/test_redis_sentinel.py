@@ -22,6 +22,7 @@ import pytest
 
 from agent_runtime.config import SessionsRuntimeConfig
 from agent_runtime.limits import build_limiter
+from agent_runtime.redis_connection import MASTER_CHECK_INTERVAL
 from agent_runtime.sessions import OwnedSessions, Turn, build_session_store
 from tests.support.failover_load import PASSWORD_FILE, run_failover_load, sentinel_policy
 from tests.support.redis_cluster import MASTER_NAME, RedisSentinelSetup, redis_sentinel_or_skip
@@ -46,6 +47,11 @@ async def test_limits_and_sessions_through_the_sentinels_follow_a_failover(
     limiter = build_limiter(sentinel_policy(sentinel_setup, 3, "failClosed"), files)
     subject = limiter.subject(None)
     assert [(await limiter.admit(subject, 0)).allowed for _ in range(4)] == [True, True, True, False]
+    roomy_policy = sentinel_policy(sentinel_setup, 1000, "failClosed").model_copy(
+        update={"policy": "ns/roomy"}
+    )
+    roomy = build_limiter(roomy_policy, files)
+    assert (await roomy.admit(roomy.subject(None), 0)).allowed
     sessions = build_session_store(
         SessionsRuntimeConfig.model_validate(
             {
@@ -67,7 +73,17 @@ async def test_limits_and_sessions_through_the_sentinels_follow_a_failover(
     with sentinel_setup.data_client(sentinel_setup.master) as master:
         assert master.wait(1, 2000) == 1
     old = await asyncio.get_running_loop().run_in_executor(None, sentinel_setup.force_failover)
-    await asyncio.get_running_loop().run_in_executor(None, sentinel_setup.wait_for_new_master, old)
+    new = await asyncio.get_running_loop().run_in_executor(None, sentinel_setup.wait_for_new_master, old)
+    # The old master keeps running, and taking writes, until the Sentinels turn it into a replica
+    # (seconds later); a limiter whose pooled connection still points at it moves to the new
+    # master within its master check (1 s), so this write lands where the budget now lives.
+    await asyncio.sleep(2 * MASTER_CHECK_INTERVAL)
+    assert (await roomy.admit(roomy.subject(None), 0)).allowed
+    new_server = next(s for s in (sentinel_setup.master, sentinel_setup.replica) if s.port == new[1])
+    with sentinel_setup.data_client(new_server) as client:
+        window = roomy.key_for(roomy.subject(None)) + ":r"
+        assert sum(int(v) for v in client.hvals(window)) == 2
+    await roomy.aclose()
     # The budget moved with the data: the promoted replica still refuses the fourth request.
     for _ in range(100):
         admission = await limiter.admit(subject, 0)

@@ -35,7 +35,7 @@ from agent_runtime.limits.base import (
 )
 from agent_runtime.limits.memory import MemoryBackend
 from agent_runtime.metrics import RATE_LIMIT_BACKEND_DEGRADED
-from agent_runtime.redis_connection import ClusterStart, RedisTarget
+from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarget
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class RedisBackend:
                 connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0),
             )
+        # Sentinel: keeps the pooled connections on the current master (started by the first command).
+        self._master_watch = MasterWatch(self._pool)
         self._admit_sha = _sha(ADMIT_LUA)
         self._settle_sha = _sha(SETTLE_LUA)
 
@@ -139,6 +141,9 @@ class RedisBackend:
                     raise
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
+            if self._master_watch.stale(conn):
+                # Still on a master the Sentinels have replaced: reconnect on next use.
+                await conn.disconnect()
             await self._pool.release(conn)
 
     async def _run_on_cluster(
@@ -164,6 +169,7 @@ class RedisBackend:
         async with self._slots:
             if self._cluster is not None:
                 return await self._run_on_cluster(self._cluster, source, sha, keys, args)
+            self._master_watch.start()
             try:
                 return await self._command("EVALSHA", sha, len(keys), *keys, *args)
             except NoScriptError:
@@ -219,6 +225,7 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         """Close pooled connections."""
+        self._master_watch.stop()
         if self._cluster is not None:
             await self._cluster.aclose()  # type: ignore[attr-defined]  # (types-redis lags redis-py)
         if self._pool is not None:

@@ -47,6 +47,7 @@ class FailoverReport:
     instances: int
     fault_at: float = 0.0
     new_master_at: float = 0.0
+    demoted_at: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     counted_after: int = 0
 
@@ -144,7 +145,7 @@ async def run_failover_load(
             )
             if admission.allowed:
                 await admission.settle(0)
-            if report.new_master_at and not admission.degraded:
+            if report.demoted_at and not admission.degraded:
                 recovered_at.setdefault(index, now)
                 if len(recovered_at) == instances:
                     all_recovered.set()
@@ -157,6 +158,10 @@ async def run_failover_load(
         old = await loop.run_in_executor(None, cause)
         await loop.run_in_executor(None, setup.wait_for_new_master, old)
         report.new_master_at = time.monotonic() - start
+        # A forced failover leaves the old master up and taking writes until it is demoted;
+        # recovery counts from then on, so that the writes it loses show in the overshoot.
+        await loop.run_in_executor(None, setup.wait_for_demotion, old)
+        report.demoted_at = time.monotonic() - start
         await all_recovered.wait()
         await asyncio.sleep(settle)
         done.set()

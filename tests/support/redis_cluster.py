@@ -209,6 +209,22 @@ class RedisSentinelSetup:
         _wait(lambda: self.master_address() != old, "a failover", timeout)
         return self.master_address()
 
+    def wait_for_demotion(self, old: tuple[str, int], timeout: float = 30) -> None:
+        """Block until the old master, if it still runs, serves as a replica.
+
+        Until then it still takes writes from clients connected to it (they are lost when it
+        becomes a replica of the new master: the split brain Sentinel admits).
+        """
+        server = next((s for s in (self.master, self.replica) if s.port == old[1]), None)
+        if server is None or not server.running:
+            return
+
+        def demoted() -> bool:
+            with self.data_client(server) as client:
+                return bool(client.info("replication").get("role") == "slave")
+
+        _wait(demoted, f"the old master {old[0]}:{old[1]} serving as a replica", timeout)
+
     def close(self) -> None:
         """Kill everything and remove the directories."""
         for server in (*self.sentinels, self.replica, self.master):
