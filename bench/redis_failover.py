@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tests.support.redis_cluster import RedisSentinelSetup  # noqa: E402
 
 def one_run(on_unavailable: str, fault: str, limit: int, replicas: int) -> FailoverReport:
     """A fresh Sentinel setup, one loaded failover, torn down."""
-    with RedisSentinelSetup(password="bench-password") as setup:
+    with RedisSentinelSetup(password=secrets.token_hex(12)) as setup:
         return asyncio.run(
             run_failover_load(
                 setup,
