@@ -27,6 +27,7 @@ from agent_runtime.limits.provider_gate import build_provider_gate
 from agent_runtime.sessions import OwnedSessions, RedisSessionStore, Turn, build_session_store
 from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.redis_cluster import RedisClusterSetup, redis_cluster_or_skip
+from tests.support.redis_server import RedisUnavailable
 from tests.support.runtime import (
     DEFAULT_KEYS,
     RuntimeFiles,
@@ -244,3 +245,43 @@ async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
             )
 
         return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def test_a_cluster_with_tls_and_a_password() -> None:
+    """TLS only (plain port off) and requirepass: the CA and the password come from files."""
+    password = "cluster-test-password"
+    try:
+        setup = RedisClusterSetup(password=password, tls=True)
+    except RedisUnavailable as exc:
+        pytest.skip(str(exc))
+    with setup:
+        files = {"ratelimit-redis-password": password + "\n", "ratelimit-redis-ca.pem": setup.ca_pem or ""}
+        redis = {
+            "mode": "cluster",
+            "nodes": setup.nodes,
+            "password_file": "ratelimit-redis-password",
+            "tls": {"enabled": True, "ca_file": "ratelimit-redis-ca.pem"},
+        }
+        config = RateLimitConfig.model_validate(
+            {
+                "policy": "ns/tls",
+                "limits": {"requests_per_minute": 2},
+                "backend": {"type": "redis", "redis": redis},
+                "on_redis_unavailable": "failClosed",
+            }
+        )
+        limiter = build_limiter(config, files.get)
+        subject = limiter.subject(Caller("tls"))
+        assert [(await limiter.admit(subject, 0)).status for _ in range(3)] == [200, 200, 429]
+        await limiter.aclose()
+        # Without TLS (or without the password) nothing answers: failClosed refuses with 503.
+        for broken in ({**redis, "tls": {"enabled": False}}, {**redis, "password_file": None}):
+            other = build_limiter(
+                RateLimitConfig.model_validate(
+                    {**config.model_dump(), "backend": {"type": "redis", "redis": broken}}
+                ),
+                files.get,
+            )
+            admission = await other.admit(subject, 0)
+            assert admission.status == 503 and other.degraded
+            await other.aclose()

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 import pytest
@@ -24,6 +25,7 @@ import redis
 
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer, RedisUnavailable
+from tests.support.tls import make_self_signed
 
 MASTER_NAME = "sentient-master"
 # Sentinel's timings: how long a silent master takes to be declared down, and the failover's bound.
@@ -54,12 +56,42 @@ def _wait(predicate: object, what: str, timeout: float) -> None:
 
 
 class RedisClusterSetup:
-    """A three-master Redis Cluster on loopback."""
+    """A three-master Redis Cluster on loopback, optionally with a password and TLS only."""
 
-    def __init__(self, masters: int = 3) -> None:
-        """Choose ports now; nothing runs until ``start``."""
+    def __init__(self, masters: int = 3, *, password: str | None = None, tls: bool = False) -> None:
+        """Choose ports now; nothing runs until ``start``.
+
+        ``tls`` serves TLS only (the plain port is off), the cluster bus too, with a self-signed
+        certificate whose PEM is :attr:`ca_pem`.
+        """
         self.cli = redis_cli_binary()
+        self.password = password
         self.servers = [RedisServer(extra_args=self._node_args()) for _ in range(masters)]
+        self.ca_path: Path | None = None
+        self._cli_auth: list[str] = ["-a", password, "--no-auth-warning"] if password else []
+        for server in self.servers:
+            if password:
+                server.extra_args += ["--requirepass", password, "--masterauth", password]
+        if tls:
+            cert, key = make_self_signed(self.servers[0].directory / "tls")
+            self.ca_path = cert
+            self._cli_auth += ["--tls", "--cacert", str(cert)]
+            for server in self.servers:
+                server.extra_args += [
+                    "--port", "0",
+                    "--tls-port", str(server.port),
+                    "--tls-cert-file", str(cert),
+                    "--tls-key-file", str(key),
+                    "--tls-ca-cert-file", str(cert),
+                    "--tls-auth-clients", "no",
+                    "--tls-cluster", "yes",
+                    "--tls-replication", "yes",
+                ]  # fmt: skip
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The CA bundle clients need in TLS mode."""
+        return self.ca_path.read_text() if self.ca_path is not None else None
 
     @staticmethod
     def _node_args() -> list[str]:
@@ -75,39 +107,49 @@ class RedisClusterSetup:
         """Seed nodes, ``127.0.0.1:port`` each."""
         return [server.address for server in self.servers]
 
+    def client(self, server: RedisServer) -> redis.Redis:
+        """A plain client on one node (the caller closes it)."""
+        return redis.Redis(
+            port=server.port,
+            password=self.password,
+            socket_timeout=2,
+            ssl=self.ca_path is not None,
+            ssl_ca_certs=str(self.ca_path) if self.ca_path is not None else None,
+        )
+
     def start(self) -> RedisClusterSetup:
         """Start every node, assign the slots, wait until every node says the cluster is ok."""
         for server in self.servers:
             server.start()
         subprocess.run(
-            [self.cli, "--cluster", "create", *self.nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            [
+                self.cli, *self._cli_auth,
+                "--cluster", "create", *self.nodes, "--cluster-replicas", "0", "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,
-        )
+        )  # fmt: skip
         for server in self.servers:
-            client = redis.Redis(port=server.port, socket_timeout=2)
-            try:
+            with self.client(server) as client:
                 _wait(
                     lambda c=client: c.cluster("info")["cluster_state"] == "ok",
                     f"cluster_state:ok on {server.address}",
                     30,
                 )
-            finally:
-                client.close()
         return self
 
     def flushall(self) -> None:
         """Empty every master."""
         for server in self.servers:
-            with redis.Redis(port=server.port, socket_timeout=2) as client:
+            with self.client(server) as client:
                 client.flushall()
 
     def keys_per_node(self) -> dict[str, int]:
         """How many keys each master holds (to check that a test spread over the slots)."""
         out: dict[str, int] = {}
         for server in self.servers:
-            with redis.Redis(port=server.port, socket_timeout=2) as client:
+            with self.client(server) as client:
                 out[server.address] = int(client.dbsize())
         return out
 
