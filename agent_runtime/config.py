@@ -366,6 +366,17 @@ class RedisConnectionConfig(ConfigModel):
         return self
 
 
+def redis_connection(
+    redis: RedisConnectionConfig | None, url_file: str | None
+) -> RedisConnectionConfig | None:
+    """``redis`` when set, else a standalone connection on ``url_file`` (the older form), else None."""
+    if redis is not None:
+        return redis
+    if url_file:
+        return RedisConnectionConfig(mode="standalone", url_file=url_file)
+    return None
+
+
 class RateLimitBackendConfig(ConfigModel):
     """Counter storage: memory, or Redis (a standalone URL file, or a ``redis`` connection)."""
 
@@ -384,11 +395,7 @@ class RateLimitBackendConfig(ConfigModel):
 
     def connection(self) -> RedisConnectionConfig | None:
         """The Redis connection in force, whichever form the config used; None without one."""
-        if self.redis is not None:
-            return self.redis
-        if self.redis_url_file:
-            return RedisConnectionConfig(mode="standalone", url_file=self.redis_url_file)
-        return None
+        return redis_connection(self.redis, self.redis_url_file)
 
 
 class RateLimitConfig(ConfigModel):
@@ -442,11 +449,7 @@ class SessionsRuntimeConfig(ConfigModel):
 
     def connection(self) -> RedisConnectionConfig | None:
         """The Redis connection in force, whichever form the config used; None without one."""
-        if self.redis is not None:
-            return self.redis
-        if self.redis_url_file:
-            return RedisConnectionConfig(mode="standalone", url_file=self.redis_url_file)
-        return None
+        return redis_connection(self.redis, self.redis_url_file)
 
 
 class ServerLimits(ConfigModel):

@@ -10,14 +10,12 @@ limiter the way the policy says.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -25,18 +23,10 @@ from agent_runtime.config import LLMRuntimeConfig, RateLimitConfig, SessionsRunt
 from agent_runtime.limits import build_limiter
 from agent_runtime.limits.provider_gate import build_provider_gate
 from agent_runtime.sessions import OwnedSessions, RedisSessionStore, Turn, build_session_store
-from agent_runtime.testing import FakeUpstream, wait_until
+from agent_runtime.testing import FakeUpstream
 from tests.support.redis_cluster import RedisClusterSetup, redis_cluster_or_skip
 from tests.support.redis_server import RedisUnavailable
-from tests.support.runtime import (
-    DEFAULT_KEYS,
-    RuntimeFiles,
-    RuntimeProcess,
-    chain_entry,
-    default_credentials,
-    free_ports,
-    make_config,
-)
+from tests.support.runtime import DEFAULT_KEYS, chain_entry, default_credentials, fire_chats, runtime_fleet
 
 KEY = DEFAULT_KEYS["alice"][0]
 
@@ -202,25 +192,9 @@ def test_exactly_the_budget_over_http_across_three_runtime_processes(
     }
     sessions = {"store": "redis", "redis": connection}
     with FakeUpstream("openai") as fake:
-        runtimes: list[RuntimeProcess] = []
-        try:
-            for i, (port, metrics_port) in enumerate(zip(free_ports(3), free_ports(3), strict=True)):
-                config = make_config(
-                    chain=[chain_entry(fake)],
-                    port=port,
-                    metrics_port=metrics_port,
-                    rate_limit=rate_limit,
-                    sessions=sessions,
-                )
-                files = RuntimeFiles(tmp_path / f"r{i}", config, default_credentials())
-                runtimes.append(RuntimeProcess(files, tmp_path / f"runtime-{i}.log").start())
-            urls = [runtime.url for runtime in runtimes]
-            for url in urls:
-                assert wait_until(functools.partial(_ready, url), timeout=30)
-            responses = asyncio.run(_fire(urls, 300))
-        finally:
-            for runtime in runtimes:
-                runtime.stop()
+        config = {"chain": [chain_entry(fake)], "rate_limit": rate_limit, "sessions": sessions}
+        with runtime_fleet(tmp_path, 3, default_credentials(), **config) as runtimes:
+            responses = asyncio.run(fire_chats([runtime.url for runtime in runtimes], 300, KEY))
         statuses = Counter(r.status_code for r in responses)
         upstream_requests = fake.state.requests
     print(f"\nHTTP on the Cluster: {dict(statuses)}; upstream saw {upstream_requests} requests")
@@ -228,23 +202,6 @@ def test_exactly_the_budget_over_http_across_three_runtime_processes(
     assert upstream_requests == 60
     remaining = sorted(int(r.headers["RateLimit-Remaining"]) for r in responses if r.status_code == 200)
     assert remaining == list(range(60))
-
-
-def _ready(url: str) -> bool:
-    return httpx.get(f"{url}/ready").status_code == 200
-
-
-async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one(i: int) -> httpx.Response:
-            body = {"model": "fake-model", "messages": [{"role": "user", "content": f"request {i}"}]}
-            return await client.post(
-                f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers={"x-api-key": KEY}
-            )
-
-        return await asyncio.gather(*(one(i) for i in range(n)))
 
 
 async def test_a_cluster_with_tls_and_a_password() -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 import redis
@@ -55,7 +56,31 @@ def _wait(predicate: object, what: str, timeout: float) -> None:
     raise TimeoutError(f"{what} not reached after {timeout:.0f}s (last error: {last!r})")
 
 
-class RedisClusterSetup:
+class _Setup:
+    """Context manager of a group of servers: started on entry (closed again if that fails), closed on exit."""
+
+    def start(self) -> Self:
+        """Start the servers."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the servers and remove their directories."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RedisClusterSetup(_Setup):
     """A three-master Redis Cluster on loopback, optionally with a password and TLS only."""
 
     def __init__(self, masters: int = 3, *, password: str | None = None, tls: bool = False) -> None:
@@ -158,20 +183,8 @@ class RedisClusterSetup:
         for server in self.servers:
             server.close()
 
-    def __enter__(self) -> RedisClusterSetup:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class RedisSentinelSetup:
+class RedisSentinelSetup(_Setup):
     """One master, one replica, three Sentinels watching the master (quorum 2)."""
 
     def __init__(self, password: str | None = None) -> None:
@@ -271,18 +284,6 @@ class RedisSentinelSetup:
         """Kill everything and remove the directories."""
         for server in (*self.sentinels, self.replica, self.master):
             server.close()
-
-    def __enter__(self) -> RedisSentinelSetup:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @contextlib.contextmanager
