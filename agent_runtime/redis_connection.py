@@ -9,7 +9,8 @@ drops a connection whose server was demoted) and ``RedisCluster`` (slot map, MOV
 
 Key scheme, for every user of a shared Redis (so that Cluster never splits what one atomic
 operation touches): ``<prefix>{<tag>}:<part>``. Everything inside the braces picks the slot;
-keys that one Lua script or transaction touches share the tag:
+keys that one Lua script or transaction touches share the tag, and nothing before the tag may
+hold a brace (key prefixes are validated for that):
 
 - rate limits: ``sentient:rl:{<policy>|<subject>}:r|b|t|c`` (one subject's windows and leases);
 - provider quotas: ``sentient:rl:{provider|<namespace/name>}:r|t|c``;
@@ -41,13 +42,6 @@ ReadFile = Callable[[str], str | None]
 
 class RedisConfigError(ValueError):
     """A Redis connection names a file that is missing or empty."""
-
-
-def hash_tag(tag: str) -> str:
-    """``{tag}`` for a key: braces inside the tag would end the slot's tag early, so none may be there."""
-    if "{" in tag or "}" in tag:
-        raise ValueError("a Redis hash tag must not contain braces")
-    return "{" + tag + "}"
 
 
 def _split(address: str) -> tuple[str, int]:

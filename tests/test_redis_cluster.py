@@ -242,3 +242,27 @@ async def test_a_cluster_with_tls_and_a_password() -> None:
             admission = await other.admit(subject, 0)
             assert admission.status == 503 and other.degraded
             await other.aclose()
+
+
+@pytest.mark.parametrize("count_by", ["apiKey", "user", "session", "agent"])
+def test_every_key_of_one_admission_is_in_one_slot(count_by: str) -> None:
+    """Checked offline with redis-py's own slot function, for every kind of subject."""
+    from redis.crc import key_slot
+
+    from agent_runtime.limits.provider_gate import ProviderGate
+    from agent_runtime.limits.redis import window_keys
+
+    config = RateLimitConfig.model_validate(
+        {
+            "policy": "team-a/gold.tier",
+            "count_by": count_by,
+            "limits": {"requests_per_minute": 1},
+            "backend": {"type": "redis", "redis_url_file": "url", "key_prefix": "prod:eu-1:rl:"},
+        }
+    )
+    limiter = build_limiter(config, lambda _: None)
+    for caller in (Caller("key-1"), Caller("sub|with:odd/chars", kind="jwt"), None):
+        keys = window_keys(limiter.key_for(limiter.subject(caller, "session-ü{}")))
+        assert len({key_slot(k.encode()) for k in keys}) == 1, keys
+    gate_keys = window_keys(ProviderGate({}, key_prefix="prod:eu-1:rl:").key_for("team-a/openai"))
+    assert len({key_slot(k.encode()) for k in gate_keys}) == 1

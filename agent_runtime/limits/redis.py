@@ -258,6 +258,8 @@ class ResilientRedisBackend:
         self._report = report_metric
         if target is None and url:
             target = RedisTarget.standalone(url)
+        if target is None and redis is not None:
+            target = redis.target
         self.target = target
         self.url = url if target is None else target.url
         self.fail_open = fail_open
@@ -273,8 +275,11 @@ class ResilientRedisBackend:
         self._gauge(self.degraded)
         if self.redis is None:
             log.error(
-                "rate limiting: no Redis URL; %s", "local limiter" if fail_open else "refusing with 503"
+                "rate limiting: no Redis connection (a Redis file of the credentials is missing); %s",
+                "local limiter" if fail_open else "refusing with 503",
             )
+        else:
+            log.info("rate limiting: Redis %s", self.redis.target.describe())
 
     def _gauge(self, degraded: bool) -> None:
         if self._report:
