@@ -65,6 +65,15 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "min-replicas-above-max": COMPARES,
     "no-caller-auth": AT_LEAST_ONE,
     "redis-sessions-without-url": DEPENDS,
+    "redis-standalone-without-url": DEPENDS,
+    "redis-cluster-without-nodes": DEPENDS,
+    "redis-sentinel-without-sentinel": DEPENDS,
+    "redis-cluster-with-url": DEPENDS,
+    "redis-standalone-with-password": DEPENDS,
+    "redis-sentinel-with-cluster-nodes": DEPENDS,
+    "redis-sessions-url-and-connection": EXACTLY_ONE,
+    "redis-sessions-cluster-without-nodes": DEPENDS,
+    "redis-sessions-standalone-with-tls": DEPENDS,
 }
 
 
