@@ -227,6 +227,29 @@ API_KEYS_FILE = "apikeys.json"
 AUDIT_KEY_FILE = "audit-key"
 RATE_LIMIT_REDIS_URL_FILE = "ratelimit-redis-url"
 SESSIONS_REDIS_URL_FILE = "sessions-redis-url"
+# The other Redis files of a use (``ratelimit`` or ``sessions``): password, Sentinel password, CA.
+RATE_LIMIT_REDIS = "ratelimit"
+SESSIONS_REDIS = "sessions"
+
+
+def redis_url_file(use: str) -> str:
+    """Bound-Secret key of the standalone URL of a Redis use (``ratelimit``, ``sessions``)."""
+    return f"{use}-redis-url"
+
+
+def redis_password_file(use: str) -> str:
+    """Bound-Secret key of the data nodes' password of a Redis use (``ratelimit``, ``sessions``)."""
+    return f"{use}-redis-password"
+
+
+def redis_sentinel_password_file(use: str) -> str:
+    """Bound-Secret key of the Sentinels' password of a Redis use."""
+    return f"{use}-redis-sentinel-password"
+
+
+def redis_ca_file(use: str) -> str:
+    """Bound-Secret key of the CA bundle of a Redis use."""
+    return f"{use}-redis-ca.pem"
 
 
 def provider_credential_file(namespace: str, name: str) -> str:
@@ -284,12 +307,95 @@ class LLMRuntimeConfig(ConfigModel):
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
 
 
+RedisMode = Literal["standalone", "cluster", "sentinel"]
+# host:port, host a name, an IPv4 address or a bracketed IPv6 address.
+HOST_PORT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$"
+HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN, max_length=261)]
+
+
+class RedisTLSConfig(ConfigModel):
+    """TLS towards Redis in cluster and sentinel mode (standalone says rediss:// in its URL)."""
+
+    enabled: bool = Field(default=False, description="Connect with TLS.")
+    ca_file: str | None = Field(
+        default=None, description="PEM CA bundle file; the system trust store when unset."
+    )
+    insecure_skip_verify: bool = Field(default=False, description="Skip certificate verification.")
+
+
+class RedisConnectionConfig(ConfigModel):
+    """Where a Redis deployment is and how to log in, with every secret as a file.
+
+    - ``standalone``: one server, the whole URL (password, ``rediss://`` for TLS, db) in ``urlFile``;
+    - ``cluster``: Redis Cluster, discovered from the seed ``nodes``; keys are hash-tagged so that
+      every atomic script touches one slot;
+    - ``sentinel``: the master named ``masterName``, found through the ``sentinels`` and followed
+      across failovers.
+    """
+
+    mode: RedisMode = Field(default="standalone", description="standalone, cluster or sentinel.")
+    url_file: str | None = Field(default=None, description="standalone: file holding the Redis URL.")
+    nodes: list[HostPort] = Field(
+        default_factory=list, max_length=64, description="cluster: seed nodes (host:port)."
+    )
+    sentinels: list[HostPort] = Field(
+        default_factory=list, max_length=64, description="sentinel: the Sentinel addresses (host:port)."
+    )
+    master_name: str | None = Field(
+        default=None, min_length=1, max_length=253, description="sentinel: the monitored master's name."
+    )
+    username: str | None = Field(
+        default=None, min_length=1, max_length=253, description="ACL user (cluster, sentinel)."
+    )
+    password_file: str | None = Field(
+        default=None, description="File holding the password of the data nodes (cluster, sentinel)."
+    )
+    sentinel_password_file: str | None = Field(
+        default=None, description="sentinel: file holding the Sentinels' own password, if they require one."
+    )
+    tls: RedisTLSConfig = Field(default_factory=RedisTLSConfig, description="TLS (cluster, sentinel).")
+
+    @model_validator(mode="after")
+    def _fields_of_mode(self) -> RedisConnectionConfig:
+        if self.mode == "standalone" and not self.url_file:
+            raise ValueError("redis: standalone mode needs urlFile")
+        if self.mode == "cluster" and not self.nodes:
+            raise ValueError("redis: cluster mode needs at least one seed node in nodes")
+        if self.mode == "sentinel" and (not self.sentinels or not self.master_name):
+            raise ValueError("redis: sentinel mode needs sentinels and masterName")
+        return self
+
+
+def redis_connection(
+    redis: RedisConnectionConfig | None, url_file: str | None
+) -> RedisConnectionConfig | None:
+    """``redis`` when set, else a standalone connection on ``url_file`` (the older form), else None."""
+    if redis is not None:
+        return redis
+    if url_file:
+        return RedisConnectionConfig(mode="standalone", url_file=url_file)
+    return None
+
+
 class RateLimitBackendConfig(ConfigModel):
-    """Counter storage, with the Redis URL as a file."""
+    """Counter storage: memory, or Redis (a standalone URL file, or a ``redis`` connection)."""
 
     type: Literal["memory", "redis"] = Field(default="memory", description="memory or redis.")
-    redis_url_file: str | None = Field(default=None, description="File holding the Redis URL.")
-    key_prefix: str = Field(default="sentient:rl:", description="Prefix of limiter keys.")
+    redis_url_file: str | None = Field(
+        default=None, description="File holding the Redis URL (standalone; the form older runtimes read)."
+    )
+    redis: RedisConnectionConfig | None = Field(
+        default=None, description="Redis connection in any mode; takes precedence over redisUrlFile."
+    )
+    key_prefix: str = Field(
+        default="sentient:rl:",
+        pattern=r"^[^{}]*$",
+        description="Prefix of limiter keys (no braces: they would break the Redis Cluster hash tags).",
+    )
+
+    def connection(self) -> RedisConnectionConfig | None:
+        """The Redis connection in force, whichever form the config used; None without one."""
+        return redis_connection(self.redis, self.redis_url_file)
 
 
 class RateLimitConfig(ConfigModel):
@@ -337,6 +443,13 @@ class SessionsRuntimeConfig(ConfigModel):
     ttl: Duration = "1h"
     max_turns: int = 50
     redis_url_file: str | None = None
+    redis: RedisConnectionConfig | None = Field(
+        default=None, description="Redis connection in any mode; takes precedence over redisUrlFile."
+    )
+
+    def connection(self) -> RedisConnectionConfig | None:
+        """The Redis connection in force, whichever form the config used; None without one."""
+        return redis_connection(self.redis, self.redis_url_file)
 
 
 class ServerLimits(ConfigModel):

@@ -33,6 +33,7 @@ from agent_runtime.guardrails.redaction import Redactor, configure_log_redaction
 from agent_runtime.limits.policy import build_limiter
 from agent_runtime.limits.provider_gate import build_provider_gate, provider_limits
 from agent_runtime.llm import LLMManager
+from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
 from agent_runtime.sessions import SessionStore, build_session_store
@@ -370,9 +371,10 @@ class Lifecycle:
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
             sessions_config = state.config.sessions
-            if sessions_config.store == "redis" and sessions_config.redis_url_file:
-                url = self.credentials.read(sessions_config.redis_url_file)
-                if url != getattr(state.sessions, "url", None):
+            connection = sessions_config.connection()
+            if sessions_config.store == "redis" and connection is not None:
+                target = try_resolve_target(connection, self.credentials.read)
+                if target != getattr(state.sessions, "target", None):
                     async with self._reload_lock:
                         current = self.state
                         sessions = build_session_store(

@@ -24,8 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.asyncio import RedisCluster
+
 from agent_runtime import metrics
 from agent_runtime.config import SessionsRuntimeConfig, parse_duration
+from agent_runtime.redis_connection import (
+    ClusterStart,
+    MasterWatch,
+    RedisConfigError,
+    RedisTarget,
+    resolve_target,
+)
 
 log = logging.getLogger("agent_runtime.sessions")
 
@@ -162,13 +171,27 @@ class RedisSessionStore:
     """Shared store: one Redis list per session, trimmed and expired atomically."""
 
     def __init__(
-        self, client: Any, ttl_seconds: float, max_turns: int, prefix: str, url: str | None = None
+        self,
+        client: Any,
+        ttl_seconds: float,
+        max_turns: int,
+        prefix: str,
+        url: str | None = None,
+        target: RedisTarget | None = None,
     ) -> None:
         self._redis = client
         self.url = url
+        self.target = target if target is not None else (RedisTarget.standalone(url) if url else None)
+        self._cluster_start = ClusterStart() if isinstance(client, RedisCluster) else None
+        self._master_watch = MasterWatch(getattr(client, "connection_pool", None))
         self.ttl = max(1, int(ttl_seconds))
         self.max_turns = max_turns
         self.prefix = prefix
+
+    async def _ready(self) -> None:
+        self._master_watch.start()
+        if self._cluster_start is not None:
+            await self._cluster_start.ready(self._redis)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: float, max_turns: int, prefix: str) -> RedisSessionStore:
@@ -178,6 +201,17 @@ class RedisSessionStore:
         client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return cls(client, ttl_seconds, max_turns, prefix, url=url)
 
+    @classmethod
+    def from_target(
+        cls, target: RedisTarget, ttl_seconds: float, max_turns: int, prefix: str
+    ) -> RedisSessionStore:
+        """A store on a Redis in any mode (standalone, Sentinel, Cluster).
+
+        One session is one key, so on a Cluster each read and each append (a MULTI on that
+        key) stays on the key's own slot.
+        """
+        return cls(target.client(), ttl_seconds, max_turns, prefix, url=target.url, target=target)
+
     def _key(self, session_id: str) -> str:
         return f"{self.prefix}{session_id}"
 
@@ -186,6 +220,7 @@ class RedisSessionStore:
         if not _valid_id(session_id):
             return []
         try:
+            await self._ready()
             raw = await self._redis.lrange(self._key(session_id), 0, -1)
         except Exception as exc:
             raise SessionStoreError(f"session store unavailable: {type(exc).__name__}") from exc
@@ -205,6 +240,7 @@ class RedisSessionStore:
         key = self._key(session_id)
         values = [json.dumps({"role": t.role, "content": t.content}) for t in turns]
         try:
+            await self._ready()
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, *values)
                 pipe.ltrim(key, -self.max_turns, -1)
@@ -215,6 +251,7 @@ class RedisSessionStore:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        self._master_watch.stop()
         await self._redis.aclose()
 
 
@@ -224,10 +261,16 @@ def build_session_store(
     """The store the config asks for; Redis needs its URL file to exist."""
     ttl = parse_duration(config.ttl).total_seconds()
     if config.store == "redis":
-        url = read_file(config.redis_url_file) if config.redis_url_file else None
-        if not url:
-            raise ValueError("sessions.store is redis but the Redis URL file is missing or empty")
-        return RedisSessionStore.from_url(url, ttl, config.max_turns, prefix=f"sentient:session:{agent}:")
+        connection = config.connection()
+        if connection is None:
+            raise ValueError("sessions.store is redis but no Redis connection is configured")
+        try:
+            target = resolve_target(connection, read_file)
+        except RedisConfigError as exc:
+            raise ValueError(f"sessions.store is redis but {exc}") from exc
+        return RedisSessionStore.from_target(
+            target, ttl, config.max_turns, prefix=f"sentient:session:{agent}:"
+        )
     return MemorySessionStore(ttl, config.max_turns)
 
 

@@ -288,3 +288,75 @@ def test_secret_values_never_in_repr() -> None:
     text = repr(make_inputs())
     for secret in ("caller-key-1", "audit-hmac-key", "sk-provider-secret"):
         assert secret not in text
+
+
+def test_cluster_and_sentinel_redis_render_files_and_connections() -> None:
+    policy = ResolvedPolicy(
+        namespace="team",
+        name="ha",
+        spec=RateLimitPolicySpec.model_validate(
+            {
+                "limits": {"requestsPerMinute": 60},
+                "backend": {
+                    "type": "redis",
+                    "redis": {
+                        "mode": "cluster",
+                        "cluster": {"nodes": ["redis-0.redis:6379", "redis-1.redis:6379"]},
+                        "username": "sentient",
+                        "passwordSecretRef": {"name": "redis", "key": "password"},
+                        "tls": {"caSecretRef": {"name": "redis", "key": "ca.pem"}},
+                        "keyPrefix": "team:rl:",
+                    },
+                },
+            }
+        ),
+        redis_files={"ratelimit-redis-password": "pw", "ratelimit-redis-ca.pem": "PEM"},
+    )
+    sessions = {
+        "store": "redis",
+        "redis": {
+            "mode": "sentinel",
+            "sentinel": {"addresses": ["s-0:26379", "s-1:26379"], "masterName": "m"},
+        },
+    }
+    inputs = replace(
+        make_inputs(sessions=sessions, rateLimitPolicyRef={"name": "ha"}),
+        policy=policy,
+    )
+    data = secret_data(credentials_secret(inputs))
+    assert data["ratelimit-redis-password"] == "pw" and data["ratelimit-redis-ca.pem"] == "PEM"
+    assert "ratelimit-redis-url" not in data and "sessions-redis-url" not in data
+    text = config_map(inputs)["data"]["config.yaml"]
+    assert "pw" not in text.split() and "PEM" not in text
+    config = parse_config(text)
+    assert config.rate_limit is not None
+    backend = config.rate_limit.backend
+    assert backend.redis_url_file is None and backend.key_prefix == "team:rl:"
+    assert backend.redis is not None and backend.connection() == backend.redis
+    assert backend.redis.mode == "cluster"
+    assert backend.redis.nodes == ["redis-0.redis:6379", "redis-1.redis:6379"]
+    assert backend.redis.username == "sentient"
+    assert backend.redis.password_file == "ratelimit-redis-password"
+    assert backend.redis.tls.enabled and backend.redis.tls.ca_file == "ratelimit-redis-ca.pem"
+    session_redis = config.sessions.redis
+    assert session_redis is not None and config.sessions.redis_url_file is None
+    assert session_redis.mode == "sentinel" and session_redis.master_name == "m"
+    assert session_redis.sentinels == ["s-0:26379", "s-1:26379"]
+    assert session_redis.password_file is None and not session_redis.tls.enabled
+
+
+def test_standalone_redis_renders_as_before() -> None:
+    """A standalone policy keeps the URL-file form: the same config text, so no rollout on upgrade."""
+    spec = RateLimitPolicySpec.model_validate(
+        {
+            "limits": {"requestsPerMinute": 60},
+            "backend": {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}},
+        }
+    )
+    policy = ResolvedPolicy(namespace="team", name="std", spec=spec, redis_url="redis://r:6379/0")
+    text = config_map(replace(make_inputs(rateLimitPolicyRef={"name": "std"}), policy=policy))["data"][
+        "config.yaml"
+    ]
+    backend = parse_config(text).rate_limit.backend  # type: ignore[union-attr]
+    assert backend.redis is None and backend.redis_url_file == "ratelimit-redis-url"
+    assert "mode:" not in text

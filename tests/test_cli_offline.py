@@ -291,3 +291,31 @@ def test_version_comes_from_the_package() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"sentient {expected['project']['version']}"
+
+
+REDIS_POLICY = """apiVersion: sentient.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: ha}
+spec:
+  limits: {requestsPerMinute: 60}
+  backend:
+    type: redis
+    redis:
+      mode: sentinel
+      cluster:
+        nodes: ["redis-0:6379"]
+"""
+
+
+def test_validate_knows_the_redis_modes() -> None:
+    _, problems = validate_text(REDIS_POLICY, "ha.yaml")
+    texts = [str(p) for p in problems]
+    # The rule's path points at the line of the redis object.
+    assert any(
+        t.startswith("ha.yaml:8: spec.backend.redis.sentinel: required when mode is sentinel") for t in texts
+    ), texts
+    fixed = REDIS_POLICY.replace(
+        '      cluster:\n        nodes: ["redis-0:6379"]\n',
+        '      sentinel: {addresses: ["s:26379"], masterName: m}\n',
+    )
+    assert validate_text(fixed, "ha.yaml")[1] == []

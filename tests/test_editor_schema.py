@@ -71,6 +71,15 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "guardrail-duplicate-names": UNIQUE_BY_KEY,
     "guardrail-moderation-without-service": DEPENDS,
     "guardrail-moderation-provider-not-in-chain": COMPARES,
+    "redis-standalone-without-url": DEPENDS,
+    "redis-cluster-without-nodes": DEPENDS,
+    "redis-sentinel-without-sentinel": DEPENDS,
+    "redis-cluster-with-url": DEPENDS,
+    "redis-standalone-with-password": DEPENDS,
+    "redis-sentinel-with-cluster-nodes": DEPENDS,
+    "redis-sessions-url-and-connection": EXACTLY_ONE,
+    "redis-sessions-cluster-without-nodes": DEPENDS,
+    "redis-sessions-standalone-with-tls": DEPENDS,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentient_operator.reconcile.cache import ClusterCache
-from sentient_operator.reconcile.policy import agents_using, policy_status
+from sentient_operator.reconcile.policy import agents_using, policy_references, policy_status
 
 cache = ClusterCache()
 
@@ -57,6 +57,27 @@ def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]
     (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "Valid")
     assert "redis://" not in ready["message"]
+
+
+def test_cluster_password_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    backend = {
+        "type": "redis",
+        "redis": {
+            "mode": "cluster",
+            "cluster": {"nodes": ["redis-0:6379"]},
+            "passwordSecretRef": {"name": "redis-cluster", "key": "password"},
+        },
+    }
+    assert policy_references(policy(backend)) == {("Secret", "team", "redis-cluster")}
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert "redis-cluster" in ready["message"] and "password" in ready["message"]
+    value = base64.b64encode(b"hunter2").decode()
+    cache.secrets.put(
+        {"metadata": {"namespace": "team", "name": "redis-cluster"}, "data": {"password": value}}
+    )
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Valid")
 
 
 def test_invalid_spec(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:

@@ -223,3 +223,51 @@ def test_provider_with_a_refused_key_is_a_warning_naming_it_not_a_blocker() -> N
     assert res.chain[0]["ready"] is False and res.chain[0]["reason"] == "Unauthorized"
     refused["status"]["conditions"][0]["status"] = "True"
     assert run(lookup, agent_spec()).warnings == []
+
+
+def test_cluster_and_sentinel_redis_secrets_are_resolved() -> None:
+    lookup = Dicts()
+    lookup.providers[("team", "openai")] = provider(credentials=False)
+    policy_spec: dict[str, Any] = {
+        "limits": {"requestsPerMinute": 10},
+        "backend": {
+            "type": "redis",
+            "redis": {
+                "mode": "sentinel",
+                "sentinel": {
+                    "addresses": ["sentinel:26379"],
+                    "masterName": "m",
+                    "passwordSecretRef": {"name": "redis", "key": "sentinel-password"},
+                },
+                "passwordSecretRef": {"name": "redis", "key": "password"},
+                "tls": {"caSecretRef": {"name": "redis-ca", "key": "ca.pem"}},
+            },
+        },
+    }
+    lookup.policies[("team", "std")] = {"spec": policy_spec}
+    sessions = {
+        "store": "redis",
+        "redis": {
+            "mode": "cluster",
+            "cluster": {"nodes": ["redis-0:6379"]},
+            "passwordSecretRef": {"name": "sessions-redis", "key": "pw"},
+        },
+    }
+    spec = agent_spec(rateLimitPolicyRef={"name": "std"}, sessions=sessions)
+    lookup.secrets[("team", "redis")] = {"password": "p1", "sentinel-password": "s1"}
+    res = run(lookup, spec)
+    # Every referenced key must exist: the CA Secret and the sessions password are still missing.
+    assert reasons(res) == ["SecretNotFound", "SecretNotFound"]
+    assert all("p1" not in p.message and "s1" not in p.message for p in res.problems)
+    lookup.secrets[("team", "redis-ca")] = {"ca.pem": "PEM"}
+    lookup.secrets[("team", "sessions-redis")] = {"pw": "p2"}
+    res = run(lookup, spec)
+    assert res.ok and res.inputs is not None and res.inputs.policy is not None
+    assert res.inputs.policy.redis_url is None
+    assert res.inputs.policy.redis_files == {
+        "ratelimit-redis-password": "p1",
+        "ratelimit-redis-sentinel-password": "s1",
+        "ratelimit-redis-ca.pem": "PEM",
+    }
+    assert res.inputs.sessions_redis_url is None
+    assert res.inputs.sessions_redis_files == {"sessions-redis-password": "p2"}

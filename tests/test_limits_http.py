@@ -27,11 +27,11 @@ from tests.support.redis_server import RedisServer, redis_or_skip
 from tests.support.runtime import (
     InProcessRuntime,
     RuntimeFiles,
-    RuntimeProcess,
     chain_entry,
     default_credentials,
-    free_ports,
+    fire_chats,
     make_config,
+    runtime_fleet,
 )
 
 KEY = "alice-secret-key"
@@ -79,45 +79,12 @@ def _limit_is(runtime: InProcessRuntime, rpm: int) -> bool:
     return rate_limit is not None and rate_limit.limits.requests_per_minute == rpm
 
 
-def _ready(url: str) -> bool:
-    return httpx.get(f"{url}/ready").status_code == 200
-
-
-async def _fire(urls: list[str], n: int) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def one(i: int) -> httpx.Response:
-            return await client.post(
-                f"{urls[i % len(urls)]}/v1/chat/completions",
-                json=chat(f"request {i}"),
-                headers={"x-api-key": KEY},
-            )
-
-        return await asyncio.gather(*(one(i) for i in range(n)))
-
-
 def test_exactly_60_of_600_across_three_runtime_processes(tmp_path: Path, redis_server: RedisServer) -> None:
     credentials = redis_credentials(redis_server, flush=True)
     with FakeUpstream("openai") as fake:
-        runtimes: list[RuntimeProcess] = []
-        try:
-            for i, (port, metrics_port) in enumerate(zip(free_ports(3), free_ports(3), strict=True)):
-                config = make_config(
-                    chain=[chain_entry(fake)],
-                    port=port,
-                    metrics_port=metrics_port,
-                    rate_limit=policy({"requestsPerMinute": 60}),
-                )
-                files = RuntimeFiles(tmp_path / f"r{i}", config, credentials)
-                runtimes.append(RuntimeProcess(files, tmp_path / f"runtime-{i}.log").start())
-            urls = [runtime.url for runtime in runtimes]
-            for url in urls:
-                assert wait_until(functools.partial(_ready, url), timeout=30)
-            responses = asyncio.run(_fire(urls, 600))
-        finally:
-            for runtime in runtimes:
-                runtime.stop()
+        config = {"chain": [chain_entry(fake)], "rate_limit": policy({"requestsPerMinute": 60})}
+        with runtime_fleet(tmp_path, 3, credentials, **config) as runtimes:
+            responses = asyncio.run(fire_chats([runtime.url for runtime in runtimes], 600, KEY))
         statuses = Counter(r.status_code for r in responses)
         upstream_requests = fake.state.requests
     print(f"\nHTTP exactness: {dict(statuses)}; upstream saw {upstream_requests} requests")

@@ -120,3 +120,54 @@ def test_the_runtime_starts_on_a_config_with_unknown_fields(tmp_path: Path) -> N
     output = log_path.read_text()
     assert "ignoring fields this runtime does not know" in output
     assert "llm.chain[0].timeouts.keepalive" in output
+
+
+def _rate_limit(redis: dict[str, object]) -> dict[str, object]:
+    return {
+        "policy": "ns/p",
+        "limits": {"requestsPerMinute": 5},
+        "backend": {"type": "redis", "redis": redis},
+    }
+
+
+@pytest.mark.parametrize(
+    ("redis", "fragment"),
+    [
+        ({"mode": "cluster"}, "cluster mode needs at least one seed node"),
+        ({"mode": "sentinel", "sentinels": ["s:26379"]}, "sentinel mode needs sentinels and masterName"),
+        ({"mode": "standalone"}, "standalone mode needs urlFile"),
+        ({"mode": "cluster", "nodes": ["no-port"]}, "nodes.0"),
+        ({"mode": "ring", "nodes": ["a:1"]}, "mode"),
+    ],
+)
+def test_redis_connections_are_checked(redis: dict[str, object], fragment: str) -> None:
+    data = yaml.safe_load(dump_config(make_config()))
+    data["rateLimit"] = _rate_limit(redis)
+    with pytest.raises(ValidationError) as info:
+        parse_config(yaml.safe_dump(data))
+    assert fragment in str(info.value)
+
+
+def test_redis_connections_parse_and_a_url_file_is_standalone() -> None:
+    data = yaml.safe_load(dump_config(make_config()))
+    data["rateLimit"] = _rate_limit(
+        {
+            "mode": "sentinel",
+            "sentinels": ["s-0:26379", "[fd00::1]:26379"],
+            "masterName": "m",
+            "passwordFile": "pw",
+        }
+    )
+    data["sessions"] = {"store": "redis", "redisUrlFile": "sessions-redis-url"}
+    config = parse_config(yaml.safe_dump(data))
+    assert config.rate_limit is not None
+    connection = config.rate_limit.backend.connection()
+    assert connection is not None and connection.master_name == "m" and connection.password_file == "pw"
+    standalone = config.sessions.connection()
+    assert standalone is not None and (standalone.mode, standalone.url_file) == (
+        "standalone",
+        "sessions-redis-url",
+    )
+    data["rateLimit"]["backend"]["keyPrefix"] = "a{b}:"
+    with pytest.raises(ValidationError):
+        parse_config(yaml.safe_dump(data))

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from agent_runtime.config import CountBy, RateLimitConfig
 from agent_runtime.limits.base import US_PER_S, Backend, Decision, LimitSpec, Refusal
 from agent_runtime.limits.memory import MemoryBackend
+from agent_runtime.redis_connection import RedisTarget, try_resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -385,10 +386,10 @@ class RateLimiter:
     async def reload(self, config: RateLimitConfig | None, read_file: Callable[[str], str | None]) -> None:
         """Apply an edited policy. Counters survive: the same backend is kept unless its location changed."""
         if config is not None and self._config is not None and config.backend == self._config.backend:
-            same_url = True
+            same_place = True
             if config.backend.type == "redis":
-                same_url = _redis_url(config, read_file) == getattr(self._backend, "url", None)
-            if same_url:
+                same_place = redis_target(config, read_file) == getattr(self._backend, "target", None)
+            if same_place:
                 self._config = config
                 self._build_specs()
                 return
@@ -407,11 +408,9 @@ class RateLimiter:
         self._retired.clear()
 
 
-def _redis_url(config: RateLimitConfig, read_file: Callable[[str], str | None]) -> str | None:
-    if config.backend.redis_url_file is None:
-        return None
-    text = read_file(config.backend.redis_url_file)
-    return text.strip() if text else None
+def redis_target(config: RateLimitConfig, read_file: Callable[[str], str | None]) -> RedisTarget | None:
+    """The policy's Redis with its files read; None when a file is missing (Redis counts as down)."""
+    return try_resolve_target(config.backend.connection(), read_file)
 
 
 def _make_backend(config: RateLimitConfig | None, read_file: Callable[[str], str | None]) -> Backend | None:
@@ -420,8 +419,9 @@ def _make_backend(config: RateLimitConfig | None, read_file: Callable[[str], str
     if config.backend.type == "redis":
         from agent_runtime.limits.redis import ResilientRedisBackend
 
-        url = _redis_url(config, read_file)
-        return ResilientRedisBackend(url, fail_open=config.on_redis_unavailable == "failOpen")
+        return ResilientRedisBackend(
+            None, target=redis_target(config, read_file), fail_open=config.on_redis_unavailable == "failOpen"
+        )
     return MemoryBackend()
 
 

@@ -21,6 +21,7 @@ from agent_runtime.limits.base import Backend, LimitSpec
 from agent_runtime.limits.memory import MemoryBackend
 from agent_runtime.limits.redis import ResilientRedisBackend
 from agent_runtime.metrics import RATE_LIMIT_REJECTIONS
+from agent_runtime.redis_connection import try_resolve_target
 
 DEFAULT_PROVIDER_PREFIX = "sentient:rl:"
 
@@ -88,9 +89,9 @@ def build_provider_gate(
 ) -> ProviderGate:
     """A gate for the chain's provider quotas, on the policy's Redis when it uses one."""
     limits = provider_limits(llm)
-    if rate_limit is not None and rate_limit.backend.type == "redis" and rate_limit.backend.redis_url_file:
-        text = read_file(rate_limit.backend.redis_url_file)
-        url = text.strip() if text else None
-        backend: Backend = ResilientRedisBackend(url, fail_open=True, report_metric=False)
+    connection = rate_limit.backend.connection() if rate_limit is not None else None
+    if rate_limit is not None and rate_limit.backend.type == "redis" and connection is not None:
+        target = try_resolve_target(connection, read_file)
+        backend: Backend = ResilientRedisBackend(None, target=target, fail_open=True, report_metric=False)
         return ProviderGate(limits, backend, key_prefix=rate_limit.backend.key_prefix)
     return ProviderGate(limits)

@@ -21,10 +21,10 @@ from collections import deque
 from importlib import resources
 
 from redis import exceptions as redis_errors
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from agent_runtime.limits.base import (
     DEFAULT_LEASE_US,
@@ -35,14 +35,16 @@ from agent_runtime.limits.base import (
 )
 from agent_runtime.limits.memory import MemoryBackend
 from agent_runtime.metrics import RATE_LIMIT_BACKEND_DEGRADED
+from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarget
 
 log = logging.getLogger(__name__)
 
 ADMIT_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_admit.lua").read_text()
 SETTLE_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_settle.lua").read_text()
 
-# Errors that mean "Redis cannot answer now" (down, restarting, loading, overloaded, timed out).
-UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
+# Errors that mean "Redis cannot answer now" (down, restarting, loading, overloaded, timed out;
+# for a Cluster also "no node reachable" and "slot not covered", which are not RedisErrors).
+UNAVAILABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
 def _sha(source: str) -> str:
@@ -55,37 +57,60 @@ def window_keys(key: str) -> list[str]:
 
 
 class RedisBackend:
-    """Counters in Redis, through a bounded connection pool."""
+    """Counters in Redis (standalone, Sentinel or Cluster), through a bounded connection pool."""
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         *,
+        target: RedisTarget | None = None,
         max_connections: int = 32,
         lease_us: int = DEFAULT_LEASE_US,
         socket_timeout: float = 2.0,
         connect_timeout: float = 2.0,
     ) -> None:
-        """Connect lazily to ``url`` (``redis://`` or ``rediss://``).
+        """Connect lazily to ``url`` (``redis://`` or ``rediss://``), or to ``target`` in any mode.
 
         The timeouts run on the event loop's clock: a loop busy with a burst of requests on a
         loaded node delays them too, and a tight value would mistake a busy replica for an
         outage (and fall back to per-replica limits). An unreachable Redis usually fails at
         once (connection refused); only a silent network costs the timeout, once per probe.
         """
-        self.url = url
+        if target is None:
+            if url is None:
+                raise ValueError("RedisBackend needs a url or a target")
+            target = RedisTarget.standalone(url)
+        self.target = target
+        self.url = target.url
         self._lease_us = lease_us
         # A burst of admissions queues, in order, on a semaphore sized like the pool instead of
         # opening hundreds of connections. (redis-py's BlockingConnectionPool is not fair: under a
         # sustained burst one waiter can starve past its timeout, which would read as an outage.)
         self._slots = asyncio.Semaphore(max_connections)
-        self._pool: ConnectionPool = ConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # Cluster goes through redis-py's RedisCluster (slot map, MOVED/ASK); standalone and
+        # Sentinel through a plain pool (a Sentinel pool finds the master on each new connection).
+        self._cluster: RedisCluster | None = None
+        self._cluster_start = ClusterStart()
+        self._script_lock = asyncio.Lock()
+        self._script_loads = 0
+        self._pool: ConnectionPool | None = None
+        if target.mode == "cluster":
+            cluster = target.client(
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+            )
+            assert isinstance(cluster, RedisCluster)
+            self._cluster = cluster
+        else:
+            self._pool = target.connection_pool(
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        # Sentinel: keeps the pooled connections on the current master (started by the first command).
+        self._master_watch = MasterWatch(self._pool)
         self._admit_sha = _sha(ADMIT_LUA)
         self._settle_sha = _sha(SETTLE_LUA)
 
@@ -97,6 +122,7 @@ class RedisBackend:
         CPU as the round trip itself. A repeated script is harmless: a repeated admission only
         over-counts, and settle is idempotent.
         """
+        assert self._pool is not None
         conn = await self._pool.get_connection()  # type: ignore[call-arg]
         try:
             for attempt in (0, 1):
@@ -115,10 +141,35 @@ class RedisBackend:
                     raise
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
+            if self._master_watch.stale(conn):
+                # Still on a master the Sentinels have replaced: reconnect on next use.
+                await conn.disconnect()
             await self._pool.release(conn)
+
+    async def _run_on_cluster(
+        self, cluster: RedisCluster, source: str, sha: str, keys: list[str], args: list[str | int]
+    ) -> object:
+        # Every key of one call shares a hash tag, so RedisCluster routes it to one slot's primary.
+        await self._cluster_start.ready(cluster)
+        loads = self._script_loads
+        try:
+            return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A primary that never saw the script (new, restarted or just promoted): load it on all,
+            # once for a whole burst of callers that all met NOSCRIPT (many concurrent loads also
+            # trip redis-py's connection setup).
+            async with self._script_lock:
+                if self._script_loads == loads:
+                    await cluster.script_load(ADMIT_LUA)  # type: ignore[attr-defined]  # (types-redis lags)
+                    await cluster.script_load(SETTLE_LUA)  # type: ignore[attr-defined]
+                    self._script_loads += 1
+            return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
         async with self._slots:
+            if self._cluster is not None:
+                return await self._run_on_cluster(self._cluster, source, sha, keys, args)
+            self._master_watch.start()
             try:
                 return await self._command("EVALSHA", sha, len(keys), *keys, *args)
             except NoScriptError:
@@ -174,7 +225,11 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         """Close pooled connections."""
-        await self._pool.disconnect()
+        self._master_watch.stop()
+        if self._cluster is not None:
+            await self._cluster.aclose()  # type: ignore[attr-defined]  # (types-redis lags redis-py)
+        if self._pool is not None:
+            await self._pool.disconnect()
 
 
 class ResilientRedisBackend:
@@ -194,17 +249,23 @@ class ResilientRedisBackend:
         local: MemoryBackend | None = None,
         redis: RedisBackend | None = None,
         report_metric: bool = True,
+        target: RedisTarget | None = None,
     ) -> None:
-        """Wrap a Redis backend at ``url``; a missing URL counts as Redis unavailable.
+        """Wrap a Redis backend at ``url`` (or ``target``, any mode); neither counts as Redis unavailable.
 
         ``report_metric`` False keeps a secondary user (the provider gate) off the degraded gauge.
         """
         self._report = report_metric
-        self.url = url
+        if target is None and url:
+            target = RedisTarget.standalone(url)
+        if target is None and redis is not None:
+            target = redis.target
+        self.target = target
+        self.url = url if target is None else target.url
         self.fail_open = fail_open
         self._probe_interval = probe_interval
         self.local = local if local is not None else MemoryBackend()
-        self.redis = redis if redis is not None else (RedisBackend(url) if url else None)
+        self.redis = redis if redis is not None else (RedisBackend(target=target) if target else None)
         self._down_until = 0.0
         # Settles that could not reach Redis, replayed when it answers again (settle is idempotent
         # on the server, so a replay of one that did land changes nothing).
@@ -214,8 +275,11 @@ class ResilientRedisBackend:
         self._gauge(self.degraded)
         if self.redis is None:
             log.error(
-                "rate limiting: no Redis URL; %s", "local limiter" if fail_open else "refusing with 503"
+                "rate limiting: no Redis connection (a Redis file of the credentials is missing); %s",
+                "local limiter" if fail_open else "refusing with 503",
             )
+        else:
+            log.info("rate limiting: Redis %s", self.redis.target.describe())
 
     def _gauge(self, degraded: bool) -> None:
         if self._report:

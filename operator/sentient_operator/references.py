@@ -15,9 +15,20 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from agent_runtime.config import (
+    RATE_LIMIT_REDIS,
+    RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_REDIS,
+    SESSIONS_REDIS_URL_FILE,
+    redis_ca_file,
+    redis_password_file,
+    redis_sentinel_password_file,
+    redis_url_file,
+)
 from sentient_operator.api.v1alpha1 import (
     LLMProviderSpec,
     RateLimitPolicySpec,
+    RedisConnection,
     SecretKeyRef,
     SentientAgentSpec,
 )
@@ -281,7 +292,7 @@ def _resolve_policy(
             )
         )
         return None
-    redis_url: str | None = None
+    redis_files: dict[str, str] = {}
     if policy_spec.backend.type == "redis":
         if policy_spec.backend.redis is None:
             problems.append(
@@ -292,17 +303,54 @@ def _resolve_policy(
                 )
             )
             return None
-        # The Redis Secret is read in the policy's namespace: the policy owner granted its use.
-        redis_url = _secret_value(
+        # The Redis Secrets are read in the policy's namespace: the policy owner granted their use.
+        resolved = _resolve_redis(
             lookup,
-            policy_spec.backend.redis.address_secret_ref,
+            policy_spec.backend.redis,
             namespace,
             f"Redis of RateLimitPolicy {namespace}/{ref.name}",
+            RATE_LIMIT_REDIS,
             problems,
         )
-        if redis_url is None:
+        if resolved is None:
             return None
-    return ResolvedPolicy(namespace=namespace, name=ref.name, spec=policy_spec, redis_url=redis_url)
+        redis_files = resolved
+    return ResolvedPolicy(
+        namespace=namespace,
+        name=ref.name,
+        spec=policy_spec,
+        redis_url=redis_files.pop(RATE_LIMIT_REDIS_URL_FILE, None),
+        redis_files=redis_files,
+    )
+
+
+def _resolve_redis(
+    lookup: Lookup, connection: RedisConnection, namespace: str, what: str, use: str, problems: list[Problem]
+) -> dict[str, str] | None:
+    """The bound-Secret entries of one Redis connection (file name -> value), or None on a problem."""
+    wanted: list[tuple[str, SecretKeyRef | None, str]] = [
+        (redis_url_file(use), connection.address_secret_ref, what),
+        (redis_password_file(use), connection.password_secret_ref, f"{what} (password)"),
+    ]
+    if connection.sentinel is not None:
+        wanted.append(
+            (
+                redis_sentinel_password_file(use),
+                connection.sentinel.password_secret_ref,
+                f"{what} (Sentinel password)",
+            )
+        )
+    if connection.tls is not None:
+        wanted.append((redis_ca_file(use), connection.tls.ca_secret_ref, f"{what} (CA)"))
+    files: dict[str, str] = {}
+    for file_name, ref, label in wanted:
+        if ref is None:
+            continue
+        value = _secret_value(lookup, ref, namespace, label, problems)
+        if value is None:
+            return None
+        files[file_name] = value
+    return files
 
 
 def _resolve_api_keys(
@@ -383,16 +431,22 @@ def resolve(
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
     sessions_redis_url: str | None = None
+    sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
-        ref = spec.sessions.redis_secret_ref
-        if ref is None:
+        connection = spec.sessions.connection()
+        if connection is None:
             problems.append(
                 Problem(
-                    CONFIG_RESOLVED, "SessionsInvalid", "sessions.store is redis but redisSecretRef is unset"
+                    CONFIG_RESOLVED, "SessionsInvalid", "sessions.store is redis but no Redis is configured"
                 )
             )
         else:
-            sessions_redis_url = _secret_value(lookup, ref, namespace, "sessions Redis", problems)
+            resolved = _resolve_redis(
+                lookup, connection, namespace, "sessions Redis", SESSIONS_REDIS, problems
+            )
+            if resolved is not None:
+                sessions_redis_url = resolved.pop(SESSIONS_REDIS_URL_FILE, None)
+                sessions_redis_files = resolved
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -406,6 +460,7 @@ def resolve(
         system_prompt=prompt,
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
+        sessions_redis_files=sessions_redis_files,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

@@ -57,6 +57,24 @@ AZURE = {"vaultURL": "https://v.vault.azure.net/", "secretName": "k", "auth": {"
 AWS = {"region": "eu-west-1", "secretId": "llm/key"}
 K8S_SECRET = {"name": "key", "key": "apiKey"}
 CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
+REDIS_URL_REF = {"name": "redis", "key": "url"}
+REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
+REDIS_CLUSTER: dict[str, Any] = {
+    "mode": "cluster",
+    "cluster": {"nodes": ["redis-0.redis:6379", "redis-1.redis:6379", "10.0.0.7:6379", "[fd00::7]:6379"]},
+    "passwordSecretRef": {"name": "redis", "key": "password"},
+    "tls": {"caSecretRef": {"name": "redis", "key": "ca.pem"}},
+}
+REDIS_SENTINEL: dict[str, Any] = {
+    "mode": "sentinel",
+    "sentinel": {
+        "addresses": [REDIS_SENTINEL_ADDRESS],
+        "masterName": "mymaster",
+        "passwordSecretRef": {"name": "redis", "key": "sentinel-password"},
+    },
+    "username": "sentient",
+    "passwordSecretRef": {"name": "redis", "key": "password"},
+}
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +298,102 @@ INVALID: list[Invalid] = [
         api.BACKEND_MEMORY_MESSAGE,
     ),
     Invalid(
+        "redis-standalone-without-url",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"keyPrefix": "x:"}}}),
+        api.POLICY_REDIS_MESSAGES.standalone,
+    ),
+    Invalid(
+        "redis-cluster-without-nodes",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"mode": "cluster"}}}),
+        api.POLICY_REDIS_MESSAGES.cluster,
+    ),
+    Invalid(
+        "redis-cluster-empty-nodes",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"mode": "cluster", "cluster": {"nodes": []}}}}),
+        "spec.backend.redis.cluster.nodes",
+    ),
+    Invalid(
+        "redis-cluster-node-without-port",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"mode": "cluster", "cluster": {"nodes": ["redis-0"]}}}}),
+        "spec.backend.redis.cluster.nodes",
+    ),
+    Invalid(
+        "redis-sentinel-without-sentinel",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"mode": "sentinel"}}}),
+        api.POLICY_REDIS_MESSAGES.sentinel,
+    ),
+    Invalid(
+        "redis-sentinel-without-master-name",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": {"mode": "sentinel", "sentinel": {"addresses": [REDIS_SENTINEL_ADDRESS]}},
+                }
+            }
+        ),
+        "spec.backend.redis.sentinel.masterName",
+    ),
+    Invalid(
+        "redis-cluster-with-url",
+        POLICY,
+        _p(
+            {"backend": {"type": "redis", "redis": merge(REDIS_CLUSTER, {"addressSecretRef": REDIS_URL_REF})}}
+        ),
+        api.POLICY_REDIS_MESSAGES.address,
+    ),
+    Invalid(
+        "redis-standalone-with-password",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": {"addressSecretRef": REDIS_URL_REF, "passwordSecretRef": REDIS_URL_REF},
+                }
+            }
+        ),
+        api.POLICY_REDIS_MESSAGES.standalone_extra,
+    ),
+    Invalid(
+        "redis-sentinel-with-cluster-nodes",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": merge(REDIS_SENTINEL, {"cluster": REDIS_CLUSTER["cluster"]}),
+                }
+            }
+        ),
+        api.POLICY_REDIS_MESSAGES.mode_fields,
+    ),
+    Invalid(
+        "redis-unknown-mode",
+        POLICY,
+        _p({"backend": {"type": "redis", "redis": {"mode": "replicated"}}}),
+        "spec.backend.redis.mode",
+    ),
+    Invalid(
+        "redis-key-prefix-with-braces",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": {"addressSecretRef": REDIS_URL_REF, "keyPrefix": "rl:{x}:"},
+                }
+            }
+        ),
+        "spec.backend.redis.keyPrefix",
+    ),
+    Invalid(
         "duplicate-tier-names",
         POLICY,
         _p(
@@ -383,6 +497,30 @@ INVALID: list[Invalid] = [
         "redis-sessions-without-url", AGENT, _p({"sessions": {"store": "redis"}}), api.SESSIONS_REDIS_MESSAGE
     ),
     Invalid("session-ttl-forever", AGENT, _p({"sessions": {"ttl": "forever"}}), "spec.sessions.ttl"),
+    Invalid(
+        "redis-sessions-url-and-connection",
+        AGENT,
+        _p({"sessions": {"store": "redis", "redisSecretRef": REDIS_URL_REF, "redis": REDIS_SENTINEL}}),
+        api.SESSIONS_REDIS_BOTH_MESSAGE,
+    ),
+    Invalid(
+        "redis-sessions-cluster-without-nodes",
+        AGENT,
+        _p({"sessions": {"store": "redis", "redis": {"mode": "cluster"}}}),
+        api.SESSIONS_REDIS_MESSAGES.cluster,
+    ),
+    Invalid(
+        "redis-sessions-standalone-with-tls",
+        AGENT,
+        _p({"sessions": {"store": "redis", "redis": {"addressSecretRef": REDIS_URL_REF, "tls": {}}}}),
+        api.SESSIONS_REDIS_MESSAGES.standalone_extra,
+    ),
+    Invalid(
+        "redis-sessions-sentinel-without-addresses",
+        AGENT,
+        _p({"sessions": {"store": "redis", "redis": {"mode": "sentinel", "sentinel": {"masterName": "m"}}}}),
+        "spec.sessions.redis.sentinel.addresses",
+    ),
     Invalid("service-port-out-of-range", AGENT, _p({"service": {"port": 70000}}), "spec.service.port"),
     Invalid(
         "service-type-external-name", AGENT, _p({"service": {"type": "ExternalName"}}), "spec.service.type"
@@ -490,6 +628,9 @@ INVALID: list[Invalid] = [
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("provider", PROVIDER),
     ("policy", POLICY),
+    ("policy-redis-cluster", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_CLUSTER}}))),
+    ("policy-redis-sentinel", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_SENTINEL}}))),
+    ("agent-sessions-sentinel", merge(AGENT, _p({"sessions": {"store": "redis", "redis": REDIS_SENTINEL}}))),
     ("agent", AGENT),
     ("keyless-compatible", merge(PROVIDER, _p({"credentials": None}))),
     ("vault", merge(PROVIDER, _p({"credentials": {"secretRef": None, "vault": VAULT}}))),

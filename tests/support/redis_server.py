@@ -11,7 +11,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,12 +37,30 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process in its own temporary directory."""
 
-    def __init__(self, port: int | None = None) -> None:
-        """Choose a free port now; nothing runs until ``start``."""
+    def __init__(
+        self, port: int | None = None, *, extra_args: Sequence[str] = (), config_text: str | None = None
+    ) -> None:
+        """Choose a free port now; nothing runs until ``start``.
+
+        ``extra_args`` go after the common options (``--cluster-enabled yes``, ``--replicaof ...``);
+        ``config_text`` is written to a config file given first (Sentinel needs one it can rewrite).
+        """
         self.binary = redis_server_binary()
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self._dir = Path(tempfile.mkdtemp(prefix="sentient-redis-"))
+        self._config_text = config_text
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:port``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def directory(self) -> Path:
+        """The server's working directory (its log is ``redis.log`` there)."""
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -58,8 +76,15 @@ class RedisServer:
         """Start (or restart on the same port) and wait until it accepts connections."""
         if self.running:
             return self
+        config: list[str] = []
+        if self._config_text is not None:
+            path = self._dir / "redis.conf"
+            if not path.exists():  # Sentinel rewrites its file; a restart keeps what it learnt
+                path.write_text(self._config_text)
+            config = [str(path)]
         args = [
             self.binary,
+            *config,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -69,6 +94,7 @@ class RedisServer:
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", str(self._dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -8,15 +8,18 @@ with each key a symlink through ``..data``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from agent_runtime.app import AgentRuntime
@@ -313,3 +316,46 @@ def free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
+
+
+@contextlib.contextmanager
+def runtime_fleet(
+    root: Path, count: int, credentials: Mapping[str, str], **config: Any
+) -> Iterator[list[RuntimeProcess]]:
+    """``count`` ``python -m agent_runtime`` processes on free ports with the same config, ready.
+
+    ``config`` goes to :func:`make_config` (the ports are chosen here); stopped on exit.
+    """
+    from agent_runtime.testing import wait_until
+
+    runtimes: list[RuntimeProcess] = []
+    try:
+        for i, (port, metrics_port) in enumerate(zip(free_ports(count), free_ports(count), strict=True)):
+            files = RuntimeFiles(
+                root / f"r{i}", make_config(port=port, metrics_port=metrics_port, **config), credentials
+            )
+            runtimes.append(RuntimeProcess(files, root / f"runtime-{i}.log").start())
+        for runtime in runtimes:
+            assert wait_until(functools.partial(_ready, runtime.url), timeout=30)
+        yield runtimes
+    finally:
+        for runtime in runtimes:
+            runtime.stop()
+
+
+def _ready(url: str) -> bool:
+    return httpx.get(f"{url}/ready").status_code == 200
+
+
+async def fire_chats(urls: list[str], n: int, api_key: str) -> list[httpx.Response]:
+    """``n`` concurrent chat completions, round-robin over ``urls``, each with its own content."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> httpx.Response:
+            body = {"model": "fake-model", "messages": [{"role": "user", "content": f"request {i}"}]}
+            return await client.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers={"x-api-key": api_key}
+            )
+
+        return await asyncio.gather(*(one(i) for i in range(n)))

@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
+from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
 from agent_runtime.config import check_patterns
 from agent_runtime.config import duration_seconds as duration_seconds
@@ -64,6 +65,7 @@ NamespaceOrAll = Annotated[
     str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", min_length=1, max_length=63)
 ]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
+HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN, min_length=3, max_length=261)]
 
 
 class CelRule(NamedTuple):
@@ -813,14 +815,195 @@ class Tier(Model):
     )
 
 
-class RedisBackend(Model):
-    """Where Redis is."""
+class RedisMode(StrEnum):
+    """How Redis is deployed."""
 
-    address_secret_ref: SecretKeyRef = Field(
-        description="Secret key holding the Redis URL (redis://[:password@]host:port/db or rediss://...)."
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+    SENTINEL = "sentinel"
+
+
+class RedisTLS(Model):
+    """TLS towards Redis in cluster and sentinel mode (its presence turns TLS on)."""
+
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a PEM CA bundle for the servers' certificates; the system trust store when unset.",
     )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Skip certificate verification. Only for testing; never in production."
+    )
+
+
+class RedisClusterNodes(Model):
+    """Seed nodes of a Redis Cluster: any few of its nodes; the rest is discovered."""
+
+    nodes: list[HostPort] = Field(
+        min_length=1,
+        max_length=64,
+        description="host:port of seed nodes (a headless Service name works: every address it resolves to is tried).",
+        json_schema_extra=list_type_set(),
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> RedisClusterNodes:
+        _check_unique(self.nodes, "cluster.nodes")
+        return self
+
+
+class RedisSentinel(Model):
+    """The Sentinels that watch the master and the name they know it by."""
+
+    addresses: list[HostPort] = Field(
+        min_length=1,
+        max_length=64,
+        description="host:port of the Sentinels.",
+        json_schema_extra=list_type_set(),
+    )
+    master_name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Name of the monitored master (sentinel monitor <name> ...).",
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Sentinels' own password, when they require one."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> RedisSentinel:
+        _check_unique(self.addresses, "sentinel.addresses")
+        return self
+
+
+class RedisMessages(NamedTuple):
+    """The messages of the cross-field rules of one ``redis`` object, naming its path."""
+
+    standalone: str
+    cluster: str
+    sentinel: str
+    address: str
+    standalone_extra: str
+    mode_fields: str
+
+
+def redis_messages(path: str) -> RedisMessages:
+    """Messages of the ``redis`` object at ``path`` (the same rules, at two places of the API)."""
+    return RedisMessages(
+        standalone=f"{path}.addressSecretRef: required in standalone mode (the whole URL: password, rediss:// for TLS)",
+        cluster=f"{path}.cluster: required when mode is cluster",
+        sentinel=f"{path}.sentinel: required when mode is sentinel",
+        address=f"{path}.addressSecretRef: only in standalone mode (cluster and sentinel take passwordSecretRef and tls)",
+        standalone_extra=f"{path}: username, passwordSecretRef and tls are not for standalone mode (put them in the URL)",
+        mode_fields=f"{path}: cluster and sentinel are each only for their own mode",
+    )
+
+
+def redis_rules(messages: RedisMessages) -> dict[str, Any]:
+    """The CEL rules of a ``redis`` object, worded with ``messages``."""
+    return cel(
+        CelRule("self.mode != 'standalone' || has(self.addressSecretRef)", messages.standalone),
+        CelRule("self.mode != 'cluster' || has(self.cluster)", messages.cluster),
+        CelRule("self.mode != 'sentinel' || has(self.sentinel)", messages.sentinel),
+        CelRule("self.mode == 'standalone' || !has(self.addressSecretRef)", messages.address),
+        CelRule(
+            "self.mode != 'standalone' || (!has(self.username) && !has(self.passwordSecretRef) && !has(self.tls))",
+            messages.standalone_extra,
+        ),
+        CelRule(
+            "(!has(self.cluster) || self.mode == 'cluster') && (!has(self.sentinel) || self.mode == 'sentinel')",
+            messages.mode_fields,
+        ),
+    )
+
+
+POLICY_REDIS_MESSAGES = redis_messages("spec.backend.redis")
+SESSIONS_REDIS_MESSAGES = redis_messages("spec.sessions.redis")
+
+
+class RedisConnection(Model):
+    """Where Redis is and how to log in: one server, a Redis Cluster, or a master behind Sentinels."""
+
+    # Where the object sits in the API, for the messages of its rules (each subclass says).
+    MESSAGES: ClassVar[RedisMessages] = SESSIONS_REDIS_MESSAGES
+    model_config = ConfigDict(json_schema_extra=redis_rules(SESSIONS_REDIS_MESSAGES))
+
+    mode: RedisMode = Field(
+        default=RedisMode.STANDALONE,
+        description=(
+            "standalone (one server), cluster (Redis Cluster: keys are hash-tagged so that each atomic "
+            "update stays on one slot) or sentinel (a master found through Sentinels and followed across failovers)."
+        ),
+    )
+    address_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="standalone: Secret key holding the Redis URL (redis://[:password@]host:port/db or rediss://...).",
+    )
+    cluster: RedisClusterNodes | None = Field(default=None, description="cluster: the seed nodes.")
+    sentinel: RedisSentinel | None = Field(
+        default=None, description="sentinel: the Sentinels and the master's name."
+    )
+    username: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME, description="cluster, sentinel: ACL user name."
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="cluster, sentinel: Secret key holding the password of the Redis nodes."
+    )
+    tls: RedisTLS | None = Field(default=None, description="cluster, sentinel: connect with TLS.")
+
+    @model_validator(mode="after")
+    def _fields_of_mode(self) -> RedisConnection:
+        messages = self.MESSAGES
+        if self.mode == RedisMode.STANDALONE and self.address_secret_ref is None:
+            raise ValueError(messages.standalone)
+        if self.mode == RedisMode.CLUSTER and self.cluster is None:
+            raise ValueError(messages.cluster)
+        if self.mode == RedisMode.SENTINEL and self.sentinel is None:
+            raise ValueError(messages.sentinel)
+        if self.mode != RedisMode.STANDALONE and self.address_secret_ref is not None:
+            raise ValueError(messages.address)
+        if self.mode == RedisMode.STANDALONE and (
+            self.username is not None or self.password_secret_ref is not None or self.tls is not None
+        ):
+            raise ValueError(messages.standalone_extra)
+        if (self.cluster is not None and self.mode != RedisMode.CLUSTER) or (
+            self.sentinel is not None and self.mode != RedisMode.SENTINEL
+        ):
+            raise ValueError(messages.mode_fields)
+        return self
+
+    def secret_refs(self) -> list[SecretKeyRef]:
+        """Every Secret key this connection reads (URL, passwords, CA)."""
+        refs = [self.address_secret_ref, self.password_secret_ref]
+        if self.sentinel is not None:
+            refs.append(self.sentinel.password_secret_ref)
+        if self.tls is not None:
+            refs.append(self.tls.ca_secret_ref)
+        return [ref for ref in refs if ref is not None]
+
+
+def redis_secret_names(raw: dict[str, Any] | None) -> set[str]:
+    """Names of the Secrets a raw (unvalidated) ``redis`` object refers to, for watches."""
+    raw = raw or {}
+    refs = [
+        raw.get("addressSecretRef"),
+        raw.get("passwordSecretRef"),
+        (raw.get("sentinel") or {}).get("passwordSecretRef"),
+        (raw.get("tls") or {}).get("caSecretRef"),
+    ]
+    return {str(ref["name"]) for ref in refs if isinstance(ref, dict) and ref.get("name")}
+
+
+class RedisBackend(RedisConnection):
+    """Where Redis is, and the prefix of the limiter's keys."""
+
+    MESSAGES: ClassVar[RedisMessages] = POLICY_REDIS_MESSAGES
+    model_config = ConfigDict(json_schema_extra=redis_rules(POLICY_REDIS_MESSAGES))
+
     key_prefix: str = Field(
-        default="sentient:rl:", max_length=MAX_NAME, description="Prefix of every key the limiter writes."
+        default="sentient:rl:",
+        max_length=MAX_NAME,
+        pattern=r"^[^{}]*$",
+        description="Prefix of every key the limiter writes (no braces: the keys' Redis Cluster hash tags follow it).",
     )
 
 
@@ -1046,7 +1229,10 @@ class AuthConfig(Model):
     )
 
 
-SESSIONS_REDIS_MESSAGE = "spec.sessions.redisSecretRef: required when spec.sessions.store is redis"
+SESSIONS_REDIS_MESSAGE = (
+    "spec.sessions.redisSecretRef or spec.sessions.redis: required when spec.sessions.store is redis"
+)
+SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.redis: set one, not both"
 
 
 class SessionsConfig(Model):
@@ -1054,7 +1240,10 @@ class SessionsConfig(Model):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            CelRule("self.store != 'redis' || has(self.redisSecretRef)", SESSIONS_REDIS_MESSAGE)
+            CelRule(
+                "self.store != 'redis' || has(self.redisSecretRef) || has(self.redis)", SESSIONS_REDIS_MESSAGE
+            ),
+            CelRule("!has(self.redisSecretRef) || !has(self.redis)", SESSIONS_REDIS_BOTH_MESSAGE),
         )
     )
 
@@ -1064,14 +1253,29 @@ class SessionsConfig(Model):
     ttl: Duration = Field(default="1h", description="Idle time after which a session expires.")
     max_turns: int = Field(default=50, ge=1, le=10000, description="Turns of history kept per session.")
     redis_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret key holding the Redis URL; required when store is redis."
+        default=None,
+        description="Secret key holding the URL of a standalone Redis (the short form of redis with mode standalone).",
+    )
+    redis: RedisConnection | None = Field(
+        default=None,
+        description="Redis in any mode (standalone, cluster, sentinel); instead of redisSecretRef.",
     )
 
     @model_validator(mode="after")
     def _redis(self) -> SessionsConfig:
-        if self.store == "redis" and self.redis_secret_ref is None:
+        if self.store == "redis" and self.redis_secret_ref is None and self.redis is None:
             raise ValueError(SESSIONS_REDIS_MESSAGE)
+        if self.redis_secret_ref is not None and self.redis is not None:
+            raise ValueError(SESSIONS_REDIS_BOTH_MESSAGE)
         return self
+
+    def connection(self) -> RedisConnection | None:
+        """The Redis the sessions use, whichever form the spec used."""
+        if self.redis is not None:
+            return self.redis
+        if self.redis_secret_ref is not None:
+            return RedisConnection(address_secret_ref=self.redis_secret_ref)
+        return None
 
 
 class DeploymentOverrides(Model):

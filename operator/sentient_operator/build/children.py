@@ -118,8 +118,11 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
         data[AUDIT_KEY_FILE] = inputs.audit_key
     if inputs.policy is not None and inputs.policy.redis_url is not None:
         data[RATE_LIMIT_REDIS_URL_FILE] = inputs.policy.redis_url
+    if inputs.policy is not None:
+        data.update(inputs.policy.redis_files)
     if inputs.sessions_redis_url is not None:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
+    data.update(inputs.sessions_redis_files)
     return data
 
 

@@ -27,12 +27,16 @@ class ResolvedProvider:
 
 @dataclass(frozen=True)
 class ResolvedPolicy:
-    """A RateLimitPolicy and, for the Redis backend, its Redis URL."""
+    """A RateLimitPolicy and, for the Redis backend, its Redis URL (standalone) and other Redis files.
+
+    ``redis_files`` maps bound-Secret keys to values: passwords and CA of cluster and sentinel mode.
+    """
 
     namespace: str
     name: str
     spec: RateLimitPolicySpec
     redis_url: str | None = field(default=None, repr=False)
+    redis_files: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class AgentInputs:
     system_prompt: str = ""
     api_keys: dict[str, APIKey] = field(default_factory=dict, repr=False)
     sessions_redis_url: str | None = field(default=None, repr=False)
+    sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False

@@ -12,7 +12,9 @@ from typing import TypeVar, cast
 
 from agent_runtime.config import (
     API_KEYS_FILE,
+    RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
     AuthRuntimeConfig,
@@ -31,6 +33,8 @@ from agent_runtime.config import (
     RateLimitBackendConfig,
     RateLimitConfig,
     RateLimits,
+    RedisConnectionConfig,
+    RedisTLSConfig,
     RetryPolicy,
     RuntimeConfig,
     ServerConfig,
@@ -41,10 +45,21 @@ from agent_runtime.config import (
     dump_config,
     provider_ca_file,
     provider_credential_file,
+    redis_ca_file,
+    redis_password_file,
+    redis_sentinel_password_file,
 )
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ProviderType as RuntimeProviderType
-from sentient_operator.api.v1alpha1 import GuardrailModeration, Model, ProviderType
+from agent_runtime.config import RedisMode as RuntimeRedisMode
+from sentient_operator.api.v1alpha1 import (
+    GuardrailModeration,
+    Model,
+    ProviderType,
+    RedisConnection,
+    RedisMode,
+    SessionsConfig,
+)
 from sentient_operator.build.inputs import AgentInputs, ResolvedPolicy, ResolvedProvider
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
@@ -99,9 +114,41 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
     )
 
 
+def redis_connection_config(connection: RedisConnection, use: str) -> RedisConnectionConfig | None:
+    """Cluster and sentinel connections as the runtime reads them, with their files named for ``use``.
+
+    None for standalone: it keeps the plain URL-file form, so a standalone agent renders exactly
+    as before (no rollout on upgrade, and older runtimes keep reading it).
+    """
+    if connection.mode == RedisMode.STANDALONE:
+        return None
+    sentinel = connection.sentinel
+    tls = connection.tls
+    return RedisConnectionConfig(
+        mode=cast(RuntimeRedisMode, str(connection.mode)),
+        nodes=list(connection.cluster.nodes) if connection.cluster is not None else [],
+        sentinels=list(sentinel.addresses) if sentinel is not None else [],
+        master_name=sentinel.master_name if sentinel is not None else None,
+        username=connection.username,
+        password_file=redis_password_file(use) if connection.password_secret_ref is not None else None,
+        sentinel_password_file=(
+            redis_sentinel_password_file(use)
+            if sentinel is not None and sentinel.password_secret_ref is not None
+            else None
+        ),
+        tls=RedisTLSConfig(
+            enabled=tls is not None,
+            ca_file=redis_ca_file(use) if tls is not None and tls.ca_secret_ref is not None else None,
+            insecure_skip_verify=tls.insecure_skip_verify if tls is not None else False,
+        ),
+    )
+
+
 def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
     spec = policy.spec
     redis = spec.backend.redis
+    connection = redis_connection_config(redis, RATE_LIMIT_REDIS) if redis is not None else None
+    standalone = spec.backend.type == "redis" and connection is None
     return RateLimitConfig(
         policy=f"{policy.namespace}/{policy.name}",
         limits=_convert(spec.limits, RateLimits),
@@ -109,7 +156,8 @@ def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
         tiers=[_convert(tier, Tier) for tier in spec.tiers],
         backend=RateLimitBackendConfig(
             type=spec.backend.type,
-            redis_url_file=RATE_LIMIT_REDIS_URL_FILE if spec.backend.type == "redis" else None,
+            redis_url_file=RATE_LIMIT_REDIS_URL_FILE if standalone else None,
+            redis=connection,
             key_prefix=redis.key_prefix if redis is not None else "sentient:rl:",
         ),
         on_redis_unavailable=spec.on_redis_unavailable,
@@ -154,6 +202,22 @@ def _guardrails_config(inputs: AgentInputs) -> GuardrailsConfig | None:
     )
 
 
+def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
+    connection = sessions.connection() if sessions.store == "redis" else None
+    runtime_connection = (
+        redis_connection_config(connection, SESSIONS_REDIS) if connection is not None else None
+    )
+    return SessionsRuntimeConfig(
+        store=sessions.store,
+        ttl=sessions.ttl,
+        max_turns=sessions.max_turns,
+        redis_url_file=SESSIONS_REDIS_URL_FILE
+        if connection is not None and runtime_connection is None
+        else None,
+        redis=runtime_connection,
+    )
+
+
 def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
     """The :class:`RuntimeConfig` of an agent; contains file names, never secret values."""
     spec = inputs.spec
@@ -166,7 +230,6 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             jwks_url=auth.jwt.jwks_url,
             tier_claim=auth.jwt.tier_claim,
         )
-    sessions = spec.sessions
     return RuntimeConfig(
         agent=AgentInfo(
             name=inputs.name,
@@ -186,12 +249,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             api_keys_file=API_KEYS_FILE if auth.api_keys is not None else None,
             jwt=jwt,
         ),
-        sessions=SessionsRuntimeConfig(
-            store=sessions.store,
-            ttl=sessions.ttl,
-            max_turns=sessions.max_turns,
-            redis_url_file=SESSIONS_REDIS_URL_FILE if sessions.store == "redis" else None,
-        ),
+        sessions=_sessions_config(spec.sessions),
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
         guardrails=_guardrails_config(inputs),
     )

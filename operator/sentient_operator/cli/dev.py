@@ -322,9 +322,9 @@ def plan_agent_yaml(
             )
     sessions = spec_data.get("sessions") or {}
     if sessions.get("store") == "redis":
-        spec_data["sessions"] = {k: v for k, v in sessions.items() if k != "redisSecretRef"} | {
-            "store": "memory"
-        }
+        spec_data["sessions"] = {
+            k: v for k, v in sessions.items() if k not in ("redisSecretRef", "redis")
+        } | {"store": "memory"}
         notes.append("sessions kept in memory (Redis is not used by dev)")
     if not keep_auth:
         spec_data["auth"] = {"anonymous": True}

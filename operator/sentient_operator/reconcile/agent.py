@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from agent_runtime.config import AUDIT_KEY_FILE, provider_credential_file
 from sentient_operator import kube, metrics
-from sentient_operator.api.v1alpha1 import SentientAgentSpec
+from sentient_operator.api.v1alpha1 import SentientAgentSpec, redis_secret_names
 from sentient_operator.build import (
     build_children,
     credentials_secret_name,
@@ -184,13 +184,12 @@ class AgentReconciler:
             refs.add(("RateLimitPolicy", policy_ns, spec.rate_limit_policy_ref.name))
             policy = self.cache.policy(policy_ns, spec.rate_limit_policy_ref.name)
             redis = ((policy or {}).get("spec") or {}).get("backend", {}).get("redis") or {}
-            secret_ref = redis.get("addressSecretRef") or {}
-            if secret_ref.get("name"):
-                refs.add(("Secret", policy_ns, secret_ref["name"]))
+            refs.update(("Secret", policy_ns, secret) for secret in redis_secret_names(redis))
         if spec.auth.api_keys is not None:
             refs.add(("Secret", namespace, spec.auth.api_keys.secret_ref.name))
-        if spec.sessions.redis_secret_ref is not None:
-            refs.add(("Secret", namespace, spec.sessions.redis_secret_ref.name))
+        sessions_redis = spec.sessions.connection()
+        if sessions_redis is not None:
+            refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
         return refs

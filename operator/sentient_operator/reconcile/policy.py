@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sentient_operator import kube, metrics
-from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec
+from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec, redis_secret_names
 from sentient_operator.conditions import make_condition, merge_conditions
 from sentient_operator.reconcile.agent_status import invalid_spec_message
 from sentient_operator.reconcile.cache import ClusterCache
@@ -29,11 +29,10 @@ def agents_using(cache: ClusterCache, namespace: str, name: str) -> int:
 
 
 def policy_references(body: dict[str, Any]) -> set[RefKey]:
-    """The Secret a policy reads (its Redis address), if any."""
+    """The Secrets a policy reads (its Redis address, passwords, CA), if any."""
     namespace = body["metadata"]["namespace"]
     redis = ((body.get("spec") or {}).get("backend") or {}).get("redis") or {}
-    ref = (redis.get("addressSecretRef") or {}).get("name")
-    return {("Secret", namespace, ref)} if ref else set()
+    return {("Secret", namespace, name) for name in redis_secret_names(redis)}
 
 
 def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
@@ -50,16 +49,17 @@ def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
         cond = make_condition("Ready", True, "Valid", "", generation)
         redis = spec.backend.redis
         if spec.backend.type == "redis" and redis is not None:
-            secret = cache.secret(namespace, redis.address_secret_ref.name)
-            if secret is None or redis.address_secret_ref.key not in secret:
-                cond = make_condition(
-                    "Ready",
-                    False,
-                    "SecretNotFound",
-                    f"Redis address Secret {namespace}/{redis.address_secret_ref.name} "
-                    f"(key {redis.address_secret_ref.key}) not found",
-                    generation,
-                )
+            for ref in redis.secret_refs():
+                secret = cache.secret(namespace, ref.name)
+                if secret is None or ref.key not in secret:
+                    cond = make_condition(
+                        "Ready",
+                        False,
+                        "SecretNotFound",
+                        f"Redis Secret {namespace}/{ref.name} (key {ref.key}) not found",
+                        generation,
+                    )
+                    break
     return {
         "observedGeneration": generation,
         "conditions": merge_conditions(old, [cond]),
