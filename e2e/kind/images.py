@@ -25,6 +25,7 @@ binaries and the debootstrapped root file system are cached under ``$SENTIENT_CA
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -407,20 +408,43 @@ def _cached_binaries(
     name: str, key: str, binaries: tuple[str, ...], build: Callable[[Path], None]
 ) -> dict[str, Path]:
     directory = cache() / "bin" / f"{name}-{key}"
-    cached = all((directory / b).is_file() for b in binaries)
-    with REPORT.step(name, str(directory), cached):
-        if not cached:
-            # On a fresh cache the first binary built here (kind) comes before anything made bin/.
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-            try:
-                build(scratch)
-                if directory.exists():
-                    shutil.rmtree(directory)
-                scratch.rename(directory)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+    # On a fresh cache the first binary built here (kind) comes before anything made bin/.
+    directory.parent.mkdir(parents=True, exist_ok=True)
+
+    def present() -> bool:
+        return all((directory / b).is_file() for b in binaries)
+
+    cached = present()
+    if not cached:
+        # `make test` builds these in the background while pytest runs (scripts/kind-prebuild.sh);
+        # the kind stage then waits here for that build instead of starting a second one.
+        with _exclusive(directory.parent / f".{directory.name}.lock"):
+            cached = present()
+            with REPORT.step(name, str(directory), cached):
+                if not cached:
+                    scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+                    try:
+                        build(scratch)
+                        if directory.exists():
+                            shutil.rmtree(directory)
+                        scratch.rename(directory)
+                    finally:
+                        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        with REPORT.step(name, str(directory), cached):
+            pass
     return {b: directory / b for b in binaries}
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (released when the process dies, too)."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def node_binaries() -> dict[str, Path]:
@@ -451,27 +475,22 @@ def node_binaries() -> dict[str, Path]:
     return _cached_binaries(f"kube-node-{tools.KUBE_VERSION}", key, NODE_BINARIES, build)
 
 
+KIND_COREDNS_BUILD = KIND_DIR / "coredns-build"
+
+
 def coredns_binary() -> Path:
-    """CoreDNS from the Go module proxy."""
+    """CoreDNS from the Go module proxy, with the plugins kubeadm's Corefile uses (coredns-build/)."""
+    key = content_key(*(KIND_COREDNS_BUILD / f for f in ("go.mod", "go.sum", "main.go")))
 
     def build(dest: Path) -> None:
-        env = tools._go_env()
-        env["GOBIN"] = str(dest)
         run(
-            [
-                "go",
-                "install",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                f"github.com/coredns/coredns@{COREDNS_VERSION}",
-            ],
-            cwd=dest,
+            ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "coredns"), "."],
+            cwd=KIND_COREDNS_BUILD,
             log="coredns-build",
-            env=env,
+            env=tools._go_env(),
         )
 
-    return _cached_binaries(f"coredns-{COREDNS_VERSION}", "1", ("coredns",), build)["coredns"]
+    return _cached_binaries(f"coredns-{COREDNS_VERSION}", key, ("coredns",), build)["coredns"]
 
 
 def kind_binary() -> Path:
@@ -717,8 +736,18 @@ def build_all(current_mode: str | None = None) -> Images:
     return Images(mode=chosen, node=node, project=project)
 
 
+def prebuild_binaries() -> None:
+    """The Go and C programs (no Docker needed): kind, and for the offline node image kubelet,
+    kubeadm, kube-proxy, CoreDNS and pause. An online run uses only kind of these."""
+    kind_binary()
+    if os.environ.get("SENTIENT_KIND_MODE", "auto") != "online":
+        node_binaries()
+        coredns_binary()
+        pause_binary()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m e2e.kind.images build | env | node | project``."""
+    """``python -m e2e.kind.images build | env | binaries | node | project``."""
     args = list(sys.argv[1:] if argv is None else argv)
     cmd = args[0] if args else "build"
     try:
@@ -729,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
             images = build_all()
             REPORT.print(sys.stderr)
             print(images.shell())
+        elif cmd == "binaries":
+            prebuild_binaries()
+            REPORT.print()
         elif cmd == "node":
             print(node_image())
             REPORT.print()
@@ -737,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             REPORT.print()
         else:
             print(
-                "usage: python -m e2e.kind.images build | env | node | project [offline|online]",
+                "usage: python -m e2e.kind.images build | env | binaries | node | project [offline|online]",
                 file=sys.stderr,
             )
             return 2
