@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sentient_operator.reconcile.agent_status import deployment_state
+from sentient_operator.conditions import make_condition
+from sentient_operator.reconcile.agent_status import deployment_state, transition_events_for
 from sentient_operator.reconcile.children import contains
 from sentient_operator.reconcile.queue import WorkQueue
 
@@ -46,10 +47,31 @@ def dep(
 def testdeployment_state() -> None:
     assert deployment_state(None, 1)[:3] == (False, True, "DeploymentMissing")
     assert deployment_state(dep(), 1)[:3] == (True, False, "Available")
-    assert deployment_state(dep(generation=2), 1)[:3] == (False, True, "RolloutInProgress")
+    # A new spec not yet observed: still Ready while the old pods serve (a rollout with
+    # maxUnavailable 0 never takes the agent out), not Ready when they do not.
+    assert deployment_state(dep(generation=2), 1)[:3] == (True, True, "RolloutInProgress")
+    assert deployment_state(dep(generation=2, ready=0), 1)[:3] == (False, True, "RolloutInProgress")
+    assert deployment_state(dep(generation=2), 2)[:3] == (False, True, "RolloutInProgress")
+    assert deployment_state(dep(replicas=2, updated=1, ready=1), 1)[:3] == (True, True, "RolloutInProgress")
     assert deployment_state(dep(replicas=2, updated=1), 1)[2] == "RolloutInProgress"
     assert deployment_state(dep(ready=0), 1)[:3] == (False, True, "PodsNotReady")
     assert deployment_state(dep(replicas=0, updated=0, ready=0), 0)[:3] == (True, False, "Available")
+
+
+def test_events_are_those_a_status_change_calls_for() -> None:
+    """One Event per transition that is announced; a new agent's first Ready=False is none (the
+    Event-write counter used to count it all the same: two per Event sent)."""
+    first = [make_condition("Ready", False, "DeploymentMissing", "being created", 1)]
+    assert transition_events_for([], first) == []
+    ready = [make_condition("Ready", True, "Available", "1/1 pods ready", 1)]
+    assert transition_events_for(first, ready) == [("Ready", "1/1 pods ready", "Normal")]
+    assert transition_events_for(ready, ready) == []
+    # A rollout that keeps pods available: Ready stays True, a new reason is no Event.
+    rolling = [make_condition("Ready", True, "RolloutInProgress", "0/1 pods updated", 1)]
+    assert transition_events_for(ready, rolling) == []
+    assert transition_events_for(rolling, ready) == []
+    lost = [make_condition("Ready", False, "PodsNotReady", "0/1 pods ready", 1)]
+    assert transition_events_for(ready, lost) == [("NotReady", "0/1 pods ready", "Warning")]
 
 
 async def test_queue_coalesces_and_serialises_keys() -> None:

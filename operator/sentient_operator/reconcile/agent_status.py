@@ -31,15 +31,14 @@ def deployment_state(dep: dict[str, Any] | None, want: int) -> tuple[bool, bool,
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return False, False, "ProgressDeadlineExceeded", str(cond.get("message", ""))[:300]
+    # A rollout keeps the agent Ready while enough pods serve: with maxUnavailable 0 the old pods
+    # stay available until new ones are, and the status still counts them before the Deployment
+    # controller has even observed the new spec.
+    serving = available >= want and ready >= want
     if observed < generation:
-        return False, True, "RolloutInProgress", "the Deployment controller has not seen the new spec yet"
+        return serving, True, "RolloutInProgress", "the Deployment controller has not seen the new spec yet"
     if updated < want or replicas > updated:
-        return (
-            available >= want and ready >= want,
-            True,
-            "RolloutInProgress",
-            f"{updated}/{want} pods updated",
-        )
+        return serving, True, "RolloutInProgress", f"{updated}/{want} pods updated"
     if ready < want or available < want:
         return False, True, "PodsNotReady", f"{ready}/{want} pods ready"
     return True, False, "Available", f"{ready}/{want} pods ready"
@@ -80,10 +79,10 @@ async def write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
     return True
 
 
-async def transition_events(
-    body: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> None:
-    """An Event when Ready flips or a blocking reason appears (never for repeats)."""
+def transition_events_for(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(reason, message, type) of each Event a status change calls for: Ready flipping, a blocking
+    reason appearing (never for repeats, nor for an agent's first Ready=False)."""
+    events: list[tuple[str, str, str]] = []
     for cond in new:
         before = find_condition(old, cond["type"])
         if (
@@ -93,17 +92,24 @@ async def transition_events(
         ):
             continue
         if cond["type"] == "Ready":
+            if before is not None and before.get("status") == cond["status"]:
+                continue  # a new reason only (a rollout starting or ending): nothing to announce
             if cond["status"] == "True":
-                await kube.emit_event(body, "Ready", cond.get("message") or "agent is ready")
+                events.append(("Ready", cond.get("message") or "agent is ready", "Normal"))
             elif before is not None and before.get("status") == "True":
-                await kube.emit_event(
-                    body, "NotReady", cond.get("message") or cond["reason"], type_="Warning"
-                )
+                events.append(("NotReady", cond.get("message") or cond["reason"], "Warning"))
         elif (
             cond["type"] in (PROVIDERS_RESOLVED, CREDENTIALS_READY, CONFIG_RESOLVED, CREDENTIALS_VALID)
             and cond["status"] == "False"
         ):
-            await kube.emit_event(body, cond["reason"], cond.get("message", ""), type_="Warning")
-        else:
-            continue
-        metrics.WRITES.labels("create", "Event").inc()
+            events.append((cond["reason"], cond.get("message", ""), "Warning"))
+    return events
+
+
+async def transition_events(
+    body: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> None:
+    """Post the Events of a status change (see :func:`transition_events_for`); count those sent."""
+    for reason, message, type_ in transition_events_for(old, new):
+        if await kube.emit_event(body, reason, message, type_=type_):
+            metrics.WRITES.labels("create", "Event").inc()
