@@ -91,3 +91,29 @@ async def test_queue_coalesces_and_serialises_keys() -> None:
     queue.done("a")
     queue.done("b")
     assert len(queue) == 0
+
+
+def test_ready_gauges_follow_each_agent_without_a_rebuild() -> None:
+    from prometheus_client import REGISTRY
+
+    from sentient_operator.reconcile.agent_status import ReadyGauges
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    gauges = ReadyGauges()
+    gauges.set("gauge-ns", "a", False)
+    gauges.set("gauge-ns", "b", True)
+    gauges.set("gauge-ns", "b", True)  # a repeat changes nothing
+    assert sample("sentient_operator_managed_agents") == 2
+    assert sample("sentient_operator_ready_agents") == 1
+    gauges.set("gauge-ns", "a", True)
+    assert sample("sentient_operator_ready_agents") == 2
+    assert sample("sentient_operator_agent_ready", namespace="gauge-ns", agent="a") == 1
+    gauges.remove("gauge-ns", "a")
+    gauges.remove("gauge-ns", "a")  # twice: no error, no double count
+    assert sample("sentient_operator_agent_ready", namespace="gauge-ns", agent="a") is None
+    assert sample("sentient_operator_managed_agents") == 1
+    assert sample("sentient_operator_ready_agents") == 1
+    gauges.set("gauge-ns", "b", False)
+    assert sample("sentient_operator_ready_agents") == 0

@@ -38,6 +38,7 @@ from sentient_operator.credentials.fingerprint import fingerprint_data
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_key
 from sentient_operator.reconcile.agent_status import (
     KIND,
+    ReadyGauges,
     deployment_state,
     invalid_spec_message,
     problem_condition,
@@ -92,6 +93,7 @@ class AgentReconciler:
         # provider id -> (digest of the last candidate key tried, (rejected, message)): one
         # validation call per new key, not per reconcile; one entry per provider at most.
         self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
+        self.gauges = ReadyGauges()
 
     # ------------------------------------------------------------------ entry point
 
@@ -101,14 +103,13 @@ class AgentReconciler:
         body = self.cache.agent(namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self._forget(namespace, name)
-            self.update_gauges()
+            self.gauges.remove(namespace, name)
             return None
         started = time.monotonic()
         try:
             return await self._reconcile(key, body)
         finally:
             metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
-            self.update_gauges()
 
     def _forget(self, namespace: str, name: str) -> None:
         key = ("agent", namespace, name)
@@ -312,6 +313,7 @@ class AgentReconciler:
             ],
         )
         await write_status(body, {"observedGeneration": generation, "conditions": conditions})
+        self.gauges.set(body["metadata"]["namespace"], body["metadata"]["name"], False)
         await transition_events(body, old_conditions, conditions)
         metrics.RECONCILES.labels(KIND, "invalid").inc()
 
@@ -387,20 +389,6 @@ class AgentReconciler:
             "configHash": applied.config_hash,
         }
         await write_status(body, status)
+        ready = find_condition(conditions, "Ready") or {}
+        self.gauges.set(namespace, name, ready.get("status") == "True")
         await transition_events(body, old_conditions, conditions)
-
-    def update_gauges(self) -> None:
-        """Managed and ready agent gauges, rebuilt from the cache."""
-        keys = list(self.cache.agent_keys())
-        metrics.MANAGED_AGENTS.set(len(keys))
-        ready = 0
-        # Rebuilt whole so that deleted agents lose their series; no await in between, so a
-        # scrape never sees it half-filled.
-        metrics.AGENT_READY.clear()
-        for namespace, name in keys:
-            body = self.cache.agent(namespace, name) or {}
-            cond = find_condition((body.get("status") or {}).get("conditions"), "Ready")
-            is_ready = bool(cond and cond.get("status") == "True")
-            metrics.AGENT_READY.labels(namespace, name).set(int(is_ready))
-            ready += is_ready
-        metrics.READY_AGENTS.set(ready)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -15,6 +16,41 @@ log = logging.getLogger("sentient_operator.agent")
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "SentientAgent"
+
+
+class ReadyGauges:
+    """The managed/ready agent gauges, kept up to date one agent at a time.
+
+    Each reconcile reports the Ready status it wrote, each deletion removes the agent: O(1) per
+    reconcile (rebuilding them from every agent after every reconcile was quadratic in total and
+    half the operator's CPU at 1000 agents).
+    """
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[str, str], bool] = {}
+        self._ready_count = 0
+
+    def set(self, namespace: str, name: str, ready: bool) -> None:
+        """The agent's Ready condition is now ``ready``."""
+        before = self._ready.get((namespace, name))
+        self._ready[(namespace, name)] = ready
+        self._ready_count += int(ready) - int(bool(before))
+        metrics.AGENT_READY.labels(namespace, name).set(int(ready))
+        self._publish()
+
+    def remove(self, namespace: str, name: str) -> None:
+        """The agent is gone: its series goes too."""
+        before = self._ready.pop((namespace, name), None)
+        if before is None:
+            return
+        self._ready_count -= int(before)
+        with contextlib.suppress(KeyError):
+            metrics.AGENT_READY.remove(namespace, name)
+        self._publish()
+
+    def _publish(self) -> None:
+        metrics.MANAGED_AGENTS.set(len(self._ready))
+        metrics.READY_AGENTS.set(self._ready_count)
 
 
 def deployment_state(dep: dict[str, Any] | None, want: int) -> tuple[bool, bool, str, str]:
