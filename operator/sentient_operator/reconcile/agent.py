@@ -231,8 +231,9 @@ class AgentReconciler:
             inputs = await self._validate_rotations(inputs, new_problems)
         if spec.rotation.strategy == "RollingRestart":
             inputs = self._with_fingerprint(inputs)
-        _, config_hash = render_config(inputs)
-        wanted, unwanted = build_children(inputs)
+        rendered = render_config(inputs)
+        config_hash = rendered[1]
+        wanted, unwanted = build_children(inputs, rendered)
         applied = _Applied(config_hash=config_hash, problems=new_problems)
         try:
             for obj in wanted:
