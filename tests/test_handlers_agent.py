@@ -117,3 +117,71 @@ def test_ready_gauges_follow_each_agent_without_a_rebuild() -> None:
     assert sample("sentient_operator_ready_agents") == 1
     gauges.set("gauge-ns", "b", False)
     assert sample("sentient_operator_ready_agents") == 0
+
+
+def _context() -> object:
+    from sentient_operator.reconcile.context import OperatorContext
+    from sentient_operator.settings import Settings
+
+    return OperatorContext(Settings())
+
+
+def test_the_echo_of_our_own_apply_schedules_no_reconcile() -> None:
+    from sentient_operator.handlers.agent import on_child_event
+    from sentient_operator.reconcile.context import OperatorContext
+
+    context = _context()
+    assert isinstance(context, OperatorContext)
+    memo = {"sentient": context}
+    labels = {"sentient.dev/agent": "helper"}
+    applied = {"kind": "Deployment", "metadata": {"name": "helper", "resourceVersion": "41"}}
+    context.children.memo.remember("Deployment", "team", "helper", "hash-1", applied)
+    key = ("agent", "team", "helper")
+
+    on_child_event(type="ADDED", labels=labels, namespace="team", name="helper", body=applied, memo=memo)
+    assert not context.controller.queue.pending(key)
+    # Anything newer (the Deployment controller's status), or its deletion, is news.
+    status_update = {"kind": "Deployment", "metadata": {"name": "helper", "resourceVersion": "42"}}
+    on_child_event(
+        type="MODIFIED", labels=labels, namespace="team", name="helper", body=status_update, memo=memo
+    )
+    assert context.controller.queue.pending(key)
+    context = _context()
+    assert isinstance(context, OperatorContext)
+    context.children.memo.remember("Deployment", "team", "helper", "hash-1", applied)
+    on_child_event(
+        type="DELETED",
+        labels=labels,
+        namespace="team",
+        name="helper",
+        body=applied,
+        memo={"sentient": context},
+    )
+    assert context.controller.queue.pending(key)
+
+
+def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
+    from sentient_operator.handlers.agent import on_agent_event
+    from sentient_operator.reconcile.context import OperatorContext
+
+    context = _context()
+    assert isinstance(context, OperatorContext)
+    memo = {"sentient": context}
+    key = ("agent", "team", "helper")
+    context.agents._written[("team", "helper")] = "7"
+    on_agent_event(
+        type="MODIFIED",
+        namespace="team",
+        name="helper",
+        body={"metadata": {"resourceVersion": "7"}},
+        memo=memo,
+    )
+    assert not context.controller.queue.pending(key)
+    on_agent_event(
+        type="MODIFIED",
+        namespace="team",
+        name="helper",
+        body={"metadata": {"resourceVersion": "8"}},
+        memo=memo,
+    )
+    assert context.controller.queue.pending(key)

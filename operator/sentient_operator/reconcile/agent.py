@@ -61,6 +61,8 @@ log = logging.getLogger("sentient_operator.agent")
 
 # Quick retry while something this agent needs is missing; index events usually come first.
 BLOCKED_RETRY = 30.0
+# Seconds a policy's recount waits for more agents that start or stop using it.
+POLICY_COALESCE = 1.0
 # Problems reported as conditions that do not stop the agent from being rendered.
 NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
 
@@ -94,6 +96,9 @@ class AgentReconciler:
         # validation call per new key, not per reconcile; one entry per provider at most.
         self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
         self.gauges = ReadyGauges()
+        # (namespace, name) -> resourceVersion of our last status write: its watch event is our
+        # own echo and needs no reconcile (it was a third of them).
+        self._written: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ entry point
 
@@ -118,6 +123,17 @@ class AgentReconciler:
                 self.controller.enqueue("policy", ref_ns, ref_name)  # its agent count dropped
         self.controller.forget(key)
         self.children.forget_agent(namespace, name)
+        self._written.pop((namespace, name), None)
+
+    def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether an agent event carries exactly the object our last status write made."""
+        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+
+    async def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        written = await write_status(body, status)
+        if written is not None:
+            meta = body["metadata"]
+            self._written[(meta["namespace"], meta["name"])] = written
 
     def forget_provider(self, provider_id: str) -> None:
         """A provider went: its validation verdict goes too."""
@@ -135,13 +151,15 @@ class AgentReconciler:
             return None
 
         refs = self.references(namespace, spec)
+        before = self.controller.refs_of.get(key, set())
         self.controller.set_refs(key, refs)
         # Referenced Secrets and ConfigMaps that the watch delivered before anyone wanted them.
         await self.cache.load(refs)
-        if spec.rate_limit_policy_ref is not None:
-            self.controller.enqueue(
-                "policy", spec.rate_limit_policy_ref.namespace or namespace, spec.rate_limit_policy_ref.name
-            )
+        # A policy counts its agents: only one this agent starts or stops using needs a recount
+        # (coalesced: a fleet being created is one recount, not one per agent).
+        for kind, ref_ns, ref_name in before ^ refs:
+            if kind == "RateLimitPolicy":
+                self.controller.enqueue("policy", ref_ns, ref_name, POLICY_COALESCE)
         resolution, wants_monitor, sm_available = await self._gather(namespace, name, meta["uid"], spec)
         problems = list(resolution.problems)
         applied = _Applied(config_hash=(body.get("status") or {}).get("configHash"))
@@ -313,7 +331,7 @@ class AgentReconciler:
                 make_condition("Progressing", False, "InvalidSpec", "", generation),
             ],
         )
-        await write_status(body, {"observedGeneration": generation, "conditions": conditions})
+        await self._write_status(body, {"observedGeneration": generation, "conditions": conditions})
         self.gauges.set(body["metadata"]["namespace"], body["metadata"]["name"], False)
         await transition_events(body, old_conditions, conditions)
         metrics.RECONCILES.labels(KIND, "invalid").inc()
@@ -389,7 +407,7 @@ class AgentReconciler:
             "providersReady": f"{sum(bool(c['resolved'] and c['ready']) for c in chain)}/{len(chain)}",
             "configHash": applied.config_hash,
         }
-        await write_status(body, status)
+        await self._write_status(body, status)
         ready = find_condition(conditions, "Ready") or {}
         self.gauges.set(namespace, name, ready.get("status") == "True")
         await transition_events(body, old_conditions, conditions)

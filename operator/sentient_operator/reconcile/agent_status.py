@@ -96,13 +96,14 @@ def invalid_spec_message(errors: list[Any]) -> str:
     return f"invalid fields: {fields}"
 
 
-async def write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Merge-patch the agent's status when any field differs; True when a write was sent."""
+async def write_status(body: dict[str, Any], status: dict[str, Any]) -> str | None:
+    """Merge-patch the agent's status when any field differs; the resourceVersion the write made
+    (None when nothing was sent)."""
     meta = body["metadata"]
     old = body.get("status") or {}
     if all(old.get(k) == v for k, v in status.items()):
-        return False
-    await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
+        return None
+    live = await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
     metrics.WRITES.labels("patch-status", KIND).inc()
     ready = find_condition(status.get("conditions"), "Ready") or {}
     log.info(
@@ -112,7 +113,7 @@ async def write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
         ready.get("status"),
         ready.get("reason"),
     )
-    return True
+    return str((live.get("metadata") or {}).get("resourceVersion", "")) or None
 
 
 def transition_events_for(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
