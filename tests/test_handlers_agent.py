@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sentient_operator.conditions import make_condition
 from sentient_operator.reconcile.agent_status import deployment_state, transition_events_for
@@ -127,8 +128,10 @@ def _context() -> object:
 
 
 def test_the_echo_of_our_own_apply_schedules_no_reconcile() -> None:
-    from sentient_operator.handlers.agent import on_child_event
+    from sentient_operator.handlers import agent as handlers
     from sentient_operator.reconcile.context import OperatorContext
+
+    on_child_event: Any = handlers.on_child_event  # called as kopf would, with plain dicts
 
     context = _context()
     assert isinstance(context, OperatorContext)
@@ -161,8 +164,10 @@ def test_the_echo_of_our_own_apply_schedules_no_reconcile() -> None:
 
 
 def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
-    from sentient_operator.handlers.agent import on_agent_event
+    from sentient_operator.handlers import agent as handlers
     from sentient_operator.reconcile.context import OperatorContext
+
+    on_agent_event: Any = handlers.on_agent_event  # called as kopf would, with plain dicts
 
     context = _context()
     assert isinstance(context, OperatorContext)
@@ -185,3 +190,33 @@ def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
         memo=memo,
     )
     assert context.controller.queue.pending(key)
+
+
+def test_the_render_memo_renders_what_render_config_does_and_again_only_on_a_change() -> None:
+    from dataclasses import replace
+
+    from sentient_operator.build import render_config
+    from sentient_operator.reconcile.agent import _RenderMemo
+    from tests.test_build_children import make_inputs
+
+    memo = _RenderMemo()
+    inputs = make_inputs()
+    first = memo.render(inputs)
+    assert first == render_config(inputs)
+    assert memo.render(make_inputs()) is first  # the same config: the remembered text
+    changed = replace(inputs, system_prompt="You are verbose.")
+    assert memo.render(changed) == render_config(changed) != first
+    memo.forget(inputs.namespace, inputs.name)
+    assert memo.render(inputs) == first
+
+
+def test_kopf_keeps_no_diff_essence_for_our_event_handlers() -> None:
+    from sentient_operator.main import NoDiffBase, kopf_settings
+    from sentient_operator.settings import Settings
+
+    settings = kopf_settings(Settings())
+    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
+    body = {"metadata": {"name": "a"}, "spec": {"big": "x" * 1000}}
+    storage: Any = settings.persistence.diffbase_storage
+    assert storage.build(body=body) == {}
+    assert storage.fetch(body=body) is None

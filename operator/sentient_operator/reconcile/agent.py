@@ -11,6 +11,7 @@ through garbage collection; nothing outside the cluster needs cleaning.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -20,14 +21,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_runtime.config import AUDIT_KEY_FILE, provider_credential_file
+from agent_runtime.config import AUDIT_KEY_FILE, dump_config, provider_credential_file
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import SentientAgentSpec
 from sentient_operator.build import (
     build_children,
+    build_runtime_config,
     credentials_secret_name,
     endpoint_url,
-    render_config,
     selector_string,
 )
 from sentient_operator.build.children import credentials_data, desired_replicas
@@ -67,6 +68,30 @@ POLICY_COALESCE = 1.0
 NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
 
 
+class _RenderMemo:
+    """:func:`render_config` remembered per agent: the YAML is dumped again only when the config
+    changed (a reconcile that changes nothing, most of them, compares a JSON string instead)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[str, tuple[str, str]]] = {}
+
+    def render(self, inputs: AgentInputs) -> tuple[str, str]:
+        """``render_config(inputs)``."""
+        config = build_runtime_config(inputs)
+        key = json.dumps(config.to_wire(), sort_keys=True, separators=(",", ":"))
+        last = self._last.get((inputs.namespace, inputs.name))
+        if last is not None and last[0] == key:
+            return last[1]
+        text = dump_config(config)
+        rendered = (text, hashlib.sha256(text.encode()).hexdigest())
+        self._last[(inputs.namespace, inputs.name)] = (key, rendered)
+        return rendered
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The agent is gone."""
+        self._last.pop((namespace, name), None)
+
+
 @dataclass
 class _Applied:
     """What applying one agent's children produced."""
@@ -96,6 +121,7 @@ class AgentReconciler:
         # validation call per new key, not per reconcile; one entry per provider at most.
         self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
         self.gauges = ReadyGauges()
+        self._rendered = _RenderMemo()
         # (namespace, name) -> resourceVersion of our last status write: its watch event is our
         # own echo and needs no reconcile (it was a third of them).
         self._written: dict[tuple[str, str], str] = {}
@@ -124,6 +150,7 @@ class AgentReconciler:
         self.controller.forget(key)
         self.children.forget_agent(namespace, name)
         self._written.pop((namespace, name), None)
+        self._rendered.forget(namespace, name)
 
     def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """Whether an agent event carries exactly the object our last status write made."""
@@ -249,7 +276,7 @@ class AgentReconciler:
             inputs = await self._validate_rotations(inputs, new_problems)
         if spec.rotation.strategy == "RollingRestart":
             inputs = self._with_fingerprint(inputs)
-        rendered = render_config(inputs)
+        rendered = self._rendered.render(inputs)
         config_hash = rendered[1]
         wanted, unwanted = build_children(inputs, rendered)
         applied = _Applied(config_hash=config_hash, problems=new_problems)

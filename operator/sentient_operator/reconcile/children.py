@@ -9,6 +9,7 @@ it re-send an unchanged object. Both memories are pruned when the child or its a
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator import kube, metrics
@@ -96,7 +97,7 @@ class ChildApplier:
         kind: str,
         namespace: str | None,
         name: str,
-        body: dict[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
         event_type: str | None = None,
     ) -> bool:
         """A watch event for a child arrived: the index is authoritative again (also after a deletion).
