@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
 from bench.operator_idle import kubectl, operator_writes  # noqa: E402
+from bench.operator_memory import create_in_batches, memory_kib  # noqa: E402
 from e2e import fleet  # noqa: E402
 from e2e.cluster import LocalCluster  # noqa: E402
 from e2e.operator_proc import OperatorProcess  # noqa: E402
@@ -106,19 +107,6 @@ def floor_children(namespace: str, n: int) -> list[dict[str, Any]]:
     return children
 
 
-def create(kubeconfig: str, docs: list[dict[str, Any]], batch: int = 1000) -> None:
-    """``kubectl create`` of ``docs`` in order, one List per batch (one client, one request each)."""
-    for start in range(0, len(docs), batch):
-        items = docs[start : start + batch]
-        kubectl(
-            kubeconfig,
-            "create",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        )
-
-
 def get_items(kubeconfig: str, namespace: str, what: str) -> list[dict[str, Any]]:
     """Every object of ``what`` in ``namespace``."""
     items: list[dict[str, Any]] = json.loads(kubectl(kubeconfig, "get", what, "-n", namespace, "-o", "json"))[
@@ -173,12 +161,8 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MiB."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(value.split()[0]) / 1024
-    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
+    kib = memory_kib(pid)
+    return round(kib["VmRSS"] / 1024, 1), round(kib["VmHWM"] / 1024, 1)
 
 
 @dataclass
@@ -235,7 +219,7 @@ def measure_floor(n: int, timeout: float, interval: float) -> float:
     kubeconfig = str(local.kubeconfig)
     try:
         started = time.monotonic()
-        create(kubeconfig, children)
+        create_in_batches(kubeconfig, children, batch=1000)
 
         def available() -> bool:
             deps = get_items(kubeconfig, namespace, "deployments")
@@ -282,7 +266,7 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         # -- create
         cpu0 = cpu_seconds(pid)
         started = time.monotonic()
-        create(kubeconfig, per_agent)
+        create_in_batches(kubeconfig, per_agent, batch=1000)
         poll(
             lambda: sum(agent_ready(a) for a in get_items(kubeconfig, namespace, "sentientagents")) == n,
             timeout,

@@ -174,22 +174,10 @@ def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
     memo = {"sentient": context}
     key = ("agent", "team", "helper")
     context.agents._written[("team", "helper")] = "7"
-    on_agent_event(
-        type="MODIFIED",
-        namespace="team",
-        name="helper",
-        body={"metadata": {"resourceVersion": "7"}},
-        memo=memo,
-    )
-    assert not context.controller.queue.pending(key)
-    on_agent_event(
-        type="MODIFIED",
-        namespace="team",
-        name="helper",
-        body={"metadata": {"resourceVersion": "8"}},
-        memo=memo,
-    )
-    assert context.controller.queue.pending(key)
+    for rv, scheduled in (("7", False), ("8", True)):  # our write's echo, then someone else's
+        body = {"metadata": {"resourceVersion": rv}}
+        on_agent_event(type="MODIFIED", namespace="team", name="helper", body=body, memo=memo)
+        assert context.controller.queue.pending(key) is scheduled
 
 
 def test_the_render_memo_renders_what_render_config_does_and_again_only_on_a_change() -> None:
