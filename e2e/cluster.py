@@ -60,6 +60,8 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 # kwok kinds whose objects kwok's server watches: port-forward rules (see e2e/portforward.py).
 KWOK_CRDS = ("PortForward", "ClusterPortForward")
+# The project's own kwok stages, on top of kwok's (which e2e/tools.py copies from its module).
+KWOK_EXTRA_STAGES = Path(__file__).resolve().parent / "kwok" / "pod-ready-again.yaml"
 RUN_PREFIX = "sentient-e2e-"
 
 
@@ -616,6 +618,9 @@ class LocalCluster:
                 str(paths["kwok"]),
                 f"--kubeconfig={kubeconfig}",
                 f"--config={paths['kwok'].parent / 'stages.yaml'}",
+                # What a kubelet does and kwok's stages do not: re-ready a running pod that the
+                # node lifecycle controller marked not ready while the node's lease had lapsed.
+                f"--config={KWOK_EXTRA_STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={key}={value}",
                 f"--cidr={POD_CIDR}",

@@ -136,6 +136,27 @@ def test_deployment_pods_become_ready_and_service_gets_endpointslices(
     )
 
 
+def test_a_running_pod_marked_not_ready_by_the_node_controller_becomes_ready_again(
+    cluster: Cluster, k8s: client.ApiClient, namespace: str
+) -> None:
+    """What a kubelet does after a node's lease lapsed (an apiserver or etcd outage): the node
+    lifecycle controller set its pods Ready=False; the kubelet writes their readiness again.
+    Without it, every Deployment on the node stayed unavailable after the outage."""
+    _apply(cluster, namespace, _deployment("relapse", 1))
+    core = client.CoreV1Api(k8s)
+    (pod,) = wait_for(lambda: _ready_pods(core, namespace, "app=relapse"), timeout=90, what="a ready pod")
+    name = pod["metadata"]["name"]
+    # Exactly the node lifecycle controller's MarkPodsNotReady write.
+    not_ready = [{**c, "status": "False"} if c["type"] == "Ready" else c for c in pod["status"]["conditions"]]
+    core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": not_ready}})
+    assert name not in {p["metadata"]["name"] for p in _ready_pods(core, namespace, "app=relapse")}
+    wait_for(
+        lambda: name in {p["metadata"]["name"] for p in _ready_pods(core, namespace, "app=relapse")},
+        timeout=60,
+        what="the same pod Ready again",
+    )
+
+
 def test_deleting_deployment_garbage_collects_replicaset_and_pods(
     cluster: Cluster, k8s: client.ApiClient, namespace: str
 ) -> None:

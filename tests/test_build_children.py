@@ -360,3 +360,15 @@ def test_standalone_redis_renders_as_before() -> None:
     backend = parse_config(text).rate_limit.backend  # type: ignore[union-attr]
     assert backend.redis is None and backend.redis_url_file == "ratelimit-redis-url"
     assert "mode:" not in text
+
+
+def test_build_children_renders_the_config_once_and_uses_a_given_rendering() -> None:
+    inputs = make_inputs()
+    rendered = render_config(inputs)
+    assert build_children(inputs, rendered) == build_children(inputs)
+    # What it is given is what goes into the ConfigMap and the pod template (no second render).
+    wanted, _ = build_children(inputs, ("marker: 1\n", "feedface"))
+    by_kind = {obj["kind"]: obj for obj in wanted}
+    assert next(iter(by_kind["ConfigMap"]["data"].values())) == "marker: 1\n"
+    annotations = by_kind["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[CONFIG_HASH_ANNOTATION] == "feedface"

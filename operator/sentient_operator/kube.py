@@ -355,8 +355,8 @@ async def patch(
 
 async def emit_event(
     involved: Mapping[str, Any], reason: str, message: str, *, type_: str = "Normal"
-) -> None:
-    """Record a core/v1 Event on ``involved``.
+) -> bool:
+    """Record a core/v1 Event on ``involved``; True when the apiserver took it.
 
     The message must never contain a secret value: callers pass reasons and
     object names only. Failures are logged and swallowed: an Event is a
@@ -393,6 +393,8 @@ async def emit_event(
         )
     except KubeError as exc:
         log.warning("could not record event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc.reason)
+        return False
+    return True
 
 
 class Discovery:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -43,6 +44,27 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's "essence" of an object, for nothing: no handler of ours reacts to field changes.
+
+    Every handler is an event handler or an index, which get the whole body; kopf would still
+    deep-copy each body (managedFields and all) on every event to diff it against a stored
+    essence that only change handlers (on.create/update/field) use. That was a tenth of the
+    operator's CPU with a fleet being created. An empty essence makes every diff empty.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """The empty essence."""
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """No stored essence."""
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing to store."""
+
+
 def kopf_settings(ours: Settings) -> kopf.OperatorSettings:
     """kopf settings: timeouts so silent watches reconnect, short backoffs, no annotations, no peering."""
     settings = kopf.OperatorSettings()
@@ -56,6 +78,7 @@ def kopf_settings(ours: Settings) -> kopf.OperatorSettings:
     settings.queueing.error_delays = [1, 2, 5, 10, 20, 30, 60]
     # Progress (if any handler ever keeps some) lives in status, not in size-limited annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    settings.persistence.diffbase_storage = NoDiffBase()
     # One active replica is chosen by our Lease (see sentient_operator.leader), not by kopf peering.
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING

@@ -82,9 +82,12 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def config_map(inputs: AgentInputs) -> dict[str, Any]:
-    """The ConfigMap ``NAME-config`` holding ``config.yaml`` (no secret values)."""
-    text, _ = render_config(inputs)
+def config_map(inputs: AgentInputs, rendered: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The ConfigMap ``NAME-config`` holding ``config.yaml`` (no secret values).
+
+    ``rendered``: :func:`render_config` of ``inputs`` when the caller has it already.
+    """
+    text, _ = rendered or render_config(inputs)
     return with_desired_hash(
         {
             "apiVersion": "v1",
@@ -146,11 +149,14 @@ def desired_replicas(inputs: AgentInputs) -> int:
     return inputs.spec.replicas
 
 
-def deployment(inputs: AgentInputs) -> dict[str, Any]:
-    """The Deployment of the agent runtime, hardened to the restricted pod-security profile."""
+def deployment(inputs: AgentInputs, rendered: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The Deployment of the agent runtime, hardened to the restricted pod-security profile.
+
+    ``rendered``: :func:`render_config` of ``inputs`` when the caller has it already.
+    """
     spec = inputs.spec
     overrides = spec.deployment
-    _, config_hash = render_config(inputs)
+    _, config_hash = rendered or render_config(inputs)
     annotations = {**overrides.pod_annotations, CONFIG_HASH_ANNOTATION: config_hash}
     # Only RollingRestart rolls pods on rotation; HotReload relies on the runtime re-reading files.
     if spec.rotation.strategy == "RollingRestart" and inputs.credentials_fingerprint:
@@ -345,13 +351,22 @@ def pod_disruption_budget(inputs: AgentInputs) -> dict[str, Any]:
     )
 
 
-def build_children(inputs: AgentInputs) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+def build_children(
+    inputs: AgentInputs, rendered: tuple[str, str] | None = None
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Every child the agent should have, and the (apiVersion, kind) of those it should not.
 
     Optional children that are not wanted are listed so that the caller deletes
-    leftovers (e.g. an HPA after autoscaling was switched off).
+    leftovers (e.g. an HPA after autoscaling was switched off). The config is rendered once
+    (``rendered``: the caller's :func:`render_config` of ``inputs``, if it has one).
     """
-    wanted = [config_map(inputs), credentials_secret(inputs), deployment(inputs), service(inputs)]
+    rendered = rendered or render_config(inputs)
+    wanted = [
+        config_map(inputs, rendered),
+        credentials_secret(inputs),
+        deployment(inputs, rendered),
+        service(inputs),
+    ]
     unwanted: list[tuple[str, str]] = []
     if inputs.spec.autoscaling is not None:
         wanted.append(horizontal_pod_autoscaler(inputs))

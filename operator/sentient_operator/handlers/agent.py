@@ -69,21 +69,36 @@ def _register_children() -> None:
 
 
 def on_child_event(
-    labels: kopf.Labels, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    type: str | None,
+    labels: kopf.Labels,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    """A child changed or went: its agent re-checks it."""
+    """A child changed or went: its agent re-checks it (not for the echo of our own apply)."""
     context = context_of(memo)
-    context.children.seen(str(body.get("kind", "")), namespace, name)
+    if context.children.seen(str(body.get("kind", "")), namespace, name, body, type):
+        return
     agent = labels.get(AGENT_LABEL)
     if agent and namespace:
         context.controller.enqueue("agent", namespace, agent, COALESCE)
 
 
 @kopf.on.event(GROUP, VERSION, "sentientagents", id="agent")
-def on_agent_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Any change of an agent (or the initial listing) schedules its reconcile."""
-    if namespace:
-        context_of(memo).controller.enqueue("agent", namespace, name)
+def on_agent_event(
+    type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """Any change of an agent (or the initial listing) schedules its reconcile, except the echo of
+    the operator's own status write (nothing in it is news)."""
+    if not namespace:
+        return
+    context = context_of(memo)
+    rv = body.get("metadata", {}).get("resourceVersion")
+    if type != "DELETED" and context.agents.is_own_write(namespace, name, rv):
+        return
+    context.controller.enqueue("agent", namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, "llmproviders", id="agent-provider-ref")
@@ -111,9 +126,9 @@ def on_referenced_event(
     store = context.cache.objects(kind)
     if store is not None:
         store.observe(type, namespace, name, body)
-    context.children.seen(kind, namespace, name)
+    own_echo = context.children.seen(kind, namespace, name, body, type)
     context.controller.enqueue_referrers((kind, namespace, name), COALESCE)
-    if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
+    if not own_echo and labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
         context.controller.enqueue("agent", namespace, labels[AGENT_LABEL], COALESCE)
 
 

@@ -11,6 +11,7 @@ through garbage collection; nothing outside the cluster needs cleaning.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -20,14 +21,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_runtime.config import AUDIT_KEY_FILE, provider_credential_file
+from agent_runtime.config import AUDIT_KEY_FILE, dump_config, provider_credential_file
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import SentientAgentSpec, redis_secret_names
 from sentient_operator.build import (
     build_children,
+    build_runtime_config,
     credentials_secret_name,
     endpoint_url,
-    render_config,
     selector_string,
 )
 from sentient_operator.build.children import credentials_data, desired_replicas
@@ -38,6 +39,7 @@ from sentient_operator.credentials.fingerprint import fingerprint_data
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_key
 from sentient_operator.reconcile.agent_status import (
     KIND,
+    ReadyGauges,
     deployment_state,
     invalid_spec_message,
     problem_condition,
@@ -60,8 +62,34 @@ log = logging.getLogger("sentient_operator.agent")
 
 # Quick retry while something this agent needs is missing; index events usually come first.
 BLOCKED_RETRY = 30.0
+# Seconds a policy's recount waits for more agents that start or stop using it.
+POLICY_COALESCE = 1.0
 # Problems reported as conditions that do not stop the agent from being rendered.
 NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
+
+
+class _RenderMemo:
+    """:func:`render_config` remembered per agent: the YAML is dumped again only when the config
+    changed (a reconcile that changes nothing, most of them, compares a JSON string instead)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[str, tuple[str, str]]] = {}
+
+    def render(self, inputs: AgentInputs) -> tuple[str, str]:
+        """``render_config(inputs)``."""
+        config = build_runtime_config(inputs)
+        key = json.dumps(config.to_wire(), sort_keys=True, separators=(",", ":"))
+        last = self._last.get((inputs.namespace, inputs.name))
+        if last is not None and last[0] == key:
+            return last[1]
+        text = dump_config(config)
+        rendered = (text, hashlib.sha256(text.encode()).hexdigest())
+        self._last[(inputs.namespace, inputs.name)] = (key, rendered)
+        return rendered
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The agent is gone."""
+        self._last.pop((namespace, name), None)
 
 
 @dataclass
@@ -92,6 +120,11 @@ class AgentReconciler:
         # provider id -> (digest of the last candidate key tried, (rejected, message)): one
         # validation call per new key, not per reconcile; one entry per provider at most.
         self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
+        self.gauges = ReadyGauges()
+        self._rendered = _RenderMemo()
+        # (namespace, name) -> resourceVersion of our last status write: its watch event is our
+        # own echo and needs no reconcile (it was a third of them).
+        self._written: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ entry point
 
@@ -101,14 +134,13 @@ class AgentReconciler:
         body = self.cache.agent(namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self._forget(namespace, name)
-            self.update_gauges()
+            self.gauges.remove(namespace, name)
             return None
         started = time.monotonic()
         try:
             return await self._reconcile(key, body)
         finally:
             metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
-            self.update_gauges()
 
     def _forget(self, namespace: str, name: str) -> None:
         key = ("agent", namespace, name)
@@ -117,6 +149,18 @@ class AgentReconciler:
                 self.controller.enqueue("policy", ref_ns, ref_name)  # its agent count dropped
         self.controller.forget(key)
         self.children.forget_agent(namespace, name)
+        self._written.pop((namespace, name), None)
+        self._rendered.forget(namespace, name)
+
+    def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether an agent event carries exactly the object our last status write made."""
+        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+
+    async def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        written = await write_status(body, status)
+        if written is not None:
+            meta = body["metadata"]
+            self._written[(meta["namespace"], meta["name"])] = written
 
     def forget_provider(self, provider_id: str) -> None:
         """A provider went: its validation verdict goes too."""
@@ -134,13 +178,15 @@ class AgentReconciler:
             return None
 
         refs = self.references(namespace, spec)
+        before = self.controller.refs_of.get(key, set())
         self.controller.set_refs(key, refs)
         # Referenced Secrets and ConfigMaps that the watch delivered before anyone wanted them.
         await self.cache.load(refs)
-        if spec.rate_limit_policy_ref is not None:
-            self.controller.enqueue(
-                "policy", spec.rate_limit_policy_ref.namespace or namespace, spec.rate_limit_policy_ref.name
-            )
+        # A policy counts its agents: only one this agent starts or stops using needs a recount
+        # (coalesced: a fleet being created is one recount, not one per agent).
+        for kind, ref_ns, ref_name in before ^ refs:
+            if kind == "RateLimitPolicy":
+                self.controller.enqueue("policy", ref_ns, ref_name, POLICY_COALESCE)
         resolution, wants_monitor, sm_available = await self._gather(namespace, name, meta["uid"], spec)
         problems = list(resolution.problems)
         if resolution.inputs is not None:
@@ -232,13 +278,14 @@ class AgentReconciler:
         if spec.rotation.strategy == "RollingRestart":
             inputs = self._with_fingerprint(inputs)
         try:
-            _, config_hash = render_config(inputs)
+            rendered = self._rendered.render(inputs)
         except ValueError as exc:
             # A spec the schema accepts but that cannot be rendered with what it references (a
             # moderation service on a provider without one): reported, the running config kept.
             problem = Problem(PROVIDERS_RESOLVED, "ConfigNotRenderable", str(exc))
             return _Applied(config_hash=previous.config_hash, problems=[*new_problems, problem])
-        wanted, unwanted = build_children(inputs)
+        config_hash = rendered[1]
+        wanted, unwanted = build_children(inputs, rendered)
         applied = _Applied(config_hash=config_hash, problems=new_problems)
         try:
             for obj in wanted:
@@ -318,7 +365,8 @@ class AgentReconciler:
                 make_condition("Progressing", False, "InvalidSpec", "", generation),
             ],
         )
-        await write_status(body, {"observedGeneration": generation, "conditions": conditions})
+        await self._write_status(body, {"observedGeneration": generation, "conditions": conditions})
+        self.gauges.set(body["metadata"]["namespace"], body["metadata"]["name"], False)
         await transition_events(body, old_conditions, conditions)
         metrics.RECONCILES.labels(KIND, "invalid").inc()
 
@@ -398,21 +446,7 @@ class AgentReconciler:
             "providersReady": f"{sum(bool(c['resolved'] and c['ready']) for c in chain)}/{len(chain)}",
             "configHash": applied.config_hash,
         }
-        await write_status(body, status)
+        await self._write_status(body, status)
+        ready = find_condition(conditions, "Ready") or {}
+        self.gauges.set(namespace, name, ready.get("status") == "True")
         await transition_events(body, old_conditions, conditions)
-
-    def update_gauges(self) -> None:
-        """Managed and ready agent gauges, rebuilt from the cache."""
-        keys = list(self.cache.agent_keys())
-        metrics.MANAGED_AGENTS.set(len(keys))
-        ready = 0
-        # Rebuilt whole so that deleted agents lose their series; no await in between, so a
-        # scrape never sees it half-filled.
-        metrics.AGENT_READY.clear()
-        for namespace, name in keys:
-            body = self.cache.agent(namespace, name) or {}
-            cond = find_condition((body.get("status") or {}).get("conditions"), "Ready")
-            is_ready = bool(cond and cond.get("status") == "True")
-            metrics.AGENT_READY.labels(namespace, name).set(int(is_ready))
-            ready += is_ready
-        metrics.READY_AGENTS.set(ready)

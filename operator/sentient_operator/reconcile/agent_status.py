@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +24,41 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "SentientAgent"
 
 
+class ReadyGauges:
+    """The managed/ready agent gauges, kept up to date one agent at a time.
+
+    Each reconcile reports the Ready status it wrote, each deletion removes the agent: O(1) per
+    reconcile (rebuilding them from every agent after every reconcile was quadratic in total and
+    half the operator's CPU at 1000 agents).
+    """
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[str, str], bool] = {}
+        self._ready_count = 0
+
+    def set(self, namespace: str, name: str, ready: bool) -> None:
+        """The agent's Ready condition is now ``ready``."""
+        before = self._ready.get((namespace, name))
+        self._ready[(namespace, name)] = ready
+        self._ready_count += int(ready) - int(bool(before))
+        metrics.AGENT_READY.labels(namespace, name).set(int(ready))
+        self._publish()
+
+    def remove(self, namespace: str, name: str) -> None:
+        """The agent is gone: its series goes too."""
+        before = self._ready.pop((namespace, name), None)
+        if before is None:
+            return
+        self._ready_count -= int(before)
+        with contextlib.suppress(KeyError):
+            metrics.AGENT_READY.remove(namespace, name)
+        self._publish()
+
+    def _publish(self) -> None:
+        metrics.MANAGED_AGENTS.set(len(self._ready))
+        metrics.READY_AGENTS.set(self._ready_count)
+
+
 def deployment_state(dep: dict[str, Any] | None, want: int) -> tuple[bool, bool, str, str]:
     """(available, progressing, reason, message) of the agent's Deployment."""
     if dep is None:
@@ -37,15 +73,14 @@ def deployment_state(dep: dict[str, Any] | None, want: int) -> tuple[bool, bool,
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return False, False, "ProgressDeadlineExceeded", str(cond.get("message", ""))[:300]
+    # A rollout keeps the agent Ready while enough pods serve: with maxUnavailable 0 the old pods
+    # stay available until new ones are, and the status still counts them before the Deployment
+    # controller has even observed the new spec.
+    serving = available >= want and ready >= want
     if observed < generation:
-        return False, True, "RolloutInProgress", "the Deployment controller has not seen the new spec yet"
+        return serving, True, "RolloutInProgress", "the Deployment controller has not seen the new spec yet"
     if updated < want or replicas > updated:
-        return (
-            available >= want and ready >= want,
-            True,
-            "RolloutInProgress",
-            f"{updated}/{want} pods updated",
-        )
+        return serving, True, "RolloutInProgress", f"{updated}/{want} pods updated"
     if ready < want or available < want:
         return False, True, "PodsNotReady", f"{ready}/{want} pods ready"
     return True, False, "Available", f"{ready}/{want} pods ready"
@@ -67,13 +102,14 @@ def invalid_spec_message(errors: list[Any]) -> str:
     return f"invalid fields: {fields}"
 
 
-async def write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Merge-patch the agent's status when any field differs; True when a write was sent."""
+async def write_status(body: dict[str, Any], status: dict[str, Any]) -> str | None:
+    """Merge-patch the agent's status when any field differs; the resourceVersion the write made
+    (None when nothing was sent)."""
     meta = body["metadata"]
     old = body.get("status") or {}
     if all(old.get(k) == v for k, v in status.items()):
-        return False
-    await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
+        return None
+    live = await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
     metrics.WRITES.labels("patch-status", KIND).inc()
     ready = find_condition(status.get("conditions"), "Ready") or {}
     log.info(
@@ -83,13 +119,13 @@ async def write_status(body: dict[str, Any], status: dict[str, Any]) -> bool:
         ready.get("status"),
         ready.get("reason"),
     )
-    return True
+    return str((live.get("metadata") or {}).get("resourceVersion", "")) or None
 
 
-async def transition_events(
-    body: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]
-) -> None:
-    """An Event when Ready flips or a blocking reason appears (never for repeats)."""
+def transition_events_for(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(reason, message, type) of each Event a status change calls for: Ready flipping, a blocking
+    reason appearing (never for repeats, nor for an agent's first Ready=False)."""
+    events: list[tuple[str, str, str]] = []
     for cond in new:
         before = find_condition(old, cond["type"])
         if (
@@ -99,18 +135,25 @@ async def transition_events(
         ):
             continue
         if cond["type"] == "Ready":
+            if before is not None and before.get("status") == cond["status"]:
+                continue  # a new reason only (a rollout starting or ending): nothing to announce
             if cond["status"] == "True":
-                await kube.emit_event(body, "Ready", cond.get("message") or "agent is ready")
+                events.append(("Ready", cond.get("message") or "agent is ready", "Normal"))
             elif before is not None and before.get("status") == "True":
-                await kube.emit_event(
-                    body, "NotReady", cond.get("message") or cond["reason"], type_="Warning"
-                )
+                events.append(("NotReady", cond.get("message") or cond["reason"], "Warning"))
         elif (
             cond["type"] in (PROVIDERS_RESOLVED, CREDENTIALS_READY, CONFIG_RESOLVED, CREDENTIALS_VALID)
             and cond["status"] == "False"
             and cond["reason"] != REASON_PENDING
         ):
-            await kube.emit_event(body, cond["reason"], cond.get("message", ""), type_="Warning")
-        else:
-            continue
-        metrics.WRITES.labels("create", "Event").inc()
+            events.append((cond["reason"], cond.get("message", ""), "Warning"))
+    return events
+
+
+async def transition_events(
+    body: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> None:
+    """Post the Events of a status change (see :func:`transition_events_for`); count those sent."""
+    for reason, message, type_ in transition_events_for(old, new):
+        if await kube.emit_event(body, reason, message, type_=type_):
+            metrics.WRITES.labels("create", "Event").inc()

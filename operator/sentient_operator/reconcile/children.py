@@ -9,6 +9,7 @@ it re-send an unchanged object. Both memories are pruned when the child or its a
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator import kube, metrics
@@ -72,6 +73,11 @@ class ChildMemo:
         """Forget an object (deleted)."""
         self._applied.pop((kind, namespace, name), None)
 
+    def made(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
+        """Whether ``resource_version`` is the one our last apply of the object produced."""
+        memo = self._applied.get((kind, namespace, name))
+        return memo is not None and bool(resource_version) and memo[1] == resource_version
+
 
 class ChildApplier:
     """Server-side apply of desired children, skipped when the live object already matches."""
@@ -86,10 +92,25 @@ class ChildApplier:
         # Which children each agent has had applied, so that its memories go with it.
         self._by_agent: dict[tuple[str, str], set[ChildKey]] = {}
 
-    def seen(self, kind: str, namespace: str | None, name: str) -> None:
-        """A watch event for a child arrived: the index is authoritative again (also after a deletion)."""
+    def seen(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        body: Mapping[str, Any] | None = None,
+        event_type: str | None = None,
+    ) -> bool:
+        """A watch event for a child arrived: the index is authoritative again (also after a deletion).
+
+        True when the event is the echo of our own last apply (the object exactly as that write
+        left it): the agent already knows that state and needs no reconcile for it.
+        """
         self._fresh.pop((kind, namespace or "", name), None)
         self._corrected.pop((kind, namespace or "", name), None)
+        if body is None or event_type == "DELETED":
+            return False
+        rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        return self.memo.made(kind, namespace or "", name, rv)
 
     def correct(self, kind: str, namespace: str, name: str, actual: dict[str, Any] | None) -> None:
         """The API says the child is ``actual`` (None: gone), whatever the index holds."""

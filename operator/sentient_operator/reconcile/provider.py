@@ -296,8 +296,8 @@ class ProviderReconciler:
 
     @staticmethod
     async def _event(body: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
-        metrics.WRITES.labels("create", "Event").inc()
-        await kube.emit_event(body, reason, message, type_=type_)
+        if await kube.emit_event(body, reason, message, type_=type_):
+            metrics.WRITES.labels("create", "Event").inc()
 
     async def _emit_events(self, body: dict[str, Any], outcome: SyncOutcome) -> None:
         meta = body["metadata"]

@@ -1,0 +1,371 @@
+"""The operator at scale: N agents to Ready against a floor, and a shared provider edit rolling them.
+
+For each N (``--sizes``), on fresh local control planes:
+
+1. **floor**: the same child objects the operator would make for N agents (ConfigMap, bound
+   Secret, Deployment, Service each, built by the operator's own builders, without the owner
+   reference) created directly by one client (``kubectl create``), until every Deployment is
+   Available;
+2. **operator**: the operator running (no leader election), N agents with their API-key Secrets
+   created at once, until every agent is Ready; the operator's CPU-seconds and RSS;
+3. **rollout**: one edit of the LLMProvider that every agent uses (its default model, so every
+   agent's config changes), until every Deployment has rolled to the new config and every agent is
+   Ready again: how long, and how often an agent was seen Ready=False or a NotReady Event was
+   posted meanwhile (maxUnavailable 0 keeps a pod available throughout, so never should be).
+
+Also the operator's Event-write counter against the Events it really posted. Loopback only, each
+phase bounded by ``--timeout``. The machine's load averages are printed with the figures: ratios
+come from one run on one machine; CPU-seconds and RSS are the figures least moved by other load.
+
+    python bench/operator_scale.py --sizes 100,300,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "operator"), str(REPO)]
+
+from bench.operator_idle import kubectl, operator_writes  # noqa: E402
+from bench.operator_memory import create_in_batches, memory_kib  # noqa: E402
+from e2e import fleet  # noqa: E402
+from e2e.cluster import LocalCluster  # noqa: E402
+from e2e.operator_proc import OperatorProcess  # noqa: E402
+from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec, SentientAgentSpec  # noqa: E402
+from sentient_operator.build import (  # noqa: E402
+    CONFIG_HASH_ANNOTATION,
+    AgentInputs,
+    ResolvedPolicy,
+    ResolvedProvider,
+    build_children,
+)
+from sentient_operator.build.inputs import APIKey  # noqa: E402
+from sentient_operator.kube import REPORTING_COMPONENT  # noqa: E402
+
+IMAGE = "sentient-agent-runtime:e2e"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A phase that did not finish in time."""
+
+
+# --------------------------------------------------------------------------- the objects
+
+
+def floor_children(namespace: str, n: int) -> list[dict[str, Any]]:
+    """The children of the fleet's N agents as the operator builds them, without owner references
+    (no agent exists on the floor's cluster; the garbage collector would take them)."""
+    docs = fleet.manifests(namespace, n)
+    provider_doc = next(d for d in docs if d["kind"] == "LLMProvider")
+    policy_doc = next(d for d in docs if d["kind"] == "RateLimitPolicy")
+    provider_spec = LLMProviderSpec.model_validate(provider_doc["spec"])
+    provider = ResolvedProvider(
+        namespace=namespace,
+        name=provider_doc["metadata"]["name"],
+        spec=provider_spec,
+        model=provider_spec.default_model or "",
+        api_key="sk-bench",
+    )
+    policy = ResolvedPolicy(
+        namespace=namespace,
+        name=policy_doc["metadata"]["name"],
+        spec=RateLimitPolicySpec.model_validate(policy_doc["spec"]),
+    )
+    children: list[dict[str, Any]] = []
+    for i, doc in enumerate(d for d in docs if d["kind"] == "SentientAgent"):
+        spec = SentientAgentSpec.model_validate(doc["spec"])
+        inputs = AgentInputs(
+            name=doc["metadata"]["name"],
+            namespace=namespace,
+            uid=f"00000000-0000-4000-8000-{i:012d}",
+            spec=spec,
+            providers=[provider],
+            image=IMAGE,
+            policy=policy,
+            system_prompt=spec.system_prompt or "",
+            api_keys={"client": APIKey(f"key-{i}")},
+            audit_key=secrets.token_hex(32),
+        )
+        wanted, _ = build_children(inputs)
+        for obj in wanted:
+            obj["metadata"].pop("ownerReferences", None)
+            children.append(obj)
+    return children
+
+
+def get_items(kubeconfig: str, namespace: str, what: str) -> list[dict[str, Any]]:
+    """Every object of ``what`` in ``namespace``."""
+    items: list[dict[str, Any]] = json.loads(kubectl(kubeconfig, "get", what, "-n", namespace, "-o", "json"))[
+        "items"
+    ]
+    return items
+
+
+def deployment_rolled(dep: dict[str, Any], old_hash: str | None = None) -> bool:
+    """Available with every replica updated and observed (and, given ``old_hash``, a new config)."""
+    status = dep.get("status") or {}
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    return (
+        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) == want
+        and status.get("replicas", 0) == want
+        and status.get("availableReplicas", 0) >= want
+        and (old_hash is None or annotations.get(CONFIG_HASH_ANNOTATION) != old_hash)
+    )
+
+
+def agent_ready(agent: dict[str, Any]) -> bool:
+    """Ready=True for the agent's current generation."""
+    generation = agent["metadata"].get("generation")
+    return any(
+        c.get("type") == "Ready"
+        and c.get("status") == "True"
+        and c.get("observedGeneration", generation) == generation
+        for c in (agent.get("status") or {}).get("conditions") or []
+    )
+
+
+def poll(check: Callable[[], bool], timeout: float, interval: float, what: str) -> float:
+    """Seconds until ``check()`` is true (checked every ``interval``), or BenchError."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise BenchError(f"{what}: not done after {timeout:.0f} s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MiB."""
+    kib = memory_kib(pid)
+    return round(kib["VmRSS"] / 1024, 1), round(kib["VmHWM"] / 1024, 1)
+
+
+@dataclass
+class SizeResult:
+    """The figures of one N."""
+
+    n: int
+    floor_s: float = float("nan")
+    operator_s: float = float("nan")
+    create_cpu_s: float = float("nan")
+    rss_mib: float = float("nan")
+    peak_rss_mib: float = float("nan")
+    rollout_s: float = float("nan")
+    rollout_cpu_s: float = float("nan")
+    rollout_not_ready_agents: int = -1
+    rollout_not_ready_events: int = -1
+    events_counted: int = -1
+    events_posted: int = -1
+    writes: dict[str, int] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """Operator time over floor time."""
+        return self.operator_s / self.floor_s
+
+    @property
+    def rollout_ratio(self) -> float:
+        """Rollout time over the operator's create time."""
+        return self.rollout_s / self.operator_s
+
+
+def fresh_cluster(namespace: str) -> LocalCluster:
+    """A local control plane with the CRDs and ``namespace``."""
+    local = LocalCluster.create()
+    local.start()
+    kubeconfig = str(local.kubeconfig)
+    try:
+        kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd", "--all")
+        kubectl(kubeconfig, "create", "namespace", namespace)
+    except BaseException:
+        local.stop()
+        raise
+    return local
+
+
+def measure_floor(n: int, timeout: float, interval: float) -> float:
+    """Seconds from the first create to every Deployment Available, on a fresh cluster."""
+    namespace = "floor"
+    children = floor_children(namespace, n)
+    local = fresh_cluster(namespace)
+    kubeconfig = str(local.kubeconfig)
+    try:
+        started = time.monotonic()
+        create_in_batches(kubeconfig, children, batch=1000)
+
+        def available() -> bool:
+            deps = get_items(kubeconfig, namespace, "deployments")
+            return len(deps) == n and all(deployment_rolled(d) for d in deps)
+
+        poll(available, timeout, interval, f"floor of {n}")
+        return time.monotonic() - started
+    finally:
+        local.stop()
+
+
+def measure_operator(result: SizeResult, timeout: float, interval: float, workdir: Path) -> None:
+    """The operator's create and rollout figures, into ``result``."""
+    n, namespace = result.n, "scale"
+    local = fresh_cluster(namespace)
+    kubeconfig = str(local.kubeconfig)
+    op: OperatorProcess | None = None
+    try:
+        docs = fleet.manifests(namespace, n)
+        shared = [
+            d
+            for d in docs
+            if d["kind"] in ("LLMProvider", "RateLimitPolicy") or d["metadata"]["name"] == "upstream-key"
+        ]
+        per_agent = [d for d in docs if d not in shared]
+        kubectl(kubeconfig, "apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in shared))
+        op = OperatorProcess(
+            kubeconfig,
+            [namespace],
+            identity="scale",
+            leader_election=False,
+            log_path=workdir / f"operator-{n}.log",
+        ).start()
+        op.wait_for_log("_startup' succeeded", timeout=120)
+        assert op.process is not None
+        pid = op.process.pid
+        poll(
+            lambda: operator_writes(op).get(("patch-status", "LLMProvider"), 0) > 0,
+            60,
+            0.2,
+            "provider synced",
+        )
+
+        # -- create
+        cpu0 = cpu_seconds(pid)
+        started = time.monotonic()
+        create_in_batches(kubeconfig, per_agent, batch=1000)
+        poll(
+            lambda: sum(agent_ready(a) for a in get_items(kubeconfig, namespace, "sentientagents")) == n,
+            timeout,
+            interval,
+            f"{n} agents Ready",
+        )
+        result.operator_s = time.monotonic() - started
+        result.create_cpu_s = cpu_seconds(pid) - cpu0
+
+        # -- rollout: one edit of the provider every agent uses
+        old_hash = {
+            d["metadata"]["name"]: (d["spec"]["template"]["metadata"].get("annotations") or {}).get(
+                CONFIG_HASH_ANNOTATION
+            )
+            for d in get_items(kubeconfig, namespace, "deployments")
+        }
+        events_before = {e["metadata"]["name"] for e in get_items(kubeconfig, namespace, "events")}
+        not_ready: set[str] = set()
+        cpu0 = cpu_seconds(pid)
+        started = time.monotonic()
+        kubectl(
+            kubeconfig, "patch", "llmprovider", "upstream", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"defaultModel": "m2"}}),
+        )  # fmt: skip
+
+        def rolled() -> bool:
+            agents = get_items(kubeconfig, namespace, "sentientagents")
+            not_ready.update(a["metadata"]["name"] for a in agents if not agent_ready(a))
+            deps = get_items(kubeconfig, namespace, "deployments")
+            return (
+                len(deps) == n
+                and all(deployment_rolled(d, old_hash.get(d["metadata"]["name"])) for d in deps)
+                and all(agent_ready(a) for a in agents)
+            )
+
+        poll(rolled, timeout, interval, f"{n} agents rolled")
+        result.rollout_s = time.monotonic() - started
+        result.rollout_cpu_s = cpu_seconds(pid) - cpu0
+        result.rollout_not_ready_agents = len(not_ready)
+        events = get_items(kubeconfig, namespace, "events")
+        result.rollout_not_ready_events = sum(
+            1 for e in events if e["metadata"]["name"] not in events_before and e.get("reason") == "NotReady"
+        )
+        result.rss_mib, result.peak_rss_mib = rss_mib(pid)
+        writes = operator_writes(op)
+        result.writes = {f"{verb} {kind}": count for (verb, kind), count in sorted(writes.items())}
+        result.events_counted = writes.get(("create", "Event"), 0)
+        result.events_posted = sum(
+            1 for e in events if (e.get("source") or {}).get("component") == REPORTING_COMPONENT
+        )
+    finally:
+        if op is not None:
+            op.terminate()
+        local.stop()
+
+
+def main() -> int:
+    """Run every size and print the table (JSON on the last line)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,300,1000", help="comma-separated N")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per phase")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between state polls")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    results: list[SizeResult] = []
+    with tempfile.TemporaryDirectory(prefix="sentient-scale-") as tmp:
+        for n in sizes:
+            result = SizeResult(n, load=[round(x, 2) for x in os.getloadavg()])
+            try:
+                result.floor_s = measure_floor(n, args.timeout, args.interval)
+                measure_operator(result, args.timeout, args.interval, Path(tmp))
+            except BenchError as exc:
+                result.error = str(exc)
+            result.load += [round(x, 2) for x in os.getloadavg()]
+            results.append(result)
+            print(json.dumps({**result.__dict__, "ratio": round(result.ratio, 2)}), flush=True)
+
+    cores = os.cpu_count()
+    print(
+        f"\noperator at scale, local control plane, {cores} cores (load averages 1/5/15 min before and after each N)\n"
+    )
+    print(
+        "| N | floor | operator | ratio | CPU-s (create) | RSS / peak MiB | rollout | rollout / create | CPU-s (rollout) | Ready=False in rollout | NotReady Events | Events counted / posted | load before -> after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.n} | {r.floor_s:.1f} s | {r.operator_s:.1f} s | {r.ratio:.2f}x | {r.create_cpu_s:.1f} "
+            f"| {r.rss_mib:.0f} / {r.peak_rss_mib:.0f} | {r.rollout_s:.1f} s | {r.rollout_ratio:.2f}x "
+            f"| {r.rollout_cpu_s:.1f} | {r.rollout_not_ready_agents} | {r.rollout_not_ready_events} "
+            f"| {r.events_counted} / {r.events_posted} | {'/'.join(map(str, r.load[:3]))} -> {'/'.join(map(str, r.load[3:]))} |"
+        )
+    for r in results:
+        if r.error:
+            print(f"  N={r.n}: {r.error}")
+    print(json.dumps([{**r.__dict__, "ratio": r.ratio} for r in results]))
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
