@@ -286,8 +286,8 @@ class LLMRuntimeConfig(ConfigModel):
         default=False,
         description=(
             "Name the chain entry that answered (provider id, upstream model) in the /assist stream's "
-            "metadata. Off: callers learn that a failover happened and its error class, never which "
-            "provider or model. Upstream URLs are never sent either way."
+            "metadata, and the chain's providers in /health. Off: callers learn that a failover happened "
+            "and its error class, never which provider or model. Upstream URLs are never sent either way."
         ),
     )
 

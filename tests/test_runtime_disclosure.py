@@ -80,6 +80,8 @@ def _exchanges(url: str) -> dict[str, str]:
         ) as response:
             out["chat stream"] = _everything(response)
         out["models"] = _everything(http.get(f"{url}/v1/models", headers=auth))
+        # Unauthenticated, so anyone who reaches the port is a caller here.
+        out["/health"] = _everything(http.get(f"{url}/health"))
     return out
 
 
@@ -156,10 +158,11 @@ def test_reveal_provider_names_provider_and_model_but_never_the_url(
         seen = _exchanges(runtime.url)
     for fake in upstreams:
         fake.state.reset()
-    assist = seen["/assist"]
+    assist, health = seen["/assist"], seen["/health"]
     assert PRIMARY_ID in assist and BACKUP_ID in assist and BACKUP_MODEL in assist
+    assert PRIMARY_ID in health and PRIMARY_MODEL in health
     urls = [s for s in _secrets(primary, backup) if "127.0.0.1" in s or s.startswith("http")]
-    assert urls and not [u for u in urls if u in assist]
+    assert urls and not [u for u in urls if u in assist or u in health]
     # The OpenAI route has no field for them: it stays as it is by default.
     for name in ("chat", "chat stream", "models"):
         assert not [s for s in (PRIMARY_ID, BACKUP_ID, PRIMARY_MODEL, BACKUP_MODEL) if s in seen[name]], name

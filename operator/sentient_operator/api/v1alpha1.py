@@ -994,9 +994,10 @@ class LLMConfig(Model):
         default=False,
         description=(
             "Tell callers which chain entry answered: the /assist stream's failover and closing chunks "
-            "then name the LLMProvider (namespace/name) and the upstream model. Off by default: callers "
-            "learn that a failover happened and its error class, never which provider or model. Upstream "
-            "URLs are never sent; the OpenAI-compatible route always answers with the model the caller asked for."
+            "then name the LLMProvider (namespace/name) and the upstream model, and /health lists them. "
+            "Off by default: callers learn that a failover happened and its error class, never which "
+            "provider or model. Upstream URLs are never sent; the OpenAI-compatible route always answers "
+            "with the model the caller asked for."
         ),
     )
 
