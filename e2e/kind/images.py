@@ -408,6 +408,8 @@ def _cached_binaries(name: str, key: str, binaries: tuple[str, ...], build: obje
     cached = all((directory / b).is_file() for b in binaries)
     with REPORT.step(name, str(directory), cached):
         if not cached:
+            # On an empty cache the first binary built (kind) finds no bin/ to build beside.
+            directory.parent.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
             try:
                 assert callable(build)
@@ -422,7 +424,6 @@ def _cached_binaries(name: str, key: str, binaries: tuple[str, ...], build: obje
 
 def node_binaries() -> dict[str, Path]:
     """kubelet, kubeadm, kube-proxy from e2e/kind/kube-build (same release and flags as e2e/tools)."""
-    (cache() / "bin").mkdir(parents=True, exist_ok=True)
     key = content_key(
         KIND_KUBE_BUILD / "go.mod", KIND_KUBE_BUILD / "go.sum", tools.kube_ldflags(), *NODE_BINARIES
     )
