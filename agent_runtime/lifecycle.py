@@ -63,8 +63,18 @@ def load_agent_class(path: str | None) -> type[AbstractAgent]:
     if not module_name or not class_name:
         raise ValueError(f"agent_class {path!r} must be 'module:Class'")
     cls = getattr(importlib.import_module(module_name), class_name, None)
+    if isinstance(cls, type) and not issubclass(cls, AbstractAgent):
+        # A Sentient Agent Framework agent runs unchanged, through the framework's interfaces.
+        from agent_runtime.agents.framework import adapt
+
+        adapted = adapt(cls)
+        if adapted is not None:
+            return adapted
     if not isinstance(cls, type) or not issubclass(cls, AbstractAgent):
-        raise ValueError(f"agent_class {path!r} is not a subclass of agent_runtime.sdk.AbstractAgent")
+        raise ValueError(
+            f"agent_class {path!r} is not a subclass of agent_runtime.sdk.AbstractAgent "
+            "(or of sentient_agent_framework.AbstractAgent)"
+        )
     return cls
 
 

@@ -31,6 +31,15 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
+def events(cluster: Any, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+    """The Events of ``namespace`` that match a field selector (``involvedObject.name=x,reason=y``)."""
+    out = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", field_selector, "-o", "json"
+    ).stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
 def dry_run(cluster: Any, namespace: str, text: str) -> subprocess.CompletedProcess[str]:
     """Server-side apply, dry run, strict field validation; never raises."""
     return cluster.kubectl(

@@ -248,7 +248,7 @@ def test_chat_by_name_reports_a_port_forward_that_cannot_start(cluster: Cluster,
     assert "Traceback" not in done.stderr
     missing = sentient(cluster, "chat", f"{namespace}/no-such-bot", "-p", "hi")
     assert missing.returncode == 1
-    assert f"error: cannot read Service {namespace}/no-such-bot" in missing.stderr
+    assert f"error: no agent {namespace}/no-such-bot (`sentient status -n {namespace}`" in missing.stderr
     # No kubectl port-forward is left behind.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
     assert not [line for line in ps.stdout.splitlines() if "port-forward" in line and "lonely-bot" in line]

@@ -109,8 +109,8 @@ def test_secret_source_sync_rotation_and_faults(k8s: Any, namespace: str, operat
     # The syncs show up in the operator's metrics (without any value, of course).
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert 'sentient_operator_reconciles_total{kind="provider",result="ok"}' in text
-    assert 'sentient_operator_reconcile_errors_total{kind="provider",reason="SecretNotFound"}' in text
+    assert 'sentient_operator_reconciles_total{kind="LLMProvider",result="ok"}' in text
+    assert 'sentient_operator_reconcile_errors_total{kind="LLMProvider",reason="SecretNotFound"}' in text
     labels = f'namespace="{namespace}",provider="openai"'
     assert f'sentient_operator_credential_syncs_total{{{labels},result="success"}}' in text
     assert f'sentient_operator_credential_syncs_total{{{labels},result="error"}}' in text

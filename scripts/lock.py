@@ -35,6 +35,7 @@ class Lock:
     name: str
     selection: tuple[str, ...]
     what: str
+    hashes: bool = True
 
     @property
     def path(self) -> str:
@@ -43,10 +44,15 @@ class Lock:
 
     def header(self) -> str:
         """The comment on top of the file (the export itself has none)."""
-        return (
-            f"# {self.path}: {self.what}.\n"
+        use = (
             "# Every distribution pinned, with the sha256 of each of its files; install with\n"
             f"#   pip install --require-hashes -r {self.path}\n"
+            if self.hashes
+            else "# The same pins without hashes, as pip constraints (a constraints file cannot carry\n"
+            f"# hashes): pip install -c {self.path} ... Never to install from.\n"
+        )
+        return (
+            f"# {self.path}: {self.what}.\n{use}"
             "# Written by `make lock` (scripts/lock.py) from uv.lock; never edit it by hand.\n"
         )
 
@@ -58,6 +64,12 @@ LOCKS = (
     Lock("cli", ("--extra", "cli"), "the `cli` extra, the `sentient` command"),
     Lock("test", ("--extra", "test"), "the `test` extra, what a custom agent's generated test needs"),
     Lock("dev", ("--all-extras",), "every extra, the development environment (scripts/setup.sh)"),
+    Lock(
+        "constraints",
+        ("--all-extras",),
+        "every extra, for tests that build separate environments",
+        hashes=False,
+    ),
 )
 
 
@@ -97,6 +109,7 @@ def export(root: Path, lock: Lock) -> str:
         "requirements-txt",
         "--no-header",
         "--no-emit-project",
+        *(() if lock.hashes else ("--no-hashes",)),
         *lock.selection,
     )
     if done.returncode != 0:

@@ -9,10 +9,9 @@
 # uv comes from the dev environment (the dev extra pins it); UV=/path/to/uv uses another one.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cache="${SENTIENT_CACHE:-$HOME/.cache/sentient-operator}"
 python_bin="${PYTHON:-python3}"
 if [ -z "${UV:-}" ]; then
   "$root/scripts/setup.sh" --python
-  python_bin="$cache/venv/bin/python"
+  python_bin="$root/.venv/bin/python"
 fi
 exec "$python_bin" "$root/scripts/lock.py" "$@"

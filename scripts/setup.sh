@@ -43,6 +43,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" "$cache/venv"
+# This checkout's own environment: the shared link above follows whichever checkout ran last.
+ln -sfn "$venv" "$root/.venv"
 
 if [ "${1:-}" = "--python" ]; then
   exit 0

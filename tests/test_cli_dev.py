@@ -301,3 +301,54 @@ def test_cold_mode_runs_python_m_agent_runtime(run_dev: RunDev, tmp_path: Path) 
     _edit(agent, AGENT.format(version="v2"))
     dev.wait_for(r"reloaded: generation 2")
     assert dev.ask("hello") == "v2: hello"
+
+
+def test_plan_agent_yaml_keeps_the_agents_server_limits(tmp_path: Path) -> None:
+    docs = scaffold.agent_manifests("bot", "openai", "secret")
+    agent = next(d for d in docs if d["kind"] == "SentientAgent")
+    agent["spec"]["server"] = {
+        "limits": {"headerTimeout": "3s", "bodyTimeout": "7s", "maxHeaderBytes": 4096, "maxConnections": 12}
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(scaffold.dump_documents(docs))
+    plan = plan_agent_yaml(
+        path,
+        agent_name=None,
+        upstreams=Upstreams(),
+        keep_auth=False,
+        port=18081,
+        audit_key="k",
+        env={"OPENAI_API_KEY": "sk-from-env"},
+    )
+    limits = plan.config.server.limits
+    assert (limits.header_timeout, limits.body_timeout) == ("3s", "7s")
+    assert (limits.max_header_bytes, limits.max_connections) == (4096, 12)
+    assert (plan.config.server.port, plan.config.server.metrics_port) == (18081, 0)
+
+
+@pytest.mark.slow
+def test_dev_enforces_the_agents_server_limits(run_dev: RunDev, tmp_path: Path) -> None:
+    import socket
+
+    docs = scaffold.agent_manifests("helper", "openai", "secret")
+    agent = next(d for d in docs if d["kind"] == "SentientAgent")
+    agent["spec"]["server"] = {"limits": {"headerTimeout": "1s", "maxHeaderBytes": 2048}}
+    (tmp_path / "agent.yaml").write_text(scaffold.dump_documents(docs))
+    dev = run_dev(["--fake", "--no-inspect"], tmp_path)
+    dev.wait_for(r"serving on")
+    host, port = dev.url.removeprefix("http://").rsplit(":", 1)
+
+    def answer_to(data: bytes) -> tuple[bytes, float]:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(data)
+            started = time.monotonic()
+            return sock.recv(1024), time.monotonic() - started
+
+    # Unfinished headers larger than maxHeaderBytes: 431, as the runtime in a pod answers.
+    answer, _ = answer_to(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 4096)
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert httpx.get(f"{dev.url}/health", timeout=10).status_code == 200
+    # A caller that never finishes its headers is cut off after headerTimeout (1 s, not 10 s).
+    answer, waited = answer_to(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert waited < 5, waited

@@ -60,10 +60,19 @@ def test_init_custom_project_files(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["Dockerfile", "README.md", "agent.yaml", "doc_bot_agent.py", "test_doc_bot_agent.py"]
+    assert names == [
+        "Dockerfile",
+        "README.md",
+        "agent.yaml",
+        "doc_bot_agent.py",
+        "requirements.txt",
+        "runtime.yaml",
+        "test_doc_bot_agent.py",
+    ]
     readme = (tmp_path / "README.md").read_text()
-    # The generated test needs pytest and httpx: the README says to install the `test` extra.
-    assert 'pip install "sentient-operator[test]"' in readme and "docker build -t r.example/doc:1" in readme
+    # The generated test needs pytest and httpx: requirements.txt names the `test` extra, the README installs it.
+    assert (tmp_path / "requirements.txt").read_text().splitlines() == ["sentient-operator[test]"]
+    assert "pip install -r requirements.txt" in readme and "docker build -t r.example/doc:1" in readme
     # The next steps are for this project (its module, its image), not for the manifest flow.
     assert "pytest test_doc_bot_agent.py" in result.output
     assert "docker build -t r.example/doc:1 ." in result.output
@@ -229,3 +238,12 @@ def test_scaffold_documents_are_stable() -> None:
     # Stable for the same inputs (the caller key is random unless given).
     first = scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))
     assert first == scaffold.dump_documents(scaffold.agent_manifests("x", caller_key="k" * 32))
+
+
+def test_version_comes_from_the_package() -> None:
+    import tomllib
+
+    expected = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"sentient {expected['project']['version']}"

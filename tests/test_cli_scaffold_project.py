@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from sentient_operator.cli.dev import find_agent_class
 from sentient_operator.cli.main import cli
 from sentient_operator.cli.validate import validate_files
 from tests.support import locks
+from tests.support.venvs import lint_project, run_project_tests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,29 +33,13 @@ def test_generated_project_test_passes(tmp_path: Path) -> None:
         "README.md",
         "agent.yaml",
         "my_bot_agent.py",
+        "requirements.txt",
+        "runtime.yaml",
         "test_my_bot_agent.py",
     ]
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
     # The project's own directory is the rootdir: the repository's pytest settings do not apply.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(project),
-            str(project),
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_project_tests(project, Path(sys.executable), env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
 
@@ -69,14 +53,7 @@ def test_generated_files_are_consistent(tmp_path: Path) -> None:
     dockerfile = (project / "Dockerfile").read_text()
     # The runtime image runs as 65532 with /app on PYTHONPATH.
     assert "COPY --chown=65532:65532 my_bot_agent.py /app/my_bot_agent.py" in dockerfile
-    ruff = Path(sys.executable).with_name("ruff")
-    done = subprocess.run(
-        [str(ruff), "check", "--isolated", "--select", "E,F,W,I,B,UP", "--line-length", "120", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = lint_project(project)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -86,5 +63,6 @@ def test_the_test_extra_installs_what_the_generated_test_imports(tmp_path: Path)
     # pytest and httpx for the test itself; the runtime (uvicorn, starlette) for its fake upstream.
     assert {"pytest", "httpx", "uvicorn", "starlette", "click"} <= names, names
     assert not {"kopf", "boto3", "hvac"} & names
-    readme = (_generate(tmp_path) / "README.md").read_text()
-    assert 'pip install "sentient-operator[test]"' in readme
+    project = _generate(tmp_path)
+    assert (project / "requirements.txt").read_text() == "sentient-operator[test]\n"
+    assert "pip install -r requirements.txt" in (project / "README.md").read_text()

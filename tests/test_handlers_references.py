@@ -97,9 +97,29 @@ def test_credentials_not_synced_yet() -> None:
     lookup = Dicts()
     lookup.providers[("team", "openai")] = provider()
     res = run(lookup, agent_spec())
-    assert reasons(res) == ["CredentialsNotReady"]
+    # The provider has not finished its first sync: a moment of waiting, not a fault.
+    assert reasons(res) == ["CredentialsPending"]
     assert res.problems[0].condition == "CredentialsReady"
-    assert res.chain[0]["resolved"] is True or res.chain[0]["reason"] == "CredentialsNotReady"
+    assert res.chain[0]["resolved"] is True or res.chain[0]["reason"] == "CredentialsPending"
+
+
+def test_failed_provider_sync_names_the_secret_the_user_wrote() -> None:
+    lookup = Dicts()
+    failed = provider()
+    failed["status"]["conditions"] = [
+        {
+            "type": "CredentialsSynced",
+            "status": "False",
+            "reason": "SecretNotFound",
+            "message": "Secret team/nosecret not found",
+        }
+    ]
+    lookup.providers[("team", "openai")] = failed
+    res = run(lookup, agent_spec())
+    assert reasons(res) == ["CredentialsNotReady"]
+    message = res.problems[0].message
+    assert "LLMProvider team/openai" in message and "Secret team/nosecret not found" in message
+    assert "sentient-provider-" not in message
 
 
 def test_keyless_provider_needs_no_secret() -> None:
@@ -170,7 +190,7 @@ def test_problems_never_quote_secret_values() -> None:
     lookup.providers[("team", "openai")] = provider()
     lookup.secrets[("team", "sentient-provider-openai")] = {"wrongKey": "sk-very-secret"}
     res = run(lookup, agent_spec())
-    assert reasons(res) == ["CredentialsNotReady"]
+    assert reasons(res) == ["CredentialsPending"]
     assert all("sk-very-secret" not in p.message for p in res.problems)
 
 
@@ -179,3 +199,27 @@ def test_namespace_allowed() -> None:
     assert not namespace_allowed([], "a", "b")
     assert namespace_allowed(["b"], "a", "b")
     assert namespace_allowed(["*"], "a", "z")
+
+
+def test_provider_with_a_refused_key_is_a_warning_naming_it_not_a_blocker() -> None:
+    lookup = Dicts()
+    refused = provider()
+    refused["status"]["conditions"] = [
+        {
+            "type": "CredentialsValid",
+            "status": "False",
+            "reason": "Unauthorized",
+            "message": "the upstream refused the credential: the provider rejected the key (HTTP 401)",
+        }
+    ]
+    lookup.providers[("team", "openai")] = refused
+    lookup.secrets[("team", "sentient-provider-openai")] = {"apiKey": "sk-secret-value"}
+    res = run(lookup, agent_spec())
+    assert res.ok and res.inputs is not None
+    [warning] = res.warnings
+    assert (warning.condition, warning.reason) == ("CredentialsValid", "Unauthorized")
+    assert "LLMProvider team/openai" in warning.message and "HTTP 401" in warning.message
+    assert "sk-secret-value" not in warning.message
+    assert res.chain[0]["ready"] is False and res.chain[0]["reason"] == "Unauthorized"
+    refused["status"]["conditions"][0]["status"] = "True"
+    assert run(lookup, agent_spec()).warnings == []

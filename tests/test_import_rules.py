@@ -157,10 +157,21 @@ LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
         ("sentient_operator.handlers", "sentient_operator.cli", "sentient_operator.main"),
     ),
     ("sentient_operator.handlers", ("sentient_operator.cli", "sentient_operator.main")),
+    # runtime: adapters (mount the app in web frameworks) -> app -> ...; nothing imports adapters
+    *[
+        (layer, ("agent_runtime.adapters",))
+        for layer in (
+            "agent_runtime.app",
+            "agent_runtime.lifecycle",
+            "agent_runtime.__main__",
+            "agent_runtime.sdk",
+        )
+    ],
     # runtime: HTTP -> pipeline -> agents -> LLM manager -> providers / pool
     (
         "agent_runtime.http",
         (
+            "agent_runtime.adapters",
             "agent_runtime.pipeline",
             "agent_runtime.routes",
             "agent_runtime.app",
@@ -169,11 +180,12 @@ LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
             "agent_runtime.llm",
         ),
     ),
-    ("agent_runtime.pipeline", ("agent_runtime.routes", "agent_runtime.app")),
-    ("agent_runtime.routes", ("agent_runtime.app",)),
+    ("agent_runtime.pipeline", ("agent_runtime.routes", "agent_runtime.app", "agent_runtime.adapters")),
+    ("agent_runtime.routes", ("agent_runtime.app", "agent_runtime.adapters")),
     (
         "agent_runtime.agents",
         (
+            "agent_runtime.adapters",
             "agent_runtime.pipeline",
             "agent_runtime.routes",
             "agent_runtime.app",
@@ -184,6 +196,7 @@ LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
     (
         "agent_runtime.llm",
         (
+            "agent_runtime.adapters",
             "agent_runtime.pipeline",
             "agent_runtime.routes",
             "agent_runtime.app",
@@ -199,6 +212,7 @@ LAYER_RULES: list[tuple[str, tuple[str, ...]]] = [
     (
         "agent_runtime.limits",
         (
+            "agent_runtime.adapters",
             "agent_runtime.pipeline",
             "agent_runtime.routes",
             "agent_runtime.app",

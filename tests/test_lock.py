@@ -87,6 +87,15 @@ def test_every_file_agrees_with_the_dev_environment_on_versions() -> None:
             assert dev.get((pin.name, pin.marker)) == pin.version, (name, pin)
 
 
+def test_the_constraints_are_the_dev_pins_without_hashes() -> None:
+    # For tests whose separate environments are constrained to the tested versions (pip -c).
+    constraints = locks.pins("constraints")
+    assert all(not pin.hashes for pin in constraints)
+    assert {(p.name, p.version, p.marker) for p in constraints} == {
+        (p.name, p.version, p.marker) for p in locks.pins("dev")
+    }
+
+
 def test_the_universal_lock_serves_debians_python() -> None:
     # The offline images run Debian's Python 3.11.2: redis needs async-timeout below 3.11.3.
     markers = {p.name: p.marker for p in locks.pins("runtime")}

@@ -58,3 +58,49 @@ def test_drift_check_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().drift_check_seconds == 0.0
     # Built in code (tests, tools), fields are named as in Python.
     assert Settings(operator_namespace="ops", drift_check_seconds=5).operator_namespace == "ops"
+
+
+def test_health_listener_does_not_clash_with_sentient_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_runtime.config import ServerConfig
+
+    for name in ("SENTIENT_METRICS_PORT", "SENTIENT_METRICS_HOST", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env()
+    # `sentient dev` serves the runtime on ServerConfig's port; the operator run beside it must not.
+    assert settings.metrics_port != ServerConfig().port
+    assert settings.metrics_host == "127.0.0.1"  # a laptop: loopback only
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert Settings.from_env().metrics_host == "0.0.0.0"  # a pod: probes and scrapes reach the pod IP
+    monkeypatch.setenv("SENTIENT_METRICS_HOST", "127.0.0.2")
+    assert Settings.from_env().metrics_host == "127.0.0.2"
+
+
+def test_help_prints_and_exits_without_starting(tmp_path: object) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{repo / 'operator'}{os.pathsep}{repo}",
+        # Were it to start, it would fail on this kubeconfig instead of printing help.
+        "KUBECONFIG": str(Path(str(tmp_path)) / "missing"),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sentient_operator", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = run("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: sentient-operator")
+    assert "SENTIENT_WATCH_NAMESPACES" in proc.stdout and "SENTIENT_METRICS_PORT" in proc.stdout
+    bad = run("--nonsense")
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,16 +403,17 @@ NODE_BINARIES = ("kubelet", "kubeadm", "kube-proxy")
 KIND_KUBE_BUILD = KIND_DIR / "kube-build"
 
 
-def _cached_binaries(name: str, key: str, binaries: tuple[str, ...], build: object) -> dict[str, Path]:
+def _cached_binaries(
+    name: str, key: str, binaries: tuple[str, ...], build: Callable[[Path], None]
+) -> dict[str, Path]:
     directory = cache() / "bin" / f"{name}-{key}"
     cached = all((directory / b).is_file() for b in binaries)
     with REPORT.step(name, str(directory), cached):
         if not cached:
-            # On an empty cache the first binary built (kind) finds no bin/ to build beside.
+            # On a fresh cache the first binary built here (kind) comes before anything made bin/.
             directory.parent.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
             try:
-                assert callable(build)
                 build(scratch)
                 if directory.exists():
                     shutil.rmtree(directory)
@@ -424,6 +425,7 @@ def _cached_binaries(name: str, key: str, binaries: tuple[str, ...], build: obje
 
 def node_binaries() -> dict[str, Path]:
     """kubelet, kubeadm, kube-proxy from e2e/kind/kube-build (same release and flags as e2e/tools)."""
+    (cache() / "bin").mkdir(parents=True, exist_ok=True)
     key = content_key(
         KIND_KUBE_BUILD / "go.mod", KIND_KUBE_BUILD / "go.sum", tools.kube_ldflags(), *NODE_BINARIES
     )

@@ -29,6 +29,14 @@ API_VERSION = "coordination.k8s.io/v1"
 KIND = "Lease"
 
 
+def missing_namespace(namespace: str, what: str) -> str:
+    """One line: the operator's namespace is missing, what needs it, and how to create it."""
+    return (
+        f"namespace {namespace} does not exist ({what} lives there): create it with "
+        f"`kubectl create namespace {namespace}`, or set SENTIENT_OPERATOR_NAMESPACE to an existing one"
+    )
+
+
 def _micro_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -129,6 +137,7 @@ class LeaseElector:
         """
         announced = False
         failures = 0
+        last_problem: str | None = None
         while not stop.is_set():
             delay = self.renew_interval
             try:
@@ -139,17 +148,22 @@ class LeaseElector:
                     metrics.LEADER.set(1)
                     return True
                 failures = 0
+                last_problem = None
             except kube.KubeError as exc:
                 failures += 1
                 delay = min(self.duration, self.renew_interval * 2 ** (failures - 1))
-                log.warning(
-                    "lease %s/%s: %s (%s); trying again in %.1fs",
-                    self.namespace,
-                    self.name,
-                    exc.reason,
-                    exc.message,
+                problem = self._problem(exc)
+                # A missing namespace is said once: it stays missing until someone creates it, and
+                # the retries that follow are quiet. Other problems (an unreachable apiserver) are
+                # logged per attempt, with the growing delay.
+                repeated = exc.not_found and problem == last_problem
+                log.log(
+                    logging.DEBUG if repeated else logging.WARNING,
+                    "%s; trying again in %.1fs",
+                    problem,
                     delay,
                 )
+                last_problem = problem
             if not announced and failures == 0:
                 holder = self._observed[0] if self._observed else "?"
                 log.info("standing by: lease %s/%s is held by %s", self.namespace, self.name, holder)
@@ -159,6 +173,13 @@ class LeaseElector:
             except TimeoutError:
                 pass
         return False
+
+    def _problem(self, exc: kube.KubeError) -> str:
+        """One line on why the Lease cannot be taken; a missing namespace says how to create it."""
+        if exc.not_found:
+            # The Lease itself reads as None when absent: a 404 here is its namespace (on create).
+            return missing_namespace(self.namespace, "the leader Lease")
+        return f"lease {self.namespace}/{self.name}: {exc.reason} ({exc.message})"
 
     async def keep(self, stop: asyncio.Event) -> bool:
         """Renew until ``stop`` (True); False as soon as leadership is lost.

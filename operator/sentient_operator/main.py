@@ -229,8 +229,28 @@ async def run(settings: Settings) -> int:
         await runner.cleanup()
 
 
-def main() -> int:
+def _parse_args(argv: list[str]) -> None:
+    """``--help`` (and ``--version``) print and exit; the operator takes no other argument."""
+    import argparse
+
+    from sentient_operator.settings import ENV_PREFIX, describe_variables
+    from sentient_operator.version import package_version
+
+    parser = argparse.ArgumentParser(
+        prog="sentient-operator",
+        description="Run the sentient-operator: reconcile SentientAgents, LLMProviders and\n"
+        "RateLimitPolicies in the cluster of the current kubeconfig (or of the pod).\n"
+        f"It takes no arguments; {ENV_PREFIX}* environment variables configure it (defaults below).",
+        epilog=describe_variables(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sentient-operator`` and ``python -m sentient_operator``."""
+    _parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = Settings.from_env()
     except ValueError as exc:

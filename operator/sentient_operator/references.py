@@ -23,6 +23,8 @@ from sentient_operator.api.v1alpha1 import (
 )
 from sentient_operator.build.common import provider_secret_name
 from sentient_operator.build.inputs import AgentInputs, APIKey, ResolvedPolicy, ResolvedProvider
+from sentient_operator.credentials.sync import CREDENTIALS_SYNCED
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 
 PROVIDERS_RESOLVED = "ProvidersResolved"
 CREDENTIALS_READY = "CredentialsReady"
@@ -31,6 +33,9 @@ CONFIG_RESOLVED = "ConfigResolved"
 PROVIDER_SECRET_KEY = "apiKey"  # noqa: S105 - a key name, not a value
 PROVIDER_CA_KEY = "ca.pem"
 TIER_SUFFIX = ".tier"
+REASON_UNAUTHORIZED = Validity.UNAUTHORIZED.value
+#: A provider's first credential sync has not finished: a moment, not a fault (no Warning Event).
+REASON_PENDING = "CredentialsPending"
 
 
 class Lookup(Protocol):
@@ -65,6 +70,8 @@ class Resolution:
     inputs: AgentInputs | None
     problems: list[Problem] = field(default_factory=list)
     chain: list[dict[str, Any]] = field(default_factory=list)
+    #: Problems that do not stop the agent from being rendered (e.g. a provider's refused key).
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +118,7 @@ def _resolve_provider(
     entry_model: str | None,
     lookup: Lookup,
     problems: list[Problem],
+    warnings: list[Problem],
 ) -> tuple[ResolvedProvider | None, dict[str, Any]]:
     namespace = ref_namespace or agent_namespace
     status: dict[str, Any] = {"provider": f"{namespace}/{ref_name}", "resolved": False, "ready": False}
@@ -175,20 +183,21 @@ def _resolve_provider(
         secret_name = provider_secret_name(ref_name)
         data = lookup.secret(namespace, secret_name)
         if data is None or PROVIDER_SECRET_KEY not in data:
-            problems.append(
-                Problem(
-                    CREDENTIALS_READY,
-                    "CredentialsNotReady",
-                    f"credentials of LLMProvider {namespace}/{ref_name} are not synced yet "
-                    f"(Secret {namespace}/{secret_name})",
-                )
-            )
-            status["reason"] = "CredentialsNotReady"
+            problem = _unsynced(obj, namespace, ref_name)
+            problems.append(problem)
+            status["reason"] = problem.reason
             return None, status
         api_key = data[PROVIDER_SECRET_KEY]
         ca_pem = data.get(PROVIDER_CA_KEY)
         fingerprint = (obj.get("status") or {}).get("credentialsFingerprint")
-    status["ready"] = True
+    refused = _refused_credential(obj)
+    if refused is not None:
+        # Still rendered: the chain fails over, and the key may come back without a spec change.
+        warnings.append(
+            Problem(CREDENTIALS_VALID, REASON_UNAUTHORIZED, f"LLMProvider {namespace}/{ref_name}: {refused}")
+        )
+        status["reason"] = REASON_UNAUTHORIZED
+    status["ready"] = refused is None
     provider = ResolvedProvider(
         namespace=namespace,
         name=ref_name,
@@ -199,6 +208,44 @@ def _resolve_provider(
         fingerprint=fingerprint,
     )
     return provider, status
+
+
+def _unsynced(provider: Mapping[str, Any], namespace: str, name: str) -> Problem:
+    """Why a provider's credential is not bound yet, in the provider's own words.
+
+    A failed sync is ``CredentialsNotReady`` with the provider's message, which names the source
+    the user wrote (e.g. ``Secret ns/openai-key not found``), not the internal provider Secret.
+    A provider that has not finished its first sync is only ``CredentialsPending``: the normal
+    state for a moment after an agent and its provider are created together (no Warning Event).
+    """
+    synced = None
+    for cond in (provider.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == CREDENTIALS_SYNCED:
+            synced = cond
+    if synced is not None and synced.get("status") == "False":
+        detail = synced.get("message") or synced.get("reason") or "the last sync failed"
+        return Problem(
+            CREDENTIALS_READY,
+            "CredentialsNotReady",
+            f"credentials of LLMProvider {namespace}/{name} are not synced: {detail}",
+        )
+    return Problem(
+        CREDENTIALS_READY,
+        REASON_PENDING,
+        f"waiting for the first credential sync of LLMProvider {namespace}/{name}",
+    )
+
+
+def _refused_credential(provider: Mapping[str, Any]) -> str | None:
+    """The message of the provider's ``CredentialsValid=False/Unauthorized`` condition, if set."""
+    for cond in (provider.get("status") or {}).get("conditions") or []:
+        if (
+            cond.get("type") == CREDENTIALS_VALID
+            and cond.get("status") == "False"
+            and cond.get("reason") == REASON_UNAUTHORIZED
+        ):
+            return str(cond.get("message") or "the upstream refused the credential")
+    return None
 
 
 def _resolve_policy(
@@ -316,11 +363,18 @@ def resolve(
 ) -> Resolution:
     """Resolve every reference of one agent into :class:`AgentInputs`, or say why not."""
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     providers: list[ResolvedProvider] = []
     chain: list[dict[str, Any]] = []
     for entry in spec.llm.chain:
         provider, status = _resolve_provider(
-            namespace, entry.provider_ref.name, entry.provider_ref.namespace, entry.model, lookup, problems
+            namespace,
+            entry.provider_ref.name,
+            entry.provider_ref.namespace,
+            entry.model,
+            lookup,
+            problems,
+            warnings,
         )
         chain.append(status)
         if provider is not None:
@@ -340,7 +394,7 @@ def resolve(
         else:
             sessions_redis_url = _secret_value(lookup, ref, namespace, "sessions Redis", problems)
     if problems:
-        return Resolution(inputs=None, problems=problems, chain=chain)
+        return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
         name=name,
         namespace=namespace,
@@ -355,4 +409,4 @@ def resolve(
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )
-    return Resolution(inputs=inputs, problems=[], chain=chain)
+    return Resolution(inputs=inputs, problems=[], chain=chain, warnings=warnings)

@@ -22,8 +22,22 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+#: The operator's health/metrics port: not 8080, which ``sentient dev`` and the runtime use.
+DEFAULT_METRICS_PORT = 8081
+
+
 def _default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def in_cluster() -> bool:
+    """Whether this process runs in a pod (the kubelet sets ``KUBERNETES_SERVICE_HOST``)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _default_metrics_host() -> str:
+    # In a pod the kubelet probes and Prometheus scrapes the pod IP; on a laptop, loopback only.
+    return "0.0.0.0" if in_cluster() else "127.0.0.1"
 
 
 class Settings(BaseSettings):
@@ -50,9 +64,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SENTIENT_OPERATOR_NAMESPACE", "POD_NAMESPACE"),
     )
     #: Port of /metrics, /healthz and /readyz.
-    metrics_port: int = 8080
-    #: Address the metrics/health server binds.
-    metrics_host: str = "0.0.0.0"
+    metrics_port: int = DEFAULT_METRICS_PORT
+    #: Address the metrics/health server binds: all interfaces in a pod, loopback elsewhere.
+    metrics_host: str = Field(default_factory=_default_metrics_host)
     #: One active replica among several.
     leader_election: bool = True
     lease_name: str = "sentient-operator"
@@ -68,6 +82,12 @@ class Settings(BaseSettings):
     #: Compare the agents' children with the API this often (one cheap LIST per kind and
     #: namespace), to repair what a broken watch never reported; 0 turns it off.
     drift_check_seconds: float = 60.0
+    #: Re-check each provider's bound key against its upstream this often (one models-list call
+    #: per provider); a key is also checked as soon as it changes. 0: only when it changes.
+    #: The default keeps a refused key visible within 30 s (interval + request timeout).
+    credential_check_seconds: float = 15.0
+    #: Credential checks in flight at once.
+    credential_check_concurrency: int = 4
     #: First and largest retry delay after a failed reconcile.
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
@@ -104,7 +124,7 @@ class Settings(BaseSettings):
             raise ValueError("must be true or false")
         return value
 
-    @field_validator("metrics_port", "workers", mode="before")
+    @field_validator("metrics_port", "workers", "credential_check_concurrency", mode="before")
     @classmethod
     def _integral(cls, value: Any) -> Any:
         # "4.0" is accepted as 4, as the Helm chart may render numbers as floats.
@@ -146,6 +166,20 @@ class Settings(BaseSettings):
         if self.azure_authority_host:
             options["azure"] = {"authority_host": self.azure_authority_host}
         return options
+
+
+def describe_variables() -> str:
+    """``VARIABLE  default`` lines for every setting (``sentient-operator --help``)."""
+    lines = []
+    for name, info in Settings.model_fields.items():
+        default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+        if name == "identity":
+            default = "<host>-<pid>"
+        elif name == "metrics_host":
+            default = "127.0.0.1 (0.0.0.0 in a pod)"
+        shown = ",".join(default) if isinstance(default, list) else default
+        lines.append(f"  {_variable(name):<44} {shown if shown not in ('', None) else '(unset)'}")
+    return "\n".join(lines)
 
 
 def _variable(field: str) -> str:

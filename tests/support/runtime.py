@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +237,19 @@ class InProcessRuntime:
 class RuntimeProcess:
     """``python -m agent_runtime`` as a child process, fed with mounted files."""
 
-    def __init__(self, files: RuntimeFiles, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        files: RuntimeFiles,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        python: str | None = None,
+        extra_paths: Sequence[Path] = (),
+    ) -> None:
         self.files = files
+        # Another environment's interpreter (e.g. one with the Sentient Agent Framework's pins).
+        self.python = python or sys.executable
+        self.extra_paths = [str(p) for p in extra_paths]
         self.log_path = log_path
         self.port = files.config.server.port
         self.env = dict(env or {})
@@ -253,7 +264,7 @@ class RuntimeProcess:
         """Start and wait for the port."""
         env = {
             **os.environ,
-            "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO), *self.extra_paths]),
             "SENTIENT_CONFIG": str(self.files.config_path),
             "SENTIENT_CREDENTIALS_DIR": str(self.files.credentials_dir.path),
             "SENTIENT_HOST": "127.0.0.1",
@@ -261,7 +272,7 @@ class RuntimeProcess:
         }
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_runtime"],
+            [self.python, "-m", "agent_runtime"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -460,9 +460,20 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
             out[key] = to_json_schema(value)
         else:
             out[key] = value
+    if schema.get("x-kubernetes-list-type") == "set":
+        # The apiserver refuses duplicates in a set list; editors can say so too.
+        out["uniqueItems"] = True
     if schema.get("type") == "object" and "properties" in schema and not schema.get(PRESERVE):
         out["additionalProperties"] = False
     return out
+
+
+# Names stricter than a DNS subdomain (they become label values or parts of other names):
+# (max length, pattern) per kind, the rules of the CRDs' CEL and of `sentient validate`.
+EDITOR_NAME_RULES: dict[str, tuple[int, str]] = {
+    "SentientAgent": (63, api.AGENT_NAME_PATTERN),
+    "LLMProvider": (api.PROVIDER_NAME_MAX, api.DNS_SUBDOMAIN_PATTERN),
+}
 
 
 def editor_schema(k: Kind) -> dict[str, Any]:
@@ -480,13 +491,19 @@ def editor_schema(k: Kind) -> dict[str, Any]:
         "description": "Standard object metadata.",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "maxLength": 253, "pattern": api.DNS_SUBDOMAIN_PATTERN},
+            "name": _name_schema(k.kind),
             "namespace": {"type": "string", "maxLength": 63, "pattern": api.DNS_LABEL_PATTERN},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
     return schema
+
+
+def _name_schema(kind: str) -> dict[str, Any]:
+    max_length, pattern = EDITOR_NAME_RULES.get(kind, (253, api.DNS_SUBDOMAIN_PATTERN))
+    # The agent pattern is a DNS label: a DNS subdomain too, as every Kubernetes name must be.
+    return {"type": "string", "maxLength": max_length, "pattern": pattern}
 
 
 def combined_editor_schema() -> dict[str, Any]:

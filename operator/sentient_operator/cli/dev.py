@@ -343,9 +343,10 @@ def plan_agent_yaml(
         raise CliError("; ".join(p.message for p in resolution.problems))
     inputs = resolution.inputs
     config = build_runtime_config(inputs)
-    config = config.model_copy(
-        update={"server": ServerConfig(port=port, metrics_port=0, shutdown_grace="5s")}
-    )
+    # Only where and how long to serve are dev's; the rest of the rendered server section (the
+    # agent's spec.server.limits) is kept as the operator renders it.
+    server = config.server.model_copy(update={"port": port, "metrics_port": 0, "shutdown_grace": "5s"})
+    config = config.model_copy(update={"server": ServerConfig.model_validate(server.model_dump())})
     notes.insert(
         0, f"agent {namespace}/{name}: chain " + " -> ".join(f"{p.id} ({p.model})" for p in config.llm.chain)
     )

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import httpx
@@ -39,7 +39,8 @@ import agent_runtime
 import sentient_operator
 from agent_runtime import protocol
 from agent_runtime.client import SSEParser
-from agent_runtime.config import AUDIT_KEY_FILE, dump_config
+from agent_runtime.config import AUDIT_KEY_FILE, ServerLimits, dump_config
+from agent_runtime.http.limits import ConnectionLimits, limited_protocol
 from sentient_operator.cli.dev import Plan, watched_files
 from sentient_operator.cli.errors import CliError
 from sentient_operator.cli.progress import Progress
@@ -227,6 +228,20 @@ class Worker:
             pump.cancel()
 
 
+class _CurrentLimits:
+    """The serving generation's ``server.limits``, read afresh by each new client connection.
+
+    The proxy is the server callers connect to, so it enforces the agent's limits as the
+    runtime's own server would; an edit of ``spec.server.limits`` takes effect on reload.
+    """
+
+    def __init__(self) -> None:
+        self.limits = ConnectionLimits.from_config(ServerLimits())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.limits, name)
+
+
 class DevLoop:
     """Runs the proxy, the workers and the file watcher until interrupted."""
 
@@ -263,6 +278,7 @@ class DevLoop:
         self._retiring: set[asyncio.Future[None]] = set()
         self._workers: set[Worker] = set()  # every process started, so that none outlives the loop
         self.audit_key = ""
+        self.limits = _CurrentLimits()
 
     # ------------------------------------------------------------------ output
 
@@ -390,6 +406,7 @@ class DevLoop:
                 self.spare = await self._spawn()
             return False
         old, self.current = self.current, worker
+        self.limits.limits = ConnectionLimits.from_config(plan.config.server.limits)
         took = time.monotonic() - started
         if changed_at is not None:
             since_edit = time.time() - changed_at
@@ -568,6 +585,8 @@ class DevLoop:
             lifespan="on",
             interface="asgi3",
             timeout_graceful_shutdown=3,
+            # The agent's server.limits on the callers' connections (duck-typed: read live).
+            http=limited_protocol(cast(ConnectionLimits, self.limits)),
         )
         server = _QuietServer(config)
         main_task = asyncio.current_task()

@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
-from sentient_operator.cli import scaffold
+from sentient_operator.cli import scaffold, templates
 from sentient_operator.cli.commands import audit, chat, dev, status
 from sentient_operator.cli.errors import CliError
 from sentient_operator.cli.validate import validate_files
+from sentient_operator.version import package_version
 
 
 class Group(click.Group):
@@ -37,6 +38,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_version(), "--version", prog_name="sentient", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show full traces on errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -98,6 +100,20 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     help="Image of a custom agent [default: registry.example.com/NAME:0.1.0].",
 )
 @click.option(
+    "--framework",
+    type=click.Choice(list(templates.FRAMEWORKS)),
+    default="none",
+    show_default=True,
+    help="With --custom: a host web app (FastAPI, Flask, Django) that mounts the agent.",
+)
+@click.option(
+    "--sdk",
+    type=click.Choice(list(templates.SDKS)),
+    default="sentient",
+    show_default=True,
+    help="With --custom: the agent's SDK (sentient-agent-framework: the Sentient Agent Framework's).",
+)
+@click.option(
     "-o",
     "--output",
     "output",
@@ -115,6 +131,8 @@ def init(
     endpoint: str | None,
     custom: bool,
     image: str | None,
+    framework: str,
+    sdk: str,
     output: str,
     force: bool,
 ) -> None:
@@ -126,7 +144,11 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
+      sentient init my-agent --custom --framework fastapi -o my-agent/
+      sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
     """
+    if not custom and (framework != "none" or sdk != "sentient"):
+        raise CliError("--framework and --sdk go with --custom", exit_code=2)
     interactive = sys.stdin.isatty()
     ask: Callable[..., Any] = click.prompt
     if name is None:
@@ -164,8 +186,8 @@ def init(
     out = Path(output)
     if custom:
         image = image or f"registry.example.com/{name}:0.1.0"
-        files = scaffold.custom_agent_files(name, image)
-        steps = scaffold.custom_next_steps(name, image, out)
+        files = scaffold.custom_agent_files(name, image, framework, sdk)  # type: ignore[arg-type]
+        steps = scaffold.custom_next_steps(name, image, out, framework)  # type: ignore[arg-type]
     else:
         docs = scaffold.agent_manifests(name, provider, source, model=model, endpoint=endpoint)  # type: ignore[arg-type]
         steps = [

@@ -83,8 +83,23 @@ class PortForward:
             raise CliError(f"kubectl get service {self.namespace}/{self.name} timed out") from exc
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["kubectl failed"])[-1]
+            if "(NotFound)" in reason:
+                raise CliError(self._not_found())
             raise CliError(f"cannot read Service {self.namespace}/{self.name}: {reason}")
         return dict(json.loads(done.stdout))
+
+    def _not_found(self) -> str:
+        """Why there is no Service, in the user's terms: no such agent, or an agent not rendered yet."""
+        where = f"{self.namespace}/{self.name}"
+        args = [*_kubectl_args(self.context, self.namespace), "get", "sentientagent", self.name, "-o", "name"]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=self.timeout, check=False)
+            exists = done.returncode == 0
+        except subprocess.TimeoutExpired:
+            exists = False
+        if exists:
+            return f"agent {where} has no Service yet (see `sentient status -n {self.namespace}`)"
+        return f"no agent {where} (`sentient status -n {self.namespace}` lists the agents there)"
 
     def start(self) -> PortForward:
         """Start kubectl and wait until it listens (progress on stderr); raises CliError on failure."""

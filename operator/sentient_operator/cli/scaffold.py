@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 
 from sentient_operator.api.v1alpha1 import API_VERSION
+from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
 SourceKind = Literal["secret", "vault", "aws", "azure", "none"]
@@ -23,7 +24,16 @@ DEFAULT_MODELS: dict[str, str] = {
     "anthropic": "claude-3-5-haiku-latest",
     "openai-compatible": "llama-3.1-8b-instruct",
 }
-RUNTIME_IMAGE = "ghcr.io/sentient-operator/agent-runtime:0.1.0"
+# The release this CLI belongs to: the runtime image and the schemas of the same release.
+RELEASE = "0.1.0"
+RUNTIME_IMAGE = f"ghcr.io/sentient-operator/agent-runtime:{RELEASE}"
+# Where editors (yaml-language-server) fetch the schema of agent.yaml from: the release's tag, so a
+# file keeps the schema of the CRDs it was written for (a branch would drift; a path relative to a
+# checkout does not exist next to a generated project). docs/editors.md says how to use a local copy.
+SCHEMA_URL = (
+    f"https://raw.githubusercontent.com/sentient-operator/sentient-operator/v{RELEASE}/schemas/sentient.json"
+)
+SCHEMA_LINE = f"# yaml-language-server: $schema={SCHEMA_URL}\n"
 # Where `kubectl create secret` reads the provider key from, per provider type.
 KEY_ENV: dict[str, str] = {
     "openai": "OPENAI_API_KEY",
@@ -178,18 +188,23 @@ def agent_manifests(
 
 
 def manifest_header(steps: list[str]) -> str:
-    """The comment at the top of agent.yaml: the steps that make it work."""
-    return "# Next steps:\n" + "".join(f"#   {step}\n" for step in steps)
+    """The comment at the top of agent.yaml: the editor's schema line, then the steps that make it work."""
+    return SCHEMA_LINE + "# Next steps:\n" + "".join(f"#   {step}\n" for step in steps)
 
 
-def custom_next_steps(name: str, image: str, out: Path) -> list[str]:
+def custom_next_steps(name: str, image: str, out: Path, framework: templates.Framework = "none") -> list[str]:
     """What to do after ``init --custom``: test, run locally, build, deploy."""
     module = name.replace("-", "_") + "_agent"
+    run = (
+        f"sentient dev {module}.py --fake   # http://127.0.0.1:8080, reloads on save"
+        if framework == "none"
+        else f"{templates.RUN_LOCALLY[framework]}   # with python -m agent_runtime.testing --port 8000"
+    )
     return [
         f"cd {out}",
-        "pip install 'sentient-operator[test]'   # the runtime, pytest and httpx (see README.md)",
+        "pip install -r requirements.txt   # the runtime, pytest and httpx (see README.md)",
         f"pytest test_{module}.py   # runs your agent in the real runtime, fake upstream",
-        f"sentient dev {module}.py --fake   # http://127.0.0.1:8080, reloads on save",
+        run,
         f"docker build -t {image} . && docker push {image}",
         *provider_key_steps(name, "openai", "secret"),
         "kubectl apply -f agent.yaml",
@@ -202,158 +217,23 @@ def dump_documents(docs: list[dict[str, Any]], header: str = "") -> str:
     return header + body
 
 
-AGENT_PY = '''"""A custom agent built on the sentient SDK (agent_runtime.sdk).
-
-The runtime imports this class by the ``module:Class`` in agent.yaml
-(spec.deployment.agentClass) and calls ``assist`` once per query. Run it
-locally with hot reload:  sentient dev {module}.py --fake
-"""
-
-from __future__ import annotations
-
-from agent_runtime.llm import ChatMessage, ChatRequest, TextDelta, Usage
-from agent_runtime.sdk import AbstractAgent, AgentError, Query, ResponseHandler, Session
-
-SYSTEM_PROMPT = "You are a helpful assistant."
-
-
-class {cls}(AbstractAgent):
-    """Sends a small JSON summary of the request, then streams the model's answer."""
-
-    async def assist(self, session: Session, query: Query, response_handler: ResponseHandler) -> None:
-        """Answer one query through the failover chain configured for the agent."""
-        if self.context is None or self.context.llm is None:
-            raise AgentError("no LLM is configured for this agent", 503)
-        history = session.turns()
-        await response_handler.emit_json(
-            "request", {{"prompt_chars": len(query.prompt), "history_turns": len(history)}}
-        )
-        messages = [ChatMessage("system", self.context.config.agent.system_prompt or SYSTEM_PROMPT)]
-        messages += [ChatMessage(t.role, t.content) for t in history if t.role in ("user", "assistant")]  # type: ignore[arg-type]
-        messages.append(ChatMessage("user", query.prompt))
-        stream = response_handler.create_text_stream("response")
-        answer: list[str] = []
-        async for event in self.context.llm.stream(ChatRequest(messages=messages)):
-            if isinstance(event, TextDelta) and event.text:
-                answer.append(event.text)
-                await stream.emit_chunk(event.text)
-            elif isinstance(event, Usage):
-                # Rate limits are settled with what the model really used.
-                response_handler.record_usage(event.input_tokens, event.output_tokens)
-        await stream.complete()
-        await session.remember(query.prompt, "".join(answer))
-        await response_handler.complete()
-'''
-
-TEST_PY = '''"""Runs {cls} inside the real agent runtime, against the fake OpenAI upstream.
-
-No API key and no network: the fake answers "Echo: <prompt>". Run with:  pytest
-"""
-
-from __future__ import annotations
-
-import asyncio
-from pathlib import Path
-
-import httpx
-
-from agent_runtime.app import create_app
-from agent_runtime.client import AssistResult, SentientClient
-from agent_runtime.config import RuntimeConfig
-from agent_runtime.protocol import DocumentEvent
-from agent_runtime.testing import run_fake
-
-
-def ask(endpoint: str, credentials: Path, prompt: str) -> AssistResult:
-    """One /assist request to a runtime that serves {cls} in-process."""
-    config = RuntimeConfig.model_validate(
-        {{
-            "agent": {{"name": "{name}", "agentClass": "{module}:{cls}"}},
-            "llm": {{"chain": [{{"id": "test/fake", "type": "openai", "endpoint": endpoint, "model": "fake-model"}}]}},
-            "auth": {{"anonymous": True}},
-        }}
-    )
-    runtime = create_app(config, credentials_dir=credentials)
-
-    async def run() -> AssistResult:
-        await runtime.startup()
-        try:
-            transport = httpx.ASGITransport(app=runtime)  # type: ignore[arg-type]
-            async with SentientClient("http://agent", transport=transport) as client:
-                return await client.ask(prompt)
-        finally:
-            await runtime.shutdown()
-
-    return asyncio.run(run())
-
-
-def test_agent_streams_the_models_answer(tmp_path: Path) -> None:
-    with run_fake("openai") as fake:
-        result = ask(fake.endpoint, tmp_path, "hello agent")
-    assert result.error is None, result.error
-    assert result.done
-    summary = next(e for e in result.events if isinstance(e, DocumentEvent))
-    assert summary.content == {{"prompt_chars": 11, "history_turns": 0}}
-    assert result.text == "Echo: hello agent"
-'''
-
-DOCKERFILE = """# Builds on the sentient runtime image: your agent module is the only addition.
-# agent.yaml names the class (spec.deployment.agentClass: {module}:{cls}).
-FROM {base}
-COPY --chown=65532:65532 {module}.py /app/{module}.py
-"""
-
-
-PROJECT_README = """# {name}
-
-A custom agent for sentient-operator: `{module}.py` holds `{cls}`, which the agent runtime
-imports by `spec.deployment.agentClass: {module}:{cls}` in `agent.yaml`.
-
-## Test and run it locally
-
-```bash
-python -m venv .venv && . .venv/bin/activate
-pip install "sentient-operator[test]"   # the runtime and SDK, plus pytest and httpx for the test
-pytest                                  # runs the agent in the real runtime against a fake upstream
-sentient dev {module}.py --fake         # http://127.0.0.1:8080; saving the file reloads it
-sentient chat http://127.0.0.1:8080     # in another terminal
-```
-
-From a checkout of sentient-operator instead of the package index:
-`pip install "/path/to/sentient-operator[test]"`.
-
-## Deploy it
-
-```bash
-docker build -t {image} . && docker push {image}
-{key_step}
-kubectl apply -f agent.yaml
-kubectl wait --for=condition=Ready sentientagent/{name}
-```
-
-The caller API key is in the Secret `{name}-callers` of `agent.yaml` (key `{key_id}`).
-"""
-
-
-def custom_agent_files(name: str, image: str) -> dict[str, str]:
-    """Files of a custom-agent project: class, test, Dockerfile, agent.yaml and a README."""
-    module = name.replace("-", "_") + "_agent"
-    cls = "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Agent"
-    manifests = agent_manifests(name, image=image, agent_class=f"{module}:{cls}")
+def custom_agent_files(
+    name: str, image: str, framework: templates.Framework = "none", sdk: templates.Sdk = "sentient"
+) -> dict[str, str]:
+    """Files of a custom-agent project: class, test, Dockerfile, agent.yaml, README, requirements.txt,
+    runtime.yaml for local runs, and with a web framework the host app that mounts the agent."""
+    n = templates.names(name, image, RUNTIME_IMAGE)
+    manifests = agent_manifests(name, image=image, agent_class=f"{n.module}:{n.cls}")
+    key_step = provider_key_steps(name, "openai", "secret")[0]
     steps = ["kubectl apply -f agent.yaml  (after building " + image + ")"]
+    agent = templates.AGENT_SAF if sdk == "sentient-agent-framework" else templates.AGENT_SDK
     return {
-        f"{module}.py": AGENT_PY.format(module=module, cls=cls),
-        f"test_{module}.py": TEST_PY.format(module=module, cls=cls, name=name),
-        "Dockerfile": DOCKERFILE.format(base=RUNTIME_IMAGE, module=module, cls=cls),
-        "agent.yaml": dump_documents(
-            manifests, header=manifest_header([*provider_key_steps(name, "openai", "secret"), *steps])
-        ),
-        "README.md": PROJECT_README.format(
-            name=name,
-            module=module,
-            cls=cls,
-            image=image,
-            key_step=provider_key_steps(name, "openai", "secret")[0],
-            key_id=CALLER_KEY_ID,
-        ),
+        f"{n.module}.py": agent.format(module=n.module, cls=n.cls),
+        f"test_{n.module}.py": templates.test_file(n, framework),
+        **templates.app_files(n, framework),
+        "Dockerfile": templates.dockerfile(n, framework, sdk),
+        "agent.yaml": dump_documents(manifests, header=manifest_header([key_step, *steps])),
+        "runtime.yaml": templates.runtime_yaml(n),
+        "requirements.txt": templates.requirements(framework, sdk),
+        "README.md": templates.readme(n, framework, sdk, key_step, CALLER_KEY_ID),
     }

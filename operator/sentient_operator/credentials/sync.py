@@ -297,6 +297,9 @@ class SyncOutcome:
     has_last_good: bool = False
     external: bool = False
     refresh_interval: float = 60.0
+    #: What was bound (in memory only, for the credential check); ``None`` for a keyless provider.
+    api_key: str | None = field(default=None, repr=False)
+    ca_pem: str | None = field(default=None, repr=False)
 
 
 ApplyFn = Callable[[Mapping[str, Any]], Awaitable[Any]]
@@ -462,6 +465,8 @@ class ProviderSyncer:
             has_last_good=True,
             external=external,
             refresh_interval=refresh,
+            api_key=data.get(API_KEY),
+            ca_pem=data.get(CA_KEY),
         )
 
     @staticmethod

@@ -143,6 +143,8 @@ class AgentReconciler:
             )
         resolution, wants_monitor, sm_available = await self._gather(namespace, name, meta["uid"], spec)
         problems = list(resolution.problems)
+        if resolution.inputs is not None:
+            problems += resolution.warnings
         applied = _Applied(config_hash=(body.get("status") or {}).get("configHash"))
         if resolution.inputs is not None:
             applied = await self._apply(resolution.inputs, spec)
@@ -335,7 +337,12 @@ class AgentReconciler:
             problem_condition(PROVIDERS_RESOLVED, problems, "Resolved", generation),
             problem_condition(CREDENTIALS_READY, problems, "Bound", generation),
         ]
-        if spec.rotation.validate_before_rollout and resolution.inputs is not None:
+        if resolution.inputs is not None and (
+            spec.rotation.validate_before_rollout
+            or any(p.condition == CREDENTIALS_VALID for p in problems)
+            or find_condition(old_conditions, CREDENTIALS_VALID) is not None
+        ):
+            # Shown once it has something to say (a provider's key refused), kept to say it cleared.
             updates.append(problem_condition(CREDENTIALS_VALID, problems, "Valid", generation))
         if blocking:
             first = blocking[0]

@@ -9,7 +9,13 @@ from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
 from sentient_operator.conditions import find_condition, make_condition
 from sentient_operator.credentials.validate import CREDENTIALS_VALID
-from sentient_operator.references import CONFIG_RESOLVED, CREDENTIALS_READY, PROVIDERS_RESOLVED, Problem
+from sentient_operator.references import (
+    CONFIG_RESOLVED,
+    CREDENTIALS_READY,
+    PROVIDERS_RESOLVED,
+    REASON_PENDING,
+    Problem,
+)
 
 log = logging.getLogger("sentient_operator.agent")
 
@@ -102,6 +108,7 @@ async def transition_events(
         elif (
             cond["type"] in (PROVIDERS_RESOLVED, CREDENTIALS_READY, CONFIG_RESOLVED, CREDENTIALS_VALID)
             and cond["status"] == "False"
+            and cond["reason"] != REASON_PENDING
         ):
             await kube.emit_event(body, cond["reason"], cond.get("message", ""), type_="Warning")
         else:

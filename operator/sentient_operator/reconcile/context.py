@@ -14,18 +14,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator import kube
+from sentient_operator.leader import missing_namespace
 from sentient_operator.reconcile.agent import AgentReconciler
+from sentient_operator.reconcile.agent_status import KIND as AGENT_KIND
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller
 from sentient_operator.reconcile.drift import DriftCheck
+from sentient_operator.reconcile.policy import KIND as POLICY_KIND
 from sentient_operator.reconcile.policy import PolicyReconciler
 from sentient_operator.reconcile.provider import KIND as PROVIDER_KIND
+from sentient_operator.reconcile.provider import RESOURCE_KIND as PROVIDER_RESOURCE_KIND
 from sentient_operator.reconcile.provider import ProviderReconciler
 from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator.reconcile")
 
+#: How often due credential checks are looked for (a changed key is checked within this).
+CREDENTIAL_CHECK_TICK = 1.0
 #: The key of the context in kopf's memo.
 MEMO_KEY = "sentient"
 
@@ -72,11 +78,13 @@ class OperatorContext:
         )
         self.providers = ProviderReconciler(settings, self.controller, self.fingerprint_key.get)
         self.policies = PolicyReconciler(self.cache, self.controller)
-        self.controller.register("agent", self.agents.reconcile)
-        self.controller.register("policy", self.policies.reconcile)
-        self.controller.register(PROVIDER_KIND, self.providers.reconcile)
+        self.controller.register("agent", self.agents.reconcile, AGENT_KIND)
+        self.controller.register("policy", self.policies.reconcile, POLICY_KIND)
+        self.controller.register(PROVIDER_KIND, self.providers.reconcile, PROVIDER_RESOURCE_KIND)
         self.drift = DriftCheck(self.cache, self.children, self.controller)
         self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
+        # In-memory bookkeeping each tick; an upstream is called only when its check is due.
+        self.controller.every("credential-check", CREDENTIAL_CHECK_TICK, self.providers.run_checks)
         #: Set once kopf's startup handlers ran (kopf has installed its signal handlers by then).
         self.started = asyncio.Event()
 
@@ -87,11 +95,11 @@ class OperatorContext:
             await self.fingerprint_key.get()
         except Exception as exc:
             # Without the key, RollingRestart agents roll on config changes only; rotation is retried.
-            log.warning(
-                "fingerprint key unavailable in namespace %s: %s",
-                self.settings.operator_namespace,
-                type(exc).__name__,
-            )
+            namespace = self.settings.operator_namespace
+            if getattr(exc, "status", None) == 404:
+                log.warning("%s", missing_namespace(namespace, "the credential fingerprint key"))
+            else:
+                log.warning("fingerprint key unavailable in namespace %s: %s", namespace, type(exc).__name__)
         self.controller.start()
         self.started.set()
 

@@ -39,15 +39,19 @@ class Controller:
         self.cache = cache
         self.queue: WorkQueue[WorkKey] = WorkQueue()
         self.reconcilers: dict[str, Reconciler] = {}
+        #: Work-queue kind -> the Kind its metrics are labelled with (``provider`` -> ``LLMProvider``).
+        self.resource_kinds: dict[str, str] = {}
         self.refs_of: dict[WorkKey, set[RefKey]] = {}
         self.referrers: dict[RefKey, set[WorkKey]] = defaultdict(set)
         self.failures: dict[WorkKey, int] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
 
-    def register(self, kind: str, reconciler: Reconciler) -> None:
-        """Route keys of ``kind`` to ``reconciler(namespace, name) -> requeue delay or None``."""
+    def register(self, kind: str, reconciler: Reconciler, resource_kind: str) -> None:
+        """Route keys of ``kind`` to ``reconciler(namespace, name) -> requeue delay or None``;
+        ``resource_kind`` (``SentientAgent``...) labels its metrics."""
         self.reconcilers[kind] = reconciler
+        self.resource_kinds[kind] = resource_kind
 
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         """Schedule a reconcile of one object."""
@@ -109,7 +113,7 @@ class Controller:
             except Exception as exc:
                 # A bug must not kill the worker; the key is retried with backoff.
                 delay = self.backoff(key)
-                metrics.RECONCILE_ERRORS.labels(kind, type(exc).__name__).inc()
+                metrics.RECONCILE_ERRORS.labels(self.resource_kinds.get(kind, kind), type(exc).__name__).inc()
                 log.exception("reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name, delay)
                 self.queue.add(key, delay)
             finally:

@@ -10,7 +10,9 @@ the watch events) and writes the provider's status and Events. Triggers:
   client secret, CA bundles) is created, edited or deleted: synced at once, backoff skipped;
 - the provider Secret itself is deleted or edited by hand: put back;
 - external stores: the reconcile requeues itself after ``refreshInterval`` (with jitter), or
-  after the backoff delay when the store failed.
+  after the backoff delay when the store failed;
+- the upstream's verdict on the bound key changed (:mod:`.credential_check`): the status then
+  says ``CredentialsValid=False/Unauthorized`` (and ``Ready=False``) until a good key is bound.
 
 No kopf daemon or timer is used, because those put a finalizer on every LLMProvider, and a
 finalizer blocks deletion whenever the operator is not running.
@@ -27,7 +29,7 @@ from typing import Any
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, LLMProviderSpec
-from sentient_operator.conditions import merge_conditions
+from sentient_operator.conditions import find_condition, merge_conditions
 from sentient_operator.credentials.kubernetes import kube_secret_reader
 from sentient_operator.credentials.sync import (
     PROVIDER_LABEL,
@@ -36,8 +38,10 @@ from sentient_operator.credentials.sync import (
     SyncOutcome,
     provider_secret_name,
 )
+from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 from sentient_operator.credentials.vault import default_jwt_provider
 from sentient_operator.reconcile.controller import Controller
+from sentient_operator.reconcile.credential_check import Credential, CredentialChecks, overlay
 from sentient_operator.reconcile.referenced import slim
 from sentient_operator.settings import Settings
 
@@ -46,6 +50,8 @@ log = logging.getLogger("sentient_operator.reconcile.provider")
 API_VERSION = f"{GROUP}/{VERSION}"
 #: Work-queue kind of provider keys.
 KIND = "provider"
+#: The Kind, as every metric's ``kind`` label names it.
+RESOURCE_KIND = "LLMProvider"
 #: Changing this annotation's value makes the operator re-read the source at once.
 FORCE_SYNC_ANNOTATION = "sentient.dev/force-sync"
 #: Spread periodic refreshes of many providers over +-10% of the interval.
@@ -73,6 +79,9 @@ class ProviderReconciler:
         self.secret_versions: dict[Key, str | None] = {}
         self.applied_versions: dict[Key, str | None] = {}
         self.fetcher = SharedFetcher()
+        self.checks = CredentialChecks(
+            settings.credential_check_seconds, settings.credential_check_concurrency
+        )
         self._syncer: ProviderSyncer | None = None
         self._fingerprint_key = fingerprint_key
         self._rng = random.Random()  # noqa: S311 - jitter
@@ -135,6 +144,7 @@ class ProviderReconciler:
         self.generations.pop(key, None)
         self.forced.discard(key)
         self.last_reason.pop(key, None)
+        self.checks.forget(key)
         self.applied_versions.pop((namespace, provider_secret_name(name)), None)
         old = self.source_keys.pop(key, None)
         if old and old not in self.source_keys.values():
@@ -189,6 +199,7 @@ class ProviderReconciler:
             return None
         force = key in self.forced
         self.forced.discard(key)
+        spec: LLMProviderSpec | None = None
         try:
             spec = LLMProviderSpec.model_validate(body.get("spec") or {})
             new_key = self.syncer().key_for(namespace, spec)
@@ -205,15 +216,23 @@ class ProviderReconciler:
 
         started = time.monotonic()
         outcome = await self.syncer().sync(body, force=force)
+        if outcome.ok:
+            # A failed sync keeps the last good key bound: its check goes on.
+            self.checks.remember(
+                key,
+                Credential(outcome.fingerprint, spec, outcome.api_key, outcome.ca_pem)
+                if spec is not None and outcome.fingerprint and outcome.api_key
+                else None,
+            )
         await self._write_status(body, outcome)
         await self._emit_events(body, outcome)
-        metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
+        metrics.RECONCILE_DURATION.labels(RESOURCE_KIND).observe(time.monotonic() - started)
         if not outcome.ok:
-            metrics.RECONCILES.labels(KIND, "error").inc()
-            metrics.RECONCILE_ERRORS.labels(KIND, outcome.reason).inc()
+            metrics.RECONCILES.labels(RESOURCE_KIND, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(RESOURCE_KIND, outcome.reason).inc()
             metrics.CREDENTIAL_SYNCS.labels(namespace, name, "error").inc()
             return max(1.0, outcome.retry_in)
-        metrics.RECONCILES.labels(KIND, "ok").inc()
+        metrics.RECONCILES.labels(RESOURCE_KIND, "ok").inc()
         metrics.CREDENTIAL_SYNCS.labels(namespace, name, "success").inc()
         metrics.CREDENTIAL_LAST_SYNC.labels(namespace, name).set(time.time())
         if outcome.external:
@@ -225,7 +244,8 @@ class ProviderReconciler:
         meta = body["metadata"]
         existing = (body.get("status") or {}).get("conditions") or []
         status = dict(outcome.status)
-        status["conditions"] = merge_conditions(existing, outcome.status["conditions"])
+        verdict = self.checks.conditions((meta["namespace"], meta["name"]), meta.get("generation"))
+        status["conditions"] = merge_conditions(existing, overlay(outcome.status["conditions"], verdict))
         current = body.get("status") or {}
         if not outcome.external and all(
             current.get(k) == v for k, v in status.items() if k != "lastSyncTime"
@@ -233,7 +253,7 @@ class ProviderReconciler:
             # A watched source re-checked without news: no write, so an idle cluster stays quiet.
             # (External stores do record every successful refresh in lastSyncTime.)
             return
-        metrics.WRITES.labels("patch-status", "LLMProvider").inc()
+        metrics.WRITES.labels("patch-status", RESOURCE_KIND).inc()
         try:
             live = await kube.patch_status(
                 API_VERSION, "LLMProvider", meta["name"], meta["namespace"], status
@@ -244,6 +264,35 @@ class ProviderReconciler:
             raise
         # Keep our copy's status current so that the next merge keeps transition times.
         body["status"] = live.get("status") or status
+
+    async def run_checks(self) -> None:
+        """Check the credentials that are due; a changed verdict: one Event, status rewritten."""
+        for (namespace, name), previous, result in await self.checks.run_due():
+            body = self.bodies.get((namespace, name))
+            if body is None:
+                continue
+            shown = find_condition((body.get("status") or {}).get("conditions"), CREDENTIALS_VALID)
+            if shown is not None and shown.get("reason") == result.validity.value:
+                # Already in the status (an operator restart, a new leader): not a transition.
+                continue
+            if result.validity is Validity.UNAUTHORIZED:
+                log.warning("LLMProvider %s/%s: the upstream refused the credential", namespace, name)
+                await self._event(
+                    body,
+                    Validity.UNAUTHORIZED.value,
+                    f"the upstream refused the credential: {result.message}",
+                    "Warning",
+                )
+            elif (previous is not None and previous.validity is Validity.UNAUTHORIZED) or (
+                shown is not None and shown.get("reason") == Validity.UNAUTHORIZED.value
+            ):
+                await self._event(
+                    body,
+                    "CredentialsAccepted",
+                    f"the upstream accepts the credential again: {result.message}",
+                )
+            # The status is written by the reconcile, the one writer of the provider's status.
+            self.controller.enqueue(KIND, namespace, name)
 
     @staticmethod
     async def _event(body: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
