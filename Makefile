@@ -11,7 +11,7 @@ export PATH := $(CACHE)/bin:$(VENV)/bin:$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-python lint typecheck unit e2e test demo crds manifests \
+.PHONY: help setup setup-python lock lint typecheck unit e2e test demo crds manifests \
         cluster-up cluster-down e2e-kind bench bench-compare bench-workers clean
 
 help: ## list the targets
@@ -22,6 +22,9 @@ setup: ## install everything the tests and the demo need (cached under $(CACHE))
 
 setup-python:
 	@scripts/setup.sh --python
+
+lock: ## refresh uv.lock and requirements/*.txt (hashed pins) from pyproject.toml (ARGS=--upgrade)
+	@scripts/lock.sh $(ARGS)
 
 lint: setup-python ## ruff (lint + format check), actionlint (.github/workflows)
 	$(PY) -m ruff check .

@@ -305,6 +305,14 @@ class LLMRuntimeConfig(ConfigModel):
 
     chain: list[ProviderConfig] = Field(min_length=1, description="Ordered failover chain.")
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
+    reveal_provider: bool = Field(
+        default=False,
+        description=(
+            "Name the chain entry that answered (provider id, upstream model) in the /assist stream's "
+            "metadata, and the chain's providers in /health. Off: callers learn that a failover happened "
+            "and its error class, never which provider or model. Upstream URLs are never sent either way."
+        ),
+    )
 
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]

@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
-# Regenerates requirements.lock: every extra of pyproject.toml resolved together in a fresh
-# environment, frozen. The images and `make setup` install with it as pip constraints, so that
-# every environment gets the versions the tests ran with.
+# Refreshes the lock: uv.lock and requirements/*.txt (every dependency pinned with its hashes), from
+# pyproject.toml. The one command to run after changing a dependency (`make lock` runs it):
 #
-#   scripts/lock.sh
+#   scripts/lock.sh                          keep today's versions where pyproject.toml still allows them
+#   scripts/lock.sh --upgrade                the newest allowed versions
+#   scripts/lock.sh --upgrade-package NAME   of one package
+#
+# uv comes from the dev environment (the dev extra pins it); UV=/path/to/uv uses another one.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python_bin="${PYTHON:-python3}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-"$python_bin" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --upgrade pip
-"$python_bin" "$root/scripts/requirements.py" --pyproject "$root/pyproject.toml" --all > "$tmp/requirements.txt"
-"$tmp/venv/bin/pip" install --quiet -r "$tmp/requirements.txt"
-{
-  echo "# The versions every environment installs (pip constraints): the images (each its extra, see"
-  echo "# scripts/requirements.py) and the dev environment of scripts/setup.sh. Regenerate with"
-  echo "# scripts/lock.sh after changing a dependency in pyproject.toml."
-  "$tmp/venv/bin/pip" freeze --exclude-editable
-} > "$root/requirements.lock"
-echo "wrote $root/requirements.lock ($(grep -c '==' "$root/requirements.lock") pins)"
+if [ -z "${UV:-}" ]; then
+  "$root/scripts/setup.sh" --python
+  python_bin="$root/.venv/bin/python"
+fi
+exec "$python_bin" "$root/scripts/lock.py" "$@"

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Print the requirements of one or more extras of pyproject.toml, one per line.
 
-    python scripts/requirements.py runtime            # what the runtime image installs
-    python scripts/requirements.py runtime operator   # what the operator image installs
-    python scripts/requirements.py --all              # every extra (the dev environment)
+    python scripts/requirements.py runtime            # the runtime extra's own requirements
+    python scripts/requirements.py runtime operator   # two extras together
+    python scripts/requirements.py --all              # every extra
 
 The project's own dependencies always come first; an extra that names the project itself
-(``sentient-operator[runtime]``) is expanded in place, so each image installs exactly its extra
-without a hand-kept list. Standard library only: it runs in image builds before any install.
+(``sentient-operator[runtime]``) is expanded in place. Tests that build separate environments
+use it (tests/support/venvs.py); installs of the project's environments use the hashed lock
+under requirements/ instead (docs/dev/dependencies.md). Standard library only.
 """
 
 from __future__ import annotations

@@ -26,25 +26,25 @@ if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/
 fi
 
 # --- Python environment -------------------------------------------------------
-# Keyed by the dependency lists only (not the whole pyproject: tool settings
-# change often and must not rebuild the environment).
-# Every extra (runtime, operator, cli, dev): the checkout runs all of them.
-reqs="$("$python_bin" "$root/scripts/requirements.py" --pyproject "$root/pyproject.toml" --all)"
-key="$( (printf '%s\n' "$reqs"; cat "$root/requirements.lock"; "$python_bin" --version) | sha256sum | cut -c1-12)"
+# Every extra (runtime, operator, cli, test, dev): the checkout runs all of them, from
+# requirements/dev.txt, which pins every distribution with its hashes (`make lock` writes it).
+# Keyed by what is installed (the pins and hashes, not the comments, and the interpreter), so
+# checkouts with the same lock share one environment and a new lock gets a new one beside it.
+key="$( (grep -hv '^ *#' "$root/requirements/pip.txt" "$root/requirements/dev.txt"; "$python_bin" --version) | sha256sum | cut -c1-12)"
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   say "creating Python environment $venv (first run: about 2 minutes)"
   rm -rf "$venv"
   "$python_bin" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
   # Dependencies only: the project runs from the checkout (PYTHONPATH), so one
-  # environment serves every clone with the same dependency lists.
-  printf '%s\n' "$reqs" > "$cache/requirements-$key.txt"
-  # requirements.lock pins every version (the images install with the same constraints).
-  "$venv/bin/pip" install --quiet -r "$cache/requirements-$key.txt" -c "$root/requirements.lock"
+  # environment serves every clone with the same lock. The installer first, hashed too.
+  "$venv/bin/pip" install --quiet --require-hashes -r "$root/requirements/pip.txt"
+  "$venv/bin/pip" install --quiet --require-hashes -r "$root/requirements/dev.txt"
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" "$cache/venv"
+# This checkout's own environment: the shared link above follows whichever checkout ran last.
+ln -sfn "$venv" "$root/.venv"
 
 if [ "${1:-}" = "--python" ]; then
   exit 0

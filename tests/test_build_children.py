@@ -134,6 +134,15 @@ def test_workers_are_rendered_and_default_resources_follow_them() -> None:
     assert deployment(inputs)["spec"]["template"]["spec"]["containers"][0]["resources"] == own
 
 
+def test_reveal_provider_is_off_unless_the_agent_opts_in() -> None:
+    def rendered(inputs: AgentInputs) -> bool:
+        return parse_config(config_map(inputs)["data"]["config.yaml"]).llm.reveal_provider
+
+    assert rendered(make_inputs()) is False
+    chain = [{"providerRef": {"name": "openai"}, "model": "gpt-4o-mini"}]
+    assert rendered(make_inputs(llm={"chain": chain, "revealProvider": True})) is True
+
+
 def test_bound_secret_hashes_caller_keys_and_keeps_provider_key() -> None:
     data = secret_data(credentials_secret(make_inputs()))
     assert data[provider_credential_file("team", "openai")] == "sk-provider-secret"

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from e2e import render_manifests
+from tests.support import locks
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "sentient-operator"
@@ -648,22 +649,11 @@ def test_dockerfile_final_stage_is_slim_pinned_and_non_root(dockerfile: str) -> 
 
 def test_runtime_image_installs_what_the_runtime_imports() -> None:
     text = (ROOT / "Dockerfile.runtime").read_text()
-    # The image installs exactly the `runtime` extra (expanded by scripts/requirements.py).
-    assert re.search(r"python requirements\.py runtime > requirements\.txt", text)
-    extra = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts/requirements.py"),
-            "--pyproject",
-            str(ROOT / "pyproject.toml"),
-            "runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    listed = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower() for d in extra if d}
-    assert {"kopf", "kubernetes", "boto3", "hvac"}.isdisjoint(listed)
+    # The image installs exactly the `runtime` extra: requirements/runtime.txt, hashed, which holds
+    # every distribution it installs (tests/test_lock.py keeps it equal to uv.lock's export).
+    assert re.search(r"pip install --no-compile --require-hashes -r runtime\.txt", text)
+    installed = locks.pinned_names("runtime")
+    assert {"kopf", "kubernetes", "boto3", "hvac"}.isdisjoint(installed)
 
     distribution_of = {
         "yaml": "pyyaml",
@@ -687,32 +677,7 @@ def test_runtime_image_installs_what_the_runtime_imports() -> None:
     third_party = {
         m for m in imported if m not in sys.stdlib_module_names and m not in first_party and m not in optional
     }
-    needed = {distribution_of.get(m, m) for m in third_party}
-    installed = _with_dependencies(listed)
+    needed = {locks.normal(distribution_of.get(m, m)) for m in third_party}
     assert needed <= installed, (
         f"the runtime imports {needed - installed} but Dockerfile.runtime does not install it"
     )
-
-
-def _with_dependencies(distributions: set[str]) -> set[str]:
-    """``distributions`` and everything they pull in (per the installed metadata, extras ignored)."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-
-    seen: set[str] = set()
-    todo = [d.lower() for d in distributions]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            requires = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for spec in requires:
-            req = Requirement(spec)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name.lower().replace("_", "-"))
-    return seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -191,6 +192,21 @@ def test_renderer_keeps_interleaved_streams_apart() -> None:
         "}",
         "error 502: boom",
     ]
+
+
+def test_renderer_says_failover_with_or_without_provider_ids() -> None:
+    out = io.StringIO()
+    renderer = Renderer(out, color=False)
+    hidden = dataclasses.replace(
+        _chunk("s", "response", "two"), metadata={"failover": True, "reason": "reset"}
+    )
+    revealed = dataclasses.replace(
+        _chunk("s", "response", "three", done=True),
+        metadata={"failover": True, "reason": "5xx", "from_provider": "a/x", "to_provider": "a/y"},
+    )
+    for event in (_chunk("s", "response", "one "), hidden, revealed):
+        renderer.event(event)
+    assert out.getvalue() == "response> one [failover: reset] two[failover a/x → a/y: 5xx] three\n"
 
 
 def test_port_forward_helpers() -> None:

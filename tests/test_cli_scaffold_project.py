@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from click.testing import CliRunner
 from sentient_operator.cli.dev import find_agent_class
 from sentient_operator.cli.main import cli
 from sentient_operator.cli.validate import validate_files
+from tests.support import locks
 from tests.support.venvs import lint_project, run_project_tests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,18 +58,8 @@ def test_generated_files_are_consistent(tmp_path: Path) -> None:
 
 
 def test_the_test_extra_installs_what_the_generated_test_imports(tmp_path: Path) -> None:
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    listed = subprocess.run(
-        [sys.executable, str(repo / "scripts" / "requirements.py"), "test"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    names = {
-        line.split(">")[0].split("=")[0].split("[")[0].split(";")[0].strip() for line in listed.splitlines()
-    }
+    # Everything `pip install "sentient-operator[test]"` brings (requirements/test.txt, from uv.lock).
+    names = locks.pinned_names("test")
     # pytest and httpx for the test itself; the runtime (uvicorn, starlette) for its fake upstream.
     assert {"pytest", "httpx", "uvicorn", "starlette", "click"} <= names, names
     assert not {"kopf", "boto3", "hvac"} & names

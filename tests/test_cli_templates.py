@@ -44,7 +44,9 @@ def project_python(project: Path) -> Path:
         "project-"
         + "-".join(sorted({r.split("[")[0].split(">")[0].split("=")[0] for r in requirements}))[:40]
     )
-    return venv(name, requirements, constraints=REPO / "requirements.lock" if constrained else None)
+    return venv(
+        name, requirements, constraints=REPO / "requirements" / "constraints.txt" if constrained else None
+    )
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager, TextDelta, Usage
 from agent_runtime.llm.errors import UpstreamError
-from agent_runtime.llm.providers import AnthropicAdapter, OpenAIAdapter
+from agent_runtime.llm.providers import AnthropicAdapter, OpenAIAdapter, anthropic
 from agent_runtime.llm.providers.base import StreamState
 from agent_runtime.metrics import REGISTRY
 from agent_runtime.testing import FakeUpstream, run_fake
@@ -44,7 +44,8 @@ async def test_complete(manager: LLMManager, fake: FakeUpstream) -> None:
     assert completion.text == "Echo: tell me something"
     assert completion.provider == f"ns/{fake.kind}"
     assert completion.model == f"{fake.kind}-model"
-    assert completion.finish_reason in ("stop", "end_turn")
+    # OpenAI's vocabulary whatever the upstream (Anthropic says end_turn).
+    assert completion.finish_reason == "stop"
     # The fake counts words of `messages`; Anthropic carries the system prompt outside them.
     assert completion.input_tokens == INPUT_WORDS[fake.kind] and completion.output_tokens == 4
     body = fake.state.bodies[-1]
@@ -114,3 +115,21 @@ def test_error_bodies_keep_only_the_error_type() -> None:
     )
     assert err.error_class == "4xx" and "invalid_api_key" in err.detail and "sk-abc" not in err.detail
     assert AnthropicAdapter().error_for_status(529, b"not json", 2.0).error_class == "5xx"
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("something_new", "stop"),
+        (None, None),
+    ],
+)
+def test_anthropic_stop_reasons_become_openai_finish_reasons(
+    stop_reason: str | None, finish_reason: str | None
+) -> None:
+    assert anthropic.finish_reason(stop_reason) == finish_reason

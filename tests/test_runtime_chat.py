@@ -59,7 +59,8 @@ def test_chat_agent_streams_the_answer(server: InProcessRuntime, fake: FakeUpstr
     chunks = [e for e in result.events if isinstance(e, TextChunkEvent)]
     assert len({c.stream_id for c in chunks}) == 1
     assert chunks[-1].is_complete
-    assert chunks[-1].metadata == {"provider": "default/fake", "model": "fake-model", "finish_reason": "stop"}
+    # Which provider and model answered stays internal unless the agent reveals it (test below).
+    assert chunks[-1].metadata == {"finish_reason": "stop"}
     sent = fake.state.bodies[-1]["messages"]
     assert sent[0] == {"role": "system", "content": "Be brief."}
     assert sent[-1] == {"role": "user", "content": "hello there"}
@@ -201,14 +202,16 @@ def test_metrics_port_absent_means_main_port(server: InProcessRuntime, tmp_path:
     assert UPSTREAM_KEY not in text and KEY not in text
 
 
-def test_mid_stream_failover_keeps_the_stream_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reveal", [False, True], ids=["default", "revealProvider"])
+def test_mid_stream_failover_keeps_the_stream_and_says_so(tmp_path: Path, reveal: bool) -> None:
     with FakeUpstream("openai") as primary, FakeUpstream("anthropic") as secondary:
         primary.inject(Fault(kind="reset", after_chunks=2, count=-1))
         chain = [
             chain_entry(primary, "default/primary", retry={"maxAttempts": 1}),
             chain_entry(secondary, "default/secondary", model="claude-fake"),
         ]
-        files = RuntimeFiles(tmp_path, make_config(chain=chain), default_credentials())
+        config = make_config(chain=chain, llm={"revealProvider": True} if reveal else None)
+        files = RuntimeFiles(tmp_path, config, default_credentials())
         with InProcessRuntime(files) as runtime, SyncSentientClient(runtime.url, api_key=KEY) as client:
             result = client.ask("one two three four five")
     assert result.error is None and result.done
@@ -217,6 +220,11 @@ def test_mid_stream_failover_keeps_the_stream_and_says_so(tmp_path: Path) -> Non
     assert len({c.stream_id for c in chunks}) == 1
     switched = [c for c in chunks if c.metadata and c.metadata.get("failover")]
     assert len(switched) == 1
+    if not reveal:
+        # The caller learns that a failover happened and why, not between which providers.
+        assert switched[0].metadata == {"failover": True, "reason": "reset"}
+        assert chunks[-1].metadata == {"finish_reason": "stop"}
+        return
     assert switched[0].metadata == {
         "failover": True,
         "from_provider": "default/primary",
@@ -224,6 +232,7 @@ def test_mid_stream_failover_keeps_the_stream_and_says_so(tmp_path: Path) -> Non
         "reason": "reset",
     }
     assert chunks[-1].metadata is not None and chunks[-1].metadata["provider"] == "default/secondary"
+    assert chunks[-1].metadata["model"] == "claude-fake"
 
 
 def test_openai_stream_disconnect_cancels_upstream(server: InProcessRuntime, fake: FakeUpstream) -> None:

@@ -195,7 +195,9 @@ def test_probes_and_card(server: InProcessRuntime) -> None:
     assert ready.status_code == 200 and ready.json()["ready"] is True
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok"
-    assert health["providers"][0]["provider"] == "default/fake"
+    # The chain's state in chain order; which provider and model only with llm.revealProvider.
+    assert health["providers"][0]["index"] == 0 and health["providers"][0]["usable"] is True
+    assert "provider" not in health["providers"][0] and "model" not in health["providers"][0]
     card = httpx.get(f"{server.url}/info").json()
     assert card["name"] == "test-agent"
     assert card["capabilities"] == ["chat"]

@@ -3,8 +3,9 @@
 It is what a SentientAgent without ``agentClass`` runs. The answer is one
 ``chunked.text`` stream named ``response``; when the LLM manager fails over
 mid-answer the stream goes on (same ``stream_id``) and the next chunk carries
-metadata saying so. The closing chunk names the provider and model that
-finished the answer.
+metadata saying so (and why: an error class). The closing chunk carries the
+finish reason. Which provider and model answered is internal: the metadata
+names them only when the agent opts in (``llm.revealProvider``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ChatAgent(AbstractAgent):
             messages=build_messages(config.agent.system_prompt, session.turns(), query.prompt)
         )
         stream = response_handler.create_text_stream(RESPONSE_EVENT)
+        reveal = config.llm.reveal_provider
         parts: list[str] = []
         final: dict[str, Any] = {}
         # Closed deterministically when the request stops early (disconnect, cancel): the
@@ -60,18 +62,14 @@ class ChatAgent(AbstractAgent):
                         await stream.emit_chunk(event.text)
                 elif type(event) is ProviderSwitch:
                     if event.phase == "mid_stream":
-                        stream.annotate(
-                            {
-                                "failover": True,
-                                "from_provider": event.from_id,
-                                "to_provider": event.to_id,
-                                "reason": event.reason,
-                            }
-                        )
+                        switch: dict[str, Any] = {"failover": True, "reason": event.reason}
+                        if reveal:
+                            switch |= {"from_provider": event.from_id, "to_provider": event.to_id}
+                        stream.annotate(switch)
                 elif type(event) is Usage:
                     response_handler.record_usage(event.input_tokens, event.output_tokens)
                 elif type(event) is Completed:
-                    final = {"provider": event.provider, "model": event.model}
+                    final = {"provider": event.provider, "model": event.model} if reveal else {}
                     if event.finish_reason:
                         final["finish_reason"] = event.finish_reason
         if final:

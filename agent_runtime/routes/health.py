@@ -14,7 +14,10 @@ from agent_runtime.http import Exchange
 from agent_runtime.pipeline import Call, Refusal, Route
 
 _GET = ("GET", "HEAD")
+# Unauthenticated: the chain's state, never where its upstreams are; which providers and models
+# they are only when the agent reveals them (llm.revealProvider). Entries stay in chain order.
 _PRIVATE_PROVIDER_FIELDS = frozenset({"endpoint"})
+_INTERNAL_PROVIDER_FIELDS = frozenset({"provider", "model", "type"})
 
 
 async def json_errors(call: Call, refusal: Refusal) -> None:
@@ -40,15 +43,19 @@ async def health(call: Call) -> None:
     is_ready, reason = runtime.readiness()
     config = runtime.config
     limiter = runtime.limiter
+    hidden = (
+        _PRIVATE_PROVIDER_FIELDS
+        if config.llm.reveal_provider
+        else _PRIVATE_PROVIDER_FIELDS | _INTERNAL_PROVIDER_FIELDS
+    )
     body = {
         "status": "ok" if is_ready else ("draining" if runtime.draining else "degraded"),
         "reason": reason,
         "agent": {"name": config.agent.name, "namespace": config.agent.namespace},
         "in_flight": runtime.in_flight,
-        # Unauthenticated: the chain's state, never where its upstreams are.
         "providers": [
-            {k: v for k, v in provider.items() if k not in _PRIVATE_PROVIDER_FIELDS}
-            for provider in (runtime.llm.snapshot() if runtime.llm is not None else [])
+            {"index": index} | {k: v for k, v in provider.items() if k not in hidden}
+            for index, provider in enumerate(runtime.llm.snapshot() if runtime.llm is not None else [])
         ],
         "rate_limit": {
             "policy": config.rate_limit.policy if config.rate_limit else None,

@@ -337,9 +337,9 @@ class ProjectImages:
 
 
 PROJECT_INPUTS = (
-    "pyproject.toml",
-    "scripts/requirements.py",
-    "requirements.lock",
+    "requirements/pip.txt",
+    "requirements/runtime.txt",
+    "requirements/operator.txt",
     "operator/sentient_operator",
     "agent_runtime",
     ".dockerignore",

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from e2e.kind.cluster import KindImages
+from tests.support import locks
 
 # Distributions the runtime image must not contain (operator-only or cloud SDKs).
 NOT_IN_RUNTIME = (
@@ -30,16 +31,23 @@ def _inspect(image: str) -> dict[str, object]:
     return found
 
 
-def _distributions(image: str) -> set[str]:
+def _python_in(image: str, code: str) -> object:
+    """What ``code`` (run by the image's python) prints, as JSON."""
     out = subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "python", image, "-c", LIST_DISTRIBUTIONS],
+        ["docker", "run", "--rm", "--entrypoint", "python", image, "-c", code],
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    return set(json.loads(out.stdout))
+    return json.loads(out.stdout)
+
+
+def _distributions(image: str) -> set[str]:
+    found = _python_in(image, LIST_DISTRIBUTIONS)
+    assert isinstance(found, list)
+    return set(found)
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +87,19 @@ def test_image_runs_as_non_root_and_prints_its_size(docker_images: KindImages, w
     size = meta["Size"]
     assert isinstance(size, int)
     print(f"\n{which} image {image}: {size / 1e6:.0f} MB")
+
+
+LIST_VERSIONS = "import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+
+
+@pytest.mark.parametrize("which", ["operator", "runtime"])
+def test_image_holds_exactly_its_hashed_lock(docker_images: KindImages, which: str) -> None:
+    versions = _python_in(getattr(docker_images, which), LIST_VERSIONS)
+    assert isinstance(versions, dict)
+    present = {locks.normal(name): version for name, version in versions.items()}
+    # requirements/<which>.txt and pip.txt; the venv's own setuptools is the only other guest.
+    locked = {pin.name: pin.version for name in (which, "pip") for pin in locks.pins(name)}
+    assert {name: present[name] for name in present if name in locked} == {
+        name: version for name, version in locked.items() if name in present
+    }
+    assert set(present) - set(locked) <= {"setuptools"}, set(present) - set(locked)

@@ -82,6 +82,7 @@ def make_config(
     sessions: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
     chain: list[dict[str, Any]] | None = None,
+    llm: dict[str, Any] | None = None,
     system_prompt: str = "You are a test agent.",
     credential_file: str | None = None,
 ) -> RuntimeConfig:
@@ -104,7 +105,8 @@ def make_config(
                     "model": "fake-model",
                     **({"credentialFile": credential_file} if credential_file else {}),
                 }
-            ]
+            ],
+            **(llm or {}),
         },
         "auth": {"anonymous": anonymous},
         "server": {

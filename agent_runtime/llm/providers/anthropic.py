@@ -29,6 +29,25 @@ DEFAULT_MAX_TOKENS = 1024
 
 _IN_STREAM_ERROR_CLASS = {"rate_limit_error": "429", "overloaded_error": "5xx", "api_error": "5xx"}
 
+# Stop reasons in OpenAI's words, the runtime's one vocabulary: the OpenAI-compatible route must
+# answer with OpenAI's values, and callers should not learn from "end_turn" which upstream answered.
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: object) -> str | None:
+    """OpenAI's ``finish_reason`` for an Anthropic ``stop_reason`` (an unknown one is ``stop``)."""
+    if not stop_reason:
+        return None
+    return _FINISH_REASONS.get(str(stop_reason), "stop")
+
 
 class AnthropicAdapter(Adapter):
     """The ``/v1/messages`` wire format."""
@@ -92,7 +111,7 @@ class AnthropicAdapter(Adapter):
             state.output_tokens = int(usage.get("output_tokens") or 0)
             return None
         if kind == "message_delta":
-            reason = (event.get("delta") or {}).get("stop_reason")
+            reason = finish_reason((event.get("delta") or {}).get("stop_reason"))
             if reason:
                 state.finish_reason = reason
             usage = event.get("usage") or {}
@@ -120,7 +139,7 @@ class AnthropicAdapter(Adapter):
         usage = data.get("usage") or {}
         return ParsedCompletion(
             text=text,
-            finish_reason=data.get("stop_reason"),
+            finish_reason=finish_reason(data.get("stop_reason")),
             input_tokens=int(usage.get("input_tokens") or 0),
             output_tokens=int(usage.get("output_tokens") or 0),
         )

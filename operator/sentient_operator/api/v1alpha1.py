@@ -1175,6 +1175,16 @@ class LLMConfig(Model):
         json_schema_extra=cel(CelRule("self.all(x, self.exists_one(y, x == y))", CHAIN_UNIQUE_MESSAGE)),
     )
     parameters: LLMParameters = Field(default_factory=LLMParameters, description="Sampling parameters.")
+    reveal_provider: bool = Field(
+        default=False,
+        description=(
+            "Tell callers which chain entry answered: the /assist stream's failover and closing chunks "
+            "then name the LLMProvider (namespace/name) and the upstream model, and /health lists them. "
+            "Off by default: callers learn that a failover happened and its error class, never which "
+            "provider or model. Upstream URLs are never sent; the OpenAI-compatible route always answers "
+            "with the model the caller asked for."
+        ),
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> LLMConfig:

@@ -242,6 +242,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         llm=LLMRuntimeConfig(
             chain=[_provider_config(p) for p in inputs.providers],
             parameters=_convert(spec.llm.parameters, LLMParameters),
+            reveal_provider=spec.llm.reveal_provider,
         ),
         rate_limit=_rate_limit_config(inputs.policy) if inputs.policy is not None else None,
         auth=AuthRuntimeConfig(

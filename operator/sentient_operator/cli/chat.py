@@ -168,9 +168,13 @@ class Renderer:
                 self._label(event.event_name)
             meta = event.metadata or {}
             if meta.get("failover"):
-                self._write(
-                    f"[failover {meta.get('from_provider')} → {meta.get('to_provider')}] ", fg="yellow"
+                # Provider ids only when the agent reveals them (spec.llm.revealProvider).
+                route = (
+                    f" {meta['from_provider']} → {meta['to_provider']}"
+                    if "from_provider" in meta and "to_provider" in meta
+                    else ""
                 )
+                self._write(f"[failover{route}: {meta.get('reason', '?')}] ", fg="yellow")
             self._write(event.content)
             if event.is_complete:
                 self._newline()
