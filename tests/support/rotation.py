@@ -1,7 +1,8 @@
 """Pieces of the rotation e2e test and the rotation-latency benchmark.
 
 - :class:`KeyFollower` wraps a fake upstream: it accepts one key at a time and moves to the
-  announced next key at that key's first use (recording when), refusing the old one after.
+  announced next key at that key's first use (recording when), refusing the old one after; a
+  models listing (the operator's key check) with the announced key is accepted without switching.
 - :class:`Traffic` is one client sending streaming chat completions back to back.
 - :func:`create_agent` creates a minimal anonymous SentientAgent over one provider.
 """
@@ -50,6 +51,21 @@ class KeyFollower:
         if scope["type"] == "http":
             auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode()
             key = auth[7:] if auth.lower().startswith("bearer ") else ""
+            if str(scope.get("path", "")).endswith("/models"):
+                # The operator checks a changed key at once with a models listing (and
+                # validateBeforeRollout does too). A real provider accepts both keys while a key
+                # rotates; here the listing is answered for the announced key without switching,
+                # so that the switch still marks the runtime's first use of it.
+                with self.lock:
+                    if key and key == self.upcoming and self.fake.state.api_key:
+                        scope = dict(scope)
+                        scope["headers"] = [
+                            (name, value)
+                            for name, value in scope.get("headers") or []
+                            if name != b"authorization"
+                        ] + [(b"authorization", f"Bearer {self.fake.state.api_key}".encode())]
+                await self.app(scope, receive, send)
+                return
             with self.lock:
                 if key and key == self.upcoming:
                     self.fake.set_api_key(key)
