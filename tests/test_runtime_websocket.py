@@ -209,3 +209,12 @@ def test_sigterm_mid_stream_ends_with_error_and_going_away(tmp_path: Path) -> No
     assert events[-2]["content"]["error_code"] == 503
     assert result["code"] == 1001
     assert verify_file(tmp_path / "audit.log", AUDIT_KEY.encode()).ok
+
+
+def test_ws_without_a_first_message_is_closed_after_the_body_timeout(tmp_path: Path) -> None:
+    with FakeUpstream("openai") as fake, start(tmp_path, fake, limits={"bodyTimeout": "1s"}) as process:
+        with connect(ws_url(process), additional_headers={"x-api-key": "alice-secret-key"}) as ws:
+            frames, code = drain(ws)
+        assert (frames, code) == ([], 1008)
+        metrics = httpx.get(f"{process.url}/metrics").text
+        assert 'sentient_requests_total{route="/ws",status="499"}' in metrics

@@ -6,7 +6,8 @@ pipeline (``agent_runtime.pipeline``) is written against ASGI HTTP messages; thi
 translates between the two instead of writing the pipeline a second time:
 
 - ``receive``: the first call (the body read, after authentication passed) accepts the
-  handshake and returns the first message as the whole body; later calls (the connection
+  handshake and returns the first message as the whole body (it must come within
+  ``server.limits.bodyTimeout``); later calls (the connection
   watch) return ``http.disconnect`` when the client goes away;
 - ``send``: a response sent before the handshake was accepted (authentication refused, the
   agent draining) becomes the handshake's HTTP refusal; once accepted, every server-sent
@@ -17,6 +18,7 @@ translates between the two instead of writing the pipeline a second time:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -89,9 +91,15 @@ class WebSocketBridge:
     """The ASGI ``receive`` and ``send`` of an HTTP exchange, over one WebSocket connection."""
 
     def __init__(
-        self, receive: Receive, send: Send, subprotocol: str | None, draining: Callable[[], bool]
+        self,
+        receive: Receive,
+        send: Send,
+        subprotocol: str | None,
+        draining: Callable[[], bool],
+        first_message_timeout: float | None = None,
     ) -> None:
         self._receive = receive
+        self._first_message_timeout = first_message_timeout
         self._send = send
         self._subprotocol = subprotocol
         self._draining = draining
@@ -115,7 +123,14 @@ class WebSocketBridge:
             return {"type": "http.disconnect"}
         if not self._accepted:
             await self._accept()
-            message = await self._receive()
+            try:
+                async with asyncio.timeout(self._first_message_timeout):
+                    message = await self._receive()
+            except TimeoutError:
+                # Like a slow upload on HTTP (server.limits.bodyTimeout): the connection is not kept.
+                self._gone = True
+                await self._send({"type": "websocket.close", "code": POLICY_VIOLATION})
+                return {"type": "http.disconnect"}
             if message["type"] == "websocket.receive":
                 text = message.get("text")
                 body = text.encode() if text is not None else bytes(message.get("bytes") or b"")

@@ -16,7 +16,9 @@ metrics under the route label ``/ws``, drain):
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+from agent_runtime.config import duration_seconds
 from agent_runtime.http import Receive, Scope, Send
 from agent_runtime.http.websocket import WebSocketBridge, http_scope
 from agent_runtime.pipeline import Pipeline, Route
@@ -41,10 +43,40 @@ def choose(offered: list[str]) -> tuple[Route, str | None]:
     return WS_ASSIST, None
 
 
+def describe() -> dict[str, Any]:
+    """``/ws`` for the OpenAPI document's ``x-websockets`` extension (body schemas: components)."""
+    mirrors = {
+        SENTIENT: (assist.ASSIST.path, "AssistBody"),
+        OPENAI: (openai.CHAT_COMPLETIONS.path, "ChatCompletionBody"),
+    }
+    return {
+        PATH: {
+            "description": (
+                "One request per connection: credentials in the handshake headers (as on the HTTP "
+                "routes; a refused handshake is answered 401, 403 or 503), the first message is the "
+                "body, then one JSON text frame per event (Sentient, ending with `done`) or per "
+                "chat.completion.chunk (then `[DONE]`), then the server closes: 1000 done, 1001 "
+                "shutting down, 1008 invalid body (not JSON, or not the schema) or refused, 1009 body too large, "
+                "1011 internal error, 1013 rate-limited. See docs/runtime.md."
+            ),
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "subprotocols": {
+                name: {"sameAs": path, "firstMessage": {"$ref": f"#/components/schemas/{body}"}}
+                for name, (path, body) in mirrors.items()
+            },
+            "defaultSubprotocol": SENTIENT,
+        }
+    }
+
+
 async def serve(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
     """One ``/ws`` connection through ``pipeline``."""
     route, subprotocol = choose(list(scope.get("subprotocols") or []))
-    bridge = WebSocketBridge(receive, send, subprotocol, lambda: not pipeline.runtime.accepting)
+    runtime = pipeline.runtime
+    limits = runtime.config.server.limits
+    bridge = WebSocketBridge(
+        receive, send, subprotocol, lambda: not runtime.accepting, duration_seconds(limits.body_timeout)
+    )
     if not await bridge.handshake(scope):
         return
     try:
