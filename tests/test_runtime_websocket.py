@@ -199,10 +199,18 @@ def test_sigterm_mid_stream_ends_with_error_and_going_away(tmp_path: Path) -> No
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         assert first_frame.wait(30)
+        # Another client is connected but has not sent its request yet.
+        idle = connect(ws_url(process), additional_headers={"x-api-key": "bob-secret-key"})
         assert process.proc is not None
         process.proc.send_signal(signal.SIGTERM)
+        with idle:
+            idle_frames, idle_code = drain(idle)
         reader.join(30)
         assert process.proc.wait(30) == 0
+    idle_events = [json.loads(f) for f in idle_frames]
+    assert [e["event_name"] for e in idle_events] == [protocol.ERROR_EVENT_NAME, protocol.DONE_EVENT_NAME]
+    assert idle_events[0]["content"]["error_code"] == 503
+    assert idle_code == 1001
     events = [json.loads(f) for f in result["frames"]]
     assert events[-1]["event_name"] == protocol.DONE_EVENT_NAME
     assert events[-2]["event_name"] == protocol.ERROR_EVENT_NAME
