@@ -16,7 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from agent_runtime import protocol
 from agent_runtime.audit import verify_file
-from agent_runtime.testing import FakeUpstream
+from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.runtime import (
     AUDIT_KEY,
     RuntimeFiles,
@@ -226,3 +226,15 @@ def test_ws_without_a_first_message_is_closed_after_the_body_timeout(tmp_path: P
         assert (frames, code) == ([], 1008)
         metrics = httpx.get(f"{process.url}/metrics").text
         assert 'sentient_requests_total{route="/ws",status="499"}' in metrics
+
+
+def test_ws_client_leaving_mid_stream_cancels_the_request(tmp_path: Path) -> None:
+    with FakeUpstream("openai", latency=0.05, tokens=200) as fake, start(tmp_path, fake) as process:
+        with connect(ws_url(process), additional_headers={"x-api-key": "alice-secret-key"}) as ws:
+            ws.send(json.dumps(assist_body("a long answer")))
+            ws.recv(timeout=30)
+        # The upstream request is cancelled with the work, and counted as a client that left.
+        assert wait_until(lambda: fake.state.streams_aborted == 1, timeout=10)
+        metrics = httpx.get(f"{process.url}/metrics").text
+        assert 'sentient_requests_total{route="/ws",status="499"}' in metrics
+    assert "Traceback" not in (tmp_path / "runtime.log").read_text()

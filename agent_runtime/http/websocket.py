@@ -171,17 +171,22 @@ class WebSocketBridge:
             if not more:
                 self._closed = True
             return
-        if self._sse is not None:
-            for frame in self._sse.feed(data):
-                await self._send({"type": "websocket.send", "text": frame})
-        else:
-            self._whole.append(data)
-        if more:
-            return
-        if self._whole and any(self._whole):
-            await self._send({"type": "websocket.send", "text": b"".join(self._whole).decode()})
-        self._closed = True
-        await self._send({"type": "websocket.close", "code": close_code(self._status, self._draining())})
+        try:
+            if self._sse is not None:
+                for frame in self._sse.feed(data):
+                    await self._send({"type": "websocket.send", "text": frame})
+            else:
+                self._whole.append(data)
+            if more:
+                return
+            if self._whole and any(self._whole):
+                await self._send({"type": "websocket.send", "text": b"".join(self._whole).decode()})
+            self._closed = True
+            await self._send({"type": "websocket.close", "code": close_code(self._status, self._draining())})
+        except OSError:
+            # The client went away (the server raises ClientDisconnected, an OSError): like an
+            # HTTP client that left, the rest of the answer is dropped and the watch ends the work.
+            self._gone = True
 
     async def close(self) -> None:
         """Close an accepted connection the pipeline left open (it failed before answering)."""
