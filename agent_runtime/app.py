@@ -19,7 +19,7 @@ from agent_runtime.http import ASGIHandler, Exchange, Receive, Scope, Send
 from agent_runtime.lifecycle import Lifecycle, RuntimeState, load_agent_class
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles
-from agent_runtime.routes import health, spec
+from agent_runtime.routes import health, spec, ws
 
 log = logging.getLogger("agent_runtime.app")
 
@@ -59,7 +59,11 @@ class AgentRuntime(Lifecycle):
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1000})
+            if scope["path"] == ws.PATH:
+                await ws.serve(self.pipeline, scope, receive, send)
+            else:
+                # Closed before accept: the server refuses the handshake (403).
+                await send({"type": "websocket.close", "code": 1000})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -7,7 +7,9 @@ through the runtime, in the same run:
 
 - ``complete``: ``POST /v1/chat/completions`` non-streamed;
 - ``stream``: ``POST /v1/chat/completions`` streamed (SSE);
-- ``assist``: ``POST /assist`` (Sentient protocol, SSE) vs the direct streamed call.
+- ``assist``: ``POST /assist`` (Sentient protocol, SSE) vs the direct streamed call;
+- ``ws``: the same Sentient request over ``/ws`` (one WebSocket connection per request,
+  handshake included; client: ``websockets``) vs the direct streamed call.
 
 Latency is measured from the first byte of the request written to the last
 byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
@@ -149,12 +151,47 @@ async def _worker(port: int, payload: bytes, stop_at: float, warm_until: float, 
         writer.close()
 
 
-async def _measure(port: int, payload: bytes, concurrency: int, seconds: float, warmup: float) -> Cell:
+async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: float, cell: Cell) -> None:
+    """One ``/ws`` request per connection: handshake, the body, frames until the server closes."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    body = payload.split(b"\r\n\r\n", 1)[1].decode()
+    headers = {"authorization": f"Bearer {CALLER_KEY}"}
+    while True:
+        start = time.perf_counter()
+        if start >= stop_at:
+            return
+        code: int | None = None
+        try:
+            async with connect(
+                f"ws://127.0.0.1:{port}/ws", additional_headers=headers, compression=None
+            ) as ws:
+                await ws.send(body)
+                async for _ in ws:
+                    pass
+                code = ws.close_code
+        except (OSError, WebSocketException):
+            code = None
+        end = time.perf_counter()
+        if start >= warm_until:
+            if code == 1000:
+                cell.latencies.append(end - start)
+            else:
+                cell.errors += 1
+        else:
+            cell.warm_count += 1
+
+
+async def _measure(
+    port: int, payload: bytes, concurrency: int, seconds: float, warmup: float, websocket: bool = False
+) -> Cell:
     cell = Cell([], 0, seconds)
     now = time.perf_counter()
     warm_until = now + warmup
     stop_at = warm_until + seconds
-    await asyncio.gather(*(_worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
+    worker = _ws_worker if websocket else _worker
+    await asyncio.gather(*(worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
     cell.elapsed = max(1e-9, time.perf_counter() - warm_until)
     return cell
 
@@ -287,7 +324,7 @@ async def _run(
             API_KEY,
         ),
     }
-    direct["assist"] = direct["stream"]
+    direct["assist"] = direct["ws"] = direct["stream"]
     through = {
         "complete": _request_bytes(
             runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
@@ -308,6 +345,8 @@ async def _run(
             CALLER_KEY,
         ),
     }
+    # The same /assist body, sent as the first message of a /ws connection.
+    through["ws"] = through["assist"]
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
@@ -327,7 +366,7 @@ async def _run(
             # What serving the same request costs the fake upstream (Starlette on uvicorn): a floor.
             up_per_req = (_cpu_seconds(upstream_pid) - up0) / d_done if d_done else float("nan")
             cpu0 = _cpu_seconds(pid)
-            r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup)
+            r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup, mode == "ws")
             # CPU the runtime spent per request (warm-up requests included in both terms):
             # robust to other load on the machine, unlike wall-clock figures.
             done = len(r.latencies) + r.warm_count

@@ -82,6 +82,7 @@ async def info(call: Call) -> None:
                 "assist": "/assist",
                 "chat_completions": "/v1/chat/completions",
                 "models": "/v1/models",
+                "websocket": "/ws",
             },
         },
     )

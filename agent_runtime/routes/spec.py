@@ -14,7 +14,7 @@ from typing import Any
 from agent_runtime import protocol
 from agent_runtime.openapi import build_document
 from agent_runtime.pipeline import Call, Route
-from agent_runtime.routes import assist, health, openai
+from agent_runtime.routes import assist, health, openai, ws
 
 
 async def run_openapi(call: Call) -> None:
@@ -39,10 +39,12 @@ ROUTES: tuple[Route, ...] = (
 
 
 def document() -> dict[str, Any]:
-    """The runtime's OpenAPI document."""
-    return build_document(
+    """The runtime's OpenAPI document (OpenAPI has no WebSocket operation: ``/ws`` is an extension)."""
+    doc = build_document(
         ROUTES, title="Sentient agent runtime", version=f"protocol {protocol.SCHEMA_VERSION}"
     )
+    doc["x-websockets"] = ws.describe()
+    return doc
 
 
 def render() -> str:
