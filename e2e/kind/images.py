@@ -410,29 +410,20 @@ def _cached_binaries(
     directory = cache() / "bin" / f"{name}-{key}"
     # On a fresh cache the first binary built here (kind) comes before anything made bin/.
     directory.parent.mkdir(parents=True, exist_ok=True)
-
-    def present() -> bool:
-        return all((directory / b).is_file() for b in binaries)
-
-    cached = present()
-    if not cached:
-        # `make test` builds these in the background while pytest runs (scripts/kind-prebuild.sh);
-        # the kind stage then waits here for that build instead of starting a second one.
-        with _exclusive(directory.parent / f".{directory.name}.lock"):
-            cached = present()
-            with REPORT.step(name, str(directory), cached):
-                if not cached:
-                    scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-                    try:
-                        build(scratch)
-                        if directory.exists():
-                            shutil.rmtree(directory)
-                        scratch.rename(directory)
-                    finally:
-                        shutil.rmtree(scratch, ignore_errors=True)
-    else:
+    # `make test` builds these in the background while pytest runs (scripts/kind-prebuild.sh);
+    # the kind stage then waits here for that build instead of starting a second one.
+    with _exclusive(directory.parent / f".{directory.name}.lock"):
+        cached = all((directory / b).is_file() for b in binaries)
         with REPORT.step(name, str(directory), cached):
-            pass
+            if not cached:
+                scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+                try:
+                    build(scratch)
+                    if directory.exists():
+                        shutil.rmtree(directory)
+                    scratch.rename(directory)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
     return {b: directory / b for b in binaries}
 
 
