@@ -22,11 +22,11 @@ from tests.support.runtime import (
     chain_entry,
     default_credentials,
     make_config,
+    single_provider_runtime,
 )
 
 KEY = "alice-secret-key"
 UPSTREAM_KEY = "sk-upstream-1"
-CRED_FILE = "provider.default.fake.apiKey"
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,9 @@ def fake() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRuntime]:
     root = tmp_path_factory.mktemp("chat")
-    chain = [chain_entry(fake, credentialFile=CRED_FILE, retry={"maxAttempts": 1})]
-    config = make_config(chain=chain, system_prompt="Be brief.", sessions={"store": "memory", "maxTurns": 4})
-    files = RuntimeFiles(root, config, default_credentials({CRED_FILE: UPSTREAM_KEY}))
-    with InProcessRuntime(files) as runtime:
+    with single_provider_runtime(
+        root, fake, UPSTREAM_KEY, system_prompt="Be brief.", sessions={"store": "memory", "maxTurns": 4}
+    ) as runtime:
         yield runtime
 
 

@@ -18,15 +18,11 @@ from agent_runtime.protocol import ErrorEvent
 from agent_runtime.testing import FakeUpstream, Fault
 from tests.support.runtime import (
     InProcessRuntime,
-    RuntimeFiles,
-    chain_entry,
-    default_credentials,
-    make_config,
+    single_provider_runtime,
 )
 
 KEY = "alice-secret-key"
 UPSTREAM_KEY = "sk-upstream-strict"
-CRED_FILE = "provider.default.fake.apiKey"
 # What a caller must never read in an error: the chain's ids, models, classes and addresses.
 INSIDE = ("default/fake", "fake-model", "RemoteProtocolError", "ReadError", "httpx", "127.0.0.1")
 
@@ -40,10 +36,7 @@ def fake() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRuntime]:
     root = tmp_path_factory.mktemp("strict")
-    chain = [chain_entry(fake, credentialFile=CRED_FILE, retry={"maxAttempts": 1})]
-    config = make_config(chain=chain)
-    files = RuntimeFiles(root, config, default_credentials({CRED_FILE: UPSTREAM_KEY}))
-    with InProcessRuntime(files) as runtime:
+    with single_provider_runtime(root, fake, UPSTREAM_KEY) as runtime:
         yield runtime
 
 

@@ -312,6 +312,20 @@ def chain_entry(fake: Any, provider_id: str = "default/fake", **fields: Any) -> 
     return {"id": provider_id, "type": fake.kind, "endpoint": fake.endpoint, "model": "fake-model", **fields}
 
 
+@contextlib.contextmanager
+def single_provider_runtime(
+    root: Path, fake: Any, upstream_key: str, **config: Any
+) -> Iterator[InProcessRuntime]:
+    """An in-process runtime whose chain is ``fake`` alone, tried once, with its key file."""
+    key_file = "provider.default.fake.apiKey"
+    chain = [chain_entry(fake, credentialFile=key_file, retry={"maxAttempts": 1})]
+    files = RuntimeFiles(
+        root, make_config(chain=chain, **config), default_credentials({key_file: upstream_key})
+    )
+    with InProcessRuntime(files) as runtime:
+        yield runtime
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free ports."""
     ports: set[int] = set()
