@@ -13,7 +13,12 @@ Prints, per strategy, the share of requests each upstream served and the p50/p99
 a whole streamed answer, as seen by the caller of the manager. Loopback only; each run is
 bounded by ``--requests`` (at worst ``requests x slow / concurrency`` seconds).
 
-Run: ``PYTHONPATH=operator:. python bench/load_balance.py [--requests 300] [--concurrency 8]``
+``--cost`` prints instead what balancing costs the manager per request, in CPU time: the
+step's ordering plus the in-flight and latency bookkeeping of one attempt, for a step of two
+members, against walking a plain chain (no network; this process's CPU time, so it holds on a
+busy machine).
+
+Run: ``PYTHONPATH=operator:. python bench/load_balance.py [--requests 300] [--concurrency 8] [--cost]``
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from agent_runtime.config import LLMRuntimeConfig  # noqa: E402
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, LLMManager  # noqa: E402
+from agent_runtime.llm.entries import Step, build_snapshot  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
 
 STRATEGIES = ("none", "weight", "leastOutstanding", "lowestLatency")
@@ -95,6 +101,31 @@ async def _run(config: LLMRuntimeConfig, requests: int, concurrency: int) -> tup
     return served, sorted(latencies)
 
 
+def _cost(strategies: list[str], rounds: int) -> None:
+    """CPU time per request of ordering a step and counting one attempt on the member it picked."""
+    ports = {"a": 1, "b": 2}
+    print(f"{'strategy':<17} {'CPU/request':>12}")
+    for strategy in strategies:
+        snap = build_snapshot(_config(strategy, ports, "5s"), {}, {}, time.monotonic, {})
+        t0 = time.process_time()
+        if snap.steps is None:
+            for _ in range(rounds):
+                for _entry in snap.entries:
+                    break
+        else:
+            step = snap.steps[0]
+            assert isinstance(step, Step)
+            for _ in range(rounds):
+                load = step.walk()[0].load
+                assert load is not None
+                load.started()
+                load.sample(0.01, time.monotonic())
+                load.ended()
+        per_request = (time.process_time() - t0) / rounds
+        print(f"{strategy:<17} {per_request * 1e6:>10.2f}us", flush=True)
+    print("none: the plain chain's walk; the others: the step's order + in-flight and latency bookkeeping")
+
+
 def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
@@ -110,7 +141,12 @@ def main() -> None:
     parser.add_argument("--fast", type=float, default=0.02, help="fast upstream: seconds to the first token")
     parser.add_argument("--probe", default="1s", help="lowestLatency probeInterval")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--cost", action="store_true", help="print the CPU cost per request instead")
+    parser.add_argument("--rounds", type=int, default=200_000, help="requests simulated by --cost")
     args = parser.parse_args()
+    if args.cost:
+        _cost(args.strategies, args.rounds)
+        return
 
     ports = {"slow": free_port(), "fast": free_port()}
     with _upstream(ports["slow"], args.slow), _upstream(ports["fast"], args.fast):
