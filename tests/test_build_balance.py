@@ -9,7 +9,7 @@ import yaml
 
 from agent_runtime.config import parse_config, provider_credential_file
 from sentient_operator.build import credentials_secret, render_config
-from sentient_operator.references import resolve
+from sentient_operator.references import Resolution, resolve
 from tests.test_build_children import secret_data
 from tests.test_handlers_references import Dicts, agent_spec, provider
 
@@ -22,6 +22,18 @@ def _lookup() -> Dicts:
         lookup.providers[("team", name)] = provider()
         lookup.secrets[("team", f"sentient-provider-{name}")] = {"apiKey": key}
     return lookup
+
+
+def _resolve(chain: list[dict[str, Any]]) -> Resolution:
+    return resolve(
+        name="a",
+        namespace="team",
+        uid="u",
+        spec=agent_spec(llm={"chain": chain}),
+        lookup=_lookup(),
+        image="img",
+        audit_key="k",
+    )
 
 
 BALANCED_CHAIN: list[dict[str, Any]] = [
@@ -38,15 +50,7 @@ BALANCED_CHAIN: list[dict[str, Any]] = [
 
 
 def test_a_balanced_step_renders_its_members_weights_and_steps() -> None:
-    res = resolve(
-        name="a",
-        namespace="team",
-        uid="u",
-        spec=agent_spec(llm={"chain": BALANCED_CHAIN}),
-        lookup=_lookup(),
-        image="img",
-        audit_key="k",
-    )
+    res = _resolve(BALANCED_CHAIN)
     assert res.ok and res.inputs is not None
     # Status lists every member, in order.
     assert [c["provider"] for c in res.chain] == ["team/openai-a", "team/openai-b", "team/backup"]
@@ -69,17 +73,7 @@ def test_a_balanced_step_renders_its_members_weights_and_steps() -> None:
 
 
 def test_a_plain_chain_renders_without_steps_or_weights() -> None:
-    res = resolve(
-        name="a",
-        namespace="team",
-        uid="u",
-        spec=agent_spec(
-            llm={"chain": [{"providerRef": {"name": "openai-a"}}, {"providerRef": {"name": "backup"}}]}
-        ),
-        lookup=_lookup(),
-        image="img",
-        audit_key="k",
-    )
+    res = _resolve([{"providerRef": {"name": "openai-a"}}, {"providerRef": {"name": "backup"}}])
     assert res.inputs is not None
     text, _ = render_config(res.inputs)
     llm = yaml.safe_load(text)["llm"]
@@ -89,15 +83,7 @@ def test_a_plain_chain_renders_without_steps_or_weights() -> None:
 
 
 def test_a_step_of_one_member_renders_a_step_of_size_one() -> None:
-    res = resolve(
-        name="a",
-        namespace="team",
-        uid="u",
-        spec=agent_spec(llm={"chain": [{"members": [{"providerRef": {"name": "openai-a"}}]}]}),
-        lookup=_lookup(),
-        image="img",
-        audit_key="k",
-    )
+    res = _resolve([{"members": [{"providerRef": {"name": "openai-a"}}]}])
     assert res.inputs is not None
     config = parse_config(render_config(res.inputs)[0])
     assert config.llm.steps is not None and [s.size for s in config.llm.steps] == [1]
