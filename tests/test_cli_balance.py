@@ -8,6 +8,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from sentient_operator.cli import scaffold
+from sentient_operator.cli.dev import Upstreams, plan_agent_yaml
 from sentient_operator.cli.main import cli
 
 
@@ -65,3 +67,20 @@ def test_validate_refuses_a_step_with_both_shapes(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "set exactly one of providerRef and members" in result.output, (
         result.output
     )
+
+
+def test_dev_plans_a_balanced_agent_against_the_fakes(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        scaffold.dump_documents(scaffold.agent_manifests("lb", keys=2, balance="leastOutstanding"))
+    )
+    upstreams = Upstreams(openai="http://127.0.0.1:9/v1")
+    plan = plan_agent_yaml(
+        path, agent_name=None, upstreams=upstreams, keep_auth=False, port=18080, audit_key="k", env={}
+    )
+    assert [(p.id, p.endpoint) for p in plan.config.llm.chain] == [
+        ("default/lb-openai-1", "http://127.0.0.1:9/v1"),
+        ("default/lb-openai-2", "http://127.0.0.1:9/v1"),
+    ]
+    assert plan.config.llm.steps is not None
+    assert [(s.size, s.strategy) for s in plan.config.llm.steps] == [(2, "leastOutstanding")]
