@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sentient_operator.cli import scaffold
 from sentient_operator.cli.dev import Upstreams, plan_agent_yaml
 from sentient_operator.cli.main import cli
+from sentient_operator.cli.status import build_rows, render
 
 
 @pytest.mark.parametrize("strategy", ["weight", "leastOutstanding", "lowestLatency"])
@@ -84,3 +85,16 @@ def test_dev_plans_a_balanced_agent_against_the_fakes(tmp_path: Path) -> None:
     ]
     assert plan.config.llm.steps is not None
     assert [(s.size, s.strategy) for s in plan.config.llm.steps] == [(2, "leastOutstanding")]
+
+
+def test_status_shows_the_members_of_a_balanced_step() -> None:
+    ready = {"conditions": [{"type": "Ready", "status": "True", "reason": "Synced"}]}
+    providers = [{"metadata": {"namespace": "team", "name": n}, "status": ready} for n in ("a", "b", "c")]
+    chain = [
+        {"members": [{"providerRef": {"name": "a"}}, {"providerRef": {"name": "b"}}]},
+        {"providerRef": {"name": "c"}},
+    ]
+    agent = {"metadata": {"namespace": "team", "name": "lb"}, "spec": {"llm": {"chain": chain}}, "status": {}}
+    rows = build_rows([agent], providers)
+    assert [(c.provider, c.step) for c in rows[0].chain] == [("a", 0), ("b", 0), ("c", 1)]
+    assert "a(Ready) | b(Ready) -> c(Ready)" in render(rows, "table")
