@@ -252,3 +252,21 @@ def test_lowest_latency_prefers_fewer_in_flight_at_equal_latency() -> None:
     loads[1].half_life = 1.0
     loads[1].sample(0.3, 1.0)
     assert loads[1].latency == pytest.approx(0.2)
+
+
+async def test_a_reload_keeps_the_members_load_and_can_turn_balancing_off(
+    fast: FakeUpstream, slow: FakeUpstream
+) -> None:
+    a, b = _member(fast, "ns/key-a", "a.key"), _member(slow, "ns/key-b", "b.key")
+    manager = LLMManager(_config([{"size": 2, "strategy": "lowestLatency"}], a, b), KEYS.get)
+    try:
+        await manager.complete(_request())
+        load = manager._snapshot.entries[0].load
+        assert load is not None and load.latency is not None
+        manager.reload(_config([{"size": 2, "strategy": "leastOutstanding"}], a, b))
+        assert manager._snapshot.entries[0].load is load
+        manager.reload(_config([{"size": 1}, {"size": 1}], a, b))
+        assert manager._snapshot.steps is None
+        assert (await manager.complete(_request())).provider == "ns/key-a"
+    finally:
+        await manager.aclose()
