@@ -298,6 +298,45 @@ class ProviderConfig(ConfigModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, description="Circuit breaker.")
     limits: ProviderLimits | None = Field(default=None, description="Provider-side quota.")
+    weight: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Share of its step's requests (load-balanced steps, llm.steps); 1 when unset.",
+    )
+
+
+BalanceStrategy = Literal["weight", "leastOutstanding", "lowestLatency"]
+BALANCE_STRATEGIES: tuple[BalanceStrategy, ...] = ("weight", "leastOutstanding", "lowestLatency")
+# Members of one load-balanced step.
+MAX_STEP_MEMBERS = 16
+
+
+class ChainStep(ConfigModel):
+    """One step of the failover chain: ``size`` consecutive chain entries spread by ``strategy``.
+
+    See docs/load-balancing.md for the strategies and the failover order inside a step.
+    """
+
+    size: int = Field(ge=1, le=MAX_STEP_MEMBERS, description="Chain entries in this step, in chain order.")
+    strategy: BalanceStrategy = Field(
+        default="weight",
+        description="weight (smooth weighted round robin), leastOutstanding or lowestLatency.",
+    )
+    latency_half_life: Duration = Field(
+        default="10s",
+        description="lowestLatency: a latency sample this old counts half as much as a new one.",
+    )
+    probe_interval: Duration = Field(
+        default="5s",
+        description="lowestLatency: a member not chosen for this long gets the next request (re-probe).",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> ChainStep:
+        if duration_seconds(self.latency_half_life) <= 0 or duration_seconds(self.probe_interval) <= 0:
+            raise ValueError("llm.steps: latencyHalfLife and probeInterval must be greater than 0s")
+        return self
 
 
 class LLMRuntimeConfig(ConfigModel):
@@ -313,6 +352,20 @@ class LLMRuntimeConfig(ConfigModel):
             "and its error class, never which provider or model. Upstream URLs are never sent either way."
         ),
     )
+    steps: list[ChainStep] | None = Field(
+        default=None,
+        description=(
+            "How the chain's entries group into steps, in order (their sizes add up to the chain's "
+            "length); unset: every entry is a step of its own. A runtime that does not know this field "
+            "walks the members of a step in order: failover still works, without the spread."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _steps_cover_chain(self) -> LLMRuntimeConfig:
+        if self.steps is not None and sum(step.size for step in self.steps) != len(self.chain):
+            raise ValueError("llm.steps: the step sizes must add up to the number of chain entries")
+        return self
 
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]

@@ -100,6 +100,20 @@ BREAKER_STATE = Gauge(
     # Each worker has its own breaker: the most open one.
     multiprocess_mode="livemax",
 )
+BALANCE_PICKS = Counter(
+    "sentient_balance_picks_total",
+    "Requests a load-balanced chain step sent first to a member, by step (position in the chain, "
+    "from 0), provider (the member's LLMProvider, one per key) and model.",
+    ["step", "provider", "model"],
+    registry=REGISTRY,
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "sentient_upstream_in_flight",
+    "Upstream attempts in progress per member of a load-balanced chain step, by provider and model.",
+    ["provider", "model"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "sentient_rate_limit_rejections_total",
     "Requests refused by the rate limiter, by limit (requests|tokens|concurrency|provider) and scope.",

@@ -17,7 +17,8 @@ client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
+``--balance STRATEGY`` makes the chain one load-balanced step of two members, both on the fake upstream).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -66,6 +67,17 @@ def _add_guardrails(config_file: Path) -> None:
 
     config = yaml.safe_load(config_file.read_text())
     config["guardrails"] = BENCH_GUARDRAILS
+    config_file.write_text(yaml.safe_dump(config))
+
+
+def _add_balance(config_file: Path, strategy: str) -> None:
+    """The chain's entry twice (a second id, the same upstream and key) as one balanced step."""
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    entry = config["llm"]["chain"][0]
+    config["llm"]["chain"] = [entry, {**entry, "id": entry["id"] + "-b"}]
+    config["llm"]["steps"] = [{"size": 2, "strategy": strategy}]
     config_file.write_text(yaml.safe_dump(config))
 
 
@@ -262,6 +274,11 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--balance",
+        choices=["weight", "leastOutstanding", "lowestLatency"],
+        help="make the chain one load-balanced step of two members (both on the fake upstream)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -283,6 +300,8 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.balance:
+            _add_balance(config_file, args.balance)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -350,7 +369,10 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" balance {args.balance or 'off'}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

@@ -10,7 +10,7 @@ Messages name objects and keys, never values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -415,18 +415,20 @@ def resolve(
     providers: list[ResolvedProvider] = []
     chain: list[dict[str, Any]] = []
     for entry in spec.llm.chain:
-        provider, status = _resolve_provider(
-            namespace,
-            entry.provider_ref.name,
-            entry.provider_ref.namespace,
-            entry.model,
-            lookup,
-            problems,
-            warnings,
-        )
-        chain.append(status)
-        if provider is not None:
-            providers.append(provider)
+        balanced = entry.members is not None
+        for member in entry.targets():
+            provider, status = _resolve_provider(
+                namespace,
+                member.provider_ref.name,
+                member.provider_ref.namespace,
+                member.model,
+                lookup,
+                problems,
+                warnings,
+            )
+            chain.append(status)
+            if provider is not None:
+                providers.append(replace(provider, weight=member.weight) if balanced else provider)
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)

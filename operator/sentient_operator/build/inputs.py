@@ -18,6 +18,8 @@ class ResolvedProvider:
     api_key: str | None = field(default=None, repr=False)
     ca_pem: str | None = field(default=None, repr=False)
     fingerprint: str | None = None
+    # Share of its step's requests, for a member of a load-balanced step (None: a plain entry).
+    weight: int | None = None
 
     @property
     def id(self) -> str:

@@ -18,6 +18,7 @@ from agent_runtime.config import (
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
     AuthRuntimeConfig,
+    ChainStep,
     CircuitBreaker,
     ConfigModel,
     GuardrailCheck,
@@ -49,11 +50,14 @@ from agent_runtime.config import (
     redis_password_file,
     redis_sentinel_password_file,
 )
+from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
 from sentient_operator.api.v1alpha1 import (
+    BalanceStrategy,
     GuardrailModeration,
+    LLMConfig,
     Model,
     ProviderType,
     RedisConnection,
@@ -111,7 +115,31 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         retry=_convert(spec.retry, RetryPolicy),
         circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
         limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
+        weight=provider.weight,
     )
+
+
+def chain_steps(llm: LLMConfig) -> list[ChainStep] | None:
+    """How the rendered chain groups into steps; None when no step has members, so that a chain
+    of plain entries renders exactly as it did before steps existed."""
+    if all(entry.members is None for entry in llm.chain):
+        return None
+    steps = []
+    for entry in llm.chain:
+        latency = entry.lowest_latency
+        steps.append(
+            ChainStep(
+                size=len(entry.targets()),
+                # Both enumerations hold the same words (asserted where the CRD's is declared).
+                strategy=cast(RuntimeBalanceStrategy, str(entry.strategy or BalanceStrategy.WEIGHT.value)),
+                **(
+                    {"latency_half_life": latency.half_life, "probe_interval": latency.probe_interval}
+                    if latency is not None
+                    else {}
+                ),
+            )
+        )
+    return steps
 
 
 def redis_connection_config(connection: RedisConnection, use: str) -> RedisConnectionConfig | None:
@@ -243,6 +271,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             chain=[_provider_config(p) for p in inputs.providers],
             parameters=_convert(spec.llm.parameters, LLMParameters),
             reveal_provider=spec.llm.reveal_provider,
+            steps=chain_steps(spec.llm),
         ),
         rate_limit=_rate_limit_config(inputs.policy) if inputs.policy is not None else None,
         auth=AuthRuntimeConfig(

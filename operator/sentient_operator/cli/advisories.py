@@ -3,7 +3,9 @@
 A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
 limits or sessions live in memory. Each worker process counts and remembers on its own, as each
 replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
-continues only when its next request reaches the same worker.
+continues only when its next request reaches the same worker. And a load-balanced chain step
+whose members' LLMProviders (in the files given) read the same credential: spreading over one
+key spreads nothing of the upstream's per-key quota.
 """
 
 from __future__ import annotations
@@ -88,4 +90,54 @@ def worker_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                     "sessions.store redis",
                 )
             )
+    return warnings
+
+
+def _provider_credentials(documents: list[tuple[Document, str]]) -> dict[tuple[str | None, str], Any]:
+    """``spec.credentials`` of every LLMProvider in the files that has one, by (namespace, name)."""
+    found: dict[tuple[str | None, str], Any] = {}
+    for doc, _ in documents:
+        if _get(doc.data, "kind") != "LLMProvider":
+            continue
+        name = _get(doc.data, "metadata", "name")
+        credentials = _get(doc.data, "spec", "credentials")
+        if isinstance(name, str) and isinstance(credentials, dict):
+            found[(_get(doc.data, "metadata", "namespace"), name)] = credentials
+    return found
+
+
+def balance_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for load-balanced steps whose members read one and the same credential."""
+    credentials = _provider_credentials(documents)
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        if _get(doc.data, "kind") != "SentientAgent":
+            continue
+        agent_namespace = _get(doc.data, "metadata", "namespace")
+        chain = _get(doc.data, "spec", "llm", "chain")
+        for index, step in enumerate(chain if isinstance(chain, list) else []):
+            members = step.get("members") if isinstance(step, dict) else None
+            seen: dict[str, str] = {}
+            for member in members if isinstance(members, list) else []:
+                ref = _get(member, "providerRef")
+                if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+                    continue
+                source = credentials.get((ref.get("namespace") or agent_namespace, ref["name"]))
+                if source is None:
+                    continue
+                # The credential's source, not its value: the files hold references only.
+                key = repr(sorted((k, repr(v)) for k, v in source.items() if k != "refreshInterval"))
+                if key in seen and seen[key] != ref["name"]:
+                    path: tuple[str | int, ...] = ("spec", "llm", "chain", index, "members")
+                    warnings.append(
+                        Problem(
+                            file,
+                            doc.line_of(path),
+                            f"spec.llm.chain[{index}].members",
+                            f"LLMProviders {seen[key]} and {ref['name']} read the same credential: the step "
+                            "spreads requests over one API key (its per-key quota is not multiplied); give "
+                            "each member its own key",
+                        )
+                    )
+                seen.setdefault(key, ref["name"])
     return warnings

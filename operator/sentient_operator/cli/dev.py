@@ -290,8 +290,9 @@ def plan_agent_yaml(
     notes: list[str] = []
     lookup = _FileLookup(docs, namespace)
     spec_data = agent["spec"]
-    for entry in spec_data["llm"]["chain"]:
-        ref = entry["providerRef"]
+    # Every provider of the chain: a step's own, or each member's of a load-balanced step.
+    refs = [m["providerRef"] for e in spec_data["llm"]["chain"] for m in e.get("members") or [e]]
+    for ref in refs:
         p_ns = ref.get("namespace") or namespace
         provider = lookup.get("LLMProvider", p_ns, ref["name"])
         if provider is None:
