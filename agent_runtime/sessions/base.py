@@ -1,0 +1,94 @@
+"""What every session store shares: the turn, the store interface, its error, owner-scoped views.
+
+A session id is the ``activity_id`` of a Sentient request. History holds at most
+``max_turns`` messages (oldest dropped) and expires ``ttl`` after its last append
+(a read does not extend it).
+
+A session belongs to the principal that created it: requests reach the store
+through :class:`OwnedSessions`, which keys every session by its owner (API key
+id or JWT subject) as well as by its id. Another principal naming the same
+activity id gets a fresh, separate session of its own, never the owner's
+history. (Anonymous callers all share the one anonymous principal: with
+anonymous access on, nothing tells two of them apart.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+MAX_SESSION_ID_LENGTH = 256
+# A stored key is the owner's digest (32 hex), a colon and the caller's session id.
+MAX_SESSION_KEY_LENGTH = MAX_SESSION_ID_LENGTH + 33
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation history."""
+
+    role: str
+    content: str
+
+
+class SessionStore(Protocol):
+    """Where conversation history lives."""
+
+    max_turns: int
+
+    async def get(self, session_id: str) -> list[Turn]:
+        """History of ``session_id``, oldest first (empty when unknown or expired)."""
+        ...
+
+    async def append(self, session_id: str, turns: Sequence[Turn]) -> None:
+        """Add turns, drop the oldest beyond ``max_turns``, refresh the TTL."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class SessionStoreError(Exception):
+    """The backing store failed."""
+
+
+def valid_key(session_id: str) -> bool:
+    """Whether ``session_id`` (an owner-prefixed key) may be stored: not empty, not too long."""
+    return 0 < len(session_id) <= MAX_SESSION_KEY_LENGTH
+
+
+def owner_digest(kind: str, principal_id: str) -> str:
+    """A short fixed-length name of a session owner (a hash: JWT subjects can be long)."""
+    return hashlib.sha256(f"{kind}\0{principal_id}".encode()).hexdigest()[:32]
+
+
+class OwnedSessions:
+    """The sessions of one principal: a view of a store with every id prefixed by its owner."""
+
+    __slots__ = ("_prefix", "max_turns", "store")
+
+    def __init__(self, store: SessionStore, kind: str, principal_id: str) -> None:
+        self.store = store
+        self.max_turns = store.max_turns
+        self._prefix = owner_digest(kind, principal_id) + ":"
+
+    async def get(self, session_id: str) -> list[Turn]:
+        """History of the owner's ``session_id``."""
+        if not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            return []
+        return await self.store.get(self._prefix + session_id)
+
+    async def append(self, session_id: str, turns: Sequence[Turn]) -> None:
+        """Add turns to the owner's ``session_id``."""
+        if 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            await self.store.append(self._prefix + session_id, turns)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the store belongs to the runtime."""
+
+
+def turns_to_wire(turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """History as plain dicts (for /health and tests)."""
+    return [{"role": t.role, "content": t.content} for t in turns]
