@@ -446,8 +446,9 @@ class AuthRuntimeConfig(ConfigModel):
 
 # Bound-Secret key of the PostgreSQL DSN of the session store.
 SESSIONS_POSTGRES_DSN_FILE = "sessions-postgres-dsn"
-# A PostgreSQL identifier the runtime may splice into SQL (it quotes it too).
-POSTGRES_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+# A PostgreSQL name the runtime may splice into SQL (it quotes it too); at most 40 characters so
+# that the names derived from the table (<table>_schema_version, <table>_expires_at_idx) fit in 63.
+POSTGRES_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,39}$"
 
 
 class PostgresSessionsConfig(ConfigModel):

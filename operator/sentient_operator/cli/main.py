@@ -131,6 +131,13 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
+@click.option(
+    "--sessions",
+    type=click.Choice(["memory", "redis", "postgres"]),
+    default="memory",
+    show_default=True,
+    help="Where conversations are kept: memory (per replica), redis or postgres (shared).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -144,6 +151,7 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    sessions: str,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -154,6 +162,7 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --sessions postgres
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -207,9 +216,11 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            sessions=sessions,  # type: ignore[arg-type]
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
+            *scaffold.sessions_steps(name, sessions),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",
             f"kubectl wait --for=condition=Ready sentientagent/{name}",

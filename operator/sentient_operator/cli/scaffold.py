@@ -13,6 +13,7 @@ from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
 SourceKind = Literal["secret", "vault", "aws", "azure", "none"]
+SessionsKind = Literal["memory", "redis", "postgres"]
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -118,11 +119,13 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    sessions: SessionsKind = "memory",
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`; ``sessions`` other than memory keeps the
+    conversations in Redis or PostgreSQL, from a Secret :func:`sessions_steps` tells how to make.
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -183,12 +186,38 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if sessions == "redis":
+        agent_spec["sessions"] = {
+            "store": "redis",
+            "redisSecretRef": {"name": f"{name}-sessions-redis", "key": "url"},
+        }
+    elif sessions == "postgres":
+        agent_spec["sessions"] = {
+            "store": "postgres",
+            "ttl": "24h",
+            "postgres": {"dsnSecretRef": {"name": f"{name}-sessions-db", "key": "dsn"}, "poolSize": 10},
+        }
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def sessions_steps(name: str, sessions: SessionsKind) -> list[str]:
+    """The Secret a shared session store needs (``init`` prints it; the URL is never in agent.yaml)."""
+    if sessions == "redis":
+        return [
+            f"kubectl create secret generic {name}-sessions-redis --from-literal=url='redis://HOST:6379/0'"
+        ]
+    if sessions == "postgres":
+        return [
+            f"kubectl create secret generic {name}-sessions-db "
+            "--from-literal=dsn='postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=require'"
+            "   # the runtime creates its table"
+        ]
+    return []
 
 
 def starter_guardrails() -> dict[str, Any]:
