@@ -30,7 +30,14 @@ from agent_runtime.sessions.postgres_migrations import LATEST, migrate
 from agent_runtime.testing import FakeUpstream
 from tests.support.net import free_port
 from tests.support.postgres_server import PostgresServer, postgres_or_skip
-from tests.support.runtime import chain_entry, default_credentials, runtime_fleet
+from tests.support.runtime import (
+    InProcessRuntime,
+    RuntimeFiles,
+    chain_entry,
+    default_credentials,
+    make_config,
+    runtime_fleet,
+)
 
 KEY = "alice-secret-key"  # one of tests.support.runtime.DEFAULT_KEYS
 
@@ -271,3 +278,29 @@ def test_a_conversation_continues_across_two_runtimes(server: PostgresServer, tm
         for runtime in (first, second):
             log = runtime.log_path.read_text()
             assert server.password not in log
+
+
+def test_a_rotated_dsn_gets_a_new_pool_and_history_stays(server: PostgresServer, tmp_path: Path) -> None:
+    sessions = {"store": "postgres", "postgres": {"tableName": table()}}
+    credentials = default_credentials({"sessions-postgres-dsn": server.dsn})
+    with FakeUpstream("openai") as fake:
+        files = RuntimeFiles(tmp_path, make_config(chain=[chain_entry(fake)], sessions=sessions), credentials)
+        with InProcessRuntime(files) as runtime:
+            first = runtime.runtime.state.sessions
+            assert isinstance(first, PostgresSessionStore) and first.schema_version == LATEST
+            session = {
+                "processor_id": "p",
+                "activity_id": protocol.new_ulid(),
+                "request_id": protocol.new_ulid(),
+            }
+            with SyncSentientClient(runtime.url, api_key=KEY) as client:
+                assert client.ask("before the rotation", session=session).error is None
+                # Same database, another DSN (as after a password change): a new store, same rows.
+                files.update_credentials({"sessions-postgres-dsn": server.dsn + "?application_name=rotated"})
+                deadline = time.monotonic() + 10
+                while runtime.runtime.state.sessions is first and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert runtime.runtime.state.sessions is not first
+                assert client.ask("after the rotation", session=session).error is None
+            contents = [m["content"] for m in fake.state.bodies[-1]["messages"]]
+            assert contents[-3:] == ["before the rotation", "Echo: before the rotation", "after the rotation"]
