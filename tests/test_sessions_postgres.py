@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
-from agent_runtime import protocol
+from agent_runtime import metrics, protocol
 from agent_runtime.client import SyncSentientClient
 from agent_runtime.config import SessionsRuntimeConfig
-from agent_runtime.sessions import SessionStoreError, Turn, build_session_store
+from agent_runtime.sessions import OwnedSessions, SessionStoreError, Turn, build_session_store
 from agent_runtime.sessions.postgres import PostgresSessionStore, masked, secrets_of
 from agent_runtime.sessions.postgres_migrations import LATEST, migrate
 from agent_runtime.testing import FakeUpstream
@@ -148,10 +149,14 @@ async def test_an_unreachable_database_fails_open_without_the_password(
     try:
         with caplog.at_level(logging.WARNING, logger="agent_runtime.sessions.postgres"):
             await store.start()  # the runtime starts anyway
+        failed = {"store": "postgres", "operation": "load"}
+        before = metrics.REGISTRY.get_sample_value("sentient_session_store_errors_total", failed) or 0
+        owned = OwnedSessions(store, "apiKey", "alice")
         with pytest.raises(SessionStoreError) as raised:
-            await store.get("s")
+            await owned.get("s")
         with pytest.raises(SessionStoreError):
-            await store.append("s", [Turn("user", "x")])
+            await owned.append("s", [Turn("user", "x")])
+        assert metrics.REGISTRY.get_sample_value("sentient_session_store_errors_total", failed) == before + 1
         shown = caplog.text + str(raised.value) + repr(store)
         assert "not ready" in caplog.text
         assert password not in shown and dsn not in shown
@@ -304,3 +309,7 @@ def test_a_rotated_dsn_gets_a_new_pool_and_history_stays(server: PostgresServer,
                 assert client.ask("after the rotation", session=session).error is None
             contents = [m["content"] for m in fake.state.bodies[-1]["messages"]]
             assert contents[-3:] == ["before the rotation", "Echo: before the rotation", "after the rotation"]
+            exposed = httpx.get(f"{runtime.url}/metrics").text
+            for operation in ("load", "save"):
+                series = f'sentient_session_store_duration_seconds_count{{operation="{operation}",store="postgres"}}'
+                assert series in exposed

@@ -14,10 +14,15 @@ anonymous access on, nothing tells two of them apart.)
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from agent_runtime import metrics
 
 MAX_SESSION_ID_LENGTH = 256
 # A stored key is the owner's digest (32 hex), a colon and the caller's session id.
@@ -64,6 +69,29 @@ def owner_digest(kind: str, principal_id: str) -> str:
     return hashlib.sha256(f"{kind}\0{principal_id}".encode()).hexdigest()[:32]
 
 
+@functools.cache
+def _series(store: str, operation: str) -> tuple[Any, Any]:
+    # Label lookups cached: this runs twice per /assist request.
+    return (
+        metrics.SESSION_STORE_DURATION.labels(store, operation),
+        metrics.SESSION_STORE_ERRORS.labels(store, operation),
+    )
+
+
+@contextlib.contextmanager
+def _measured(store: SessionStore, operation: str) -> Iterator[None]:
+    """Time one load or save of ``store`` and count it when it fails."""
+    duration, errors = _series(getattr(store, "kind", "custom"), operation)
+    start = time.perf_counter()
+    try:
+        yield
+    except SessionStoreError:
+        errors.inc()
+        raise
+    finally:
+        duration.observe(time.perf_counter() - start)
+
+
 class OwnedSessions:
     """The sessions of one principal: a view of a store with every id prefixed by its owner."""
 
@@ -78,12 +106,14 @@ class OwnedSessions:
         """History of the owner's ``session_id``."""
         if not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
             return []
-        return await self.store.get(self._prefix + session_id)
+        with _measured(self.store, "load"):
+            return await self.store.get(self._prefix + session_id)
 
     async def append(self, session_id: str, turns: Sequence[Turn]) -> None:
         """Add turns to the owner's ``session_id``."""
         if 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            await self.store.append(self._prefix + session_id, turns)
+            with _measured(self.store, "save"):
+                await self.store.append(self._prefix + session_id, turns)
 
     async def aclose(self) -> None:
         """Nothing to release: the store belongs to the runtime."""

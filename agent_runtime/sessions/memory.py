@@ -16,6 +16,8 @@ MAX_MEMORY_SESSIONS = 10_000
 class MemorySessionStore:
     """Process-local store: an LRU of sessions with expiry."""
 
+    kind = "memory"
+
     def __init__(
         self,
         ttl_seconds: float,

@@ -88,6 +88,8 @@ def _unavailable(exc: BaseException) -> SessionStoreError:
 class PostgresSessionStore:
     """Shared store: one PostgreSQL row per session, behind a pool of connections."""
 
+    kind = "postgres"
+
     def __init__(
         self,
         dsn: str,

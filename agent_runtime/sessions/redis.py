@@ -15,6 +15,8 @@ from agent_runtime.sessions.base import SessionStoreError, Turn, valid_key
 class RedisSessionStore:
     """Shared store: one Redis list per session, trimmed and expired atomically."""
 
+    kind = "redis"
+
     def __init__(
         self,
         client: Any,
