@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from agent_runtime import protocol
-from agent_runtime.client import SyncSentientClient
 from agent_runtime.testing import run_fake
 from e2e.agent_pod import AgentPod
 from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.operator_proc import running_operator
 from e2e.resources import apply, get
 from tests.support.postgres_server import PostgresServer, postgres_or_skip
+from tests.support.runtime import ask_in_one_session
 
 
 @pytest.fixture
@@ -73,15 +72,7 @@ def test_postgres_sessions_rendered_and_shared_by_two_pods(
         ):
             first.wait_ready()
             second.wait_ready()
-            session = {
-                "processor_id": "p",
-                "activity_id": protocol.new_ulid(),
-                "request_id": protocol.new_ulid(),
-            }
-            with SyncSentientClient(first.url, api_key=CALLER_KEY) as client:
-                assert client.ask("first question", session=session).error is None
-            with SyncSentientClient(second.url, api_key=CALLER_KEY) as client:
-                assert client.ask("second question", session=session).error is None
+            ask_in_one_session([first.url, second.url], ["first question", "second question"], CALLER_KEY)
             contents = [m["content"] for m in fake_upstream.state.bodies[-1]["messages"]]
             assert contents[1:] == ["first question", "Echo: first question", "second question"]
             for pod in (first, second):

@@ -22,18 +22,18 @@ import asyncpg
 import httpx
 import pytest
 
-from agent_runtime import metrics, protocol
-from agent_runtime.client import SyncSentientClient
+from agent_runtime import metrics
 from agent_runtime.config import SessionsRuntimeConfig
 from agent_runtime.sessions import OwnedSessions, SessionStoreError, Turn, build_session_store
 from agent_runtime.sessions.postgres import PostgresSessionStore, masked, secrets_of
 from agent_runtime.sessions.postgres_migrations import LATEST, migrate
-from agent_runtime.testing import FakeUpstream
+from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.net import free_port
 from tests.support.postgres_server import PostgresServer, postgres_or_skip
 from tests.support.runtime import (
     InProcessRuntime,
     RuntimeFiles,
+    ask_in_one_session,
     chain_entry,
     default_credentials,
     make_config,
@@ -268,15 +268,7 @@ def test_a_conversation_continues_across_two_runtimes(server: PostgresServer, tm
             tmp_path, 2, credentials, chain=[chain_entry(fake)], sessions=sessions, system_prompt="Be brief."
         ) as (first, second),
     ):
-        session = {
-            "processor_id": "p",
-            "activity_id": protocol.new_ulid(),
-            "request_id": protocol.new_ulid(),
-        }
-        with SyncSentientClient(first.url, api_key=KEY) as client:
-            assert client.ask("first question", session=session).error is None
-        with SyncSentientClient(second.url, api_key=KEY) as client:
-            assert client.ask("second question", session=session).error is None
+        ask_in_one_session([first.url, second.url], ["first question", "second question"], KEY)
         # The second runtime sent the first exchange upstream: it read it from the database.
         contents = [m["content"] for m in fake.state.bodies[-1]["messages"]]
         assert contents == ["Be brief.", "first question", "Echo: first question", "second question"]
@@ -293,20 +285,11 @@ def test_a_rotated_dsn_gets_a_new_pool_and_history_stays(server: PostgresServer,
         with InProcessRuntime(files) as runtime:
             first = runtime.runtime.state.sessions
             assert isinstance(first, PostgresSessionStore) and first.schema_version == LATEST
-            session = {
-                "processor_id": "p",
-                "activity_id": protocol.new_ulid(),
-                "request_id": protocol.new_ulid(),
-            }
-            with SyncSentientClient(runtime.url, api_key=KEY) as client:
-                assert client.ask("before the rotation", session=session).error is None
-                # Same database, another DSN (as after a password change): a new store, same rows.
-                files.update_credentials({"sessions-postgres-dsn": server.dsn + "?application_name=rotated"})
-                deadline = time.monotonic() + 10
-                while runtime.runtime.state.sessions is first and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert runtime.runtime.state.sessions is not first
-                assert client.ask("after the rotation", session=session).error is None
+            session = ask_in_one_session([runtime.url], ["before the rotation"], KEY)
+            # Same database, another DSN (as after a password change): a new store, same rows.
+            files.update_credentials({"sessions-postgres-dsn": server.dsn + "?application_name=rotated"})
+            assert wait_until(lambda: runtime.runtime.state.sessions is not first, timeout=10)
+            ask_in_one_session([runtime.url], ["after the rotation"], KEY, session)
             contents = [m["content"] for m in fake.state.bodies[-1]["messages"]]
             assert contents[-3:] == ["before the rotation", "Echo: before the rotation", "after the rotation"]
             exposed = httpx.get(f"{runtime.url}/metrics").text

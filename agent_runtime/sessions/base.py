@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +118,23 @@ class OwnedSessions:
 
     async def aclose(self) -> None:
         """Nothing to release: the store belongs to the runtime."""
+
+
+def encode_turn(turn: Turn) -> str:
+    """One turn as the JSON document the shared stores keep (a Redis list item, a PostgreSQL array element)."""
+    return json.dumps({"role": turn.role, "content": turn.content})
+
+
+def decode_turns(items: Iterable[str | bytes]) -> list[Turn]:
+    """Stored JSON documents back to turns; an unreadable one is skipped, not an error."""
+    turns = []
+    for item in items:
+        try:
+            data = json.loads(item)
+            turns.append(Turn(str(data["role"]), str(data["content"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return turns
 
 
 def turns_to_wire(turns: Sequence[Turn]) -> list[dict[str, str]]:

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agent_runtime.sessions.base import SessionStoreError, Turn, valid_key
+from agent_runtime.sessions.base import SessionStoreError, Turn, decode_turns, encode_turn, valid_key
 from agent_runtime.sessions.postgres_migrations import migrate, qualified
 
 log = logging.getLogger("agent_runtime.sessions.postgres")
@@ -201,21 +200,14 @@ class PostgresSessionStore:
             raise
         except Exception as exc:
             raise _unavailable(exc) from exc
-        turns = []
-        for item in raw or ():
-            try:
-                data = json.loads(item)
-                turns.append(Turn(str(data["role"]), str(data["content"])))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return turns
+        return decode_turns(raw or ())
 
     async def append(self, session_id: str, turns: Sequence[Turn]) -> None:
         """Add turns to ``session_id``."""
         if not valid_key(session_id) or not turns:
             return
         # A new row takes the VALUES as they are: cut them here too.
-        values = [json.dumps({"role": t.role, "content": t.content}) for t in turns[-self.max_turns :]]
+        values = [encode_turn(t) for t in turns[-self.max_turns :]]
         try:
             pool = await self._ready()
             async with pool.acquire(timeout=self.timeout) as conn:

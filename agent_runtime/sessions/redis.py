@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import RedisCluster
 
 from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarget
-from agent_runtime.sessions.base import SessionStoreError, Turn, valid_key
+from agent_runtime.sessions.base import SessionStoreError, Turn, decode_turns, encode_turn, valid_key
 
 
 class RedisSessionStore:
@@ -71,21 +70,14 @@ class RedisSessionStore:
             raw = await self._redis.lrange(self._key(session_id), 0, -1)
         except Exception as exc:
             raise SessionStoreError(f"session store unavailable: {type(exc).__name__}") from exc
-        turns = []
-        for item in raw:
-            try:
-                data = json.loads(item)
-                turns.append(Turn(str(data["role"]), str(data["content"])))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return turns
+        return decode_turns(raw)
 
     async def append(self, session_id: str, turns: Sequence[Turn]) -> None:
         """Add turns to ``session_id``."""
         if not valid_key(session_id) or not turns:
             return
         key = self._key(session_id)
-        values = [json.dumps({"role": t.role, "content": t.content}) for t in turns]
+        values = [encode_turn(t) for t in turns]
         try:
             await self._ready()
             async with self._redis.pipeline(transaction=True) as pipe:
