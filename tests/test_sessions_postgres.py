@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -162,6 +163,25 @@ async def test_an_unreachable_database_fails_open_without_the_password(
         assert password not in shown and dsn not in shown
     finally:
         await store.aclose()
+
+
+async def test_a_silent_database_costs_concurrent_requests_one_timeout_not_one_each() -> None:
+    # A listener that never answers: every connect attempt waits for its whole timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        store = PostgresSessionStore(
+            f"postgresql://u:p@127.0.0.1:{port}/db", 60, 5, table_name=table(), timeout=1.0
+        )
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(*(store.get(f"s{i}") for i in range(10)), return_exceptions=True)
+            assert all(isinstance(r, SessionStoreError) for r in results)
+            # One connect timeout, then the others fail at once (not 10 x 1 s queued on the lock).
+            assert time.monotonic() - started < 5
+        finally:
+            await store.aclose()
 
 
 async def test_a_wrong_password_is_reported_without_it(

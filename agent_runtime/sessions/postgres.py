@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +39,9 @@ log = logging.getLogger("agent_runtime.sessions.postgres")
 # As the Redis store's socket timeouts: a slow database costs a request at most this per call.
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_SWEEP_INTERVAL = 60.0
+# After a failed connect, requests fail at once for this long instead of each waiting for its own
+# connect timeout (they would queue behind one another on the opening lock).
+REOPEN_BACKOFF = 1.0
 SWEEP_BATCH = 1000
 # A sweep deletes at most this many batches in a row, then waits for the next interval.
 SWEEP_MAX_BATCHES = 10
@@ -117,6 +121,8 @@ class PostgresSessionStore:
         self.schema_version: int | None = None
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._closed_until = 0.0
+        self._last_failure: SessionStoreError | None = None
         self._sweeper: asyncio.Task[None] | None = None
         table = qualified(schema_name, table_name)
         self._select = f"SELECT turns FROM {table} WHERE session_key = $1 AND expires_at > now()"
@@ -159,14 +165,22 @@ class PostgresSessionStore:
     async def _ready(self) -> Any:
         if self._pool is not None:
             return self._pool
+        self._fail_fast()
         async with self._opening:
             if self._pool is None:
+                self._fail_fast()
                 try:
                     self._pool = await self._open()
                 except Exception as exc:
-                    raise _unavailable(exc) from exc
+                    failure = _unavailable(exc)
+                    self._last_failure, self._closed_until = failure, time.monotonic() + REOPEN_BACKOFF
+                    raise failure from exc
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         return self._pool
+
+    def _fail_fast(self) -> None:
+        if self._last_failure is not None and time.monotonic() < self._closed_until:
+            raise SessionStoreError(str(self._last_failure)) from self._last_failure.__cause__
 
     async def _open(self) -> Any:
         import asyncpg  # lazily: only agents that keep sessions in PostgreSQL need the driver
