@@ -497,16 +497,50 @@ class AuthRuntimeConfig(ConfigModel):
     jwt: JWTConfig | None = Field(default=None, description="JWT settings.")
 
 
+# Bound-Secret key of the PostgreSQL DSN of the session store.
+SESSIONS_POSTGRES_DSN_FILE = "sessions-postgres-dsn"
+# A PostgreSQL name the runtime may splice into SQL (it quotes it too); at most 40 characters so
+# that the names derived from the table (<table>_schema_version, <table>_expires_at_idx) fit in 63.
+POSTGRES_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,39}$"
+
+
+class PostgresSessionsConfig(ConfigModel):
+    """The PostgreSQL database of the session store."""
+
+    dsn_file: str = Field(
+        default=SESSIONS_POSTGRES_DSN_FILE,
+        description="File (in the credentials directory) holding the postgresql:// DSN; never in the config.",
+    )
+    pool_size: int = Field(default=10, ge=1, le=100, description="Most connections per runtime process.")
+    schema_name: str = Field(
+        default="public", pattern=POSTGRES_IDENTIFIER_PATTERN, description="Schema of the sessions table."
+    )
+    table_name: str = Field(
+        default="sentient_sessions",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        description="Table of the sessions; its migrations are recorded in <table>_schema_version.",
+    )
+
+
 class SessionsRuntimeConfig(ConfigModel):
     """Conversation history storage."""
 
-    store: Literal["memory", "redis"] = "memory"
+    store: Literal["memory", "redis", "postgres"] = "memory"
     ttl: Duration = "1h"
     max_turns: int = 50
     redis_url_file: str | None = None
     redis: RedisConnectionConfig | None = Field(
         default=None, description="Redis connection in any mode; takes precedence over redisUrlFile."
     )
+    postgres: PostgresSessionsConfig | None = Field(
+        default=None, description="PostgreSQL database; required when store is postgres."
+    )
+
+    @model_validator(mode="after")
+    def _postgres(self) -> SessionsRuntimeConfig:
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError("sessions: postgres is required when store is postgres")
+        return self
 
     def connection(self) -> RedisConnectionConfig | None:
         """The Redis connection in force, whichever form the config used; None without one."""

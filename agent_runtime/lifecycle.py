@@ -36,7 +36,7 @@ from agent_runtime.llm import LLMManager
 from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
-from agent_runtime.sessions import SessionStore, build_session_store
+from agent_runtime.sessions import SessionStore, build_session_store, start_sessions
 
 log = logging.getLogger("agent_runtime.lifecycle")
 
@@ -192,6 +192,7 @@ class Lifecycle:
         self.llm = LLMManager(config.llm, self.credentials.read, self.gate)
         self.limiter = build_limiter(config.rate_limit, self.credentials.read, agent=config.agent.name)
         self._swap(self._build_state(config, previous=None))
+        await start_sessions(self.state.sessions)
         self.started = True
         if self.config_path is not None:
             self._watcher = FileWatcher(
@@ -360,6 +361,18 @@ class Lifecycle:
         self.audit.record("config.reload", agent=config.agent.name)
         log.info("config reloaded")
 
+    def _sessions_source_changed(self, state: RuntimeState) -> bool:
+        """Whether the mounted Redis URL or PostgreSQL DSN of the sessions differs from the store's."""
+        sessions_config = state.config.sessions
+        connection = sessions_config.connection()
+        if sessions_config.store == "redis" and connection is not None:
+            target = try_resolve_target(connection, self.credentials.read)
+            return target != getattr(state.sessions, "target", None)
+        if sessions_config.store == "postgres" and sessions_config.postgres is not None:
+            dsn = (self.credentials.read(sessions_config.postgres.dsn_file) or "").strip()
+            return dsn != getattr(state.sessions, "dsn", None)
+        return False
+
     async def _on_credentials_change(self) -> None:
         assert self.audit is not None
         try:
@@ -370,17 +383,13 @@ class Lifecycle:
             # Redis URLs are read when a backend is built; a changed URL needs a rebuild.
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
-            sessions_config = state.config.sessions
-            connection = sessions_config.connection()
-            if sessions_config.store == "redis" and connection is not None:
-                target = try_resolve_target(connection, self.credentials.read)
-                if target != getattr(state.sessions, "target", None):
-                    async with self._reload_lock:
-                        current = self.state
-                        sessions = build_session_store(
-                            current.config.sessions, self.credentials.read, current.config.agent.name
-                        )
-                        self._swap(self._build_state(current.config, current, sessions))
+            if self._sessions_source_changed(state):
+                async with self._reload_lock:
+                    current = self.state
+                    sessions = build_session_store(
+                        current.config.sessions, self.credentials.read, current.config.agent.name
+                    )
+                    self._swap(self._build_state(current.config, current, sessions))
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)

@@ -144,6 +144,21 @@ ACTIVE_SESSIONS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+SESSION_STORE_DURATION = Histogram(
+    "sentient_session_store_duration_seconds",
+    "Time of one session load or save (failed ones included), by store (memory|redis|postgres) "
+    "and operation (load|save).",
+    ["store", "operation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+SESSION_STORE_ERRORS = Counter(
+    "sentient_session_store_errors_total",
+    "Session loads or saves that failed (the request went on without history, or without keeping "
+    "the turn), by store and operation.",
+    ["store", "operation"],
+    registry=REGISTRY,
+)
 AGENT_ERRORS = Counter(
     "sentient_agent_errors_total",
     "Responses that ended with an error event after the agent started, by route and error code "

@@ -72,6 +72,8 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "min-replicas-above-max": COMPARES,
     "no-caller-auth": AT_LEAST_ONE,
     "redis-sessions-without-url": DEPENDS,
+    "postgres-sessions-without-database": DEPENDS,
+    "postgres-settings-with-memory-store": DEPENDS,
     "guardrail-check-two-kinds": EXACTLY_ONE,
     "guardrail-check-no-kind": EXACTLY_ONE,
     "guardrail-redact-injection": DEPENDS,

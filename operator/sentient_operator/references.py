@@ -449,6 +449,11 @@ def resolve(
             if resolved is not None:
                 sessions_redis_url = resolved.pop(SESSIONS_REDIS_URL_FILE, None)
                 sessions_redis_files = resolved
+    sessions_postgres_dsn: str | None = None
+    if spec.sessions.store == "postgres" and spec.sessions.postgres is not None:
+        sessions_postgres_dsn = _secret_value(
+            lookup, spec.sessions.postgres.dsn_secret_ref, namespace, "sessions PostgreSQL DSN", problems
+        )
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -463,6 +468,7 @@ def resolve(
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        sessions_postgres_dsn=sessions_postgres_dsn,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

@@ -59,6 +59,7 @@ K8S_SECRET = {"name": "key", "key": "apiKey"}
 CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
 STEP_MEMBER: dict[str, Any] = {"providerRef": {"name": "p"}, "model": "m"}
 REDIS_URL_REF = {"name": "redis", "key": "url"}
+PG_DSN_REF = {"name": "sessions-db", "key": "dsn"}
 REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
 REDIS_CLUSTER: dict[str, Any] = {
     "mode": "cluster",
@@ -522,6 +523,43 @@ INVALID: list[Invalid] = [
         _p({"sessions": {"store": "redis", "redis": {"mode": "sentinel", "sentinel": {"masterName": "m"}}}}),
         "spec.sessions.redis.sentinel.addresses",
     ),
+    Invalid(
+        "postgres-sessions-without-database",
+        AGENT,
+        _p({"sessions": {"store": "postgres"}}),
+        api.SESSIONS_POSTGRES_MESSAGE,
+    ),
+    Invalid(
+        "postgres-settings-with-memory-store",
+        AGENT,
+        _p({"sessions": {"store": "memory", "postgres": {"dsnSecretRef": PG_DSN_REF}}}),
+        api.SESSIONS_POSTGRES_UNUSED_MESSAGE,
+    ),
+    Invalid(
+        "postgres-sessions-without-dsn",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"poolSize": 5}}}),
+        "spec.sessions.postgres.dsnSecretRef",
+    ),
+    Invalid(
+        "postgres-pool-size-zero",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 0}}}),
+        "spec.sessions.postgres.poolSize",
+    ),
+    Invalid(
+        "postgres-table-name-not-an-identifier",
+        AGENT,
+        _p(
+            {
+                "sessions": {
+                    "store": "postgres",
+                    "postgres": {"dsnSecretRef": PG_DSN_REF, "tableName": 'chat"; drop table x; --'},
+                }
+            }
+        ),
+        "spec.sessions.postgres.tableName",
+    ),
     Invalid("service-port-out-of-range", AGENT, _p({"service": {"port": 70000}}), "spec.service.port"),
     Invalid(
         "service-type-external-name", AGENT, _p({"service": {"type": "ExternalName"}}), "spec.service.type"
@@ -704,6 +742,20 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("policy-redis-cluster", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_CLUSTER}}))),
     ("policy-redis-sentinel", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_SENTINEL}}))),
     ("agent-sessions-sentinel", merge(AGENT, _p({"sessions": {"store": "redis", "redis": REDIS_SENTINEL}}))),
+    (
+        "agent-sessions-postgres",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "sessions": {
+                        "store": "postgres",
+                        "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 20, "schemaName": "agents"},
+                    }
+                }
+            ),
+        ),
+    ),
     ("agent", AGENT),
     ("keyless-compatible", merge(PROVIDER, _p({"credentials": None}))),
     ("vault", merge(PROVIDER, _p({"credentials": {"secretRef": None, "vault": VAULT}}))),

@@ -37,6 +37,7 @@ from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
 from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
 from agent_runtime.config import MAX_STEP_MEMBERS as MAX_STEP_MEMBERS
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
+from agent_runtime.config import POSTGRES_IDENTIFIER_PATTERN as POSTGRES_IDENTIFIER_PATTERN
 from agent_runtime.config import check_patterns
 from agent_runtime.config import duration_seconds as duration_seconds
 from agent_runtime.config import parse_duration as parse_duration
@@ -1402,6 +1403,47 @@ SESSIONS_REDIS_MESSAGE = (
 SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.redis: set one, not both"
 
 
+SESSIONS_POSTGRES_MESSAGE = "spec.sessions.postgres: required when spec.sessions.store is postgres"
+SESSIONS_POSTGRES_UNUSED_MESSAGE = "spec.sessions.postgres: set only when spec.sessions.store is postgres"
+
+
+class PostgresSessions(Model):
+    """The PostgreSQL database that keeps the sessions; the DSN comes from a Secret, never inline."""
+
+    dsn_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding the DSN, a postgresql:// URL with user and password "
+            "(postgresql://user:password@host:5432/db?sslmode=require). It is mounted into the "
+            "agent pods as a file and never written to the config, status, Events or logs."
+        )
+    )
+    pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Most connections each runtime process holds; the database sees up to "
+            "replicas x workers x poolSize. A request waits at most 2s for a free connection, "
+            "then answers without history."
+        ),
+    )
+    schema_name: str = Field(
+        default="public",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        max_length=40,
+        description="Schema of the sessions table (created when missing: the role needs CREATE on the database).",
+    )
+    table_name: str = Field(
+        default="sentient_sessions",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        max_length=40,
+        description=(
+            "Table of the sessions, made and migrated by the runtime at start (versions recorded in "
+            "<tableName>_schema_version). Agents may share one table: rows are keyed by agent name."
+        ),
+    )
+
+
 class SessionsConfig(Model):
     """Conversation history."""
 
@@ -1411,11 +1453,14 @@ class SessionsConfig(Model):
                 "self.store != 'redis' || has(self.redisSecretRef) || has(self.redis)", SESSIONS_REDIS_MESSAGE
             ),
             CelRule("!has(self.redisSecretRef) || !has(self.redis)", SESSIONS_REDIS_BOTH_MESSAGE),
+            CelRule("self.store != 'postgres' || has(self.postgres)", SESSIONS_POSTGRES_MESSAGE),
+            CelRule("!has(self.postgres) || self.store == 'postgres'", SESSIONS_POSTGRES_UNUSED_MESSAGE),
         )
     )
 
-    store: Literal["memory", "redis"] = Field(
-        default="memory", description="memory (per replica) or redis (shared by every replica)."
+    store: Literal["memory", "redis", "postgres"] = Field(
+        default="memory",
+        description="memory (per replica), redis or postgres (both shared by every replica).",
     )
     ttl: Duration = Field(default="1h", description="Idle time after which a session expires.")
     max_turns: int = Field(default=50, ge=1, le=10000, description="Turns of history kept per session.")
@@ -1427,6 +1472,9 @@ class SessionsConfig(Model):
         default=None,
         description="Redis in any mode (standalone, cluster, sentinel); instead of redisSecretRef.",
     )
+    postgres: PostgresSessions | None = Field(
+        default=None, description="PostgreSQL database; required when store is postgres."
+    )
 
     @model_validator(mode="after")
     def _redis(self) -> SessionsConfig:
@@ -1434,6 +1482,10 @@ class SessionsConfig(Model):
             raise ValueError(SESSIONS_REDIS_MESSAGE)
         if self.redis_secret_ref is not None and self.redis is not None:
             raise ValueError(SESSIONS_REDIS_BOTH_MESSAGE)
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError(SESSIONS_POSTGRES_MESSAGE)
+        if self.postgres is not None and self.store != "postgres":
+            raise ValueError(SESSIONS_POSTGRES_UNUSED_MESSAGE)
         return self
 
     def connection(self) -> RedisConnection | None:

@@ -14,6 +14,7 @@ from agent_runtime.config import (
     API_KEYS_FILE,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
@@ -28,6 +29,7 @@ from agent_runtime.config import (
     LLMParameters,
     LLMRuntimeConfig,
     ModerationService,
+    PostgresSessionsConfig,
     ProviderConfig,
     ProviderLimits,
     ProviderTLS,
@@ -59,6 +61,7 @@ from sentient_operator.api.v1alpha1 import (
     GuardrailModeration,
     LLMConfig,
     Model,
+    PostgresSessions,
     ProviderType,
     RedisConnection,
     RedisMode,
@@ -243,6 +246,19 @@ def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
         if connection is not None and runtime_connection is None
         else None,
         redis=runtime_connection,
+        postgres=_postgres_sessions(sessions.postgres) if sessions.store == "postgres" else None,
+    )
+
+
+def _postgres_sessions(postgres: PostgresSessions | None) -> PostgresSessionsConfig | None:
+    # The DSN itself goes to the bound Secret (children.py); the config names its file only.
+    if postgres is None:
+        return None
+    return PostgresSessionsConfig(
+        dsn_file=SESSIONS_POSTGRES_DSN_FILE,
+        pool_size=postgres.pool_size,
+        schema_name=postgres.schema_name,
+        table_name=postgres.table_name,
     )
 
 

@@ -5,11 +5,15 @@ limits or sessions live in memory. Each worker process counts and remembers on i
 replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
 continues only when its next request reaches the same worker. And a load-balanced chain step
 whose members' LLMProviders (in the files given) read the same credential: spreading over one
-key spreads nothing of the upstream's per-key quota.
+key spreads nothing of the upstream's per-key quota. And a Secret in the same files that
+an agent names as its sessions' PostgreSQL DSN but that holds no postgresql:// URL (the runtime
+would refuse it).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from sentient_operator.cli.problems import Problem
@@ -87,7 +91,7 @@ def worker_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                     "spec.server.workers",
                     f"sessions are kept in memory, per worker process: with {workers} workers the next "
                     "turn of an /assist conversation may reach a worker that does not hold it; use "
-                    "sessions.store redis",
+                    "sessions.store redis or postgres",
                 )
             )
     return warnings
@@ -140,4 +144,55 @@ def balance_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                         )
                     )
                 seen.setdefault(key, ref["name"])
+    return warnings
+
+
+def _secret_value(doc: Document, key: str) -> str | None:
+    string_data = _get(doc.data, "stringData")
+    if isinstance(string_data, dict) and isinstance(string_data.get(key), str):
+        return str(string_data[key])
+    data = _get(doc.data, "data")
+    if isinstance(data, dict) and isinstance(data.get(key), str):
+        try:
+            return base64.b64decode(data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
+def sessions_dsn_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for a PostgreSQL sessions DSN, given in the same files, that is not a postgresql:// URL.
+
+    The value itself is never shown: it holds a password.
+    """
+    secrets = {
+        (_get(doc.data, "metadata", "namespace"), _get(doc.data, "metadata", "name")): (doc, file)
+        for doc, file in documents
+        if _get(doc.data, "kind") == "Secret"
+    }
+    warnings: list[Problem] = []
+    for doc, _ in documents:
+        if _get(doc.data, "kind") != "SentientAgent":
+            continue
+        if _get(doc.data, "spec", "sessions", "store") != "postgres":
+            continue
+        ref = _get(doc.data, "spec", "sessions", "postgres", "dsnSecretRef")
+        if not isinstance(ref, dict) or not isinstance(ref.get("key"), str):
+            continue
+        found = secrets.get((_get(doc.data, "metadata", "namespace"), ref.get("name")))
+        if found is None:
+            continue
+        secret_doc, secret_file = found
+        value = _secret_value(secret_doc, ref["key"])
+        if value is None or value.strip().startswith(("postgresql://", "postgres://")):
+            continue
+        warnings.append(
+            Problem(
+                secret_file,
+                secret_doc.line_of(("metadata", "name")),
+                f"Secret {ref.get('name')} key {ref['key']}",
+                "is the PostgreSQL DSN of spec.sessions.postgres.dsnSecretRef but not a postgresql:// URL "
+                "(postgresql://user:password@host:5432/db?sslmode=require); the runtime refuses other forms",
+            )
+        )
     return warnings

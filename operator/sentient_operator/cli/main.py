@@ -144,6 +144,13 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     default=None,
     help="With --keys N: how the step spreads requests [default: weight] (docs/load-balancing.md).",
 )
+@click.option(
+    "--sessions",
+    type=click.Choice(["memory", "redis", "postgres"]),
+    default="memory",
+    show_default=True,
+    help="Where conversations are kept: memory (per replica), redis or postgres (shared).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -159,6 +166,7 @@ def init(
     guardrails: bool,
     keys: int,
     balance: str | None,
+    sessions: str,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -170,6 +178,7 @@ def init(
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
       sentient init my-agent --keys 3 --balance leastOutstanding
+      sentient init my-agent --sessions postgres
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -227,9 +236,11 @@ def init(
             guardrails=guardrails,
             keys=keys,
             balance=balance or "weight",
+            sessions=sessions,  # type: ignore[arg-type]
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]
+            *scaffold.sessions_steps(name, sessions),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",
             f"kubectl wait --for=condition=Ready sentientagent/{name}",

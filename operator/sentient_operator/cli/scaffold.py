@@ -13,6 +13,7 @@ from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
 SourceKind = Literal["secret", "vault", "aws", "azure", "none"]
+SessionsKind = Literal["memory", "redis", "postgres"]
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -138,13 +139,15 @@ def agent_manifests(
     guardrails: bool = False,
     keys: int = 1,
     balance: str = "weight",
+    sessions: SessionsKind = "memory",
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
     the starter checks of :func:`starter_guardrails`. With ``keys`` > 1 there is one LLMProvider
     per API key and the chain is one step spreading over them by ``balance``
-    (docs/load-balancing.md).
+    (docs/load-balancing.md). ``sessions`` other than memory keeps the conversations in Redis or
+    PostgreSQL, from a Secret :func:`sessions_steps` tells how to make.
     """
     names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
@@ -189,6 +192,17 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if sessions == "redis":
+        agent_spec["sessions"] = {
+            "store": "redis",
+            "redisSecretRef": {"name": f"{name}-sessions-redis", "key": "url"},
+        }
+    elif sessions == "postgres":
+        agent_spec["sessions"] = {
+            "store": "postgres",
+            "ttl": "24h",
+            "postgres": {"dsnSecretRef": {"name": f"{name}-sessions-db", "key": "dsn"}, "poolSize": 10},
+        }
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
@@ -218,6 +232,21 @@ def _chain_step(providers: list[str], balance: str) -> dict[str, Any]:
     if len(providers) == 1:
         return {"providerRef": {"name": providers[0]}}
     return {"members": [{"providerRef": {"name": p}} for p in providers], "strategy": balance}
+
+
+def sessions_steps(name: str, sessions: SessionsKind) -> list[str]:
+    """The Secret a shared session store needs (``init`` prints it; the URL is never in agent.yaml)."""
+    if sessions == "redis":
+        return [
+            f"kubectl create secret generic {name}-sessions-redis --from-literal=url='redis://HOST:6379/0'"
+        ]
+    if sessions == "postgres":
+        return [
+            f"kubectl create secret generic {name}-sessions-db "
+            "--from-literal=dsn='postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=require'"
+            "   # the runtime creates its table"
+        ]
+    return []
 
 
 def starter_guardrails() -> dict[str, Any]:

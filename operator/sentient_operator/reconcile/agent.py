@@ -237,6 +237,8 @@ class AgentReconciler:
         sessions_redis = spec.sessions.connection()
         if sessions_redis is not None:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
+        if spec.sessions.postgres is not None:
+            refs.add(("Secret", namespace, spec.sessions.postgres.dsn_secret_ref.name))
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
         return refs
