@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from sentient_operator.cli import scaffold
@@ -52,7 +52,7 @@ def test_console_prompt_shows_in_the_live_view_and_a_reload_shows_up(
     driver.get(f"{dev.url}/_dev/")
     assert driver.title == "sentient dev"
     # Connected to the live stream, and the snapshot drawn: agent, config, first generation.
-    wait.until(lambda d: "on" in d.find_element(By.ID, "connection").get_attribute("class"))
+    wait.until(lambda d: "on" in (d.find_element(By.ID, "connection").get_attribute("class") or ""))
     wait.until(lambda d: _text(d, "#agent") == "default/helper")
     assert '"name": "helper"' in _text(driver, "#config")
     wait.until(lambda d: "generation 1 serving" in _text(d, "#reloads"))
