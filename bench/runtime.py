@@ -17,7 +17,8 @@ client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
+``--dev`` runs it in dev mode, the dashboard's capture bus on: the same on/off comparison).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -262,6 +263,11 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="run the runtime in dev mode (SENTIENT_DEV=1: the dashboard's capture bus on)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -284,6 +290,7 @@ def main() -> None:
         if args.guardrails:
             _add_guardrails(config_file)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
+        runtime_env["SENTIENT_DEV"] = "1" if args.dev else ""
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
         if args.profile:

@@ -89,7 +89,7 @@ function showDetail(d) {
   const replay = $("#detail-replay");
   replay.hidden = !d.request.body;
   replay.onclick = () => loadReplay(d);
-  const stream = d.stream.map((e) => `+${e.t} ms  ${e.event}  ${JSON.stringify(e.data)}`).join("\n");
+  const stream = d.stream.map((e) => `+${e.t} ms  ${e.event}  ${eventText(e.data)}`).join("\n");
   const runtime = d.runtime.map((e) => {
     const { kind, at, ...rest } = e;
     return `${time(at)}  ${kind}  ${JSON.stringify(rest)}`;
@@ -106,6 +106,16 @@ function showDetail(d) {
     el("h3", {}, "runtime decisions (caller, rate limit, guardrails, attempts, retries, failover)"),
     el("pre", { class: "runtime" }, runtime || "(none)"),
   );
+}
+
+// One event as a line: a Sentient event by its content type and content, anything else as JSON.
+function eventText(data) {
+  if (data && typeof data === "object" && "content_type" in data) {
+    const complete = data.is_complete ? " (complete)" : "";
+    const content = data.content === undefined ? "" : JSON.stringify(data.content);
+    return `${data.content_type}${complete} ${content}`;
+  }
+  return JSON.stringify(data);
 }
 
 function pretty(text) {
