@@ -16,7 +16,9 @@ import pytest
 
 from agent_runtime import devbus
 from agent_runtime.client import LineSplitter, SSEParser
+from agent_runtime.config import RuntimeConfig
 from agent_runtime.testing import FakeUpstream
+from agent_runtime.testing.control import Fault
 from tests.support.net import free_port
 from tests.support.runtime import (
     RuntimeFiles,
@@ -35,8 +37,10 @@ def fake() -> Iterator[FakeUpstream]:
         yield upstream
 
 
-def _runtime(root: Path, fake: FakeUpstream, env: dict[str, str]) -> RuntimeProcess:
-    config = make_config(chain=[chain_entry(fake)], port=free_port(), metrics_port=free_port())
+def _runtime(
+    root: Path, fake: FakeUpstream, env: dict[str, str], config: RuntimeConfig | None = None
+) -> RuntimeProcess:
+    config = config or make_config(chain=[chain_entry(fake)], port=free_port(), metrics_port=free_port())
     return RuntimeProcess(RuntimeFiles(root, config, default_credentials()), root / "runtime.log", env)
 
 
@@ -98,6 +102,57 @@ def test_dev_runtime_publishes_each_decision_under_the_request_id(fake: FakeUpst
         # No credential ever goes on the bus.
         text = json.dumps(events + later)
         assert KEY not in text and "sk-" not in text
+
+
+def test_retries_failover_breaker_guardrail_and_rate_limit_go_on_the_bus(tmp_path: Path) -> None:
+    with FakeUpstream("openai") as fake:
+        fake.inject(Fault("status", status=503, model="broken", count=-1))
+        config = make_config(
+            chain=[
+                chain_entry(
+                    fake,
+                    "default/first",
+                    model="broken",
+                    retry={"maxAttempts": 2, "initialBackoff": "10ms", "maxBackoff": "10ms"},
+                    circuitBreaker={"failureThreshold": 2},
+                ),
+                chain_entry(fake, "default/second"),
+            ],
+            port=free_port(),
+            metrics_port=free_port(),
+            rate_limit={"policy": "default/p", "limits": {"requestsPerMinute": 2}, "countBy": "apiKey"},
+        )
+        guarded = {**config.model_dump(mode="json", by_alias=True)}
+        guarded["guardrails"] = {"input": [{"name": "no-secrets", "patterns": {"deny": ["forbidden"]}}]}
+        config = RuntimeConfig.model_validate(guarded)
+        with _runtime(tmp_path, fake, {"SENTIENT_DEV": "1"}, config) as runtime:
+            assert _ask(runtime.url, "hello", "fo-1").status_code == 200
+            assert _ask(runtime.url, "something forbidden", "gr-1").status_code == 400
+            assert _ask(runtime.url, "one too many", "rl-1").status_code == 429
+            events = _read_events(runtime.url, "request.end", "rl-1")
+
+    def of(request_id: str, kind: str) -> list[dict[str, object]]:
+        return [e for e in events if e["request_id"] == request_id and e["kind"] == kind]
+
+    attempts = [(e["provider"], e["outcome"]) for e in of("fo-1", "attempt")]
+    assert attempts[:2] == [("default/first", "5xx"), ("default/first", "5xx")]
+    assert attempts[-1] == ("default/second", "ok")
+    assert [e["reason"] for e in of("fo-1", "retry")] == ["5xx"]
+    failover = of("fo-1", "failover")[0]
+    assert (failover["source"], failover["target"], failover["phase"]) == (
+        "default/first",
+        "default/second",
+        "before_first_token",
+    )
+    assert any(
+        e["provider"] == "default/first" and e["state"] == "open" for e in events if e["kind"] == "breaker"
+    )
+    verdict = of("gr-1", "guardrail")[0]
+    assert (verdict["check"], verdict["stage"], verdict["action"]) == ("no-secrets", "input", "block")
+    assert [e["allowed"] for e in of("fo-1", "ratelimit")] == [True]
+    refused = of("rl-1", "ratelimit")[0]
+    assert refused["allowed"] is False and refused["status"] == 429 and refused["limit"] == "requests"
+    assert of("rl-1", "request.end")[0]["status"] == 429
 
 
 def test_bus_is_bounded_and_drops_a_reader_that_falls_behind() -> None:

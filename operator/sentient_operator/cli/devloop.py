@@ -41,6 +41,7 @@ from agent_runtime import protocol
 from agent_runtime.client import SSEParser
 from agent_runtime.config import AUDIT_KEY_FILE, ServerLimits, dump_config
 from agent_runtime.http.limits import ConnectionLimits, limited_protocol
+from agent_runtime.logging import accept_request_id
 from sentient_operator.cli.dev import Plan, watched_files
 from sentient_operator.cli.devui.feed import follow
 from sentient_operator.cli.devui.hub import Hub
@@ -526,8 +527,12 @@ class DevLoop:
         headers = [
             (k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() not in _HOP_HEADERS
         ]
-        request_id = next((v for k, v in headers if k.lower() == "x-request-id"), None) or protocol.new_ulid()
-        if not any(k.lower() == "x-request-id" for k, _ in headers):
+        given = next((v for k, v in headers if k.lower() == "x-request-id"), None)
+        # The runtime would replace an id it does not accept: the proxy does the same, so that both
+        # file the request under one id (the dashboard joins the runtime's events on it).
+        request_id = accept_request_id(given) or protocol.new_ulid()
+        if given != request_id:
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
             headers.append(("x-request-id", request_id))
         shown = path not in ("/live", "/ready")
         inspector = (
