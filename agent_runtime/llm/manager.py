@@ -112,6 +112,18 @@ def estimate_tokens(request: ChatRequest, max_tokens: int | None) -> int:
     return chars // 4 + 1 + (max_tokens or 0)
 
 
+def _publish_attempt(bus: devbus.DevBus, entry: Entry, outcome: str, seconds: float, **detail: Any) -> None:
+    """Dev mode: one upstream attempt on the capture bus (``detail``: status or tokens)."""
+    bus.publish(
+        "attempt",
+        provider=entry.config.id,
+        model=entry.config.model,
+        outcome=outcome,
+        ms=round(seconds * 1000, 2),
+        **detail,
+    )
+
+
 class LLMManager:
     """Ordered failover chain of LLM providers; see the module docstring."""
 
@@ -405,16 +417,8 @@ class LLMManager:
         PROVIDER_ERRORS.labels(error=err.error_class, **entry.label).inc()
         entry.stats.last_error = err.error_class
         entry.stats.last_error_at = now
-        bus = devbus.BUS
-        if bus is not None:
-            bus.publish(
-                "attempt",
-                provider=entry.config.id,
-                model=entry.config.model,
-                outcome=err.error_class,
-                status=err.status,
-                ms=round((now - t0) * 1000, 2),
-            )
+        if devbus.BUS is not None:
+            _publish_attempt(devbus.BUS, entry, err.error_class, now - t0, status=err.status)
         if not err.blames_provider(entry.retry_on):
             # Our configuration, or the request itself was refused: says nothing about
             # the provider's health.
@@ -434,16 +438,9 @@ class LLMManager:
         entry.breaker.record_success()
         entry.stats.last_success_at = now
         meter(entry, UPSTREAM_DURATION, "outcome", "ok").observe(now - t0)
-        bus = devbus.BUS
-        if bus is not None:
-            bus.publish(
-                "attempt",
-                provider=entry.config.id,
-                model=entry.config.model,
-                outcome="ok",
-                ms=round((now - t0) * 1000, 2),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
+        if devbus.BUS is not None:
+            _publish_attempt(
+                devbus.BUS, entry, "ok", now - t0, input_tokens=input_tokens, output_tokens=output_tokens
             )
         if input_tokens:
             meter(entry, TOKENS, "direction", "input").inc(input_tokens)
