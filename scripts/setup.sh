@@ -53,8 +53,9 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
-# The dev dashboard's browser test (tests/test_devui_browser.py) drives the system Chromium.
-command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+# The dev dashboard's browser test (tests/test_devui_browser.py) drives the system Chromium
+# (a GitHub runner's preinstalled Chrome and chromedriver serve as well).
+command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).

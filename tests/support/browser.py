@@ -1,7 +1,8 @@
 """A real headless Chromium driven by Selenium: Debian's ``chromium`` and ``chromium-driver``.
 
-Both come from the system (``scripts/setup.sh`` installs them); Selenium is given their
-paths, so it never looks for or downloads a browser or a driver of its own.
+Both come from the system (``scripts/setup.sh`` installs them; ``SENTIENT_CHROMIUM`` and
+``SENTIENT_CHROMEDRIVER`` name others); Selenium is given their paths, so it never looks for
+or downloads a browser or a driver of its own.
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-CHROMIUM = os.environ.get("SENTIENT_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("SENTIENT_CHROMEDRIVER", "/usr/bin/chromedriver")
+# Debian's packages first; a CI runner's preinstalled Google Chrome otherwise.
+CHROMIUM = os.environ.get("SENTIENT_CHROMIUM") or shutil.which("chromium") or shutil.which("google-chrome")
+CHROMEDRIVER = os.environ.get("SENTIENT_CHROMEDRIVER") or shutil.which("chromedriver")
 
 
 def missing() -> str | None:
     """Why no browser can run here (None when both binaries are installed)."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if shutil.which(path) is None:
-            return f"{path} is not installed (scripts/setup.sh installs chromium and chromium-driver)"
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "no chromium and chromedriver (scripts/setup.sh installs chromium and chromium-driver)"
     return None
 
 
 @contextmanager
 def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome]:
     """A headless Chromium session, quit at the end; the page's console is kept for reading."""
+    assert CHROMIUM is not None and CHROMEDRIVER is not None, missing()
     options = Options()
     options.binary_location = CHROMIUM
     for argument in (
