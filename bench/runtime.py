@@ -23,6 +23,7 @@ Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrenc
 that store (a real redis-server or PostgreSQL is started for the run): every request loads the
 session's history (at most :data:`BENCH_SESSION_TURNS` turns) and appends its own exchange. Without
 it no activity id is sent and the store is never touched: compare the assist rows of both runs.
+``--dev`` runs it in dev mode, the dashboard's capture bus on: the same on/off comparison.
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -331,6 +332,11 @@ def main() -> None:
         default=None,
         help="keep /assist and /ws conversations in this store (one session per client connection)",
     )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="run the runtime in dev mode (SENTIENT_DEV=1: the dashboard's capture bus on)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -356,6 +362,7 @@ def main() -> None:
             _add_balance(config_file, args.balance)
         sessions = _session_store(args.sessions, config_file, creds)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
+        runtime_env["SENTIENT_DEV"] = "1" if args.dev else ""
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
         if args.profile:

@@ -55,6 +55,10 @@ need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 # PostgreSQL server binaries (initdb, postgres) for the sessions tests, which start their own.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+# The dev dashboard's browser test (tests/test_devui_browser.py) drives the system Chromium
+# (a GitHub runner's preinstalled Chrome and chromedriver serve as well).
+command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)

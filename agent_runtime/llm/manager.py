@@ -44,6 +44,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent_runtime import devbus
 from agent_runtime.config import LLMRuntimeConfig
 from agent_runtime.llm.attempt import complete_attempt, max_tokens_of, stream_attempt
 from agent_runtime.llm.balance import MemberLoad
@@ -132,6 +133,18 @@ def estimate_tokens(request: ChatRequest, max_tokens: int | None) -> int:
         return request.estimated_tokens
     chars = sum(len(m.content) for m in request.messages)
     return chars // 4 + 1 + (max_tokens or 0)
+
+
+def _publish_attempt(bus: devbus.DevBus, entry: Entry, outcome: str, seconds: float, **detail: Any) -> None:
+    """Dev mode: one upstream attempt on the capture bus (``detail``: status or tokens)."""
+    bus.publish(
+        "attempt",
+        provider=entry.config.id,
+        model=entry.config.model,
+        outcome=outcome,
+        ms=round(seconds * 1000, 2),
+        **detail,
+    )
 
 
 class LLMManager:
@@ -443,6 +456,8 @@ class LLMManager:
         PROVIDER_ERRORS.labels(error=err.error_class, **entry.label).inc()
         entry.stats.last_error = err.error_class
         entry.stats.last_error_at = now
+        if devbus.BUS is not None:
+            _publish_attempt(devbus.BUS, entry, err.error_class, now - t0, status=err.status)
         if not err.blames_provider(entry.retry_on):
             # Our configuration, or the request itself was refused: says nothing about
             # the provider's health.
@@ -470,6 +485,10 @@ class LLMManager:
         entry.breaker.record_success()
         entry.stats.last_success_at = now
         meter(entry, UPSTREAM_DURATION, "outcome", "ok").observe(now - t0)
+        if devbus.BUS is not None:
+            _publish_attempt(
+                devbus.BUS, entry, "ok", now - t0, input_tokens=input_tokens, output_tokens=output_tokens
+            )
         if input_tokens:
             meter(entry, TOKENS, "direction", "input").inc(input_tokens)
         if output_tokens:
@@ -496,12 +515,30 @@ class LLMManager:
         if delay is None:
             return _Failure(entry, err, attempt)
         RETRIES.labels(**entry.label).inc()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "retry",
+                provider=entry.config.id,
+                attempt=attempt,
+                delay=round(delay, 3),
+                reason=err.error_class,
+            )
         await asyncio.sleep(delay)
         # Each retry asks the breaker and the provider quota again.
         return await self._prepare(entry, request, attempt)
 
     def _switch(self, previous: _Failure, entry: Entry, phase: SwitchPhase) -> ProviderSwitch:
         FAILOVERS.labels(phase=phase, **previous.entry.label).inc()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "failover",
+                source=previous.entry.config.id,
+                target=entry.config.id,
+                phase=phase,
+                reason=previous.error.error_class,
+            )
         log.warning(
             "failover: from=%s to=%s phase=%s reason=%s",
             previous.entry.config.id,
