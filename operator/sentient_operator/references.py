@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from agent_runtime.config import (
+    CACHE_REDIS,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_REDIS,
@@ -447,6 +448,13 @@ def resolve(
             if resolved is not None:
                 sessions_redis_url = resolved.pop(SESSIONS_REDIS_URL_FILE, None)
                 sessions_redis_files = resolved
+    cache_redis_files: dict[str, str] = {}
+    cache_redis = spec.cache.connection() if spec.cache is not None else None
+    if cache_redis is not None:
+        cache_redis_files = (
+            _resolve_redis(lookup, cache_redis, namespace, "response cache Redis", CACHE_REDIS, problems)
+            or {}
+        )
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -461,6 +469,7 @@ def resolve(
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        cache_redis_files=cache_redis_files,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

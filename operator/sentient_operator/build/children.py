@@ -126,6 +126,7 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     if inputs.sessions_redis_url is not None:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
     data.update(inputs.sessions_redis_files)
+    data.update(inputs.cache_redis_files)
     return data
 
 
