@@ -131,6 +131,11 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Turn on the response cache (identical requests answered from memory for 10 minutes).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -144,6 +149,7 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    cache: bool,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -154,6 +160,7 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --cache
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -207,6 +214,7 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            cache=cache,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]

@@ -118,11 +118,13 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    cache: bool = False,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`; ``cache`` the response cache of
+    :func:`starter_cache`.
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -183,6 +185,8 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if cache:
+        agent_spec["cache"] = starter_cache()
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
@@ -209,6 +213,12 @@ def starter_guardrails() -> dict[str, Any]:
         ],
         "redact": {"audit": True},
     }
+
+
+def starter_cache() -> dict[str, Any]:
+    """The response cache (docs/cache.md): identical requests answered from memory for 10
+    minutes, one entry shared by every caller of the agent (``scope: principal`` keeps callers apart)."""
+    return {"enabled": True, "backend": "memory", "ttl": "10m", "scope": "agent", "maxEntries": 1000}
 
 
 def manifest_header(steps: list[str]) -> str:
