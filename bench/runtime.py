@@ -16,8 +16,11 @@ byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
 client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
-Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]
+[--cache off|miss|hit]`` (``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once
+with, once without; ``--cache`` turns the memory response cache on, with a 1 ms TTL so that every
+request misses (lookup, record, store: the cost a miss adds) or a 10 min TTL so that every request
+after the first is a hit (a replay, no upstream call)).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -69,6 +72,19 @@ def _add_guardrails(config_file: Path) -> None:
     config_file.write_text(yaml.safe_dump(config))
 
 
+# The response cache of --cache: every request a miss (an entry expires before the next
+# request reads it) or, after the first, a hit.
+BENCH_CACHE: dict[str, dict[str, object]] = {"miss": {"ttl": "1ms"}, "hit": {"ttl": "10m"}}
+
+
+def _add_cache(config_file: Path, mode: str) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["cache"] = BENCH_CACHE[mode]
+    config_file.write_text(yaml.safe_dump(config))
+
+
 @dataclass
 class Cell:
     """Measurements of one (target, mode, concurrency)."""
@@ -77,6 +93,7 @@ class Cell:
     errors: int
     elapsed: float
     warm_count: int = 0
+    sent: int = 0
 
     @property
     def rps(self) -> float:
@@ -124,14 +141,25 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep_alive
 
 
-async def _worker(port: int, payload: bytes, stop_at: float, warm_until: float, cell: Cell) -> None:
+Payload = bytes | list[bytes]
+
+
+def _pick(payload: Payload, cell: Cell) -> bytes:
+    """The request to send next: the one payload, or the next of several (distinct requests)."""
+    if isinstance(payload, bytes):
+        return payload
+    cell.sent += 1
+    return payload[cell.sent % len(payload)]
+
+
+async def _worker(port: int, payload: Payload, stop_at: float, warm_until: float, cell: Cell) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while True:
             start = time.perf_counter()
             if start >= stop_at:
                 return
-            writer.write(payload)
+            writer.write(_pick(payload, cell))
             try:
                 status, keep_alive = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
@@ -184,16 +212,37 @@ async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: floa
 
 
 async def _measure(
-    port: int, payload: bytes, concurrency: int, seconds: float, warmup: float, websocket: bool = False
+    port: int, payload: Payload, concurrency: int, seconds: float, warmup: float, websocket: bool = False
 ) -> Cell:
     cell = Cell([], 0, seconds)
     now = time.perf_counter()
     warm_until = now + warmup
     stop_at = warm_until + seconds
-    worker = _ws_worker if websocket else _worker
-    await asyncio.gather(*(worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
+    if websocket:
+        one = _pick(payload, cell)
+        await asyncio.gather(*(_ws_worker(port, one, stop_at, warm_until, cell) for _ in range(concurrency)))
+    else:
+        await asyncio.gather(*(_worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
     cell.elapsed = max(1e-9, time.perf_counter() - warm_until)
     return cell
+
+
+def _variants(payload: bytes, count: int = 20_000) -> list[bytes]:
+    """``count`` copies of a request whose prompt ends in a distinct number (the same length)."""
+    marker = PROMPT.encode()
+    return [payload.replace(marker, marker[:-5] + f"{i:05d}".encode(), 1) for i in range(count)]
+
+
+def _cache_lookups(metrics_port: int) -> str:
+    """The runtime's cache lookups by result (how many of the requests really hit or missed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("sentient_cache_lookups_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = int(float(line.rsplit(" ", 1)[1]))
+    return ", ".join(f"{result} {count}" for result, count in sorted(counts.items())) or "no lookups"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -262,6 +311,12 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--cache",
+        choices=["off", "miss", "hit"],
+        default="off",
+        help="memory response cache: off, on with every request a miss, on with every request a hit",
+    )
     args = parser.parse_args()
 
     env = {
@@ -283,6 +338,9 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.cache != "off":
+            _add_cache(config_file, args.cache)
+        args.metrics_port = metrics_port
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -347,10 +405,17 @@ async def _run(
     }
     # The same /assist body, sent as the first message of a /ws connection.
     through["ws"] = through["assist"]
+    sent: dict[str, Payload] = dict(through)
+    if args.cache == "miss":
+        # Distinct prompts (of the same length), so that every request misses the cache.
+        sent = {mode: _variants(payload) for mode, payload in through.items()}
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" response cache {args.cache}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"
@@ -366,7 +431,7 @@ async def _run(
             # What serving the same request costs the fake upstream (Starlette on uvicorn): a floor.
             up_per_req = (_cpu_seconds(upstream_pid) - up0) / d_done if d_done else float("nan")
             cpu0 = _cpu_seconds(pid)
-            r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup, mode == "ws")
+            r = await _measure(runtime_port, sent[mode], c, args.seconds, args.warmup, mode == "ws")
             # CPU the runtime spent per request (warm-up requests included in both terms):
             # robust to other load on the machine, unlike wall-clock figures.
             done = len(r.latencies) + r.warm_count
@@ -382,6 +447,8 @@ async def _run(
             )
     rss, peak = _rss_mb(pid)
     print(f"runtime RSS after load: {rss:.1f} MB (peak {peak:.1f} MB)")
+    if args.cache != "off":
+        print("response cache:", _cache_lookups(args.metrics_port))
     print(f"loadavg after: {os.getloadavg()[0]:.2f}")
     print(
         "CPU/req: runtime CPU seconds per request; 1-core cap = 1 / CPU/req, the req/s one dedicated core allows;"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from agent_runtime.cache.keys import KEY_VERSION
 from agent_runtime.llm import Completed, Completion, LLMEvent, TextDelta, Usage
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
 
 class EntryError(ValueError):
     """Bytes that are not an entry of this version (another runtime's, or damaged): a miss."""
@@ -70,7 +72,7 @@ class Entry:
         """Compact JSON (a list, not an object: the field names would be stored with every entry)."""
         usage = list(self.usage) if self.usage is not None else None
         row = [KEY_VERSION, list(self.pieces), usage, self.provider, self.model, self.finish_reason]
-        return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encode(row).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:

@@ -20,6 +20,9 @@ from agent_runtime.llm import ChatRequest
 # Bumped when the key material or the entry format changes: old entries then simply miss.
 KEY_VERSION = 1
 
+# Lists in a fixed order (no key sorting) with one C encoder: the request digest runs per request.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
 
 def canonical_json(value: Any) -> bytes:
     """One byte string per JSON value: sorted keys, no spaces, UTF-8."""
@@ -37,15 +40,19 @@ def config_fingerprint(config: RuntimeConfig) -> str:
 
 
 def request_digest(fingerprint: str, request: ChatRequest, mode: str, scope: str) -> str:
-    """The hex SHA-256 naming the answer to ``request`` under ``fingerprint``."""
-    material = {
-        "f": fingerprint,
-        "mode": mode,
-        "scope": scope,
-        "messages": [[m.role, m.content] for m in request.messages],
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "stop": request.stop,
-    }
-    return hashlib.sha256(canonical_json(material)).hexdigest()
+    """The hex SHA-256 naming the answer to ``request`` under ``fingerprint``.
+
+    The material is a JSON list in a fixed order: fingerprint, mode, scope, the sampling
+    parameters, then every message as ``[role, content]``.
+    """
+    material = [
+        fingerprint,
+        mode,
+        scope,
+        request.max_tokens,
+        request.temperature,
+        request.top_p,
+        request.stop,
+        [[m.role, m.content] for m in request.messages],
+    ]
+    return hashlib.sha256(_encode(material).encode()).hexdigest()

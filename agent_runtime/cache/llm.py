@@ -21,6 +21,9 @@ from agent_runtime.cache.keys import request_digest
 from agent_runtime.cache.request import CURRENT, CacheRequest
 from agent_runtime.llm import ChatRequest, Completion, LLMEvent
 
+_HITS = metrics.CACHE_LOOKUPS.labels(result="hit")
+_MISSES = metrics.CACHE_LOOKUPS.labels(result="miss")
+
 
 class CachingLLM:
     """``llm`` (an :class:`~agent_runtime.llm.LLMManager`) behind the cache of one config snapshot."""
@@ -41,10 +44,10 @@ class CachingLLM:
             return None
         entry = await cached.cache.lookup(digest)
         if entry is None:
-            metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+            _MISSES.inc()
             cached.mark("miss")
             return None
-        metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+        _HITS.inc()
         metrics.CACHE_SAVED_TOKENS.inc(entry.tokens)
         cached.hits += 1
         cached.saved_tokens += entry.tokens

@@ -15,6 +15,10 @@ from agent_runtime.redis_connection import RedisConfigError, RedisTarget, resolv
 
 log = logging.getLogger("agent_runtime.cache")
 
+# The labelled counters, looked up once (a labels() call per request costs more than the count).
+_STORED = metrics.CACHE_STORES.labels(result="stored")
+_TOO_LARGE = metrics.CACHE_STORES.labels(result="too_large")
+
 
 class ResponseCache:
     """Answers by digest, kept ``ttl`` seconds; failures of the backend are misses."""
@@ -50,7 +54,7 @@ class ResponseCache:
         """Keep ``entry``; too large an answer is skipped, a backend failure only counted."""
         data = entry.encode()
         if len(data) > self.max_entry_bytes:
-            metrics.CACHE_STORES.labels(result="too_large").inc()
+            _TOO_LARGE.inc()
             return
         try:
             await self.backend.set(digest, data, self.ttl)
@@ -59,7 +63,7 @@ class ResponseCache:
             metrics.CACHE_BACKEND_ERRORS.labels(op="set").inc()
             log.warning("response cache unavailable: %s", exc)
             return
-        metrics.CACHE_STORES.labels(result="stored").inc()
+        _STORED.inc()
 
     async def aclose(self) -> None:
         """Close the backend."""
