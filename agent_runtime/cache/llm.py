@@ -64,6 +64,7 @@ class CachingLLM:
         entry = await self._lookup(digest, cached)
         if entry is not None:
             return entry.completion()
+        cached.fresh += 1
         completion = await self.llm.complete(request, **options)
         if cached.write:
             cached.pending.append((digest, Entry.from_completion(completion)))
@@ -86,6 +87,7 @@ class CachingLLM:
             for event in entry.events():
                 yield event
             return
+        cached.fresh += 1
         recording = StreamRecording() if cached.write else None
         async with contextlib.aclosing(self.llm.stream(request, **options)) as events:
             async for event in events:

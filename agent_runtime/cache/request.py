@@ -64,6 +64,8 @@ class CacheRequest:
     pending: list[tuple[str, Entry]] = field(default_factory=list)
     saved_tokens: int = 0
     hits: int = 0
+    # Chain calls that went upstream (misses and bypasses).
+    fresh: int = 0
 
     def mark(self, outcome: str) -> None:
         """Say ``outcome`` in the response header (the last chain call decides)."""
@@ -71,8 +73,11 @@ class CacheRequest:
 
     def charged(self, tokens: int | None) -> int | None:
         """Tokens to settle the rate-limit budget with: the request counts, cached tokens do not."""
-        if tokens is None or not self.saved_tokens:
+        if not self.hits:
             return tokens
+        if tokens is None:
+            # Usage unknown (a client that left): only upstream calls may have spent any.
+            return None if self.fresh else 0
         return max(0, tokens - self.saved_tokens)
 
     async def commit(self) -> None:
