@@ -115,6 +115,8 @@ async def prepare(call: Call) -> Admit:
 
 async def run(call: Call) -> int | None:
     """Run the agent, streaming its events; the tokens it reports (less cached ones) settle the budget."""
+    if call.state is None or call.state.cache is None:
+        return await _run(call)
     with cache_view(call) as cached:
         tokens = await _run(call)
         return cached.charged(tokens) if cached is not None else tokens

@@ -244,6 +244,8 @@ async def run_chat(call: Call) -> int | None:
     """Answer from the chain (or the response cache), streamed or whole; returns the tokens to charge."""
     body = call.body
     assert isinstance(body, ChatCompletionBody)
+    if call.state is None or call.state.cache is None:
+        return await _stream(call) if body.stream else await _complete(call)
     directives = Directives(body.cache.no_cache, body.cache.no_store) if body.cache is not None else None
     with cache_view(call, directives) as cached:
         tokens = await _stream(call) if body.stream else await _complete(call)
