@@ -426,3 +426,50 @@ def test_directives_from_headers() -> None:
     assert Directives.from_headers({"cache-control": "No-Cache"}) == Directives(no_cache=True)
     assert Directives.from_headers({"cache-control": "max-age=0, no-store"}) == Directives(no_store=True)
     assert Directives.from_headers({"pragma": "no-cache"}) == Directives(no_cache=True)
+
+
+def _ws_frames(server: InProcessRuntime, body: dict[str, Any], subprotocol: str | None) -> list[Any]:
+    from websockets.sync.client import connect
+
+    frames: list[Any] = []
+    with connect(
+        server.url.replace("http://", "ws://") + "/ws",
+        additional_headers=ALICE,
+        subprotocols=[subprotocol] if subprotocol else None,  # type: ignore[list-item]
+        open_timeout=10,
+    ) as ws:
+        ws.send(json.dumps(body))
+        for frame in ws:
+            frames.append(frame if frame == "[DONE]" else json.loads(frame))
+    return frames
+
+
+def _without_fresh_ids(frames: list[Any]) -> list[Any]:
+    kept = []
+    for frame in frames:
+        if isinstance(frame, dict):
+            frame = {k: v for k, v in frame.items() if k not in ("id", "created", "stream_id")}
+        kept.append(frame)
+    return kept
+
+
+@pytest.mark.parametrize("subprotocol", ["sentient.v1", "openai.v1"])
+def test_websocket_replays_the_same_frames(
+    server: InProcessRuntime, fake: FakeUpstream, subprotocol: str
+) -> None:
+    prompt = unique("over a websocket")
+    if subprotocol == "openai.v1":
+        body: dict[str, Any] = {
+            "model": "m",
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+        }
+    else:
+        body = {"query": {"id": "q1", "prompt": prompt}}
+    before = fake.state.requests
+    recorded = _ws_frames(server, body, subprotocol)
+    replayed = _ws_frames(server, body, subprotocol)
+    assert fake.state.requests == before + 1
+    # Everything but the ids every response gets afresh (chunk ids, event and stream ids).
+    assert _without_fresh_ids(replayed) == _without_fresh_ids(recorded)
+    assert len(recorded) >= 3
