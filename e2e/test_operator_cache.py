@@ -15,7 +15,7 @@ import yaml
 
 from agent_runtime.testing import run_fake
 from e2e.agent_pod import AgentPod
-from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
+from e2e.agents import PROVIDER_KEY, agent, callers, chat, provider, wait_ready
 from e2e.operator_proc import running_operator
 from e2e.resources import apply, get
 from tests.support.redis_server import RedisServer, redis_or_skip
@@ -34,12 +34,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def _chat(pod: AgentPod, prompt: str) -> httpx.Response:
-    return httpx.post(
-        f"{pod.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {CALLER_KEY}"},
-        json={"model": "helper", "messages": [{"role": "user", "content": prompt}]},
-        timeout=30,
-    )
+    return chat(pod.url, prompt)
 
 
 def test_cache_rendered_bound_and_served(
