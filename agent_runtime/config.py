@@ -230,6 +230,7 @@ SESSIONS_REDIS_URL_FILE = "sessions-redis-url"
 # The other Redis files of a use (``ratelimit`` or ``sessions``): password, Sentinel password, CA.
 RATE_LIMIT_REDIS = "ratelimit"
 SESSIONS_REDIS = "sessions"
+CACHE_REDIS = "cache"
 
 
 def redis_url_file(use: str) -> str:
@@ -547,6 +548,41 @@ class SessionsRuntimeConfig(ConfigModel):
         return redis_connection(self.redis, self.redis_url_file)
 
 
+class CacheRuntimeConfig(ConfigModel):
+    """The response cache: exact-match answers of the chain, replayed on a hit (off when unset)."""
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (per process) or redis (shared by every replica)."
+    )
+    ttl: Duration = Field(default="5m", description="How long an answer is served from the cache.")
+    scope: Literal["agent", "principal"] = Field(
+        default="agent",
+        description="agent: one entry serves every caller; principal: each caller has its own entries.",
+    )
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000, description="memory: entries kept (LRU).")
+    max_bytes: int = Field(
+        default=64 << 20, ge=1024, le=1 << 34, description="memory: bytes of answers kept (LRU)."
+    )
+    max_entry_bytes: int = Field(
+        default=1 << 20, ge=256, le=64 << 20, description="Answers larger than this are not stored."
+    )
+    redis: RedisConnectionConfig | None = Field(default=None, description="redis: the connection.")
+    key_prefix: str = Field(
+        default="sentient:cache:",
+        pattern=r"^[^{}]*$",
+        max_length=128,
+        description="Prefix of the cache's Redis keys (no braces: the Cluster hash tag follows it).",
+    )
+
+    @model_validator(mode="after")
+    def _backend(self) -> CacheRuntimeConfig:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("cache: the redis backend needs redis")
+        if self.max_entry_bytes > self.max_bytes:
+            raise ValueError("cache: maxEntryBytes must not exceed maxBytes")
+        return self
+
+
 class ServerLimits(ConfigModel):
     """Bounds on what a client may cost the server before (and while) its request is read.
 
@@ -800,6 +836,7 @@ class RuntimeConfig(ConfigModel):
     guardrails: GuardrailsConfig | None = Field(
         default=None, description="Input and output checks; off when unset."
     )
+    cache: CacheRuntimeConfig | None = Field(default=None, description="Response cache; off when unset.")
 
 
 def config_path() -> Path:

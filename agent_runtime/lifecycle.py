@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from typing import Any
 from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.auth import Authenticator
+from agent_runtime.cache import CachingLLM, ResponseCache, build_cache, config_fingerprint
 from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
 from agent_runtime.guardrails.engine import Guardrails
 from agent_runtime.guardrails.redaction import Redactor, configure_log_redaction
@@ -56,6 +58,10 @@ class RuntimeState:
     shutdown_grace: float
     # Input and output checks; None when the config has none (the pipeline then skips them).
     guardrails: Guardrails | None = None
+    # The response cache; None when the agent has none.
+    cache: ResponseCache | None = None
+    # The chain as requests call it: the LLM manager, behind the response cache when there is one.
+    llm: Any = None
 
 
 def load_agent_class(path: str | None) -> type[AbstractAgent]:
@@ -253,6 +259,8 @@ class Lifecycle:
             await _close_quietly(state.sessions.aclose())
             if state.guardrails is not None:
                 await _close_quietly(state.guardrails.aclose())
+            if state.cache is not None:
+                await _close_quietly(state.cache.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -281,7 +289,9 @@ class Lifecycle:
         # A new agent per snapshot: the agent of an in-flight request keeps the
         # config that request started with, so nothing it reads changes under it.
         cls = load_agent_class(config.agent.agent_class)
-        agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
+        cache = self._build_cache(config, previous)
+        llm = CachingLLM(self.llm, config_fingerprint(config)) if cache is not None else self.llm
+        agent = cls.from_context(AgentContext(config=config, llm=llm, sessions=sessions))
         guardrails = self._build_guardrails(config, previous)
         return RuntimeState(
             config=config,
@@ -291,7 +301,22 @@ class Lifecycle:
             heartbeat=duration_seconds(config.server.heartbeat_interval),
             shutdown_grace=duration_seconds(config.server.shutdown_grace),
             guardrails=guardrails,
+            cache=cache,
+            llm=llm,
         )
+
+    def _build_cache(
+        self, config: RuntimeConfig, previous: RuntimeState | None, *, rebuild: bool = False
+    ) -> ResponseCache | None:
+        """The response cache of ``config``, kept from ``previous`` (entries and all) when unchanged."""
+        if (
+            not rebuild
+            and previous is not None
+            and previous.cache is not None
+            and previous.config.cache == config.cache
+        ):
+            return previous.cache
+        return build_cache(config.cache, self.credentials.read)
 
     def _build_guardrails(self, config: RuntimeConfig, previous: RuntimeState | None) -> Guardrails | None:
         """The checks of ``config`` (kept from ``previous`` when unchanged); sets log and audit masking."""
@@ -319,6 +344,8 @@ class Lifecycle:
             self._retired.append(previous.sessions.aclose)
         if previous.guardrails is not None and previous.guardrails is not state.guardrails:
             self._retired.append(previous.guardrails.aclose)
+        if previous.cache is not None and previous.cache is not state.cache:
+            self._retired.append(previous.cache.aclose)
         if self.in_flight == 0:
             self._close_retired()
 
@@ -373,6 +400,19 @@ class Lifecycle:
             return dsn != getattr(state.sessions, "dsn", None)
         return False
 
+    async def _reconnect_cache(self) -> None:
+        """A Redis cache whose files changed (URL, password, CA) gets a new client."""
+        state = self.state
+        cache_config = state.config.cache
+        if cache_config is None or cache_config.redis is None or state.cache is None:
+            return
+        if try_resolve_target(cache_config.redis, self.credentials.read) == state.cache.target:
+            return
+        async with self._reload_lock:
+            current = self.state
+            cache = self._build_cache(current.config, current, rebuild=True)
+            self._swap(dataclasses.replace(current, cache=cache))
+
     async def _on_credentials_change(self) -> None:
         assert self.audit is not None
         try:
@@ -390,6 +430,7 @@ class Lifecycle:
                         current.config.sessions, self.credentials.read, current.config.agent.name
                     )
                     self._swap(self._build_state(current.config, current, sessions))
+            await self._reconnect_cache()
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)

@@ -193,3 +193,43 @@ GUARDRAIL_DURATION = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
     registry=REGISTRY,
 )
+CACHE_LOOKUPS = Counter(
+    "sentient_cache_lookups_total",
+    "Response-cache lookups by result (hit, miss, bypass): the hit ratio is hit / (hit + miss).",
+    ["result"],
+    registry=REGISTRY,
+)
+CACHE_SAVED_TOKENS = Counter(
+    "sentient_cache_saved_tokens_total",
+    "Upstream tokens (input + output) not spent because the answer came from the response cache.",
+    registry=REGISTRY,
+)
+CACHE_STORES = Counter(
+    "sentient_cache_stores_total",
+    "Answers offered to the response cache, by result (stored, too_large, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+CACHE_BACKEND_ERRORS = Counter(
+    "sentient_cache_backend_errors_total",
+    "Response-cache backend failures (Redis unreachable) by operation; the request went on as a miss.",
+    ["op"],
+    registry=REGISTRY,
+)
+CACHE_EVICTIONS = Counter(
+    "sentient_cache_evictions_total",
+    "Entries the memory backend dropped to stay within its entry and byte bounds.",
+    registry=REGISTRY,
+)
+CACHE_ENTRIES = Gauge(
+    "sentient_cache_entries",
+    "Entries held by the memory backend of the response cache.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+CACHE_BYTES = Gauge(
+    "sentient_cache_bytes",
+    "Bytes of answers held by the memory backend of the response cache.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)

@@ -89,6 +89,10 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "redis-sessions-url-and-connection": EXACTLY_ONE,
     "redis-sessions-cluster-without-nodes": DEPENDS,
     "redis-sessions-standalone-with-tls": DEPENDS,
+    "cache-redis-without-redis": DEPENDS,
+    "cache-memory-with-redis": DEPENDS,
+    "cache-entry-above-bound": COMPARES,
+    "cache-redis-cluster-without-nodes": DEPENDS,
 }
 
 

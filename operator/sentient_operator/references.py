@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from agent_runtime.config import (
+    CACHE_REDIS,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_REDIS,
@@ -454,6 +455,13 @@ def resolve(
         sessions_postgres_dsn = _secret_value(
             lookup, spec.sessions.postgres.dsn_secret_ref, namespace, "sessions PostgreSQL DSN", problems
         )
+    cache_redis_files: dict[str, str] = {}
+    cache_redis = spec.cache.connection() if spec.cache is not None else None
+    if cache_redis is not None:
+        cache_redis_files = (
+            _resolve_redis(lookup, cache_redis, namespace, "response cache Redis", CACHE_REDIS, problems)
+            or {}
+        )
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -469,6 +477,7 @@ def resolve(
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
         sessions_postgres_dsn=sessions_postgres_dsn,
+        cache_redis_files=cache_redis_files,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

@@ -500,6 +500,33 @@ INVALID: list[Invalid] = [
     ),
     Invalid("session-ttl-forever", AGENT, _p({"sessions": {"ttl": "forever"}}), "spec.sessions.ttl"),
     Invalid(
+        "cache-redis-without-redis",
+        AGENT,
+        _p({"cache": {"enabled": True, "backend": "redis"}}),
+        api.CACHE_REDIS_MESSAGE,
+    ),
+    Invalid(
+        "cache-memory-with-redis",
+        AGENT,
+        _p({"cache": {"enabled": True, "redis": {"addressSecretRef": REDIS_URL_REF}}}),
+        api.CACHE_MEMORY_MESSAGE,
+    ),
+    Invalid(
+        "cache-entry-above-bound",
+        AGENT,
+        _p({"cache": {"enabled": True, "maxBytes": 4096, "maxEntryBytes": 8192}}),
+        api.CACHE_ENTRY_BYTES_MESSAGE,
+    ),
+    Invalid(
+        "cache-redis-cluster-without-nodes",
+        AGENT,
+        _p({"cache": {"enabled": True, "backend": "redis", "redis": {"mode": "cluster"}}}),
+        api.CACHE_REDIS_MESSAGES.cluster,
+    ),
+    Invalid("cache-unknown-scope", AGENT, _p({"cache": {"scope": "everyone"}}), "spec.cache.scope"),
+    Invalid("cache-ttl-forever", AGENT, _p({"cache": {"ttl": "forever"}}), "spec.cache.ttl"),
+    Invalid("cache-no-entries", AGENT, _p({"cache": {"maxEntries": 0}}), "spec.cache.maxEntries"),
+    Invalid(
         "redis-sessions-url-and-connection",
         AGENT,
         _p({"sessions": {"store": "redis", "redisSecretRef": REDIS_URL_REF, "redis": REDIS_SENTINEL}}),

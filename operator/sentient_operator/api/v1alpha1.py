@@ -1497,6 +1497,70 @@ class SessionsConfig(Model):
         return None
 
 
+CACHE_REDIS_MESSAGES = redis_messages("spec.cache.redis")
+CACHE_REDIS_MESSAGE = "spec.cache.redis: required when spec.cache.backend is redis"
+CACHE_MEMORY_MESSAGE = "spec.cache.redis: must not be set when spec.cache.backend is memory"
+CACHE_ENTRY_BYTES_MESSAGE = "spec.cache.maxEntryBytes: must not exceed spec.cache.maxBytes"
+
+
+class CacheRedis(RedisConnection):
+    """Where the response cache's Redis is (give it maxmemory and an LRU eviction policy)."""
+
+    MESSAGES: ClassVar[RedisMessages] = CACHE_REDIS_MESSAGES
+    model_config = ConfigDict(json_schema_extra=redis_rules(CACHE_REDIS_MESSAGES))
+
+
+class ResponseCacheConfig(Model):
+    """Exact-match response cache: an identical request (same agent config, messages and sampling
+    parameters) is answered from a stored answer, streamed answers replayed as streams."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("self.backend != 'redis' || has(self.redis)", CACHE_REDIS_MESSAGE),
+            CelRule("self.backend != 'memory' || !has(self.redis)", CACHE_MEMORY_MESSAGE),
+            CelRule("self.maxEntryBytes <= self.maxBytes", CACHE_ENTRY_BYTES_MESSAGE),
+        )
+    )
+
+    enabled: bool = Field(default=False, description="Turn the cache on (off by default).")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory (per runtime process, bounded by maxEntries and maxBytes) or redis (shared by every replica).",
+    )
+    ttl: Duration = Field(default="5m", description="How long a stored answer is served.")
+    scope: Literal["agent", "principal"] = Field(
+        default="agent",
+        description=(
+            "agent: one stored answer serves every caller of the agent (best hit ratio; a caller can learn "
+            "that someone asked the same before); principal: each API key or token subject has its own entries."
+        ),
+    )
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000, description="memory: answers kept (LRU).")
+    max_bytes: int = Field(
+        default=64 << 20, ge=1024, le=1 << 34, description="memory: bytes of answers kept (LRU)."
+    )
+    max_entry_bytes: int = Field(
+        default=1 << 20, ge=256, le=64 << 20, description="Answers larger than this are not stored."
+    )
+    redis: CacheRedis | None = Field(
+        default=None, description="Redis settings; required when backend is redis."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ResponseCacheConfig:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError(CACHE_REDIS_MESSAGE)
+        if self.backend == "memory" and self.redis is not None:
+            raise ValueError(CACHE_MEMORY_MESSAGE)
+        if self.max_entry_bytes > self.max_bytes:
+            raise ValueError(CACHE_ENTRY_BYTES_MESSAGE)
+        return self
+
+    def connection(self) -> RedisConnection | None:
+        """The Redis the cache uses when it is on with the redis backend, else None."""
+        return self.redis if self.enabled and self.backend == "redis" else None
+
+
 class DeploymentOverrides(Model):
     """Pod-level settings of the agent Deployment."""
 
@@ -2023,6 +2087,9 @@ class SentientAgentSpec(Model):
     guardrails: GuardrailsConfig | None = Field(
         default=None,
         description="Input and output checks (size, patterns, PII, prompt injection, moderation); none when unset.",
+    )
+    cache: ResponseCacheConfig | None = Field(
+        default=None, description="Response cache of identical requests; off unless cache.enabled."
     )
 
     @model_validator(mode="after")

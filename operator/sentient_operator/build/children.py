@@ -129,6 +129,7 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     data.update(inputs.sessions_redis_files)
     if inputs.sessions_postgres_dsn is not None:
         data[SESSIONS_POSTGRES_DSN_FILE] = inputs.sessions_postgres_dsn
+    data.update(inputs.cache_redis_files)
     return data
 
 

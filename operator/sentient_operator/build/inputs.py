@@ -65,6 +65,8 @@ class AgentInputs:
     sessions_redis_url: str | None = field(default=None, repr=False)
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     sessions_postgres_dsn: str | None = field(default=None, repr=False)
+    # The response cache's Redis files (URL, passwords, CA) by bound-Secret key.
+    cache_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False

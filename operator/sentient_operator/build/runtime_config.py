@@ -12,6 +12,7 @@ from typing import TypeVar, cast
 
 from agent_runtime.config import (
     API_KEYS_FILE,
+    CACHE_REDIS,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_POSTGRES_DSN_FILE,
@@ -19,6 +20,7 @@ from agent_runtime.config import (
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
     AuthRuntimeConfig,
+    CacheRuntimeConfig,
     ChainStep,
     CircuitBreaker,
     ConfigModel,
@@ -51,6 +53,7 @@ from agent_runtime.config import (
     redis_ca_file,
     redis_password_file,
     redis_sentinel_password_file,
+    redis_url_file,
 )
 from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
@@ -65,6 +68,7 @@ from sentient_operator.api.v1alpha1 import (
     ProviderType,
     RedisConnection,
     RedisMode,
+    ResponseCacheConfig,
     SessionsConfig,
 )
 from sentient_operator.build.inputs import AgentInputs, ResolvedPolicy, ResolvedProvider
@@ -262,6 +266,27 @@ def _postgres_sessions(postgres: PostgresSessions | None) -> PostgresSessionsCon
     )
 
 
+def _cache_config(cache: ResponseCacheConfig | None) -> CacheRuntimeConfig | None:
+    """The runtime's cache section: None (off) unless the spec enables it."""
+    if cache is None or not cache.enabled:
+        return None
+    redis = None
+    if cache.redis is not None:
+        # Always the full connection form: the cache is newer than the URL-file shorthand.
+        redis = redis_connection_config(cache.redis, CACHE_REDIS) or RedisConnectionConfig(
+            mode="standalone", url_file=redis_url_file(CACHE_REDIS)
+        )
+    return CacheRuntimeConfig(
+        backend=cache.backend,
+        ttl=cache.ttl,
+        scope=cache.scope,
+        max_entries=cache.max_entries,
+        max_bytes=cache.max_bytes,
+        max_entry_bytes=cache.max_entry_bytes,
+        redis=redis,
+    )
+
+
 def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
     """The :class:`RuntimeConfig` of an agent; contains file names, never secret values."""
     spec = inputs.spec
@@ -298,6 +323,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         sessions=_sessions_config(spec.sessions),
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
         guardrails=_guardrails_config(inputs),
+        cache=_cache_config(spec.cache),
     )
 
 

@@ -1,8 +1,8 @@
 """Warnings of ``sentient validate``: valid manifests that will not behave as their author may expect.
 
 A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
-limits or sessions live in memory. Each worker process counts and remembers on its own, as each
-replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
+limits or sessions live in memory, and a memory response cache on more than one process. Each
+worker process counts and remembers on its own, as each replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
 continues only when its next request reaches the same worker. And a load-balanced chain step
 whose members' LLMProviders (in the files given) read the same credential: spreading over one
 key spreads nothing of the upstream's per-key quota. And a Secret in the same files that
@@ -195,4 +195,32 @@ def sessions_dsn_warnings(documents: list[tuple[Document, str]]) -> list[Problem
                 "(postgresql://user:password@host:5432/db?sslmode=require); the runtime refuses other forms",
             )
         )
+    return warnings
+
+
+def cache_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for agents whose enabled memory response cache is split over several processes."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        if _get(data, "kind") != "SentientAgent" or _get(data, "spec", "cache", "enabled") is not True:
+            continue
+        if (_get(data, "spec", "cache", "backend") or "memory") != "memory":
+            continue
+        workers = _get(data, "spec", "server", "workers")
+        replicas = _get(data, "spec", "replicas")
+        processes = (workers if isinstance(workers, int) else 1) * (
+            replicas if isinstance(replicas, int) else 1
+        )
+        if processes > 1:
+            warnings.append(
+                Problem(
+                    file,
+                    doc.line_of(("spec", "cache", "enabled")),
+                    "spec.cache.backend",
+                    f"the memory cache is kept per runtime process: each of the {processes} processes "
+                    "(replicas x workers) stores its own answers, so a repeated request hits only where "
+                    "it was stored; the redis backend shares one cache",
+                )
+            )
     return warnings

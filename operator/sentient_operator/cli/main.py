@@ -151,6 +151,11 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     show_default=True,
     help="Where conversations are kept: memory (per replica), redis or postgres (shared).",
 )
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Turn on the response cache (identical requests answered from memory for 10 minutes).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -167,6 +172,7 @@ def init(
     keys: int,
     balance: str | None,
     sessions: str,
+    cache: bool,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -179,6 +185,7 @@ def init(
       sentient init my-agent --guardrails
       sentient init my-agent --keys 3 --balance leastOutstanding
       sentient init my-agent --sessions postgres
+      sentient init my-agent --cache
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -237,6 +244,7 @@ def init(
             keys=keys,
             balance=balance or "weight",
             sessions=sessions,  # type: ignore[arg-type]
+            cache=cache,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]

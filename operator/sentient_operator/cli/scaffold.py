@@ -140,6 +140,7 @@ def agent_manifests(
     keys: int = 1,
     balance: str = "weight",
     sessions: SessionsKind = "memory",
+    cache: bool = False,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
@@ -147,7 +148,8 @@ def agent_manifests(
     the starter checks of :func:`starter_guardrails`. With ``keys`` > 1 there is one LLMProvider
     per API key and the chain is one step spreading over them by ``balance``
     (docs/load-balancing.md). ``sessions`` other than memory keeps the conversations in Redis or
-    PostgreSQL, from a Secret :func:`sessions_steps` tells how to make.
+    PostgreSQL, from a Secret :func:`sessions_steps` tells how to make. ``cache`` adds the response
+    cache of :func:`starter_cache`.
     """
     names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
@@ -203,6 +205,8 @@ def agent_manifests(
             "ttl": "24h",
             "postgres": {"dsnSecretRef": {"name": f"{name}-sessions-db", "key": "dsn"}, "poolSize": 10},
         }
+    if cache:
+        agent_spec["cache"] = starter_cache()
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
@@ -267,6 +271,12 @@ def starter_guardrails() -> dict[str, Any]:
         ],
         "redact": {"audit": True},
     }
+
+
+def starter_cache() -> dict[str, Any]:
+    """The response cache (docs/cache.md): identical requests answered from memory for 10
+    minutes, one entry shared by every caller of the agent (``scope: principal`` keeps callers apart)."""
+    return {"enabled": True, "backend": "memory", "ttl": "10m", "scope": "agent", "maxEntries": 1000}
 
 
 def manifest_header(steps: list[str]) -> str:

@@ -239,6 +239,9 @@ class AgentReconciler:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
         if spec.sessions.postgres is not None:
             refs.add(("Secret", namespace, spec.sessions.postgres.dsn_secret_ref.name))
+        cache_redis = spec.cache.connection() if spec.cache is not None else None
+        if cache_redis is not None:
+            refs.update(("Secret", namespace, ref.name) for ref in cache_redis.secret_refs())
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
         return refs
