@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,5 +97,7 @@ def test_status_shows_the_members_of_a_balanced_step() -> None:
     ]
     agent = {"metadata": {"namespace": "team", "name": "lb"}, "spec": {"llm": {"chain": chain}}, "status": {}}
     rows = build_rows([agent], providers)
-    assert [(c.provider, c.step) for c in rows[0].chain] == [("a", 0), ("b", 0), ("c", 1)]
+    assert [(c.provider, c.step) for c in rows[0].chain] == [("a", 0), ("b", 0), ("c", None)]
     assert "a(Ready) | b(Ready) -> c(Ready)" in render(rows, "table")
+    as_json = json.loads(render(rows, "json"))[0]["chain"]
+    assert [link.get("step") for link in as_json] == [0, 0, None] and "step" not in as_json[2]

@@ -429,7 +429,7 @@ def resolve(
             )
             chain.append(status)
             if provider is not None:
-                providers.append(replace(provider, weight=member.weight) if balanced else provider)
+                providers.append(replace(provider, weight=member.weight or 1) if balanced else provider)
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)

@@ -1163,13 +1163,15 @@ class StepMember(Model):
     model: ModelName | None = Field(
         default=None, description="Model to request; the provider's defaultModel when unset."
     )
-    weight: int = Field(
-        default=1,
+    # No schema default: a default inside a list item would make the stored step differ from the
+    # one written (kubectl diff noise); unset means 1.
+    weight: int | None = Field(
+        default=None,
         ge=1,
         le=1000,
         description=(
             "Share of the step's requests (strategy weight), or how much in-flight load the member "
-            "takes per unit (leastOutstanding); ignored by lowestLatency. 1 to 1000."
+            "takes per unit (leastOutstanding); ignored by lowestLatency. 1 to 1000; 1 when unset."
         ),
     )
 

@@ -21,8 +21,9 @@ class ChainLink:
     model: str | None
     state: str
     synced_age: str | None
-    # Position of its step in the chain: members of one load-balanced step share it.
-    step: int = 0
+    # Position of its step in the chain for a member of a load-balanced step (members of one step
+    # share it); None for a plain step, and then left out of the JSON and YAML output.
+    step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,11 @@ def build_rows(
         chain: list[ChainLink] = []
         steps = (spec.get("llm") or {}).get("chain") or []
         # Every member of a load-balanced step, or the step's own provider.
-        links = [(i, m) for i, step in enumerate(steps) for m in step.get("members") or [step]]
+        links = [
+            (i if "members" in step else None, m)
+            for i, step in enumerate(steps)
+            for m in step.get("members") or [step]
+        ]
         for index, entry in links:
             ref = entry.get("providerRef") or {}
             ns = ref.get("namespace") or meta["namespace"]
@@ -107,9 +112,9 @@ def render_table(rows: list[AgentRow]) -> str:
     header = ("NAMESPACE", "NAME", "READY", "REPLICAS", "CHAIN", "ENDPOINT")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
-        steps: dict[int, list[str]] = {}
-        for c in row.chain:
-            steps.setdefault(c.step, []).append(
+        steps: dict[object, list[str]] = {}
+        for position, c in enumerate(row.chain):
+            steps.setdefault(c.step if c.step is not None else ("plain", position), []).append(
                 f"{c.provider}({c.state}{', synced ' + c.synced_age + ' ago' if c.synced_age else ''})"
             )
         chain = " -> ".join(" | ".join(members) for members in steps.values())
@@ -126,6 +131,10 @@ def render(rows: list[AgentRow], output: str) -> str:
     if output == "table":
         return render_table(rows) if rows else "No agents found."
     data = [asdict(r) for r in rows]
+    for row in data:
+        for link in row["chain"]:
+            if link["step"] is None:
+                del link["step"]
     return json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
 
 
