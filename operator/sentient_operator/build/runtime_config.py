@@ -50,8 +50,10 @@ from agent_runtime.config import (
     redis_sentinel_password_file,
 )
 from agent_runtime.config import CountByName as RuntimeCountBy
+from agent_runtime.config import ModelPrice as RuntimePrice
 from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
+from agent_runtime.config import SpendBudget as RuntimeBudget
 from sentient_operator.api.v1alpha1 import (
     GuardrailModeration,
     Model,
@@ -111,6 +113,20 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         retry=_convert(spec.retry, RetryPolicy),
         circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
         limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
+        price=_price(provider),
+    )
+
+
+def _price(provider: ResolvedProvider) -> RuntimePrice | None:
+    """The chain entry's model price from the provider's pricing (its own entry, else the default)."""
+    pricing = provider.spec.pricing
+    price = pricing.price_of(provider.model) if pricing is not None else None
+    if pricing is None or price is None:
+        return None
+    return RuntimePrice(
+        currency=pricing.currency,
+        input_per_million=price.input_per_million,
+        output_per_million=price.output_per_million,
     )
 
 
@@ -161,6 +177,7 @@ def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
             key_prefix=redis.key_prefix if redis is not None else "sentient:rl:",
         ),
         on_redis_unavailable=spec.on_redis_unavailable,
+        budgets=[_convert(budget, RuntimeBudget) for budget in spec.budgets],
     )
 
 
