@@ -3,7 +3,8 @@
 A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
 limits or sessions live in memory. Each worker process counts and remembers on its own, as each
 replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
-continues only when its next request reaches the same worker.
+continues only when its next request reaches the same worker. And a spend budget whose currency
+no LLMProvider in the files is priced in: it would count every model as free.
 """
 
 from __future__ import annotations
@@ -88,4 +89,43 @@ def worker_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                     "sessions.store redis",
                 )
             )
+    return warnings
+
+
+def budget_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for spend budgets that count nothing: no provider in the files is priced in their currency.
+
+    Only providers and policies in the same files are looked at; a budget whose priced providers
+    live elsewhere gets no warning.
+    """
+    currencies: set[str] = set()
+    providers = 0
+    for doc, _ in documents:
+        if _get(doc.data, "kind") == "LLMProvider":
+            providers += 1
+            pricing = _get(doc.data, "spec", "pricing")
+            if isinstance(pricing, dict):
+                currency = pricing.get("currency")
+                currencies.add(currency if isinstance(currency, str) else "USD")
+    if not providers:
+        return []
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        if _get(doc.data, "kind") != "RateLimitPolicy":
+            continue
+        budgets = _get(doc.data, "spec", "budgets")
+        for index, budget in enumerate(budgets if isinstance(budgets, list) else []):
+            if not isinstance(budget, dict):
+                continue
+            currency = budget.get("currency") if isinstance(budget.get("currency"), str) else "USD"
+            if currency not in currencies:
+                warnings.append(
+                    Problem(
+                        file,
+                        doc.line_of(("spec", "budgets", index)),
+                        f"spec.budgets[{index}]",
+                        f"no LLMProvider in these files has spec.pricing in {currency}: budget "
+                        f"{budget.get('name')!r} counts unpriced models as free",
+                    )
+                )
     return warnings

@@ -131,6 +131,21 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
+@click.option(
+    "--budget",
+    "budget",
+    metavar="AMOUNT",
+    help="Cap the agent's spend per UTC day (e.g. 50); needs --price (docs/budgets.md).",
+)
+@click.option(
+    "--price",
+    "price",
+    metavar="IN:OUT",
+    help="With --budget: the default model's price per million input:output tokens, e.g. 2.50:10.00.",
+)
+@click.option(
+    "--currency", default="USD", show_default=True, help="With --budget: currency of price and budget."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -144,6 +159,9 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    budget: str | None,
+    price: str | None,
+    currency: str,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -154,12 +172,23 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --budget 50 --price 0.15:0.60
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
     """
     if not custom and (framework != "none" or sdk != "sentient"):
         raise CliError("--framework and --sdk go with --custom", exit_code=2)
+    starter_budget: scaffold.StarterBudget | None = None
+    if budget is not None or price is not None:
+        if budget is None or price is None:
+            raise CliError(
+                "--budget and --price go together (e.g. --budget 50 --price 0.15:0.60)", exit_code=2
+            )
+        try:
+            starter_budget = scaffold.StarterBudget.parse(budget, price, currency)
+        except ValueError as exc:
+            raise CliError(str(exc), exit_code=2) from None
     interactive = sys.stdin.isatty()
     ask: Callable[..., Any] = click.prompt
     if name is None:
@@ -207,6 +236,7 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            budget=starter_budget,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from sentient_operator.api.v1alpha1 import API_VERSION
+from sentient_operator.api.v1alpha1 import AMOUNT_PATTERN, API_VERSION
 from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
@@ -108,6 +110,27 @@ def _credentials(source: SourceKind, provider: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class StarterBudget:
+    """A starter spend budget: the default model's prices and a daily cap for the whole agent."""
+
+    per_day: str
+    input_per_million: str
+    output_per_million: str
+    currency: str = "USD"
+
+    @classmethod
+    def parse(cls, per_day: str, price: str, currency: str = "USD") -> StarterBudget:
+        """From ``--budget 50`` and ``--price 2.50:10.00`` (input:output per million tokens)."""
+        amount = re.compile(AMOUNT_PATTERN)
+        input_price, sep, output_price = price.partition(":")
+        if not sep or not amount.match(input_price) or not amount.match(output_price):
+            raise ValueError(f"--price {price!r}: use INPUT:OUTPUT per million tokens, e.g. 2.50:10.00")
+        if not amount.match(per_day):
+            raise ValueError(f"--budget {per_day!r}: use an amount per day, e.g. 50 or 12.50")
+        return cls(per_day, input_price, output_price, currency)
+
+
 def agent_manifests(
     name: str,
     provider_type: ProviderKind = "openai",
@@ -118,11 +141,13 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    budget: StarterBudget | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`; ``budget`` prices the default model and
+    caps the agent's spend per day (docs/budgets.md).
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -137,6 +162,24 @@ def agent_manifests(
     creds = _credentials(source, provider)
     if creds is not None:
         provider_spec["credentials"] = creds
+    policy_spec: dict[str, Any] = {
+        "limits": {"requestsPerMinute": 60, "tokensPerMinute": 100000, "concurrency": 10},
+        "countBy": "apiKey",
+    }
+    if budget is not None:
+        provider_spec["pricing"] = {
+            "currency": budget.currency,
+            "models": [
+                {
+                    "model": provider_spec["defaultModel"],
+                    "inputPerMillion": budget.input_per_million,
+                    "outputPerMillion": budget.output_per_million,
+                }
+            ],
+        }
+        policy_spec["budgets"] = [
+            {"name": "daily", "per": "agent", "currency": budget.currency, "perDay": budget.per_day}
+        ]
     docs.append(
         {
             "apiVersion": API_VERSION,
@@ -150,10 +193,7 @@ def agent_manifests(
             "apiVersion": API_VERSION,
             "kind": "RateLimitPolicy",
             "metadata": {"name": f"{name}-limits"},
-            "spec": {
-                "limits": {"requestsPerMinute": 60, "tokensPerMinute": 100000, "concurrency": 10},
-                "countBy": "apiKey",
-            },
+            "spec": policy_spec,
         }
     )
     docs.append(
