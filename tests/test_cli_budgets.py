@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -62,3 +62,60 @@ def test_validate_warns_about_a_budget_no_provider_is_priced_in(tmp_path: Path) 
     assert problems == []
     assert [w.path for w in warnings] == ["spec.budgets[0]"]
     assert "EUR" in warnings[0].message and "'monthly'" in warnings[0].message
+
+
+def test_status_shows_the_budget_usage_a_runtime_exports() -> None:
+    import asyncio
+    import json
+
+    from agent_runtime import metrics
+    from agent_runtime.config import ProviderConfig, RateLimitConfig
+    from agent_runtime.limits import build_limiter
+    from agent_runtime.limits.policy import ALLOW_ALL
+    from sentient_operator.cli.budget_status import parse_budget_metrics
+    from sentient_operator.cli.status import AgentRow, render
+
+    @dataclass(frozen=True)
+    class Caller:
+        id: str = "team-key"
+        kind: str = "apiKey"
+        tier: str | None = None
+
+    config = RateLimitConfig.model_validate(
+        {
+            "policy": "ns/status",
+            "limits": {},
+            "budgets": [{"name": "status-test", "per": "apiKey", "perMonth": "7.5"}],
+        }
+    )
+    chain = [
+        ProviderConfig.model_validate(
+            {
+                "id": "ns/p",
+                "type": "openai",
+                "endpoint": "http://127.0.0.1:9/v1",
+                "model": "m",
+                "price": {"inputPerMillion": "1000", "outputPerMillion": "2000"},
+            }
+        )
+    ]
+
+    async def spend() -> None:
+        # 1000 output tokens at 2000 per million: 2.00 reserved (and, unsettled, held).
+        admission = await build_limiter(config, lambda _: None).admit_spend(
+            ALLOW_ALL, Caller(), chain, 0, 1000
+        )
+        assert admission.allowed
+
+    asyncio.run(spend())
+    uses = [u for u in parse_budget_metrics(metrics.exposition().decode()) if u.budget == "status-test"]
+    assert [(u.window, u.subject, u.spent, u.limit, u.remaining, u.currency) for u in uses] == [
+        ("month", "team-key", 2.0, 7.5, 5.5, "USD")
+    ]
+    row = AgentRow("team", "helper", "True", "", "1/1", [], "http://helper.team:8080")
+    table = render([row], "table", [uses])
+    assert "status-test" in table and "USD 2.00" in table and "5.50" in table
+    assert "(metrics unavailable: Forbidden)" in render([row], "table", ["metrics unavailable: Forbidden"])
+    data = json.loads(render([row], "json", [uses]))
+    assert data[0]["budgets"][0]["remaining"] == 5.5
+    assert "budgets" not in json.loads(render([row], "json"))[0]
