@@ -18,6 +18,8 @@ Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
 (``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+``--rate-limit memory|redis`` adds an unlimited rate-limit policy (redis: a redis-server started here);
+``--budgets`` prices the model and adds :data:`BENCH_BUDGETS` (two budgets, never exhausted) to it.
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -59,6 +61,24 @@ BENCH_GUARDRAILS: dict[str, object] = {
     ],
     "output": [{"pii": {}, "action": "redact"}],
 }
+
+
+# What --budgets turns on: one budget per API key and one for the whole agent, per day and
+# month, so every request reserves and settles on two budget subjects (four windows).
+BENCH_BUDGETS: list[dict[str, object]] = [
+    {"name": "per-key", "per": "apiKey", "perDay": "1000000", "perMonth": "10000000"},
+    {"name": "agent", "per": "agent", "perDay": "1000000", "perMonth": "10000000"},
+]
+BENCH_PRICE = {"currency": "USD", "inputPerMillion": "2.50", "outputPerMillion": "10.00"}
+
+
+def _add_budgets(config_file: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["llm"]["chain"][0]["price"] = BENCH_PRICE
+    config.setdefault("rateLimit", {"policy": "bench/budgets", "limits": {}})["budgets"] = BENCH_BUDGETS
+    config_file.write_text(yaml.safe_dump(config))
 
 
 def _add_guardrails(config_file: Path) -> None:
@@ -262,6 +282,13 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        choices=["none", "memory", "redis"],
+        default="none",
+        help="an unlimited rate-limit policy on this backend (redis: a redis-server started here)",
+    )
+    parser.add_argument("--budgets", action="store_true", help="price the model and add BENCH_BUDGETS")
     args = parser.parse_args()
 
     env = {
@@ -270,6 +297,23 @@ def main() -> None:
         "SENTIENT_LOG_LEVEL": "WARNING",
     }
     upstream_port, runtime_port, metrics_port = free_port(), free_port(), free_port()
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if args.rate_limit == "redis":
+            from tests.support.redis_server import RedisServer
+
+            redis_url = stack.enter_context(RedisServer()).url
+        _bench(args, env, upstream_port, runtime_port, metrics_port, redis_url)
+
+
+def _bench(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    upstream_port: int,
+    runtime_port: int,
+    metrics_port: int,
+    redis_url: str | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp:
         # Callers authenticate (auth is on by default): one API key, bound hashed.
         config_file, creds = write_files(
@@ -278,11 +322,14 @@ def main() -> None:
             upstream_key=API_KEY,
             caller_key=CALLER_KEY,
             port=runtime_port,
-            rate_limit="none",
+            rate_limit=args.rate_limit,
+            redis_url=redis_url,
             metrics_port=metrics_port,
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.budgets:
+            _add_budgets(config_file)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -350,7 +397,10 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}; "
+        f"rate limit {args.rate_limit}; budgets {'on' if args.budgets else 'off'}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

@@ -16,6 +16,7 @@ chat completions from one key, spread round-robin, against a budget that holds a
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from agent_runtime.config import RATE_LIMIT_REDIS_URL_FILE
 from agent_runtime.limits.budgets import Calendar
 from agent_runtime.limits.policy import estimate_tokens
 from agent_runtime.spend import Price, parse_amount
-from agent_runtime.testing import FakeUpstream
+from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.redis_cluster import redis_cluster_or_skip
 from tests.support.redis_server import redis_or_skip
 from tests.support.runtime import chain_entry, default_credentials, fire_chats, runtime_fleet
@@ -90,6 +91,16 @@ def _reservation(price: Price, content: str) -> int:
     return price.cost(prompt, MAX_TOKENS)
 
 
+def _holds(store: Store, key: str, total: int) -> bool:
+    return store.get(key) == total
+
+
+def _cost(price: Price, response: httpx.Response) -> int:
+    """What an answer cost, from the usage it reports."""
+    usage = response.json()["usage"]
+    return price.cost(usage["prompt_tokens"], usage["completion_tokens"])
+
+
 def test_one_budget_across_three_runtime_processes(tmp_path: Path, store: Store) -> None:
     price = Price("USD", parse_amount(PRICE["inputPerMillion"]), parse_amount(PRICE["outputPerMillion"]))
     limit = parse_amount(LIMIT)
@@ -113,8 +124,11 @@ def test_one_budget_across_three_runtime_processes(tmp_path: Path, store: Store)
             urls = [r.url for r in runtimes]
             day = Calendar.at(time.time_ns() // 1000).day
             responses = asyncio.run(fire_chats(urls, 300, KEY))
-            key = f"sentient:rl:{{default/spend|$team|agent:test-agent}}:d:{day}"
-            after_wave = store.get(key)
+            key = f"sentient:rl:{{default/spend|$spend}}team|agent:test-agent:d:{day}"
+            # A request settles just after its response is sent: wait for the last settles to land.
+            cost = sum(_cost(price, r) for r in responses if r.status_code == 200)
+            assert wait_until(functools.partial(_holds, store, key, cost), timeout=10), (store.get(key), cost)
+            after_wave = cost
             # Then one at a time until the budget refuses: it refuses exactly when the next
             # worst case no longer fits.
             fill: list[httpx.Response] = []
@@ -125,6 +139,8 @@ def test_one_budget_across_three_runtime_processes(tmp_path: Path, store: Store)
                     fill.append(answer)
                     if answer.status_code != 200:
                         break
+                    cost += _cost(price, answer)
+                    assert wait_until(functools.partial(_holds, store, key, cost), timeout=10)
                 last_reserve = _reservation(price, f"request {len(fill) - 1}")
             final = store.get(key)
             metrics = httpx.get(
@@ -134,10 +150,7 @@ def test_one_budget_across_three_runtime_processes(tmp_path: Path, store: Store)
 
     statuses = Counter(r.status_code for r in responses)
     answered = [r for r in [*responses, *fill] if r.status_code == 200]
-    cost = sum(
-        price.cost(r.json()["usage"]["prompt_tokens"], r.json()["usage"]["completion_tokens"])
-        for r in answered
-    )
+    cost = sum(_cost(price, r) for r in answered)
     largest = max(_reservation(price, f"request {i}") for i in range(300))
     print(
         f"\nspend budget on {store.name}: wave {dict(statuses)}, spent {after_wave} of {limit} micro-USD after it; "

@@ -72,18 +72,23 @@ def test_calendar_windows_are_utc_days_and_months() -> None:
 
 def test_memory_store_all_or_nothing_and_idempotent_settle() -> None:
     store = MemorySpendStore()
-    day, month = Window("d", 100, 1000), Window("m", 150, 1000)
-    assert store.reserve_now("l", [day, month], 60, "a", 0).spent == [60, 60]
-    refused = store.reserve_now("l", [day, month], 50, "b", 0)
+
+    def windows(cost: int, day: str = "d") -> list[Window]:
+        return [Window(day, 100, 1000, cost), Window("m", 150, 1000, cost)]
+
+    assert store.reserve_now("l", windows(60), "a", 0).spent == [60, 60]
+    refused = store.reserve_now("l", windows(50), "b", 0)
     assert refused.refused == 1 and refused.spent == [60, 60]
-    assert store.settle_now("l", [day, month], "a", 40) == [20, 20]
-    assert store.settle_now("l", [day, month], "a", 40) is None
-    assert store.reserve_now("l", [day, month], 80, "c", 0).spent == [100, 100]
-    # The month refuses what the day would still take.
-    store.settle_now("l", [day, month], "c", 80)
-    other_day = Window("d2", 100, 1000)
-    store.reserve_now("l", [other_day, month], 100, "d", 0)
-    assert store.reserve_now("l", [Window("d3", 100, 1000), month], 40, "e", 0).refused == 2
+    assert store.settle_now("l", windows(60), "a", [40, 40]) == [20, 20]
+    assert store.settle_now("l", windows(60), "a", [40, 40]) is None
+    assert store.reserve_now("l", windows(80), "c", 0).spent == [100, 100]
+    store.settle_now("l", windows(80), "c", [80, 80])
+    store.reserve_now("l", windows(100, "d2"), "d", 0)
+    # The month refuses what a fresh day would still take.
+    assert store.reserve_now("l", windows(40, "d3"), "e", 0).refused == 2
+    # Windows of different budgets carry their own costs.
+    mixed = [Window("x", 10, 1000, 10), Window("y", 10, 1000, 0)]
+    assert store.reserve_now("l", mixed, "f", 0).spent == [10, 0]
 
 
 def _policy(budgets: list[dict[str, object]], limits: dict[str, int] | None = None) -> RateLimitConfig:

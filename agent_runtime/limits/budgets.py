@@ -14,9 +14,10 @@ reservations count, so concurrent requests on any number of replicas cannot toge
 go past the limit; only usage above a reservation (a prompt longer than estimated, a
 custom agent that calls the model twice) can, by that excess.
 
-Budgets are reserved one after the other (their keys live in different Redis Cluster
-slots, so no one script can hold them all); a refusal gives back what the earlier ones
-reserved.
+Every budget of a request is checked and charged in one atomic step (one Lua script on
+Redis): all of a policy's spend keys share one Redis Cluster hash tag, so they live in one
+slot. The price is that one policy's spend traffic goes to one Cluster primary (an
+agent-wide budget is one key in any case); the rate limits stay spread by subject.
 """
 
 from __future__ import annotations
@@ -101,18 +102,29 @@ def worst_case(chain: Sequence[Price | None], prompt_tokens: int, output_tokens:
     return costs
 
 
-@dataclass(slots=True)
-class _Held:
-    """One budget subject's reservation."""
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """One window of one budget subject, as a reservation counts it."""
 
     rule: Rule
+    kind: str
     subject: str
+    window: Window
+
+
+@dataclass(slots=True)
+class _Held:
+    """A request's reservation: every window it charged, in one store."""
+
+    store: SpendStore
     leases: str
     request_id: str
-    windows: list[Window]
-    kinds: list[str]
-    cost: int
-    store: SpendStore
+    counted: list[_Counted]
+
+    @property
+    def windows(self) -> list[Window]:
+        """The windows, in the order the store was given them."""
+        return [c.window for c in self.counted]
 
 
 @dataclass(slots=True)
@@ -128,9 +140,9 @@ class BudgetRefusal:
 
 @dataclass(slots=True)
 class SpendAdmission:
-    """Reservations of one request; ``settle`` (idempotent) charges what the meter recorded."""
+    """The spend reservation of one request; ``settle`` (idempotent) charges what the meter recorded."""
 
-    held: list[_Held] = field(default_factory=list)
+    held: _Held | None = None
     meter: SpendMeter = field(default_factory=SpendMeter)
     refusal: BudgetRefusal | None = None
 
@@ -140,30 +152,25 @@ class SpendAdmission:
         return self.refusal is None
 
     async def settle(self) -> None:
-        """Settle every reservation to the real cost (the whole reservation when it is unknown)."""
-        held, self.held = self.held, []
-        for h in held:
-            actual = self.meter.of(h.rule.currency)
+        """Settle every window to the real cost (the whole reservation when the cost is unknown)."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        refunds = []
+        for counted in held.counted:
+            cost = counted.window.cost
+            actual = self.meter.of(counted.rule.currency)
             if self.meter.unknown:
-                actual = max(actual, h.cost)
-            await _settle(h, h.cost - actual)
-
-    async def release(self) -> None:
-        """Give every reservation back whole (the request is not served)."""
-        held, self.held = self.held, []
-        for h in held:
-            await _settle(h, h.cost)
-
-
-async def _settle(held: _Held, refund: int) -> None:
-    try:
-        totals = await held.store.settle(held.leases, held.windows, held.request_id, refund)
-    except Exception:
-        # The reservation stays charged: over-counts, never lets the budget overrun.
-        log.warning("spend settle failed; the reservation stays charged", exc_info=True)
-        return
-    if totals is not None:
-        _observe(held.rule, held.subject, held.kinds, held.windows, totals)
+                actual = max(actual, cost)
+            refunds.append(cost - actual)
+        try:
+            totals = await held.store.settle(held.leases, held.windows, held.request_id, refunds)
+        except Exception:
+            # The reservation stays charged: over-counts, never lets a budget overrun.
+            log.warning("spend settle failed; the reservation stays charged", exc_info=True)
+            return
+        if totals is not None:
+            _observe(held.counted, totals)
 
 
 class _Series:
@@ -187,12 +194,12 @@ class _Series:
 _SERIES = _Series()
 
 
-def _observe(rule: Rule, subject: str, kinds: list[str], windows: list[Window], totals: list[int]) -> None:
-    for kind, window, total in zip(kinds, windows, totals, strict=True):
-        labels = (rule.name, kind, subject)
+def _observe(counted: list[_Counted], totals: list[int]) -> None:
+    for c, total in zip(counted, totals, strict=True):
+        labels = (c.rule.name, c.kind, c.subject)
         _SERIES.touch(labels)
         metrics.BUDGET_SPENT.labels(*labels).set(total / MICRO)
-        metrics.BUDGET_REMAINING.labels(*labels).set(max(0, window.limit - total) / MICRO)
+        metrics.BUDGET_REMAINING.labels(*labels).set(max(0, c.window.limit - total) / MICRO)
 
 
 class Budgets:
@@ -203,8 +210,10 @@ class Budgets:
         ``resolve`` is the rate limiter's own caller-to-subject rule (``resolve_subject``)."""
         self._resolve = resolve
         self.rules = [Rule.from_config(b) for b in config.budgets]
-        self._policy = config.policy
-        self._prefix = config.backend.key_prefix
+        # One hash tag for every spend key of the policy: a request's budgets live in one Redis
+        # Cluster slot, so one script checks and charges them all atomically.
+        self._base = f"{config.backend.key_prefix}{{{config.policy}|$spend}}"
+        self._leases = f"{self._base}:leases"
         self._agent = agent
         self._prices: tuple[object, list[Price | None]] = (None, [])
         for rule in self.rules:
@@ -238,54 +247,48 @@ class Budgets:
     async def reserve(
         self, store: SpendStore, principal: Any, costs: Mapping[str, int], now_us: int | None = None
     ) -> SpendAdmission:
-        """Reserve ``costs`` (per currency) on every budget that applies; all or nothing."""
+        """Reserve ``costs`` (per currency) on every budget that applies, in one atomic step."""
         now = time.time_ns() // 1000 if now_us is None else now_us
         when = Calendar.at(now)
-        admission = SpendAdmission()
-        request_id = secrets.token_hex(8)
+        counted: list[_Counted] = []
         for rule in self.rules:
             cost = costs.get(rule.currency, 0)
             subject = self._subject(rule, principal)
             if cost <= 0 or subject is None:
                 continue
             identity, label = subject
-            base = f"{self._prefix}{{{self._policy}|${rule.name}|{identity}}}"
-            windows: list[Window] = []
-            kinds: list[str] = []
+            base = f"{self._base}{rule.name}|{identity}"
             for kind, limit, stamp, end in (
                 ("day", rule.per_day, when.day, when.day_end_us),
                 ("month", rule.per_month, when.month, when.month_end_us),
             ):
                 if limit is not None:
                     ttl = (end - now) // 1000 + _KEY_GRACE_MS
-                    windows.append(Window(f"{base}:{kind[0]}:{stamp}", limit, ttl))
-                    kinds.append(kind)
-            result = await store.reserve(f"{base}:l", windows, cost, request_id, now)
-            if not result.allowed:
-                admission.refusal = _refusal(rule, kinds, windows, result, cost, when, now)
-                # Give back what the budgets before this one reserved.
-                await admission.release()
-                return admission
-            assert result.store is not None
-            held = _Held(rule, label, f"{base}:l", request_id, windows, kinds, cost, result.store)
-            admission.held.append(held)
-            _observe(rule, label, kinds, windows, result.spent)
+                    counted.append(
+                        _Counted(rule, kind, label, Window(f"{base}:{kind[0]}:{stamp}", limit, ttl, cost))
+                    )
+        admission = SpendAdmission()
+        if not counted:
+            return admission
+        request_id = secrets.token_hex(8)
+        windows = [c.window for c in counted]
+        result = await store.reserve(self._leases, windows, request_id, now)
+        if not result.allowed:
+            admission.refusal = _refusal(counted, result, when, now)
+            return admission
+        assert result.store is not None
+        admission.held = _Held(result.store, self._leases, request_id, counted)
+        _observe(counted, result.spent)
         return admission
 
 
-def _refusal(
-    rule: Rule,
-    kinds: list[str],
-    windows: list[Window],
-    result: SpendResult,
-    cost: int,
-    when: Calendar,
-    now: int,
-) -> BudgetRefusal:
+def _refusal(counted: list[_Counted], result: SpendResult, when: Calendar, now: int) -> BudgetRefusal:
     if result.refused == UNAVAILABLE:
-        return BudgetRefusal(503, "backend", "spend budget store unavailable", 1.0, {"budget": rule.name})
+        names = sorted({c.rule.name for c in counted})
+        return BudgetRefusal(503, "backend", "spend budget store unavailable", 1.0, {"budgets": names})
     index = result.refused - 1
-    kind, window, spent = kinds[index], windows[index], result.spent[index]
+    c, spent = counted[index], result.spent[index]
+    rule, kind, window = c.rule, c.kind, c.window
     end = when.day_end_us if kind == "day" else when.month_end_us
     resets = datetime.fromtimestamp(end / MICRO, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     period = "today" if kind == "day" else "this month"
@@ -295,7 +298,7 @@ def _refusal(
         f"spend_{kind}",
         (
             f"spend budget {rule.name!r} exhausted {period}: {rule.currency} {format_amount(spent)} of "
-            f"{format_amount(window.limit)} spent, this request may cost up to {format_amount(cost)}; "
+            f"{format_amount(window.limit)} spent, this request may cost up to {format_amount(window.cost)}; "
             f"resets {resets} (UTC)"
         ),
         (end - now) / MICRO,
@@ -305,7 +308,7 @@ def _refusal(
             "currency": rule.currency,
             "limit": format_amount(window.limit),
             "spent": format_amount(spent),
-            "reserve": format_amount(cost),
+            "reserve": format_amount(window.cost),
             "resets_at": resets,
         },
     )

@@ -1,14 +1,15 @@
 """Where spend totals live: process memory, or Redis shared by every replica.
 
-One budget subject (a budget and whom it counts, e.g. one API key) has up to two
-windows (its UTC day and UTC month), each a total in micro-units under its own key,
-and a set of leases (reservations in flight). ``reserve`` checks the cost against every
-window and charges all of them only if each stays within its limit; ``settle`` gives
-the unused part back to the same windows, once. The Redis store does both in one atomic
-script each (``spend_reserve.lua``, ``spend_settle.lua``); the memory store mirrors them
-operation for operation and is exact for one process only.
+A request counts against windows: for each budget subject (a budget and whom it
+counts, e.g. one API key) its UTC day and/or UTC month, each a total in micro-units
+under its own key; a set of leases holds the reservations in flight. ``reserve`` checks
+every window's cost against its limit and charges all of them only if each fits;
+``settle`` gives the unused parts back to the same windows, once. The Redis store does
+both in one atomic script each (``spend_reserve.lua``, ``spend_settle.lua``); the memory
+store mirrors them operation for operation and is exact for one process only.
 
-The keys of one subject share a Redis Cluster hash tag, so each script touches one slot.
+All the spend keys of one policy share a Redis Cluster hash tag, so each script touches
+one slot and all budgets of a request are checked and charged atomically.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ UNAVAILABLE = -1
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One counted window of a subject: its storage key, limit (micro-units) and key lifetime."""
+    """One counted window of a subject: its storage key, limit and this request's cost
+    (micro-units), and the key's lifetime."""
 
     key: str
     limit: int
     ttl_ms: int
+    cost: int
 
 
 @dataclass(slots=True)
@@ -60,16 +63,14 @@ class SpendResult:
 class SpendStore(Protocol):
     """Spend totals with the reservation arithmetic (memory, Redis)."""
 
-    async def reserve(
-        self, leases: str, windows: list[Window], cost: int, request_id: str, now_us: int
-    ) -> SpendResult:
-        """Charge ``cost`` to every window if each stays within its limit."""
+    async def reserve(self, leases: str, windows: list[Window], request_id: str, now_us: int) -> SpendResult:
+        """Charge every window its cost if each stays within its limit."""
         ...
 
     async def settle(
-        self, leases: str, windows: list[Window], request_id: str, refund: int
+        self, leases: str, windows: list[Window], request_id: str, refunds: list[int]
     ) -> list[int] | None:
-        """Give ``refund`` back (negative: charge more) once; the totals after, or None if already settled."""
+        """Give each window its refund (negative: charge more) once; the totals after, or None if already settled."""
         ...
 
 
@@ -96,22 +97,18 @@ class MemorySpendStore:
         while len(self._totals) > self._max_keys:
             self._totals.popitem(last=False)
 
-    async def reserve(
-        self, leases: str, windows: list[Window], cost: int, request_id: str, now_us: int
-    ) -> SpendResult:
+    async def reserve(self, leases: str, windows: list[Window], request_id: str, now_us: int) -> SpendResult:
         """See :meth:`reserve_now` (no ``await`` between check and charge: atomic on the loop)."""
-        return self.reserve_now(leases, windows, cost, request_id, now_us)
+        return self.reserve_now(leases, windows, request_id, now_us)
 
-    def reserve_now(
-        self, leases: str, windows: list[Window], cost: int, request_id: str, now_us: int
-    ) -> SpendResult:
+    def reserve_now(self, leases: str, windows: list[Window], request_id: str, now_us: int) -> SpendResult:
         """Check every window, then charge all of them or none."""
         spent = [self.total(w.key) for w in windows]
         for index, (window, total) in enumerate(zip(windows, spent, strict=True), start=1):
-            if total + cost > window.limit:
+            if total + window.cost > window.limit:
                 return SpendResult(index, spent, self)
         for index, window in enumerate(windows):
-            spent[index] += cost
+            spent[index] += window.cost
             self._set(window.key, spent[index])
         held = self._leases.setdefault(leases, {})
         for rid in [r for r, deadline in held.items() if deadline <= now_us]:
@@ -120,22 +117,22 @@ class MemorySpendStore:
         return SpendResult(0, spent, self)
 
     async def settle(
-        self, leases: str, windows: list[Window], request_id: str, refund: int
+        self, leases: str, windows: list[Window], request_id: str, refunds: list[int]
     ) -> list[int] | None:
         """See :meth:`settle_now`."""
-        return self.settle_now(leases, windows, request_id, refund)
+        return self.settle_now(leases, windows, request_id, refunds)
 
     def settle_now(
-        self, leases: str, windows: list[Window], request_id: str, refund: int
+        self, leases: str, windows: list[Window], request_id: str, refunds: list[int]
     ) -> list[int] | None:
-        """Give the refund back once, never below zero."""
+        """Give the refunds back once, never below zero."""
         held = self._leases.get(leases)
         if held is None or held.pop(request_id, None) is None:
             return None
         if not held:
             del self._leases[leases]
         totals = []
-        for window in windows:
+        for window, refund in zip(windows, refunds, strict=True):
             value = max(0, self.total(window.key) - refund)
             self._set(window.key, value)
             totals.append(value)
@@ -156,17 +153,15 @@ class RedisSpendStore:
         self._backend = backend
         self.local = MemorySpendStore()
 
-    async def reserve(
-        self, leases: str, windows: list[Window], cost: int, request_id: str, now_us: int
-    ) -> SpendResult:
+    async def reserve(self, leases: str, windows: list[Window], request_id: str, now_us: int) -> SpendResult:
         """One script round trip, or the fallback while Redis is down."""
         from agent_runtime.limits.redis import UNAVAILABLE as REDIS_DOWN
 
         backend = self._backend
         if backend.redis is not None and backend.available():
-            args: list[str | int] = [request_id, cost, now_us, DEFAULT_LEASE_US]
+            args: list[str | int] = [request_id, now_us, DEFAULT_LEASE_US]
             for window in windows:
-                args += [window.limit, window.ttl_ms]
+                args += [window.limit, window.ttl_ms, window.cost]
             try:
                 raw = await backend.redis.run_script(RESERVE_LUA, [leases, *(w.key for w in windows)], args)
             except REDIS_DOWN as exc:
@@ -176,11 +171,11 @@ class RedisSpendStore:
                 fields = [int(v) for v in _text(raw).split()]
                 return SpendResult(fields[0], fields[1:], self)
         if backend.fail_open:
-            return await self.local.reserve(leases, windows, cost, request_id, now_us)
+            return await self.local.reserve(leases, windows, request_id, now_us)
         return SpendResult(UNAVAILABLE, [0] * len(windows), None)
 
     async def settle(
-        self, leases: str, windows: list[Window], request_id: str, refund: int
+        self, leases: str, windows: list[Window], request_id: str, refunds: list[int]
     ) -> list[int] | None:
         """One script round trip; idempotent on the server."""
         from agent_runtime.limits.redis import UNAVAILABLE as REDIS_DOWN
@@ -188,7 +183,9 @@ class RedisSpendStore:
         backend = self._backend
         if backend.redis is None or not backend.available():
             return None
-        args: list[str | int] = [request_id, refund, *(w.ttl_ms for w in windows)]
+        args: list[str | int] = [request_id]
+        for window, refund in zip(windows, refunds, strict=True):
+            args += [refund, window.ttl_ms]
         try:
             raw = await backend.redis.run_script(SETTLE_LUA, [leases, *(w.key for w in windows)], args)
         except REDIS_DOWN as exc:
