@@ -93,6 +93,8 @@ class RedisBackend:
         self._cluster_start = ClusterStart()
         self._script_lock = asyncio.Lock()
         self._script_loads = 0
+        # The load generation that last loaded each script (sha) on every primary.
+        self._loaded_at: dict[str, int] = {}
         self._pool: ConnectionPool | None = None
         if target.mode == "cluster":
             cluster = target.client(
@@ -162,10 +164,13 @@ class RedisBackend:
             # once for a whole burst of callers that all met NOSCRIPT (many concurrent loads also
             # trip redis-py's connection setup).
             async with self._script_lock:
-                if self._script_loads == loads:
-                    for script in list(self._scripts.values()):
-                        await cluster.script_load(script)  # type: ignore[attr-defined]  # (types-redis lags)
+                # Skipped only when a load that began after this call looked has loaded this very
+                # script (a script first run while an earlier load was under way is not in it).
+                if self._loaded_at.get(sha, -1) <= loads:
                     self._script_loads += 1
+                    for script_sha, script in list(self._scripts.items()):
+                        await cluster.script_load(script)  # type: ignore[attr-defined]  # (types-redis lags)
+                        self._loaded_at[script_sha] = self._script_loads
             return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
