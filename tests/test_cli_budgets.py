@@ -101,11 +101,13 @@ def test_status_shows_the_budget_usage_a_runtime_exports() -> None:
     ]
 
     async def spend() -> None:
-        # 1000 output tokens at 2000 per million: 2.00 reserved (and, unsettled, held).
+        # 1000 output tokens at 2000 per million: 2.00 reserved, and kept (the cost is unknown).
         admission = await build_limiter(config, lambda _: None).admit_spend(
             ALLOW_ALL, Caller(), chain, 0, 1000
         )
-        assert admission.allowed
+        assert admission.allowed and admission.spend is not None
+        admission.spend.meter.unknown = True
+        await admission.settle(None)
 
     asyncio.run(spend())
     uses = [u for u in parse_budget_metrics(metrics.exposition().decode()) if u.budget == "status-test"]

@@ -84,12 +84,25 @@ class Calendar:
 
     @classmethod
     def at(cls, now_us: int) -> Calendar:
-        """The windows of ``now_us``."""
+        """The windows of ``now_us`` (worked out once per UTC day)."""
+        day = now_us // DAY_US
+        cached = _CALENDAR.get(day)
+        if cached is None:
+            cached = cls._of(now_us)
+            _CALENDAR.clear()
+            _CALENDAR[day] = cached
+        return cached
+
+    @classmethod
+    def _of(cls, now_us: int) -> Calendar:
         moment = datetime.fromtimestamp(now_us / MICRO, UTC)
         day_start = now_us - now_us % DAY_US
         days = calendar.monthrange(moment.year, moment.month)[1]
         month_start = day_start - (moment.day - 1) * DAY_US
         return cls(f"{moment:%Y-%m-%d}", day_start + DAY_US, f"{moment:%Y-%m}", month_start + days * DAY_US)
+
+
+_CALENDAR: dict[int, Calendar] = {}
 
 
 def worst_case(chain: Sequence[Price | None], prompt_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -174,21 +187,28 @@ class SpendAdmission:
 
 
 class _Series:
-    """Label sets of the per-subject gauges, bounded (least recently updated dropped first)."""
+    """The per-subject gauge children, created once per label set and bounded (least recently
+    updated dropped first): ``labels()`` costs more than the rest of a budget's bookkeeping."""
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._children: OrderedDict[tuple[str, str, str], tuple[Any, Any]] = OrderedDict()
 
-    def touch(self, labels: tuple[str, str, str]) -> None:
-        self._seen[labels] = None
-        self._seen.move_to_end(labels)
-        while len(self._seen) > MAX_SERIES:
-            old, _ = self._seen.popitem(last=False)
+    def children(self, labels: tuple[str, str, str]) -> tuple[Any, Any]:
+        """(spent, remaining) gauge children of ``labels``."""
+        found = self._children.get(labels)
+        if found is not None:
+            self._children.move_to_end(labels)
+            return found
+        found = (metrics.BUDGET_SPENT.labels(*labels), metrics.BUDGET_REMAINING.labels(*labels))
+        self._children[labels] = found
+        while len(self._children) > MAX_SERIES:
+            old, _ = self._children.popitem(last=False)
             for gauge in (metrics.BUDGET_SPENT, metrics.BUDGET_REMAINING):
                 try:
                     gauge.remove(*old)
                 except KeyError:
                     pass
+        return found
 
 
 _SERIES = _Series()
@@ -196,10 +216,9 @@ _SERIES = _Series()
 
 def _observe(counted: list[_Counted], totals: list[int]) -> None:
     for c, total in zip(counted, totals, strict=True):
-        labels = (c.rule.name, c.kind, c.subject)
-        _SERIES.touch(labels)
-        metrics.BUDGET_SPENT.labels(*labels).set(total / MICRO)
-        metrics.BUDGET_REMAINING.labels(*labels).set(max(0, c.window.limit - total) / MICRO)
+        spent, remaining = _SERIES.children((c.rule.name, c.kind, c.subject))
+        spent.set(total / MICRO)
+        remaining.set(max(0, c.window.limit - total) / MICRO)
 
 
 class Budgets:
@@ -277,8 +296,8 @@ class Budgets:
             admission.refusal = _refusal(counted, result, when, now)
             return admission
         assert result.store is not None
+        # The gauges follow settles (the totals without reservations in flight), not reservations.
         admission.held = _Held(result.store, self._leases, request_id, counted)
-        _observe(counted, result.spent)
         return admission
 
 
