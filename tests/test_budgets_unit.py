@@ -122,6 +122,7 @@ def test_reserve_refuse_settle_through_the_limiter() -> None:
         third = await limiter.admit_spend(ALLOW_ALL, caller, CHAIN, 100, 1000)
         assert not third.allowed and third.status == 429 and third.limit == "spend_day"
         assert third.details is not None and third.details["spent"] == "0.0204"
+        assert third.details["spend_limit"] == "0.0215" and third.details["reserve"] == "0.0102"
         assert "daily" in (third.reason or "") and "Retry-After" in third.headers
         # Another key has its own budget.
         assert (await limiter.admit_spend(ALLOW_ALL, Caller("key-2"), CHAIN, 100, 1000)).allowed

@@ -325,7 +325,7 @@ def _refusal(counted: list[_Counted], result: SpendResult, when: Calendar, now: 
             "budget": rule.name,
             "window": kind,
             "currency": rule.currency,
-            "limit": format_amount(window.limit),
+            "spend_limit": format_amount(window.limit),
             "spent": format_amount(spent),
             "reserve": format_amount(window.cost),
             "resets_at": resets,
