@@ -1161,10 +1161,10 @@ class SpendBudget(Model):
             "their key), tier (each tier one budget shared by its callers) or agent (one budget for all)."
         ),
     )
-    tiers: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] = Field(
-        default_factory=list,
+    tiers: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] | None = Field(
+        default=None,
         max_length=32,
-        description="Only callers of these tiers count against it; every caller when empty.",
+        description="Only callers of these tiers count against it; every caller when unset or empty.",
         json_schema_extra=list_type_set(),
     )
     currency: Currency = Field(
@@ -1192,7 +1192,7 @@ class SpendBudget(Model):
             raise ValueError(BUDGET_ORDER_MESSAGE)
         if self.per == BudgetPer.AGENT and self.tiers:
             raise ValueError(BUDGET_TIERS_MESSAGE)
-        _check_unique(self.tiers, "spec.budgets[].tiers")
+        _check_unique(self.tiers or [], "spec.budgets[].tiers")
         return self
 
 
