@@ -11,38 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from agent_runtime.config import ProviderConfig, RateLimitConfig
+from agent_runtime.config import RateLimitConfig
 from agent_runtime.limits import build_limiter
 from agent_runtime.limits.policy import ALLOW_ALL
 from tests.support.failover_load import PASSWORD_FILE, sentinel_policy
 from tests.support.net import free_port
 from tests.support.redis_cluster import RedisSentinelSetup, redis_sentinel_or_skip
+from tests.support.spend import Caller, priced_chain
 
 PASSWORD = "sentinel-test-password"
 # 1000 output tokens at 1.00 per million: 0.001 (1000 micro-USD) per worst case.
-CHAIN = [
-    ProviderConfig.model_validate(
-        {
-            "id": "ns/p",
-            "type": "openai",
-            "endpoint": "http://127.0.0.1:9/v1",
-            "model": "m",
-            "price": {"inputPerMillion": "1", "outputPerMillion": "1"},
-        }
-    )
-]
+CHAIN = priced_chain("1", "1")
 BUDGET = {"name": "agent", "per": "agent", "perDay": "0.05"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    id: str = "key-1"
-    kind: str = "apiKey"
-    tier: str | None = None
 
 
 @pytest.fixture

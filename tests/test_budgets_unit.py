@@ -4,24 +4,17 @@ and the reserve-then-settle cycle through the rate limiter."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from agent_runtime.config import ProviderConfig, RateLimitConfig
+from agent_runtime.config import RateLimitConfig
 from agent_runtime.limits import build_limiter
 from agent_runtime.limits.budgets import Calendar, worst_case
 from agent_runtime.limits.policy import ALLOW_ALL
 from agent_runtime.limits.spend_store import MemorySpendStore, Window
 from agent_runtime.spend import CURRENT_METER, MICRO, Price, format_amount, parse_amount, record
-
-
-@dataclass(frozen=True)
-class Caller:
-    id: str = "key-1"
-    kind: str = "apiKey"
-    tier: str | None = None
+from tests.support.spend import Caller, priced_chain
 
 
 def _us(text: str) -> int:
@@ -95,17 +88,7 @@ def _policy(budgets: list[dict[str, object]], limits: dict[str, int] | None = No
     return RateLimitConfig.model_validate({"policy": "ns/spend", "limits": limits or {}, "budgets": budgets})
 
 
-CHAIN = [
-    ProviderConfig.model_validate(
-        {
-            "id": "ns/p",
-            "type": "openai",
-            "endpoint": "http://127.0.0.1:9/v1",
-            "model": "m",
-            "price": {"currency": "USD", "inputPerMillion": "2.00", "outputPerMillion": "10.00"},
-        }
-    )
-]
+CHAIN = priced_chain("2.00", "10.00")
 
 
 def test_reserve_refuse_settle_through_the_limiter() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -13,6 +13,7 @@ from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec
 from sentient_operator.build import ResolvedPolicy, render_config
 from sentient_operator.cli.main import cli
 from sentient_operator.cli.validate import check_files
+from tests.support.spend import Caller, priced_chain
 from tests.test_build_children import make_inputs
 
 
@@ -69,17 +70,11 @@ def test_status_shows_the_budget_usage_a_runtime_exports() -> None:
     import json
 
     from agent_runtime import metrics
-    from agent_runtime.config import ProviderConfig, RateLimitConfig
+    from agent_runtime.config import RateLimitConfig
     from agent_runtime.limits import build_limiter
     from agent_runtime.limits.policy import ALLOW_ALL
     from sentient_operator.cli.budget_status import parse_budget_metrics
     from sentient_operator.cli.status import AgentRow, render
-
-    @dataclass(frozen=True)
-    class Caller:
-        id: str = "team-key"
-        kind: str = "apiKey"
-        tier: str | None = None
 
     config = RateLimitConfig.model_validate(
         {
@@ -88,22 +83,12 @@ def test_status_shows_the_budget_usage_a_runtime_exports() -> None:
             "budgets": [{"name": "status-test", "per": "apiKey", "perMonth": "7.5"}],
         }
     )
-    chain = [
-        ProviderConfig.model_validate(
-            {
-                "id": "ns/p",
-                "type": "openai",
-                "endpoint": "http://127.0.0.1:9/v1",
-                "model": "m",
-                "price": {"inputPerMillion": "1000", "outputPerMillion": "2000"},
-            }
-        )
-    ]
+    chain = priced_chain("1000", "2000")
 
     async def spend() -> None:
         # 1000 output tokens at 2000 per million: 2.00 reserved, and kept (the cost is unknown).
         admission = await build_limiter(config, lambda _: None).admit_spend(
-            ALLOW_ALL, Caller(), chain, 0, 1000
+            ALLOW_ALL, Caller("team-key"), chain, 0, 1000
         )
         assert admission.allowed and admission.spend is not None
         admission.spend.meter.unknown = True
