@@ -283,6 +283,23 @@ class ProviderTLS(ConfigModel):
     insecure_skip_verify: bool = Field(default=False, description="Skip certificate verification.")
 
 
+# A money amount as a decimal string with at most six decimals ("2.50", "0.000150"): read into
+# integer micro-units (agent_runtime/spend.py), never into a float.
+AMOUNT_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,6})?$"
+Amount = Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=17)]
+# ISO 4217 alphabetic code (or any three capitals: an internal unit such as "CRD").
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+
+
+class ModelPrice(ConfigModel):
+    """Price of one model: currency units per million input and per million output tokens."""
+
+    currency: Currency = Field(default="USD", description="ISO 4217 code of the prices.")
+    input_per_million: Amount = Field(description="Price of one million input (prompt) tokens.")
+    output_per_million: Amount = Field(description="Price of one million output (completion) tokens.")
+
+
 class ProviderConfig(ConfigModel):
     """One resolved entry of the failover chain."""
 
@@ -304,6 +321,9 @@ class ProviderConfig(ConfigModel):
         ge=1,
         le=1000,
         description="Share of its step's requests (load-balanced steps, llm.steps); 1 when unset.",
+    )
+    price: ModelPrice | None = Field(
+        default=None, description="Price of this entry's model; spend budgets count it as free when unset."
     )
 
 
@@ -460,6 +480,22 @@ class RateLimitBackendConfig(ConfigModel):
         return redis_connection(self.redis, self.redis_url_file)
 
 
+BudgetPer = Literal["apiKey", "user", "tier", "agent"]
+
+
+class SpendBudget(ConfigModel):
+    """A spend limit per calendar day and/or month (UTC), in one currency, counted per ``per``."""
+
+    name: str = Field(min_length=1, max_length=63, description="Name of the budget (metrics, errors).")
+    per: BudgetPer = Field(default="agent", description="apiKey, user, tier or agent (one shared budget).")
+    tiers: list[str] = Field(
+        default_factory=list, description="Only callers of these tiers are counted; every caller when empty."
+    )
+    currency: Currency = Field(default="USD", description="Only models priced in this currency count.")
+    per_day: Amount | None = Field(default=None, description="Spend per UTC calendar day.")
+    per_month: Amount | None = Field(default=None, description="Spend per UTC calendar month.")
+
+
 class RateLimitConfig(ConfigModel):
     """A resolved RateLimitPolicy."""
 
@@ -473,6 +509,7 @@ class RateLimitConfig(ConfigModel):
     on_redis_unavailable: Literal["failOpen", "failClosed"] = Field(
         default="failOpen", description="Fallback."
     )
+    budgets: list[SpendBudget] = Field(default_factory=list, description="Spend budgets.")
 
 
 class JWTConfig(ConfigModel):

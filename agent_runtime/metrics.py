@@ -126,6 +126,36 @@ RATE_LIMIT_BACKEND_DEGRADED = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+# Spend budgets (RateLimitPolicy ``budgets``), in currency units. ``subject`` is whom the budget
+# counts: the agent's name, a tier name, an API key id (never the key), or a hashed JWT subject.
+# Each replica reports the totals it last read from the store; take the max across replicas.
+BUDGET_SPENT = Gauge(
+    "sentient_budget_spent",
+    "Spend of the current UTC day or month (window), by budget and subject, as last read from the store.",
+    ["budget", "window", "subject"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+BUDGET_REMAINING = Gauge(
+    "sentient_budget_remaining",
+    "Spend left in the current UTC day or month (window), by budget and subject.",
+    ["budget", "window", "subject"],
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+BUDGET_LIMIT = Gauge(
+    "sentient_budget_limit",
+    "Spend limit of a budget per UTC day or month (window), in its currency.",
+    ["budget", "window", "currency"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+BUDGET_REJECTIONS = Counter(
+    "sentient_budget_rejections_total",
+    "Requests refused because their worst-case cost did not fit a spend budget, by budget and window.",
+    ["budget", "window"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "sentient_auth_failures_total",
     "Rejected callers, by reason.",

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent_runtime import devbus, metrics
+from agent_runtime import devbus, metrics, spend
 from agent_runtime.auth import AuthError, Principal
 from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails
 from agent_runtime.guardrails.engine import Context as GuardContext
@@ -88,10 +88,12 @@ ErrorWriter = Callable[[Call, Refusal], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """What admission needs: the session a budget may be counted per, and a token estimate."""
+    """What admission needs: the session a budget may be counted per, and a token estimate
+    (prompt + output), of which ``output`` is the output part (spend budgets price the two apart)."""
 
     session_id: str | None
     estimate: Callable[[], int]
+    output: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,14 +285,21 @@ class Pipeline:
                         route,
                         call,
                         admission.status,
-                        "rate limit exceeded" if limited else "rate limiter unavailable",
+                        admission.reason
+                        or ("rate limit exceeded" if limited else "rate limiter unavailable"),
                         code=admission.limit,
-                        details={"limit": admission.limit, "retry_after": admission.retry_after},
+                        details={
+                            "limit": admission.limit,
+                            "retry_after": admission.retry_after,
+                            **(admission.details or {}),
+                        },
                         extra=admission.headers,
                     )
                     return
                 call.headers = admission.headers
         usage: int | None = None
+        # The spend budgets' meter: the LLM manager records each answer's cost into it.
+        metered = spend.CURRENT_METER.set(admission.spend.meter) if admission.spend is not None else None
         try:
             # After admission, so that refused requests count against the caller's budget too.
             guardrails = call.state.guardrails if call.state is not None else None
@@ -304,6 +313,8 @@ class Pipeline:
             usage = await route.run(call)
         finally:
             await admission.settle(usage)
+            if metered is not None:
+                spend.CURRENT_METER.reset(metered)
 
     async def _read_body(self, ex: Exchange) -> bytes:
         """The body; a drain that runs out of time ends a slow upload instead of waiting on it."""
@@ -375,7 +386,15 @@ class Pipeline:
         principal = call.principal
         assert principal is not None, "admission needs an authenticated route"
         subject = limiter.subject(principal, admit.session_id)
-        admission: Admission = await limiter.admit(subject, admit.estimate())
+        estimate = admit.estimate()
+        admission: Admission = await limiter.admit(subject, estimate)
+        if limiter.budgets is not None and call.state is not None:
+            # Without an output share the whole estimate is priced both ways (never below the truth).
+            output = admit.output() if admit.output is not None else estimate
+            prompt = max(0, estimate - output) if admit.output is not None else estimate
+            admission = await limiter.admit_spend(
+                admission, principal, call.state.config.llm.chain, prompt, output
+            )
         bus = devbus.BUS
         if bus is not None:
             bus.publish(

@@ -28,7 +28,9 @@ without and once with one of these (each turns one feature on, to compare the tw
 - ``--dev``: dev mode, the dashboard's capture bus on;
 - ``--cache off|miss|hit``: the memory response cache on, with a 1 ms TTL so that every request
   misses (lookup, record, store: the cost a miss adds) or a 10 min TTL so that every request after
-  the first is a hit (a replay, no upstream call).
+  the first is a hit (a replay, no upstream call);
+- ``--rate-limit memory|redis``: an unlimited rate-limit policy (redis: a redis-server started here);
+- ``--budgets``: prices the model and adds :data:`BENCH_BUDGETS` (two budgets, never exhausted).
 
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
@@ -104,6 +106,24 @@ def _session_store(kind: str | None, config_file: Path, creds: Path) -> Iterator
         config["sessions"] = sessions
         config_file.write_text(yaml.safe_dump(config))
         yield
+
+
+# What --budgets turns on: one budget per API key and one for the whole agent, per day and
+# month, so every request reserves and settles on two budget subjects (four windows).
+BENCH_BUDGETS: list[dict[str, object]] = [
+    {"name": "per-key", "per": "apiKey", "perDay": "1000000", "perMonth": "10000000"},
+    {"name": "agent", "per": "agent", "perDay": "1000000", "perMonth": "10000000"},
+]
+BENCH_PRICE = {"currency": "USD", "inputPerMillion": "2.50", "outputPerMillion": "10.00"}
+
+
+def _add_budgets(config_file: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["llm"]["chain"][0]["price"] = BENCH_PRICE
+    config.setdefault("rateLimit", {"policy": "bench/budgets", "limits": {}})["budgets"] = BENCH_BUDGETS
+    config_file.write_text(yaml.safe_dump(config))
 
 
 def _add_guardrails(config_file: Path) -> None:
@@ -405,6 +425,13 @@ def main() -> None:
         default="off",
         help="memory response cache: off, on with every request a miss, on with every request a hit",
     )
+    parser.add_argument(
+        "--rate-limit",
+        choices=["none", "memory", "redis"],
+        default="none",
+        help="an unlimited rate-limit policy on this backend (redis: a redis-server started here)",
+    )
+    parser.add_argument("--budgets", action="store_true", help="price the model and add BENCH_BUDGETS")
     args = parser.parse_args()
 
     env = {
@@ -413,6 +440,23 @@ def main() -> None:
         "SENTIENT_LOG_LEVEL": "WARNING",
     }
     upstream_port, runtime_port, metrics_port = free_port(), free_port(), free_port()
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if args.rate_limit == "redis":
+            from tests.support.redis_server import RedisServer
+
+            redis_url = stack.enter_context(RedisServer()).url
+        _bench(args, env, upstream_port, runtime_port, metrics_port, redis_url)
+
+
+def _bench(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    upstream_port: int,
+    runtime_port: int,
+    metrics_port: int,
+    redis_url: str | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp:
         # Callers authenticate (auth is on by default): one API key, bound hashed.
         config_file, creds = write_files(
@@ -421,7 +465,8 @@ def main() -> None:
             upstream_key=API_KEY,
             caller_key=CALLER_KEY,
             port=runtime_port,
-            rate_limit="none",
+            rate_limit=args.rate_limit,
+            redis_url=redis_url,
             metrics_port=metrics_port,
         )
         if args.guardrails:
@@ -432,6 +477,8 @@ def main() -> None:
         if args.cache != "off":
             _add_cache(config_file, args.cache)
         args.metrics_port = metrics_port
+        if args.budgets:
+            _add_budgets(config_file)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
         runtime_env["SENTIENT_DEV"] = "1" if args.dev else ""
 
@@ -531,7 +578,7 @@ async def _run(
         f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
         f" balance {args.balance or 'off'};"
         f" sessions {args.sessions or 'off (no activity id)'};"
-        f" response cache {args.cache}"
+        f" response cache {args.cache}; rate limit {args.rate_limit}; budgets {'on' if args.budgets else 'off'}"
     )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"

@@ -427,3 +427,48 @@ def test_response_cache_redis_renders_its_files() -> None:
         ["redis-0:6379"],
         "cache-redis-password",
     )
+
+
+def test_prices_and_spend_budgets_are_rendered_into_the_runtime_config() -> None:
+    inputs = make_inputs()
+    priced = LLMProviderSpec.model_validate(
+        {
+            "type": "openai",
+            "credentials": {"secretRef": {"name": "openai-key", "key": "apiKey"}},
+            "pricing": {
+                "currency": "EUR",
+                "models": [{"model": "gpt-4o-mini", "inputPerMillion": "0.15", "outputPerMillion": "0.60"}],
+                "default": {"inputPerMillion": "5", "outputPerMillion": "15"},
+            },
+        }
+    )
+    policy = ResolvedPolicy(
+        namespace="team",
+        name="spend",
+        spec=RateLimitPolicySpec.model_validate(
+            {
+                "budgets": [
+                    {"name": "keys", "per": "apiKey", "tiers": ["free"], "currency": "EUR", "perDay": "2.5"}
+                ]
+            }
+        ),
+    )
+    provider = replace(inputs.providers[0], spec=priced)
+    config = parse_config(render_config(replace(inputs, providers=[provider], policy=policy))[0])
+    price = config.llm.chain[0].price
+    assert price is not None and price.to_wire() == {
+        "currency": "EUR",
+        "inputPerMillion": "0.15",
+        "outputPerMillion": "0.60",
+    }
+    # A model not listed takes the default price.
+    other = parse_config(
+        render_config(replace(inputs, providers=[replace(provider, model="gpt-4o")], policy=policy))[0]
+    )
+    assert other.llm.chain[0].price is not None and other.llm.chain[0].price.input_per_million == "5"
+    assert config.rate_limit is not None and config.rate_limit.limits.is_empty()
+    assert [b.to_wire() for b in config.rate_limit.budgets] == [
+        {"name": "keys", "per": "apiKey", "tiers": ["free"], "currency": "EUR", "perDay": "2.5"}
+    ]
+    # Without pricing nothing is rendered: an unchanged provider renders as before.
+    assert parse_config(render_config(inputs)[0]).llm.chain[0].price is None

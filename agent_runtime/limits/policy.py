@@ -22,13 +22,15 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent_runtime.config import CountBy, RateLimitConfig
+from agent_runtime.config import CountBy, ProviderConfig, RateLimitConfig
 from agent_runtime.limits.base import US_PER_S, Backend, Decision, LimitSpec, Refusal
+from agent_runtime.limits.budgets import Budgets, SpendAdmission, worst_case
 from agent_runtime.limits.memory import MemoryBackend
+from agent_runtime.limits.spend_store import MemorySpendStore, SpendStore
 from agent_runtime.redis_connection import RedisTarget, try_resolve_target
 
 log = logging.getLogger(__name__)
@@ -138,8 +140,12 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]] | None, max_tokens: in
         + _TOKENS_PER_MESSAGE * count
         + (_TOKENS_PER_REPLY if count else 0)
     )
-    output = DEFAULT_MAX_TOKENS if max_tokens is None else max(0, max_tokens)
-    return prompt + output
+    return prompt + reserved_output(max_tokens)
+
+
+def reserved_output(max_tokens: int | None) -> int:
+    """Output tokens a request may use: its ``max_tokens``, or the default cap."""
+    return DEFAULT_MAX_TOKENS if max_tokens is None else max(0, max_tokens)
 
 
 def _ceil_seconds(us: int) -> int:
@@ -168,6 +174,11 @@ class Admission:
     reserved_tokens: int = 0
     degraded: bool = False
     at_us: int = 0
+    # A refusal's own wording and context (spend budgets); the pipeline's generic ones otherwise.
+    reason: str | None = None
+    details: dict[str, Any] | None = None
+    # The spend budgets' reservations, settled with this admission.
+    spend: SpendAdmission | None = field(default=None, repr=False)
     _key: str = field(default="", repr=False)
     _decision: Decision | None = field(default=None, repr=False)
     _track_tokens: bool = field(default=False, repr=False)
@@ -185,7 +196,11 @@ class Admission:
         ``actual_tokens`` is the real input + output usage; ``None`` (usage unknown,
         e.g. the client went away) keeps the whole reservation charged. Returns the
         number of tokens given back (negative when usage exceeded the reservation).
+        The spend reservations settle to what the request's meter recorded.
         """
+        spend, self.spend = self.spend, None
+        if spend is not None:
+            await spend.settle()
         if self._settled:
             return 0
         self._settled = True
@@ -313,12 +328,17 @@ class RateLimiter:
         self._agent = agent
         self._specs: dict[str | None, LimitSpec] = {}
         self._retired: list[Backend] = []
+        self._budgets: Budgets | None = None
+        self._spend_store = _spend_store(config, backend)
         self._build_specs()
 
     def _build_specs(self) -> None:
         self._specs = {}
+        self._budgets = None
         if self._config is None:
             return
+        if self._config.budgets:
+            self._budgets = Budgets(self._config, self._agent, resolve_subject)
         self._specs[None] = LimitSpec.from_limits(self._config.limits)
         for tier in self._config.tiers:
             self._specs[tier.name] = LimitSpec.from_limits(tier.limits)
@@ -337,6 +357,11 @@ class RateLimiter:
     def backend(self) -> Backend | None:
         """The counter storage in use."""
         return self._backend
+
+    @property
+    def budgets(self) -> Budgets | None:
+        """The policy's spend budgets, None without any."""
+        return self._budgets
 
     @property
     def degraded(self) -> bool:
@@ -383,6 +408,48 @@ class RateLimiter:
             degraded=decision.backend is not self._backend and decision.backend is not None,
         )
 
+    async def admit_spend(
+        self,
+        admission: Admission,
+        principal: PrincipalLike | None,
+        chain: Sequence[ProviderConfig],
+        prompt_tokens: int,
+        output_tokens: int,
+        *,
+        now_us: int | None = None,
+    ) -> Admission:
+        """Add the spend budgets' reservations to an allowed ``admission``, or refuse in its place.
+
+        The worst case is ``prompt_tokens`` at the input price plus ``output_tokens`` at the
+        output price of the dearest ``chain`` entry priced in each budget's currency.
+        """
+        budgets, store = self._budgets, self._spend_store
+        if budgets is None or store is None or not admission.allowed:
+            return admission
+        costs = worst_case(budgets.prices(chain), prompt_tokens, output_tokens)
+        spend = await budgets.reserve(store, principal, costs, now_us)
+        refusal = spend.refusal
+        if refusal is not None:
+            # Not served: the rate limits get their reservation back too.
+            await admission.settle(0)
+            retry = max(1, _ceil_seconds(round(refusal.retry_after * US_PER_S)))
+            return Admission(
+                allowed=False,
+                status=refusal.status,
+                limit=refusal.limit,
+                retry_after=refusal.retry_after,
+                headers={**admission.headers, RETRY_AFTER: str(retry)},
+                reason=refusal.message,
+                details=refusal.details,
+                _settled=True,
+            )
+        if not spend.held:
+            return admission
+        if admission is ALLOW_ALL:
+            return Admission(allowed=True, spend=spend, _settled=True)
+        admission.spend = spend
+        return admission
+
     async def reload(self, config: RateLimitConfig | None, read_file: Callable[[str], str | None]) -> None:
         """Apply an edited policy. Counters survive: the same backend is kept unless its location changed."""
         if config is not None and self._config is not None and config.backend == self._config.backend:
@@ -395,6 +462,7 @@ class RateLimiter:
                 return
         old = self._backend
         self._backend = _make_backend(config, read_file)
+        self._spend_store = _spend_store(config, self._backend)
         self._config = config
         self._build_specs()
         if old is not None:
@@ -411,6 +479,19 @@ class RateLimiter:
 def redis_target(config: RateLimitConfig, read_file: Callable[[str], str | None]) -> RedisTarget | None:
     """The policy's Redis with its files read; None when a file is missing (Redis counts as down)."""
     return try_resolve_target(config.backend.connection(), read_file)
+
+
+def _spend_store(config: RateLimitConfig | None, backend: Backend | None) -> SpendStore | None:
+    """Spend totals beside the rate-limit counters: in Redis through the same connection, or in memory."""
+    if backend is None:
+        return None
+    if config is not None and config.backend.type == "redis":
+        from agent_runtime.limits.redis import ResilientRedisBackend
+        from agent_runtime.limits.spend_store import RedisSpendStore
+
+        if isinstance(backend, ResilientRedisBackend):
+            return RedisSpendStore(backend)
+    return MemorySpendStore()
 
 
 def _make_backend(config: RateLimitConfig | None, read_file: Callable[[str], str | None]) -> Backend | None:

@@ -93,6 +93,8 @@ class RedisBackend:
         self._cluster_start = ClusterStart()
         self._script_lock = asyncio.Lock()
         self._script_loads = 0
+        # The load generation that last loaded each script (sha) on every primary.
+        self._loaded_at: dict[str, int] = {}
         self._pool: ConnectionPool | None = None
         if target.mode == "cluster":
             cluster = target.client(
@@ -113,6 +115,9 @@ class RedisBackend:
         self._master_watch = MasterWatch(self._pool)
         self._admit_sha = _sha(ADMIT_LUA)
         self._settle_sha = _sha(SETTLE_LUA)
+        # Every script this backend runs, loaded together on a primary that lacks them.
+        self._scripts = {self._admit_sha: ADMIT_LUA, self._settle_sha: SETTLE_LUA}
+        self._sha_of: dict[str, str] = {}
 
     async def _command(self, *args: str | int) -> object:
         """One command on a pooled connection, re-dialled once if it went stale.
@@ -159,10 +164,13 @@ class RedisBackend:
             # once for a whole burst of callers that all met NOSCRIPT (many concurrent loads also
             # trip redis-py's connection setup).
             async with self._script_lock:
-                if self._script_loads == loads:
-                    await cluster.script_load(ADMIT_LUA)  # type: ignore[attr-defined]  # (types-redis lags)
-                    await cluster.script_load(SETTLE_LUA)  # type: ignore[attr-defined]
+                # Skipped only when a load that began after this call looked has loaded this very
+                # script (a script first run while an earlier load was under way is not in it).
+                if self._loaded_at.get(sha, -1) <= loads:
                     self._script_loads += 1
+                    for script_sha, script in list(self._scripts.items()):
+                        await cluster.script_load(script)  # type: ignore[attr-defined]  # (types-redis lags)
+                        self._loaded_at[script_sha] = self._script_loads
             return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
@@ -175,6 +183,14 @@ class RedisBackend:
             except NoScriptError:
                 await self._command("SCRIPT", "LOAD", source)
                 return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def run_script(self, source: str, keys: list[str], args: list[str | int]) -> object:
+        """Run another atomic script (e.g. the spend budgets') on the same pool; keys share one hash tag."""
+        sha = self._sha_of.get(source)
+        if sha is None:
+            sha = self._sha_of[source] = _sha(source)
+            self._scripts[sha] = source
+        return await self._run(source, sha, keys, args)
 
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
@@ -285,7 +301,12 @@ class ResilientRedisBackend:
         if self._report:
             RATE_LIMIT_BACKEND_DEGRADED.set(1 if degraded else 0)
 
-    def _mark_down(self, exc: BaseException) -> None:
+    def available(self) -> bool:
+        """True when Redis is there to be asked (not in an outage's quiet period)."""
+        return self.redis is not None and time.monotonic() >= self._down_until
+
+    def mark_down(self, exc: BaseException) -> None:
+        """Redis failed: leave it alone for the probe interval (and say so once)."""
         self._down_until = time.monotonic() + self._probe_interval
         if not self.degraded:
             self.degraded = True
@@ -299,7 +320,8 @@ class ResilientRedisBackend:
                 else "refusing with 503 (failClosed)",
             )
 
-    def _mark_up(self) -> None:
+    def mark_up(self) -> None:
+        """Redis answered: end an outage, replay the settles it held back."""
         if self.degraded:
             self.degraded = False
             self._gauge(False)
@@ -320,7 +342,7 @@ class ResilientRedisBackend:
                 await self.redis.settle(*item)
             except UNAVAILABLE as exc:
                 self._pending.appendleft(item)
-                self._mark_down(exc)
+                self.mark_down(exc)
                 return
 
     async def admit(
@@ -331,9 +353,9 @@ class ResilientRedisBackend:
             try:
                 decision = await self.redis.admit(key, spec, tokens, request_id, now_us)
             except UNAVAILABLE as exc:
-                self._mark_down(exc)
+                self.mark_down(exc)
             else:
-                self._mark_up()
+                self.mark_up()
                 decision.backend = self
                 return decision
         if self.fail_open:
@@ -370,7 +392,7 @@ class ResilientRedisBackend:
         try:
             await self.redis.settle(*item)
         except UNAVAILABLE as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             self._pending.append(item)
 
     async def aclose(self) -> None:

@@ -25,6 +25,7 @@ from agent_runtime.llm.breaker import CircuitBreaker
 from agent_runtime.llm.pool import PoolKey, origin_of
 from agent_runtime.llm.providers import Adapter, adapter_for
 from agent_runtime.metrics import BALANCE_PICKS
+from agent_runtime.spend import Price
 
 # RFC 9110: a field name is a token; a field value holds no control character but HTAB.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -64,6 +65,8 @@ class Entry:
     config_problem: str | None
     # (scheme, host, port) of ``url``: the connection pool's key for it.
     address: tuple[str, str, int]
+    # The model's price (spend budgets), read into micro-units once per config.
+    price: Price | None = None
     # Request heads built once per (streamed, API key) by llm/wire.py.
     heads: dict[tuple[bool, str | None], bytes] = field(default_factory=dict)
     # Metric children labelled with this entry (see :func:`meter`): labels() costs on every call.
@@ -184,6 +187,7 @@ def build_snapshot(
                 label={"provider": provider.id, "model": provider.model},
                 config_problem=header_problem(provider.default_headers),
                 address=(http_url.scheme, http_url.host, port),
+                price=Price.from_config(provider.price) if provider.price is not None else None,
             )
         )
     steps = _steps(config, entries, {} if loads is None else loads, clock)

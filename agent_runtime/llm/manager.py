@@ -44,7 +44,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent_runtime import devbus
+from agent_runtime import devbus, spend
 from agent_runtime.config import LLMRuntimeConfig
 from agent_runtime.llm.attempt import complete_attempt, max_tokens_of, stream_attempt
 from agent_runtime.llm.balance import MemberLoad
@@ -374,6 +374,8 @@ class LLMManager:
                 except UpstreamError as err:
                     self._on_error(entry, err, t0)
                     if got_text:
+                        # The upstream generated (and may bill) tokens whose count never came.
+                        spend.mark_unknown()
                         # Part of the answer went out: the next entry continues it.
                         phase = "mid_stream"
                         failure = _Failure(entry, err, attempt)
@@ -386,8 +388,11 @@ class LLMManager:
                     entry.breaker.record_neutral()
                     if load is not None:
                         load.ended()
+                    # The upstream may have generated (and billed) part of an answer.
+                    spend.mark_unknown()
                     raise
                 self._on_success(entry, t0, state.input_tokens, state.output_tokens, streamed)
+                spend.record(entry.price, state.input_tokens, state.output_tokens)
                 if not streamed:
                     yield TextDelta(whole)
                 yield Usage(state.input_tokens, state.output_tokens)

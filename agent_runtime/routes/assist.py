@@ -19,7 +19,7 @@ from agent_runtime.cache.request import commit_cached
 from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.guardrails.stream import GuardedResponse
 from agent_runtime.http import Pulse
-from agent_runtime.limits.policy import estimate_tokens
+from agent_runtime.limits.policy import estimate_tokens, reserved_output
 from agent_runtime.llm import LLMError
 from agent_runtime.pipeline import (
     Admit,
@@ -110,7 +110,10 @@ async def prepare(call: Call) -> Admit:
         messages.extend({"content": t.content} for t in session.turns())
         return estimate_tokens(messages, state.config.llm.parameters.max_tokens)
 
-    return Admit(session_body.activity_id, estimate)
+    def output() -> int:
+        return reserved_output(state.config.llm.parameters.max_tokens)
+
+    return Admit(session_body.activity_id, estimate, output)
 
 
 async def run(call: Call) -> int | None:

@@ -26,7 +26,7 @@ from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails, Verdict
 from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.guardrails.stream import StreamGuard
 from agent_runtime.http import Pulse
-from agent_runtime.limits.policy import estimate_tokens
+from agent_runtime.limits.policy import estimate_tokens, reserved_output
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
 from agent_runtime.pipeline import (
     Admit,
@@ -237,7 +237,10 @@ async def prepare_chat(call: Call) -> Admit:
         )
         return request.estimated_tokens
 
-    return Admit(body.user, estimate)
+    def output() -> int:
+        return reserved_output(request.max_tokens or state.config.llm.parameters.max_tokens)
+
+    return Admit(body.user, estimate, output)
 
 
 async def run_chat(call: Call) -> int | None:

@@ -60,6 +60,7 @@ CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
 STEP_MEMBER: dict[str, Any] = {"providerRef": {"name": "p"}, "model": "m"}
 REDIS_URL_REF = {"name": "redis", "key": "url"}
 PG_DSN_REF = {"name": "sessions-db", "key": "dsn"}
+PRICE = {"inputPerMillion": "2.50", "outputPerMillion": "10.00"}
 REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
 REDIS_CLUSTER: dict[str, Any] = {
     "mode": "cluster",
@@ -281,7 +282,69 @@ INVALID: list[Invalid] = [
     ),
     Invalid("provider-name-too-long", PROVIDER, {"metadata": {"name": "p" * 64}}, "metadata.name"),
     Invalid("provider-unknown-field", PROVIDER, _p({"apiKey": "sk-123"}), "spec.apiKey"),
+    Invalid("pricing-empty", PROVIDER, _p({"pricing": {"currency": "USD"}}), api.PRICING_EMPTY_MESSAGE),
+    Invalid(
+        "pricing-model-not-served",
+        PROVIDER,
+        _p({"models": ["m"], "pricing": {"models": [{"model": "x", **PRICE}]}}),
+        api.PRICING_MODELS_MESSAGE,
+    ),
+    Invalid(
+        "price-not-a-decimal",
+        PROVIDER,
+        _p({"pricing": {"default": {**PRICE, "inputPerMillion": "2,50"}}}),
+        "spec.pricing.default.inputPerMillion",
+    ),
+    Invalid(
+        "price-seven-decimals",
+        PROVIDER,
+        _p({"pricing": {"default": {**PRICE, "outputPerMillion": "0.0000001"}}}),
+        "spec.pricing.default.outputPerMillion",
+    ),
+    Invalid(
+        "pricing-currency-lowercase",
+        PROVIDER,
+        _p({"pricing": {"currency": "usd", "default": PRICE}}),
+        "spec.pricing.currency",
+    ),
+    Invalid(
+        "duplicate-priced-model",
+        PROVIDER,
+        _p({"pricing": {"models": [{"model": "m", **PRICE}, {"model": "m", **PRICE}]}}),
+        "spec.pricing.models: duplicate entries",
+    ),
     # ----- RateLimitPolicy
+    Invalid("budget-without-window", POLICY, _p({"budgets": [{"name": "b"}]}), api.BUDGET_WINDOW_MESSAGE),
+    Invalid(
+        "budget-day-above-month",
+        POLICY,
+        _p({"budgets": [{"name": "b", "perDay": "100.5", "perMonth": "100"}]}),
+        api.BUDGET_ORDER_MESSAGE,
+    ),
+    Invalid(
+        "budget-tiers-for-agent",
+        POLICY,
+        _p({"budgets": [{"name": "b", "per": "agent", "tiers": ["gold"], "perDay": "1"}]}),
+        api.BUDGET_TIERS_MESSAGE,
+    ),
+    Invalid(
+        "budget-negative",
+        POLICY,
+        _p({"budgets": [{"name": "b", "perMonth": "-5"}]}),
+        "spec.budgets[0].perMonth",
+    ),
+    Invalid(
+        "budget-unknown-per",
+        POLICY,
+        _p({"budgets": [{"name": "b", "per": "session", "perDay": "1"}]}),
+        "spec.budgets[0].per",
+    ),
+    Invalid(
+        "duplicate-budget-names",
+        POLICY,
+        _p({"budgets": [{"name": "b", "perDay": "1"}, {"name": "b", "perMonth": "9"}]}),
+        "spec.budgets: duplicate entries",
+    ),
     Invalid(
         "negative-rate-limit",
         POLICY,

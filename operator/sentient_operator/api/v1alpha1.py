@@ -25,14 +25,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
+from agent_runtime.config import AMOUNT_PATTERN as AMOUNT_PATTERN
+
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
 from agent_runtime.config import BALANCE_STRATEGIES as BALANCE_STRATEGIES
+from agent_runtime.config import CURRENCY_PATTERN as CURRENCY_PATTERN
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
 from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
 from agent_runtime.config import MAX_STEP_MEMBERS as MAX_STEP_MEMBERS
@@ -629,7 +633,68 @@ class ProviderLimits(Model):
     )
 
 
+# Money: decimal strings (exact; the runtime reads them into integer micro-units), ISO 4217 codes.
+Amount = Annotated[str, StringConstraints(pattern=AMOUNT_PATTERN, max_length=17)]
+Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN, min_length=3, max_length=3)]
+
+
+class TokenPrice(Model):
+    """Price of a model per million input and per million output tokens."""
+
+    input_per_million: Amount = Field(
+        description="Price of one million input (prompt) tokens, a decimal string such as '2.50' (at most 6 decimals)."
+    )
+    output_per_million: Amount = Field(
+        description="Price of one million output (completion) tokens, a decimal string such as '10.00'."
+    )
+
+
+class ModelPrice(TokenPrice):
+    """Price of one named model."""
+
+    model: ModelName = Field(description="Model name, as a chain entry or spec.defaultModel names it.")
+
+
+PRICING_EMPTY_MESSAGE = "spec.pricing: set models, default or both"
+
+
+class ProviderPricing(Model):
+    """What this provider's models cost, for spend budgets (RateLimitPolicy spec.budgets)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("(has(self.models) && size(self.models) > 0) || has(self.default)", PRICING_EMPTY_MESSAGE)
+        )
+    )
+
+    currency: Currency = Field(
+        default="USD", description="ISO 4217 code of every price here, e.g. USD or EUR."
+    )
+    models: list[ModelPrice] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Prices per model; names are unique.",
+        json_schema_extra=list_type_map("model"),
+    )
+    default: TokenPrice | None = Field(
+        default=None,
+        description="Price of every model not listed in models; unlisted models are free without it.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ProviderPricing:
+        if not self.models and self.default is None:
+            raise ValueError(PRICING_EMPTY_MESSAGE)
+        _check_unique((m.model for m in self.models), "spec.pricing.models")
+        return self
+
+    def price_of(self, model: str) -> TokenPrice | None:
+        """The price of ``model``: its own entry, else the default."""
+        return next((m for m in self.models if m.model == model), self.default)
+
+
 ENDPOINT_MESSAGE = "spec.endpoint: required when spec.type is openai-compatible"
+PRICING_MODELS_MESSAGE = "spec.pricing.models: every model must be one of spec.models when spec.models is set"
 PROVIDER_CREDENTIALS_MESSAGE = "spec.credentials: required when spec.type is openai or anthropic"
 DEFAULT_MODEL_MESSAGE = "spec.defaultModel: must be one of spec.models when spec.models is set"
 HEADERS_MESSAGE = (
@@ -660,6 +725,11 @@ class LLMProviderSpec(Model):
                 "!has(self.defaultModel) || !has(self.models) || size(self.models) == 0"
                 " || self.defaultModel in self.models",
                 DEFAULT_MODEL_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.pricing) || !has(self.pricing.models) || !has(self.models) || size(self.models) == 0"
+                " || self.pricing.models.all(p, p.model in self.models)",
+                PRICING_MODELS_MESSAGE,
             ),
         )
     )
@@ -717,6 +787,10 @@ class LLMProviderSpec(Model):
     limits: ProviderLimits | None = Field(
         default=None, description="Provider-side quota shared by all agents."
     )
+    pricing: ProviderPricing | None = Field(
+        default=None,
+        description="Prices per model (per million input and output tokens), counted by spend budgets.",
+    )
     allowed_namespaces: list[NamespaceOrAll] = Field(
         default_factory=list,
         max_length=256,
@@ -732,6 +806,12 @@ class LLMProviderSpec(Model):
             raise ValueError(PROVIDER_CREDENTIALS_MESSAGE)
         if self.default_model is not None and self.models and self.default_model not in self.models:
             raise ValueError(DEFAULT_MODEL_MESSAGE)
+        if (
+            self.pricing is not None
+            and self.models
+            and any(m.model not in self.models for m in self.pricing.models)
+        ):
+            raise ValueError(PRICING_MODELS_MESSAGE)
         if any(k.lower() in _CREDENTIAL_HEADERS for k in self.default_headers):
             raise ValueError(HEADERS_MESSAGE)
         if any(
@@ -1041,7 +1121,83 @@ class RateLimitBackend(Model):
         return self
 
 
-POLICY_LIMITS_MESSAGE = "spec.limits: set at least one of requestsPerMinute, tokensPerMinute, concurrency"
+POLICY_LIMITS_MESSAGE = (
+    "spec.limits: set at least one of requestsPerMinute, tokensPerMinute, concurrency (or spec.budgets)"
+)
+BUDGET_WINDOW_MESSAGE = "spec.budgets[]: set perDay, perMonth or both"
+BUDGET_ORDER_MESSAGE = "spec.budgets[].perDay: must not exceed perMonth"
+BUDGET_TIERS_MESSAGE = "spec.budgets[].tiers: not allowed with per: agent (one budget for all callers)"
+
+
+class BudgetPer(StrEnum):
+    """Whom one spend budget counts: each API key, each user, each tier, or the whole agent."""
+
+    API_KEY = "apiKey"
+    USER = "user"
+    TIER = "tier"
+    AGENT = "agent"
+
+
+class SpendBudget(Model):
+    """A spend limit per UTC calendar day and/or month, counted per API key, user, tier or agent."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("has(self.perDay) || has(self.perMonth)", BUDGET_WINDOW_MESSAGE),
+            CelRule(
+                "!has(self.perDay) || !has(self.perMonth) || double(self.perDay) <= double(self.perMonth)",
+                BUDGET_ORDER_MESSAGE,
+            ),
+            CelRule("self.per != 'agent' || !has(self.tiers) || size(self.tiers) == 0", BUDGET_TIERS_MESSAGE),
+        )
+    )
+
+    name: str = Field(
+        description="Name of the budget, shown in errors, metrics and sentient status; unique in the policy.",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+    )
+    per: BudgetPer = Field(
+        default=BudgetPer.AGENT,
+        description=(
+            "Whom it counts: apiKey (each key its own budget), user (each JWT subject; API-key callers as "
+            "their key), tier (each tier one budget shared by its callers) or agent (one budget for all)."
+        ),
+    )
+    tiers: list[Annotated[str, StringConstraints(min_length=1, max_length=63)]] | None = Field(
+        default=None,
+        max_length=32,
+        description="Only callers of these tiers count against it; every caller when unset or empty.",
+        json_schema_extra=list_type_set(),
+    )
+    currency: Currency = Field(
+        default="USD",
+        description="Currency of the limits; only models priced in it (LLMProvider spec.pricing) count.",
+    )
+    per_day: Amount | None = Field(
+        default=None,
+        description="Most that may be spent per UTC calendar day, a decimal string such as '50.00'.",
+    )
+    per_month: Amount | None = Field(
+        default=None,
+        description="Most that may be spent per UTC calendar month, a decimal string such as '1000'.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SpendBudget:
+        if self.per_day is None and self.per_month is None:
+            raise ValueError(BUDGET_WINDOW_MESSAGE)
+        if (
+            self.per_day is not None
+            and self.per_month is not None
+            and Decimal(self.per_day) > Decimal(self.per_month)
+        ):
+            raise ValueError(BUDGET_ORDER_MESSAGE)
+        if self.per == BudgetPer.AGENT and self.tiers:
+            raise ValueError(BUDGET_TIERS_MESSAGE)
+        _check_unique(self.tiers or [], "spec.budgets[].tiers")
+        return self
 
 
 class RateLimitPolicySpec(Model):
@@ -1050,15 +1206,16 @@ class RateLimitPolicySpec(Model):
     model_config = ConfigDict(
         json_schema_extra=cel(
             CelRule(
-                "has(self.limits.requestsPerMinute) || has(self.limits.tokensPerMinute)"
-                " || has(self.limits.concurrency)",
+                "(has(self.limits) && (has(self.limits.requestsPerMinute) || has(self.limits.tokensPerMinute)"
+                " || has(self.limits.concurrency))) || (has(self.budgets) && size(self.budgets) > 0)",
                 POLICY_LIMITS_MESSAGE,
             )
         )
     )
 
     limits: RateLimits = Field(
-        description="Default limits, for callers without a tier or with an unknown tier."
+        default_factory=RateLimits,
+        description="Default limits, for callers without a tier or with an unknown tier (optional with spec.budgets).",
     )
     count_by: CountBy = Field(
         default=CountBy.API_KEY,
@@ -1081,12 +1238,23 @@ class RateLimitPolicySpec(Model):
         description="Namespaces whose agents may reference this policy; empty means its own only; '*' means all.",
         json_schema_extra=list_type_set(),
     )
+    budgets: list[SpendBudget] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Spend limits per UTC calendar day and/or month, priced from the LLMProviders' spec.pricing; "
+            "reserved at a request's worst-case cost before the upstream call and settled to its real cost "
+            "after. A policy with budgets may leave spec.limits empty."
+        ),
+        json_schema_extra=list_type_map("name"),
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> RateLimitPolicySpec:
-        if self.limits.is_empty():
+        if self.limits.is_empty() and not self.budgets:
             raise ValueError(POLICY_LIMITS_MESSAGE)
         _check_unique((t.name for t in self.tiers), "spec.tiers")
+        _check_unique((b.name for b in self.budgets), "spec.budgets")
         _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
         return self
 

@@ -57,8 +57,10 @@ from agent_runtime.config import (
 )
 from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
+from agent_runtime.config import ModelPrice as RuntimePrice
 from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
+from agent_runtime.config import SpendBudget as RuntimeBudget
 from sentient_operator.api.v1alpha1 import (
     BalanceStrategy,
     GuardrailModeration,
@@ -123,6 +125,20 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
         limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
         weight=provider.weight,
+        price=_price(provider),
+    )
+
+
+def _price(provider: ResolvedProvider) -> RuntimePrice | None:
+    """The chain entry's model price from the provider's pricing (its own entry, else the default)."""
+    pricing = provider.spec.pricing
+    price = pricing.price_of(provider.model) if pricing is not None else None
+    if pricing is None or price is None:
+        return None
+    return RuntimePrice(
+        currency=pricing.currency,
+        input_per_million=price.input_per_million,
+        output_per_million=price.output_per_million,
     )
 
 
@@ -196,6 +212,7 @@ def _rate_limit_config(policy: ResolvedPolicy) -> RateLimitConfig:
             key_prefix=redis.key_prefix if redis is not None else "sentient:rl:",
         ),
         on_redis_unavailable=spec.on_redis_unavailable,
+        budgets=[_convert(budget, RuntimeBudget) for budget in spec.budgets],
     )
 
 

@@ -1,19 +1,26 @@
 """Warnings of ``sentient validate``: valid manifests that will not behave as their author may expect.
 
-A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
-limits or sessions live in memory, and a memory response cache on more than one process. Each
-worker process counts and remembers on its own, as each replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
-continues only when its next request reaches the same worker. And a load-balanced chain step
-whose members' LLMProviders (in the files given) read the same credential: spreading over one
-key spreads nothing of the upstream's per-key quota. And a Secret in the same files that
-an agent names as its sessions' PostgreSQL DSN but that holds no postgresql:// URL (the runtime
-would refuse it).
+A warning never fails validation. Each function here looks at every document of the files given
+and returns its warnings; :func:`all_warnings` runs them all. Today:
+
+- an agent with ``spec.server.workers`` > 1 whose rate limits or sessions live in memory: each
+  worker process counts and remembers on its own, as each replica does, so a memory limit admits up
+  to workers x replicas x the limit, and a conversation continues only when its next request
+  reaches the same worker;
+- an enabled memory response cache on more than one process (each keeps its own entries);
+- a load-balanced chain step whose members' LLMProviders (in the files given) read the same
+  credential: spreading over one key spreads nothing of the upstream's per-key quota;
+- a Secret in the same files that an agent names as its sessions' PostgreSQL DSN but that holds no
+  postgresql:// URL (the runtime would refuse it);
+- a spend budget whose currency no LLMProvider in the files is priced in: it would count every
+  model as free.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from sentient_operator.cli.problems import Problem
@@ -224,3 +231,57 @@ def cache_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                 )
             )
     return warnings
+
+
+def budget_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for spend budgets that count nothing: no provider in the files is priced in their currency.
+
+    Only providers and policies in the same files are looked at; a budget whose priced providers
+    live elsewhere gets no warning.
+    """
+    currencies: set[str] = set()
+    providers = 0
+    for doc, _ in documents:
+        if _get(doc.data, "kind") == "LLMProvider":
+            providers += 1
+            pricing = _get(doc.data, "spec", "pricing")
+            if isinstance(pricing, dict):
+                currency = pricing.get("currency")
+                currencies.add(currency if isinstance(currency, str) else "USD")
+    if not providers:
+        return []
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        if _get(doc.data, "kind") != "RateLimitPolicy":
+            continue
+        budgets = _get(doc.data, "spec", "budgets")
+        for index, budget in enumerate(budgets if isinstance(budgets, list) else []):
+            if not isinstance(budget, dict):
+                continue
+            currency = budget.get("currency") if isinstance(budget.get("currency"), str) else "USD"
+            if currency not in currencies:
+                warnings.append(
+                    Problem(
+                        file,
+                        doc.line_of(("spec", "budgets", index)),
+                        f"spec.budgets[{index}]",
+                        f"no LLMProvider in these files has spec.pricing in {currency}: budget "
+                        f"{budget.get('name')!r} counts unpriced models as free",
+                    )
+                )
+    return warnings
+
+
+Advisory = Callable[[list[tuple[Document, str]]], list[Problem]]
+ADVISORIES: tuple[Advisory, ...] = (
+    worker_warnings,
+    cache_warnings,
+    balance_warnings,
+    sessions_dsn_warnings,
+    budget_warnings,
+)
+
+
+def all_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Every advisory's warnings, in the order of :data:`ADVISORIES`."""
+    return [warning for advisory in ADVISORIES for warning in advisory(documents)]

@@ -20,20 +20,30 @@ from sentient_operator.cli.errors import CliError
     "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
 )
 @click.option("--context", help="kubeconfig context to use.")
-def status(namespace: str | None, all_namespaces: bool, output: str, context: str | None) -> None:
+@click.option(
+    "--budgets",
+    is_flag=True,
+    help="Also show spend budgets: spent, limit and remaining per budget, read from each agent's metrics.",
+)
+def status(
+    namespace: str | None, all_namespaces: bool, output: str, context: str | None, budgets: bool
+) -> None:
     """Show agents: ready, replicas, the provider chain with each provider's state, endpoint.
 
     \b
     Examples:
       sentient status
       sentient status -n team-a -o yaml
+      sentient status -n team-a --budgets
     """
     try:
         agents, providers = status_mod.fetch(None if all_namespaces else namespace, context)
     except Exception as exc:
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
         raise CliError(f"cannot list agents from the cluster: {reason}") from exc
-    click.echo(status_mod.render(status_mod.build_rows(agents, providers), output))
+    rows = status_mod.build_rows(agents, providers)
+    usage = status_mod.budget_usage(rows, context) if budgets else None
+    click.echo(status_mod.render(rows, output, usage))
 
 
 @click.command()

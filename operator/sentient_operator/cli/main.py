@@ -156,6 +156,21 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Turn on the response cache (identical requests answered from memory for 10 minutes).",
 )
+@click.option(
+    "--budget",
+    "budget",
+    metavar="AMOUNT",
+    help="Cap the agent's spend per UTC day (e.g. 50); needs --price (docs/budgets.md).",
+)
+@click.option(
+    "--price",
+    "price",
+    metavar="IN:OUT",
+    help="With --budget: the default model's price per million input:output tokens, e.g. 2.50:10.00.",
+)
+@click.option(
+    "--currency", default="USD", show_default=True, help="With --budget: currency of price and budget."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -173,6 +188,9 @@ def init(
     balance: str | None,
     sessions: str,
     cache: bool,
+    budget: str | None,
+    price: str | None,
+    currency: str,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -186,6 +204,7 @@ def init(
       sentient init my-agent --keys 3 --balance leastOutstanding
       sentient init my-agent --sessions postgres
       sentient init my-agent --cache
+      sentient init my-agent --budget 50 --price 0.15:0.60
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -194,6 +213,16 @@ def init(
         raise CliError("--framework and --sdk go with --custom", exit_code=2)
     if balance is not None and keys < 2:
         raise CliError("--balance goes with --keys N (N of 2 or more)", exit_code=2)
+    starter_budget: scaffold.StarterBudget | None = None
+    if budget is not None or price is not None:
+        if budget is None or price is None:
+            raise CliError(
+                "--budget and --price go together (e.g. --budget 50 --price 0.15:0.60)", exit_code=2
+            )
+        try:
+            starter_budget = scaffold.StarterBudget.parse(budget, price, currency)
+        except ValueError as exc:
+            raise CliError(str(exc), exit_code=2) from None
     interactive = sys.stdin.isatty()
     ask: Callable[..., Any] = click.prompt
     if name is None:
@@ -245,6 +274,7 @@ def init(
             balance=balance or "weight",
             sessions=sessions,  # type: ignore[arg-type]
             cache=cache,
+            budget=starter_budget,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from sentient_operator.api.v1alpha1 import API_VERSION
+from sentient_operator.api.v1alpha1 import AMOUNT_PATTERN, API_VERSION
 from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
@@ -127,6 +129,27 @@ def _credentials(source: SourceKind, provider: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class StarterBudget:
+    """A starter spend budget: the default model's prices and a daily cap for the whole agent."""
+
+    per_day: str
+    input_per_million: str
+    output_per_million: str
+    currency: str = "USD"
+
+    @classmethod
+    def parse(cls, per_day: str, price: str, currency: str = "USD") -> StarterBudget:
+        """From ``--budget 50`` and ``--price 2.50:10.00`` (input:output per million tokens)."""
+        amount = re.compile(AMOUNT_PATTERN)
+        input_price, sep, output_price = price.partition(":")
+        if not sep or not amount.match(input_price) or not amount.match(output_price):
+            raise ValueError(f"--price {price!r}: use INPUT:OUTPUT per million tokens, e.g. 2.50:10.00")
+        if not amount.match(per_day):
+            raise ValueError(f"--budget {per_day!r}: use an amount per day, e.g. 50 or 12.50")
+        return cls(per_day, input_price, output_price, currency)
+
+
 def agent_manifests(
     name: str,
     provider_type: ProviderKind = "openai",
@@ -141,6 +164,7 @@ def agent_manifests(
     balance: str = "weight",
     sessions: SessionsKind = "memory",
     cache: bool = False,
+    budget: StarterBudget | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
@@ -149,22 +173,39 @@ def agent_manifests(
     per API key and the chain is one step spreading over them by ``balance``
     (docs/load-balancing.md). ``sessions`` other than memory keeps the conversations in Redis or
     PostgreSQL, from a Secret :func:`sessions_steps` tells how to make. ``cache`` adds the response
-    cache of :func:`starter_cache`.
+    cache of :func:`starter_cache`. ``budget`` prices the default model and caps the agent's spend
+    per day (docs/budgets.md).
     """
     names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
     docs: list[dict[str, Any]] = [
         _provider_document(p, provider_type, source, model, endpoint) for p in names
     ]
+    policy_spec: dict[str, Any] = {
+        "limits": {"requestsPerMinute": 60, "tokensPerMinute": 100000, "concurrency": 10},
+        "countBy": "apiKey",
+    }
+    if budget is not None:
+        for doc in docs:
+            doc["spec"]["pricing"] = {
+                "currency": budget.currency,
+                "models": [
+                    {
+                        "model": doc["spec"]["defaultModel"],
+                        "inputPerMillion": budget.input_per_million,
+                        "outputPerMillion": budget.output_per_million,
+                    }
+                ],
+            }
+        policy_spec["budgets"] = [
+            {"name": "daily", "per": "agent", "currency": budget.currency, "perDay": budget.per_day}
+        ]
     docs.append(
         {
             "apiVersion": API_VERSION,
             "kind": "RateLimitPolicy",
             "metadata": {"name": f"{name}-limits"},
-            "spec": {
-                "limits": {"requestsPerMinute": 60, "tokensPerMinute": 100000, "concurrency": 10},
-                "countBy": "apiKey",
-            },
+            "spec": policy_spec,
         }
     )
     docs.append(

@@ -11,6 +11,12 @@ from typing import Any, cast
 import yaml
 
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
+from sentient_operator.cli.budget_status import (
+    BudgetUse,
+    budget_data,
+    fetch_budget_metrics,
+    render_budget_table,
+)
 
 
 @dataclass(frozen=True)
@@ -126,16 +132,36 @@ def render_table(rows: list[AgentRow]) -> str:
     )
 
 
-def render(rows: list[AgentRow], output: str) -> str:
-    """Rows as ``table``, ``json`` or ``yaml``."""
+def render(rows: list[AgentRow], output: str, budgets: list[list[BudgetUse] | str] | None = None) -> str:
+    """Rows as ``table``, ``json`` or ``yaml``; ``budgets`` (one entry per row: the spend budget
+    usage its runtime reports, or why it is unknown) adds a budget table, or a ``budgets`` field."""
     if output == "table":
-        return render_table(rows) if rows else "No agents found."
+        table = render_table(rows) if rows else "No agents found."
+        if budgets is None:
+            return table
+        usage = [(r.namespace, r.name, b) for r, b in zip(rows, budgets, strict=True)]
+        return f"{table}\n\n{render_budget_table(usage)}"
     data = [asdict(r) for r in rows]
     for row in data:
         for link in row["chain"]:
             if link["step"] is None:
                 del link["step"]
+    if budgets is not None:
+        for item, uses in zip(data, budgets, strict=True):
+            item["budgets"] = budget_data(uses)
     return json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
+
+
+def budget_usage(rows: list[AgentRow], context: str | None = None) -> list[list[BudgetUse] | str]:
+    """Each agent's spend budget usage from its runtime's metrics, or why it could not be read."""
+    usage: list[list[BudgetUse] | str] = []
+    for row in rows:
+        try:
+            usage.append(fetch_budget_metrics(row.namespace, row.name, context))
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            usage.append(f"metrics unavailable: {reason}")
+    return usage
 
 
 def fetch(

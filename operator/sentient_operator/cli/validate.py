@@ -11,12 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent_runtime.placeholders import is_placeholder
 from sentient_operator.api import v1alpha1
-from sentient_operator.cli.advisories import (
-    balance_warnings,
-    cache_warnings,
-    sessions_dsn_warnings,
-    worker_warnings,
-)
+from sentient_operator.cli.advisories import all_warnings
 from sentient_operator.cli.problems import Problem
 from sentient_operator.cli.yamlpos import Document, load_documents
 
@@ -172,13 +167,7 @@ def check_files(paths: list[str]) -> tuple[int, list[Problem], list[Problem]]:
         docs, found = _check_text(text, path)
         documents.extend((doc, path) for doc in docs)
         problems.extend(found)
-    warnings = [
-        *worker_warnings(documents),
-        *cache_warnings(documents),
-        *balance_warnings(documents),
-        *sessions_dsn_warnings(documents),
-    ]
-    return len(documents), problems, warnings
+    return len(documents), problems, all_warnings(documents)
 
 
 def validate_files(paths: list[str]) -> tuple[int, list[Problem]]:
