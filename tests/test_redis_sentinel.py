@@ -111,7 +111,9 @@ async def test_master_killed_under_load(sentinel_setup: RedisSentinelSetup, on_u
             # Each replica's fallback limiter keeps the policy's budget on its own.
             local = sum(o.allowed and o.degraded and o.instance == instance for o in report.outcomes)
             assert local <= report.limit
-        assert report.accepted <= report.limit * (1 + report.instances)
+        # Up to the shared limit plus each replica's fallback budget, plus the admissions the killed
+        # master acknowledged but had not yet replicated (asynchronous replication: docs/redis.md).
+        assert report.accepted <= report.limit * (1 + report.instances) + report.lost_writes
     else:
         assert report.accepted_locally == 0
         assert all(o.status == 503 and not o.allowed for o in degraded)
