@@ -252,6 +252,8 @@ class Lifecycle:
             await _close_quietly(state.sessions.aclose())
             if state.guardrails is not None:
                 await _close_quietly(state.guardrails.aclose())
+            if state.auth.oidc is not None:
+                await _close_quietly(state.auth.oidc.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -318,6 +320,8 @@ class Lifecycle:
             self._retired.append(previous.sessions.aclose)
         if previous.guardrails is not None and previous.guardrails is not state.guardrails:
             self._retired.append(previous.guardrails.aclose)
+        if previous.auth.oidc is not None and previous.auth.oidc is not state.auth.oidc:
+            self._retired.append(previous.auth.oidc.aclose)
         if self.in_flight == 0:
             self._close_retired()
 

@@ -63,5 +63,6 @@ class AgentInputs:
     sessions_redis_url: str | None = field(default=None, repr=False)
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
+    oidc_client_secret: str | None = field(default=None, repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False
