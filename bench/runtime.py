@@ -16,8 +16,11 @@ byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
 client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
-Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]
+[--auth apikey|jwt|opaque]``
+(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
+``--auth`` chooses the caller's credential: an API key (default), a JWT access token or an opaque
+access token (introspected, then answered from the cache) of a real ORY Hydra started here).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -59,6 +62,34 @@ BENCH_GUARDRAILS: dict[str, object] = {
     ],
     "output": [{"pii": {}, "action": "redact"}],
 }
+
+
+@contextlib.contextmanager
+def _oidc_caller(kind: str, config_file: Path, creds: Path) -> Iterator[str]:
+    """A Hydra issuer, the runtime's OIDC config pointing at it, and a caller token of ``kind``."""
+    import yaml
+
+    from tests.support.hydra import Hydra
+
+    audience = "bench-agent"
+    with Hydra() as hydra:
+        client_secret = hydra.client(
+            "bench", scope="agent.chat", audience=[audience], strategy="jwt" if kind == "jwt" else "opaque"
+        )
+        introspector_secret = hydra.client("bench-introspector", scope="", audience=[])
+        (creds / "oidc-client-secret").write_text(introspector_secret)
+        config = yaml.safe_load(config_file.read_text())
+        config["auth"]["oidc"] = {
+            "issuer": hydra.issuer,
+            "audiences": [audience],
+            "introspection": {
+                "endpoint": hydra.introspection_endpoint,
+                "clientID": "bench-introspector",
+                "clientSecretFile": "oidc-client-secret",
+            },
+        }
+        config_file.write_text(yaml.safe_dump(config))
+        yield hydra.token("bench", client_secret, scope="agent.chat", audience=audience)
 
 
 def _add_guardrails(config_file: Path) -> None:
@@ -156,8 +187,10 @@ async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: floa
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
-    body = payload.split(b"\r\n\r\n", 1)[1].decode()
-    headers = {"authorization": f"Bearer {CALLER_KEY}"}
+    head, _, raw = payload.partition(b"\r\n\r\n")
+    body = raw.decode()
+    credential = next(line for line in head.decode().split("\r\n") if line.startswith("authorization:"))
+    headers = {"authorization": credential.partition(": ")[2]}
     while True:
         start = time.perf_counter()
         if start >= stop_at:
@@ -262,6 +295,12 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=["apikey", "jwt", "opaque"],
+        default="apikey",
+        help="the caller's credential: API key, JWT or opaque OAuth2 access token (a local ORY Hydra)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -283,6 +322,10 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        callers = contextlib.ExitStack()
+        args.caller = CALLER_KEY
+        if args.auth != "apikey":
+            args.caller = callers.enter_context(_oidc_caller(args.auth, config_file, creds))
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -291,6 +334,7 @@ def main() -> None:
         upstream_cmd = [sys.executable, "-m", "agent_runtime.testing", "--kind", "openai"]
         upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
         with (
+            callers,
             _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log") as upstream,
             _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
         ):
@@ -327,9 +371,9 @@ async def _run(
     direct["assist"] = direct["ws"] = direct["stream"]
     through = {
         "complete": _request_bytes(
-            runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
+            runtime_port, "/v1/chat/completions", {**chat, "stream": False}, args.caller
         ),
-        "stream": _request_bytes(runtime_port, "/v1/chat/completions", {**chat, "stream": True}, CALLER_KEY),
+        "stream": _request_bytes(runtime_port, "/v1/chat/completions", {**chat, "stream": True}, args.caller),
         "assist": _request_bytes(
             runtime_port,
             "/assist",
@@ -342,7 +386,7 @@ async def _run(
                     "interactions": [],
                 },
             },
-            CALLER_KEY,
+            args.caller,
         ),
     }
     # The same /assist body, sent as the first message of a /ws connection.
@@ -350,7 +394,10 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" caller credential: {args.auth}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

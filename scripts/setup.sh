@@ -53,6 +53,8 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+# cgo (SQLite) of the hydra build (e2e/tools.py), the OAuth2/OIDC server of the auth tests.
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)

@@ -17,12 +17,16 @@ from agent_runtime.config import AUTH_ROUTES, AuthorizationConfig, RoleConfig
 
 
 def claim_values(claims: Mapping[str, Any], path: str) -> frozenset[str]:
-    """The string values of a claim: a list's strings, a string split on spaces (OAuth2 ``scope``).
+    """The string values of a claim: a list's strings, a string split on spaces (OAuth2 ``scope``;
+    ``scp`` when a token has no ``scope``).
 
     A dotted ``path`` reaches into nested objects (``realm_access.roles``) when no claim carries
     the whole dotted name.
     """
     value: Any = claims.get(path)
+    if value is None and path == "scope":
+        # Signed access tokens often carry the scopes as a list named ``scp`` (Hydra, Okta, Azure AD).
+        value = claims.get("scp")
     if value is None and "." in path:
         value = claims
         for part in path.split("."):

@@ -1345,15 +1345,15 @@ class Role(Model):
     name: str = Field(
         min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN, description="Role name (audit log)."
     )
-    routes: list[Literal["assist", "chat", "models", "ws"]] = Field(
-        default_factory=list,
+    routes: list[Literal["assist", "chat", "models", "ws"]] | None = Field(
+        default=None,
         max_length=len(AUTH_ROUTE_NAMES),
         description="Routes allowed: assist (/assist), chat (/v1/chat/completions), models (/v1/models), "
         "ws (/ws); all when empty.",
         json_schema_extra=list_type_set(),
     )
-    models: list[ModelName] = Field(
-        default_factory=list,
+    models: list[ModelName] | None = Field(
+        default=None,
         max_length=64,
         description="Model names a caller in this role may request (the OpenAI model field); any when empty.",
         json_schema_extra=list_type_set(),
@@ -1363,14 +1363,14 @@ class Role(Model):
         description="Rate-limit tier (a tier of the agent's RateLimitPolicy) of callers acting in this role; "
         "the key's or token's own tier when unset.",
     )
-    api_keys: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
-        default_factory=list,
+    api_keys: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] | None = Field(
+        default=None,
         max_length=256,
         description="Key IDs (data keys of spec.auth.apiKeys' Secret) granted this role.",
         json_schema_extra=list_type_set(),
     )
-    claims: list[ClaimGrant] = Field(
-        default_factory=list, max_length=32, description="Token claim values granting this role."
+    claims: list[ClaimGrant] | None = Field(
+        default=None, max_length=32, description="Token claim values granting this role."
     )
 
 

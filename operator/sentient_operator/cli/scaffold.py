@@ -118,11 +118,13 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    oidc_issuer: str | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`; ``oidc_issuer`` adds OAuth2 / OIDC access
+    tokens of that issuer and the starter roles of :func:`starter_authorization`.
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -183,12 +185,30 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if oidc_issuer:
+        agent_spec["auth"]["oidc"] = {"issuer": oidc_issuer, "audiences": [name]}
+        agent_spec["auth"]["authorization"] = starter_authorization(name)
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def starter_authorization(name: str) -> dict[str, Any]:
+    """Starter roles (docs/auth.md): services whose token has the scope ``<name>.chat`` use the
+    OpenAI API and /ws; the starter API key uses /assist."""
+    return {
+        "roles": [
+            {
+                "name": "service",
+                "routes": ["chat", "models", "ws"],
+                "claims": [{"claim": "scope", "value": f"{name}.chat"}],
+            },
+            {"name": "caller", "routes": ["assist", "models"], "apiKeys": [CALLER_KEY_ID]},
+        ]
+    }
 
 
 def starter_guardrails() -> dict[str, Any]:
