@@ -17,10 +17,11 @@ client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]
-[--auth apikey|jwt|opaque]``
+[--auth apikey|jwt|opaque] [--roles]``
 (``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
 ``--auth`` chooses the caller's credential: an API key (default), a JWT access token or an opaque
-access token (introspected, then answered from the cache) of a real ORY Hydra started here).
+access token (introspected, then answered from the cache) of a real ORY Hydra started here;
+``--roles`` adds :data:`BENCH_ROLES`, so that every request is also authorized by role).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -90,6 +91,30 @@ def _oidc_caller(kind: str, config_file: Path, creds: Path) -> Iterator[str]:
         }
         config_file.write_text(yaml.safe_dump(config))
         yield hydra.token("bench", client_secret, scope="agent.chat", audience=audience)
+
+
+# What --roles turns on: the bench caller (API key "bench" or a token with scope agent.chat)
+# holds the second role; the first is checked and passed over on every request.
+BENCH_ROLES: dict[str, object] = {
+    "roles": [
+        {"name": "other", "routes": ["assist"], "apiKeys": ["nobody"]},
+        {
+            "name": "bench",
+            "routes": ["chat", "assist", "ws"],
+            "models": ["fake-model"],
+            "apiKeys": ["bench"],
+            "claims": [{"claim": "scope", "value": "agent.chat"}],
+        },
+    ]
+}
+
+
+def _add_roles(config_file: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["auth"]["authorization"] = BENCH_ROLES
+    config_file.write_text(yaml.safe_dump(config))
 
 
 def _add_guardrails(config_file: Path) -> None:
@@ -301,6 +326,7 @@ def main() -> None:
         default="apikey",
         help="the caller's credential: API key, JWT or opaque OAuth2 access token (a local ORY Hydra)",
     )
+    parser.add_argument("--roles", action="store_true", help="authorize every request by role (BENCH_ROLES)")
     args = parser.parse_args()
 
     env = {
@@ -322,6 +348,8 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.roles:
+            _add_roles(config_file)
         callers = contextlib.ExitStack()
         args.caller = CALLER_KEY
         if args.auth != "apikey":
@@ -396,7 +424,7 @@ async def _run(
     )
     print(
         f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
-        f" caller credential: {args.auth}"
+        f" caller credential: {args.auth}; roles {'on' if args.roles else 'off'}"
     )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
