@@ -250,3 +250,37 @@ def test_roles_refuse_with_403_a_reason_and_an_audit_record(
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'sentient_authz_denials_total{reason="no_role",route="/assist"}' in metrics
     assert 'sentient_authz_denials_total{reason="model_not_allowed",route="/v1/chat/completions"}' in metrics
+
+
+def test_ws_follows_the_roles(server: InProcessRuntime, hydra: Hydra, clients: dict[str, str]) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    def frames(
+        headers: dict[str, str], subprotocol: str, body: dict[str, Any]
+    ) -> tuple[list[str], int | None]:
+        got: list[str] = []
+        url = server.url.replace("http://", "ws://") + "/ws"
+        with connect(url, additional_headers=headers, subprotocols=[subprotocol], open_timeout=10) as ws:  # type: ignore[list-item]
+            ws.send(json.dumps(body))
+            try:
+                while True:
+                    frame = ws.recv(timeout=30)
+                    assert isinstance(frame, str)
+                    got.append(frame)
+            except ConnectionClosed as closed:
+                return got, closed.rcvd.code if closed.rcvd else None
+
+    chat_body = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
+    token = hydra.token("svc-jwt", clients["svc-jwt"], scope="agent.chat", audience=AUDIENCE)
+    answered, code = frames({"authorization": f"Bearer {token}"}, "openai.v1", chat_body)
+    assert code == 1000 and json.loads(answered[-1])["choices"][0]["message"]["content"] == "Echo: hello"
+    # alice (reader) has no ws role: refused after the first message with a 403 error and 1008.
+    refused, code = frames(
+        {"x-api-key": "alice-secret-key"}, "sentient.v1", {"query": {"id": "q1", "prompt": "echo:hi"}}
+    )
+    assert code == 1008
+    error = json.loads(refused[0])
+    assert error["content"]["error_code"] == 403 and error["content"]["details"] == {
+        "reason": "route_not_allowed"
+    }
