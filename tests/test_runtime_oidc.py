@@ -253,23 +253,17 @@ def test_roles_refuse_with_403_a_reason_and_an_audit_record(
 
 
 def test_ws_follows_the_roles(server: InProcessRuntime, hydra: Hydra, clients: dict[str, str]) -> None:
-    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
+
+    from tests.test_runtime_websocket import drain
 
     def frames(
         headers: dict[str, str], subprotocol: str, body: dict[str, Any]
     ) -> tuple[list[str], int | None]:
-        got: list[str] = []
         url = server.url.replace("http://", "ws://") + "/ws"
         with connect(url, additional_headers=headers, subprotocols=[subprotocol], open_timeout=10) as ws:  # type: ignore[list-item]
             ws.send(json.dumps(body))
-            try:
-                while True:
-                    frame = ws.recv(timeout=30)
-                    assert isinstance(frame, str)
-                    got.append(frame)
-            except ConnectionClosed as closed:
-                return got, closed.rcvd.code if closed.rcvd else None
+            return drain(ws)
 
     chat_body = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
     token = hydra.token("svc-jwt", clients["svc-jwt"], scope="agent.chat", audience=AUDIENCE)

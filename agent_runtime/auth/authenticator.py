@@ -113,10 +113,14 @@ class Authenticator:
             if self.config.anonymous:
                 return ANONYMOUS
             raise AuthError(401, "missing_credentials", "authentication required")
-        if token is not None and api_key is None:
+        if token is not None:
+            # A JWT-shaped bearer wins over X-API-Key (as before OIDC); an opaque bearer is an
+            # access token only when it is not an API key and no X-API-Key came with it.
             if looks_like_jwt(token) and self.config.jwt is not None:
                 return await self._jwt(token)
-            if self._oidc is not None and (looks_like_jwt(token) or not self._is_api_key(token)):
+            if self._oidc is not None and (
+                looks_like_jwt(token) or (api_key is None and not self._is_api_key(token))
+            ):
                 return await self._oidc_token(token)
         return self._api_key(api_key if api_key is not None else token or "")
 

@@ -18,7 +18,7 @@ import httpx
 import yaml
 
 from tests.support.net import free_port
-from tests.support.procs import find_binary, spawn, stop
+from tests.support.procs import TempDirServer, find_binary, spawn
 
 
 def hydra_binary() -> str | None:
@@ -26,7 +26,7 @@ def hydra_binary() -> str | None:
     return find_binary("hydra")
 
 
-class Hydra:
+class Hydra(TempDirServer):
     """``hydra serve all --dev`` on two free loopback ports, in memory."""
 
     def __init__(self, max_lifetime: int = 1800) -> None:
@@ -42,7 +42,6 @@ class Hydra:
         self._dir = Path(tempfile.mkdtemp(prefix="sentient-hydra-"))
         self.log_path = self._dir / "hydra.log"
         self._max_lifetime = max_lifetime
-        self._proc: Any = None
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -63,7 +62,7 @@ class Hydra:
         """Start and wait until both ports answer ``/health/ready``."""
         config = self._dir / "hydra.yml"
         config.write_text(yaml.safe_dump(self._config()))
-        self._proc = spawn(
+        proc = self._proc = spawn(
             [self.binary, "serve", "all", "--dev", "-c", str(config)],
             log_path=self.log_path,
             env={"PATH": "/usr/bin:/bin", "HOME": str(self._dir)},
@@ -71,8 +70,8 @@ class Hydra:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"hydra exited ({self._proc.returncode}); see {self.log_path}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"hydra exited ({proc.returncode}); see {self.log_path}")
             try:
                 if all(
                     httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
@@ -87,20 +86,8 @@ class Hydra:
             time.sleep(0.1)
         raise TimeoutError(f"hydra did not become ready in {timeout:.0f}s; see {self.log_path}")
 
-    def stop(self) -> None:
-        """Stop the server and remove its files."""
-        if self._proc is not None:
-            stop(self._proc)
-            self._proc = None
-        for p in sorted(self._dir.rglob("*"), reverse=True):
-            (p.rmdir if p.is_dir() else p.unlink)()
-        self._dir.rmdir()
-
     def __enter__(self) -> Hydra:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ helpers for tests
 
