@@ -7,6 +7,7 @@ calls can be counted and the clock moved; the real server (ORY Hydra) is in test
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -42,7 +43,9 @@ class Clock:
         return self.now
 
 
-def introspector(endpoint: Endpoint, clock: Clock, **config: Any) -> Introspector:
+def introspector(
+    endpoint: Callable[[httpx.Request], httpx.Response], clock: Clock, **config: Any
+) -> Introspector:
     settings = IntrospectionConfig.model_validate(
         {
             "clientID": "agent",
@@ -167,3 +170,19 @@ def test_roles_grant_and_first_allowing_role_gives_the_tier() -> None:
     with pytest.raises(AuthError) as info:
         roles.authorize(Principal("x", "jwt"), "/assist", None)
     assert info.value.reason == "no_role"
+
+
+async def test_an_unreachable_endpoint_is_a_503_and_not_cached() -> None:
+    clock = Clock()
+    endpoint = Endpoint({"t": active(clock.now + 60)})
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        # The first call fails (the issuer is down), the next ones are answered.
+        return httpx.Response(500) if not endpoint.calls else endpoint(request)
+
+    checker = introspector(failing, clock)
+    with pytest.raises(AuthError) as info:
+        await checker.claims("t")
+    assert (info.value.status, info.value.reason) == (503, "introspection_unavailable")
+    endpoint.calls.append("(the failed call)")
+    assert (await checker.claims("t"))["sub"] == "svc"
