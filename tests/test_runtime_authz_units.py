@@ -1,4 +1,5 @@
-"""Units of OIDC support and roles: the introspection cache (bounds, TTLs) and role resolution.
+"""Units of OIDC support and roles: the introspection cache (bounds, TTLs), role resolution, and
+the tier a role gives reaching the rate limiter.
 
 The introspection endpoint here is an httpx transport answering like an RFC 7662 server, so that
 calls can be counted and the clock moved; the real server (ORY Hydra) is in test_runtime_oidc.py.
@@ -8,15 +9,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent_runtime import protocol
 from agent_runtime.auth import AuthError, Principal
 from agent_runtime.auth.introspection import Introspector
 from agent_runtime.auth.roles import Roles, claim_values
 from agent_runtime.config import AuthorizationConfig, IntrospectionConfig
+from agent_runtime.testing import FakeUpstream
+from tests.support.runtime import (
+    InProcessRuntime,
+    RuntimeFiles,
+    chain_entry,
+    default_credentials,
+    make_config,
+)
 
 ISSUER = "https://issuer.test"
 
@@ -186,3 +197,31 @@ async def test_an_unreachable_endpoint_is_a_503_and_not_cached() -> None:
     assert (info.value.status, info.value.reason) == (503, "introspection_unavailable")
     endpoint.calls.append("(the failed call)")
     assert (await checker.claims("t"))["sub"] == "svc"
+
+
+def test_the_role_tier_selects_the_policy_tier(tmp_path: Path) -> None:
+    """alice's key says tier gold; her role says tier trial (1 request a minute), and wins."""
+    with FakeUpstream("openai") as fake:
+        policy = {
+            "policy": "default/p",
+            "limits": {"requestsPerMinute": 100},
+            "tiers": [{"name": "trial", "limits": {"requestsPerMinute": 1}}],
+        }
+        roles = {
+            "roles": [
+                {"name": "trial", "routes": ["assist"], "tier": "trial", "apiKeys": ["alice"]},
+                {"name": "plain", "routes": ["assist"], "apiKeys": ["bob"]},
+            ]
+        }
+        config = make_config(chain=[chain_entry(fake)], rate_limit=policy, auth={"authorization": roles})
+        with InProcessRuntime(RuntimeFiles(tmp_path, config, default_credentials())) as runtime:
+
+            def assist(key: str) -> httpx.Response:
+                body = {"query": {"id": protocol.new_ulid(), "prompt": "hi"}}
+                return httpx.post(f"{runtime.url}/assist", json=body, headers={"x-api-key": key}, timeout=20)
+
+            first = assist("alice-secret-key")
+            assert first.status_code == 200 and first.headers["ratelimit-limit"] == "1"
+            assert assist("alice-secret-key").status_code == 429
+            plain = assist("bob-secret-key")
+            assert plain.status_code == 200 and plain.headers["ratelimit-limit"] == "100"
