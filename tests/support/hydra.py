@@ -36,7 +36,10 @@ class Hydra(TempDirServer):
                 "hydra not found: run `python -m e2e.tools ensure hydra` (needs Go and gcc)"
             )
         self.binary = binary
-        self.public_port, self.admin_port = free_port(), free_port()
+        self.public_port = free_port()
+        self.admin_port = free_port()
+        while self.admin_port == self.public_port:
+            self.admin_port = free_port()
         self.issuer = f"http://127.0.0.1:{self.public_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self._dir = Path(tempfile.mkdtemp(prefix="sentient-hydra-"))
