@@ -225,6 +225,7 @@ DEFAULT_CREDENTIALS_DIR = "/etc/sentient/credentials"
 # Keys of the bound Secret (file names in the credentials directory).
 API_KEYS_FILE = "apikeys.json"
 AUDIT_KEY_FILE = "audit-key"
+OIDC_CLIENT_SECRET_FILE = "oidc-client-secret"  # noqa: S105 (a file name, not a secret)
 RATE_LIMIT_REDIS_URL_FILE = "ratelimit-redis-url"
 SESSIONS_REDIS_URL_FILE = "sessions-redis-url"
 # The other Redis files of a use (``ratelimit`` or ``sessions``): password, Sentinel password, CA.
@@ -521,6 +522,86 @@ class JWTConfig(ConfigModel):
     tier_claim: str = "tier"
 
 
+class IntrospectionConfig(ConfigModel):
+    """RFC 7662 token introspection of opaque access tokens, with a short cache."""
+
+    endpoint: str | None = Field(
+        default=None,
+        description="Introspection URL; the discovery document's introspection_endpoint when unset.",
+    )
+    client_id: str = Field(
+        alias="clientID", min_length=1, description="Client ID the runtime introspects as."
+    )
+    client_secret_file: str = Field(
+        description="File holding the client secret (HTTP Basic to the endpoint)."
+    )
+    cache_ttl: Duration = Field(
+        default="30s",
+        alias="cacheTTL",
+        description="How long an active answer is reused (never past the token's exp).",
+    )
+    negative_cache_ttl: Duration = Field(
+        default="5s", alias="negativeCacheTTL", description="How long an inactive answer is reused."
+    )
+    max_entries: int = Field(default=10000, ge=1, le=1_000_000, description="Cached answers at most.")
+    timeout: Duration = Field(default="3s", description="Deadline of one introspection call.")
+
+
+class OIDCConfig(ConfigModel):
+    """OAuth2 / OpenID Connect bearer tokens: JWTs checked against the issuer's keys, opaque ones introspected."""
+
+    issuer: str = Field(description="Expected issuer; its discovery document gives the JWKS URL.")
+    audiences: list[str] = Field(min_length=1, description="Accepted aud values; a token must carry one.")
+    jwks_url: str | None = Field(
+        default=None, alias="jwksURL", description="JWKS URL; the discovery document's jwks_uri when unset."
+    )
+    introspection: IntrospectionConfig | None = Field(
+        default=None, description="Introspection of opaque tokens; opaque tokens are refused when unset."
+    )
+    tier_claim: str = Field(default="tier", description="Claim naming the caller's rate-limit tier.")
+    jwks_ttl: Duration = Field(
+        default="5m", alias="jwksTTL", description="How long fetched signing keys are kept."
+    )
+    jwks_min_refresh: Duration = Field(
+        default="10s", description="Shortest interval between two JWKS fetches caused by an unknown kid."
+    )
+
+
+AuthRouteName = Literal["assist", "chat", "models", "ws"]
+AUTH_ROUTES: dict[str, AuthRouteName] = {
+    "/assist": "assist",
+    "/v1/chat/completions": "chat",
+    "/v1/models": "models",
+    "/ws": "ws",
+}
+
+
+class ClaimGrant(ConfigModel):
+    """A token whose ``claim`` holds ``value`` (a string, a space-separated scope or a list) gets the role."""
+
+    claim: str = Field(min_length=1, description="Claim name; a dotted path reaches into objects.")
+    value: str = Field(min_length=1, description="Value the claim must hold.")
+
+
+class RoleConfig(ConfigModel):
+    """One role: what it allows, and who is granted it."""
+
+    name: str = Field(min_length=1, max_length=63, description="Role name (audit log).")
+    routes: list[AuthRouteName] = Field(default_factory=list, description="Routes allowed; all when empty.")
+    models: list[str] = Field(
+        default_factory=list, description="Model names a caller may request (OpenAI model); any when empty."
+    )
+    tier: str | None = Field(default=None, description="Rate-limit tier of callers acting in this role.")
+    api_keys: list[str] = Field(default_factory=list, description="API key IDs granted this role.")
+    claims: list[ClaimGrant] = Field(default_factory=list, description="Token claims granting this role.")
+
+
+class AuthorizationConfig(ConfigModel):
+    """Roles of the agent's callers; a caller holding no role that allows the request is refused (403)."""
+
+    roles: list[RoleConfig] = Field(min_length=1, description="Roles, in order of preference.")
+
+
 class AuthRuntimeConfig(ConfigModel):
     """Caller authentication."""
 
@@ -533,6 +614,10 @@ class AuthRuntimeConfig(ConfigModel):
         ),
     )
     jwt: JWTConfig | None = Field(default=None, description="JWT settings.")
+    oidc: OIDCConfig | None = Field(default=None, description="OAuth2 / OIDC bearer tokens.")
+    authorization: AuthorizationConfig | None = Field(
+        default=None, description="Roles; every authenticated caller may use every route when unset."
+    )
 
 
 # Bound-Secret key of the PostgreSQL DSN of the session store.

@@ -261,6 +261,8 @@ class Lifecycle:
                 await _close_quietly(state.guardrails.aclose())
             if state.cache is not None:
                 await _close_quietly(state.cache.aclose())
+            if state.auth.oidc is not None:
+                await _close_quietly(state.auth.oidc.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -346,6 +348,8 @@ class Lifecycle:
             self._retired.append(previous.guardrails.aclose)
         if previous.cache is not None and previous.cache is not state.cache:
             self._retired.append(previous.cache.aclose)
+        if previous.auth.oidc is not None and previous.auth.oidc is not state.auth.oidc:
+            self._retired.append(previous.auth.oidc.aclose)
         if self.in_flight == 0:
             self._close_retired()
 

@@ -156,6 +156,12 @@ BUDGET_REJECTIONS = Counter(
     ["budget", "window"],
     registry=REGISTRY,
 )
+AUTHZ_DENIALS = Counter(
+    "sentient_authz_denials_total",
+    "Authenticated callers refused by their roles (403), by reason and route.",
+    ["reason", "route"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "sentient_auth_failures_total",
     "Rejected callers, by reason.",

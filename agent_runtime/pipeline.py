@@ -274,6 +274,8 @@ class Pipeline:
             except ValidationError as exc:
                 await self._refuse(route, call, 422, validation_message(exc))
                 return
+        if route.authenticate and not await self.authorize(route, call):
+            return
         admission = ALLOW_ALL
         if route.prepare is not None:
             admit = await route.prepare(call)
@@ -356,6 +358,36 @@ class Pipeline:
                     client=ex.client,
                 )
             raise
+
+    async def authorize(self, route: Route, call: Call) -> bool:
+        """The caller's roles against the route and requested model: False when refused (403, here)."""
+        state, principal = call.state, call.principal
+        if state is None or principal is None or state.auth.roles is None:
+            return True
+        model = getattr(call.body, "model", None)
+        try:
+            call.principal = state.auth.authorize(
+                principal, call.ex.route, model if isinstance(model, str) else None
+            )
+        except AuthError as exc:
+            metrics.AUTHZ_DENIALS.labels(reason=exc.reason, route=call.ex.route).inc()
+            audit = self.runtime.audit
+            if audit is not None:
+                audit.record(
+                    "authz.deny",
+                    reason=exc.reason,
+                    status=exc.status,
+                    principal=principal.id,
+                    kind=principal.kind,
+                    roles=list(principal.roles),
+                    route=call.ex.route,
+                    request_id=call.ex.request_id,
+                )
+            await self._refuse(
+                route, call, exc.status, exc.message, code=exc.reason, details={"reason": exc.reason}
+            )
+            return False
+        return True
 
     async def screen_input(self, route: Route, guarded: Guarded, call: Call, guardrails: Guardrails) -> bool:
         """The input guardrails: False when they blocked the request (refused here)."""

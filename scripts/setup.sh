@@ -59,6 +59,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgres
 # (a GitHub runner's preinstalled Chrome and chromedriver serve as well).
 command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
+# cgo (SQLite) of the hydra build (e2e/tools.py), the OAuth2/OIDC server of the auth tests.
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)

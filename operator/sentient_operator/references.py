@@ -433,6 +433,13 @@ def resolve(
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
+    oidc_client_secret: str | None = None
+    introspection = spec.auth.oidc.introspection if spec.auth.oidc is not None else None
+    if introspection is not None:
+        value = _secret_value(
+            lookup, introspection.client_secret_ref, namespace, "OIDC introspection client secret", problems
+        )
+        oidc_client_secret = value.strip() if value is not None else None
     sessions_redis_url: str | None = None
     sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
@@ -474,6 +481,7 @@ def resolve(
         policy=policy,
         system_prompt=prompt,
         api_keys=api_keys,
+        oidc_client_secret=oidc_client_secret,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
         sessions_postgres_dsn=sessions_postgres_dsn,

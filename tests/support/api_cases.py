@@ -61,6 +61,12 @@ STEP_MEMBER: dict[str, Any] = {"providerRef": {"name": "p"}, "model": "m"}
 REDIS_URL_REF = {"name": "redis", "key": "url"}
 PG_DSN_REF = {"name": "sessions-db", "key": "dsn"}
 PRICE = {"inputPerMillion": "2.50", "outputPerMillion": "10.00"}
+OIDC: dict[str, Any] = {
+    "issuer": "https://login.example.com/",
+    "audiences": ["agent-a"],
+    "introspection": {"clientID": "agent-a", "clientSecretRef": {"name": "oidc", "key": "secret"}},
+}
+ROLE: dict[str, Any] = {"name": "reader", "routes": ["assist"], "apiKeys": ["alice"]}
 REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
 REDIS_CLUSTER: dict[str, Any] = {
     "mode": "cluster",
@@ -559,6 +565,68 @@ INVALID: list[Invalid] = [
     Invalid("negative-replicas", AGENT, _p({"replicas": -1}), "spec.replicas"),
     Invalid("no-caller-auth", AGENT, _p({"auth": None}), api.AUTH_MESSAGE),
     Invalid(
+        "oidc-without-audience",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "audiences": []}}}),
+        "spec.auth.oidc.audiences",
+    ),
+    Invalid(
+        "oidc-issuer-not-url",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "issuer": "login"}}}),
+        "spec.auth.oidc.issuer",
+    ),
+    Invalid(
+        "introspection-without-secret",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "introspection": {"clientID": "agent-a"}}}}),
+        "spec.auth.oidc.introspection.clientSecretRef",
+    ),
+    Invalid(
+        "introspection-cache-too-long",
+        AGENT,
+        _p({"auth": {"oidc": merge(OIDC, {"introspection": {"cacheTTL": "1h"}})}}),
+        api.INTROSPECTION_CACHE_MESSAGE,
+    ),
+    Invalid(
+        "introspection-negative-cache-longer",
+        AGENT,
+        _p({"auth": {"oidc": merge(OIDC, {"introspection": {"cacheTTL": "10s", "negativeCacheTTL": "1m"}})}}),
+        api.INTROSPECTION_CACHE_MESSAGE,
+    ),
+    Invalid(
+        "role-granted-to-nobody",
+        AGENT,
+        _p({"auth": {"authorization": {"roles": [{"name": "reader", "routes": ["assist"]}]}}}),
+        api.ROLE_GRANT_MESSAGE,
+    ),
+    Invalid(
+        "role-unknown-route",
+        AGENT,
+        _p({"auth": {"authorization": {"roles": [{**ROLE, "routes": ["admin"]}]}}}),
+        "spec.auth.authorization.roles[0].routes[0]",
+    ),
+    Invalid(
+        "role-api-keys-without-api-keys",
+        AGENT,
+        _p({"auth": {"apiKeys": None, "oidc": OIDC, "authorization": {"roles": [ROLE]}}}),
+        api.ROLE_API_KEYS_MESSAGE,
+    ),
+    Invalid(
+        "role-claims-without-tokens",
+        AGENT,
+        _p(
+            {
+                "auth": {
+                    "authorization": {
+                        "roles": [{"name": "svc", "claims": [{"claim": "scope", "value": "agent.chat"}]}]
+                    }
+                }
+            }
+        ),
+        api.ROLE_CLAIMS_MESSAGE,
+    ),
+    Invalid(
         "redis-sessions-without-url", AGENT, _p({"sessions": {"store": "redis"}}), api.SESSIONS_REDIS_MESSAGE
     ),
     Invalid("session-ttl-forever", AGENT, _p({"sessions": {"ttl": "forever"}}), "spec.sessions.ttl"),
@@ -867,6 +935,31 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         merge(PROVIDER, _p({"type": "openai", "credentials": {"secretRef": None, "azureKeyVault": AZURE}})),
     ),
     ("anonymous-agent", merge(AGENT, _p({"auth": {"apiKeys": None, "anonymous": True}}))),
+    (
+        "oidc-agent-with-roles",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "auth": {
+                        "oidc": OIDC,
+                        "authorization": {
+                            "roles": [
+                                ROLE,
+                                {
+                                    "name": "service",
+                                    "routes": ["chat", "ws"],
+                                    "models": ["gpt-4o-mini"],
+                                    "tier": "gold",
+                                    "claims": [{"claim": "scope", "value": "agent.chat"}],
+                                },
+                            ]
+                        },
+                    }
+                }
+            ),
+        ),
+    ),
     (
         "same-provider-two-models",
         merge(AGENT, _p({"llm": {"chain": [CHAIN_ENTRY, merge(CHAIN_ENTRY, {"model": "m2"})]}})),

@@ -18,7 +18,7 @@ import hvac
 import requests
 
 from tests.support.net import free_port
-from tests.support.procs import find_binary, spawn, stop
+from tests.support.procs import TempDirServer, find_binary, spawn
 
 
 def bao_binary() -> str | None:
@@ -26,7 +26,7 @@ def bao_binary() -> str | None:
     return find_binary("bao")
 
 
-class OpenBao:
+class OpenBao(TempDirServer):
     """A ``bao server -dev`` on 127.0.0.1 with a random root token; in-memory, gone when stopped."""
 
     def __init__(self, max_lifetime: int = 1800) -> None:
@@ -42,13 +42,12 @@ class OpenBao:
         self._dir = Path(tempfile.mkdtemp(prefix="sentient-bao-"))
         self.log_path = self._dir / "bao.log"
         self._max_lifetime = max_lifetime
-        self._proc: Any = None
 
     def start(self, timeout: float = 30.0) -> OpenBao:
         """Start and wait until the server answers as unsealed."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(self._dir)  # the dev server writes a token helper file into HOME
-        self._proc = spawn(
+        proc = self._proc = spawn(
             [
                 self.binary,
                 "server",
@@ -63,8 +62,8 @@ class OpenBao:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"bao exited ({self._proc.returncode}); see {self.log_path}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"bao exited ({proc.returncode}); see {self.log_path}")
             try:
                 if requests.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
                     return self
@@ -73,20 +72,8 @@ class OpenBao:
             time.sleep(0.1)
         raise TimeoutError(f"OpenBao did not become ready in {timeout:.0f}s; see {self.log_path}")
 
-    def stop(self) -> None:
-        """Stop the server and remove its files."""
-        if self._proc is not None:
-            stop(self._proc)
-            self._proc = None
-        for p in sorted(self._dir.rglob("*"), reverse=True):
-            (p.rmdir if p.is_dir() else p.unlink)()
-        self._dir.rmdir()
-
     def __enter__(self) -> OpenBao:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def client(self, token: str | None = None, namespace: str | None = None) -> hvac.Client:
         """An hvac client (root token unless ``token`` is given)."""

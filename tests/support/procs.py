@@ -71,3 +71,28 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(grace)
+
+
+class TempDirServer:
+    """A server process with a scratch directory of its own: ``start()`` is the subclass's,
+    ``stop()`` ends the process and removes the directory; usable as a context manager."""
+
+    _dir: Path
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TempDirServer:
+        """Start the server and wait until it answers."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        if self._proc is not None:
+            stop(self._proc)
+            self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> TempDirServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

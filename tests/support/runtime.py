@@ -78,6 +78,7 @@ def make_config(
     api_keys: bool = True,
     anonymous: bool = False,
     jwt: dict[str, Any] | None = None,
+    auth: dict[str, Any] | None = None,
     rate_limit: dict[str, Any] | None = None,
     sessions: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
@@ -123,6 +124,8 @@ def make_config(
         data["auth"]["apiKeysFile"] = "apikeys.json"
     if jwt:
         data["auth"]["jwt"] = jwt
+    if auth:
+        data["auth"].update(auth)
     if rate_limit:
         data["rateLimit"] = rate_limit
     if sessions:

@@ -1556,15 +1556,221 @@ class JWTAuth(Model):
         return self
 
 
+INTROSPECTION_CACHE_MESSAGE = (
+    "spec.auth.oidc.introspection: cacheTTL must be at most 10m and negativeCacheTTL at most cacheTTL"
+)
+ROLE_GRANT_MESSAGE = "spec.auth.authorization.roles: each role needs apiKeys or claims (who is granted it)"
+ROLE_API_KEYS_MESSAGE = "spec.auth.authorization.roles[].apiKeys: needs spec.auth.apiKeys"
+ROLE_CLAIMS_MESSAGE = "spec.auth.authorization.roles[].claims: needs spec.auth.jwt or spec.auth.oidc"
+AUTH_ROUTE_NAMES = ("assist", "chat", "models", "ws")
+TierName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+]
+
+
+class OIDCIntrospection(Model):
+    """RFC 7662 introspection of opaque access tokens, with a short positive and negative cache."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.cacheTTL) <= duration('10m') && "
+                "duration(self.negativeCacheTTL) <= duration(self.cacheTTL)",
+                INTROSPECTION_CACHE_MESSAGE,
+            )
+        )
+    )
+
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="Introspection endpoint; the discovery document's introspection_endpoint when unset.",
+    )
+    client_id: str = Field(
+        alias="clientID",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Client ID the runtime authenticates as to the introspection endpoint.",
+    )
+    client_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the client secret (bound to the pods, sent as HTTP Basic, never logged)."
+    )
+    cache_ttl: Duration = Field(
+        default="30s",
+        alias="cacheTTL",
+        description="How long an active answer is reused, never past the token's exp: a revoked token is "
+        "refused at the latest this long after its revocation.",
+    )
+    negative_cache_ttl: Duration = Field(
+        default="5s",
+        alias="negativeCacheTTL",
+        description="How long an inactive (or refused) answer is reused.",
+    )
+    max_entries: int = Field(
+        default=10000, ge=1, le=1_000_000, description="Cached answers at most, per pod."
+    )
+    timeout: Duration = Field(default="3s", description="Deadline of one introspection call.")
+
+    @model_validator(mode="after")
+    def _cache(self) -> OIDCIntrospection:
+        ttl = parse_duration(self.cache_ttl)
+        if ttl > timedelta(minutes=10) or parse_duration(self.negative_cache_ttl) > ttl:
+            raise ValueError(INTROSPECTION_CACHE_MESSAGE)
+        return self
+
+
+class OIDCAuth(Model):
+    """OAuth2 / OpenID Connect access tokens of one issuer: JWTs checked against the keys its discovery
+    document names, opaque tokens by introspection."""
+
+    issuer: str = Field(
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="Issuer URL (the iss claim); '<issuer>/.well-known/openid-configuration' gives the JWKS URL.",
+    )
+    audiences: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="Accepted aud values; a token must carry one of them (use one per agent).",
+        json_schema_extra=list_type_set(),
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        alias="jwksURL",
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="JWKS URL; the discovery document's jwks_uri when unset.",
+    )
+    introspection: OIDCIntrospection | None = Field(
+        default=None, description="Introspection of opaque (non-JWT) access tokens; refused when unset."
+    )
+    tier_claim: str = Field(
+        default="tier", min_length=1, max_length=MAX_NAME, description="Claim that names the caller's tier."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> OIDCAuth:
+        _check_unique(self.audiences, "spec.auth.oidc.audiences")
+        return self
+
+
+class ClaimGrant(Model):
+    """Grants a role to tokens whose claim holds a value."""
+
+    claim: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Claim name, e.g. scope (space-separated), roles or groups (lists); a dotted path "
+        "reaches into objects (realm_access.roles).",
+    )
+    value: str = Field(min_length=1, max_length=MAX_NAME, description="Value the claim must hold.")
+
+
+class Role(Model):
+    """A role: what it allows (routes, models, rate-limit tier) and who holds it (API keys, token claims)."""
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN, description="Role name (audit log)."
+    )
+    routes: list[Literal["assist", "chat", "models", "ws"]] | None = Field(
+        default=None,
+        max_length=len(AUTH_ROUTE_NAMES),
+        description="Routes allowed: assist (/assist), chat (/v1/chat/completions), models (/v1/models), "
+        "ws (/ws); all when empty.",
+        json_schema_extra=list_type_set(),
+    )
+    models: list[ModelName] | None = Field(
+        default=None,
+        max_length=64,
+        description="Model names a caller in this role may request (the OpenAI model field); any when empty.",
+        json_schema_extra=list_type_set(),
+    )
+    tier: TierName | None = Field(
+        default=None,
+        description="Rate-limit tier (a tier of the agent's RateLimitPolicy) of callers acting in this role; "
+        "the key's or token's own tier when unset.",
+    )
+    api_keys: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] | None = Field(
+        default=None,
+        max_length=256,
+        description="Key IDs (data keys of spec.auth.apiKeys' Secret) granted this role.",
+        json_schema_extra=list_type_set(),
+    )
+    claims: list[ClaimGrant] | None = Field(
+        default=None, max_length=32, description="Token claim values granting this role."
+    )
+
+
+class Authorization(Model):
+    """Roles of this agent's callers. Declared on the agent itself, they reach no other agent."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "self.roles.all(r, (has(r.apiKeys) && size(r.apiKeys) > 0) || (has(r.claims) && size(r.claims) > 0))",
+                ROLE_GRANT_MESSAGE,
+            )
+        )
+    )
+
+    roles: list[Role] = Field(
+        min_length=1,
+        max_length=64,
+        description="Roles, in order of preference: the first role of a caller that allows a request gives "
+        "its tier. A caller holding no role that allows the request is refused with 403.",
+        json_schema_extra=list_type_map("name"),
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Authorization:
+        _check_unique([r.name for r in self.roles], "spec.auth.authorization.roles")
+        if not all(r.api_keys or r.claims for r in self.roles):
+            raise ValueError(ROLE_GRANT_MESSAGE)
+        return self
+
+
 class AuthConfig(Model):
-    """How callers authenticate; at least one of apiKeys, jwt or anonymous: true."""
+    """How callers authenticate; at least one of apiKeys, jwt, oidc or anonymous: true."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!has(self.authorization) || has(self.apiKeys) || "
+                "!self.authorization.roles.exists(r, has(r.apiKeys) && size(r.apiKeys) > 0)",
+                ROLE_API_KEYS_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.authorization) || has(self.jwt) || has(self.oidc) || "
+                "!self.authorization.roles.exists(r, has(r.claims) && size(r.claims) > 0)",
+                ROLE_CLAIMS_MESSAGE,
+            ),
+        )
+    )
 
     api_keys: APIKeyAuth | None = Field(default=None, description="API keys from a Secret.")
     jwt: JWTAuth | None = Field(default=None, description="JWT bearer tokens.")
+    oidc: OIDCAuth | None = Field(
+        default=None, description="OAuth2 / OIDC access tokens (discovery, JWKS, introspection)."
+    )
+    authorization: Authorization | None = Field(
+        default=None,
+        description="Roles (routes, models, tier) granted to API keys and token claims; every authenticated "
+        "caller may use every route when unset. See docs/auth.md.",
+    )
     anonymous: bool = Field(
         default=False,
         description="Allow callers without credentials. Off by default; with apiKeys or jwt, credentials become optional.",
     )
+
+    @model_validator(mode="after")
+    def _grants(self) -> AuthConfig:
+        roles = self.authorization.roles if self.authorization is not None else []
+        if self.api_keys is None and any(r.api_keys for r in roles):
+            raise ValueError(ROLE_API_KEYS_MESSAGE)
+        if self.jwt is None and self.oidc is None and any(r.claims for r in roles):
+            raise ValueError(ROLE_CLAIMS_MESSAGE)
+        return self
 
 
 SESSIONS_REDIS_MESSAGE = (
@@ -2176,7 +2382,7 @@ class GuardrailsConfig(Model):
 
 
 SYSTEM_PROMPT_MESSAGE = "spec.systemPrompt: exactly one of systemPrompt, systemPromptFrom must be set"
-AUTH_MESSAGE = "spec.auth: set apiKeys, jwt, or anonymous: true"
+AUTH_MESSAGE = "spec.auth: set apiKeys, jwt, oidc, or anonymous: true"
 
 
 class SentientAgentSpec(Model):
@@ -2186,7 +2392,7 @@ class SentientAgentSpec(Model):
         json_schema_extra=cel(
             CelRule("has(self.systemPrompt) != has(self.systemPromptFrom)", SYSTEM_PROMPT_MESSAGE),
             CelRule(
-                "has(self.auth) && (has(self.auth.apiKeys) || has(self.auth.jwt)"
+                "has(self.auth) && (has(self.auth.apiKeys) || has(self.auth.jwt) || has(self.auth.oidc)"
                 " || (has(self.auth.anonymous) && self.auth.anonymous))",
                 AUTH_MESSAGE,
             ),
@@ -2225,7 +2431,7 @@ class SentientAgentSpec(Model):
     )
     auth: AuthConfig = Field(
         default_factory=AuthConfig,
-        description="How callers authenticate; at least one of apiKeys, jwt, anonymous.",
+        description="How callers authenticate; at least one of apiKeys, jwt, oidc, anonymous.",
     )
     sessions: SessionsConfig = Field(
         default_factory=SessionsConfig, description="Conversation history storage."
@@ -2266,7 +2472,7 @@ class SentientAgentSpec(Model):
     def _rules(self) -> SentientAgentSpec:
         if (self.system_prompt is None) == (self.system_prompt_from is None):
             raise ValueError(SYSTEM_PROMPT_MESSAGE)
-        if not (self.auth.api_keys or self.auth.jwt or self.auth.anonymous):
+        if not (self.auth.api_keys or self.auth.jwt or self.auth.oidc or self.auth.anonymous):
             raise ValueError(AUTH_MESSAGE)
         moderation = self.guardrails.moderation if self.guardrails is not None else None
         if moderation is not None and not any(

@@ -16,6 +16,7 @@ from agent_runtime.config import (
     API_KEYS_FILE,
     AUDIT_KEY_FILE,
     CONFIG_FILE_KEY,
+    OIDC_CLIENT_SECRET_FILE,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS_URL_FILE,
@@ -120,6 +121,8 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
         data[API_KEYS_FILE] = api_keys_document(inputs)
     if inputs.audit_key:
         data[AUDIT_KEY_FILE] = inputs.audit_key
+    if inputs.oidc_client_secret is not None:
+        data[OIDC_CLIENT_SECRET_FILE] = inputs.oidc_client_secret
     if inputs.policy is not None and inputs.policy.redis_url is not None:
         data[RATE_LIMIT_REDIS_URL_FILE] = inputs.policy.redis_url
     if inputs.policy is not None:

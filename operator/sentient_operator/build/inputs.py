@@ -68,5 +68,6 @@ class AgentInputs:
     # The response cache's Redis files (URL, passwords, CA) by bound-Secret key.
     cache_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
+    oidc_client_secret: str | None = field(default=None, repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False

@@ -13,12 +13,14 @@ from typing import TypeVar, cast
 from agent_runtime.config import (
     API_KEYS_FILE,
     CACHE_REDIS,
+    OIDC_CLIENT_SECRET_FILE,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
+    AuthorizationConfig,
     AuthRuntimeConfig,
     CacheRuntimeConfig,
     ChainStep,
@@ -27,10 +29,12 @@ from agent_runtime.config import (
     GuardrailCheck,
     GuardrailRedaction,
     GuardrailsConfig,
+    IntrospectionConfig,
     JWTConfig,
     LLMParameters,
     LLMRuntimeConfig,
     ModerationService,
+    OIDCConfig,
     PostgresSessionsConfig,
     ProviderConfig,
     ProviderLimits,
@@ -62,6 +66,7 @@ from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
 from agent_runtime.config import SpendBudget as RuntimeBudget
 from sentient_operator.api.v1alpha1 import (
+    AuthConfig,
     BalanceStrategy,
     GuardrailModeration,
     LLMConfig,
@@ -304,6 +309,32 @@ def _cache_config(cache: ResponseCacheConfig | None) -> CacheRuntimeConfig | Non
     )
 
 
+def _oidc_config(auth: AuthConfig) -> OIDCConfig | None:
+    """The OIDC settings; the introspection client secret is a file of the bound Secret, never inlined."""
+    oidc = auth.oidc
+    if oidc is None:
+        return None
+    introspection = None
+    if oidc.introspection is not None:
+        spec = oidc.introspection
+        introspection = IntrospectionConfig(
+            endpoint=spec.endpoint,
+            client_id=spec.client_id,
+            client_secret_file=OIDC_CLIENT_SECRET_FILE,
+            cache_ttl=spec.cache_ttl,
+            negative_cache_ttl=spec.negative_cache_ttl,
+            max_entries=spec.max_entries,
+            timeout=spec.timeout,
+        )
+    return OIDCConfig(
+        issuer=oidc.issuer,
+        audiences=list(oidc.audiences),
+        jwks_url=oidc.jwks_url,
+        introspection=introspection,
+        tier_claim=oidc.tier_claim,
+    )
+
+
 def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
     """The :class:`RuntimeConfig` of an agent; contains file names, never secret values."""
     spec = inputs.spec
@@ -336,6 +367,10 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             anonymous=auth.anonymous,
             api_keys_file=API_KEYS_FILE if auth.api_keys is not None else None,
             jwt=jwt,
+            oidc=_oidc_config(auth),
+            authorization=_convert(auth.authorization, AuthorizationConfig)
+            if auth.authorization is not None
+            else None,
         ),
         sessions=_sessions_config(spec.sessions),
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),

@@ -13,7 +13,9 @@ and returns its warnings; :func:`all_warnings` runs them all. Today:
 - a Secret in the same files that an agent names as its sessions' PostgreSQL DSN but that holds no
   postgresql:// URL (the runtime would refuse it);
 - a spend budget whose currency no LLMProvider in the files is priced in: it would count every
-  model as free.
+  model as free;
+- roles (``spec.auth.authorization``) naming an API key that the key Secret in the files lacks, or a
+  tier that the agent's RateLimitPolicy in the files lacks.
 """
 
 from __future__ import annotations
@@ -272,6 +274,59 @@ def budget_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
     return warnings
 
 
+def _named(documents: list[tuple[Document, str]], kind: str, name: str) -> dict[str, Any] | None:
+    """The first document of ``kind`` named ``name`` in the files (namespaces are not compared)."""
+    for doc, _ in documents:
+        if _get(doc.data, "kind") == kind and _get(doc.data, "metadata", "name") == name:
+            return doc.data if isinstance(doc.data, dict) else None
+    return None
+
+
+def authorization_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Roles that grant a key ID the key Secret lacks, or a tier the agent's RateLimitPolicy lacks."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        roles = _get(data, "spec", "auth", "authorization", "roles")
+        if _get(data, "kind") != "SentientAgent" or not isinstance(roles, list):
+            continue
+        line = doc.line_of(("spec", "auth", "authorization"))
+        secret_name = _get(data, "spec", "auth", "apiKeys", "secretRef", "name")
+        secret = _named(documents, "Secret", secret_name) if isinstance(secret_name, str) else None
+        key_ids: set[str] | None = None
+        if secret is not None:
+            key_ids = {*(_get(secret, "stringData") or {}), *(_get(secret, "data") or {})}
+        policy_name = _get(data, "spec", "rateLimitPolicyRef", "name")
+        policy = _named(documents, "RateLimitPolicy", policy_name) if isinstance(policy_name, str) else None
+        tiers = {t.get("name") for t in _get(policy, "spec", "tiers") or [] if isinstance(t, dict)}
+        for role in roles:
+            if not isinstance(role, dict):
+                continue
+            for key_id in role.get("apiKeys") or []:
+                if key_ids is not None and key_id not in key_ids:
+                    warnings.append(
+                        Problem(
+                            file,
+                            line,
+                            "spec.auth.authorization.roles",
+                            f"role {role.get('name')} grants API key {key_id!r}, which Secret {secret_name} "
+                            "does not hold: no caller gets the role through it",
+                        )
+                    )
+            tier = role.get("tier")
+            if isinstance(tier, str) and policy is not None and tier not in tiers:
+                warnings.append(
+                    Problem(
+                        file,
+                        line,
+                        "spec.auth.authorization.roles",
+                        f"role {role.get('name')} selects tier {tier!r}, which RateLimitPolicy {policy_name} "
+                        "does not define: its callers get the policy's default limits",
+                    )
+                )
+    return warnings
+
+
 Advisory = Callable[[list[tuple[Document, str]]], list[Problem]]
 ADVISORIES: tuple[Advisory, ...] = (
     worker_warnings,
@@ -279,6 +334,7 @@ ADVISORIES: tuple[Advisory, ...] = (
     balance_warnings,
     sessions_dsn_warnings,
     budget_warnings,
+    authorization_warnings,
 )
 
 

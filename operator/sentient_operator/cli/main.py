@@ -171,6 +171,13 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
 @click.option(
     "--currency", default="USD", show_default=True, help="With --budget: currency of price and budget."
 )
+@click.option(
+    "--oidc-issuer",
+    default=None,
+    metavar="URL",
+    help="Accept OAuth2 / OIDC access tokens of this issuer (audience: the agent's name) and add "
+    "starter roles (docs/auth.md).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -191,6 +198,7 @@ def init(
     budget: str | None,
     price: str | None,
     currency: str,
+    oidc_issuer: str | None,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -205,6 +213,7 @@ def init(
       sentient init my-agent --sessions postgres
       sentient init my-agent --cache
       sentient init my-agent --budget 50 --price 0.15:0.60
+      sentient init my-agent --oidc-issuer https://login.example.com/realms/acme
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -275,6 +284,7 @@ def init(
             sessions=sessions,  # type: ignore[arg-type]
             cache=cache,
             budget=starter_budget,
+            oidc_issuer=oidc_issuer,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]

@@ -165,6 +165,7 @@ def agent_manifests(
     sessions: SessionsKind = "memory",
     cache: bool = False,
     budget: StarterBudget | None = None,
+    oidc_issuer: str | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
@@ -174,7 +175,8 @@ def agent_manifests(
     (docs/load-balancing.md). ``sessions`` other than memory keeps the conversations in Redis or
     PostgreSQL, from a Secret :func:`sessions_steps` tells how to make. ``cache`` adds the response
     cache of :func:`starter_cache`. ``budget`` prices the default model and caps the agent's spend
-    per day (docs/budgets.md).
+    per day (docs/budgets.md). ``oidc_issuer`` adds OAuth2 / OIDC access tokens of that issuer and
+    the starter roles of :func:`starter_authorization`.
     """
     names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
@@ -248,6 +250,9 @@ def agent_manifests(
         }
     if cache:
         agent_spec["cache"] = starter_cache()
+    if oidc_issuer:
+        agent_spec["auth"]["oidc"] = {"issuer": oidc_issuer, "audiences": [name]}
+        agent_spec["auth"]["authorization"] = starter_authorization(name)
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
@@ -292,6 +297,21 @@ def sessions_steps(name: str, sessions: SessionsKind) -> list[str]:
             "   # the runtime creates its table"
         ]
     return []
+
+
+def starter_authorization(name: str) -> dict[str, Any]:
+    """Starter roles (docs/auth.md): services whose token has the scope ``<name>.chat`` use the
+    OpenAI API and /ws; the starter API key uses /assist."""
+    return {
+        "roles": [
+            {
+                "name": "service",
+                "routes": ["chat", "models", "ws"],
+                "claims": [{"claim": "scope", "value": f"{name}.chat"}],
+            },
+            {"name": "caller", "routes": ["assist", "models"], "apiKeys": [CALLER_KEY_ID]},
+        ]
+    }
 
 
 def starter_guardrails() -> dict[str, Any]:

@@ -234,6 +234,8 @@ class AgentReconciler:
             refs.update(("Secret", policy_ns, secret) for secret in redis_secret_names(redis))
         if spec.auth.api_keys is not None:
             refs.add(("Secret", namespace, spec.auth.api_keys.secret_ref.name))
+        if spec.auth.oidc is not None and spec.auth.oidc.introspection is not None:
+            refs.add(("Secret", namespace, spec.auth.oidc.introspection.client_secret_ref.name))
         sessions_redis = spec.sessions.connection()
         if sessions_redis is not None:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
