@@ -37,6 +37,7 @@ from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
 from agent_runtime.sessions import SessionStore, build_session_store
+from agent_runtime.tracing import Tracing, build_tracing
 
 log = logging.getLogger("agent_runtime.lifecycle")
 
@@ -56,6 +57,8 @@ class RuntimeState:
     shutdown_grace: float
     # Input and output checks; None when the config has none (the pipeline then skips them).
     guardrails: Guardrails | None = None
+    # OpenTelemetry tracer; None when tracing is off.
+    tracing: Tracing | None = None
 
 
 def load_agent_class(path: str | None) -> type[AbstractAgent]:
@@ -134,6 +137,11 @@ class Lifecycle:
     def config(self) -> RuntimeConfig:
         """The config in force."""
         return self._state.config if self._state is not None else self._initial_config
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """The tracer in force (None when tracing is off or before the start)."""
+        return self._state.tracing if self._state is not None else None
 
     @property
     def accepting(self) -> bool:
@@ -252,6 +260,8 @@ class Lifecycle:
             await _close_quietly(state.sessions.aclose())
             if state.guardrails is not None:
                 await _close_quietly(state.guardrails.aclose())
+            if state.tracing is not None:
+                await _close_quietly(state.tracing.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -282,6 +292,7 @@ class Lifecycle:
         cls = load_agent_class(config.agent.agent_class)
         agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
         guardrails = self._build_guardrails(config, previous)
+        tracing = self._build_tracing(config, previous)
         return RuntimeState(
             config=config,
             auth=auth,
@@ -290,7 +301,26 @@ class Lifecycle:
             heartbeat=duration_seconds(config.server.heartbeat_interval),
             shutdown_grace=duration_seconds(config.server.shutdown_grace),
             guardrails=guardrails,
+            tracing=tracing,
         )
+
+    def _build_tracing(self, config: RuntimeConfig, previous: RuntimeState | None) -> Tracing | None:
+        """The tracer of ``config``; kept from ``previous`` when its config and header file are unchanged."""
+        wanted = config.tracing
+        if wanted is None:
+            return None
+        if (
+            previous is not None
+            and previous.tracing is not None
+            and previous.config.tracing == wanted
+            and previous.config.agent == config.agent
+            and (
+                wanted.headers_file is None
+                or self.credentials.read(wanted.headers_file) == previous.tracing.headers_text
+            )
+        ):
+            return previous.tracing
+        return build_tracing(wanted, config.agent, self.credentials.read)
 
     def _build_guardrails(self, config: RuntimeConfig, previous: RuntimeState | None) -> Guardrails | None:
         """The checks of ``config`` (kept from ``previous`` when unchanged); sets log and audit masking."""
@@ -318,6 +348,8 @@ class Lifecycle:
             self._retired.append(previous.sessions.aclose)
         if previous.guardrails is not None and previous.guardrails is not state.guardrails:
             self._retired.append(previous.guardrails.aclose)
+        if previous.tracing is not None and previous.tracing is not state.tracing:
+            self._retired.append(previous.tracing.aclose)
         if self.in_flight == 0:
             self._close_retired()
 
@@ -370,6 +402,15 @@ class Lifecycle:
             # Redis URLs are read when a backend is built; a changed URL needs a rebuild.
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
+            tracing_config = state.config.tracing
+            if tracing_config is not None and tracing_config.headers_file is not None:
+                # A rotated header Secret (collector token): a new exporter for the next request.
+                text = self.credentials.read(tracing_config.headers_file)
+                if state.tracing is None or text != state.tracing.headers_text:
+                    async with self._reload_lock:
+                        current = self.state
+                        self._swap(self._build_state(current.config, current, current.sessions))
+                        state = self.state
             sessions_config = state.config.sessions
             connection = sessions_config.connection()
             if sessions_config.store == "redis" and connection is not None:

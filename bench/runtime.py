@@ -17,7 +17,9 @@ client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
+``--tracing collector`` exports every request's spans to a real OpenTelemetry Collector started here,
+``--tracing down`` to an endpoint nobody listens on).
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -67,6 +69,29 @@ def _add_guardrails(config_file: Path) -> None:
     config = yaml.safe_load(config_file.read_text())
     config["guardrails"] = BENCH_GUARDRAILS
     config_file.write_text(yaml.safe_dump(config))
+
+
+def _add_tracing(config_file: Path, endpoint: str) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    # Every request recorded (ratio 1): the cost of tracing at its most expensive.
+    config["tracing"] = {"endpoint": endpoint, "samplingRatio": 1.0}
+    config_file.write_text(yaml.safe_dump(config))
+
+
+@contextlib.contextmanager
+def _tracing_endpoint(mode: str) -> Iterator[str | None]:
+    """The collector endpoint of ``--tracing``: a real collector, a closed port, or none."""
+    if mode == "off":
+        yield None
+    elif mode == "down":
+        yield f"http://127.0.0.1:{free_port()}"
+    else:
+        from tests.support.otel_collector import Collector
+
+        with Collector() as collector:
+            yield collector.endpoint
 
 
 @dataclass
@@ -262,6 +287,12 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "collector", "down"],
+        default="off",
+        help="export traces to a real OpenTelemetry Collector, or to an endpoint that is down",
+    )
     args = parser.parse_args()
 
     env = {
@@ -270,7 +301,10 @@ def main() -> None:
         "SENTIENT_LOG_LEVEL": "WARNING",
     }
     upstream_port, runtime_port, metrics_port = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="sentient-bench-") as tmp,
+        _tracing_endpoint(args.tracing) as tracing_endpoint,
+    ):
         # Callers authenticate (auth is on by default): one API key, bound hashed.
         config_file, creds = write_files(
             Path(tmp),
@@ -283,6 +317,8 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if tracing_endpoint is not None:
+            _add_tracing(config_file, tracing_endpoint)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -350,7 +386,10 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" tracing {args.tracing}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

@@ -65,6 +65,8 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "min-replicas-above-max": COMPARES,
     "no-caller-auth": AT_LEAST_ONE,
     "redis-sessions-without-url": DEPENDS,
+    "tracing-endpoint-with-credentials": "a part of a URL that its pattern allows (CEL, for a message that says why)",
+    "tracing-timeout-too-long": DURATION,
     "guardrail-check-two-kinds": EXACTLY_ONE,
     "guardrail-check-no-kind": EXACTLY_ONE,
     "guardrail-redact-injection": DEPENDS,

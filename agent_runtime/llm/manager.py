@@ -81,6 +81,8 @@ from agent_runtime.metrics import (
     TOKENS,
     UPSTREAM_DURATION,
 )
+from agent_runtime.tracing import AttemptTrace
+from agent_runtime.tracing import current as current_trace
 
 log = logging.getLogger("agent_runtime.llm")
 
@@ -101,6 +103,13 @@ class _Failure:
     entry: Entry
     error: UpstreamError
     attempts: int
+
+
+def _trace_skip(entry: Entry, error_class: str) -> None:
+    """Note on the request's trace that ``entry`` was not tried (looked up only on this rare path)."""
+    trace = current_trace()
+    if trace is not None:
+        trace.skipped(entry, error_class)
 
 
 def estimate_tokens(request: ChatRequest, max_tokens: int | None) -> int:
@@ -299,8 +308,14 @@ class LLMManager:
         previous: _Failure | None = None
         phase: SwitchPhase = "before_first_token"
         first_token_seen = False
-        for entry in snap.entries:
+        # The request's trace (None when tracing is off: then nothing below costs more than a test).
+        trace = current_trace()
+        span: AttemptTrace | None = None
+        first_part = 0
+        for position, entry in enumerate(snap.entries):
             if previous is not None:
+                if trace is not None:
+                    trace.failover(previous.entry, entry, phase, previous.error.error_class)
                 yield self._switch(previous, entry, phase)
             failure = await self._prepare(entry, request)
             attempt = 0
@@ -310,13 +325,25 @@ class LLMManager:
                 t0 = self._clock()
                 got_text = False
                 whole = ""
+                if trace is not None:
+                    span = trace.attempt(entry, request, attempt, position, streamed)
+                    first_part = len(parts)
                 try:
                     api_key = self._api_key(entry)
                     upstream = self._pools.get(entry.pool_key, retire_after=entry.total)
                     remaining = deadline - t0
                     if streamed:
                         partial = "".join(parts) or None
-                        pieces = stream_attempt(entry, upstream, request, api_key, state, remaining, partial)
+                        pieces = stream_attempt(
+                            entry,
+                            upstream,
+                            request,
+                            api_key,
+                            state,
+                            remaining,
+                            partial,
+                            span.headers if span is not None else None,
+                        )
                         async with aclosing(pieces):
                             async for text in pieces:
                                 if not first_token_seen:
@@ -326,8 +353,18 @@ class LLMManager:
                                 parts.append(text)
                                 yield TextDelta(text)
                     else:
-                        whole = await complete_attempt(entry, upstream, request, api_key, state, remaining)
+                        whole = await complete_attempt(
+                            entry,
+                            upstream,
+                            request,
+                            api_key,
+                            state,
+                            remaining,
+                            span.headers if span is not None else None,
+                        )
                 except UpstreamError as err:
+                    if span is not None:
+                        span.failed(err.error_class, err.status)
                     self._on_error(entry, err, t0)
                     if got_text:
                         # Part of the answer went out: the next entry continues it.
@@ -340,7 +377,12 @@ class LLMManager:
                     # Consumer went away (GeneratorExit) or the task was cancelled:
                     # no verdict on the provider's health.
                     entry.breaker.record_neutral()
+                    if span is not None:
+                        span.abandoned()
                     raise
+                if span is not None:
+                    # This attempt's text only: a mid-stream continuation follows earlier parts.
+                    span.succeeded(state, parts[first_part:] if streamed else [whole])
                 self._on_success(entry, t0, state.input_tokens, state.output_tokens)
                 if not streamed:
                     yield TextDelta(whole)
@@ -360,6 +402,7 @@ class LLMManager:
         self._follow_credential(entry)
         if not entry.breaker.acquire():
             retry_in = entry.breaker.retry_in()
+            _trace_skip(entry, CircuitOpen.error_class)
             return _Failure(
                 entry, CircuitOpen("circuit breaker open", retry_after=retry_in or None), attempts
             )
@@ -374,6 +417,7 @@ class LLMManager:
                 raise
             if not allowed:
                 entry.breaker.record_neutral()
+                _trace_skip(entry, QuotaExhausted.error_class)
                 return _Failure(entry, QuotaExhausted("provider quota exhausted"), attempts)
         return None
 

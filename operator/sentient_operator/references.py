@@ -9,6 +9,7 @@ Messages name objects and keys, never values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -374,6 +375,28 @@ def _resolve_api_keys(
     return keys
 
 
+def _resolve_tracing_headers(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> str | None:
+    """The exporter's headers as a JSON object (every key of the Secret), or None when none are set."""
+    tracing = spec.tracing
+    if tracing is None or tracing.headers_secret_ref is None:
+        return None
+    name = tracing.headers_secret_ref.name
+    data = lookup.secret(agent_namespace, name)
+    if data is None:
+        problems.append(
+            Problem(
+                CREDENTIALS_READY,
+                "SecretNotFound",
+                f"tracing headers: Secret {agent_namespace}/{name} not found",
+            )
+        )
+        return None
+    # Sorted: the same Secret renders the same bound key, so nothing rolls without a change.
+    return json.dumps(dict(sorted(data.items())), separators=(",", ":"))
+
+
 def _resolve_prompt(
     agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
 ) -> str:
@@ -430,6 +453,7 @@ def resolve(
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
+    tracing_headers = _resolve_tracing_headers(namespace, spec, lookup, problems)
     sessions_redis_url: str | None = None
     sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
@@ -461,6 +485,7 @@ def resolve(
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        tracing_headers=tracing_headers,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

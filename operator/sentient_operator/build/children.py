@@ -18,6 +18,7 @@ from agent_runtime.config import (
     CONFIG_FILE_KEY,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_REDIS_URL_FILE,
+    TRACING_HEADERS_FILE,
     ServerConfig,
     duration_seconds,
     provider_ca_file,
@@ -126,6 +127,8 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     if inputs.sessions_redis_url is not None:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
     data.update(inputs.sessions_redis_files)
+    if inputs.tracing_headers is not None:
+        data[TRACING_HEADERS_FILE] = inputs.tracing_headers
     return data
 
 

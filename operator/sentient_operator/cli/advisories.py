@@ -3,7 +3,9 @@
 A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
 limits or sessions live in memory. Each worker process counts and remembers on its own, as each
 replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
-continues only when its next request reaches the same worker.
+continues only when its next request reaches the same worker. And tracing that sends more than
+its author may mean to: exporter headers (credentials) over plain HTTP, prompts and answers on
+the spans.
 """
 
 from __future__ import annotations
@@ -86,6 +88,38 @@ def worker_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                     f"sessions are kept in memory, per worker process: with {workers} workers the next "
                     "turn of an /assist conversation may reach a worker that does not hold it; use "
                     "sessions.store redis",
+                )
+            )
+    return warnings
+
+
+def tracing_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for agents whose traces carry credentials in clear text or conversation content."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        tracing = _get(data, "spec", "tracing")
+        if _get(data, "kind") != "SentientAgent" or not isinstance(tracing, dict):
+            continue
+        endpoint = tracing.get("endpoint")
+        if tracing.get("headersSecretRef") and isinstance(endpoint, str) and endpoint.startswith("http://"):
+            warnings.append(
+                Problem(
+                    file,
+                    doc.line_of(("spec", "tracing", "headersSecretRef")),
+                    "spec.tracing.headersSecretRef",
+                    "the exporter's headers (often a token) go to the collector unencrypted over "
+                    "http://; use an https:// endpoint",
+                )
+            )
+        if tracing.get("captureContent") is True:
+            warnings.append(
+                Problem(
+                    file,
+                    doc.line_of(("spec", "tracing", "captureContent")),
+                    "spec.tracing.captureContent",
+                    "prompts (as sent to the model) and the model's answers (before output "
+                    "guardrails) are copied onto the spans: whoever reads the traces reads them",
                 )
             )
     return warnings

@@ -131,6 +131,13 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
+@click.option(
+    "--tracing",
+    "tracing",
+    metavar="URL",
+    default=None,
+    help="Send OpenTelemetry traces to this OTLP/HTTP collector (e.g. http://otel-collector:4318).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -144,6 +151,7 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    tracing: str | None,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -154,6 +162,7 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --tracing http://otel-collector.monitoring:4318
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -207,6 +216,7 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            tracing=tracing,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]

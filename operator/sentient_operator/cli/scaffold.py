@@ -118,11 +118,13 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    tracing: str | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`; ``tracing`` (a collector's OTLP/HTTP URL)
+    the traces of :func:`starter_tracing`.
     """
     provider = provider_name(name, provider_type)
     # No Secret with the provider key: see provider_key_steps().
@@ -183,12 +185,20 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if tracing:
+        agent_spec["tracing"] = starter_tracing(tracing)
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def starter_tracing(endpoint: str) -> dict[str, Any]:
+    """Traces to ``endpoint`` (docs/tracing.md): one request in ten recorded unless the caller's
+    trace is sampled, no prompt or answer text on the spans."""
+    return {"endpoint": endpoint, "samplingRatio": 0.1, "captureContent": False}
 
 
 def starter_guardrails() -> dict[str, Any]:
