@@ -11,6 +11,7 @@ unreachable collector that leaves requests unharmed.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import socket
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ from tests.support.waiting import wait_for
 CALLER_KEY = "alice-secret-key"
 KEY = {"authorization": f"Bearer {CALLER_KEY}"}
 UPSTREAM_KEY = "sk-upstream-" + "x" * 24
+# The collector refuses exports without it: every span read back came with the headers file.
+COLLECTOR_TOKEN = "otel-token-" + "y" * 20
+HEADERS_FILE = "tracing-headers.json"
+HEADERS = json.dumps({"Authorization": f"Bearer {COLLECTOR_TOKEN}"})
 PRIMARY_KEY_FILE = "provider.default.primary.apiKey"
 SECONDARY_KEY_FILE = "provider.default.secondary.apiKey"
 SERVER, CLIENT = 2, 3  # OTLP span kinds
@@ -44,7 +49,7 @@ PROMPT = "What is the tallest mountain?"
 
 @pytest.fixture(scope="module")
 def collector() -> Iterator[Collector]:
-    with Collector() as running:
+    with Collector(token=COLLECTOR_TOKEN) as running:
         yield running
 
 
@@ -74,12 +79,15 @@ def _config(primary: FakeUpstream, secondary: FakeUpstream, tracing: dict[str, A
         ),
     ]
     config = make_config(chain=chain)
+    tracing = {"headersFile": HEADERS_FILE, **tracing}
     return config.model_copy(update={"tracing": TracingConfig.model_validate(tracing)})
 
 
 @contextlib.contextmanager
 def _runtime(root: Path, config: RuntimeConfig) -> Iterator[InProcessRuntime]:
-    credentials = default_credentials({PRIMARY_KEY_FILE: UPSTREAM_KEY, SECONDARY_KEY_FILE: UPSTREAM_KEY})
+    credentials = default_credentials(
+        {PRIMARY_KEY_FILE: UPSTREAM_KEY, SECONDARY_KEY_FILE: UPSTREAM_KEY, HEADERS_FILE: HEADERS}
+    )
     with InProcessRuntime(RuntimeFiles(root, config, credentials)) as runtime:
         yield runtime
 
@@ -182,7 +190,7 @@ def test_no_content_and_no_secret_unless_asked(
         _flush(runtime)
     spans = _wait_trace(collector, trace_id, 2)
     exported = collector.output.read_text()
-    for secret in (UPSTREAM_KEY, CALLER_KEY):
+    for secret in (UPSTREAM_KEY, CALLER_KEY, COLLECTOR_TOKEN):
         assert secret not in exported
     for span in spans:
         assert "gen_ai.input.messages" not in span.attributes
@@ -239,3 +247,25 @@ def test_unreachable_collector_does_not_harm_requests(
                 assert response.status_code == 200
             # A full queue drops spans rather than wait; the upstream still got every context.
             assert sum(p is not None for p in primary.state.traceparents) == 100
+
+
+def test_a_rotated_header_secret_gets_a_new_exporter(
+    tmp_path: Path, collector: Collector, primary: FakeUpstream, secondary: FakeUpstream
+) -> None:
+    config = _config(primary, secondary, {"endpoint": collector.endpoint})
+    with _runtime(tmp_path, config) as runtime:
+        first = runtime.runtime.tracing
+        assert first is not None and first.headers_text == HEADERS
+        rotated = json.dumps({"Authorization": f"Bearer {COLLECTOR_TOKEN}", "x-tenant": "team-a"})
+        runtime.files.update_credentials({HEADERS_FILE: rotated})
+        tracing = wait_for(
+            lambda: (t := runtime.runtime.tracing) is not first and t,
+            "a tracer with the rotated headers",
+            timeout=30,
+        )
+        assert tracing.headers_text == rotated
+        # The new exporter works (the collector still accepts its token).
+        header, trace_id, _ = _traceparent()
+        assert _chat(runtime, {"traceparent": header}).status_code == 200
+        _flush(runtime)
+    _wait_trace(collector, trace_id, 2)

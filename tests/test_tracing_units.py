@@ -3,6 +3,7 @@ wire, and the promise that a runtime without tracing never loads the OpenTelemet
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from agent_runtime.llm.entries import build_snapshot
 from agent_runtime.llm.wire import request_bytes
 from agent_runtime.tracing import build_tracing
 from agent_runtime.tracing.otel import parse_headers, traces_url
+from agent_runtime.tracing.throttle import Throttle
 from sentient_operator.build import render_config
 from sentient_operator.cli import scaffold
 from sentient_operator.cli.main import cli
@@ -152,3 +154,36 @@ def test_validate_warns_of_clear_text_headers_and_captured_content(tmp_path: Pat
     path.write_text(TRACED_AGENT.replace("http://otel", "https://otel").replace("captureContent: true", ""))
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 0 and ": warning: " not in result.output, result.output
+
+
+def test_the_sdk_log_throttle_lets_one_line_of_a_kind_through_per_interval() -> None:
+    throttle = Throttle(interval=3600)
+    records = [
+        logging.LogRecord(
+            "opentelemetry.sdk._shared_internal",
+            logging.WARNING,
+            "f",
+            1,
+            "Queue full, dropping %s.",
+            ("span",),
+            None,
+        )
+        for _ in range(5)
+    ]
+    assert [throttle.filter(r) for r in records] == [True, False, False, False, False]
+    other = logging.LogRecord(
+        "opentelemetry.sdk._shared_internal", logging.WARNING, "f", 1, "other", (), None
+    )
+    assert throttle.filter(other)
+    throttle.interval = 0
+    again = logging.LogRecord(
+        "opentelemetry.sdk._shared_internal",
+        logging.WARNING,
+        "f",
+        1,
+        "Queue full, dropping %s.",
+        ("span",),
+        None,
+    )
+    assert throttle.filter(again)
+    assert again.getMessage() == "Queue full, dropping span. (4 more like this in the last 0 s)"

@@ -21,6 +21,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import agent_runtime.tracing.attributes as a
+import agent_runtime.tracing.throttle as throttle
 from agent_runtime.config import AgentInfo, TracingConfig, duration_seconds
 from agent_runtime.tracing.base import AttemptTrace, RequestTrace
 
@@ -220,6 +221,7 @@ class OtelTracing:
     def __init__(
         self, config: TracingConfig, agent: AgentInfo, read_file: Callable[[str], str | None]
     ) -> None:
+        throttle.install()
         self.config = config
         self.agent_name = agent.name
         self.headers_text = read_file(config.headers_file) if config.headers_file else None

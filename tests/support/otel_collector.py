@@ -1,7 +1,7 @@
 """A real OpenTelemetry Collector for the tracing tests: OTLP/HTTP in, OTLP JSON lines to a file.
 
 The binary is the project's minimal collector distribution (``e2e/otelcol-build``: the OTLP
-receiver and the contrib file exporter), built once from the Go module proxy into the tool
+receiver, the contrib file exporter and bearer-token auth), built once from the Go module proxy into the tool
 cache by ``python -m e2e.tools ensure`` (``make setup``); :func:`collector_binary` builds it
 when it is missing. Spans are read back from the exporter's file, as a backend would store them.
 """
@@ -32,12 +32,12 @@ receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{port}
+        endpoint: 127.0.0.1:{port}{auth}
 exporters:
   file:
     path: {path}
     flush_interval: 100ms
-service:
+{extensions}service:{service_extensions}
   telemetry:
     logs:
       level: info
@@ -91,9 +91,13 @@ def _attrs(items: list[dict[str, Any]] | None) -> dict[str, Any]:
 
 
 class Collector:
-    """One collector process on 127.0.0.1 in its own temporary directory."""
+    """One collector process on 127.0.0.1 in its own temporary directory.
 
-    def __init__(self) -> None:
+    With ``token`` the receiver refuses every export without ``authorization: Bearer <token>``.
+    """
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
         self.binary = collector_binary()
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -105,7 +109,20 @@ class Collector:
     def start(self) -> Collector:
         """Start it and wait until the receiver accepts connections."""
         config = self._dir / "config.yaml"
-        config.write_text(CONFIG.format(port=self.port, path=self.output))
+        auth = extensions = service_extensions = ""
+        if self.token is not None:
+            auth = "\n        auth:\n          authenticator: bearertokenauth"
+            extensions = f"extensions:\n  bearertokenauth:\n    token: {self.token}\n"
+            service_extensions = "\n  extensions: [bearertokenauth]"
+        config.write_text(
+            CONFIG.format(
+                port=self.port,
+                path=self.output,
+                auth=auth,
+                extensions=extensions,
+                service_extensions=service_extensions,
+            )
+        )
         proc = self._proc = spawn([self.binary, "--config", str(config)], log_path=self.log_path)
         try:
             wait_for(lambda: proc.poll() is not None or _listening(self.port), "the collector", timeout=60)
