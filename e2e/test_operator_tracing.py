@@ -45,14 +45,15 @@ def test_tracing_rendered_bound_and_exported(
                 agent(namespace, tracing=tracing),
             )
             wait_ready(cluster, namespace)
-            config = yaml.safe_load(
-                get(cluster, "configmap", "helper-config", namespace)["data"]["config.yaml"]
-            )
+            config_map = get(cluster, "configmap", "helper-config", namespace)
+            assert config_map is not None
+            config = yaml.safe_load(config_map["data"]["config.yaml"])
             assert config["tracing"]["endpoint"] == collector.endpoint
             assert config["tracing"]["headersFile"] == TRACING_HEADERS_FILE
             assert TOKEN not in yaml.safe_dump(config)
-            bound = get(cluster, "secret", "helper-credentials", namespace)["data"]
-            assert TOKEN in base64.b64decode(bound[TRACING_HEADERS_FILE]).decode()
+            bound = get(cluster, "secret", "helper-credentials", namespace)
+            assert bound is not None
+            assert TOKEN in base64.b64decode(bound["data"][TRACING_HEADERS_FILE]).decode()
 
             trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
             with AgentPod(k8s, namespace, "helper", tmp_path / "pod") as pod:

@@ -156,34 +156,16 @@ def test_validate_warns_of_clear_text_headers_and_captured_content(tmp_path: Pat
     assert result.exit_code == 0 and ": warning: " not in result.output, result.output
 
 
+def _sdk_warning(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("opentelemetry.sdk._shared_internal", logging.WARNING, "f", 1, msg, args, None)
+
+
 def test_the_sdk_log_throttle_lets_one_line_of_a_kind_through_per_interval() -> None:
     throttle = Throttle(interval=3600)
-    records = [
-        logging.LogRecord(
-            "opentelemetry.sdk._shared_internal",
-            logging.WARNING,
-            "f",
-            1,
-            "Queue full, dropping %s.",
-            ("span",),
-            None,
-        )
-        for _ in range(5)
-    ]
+    records = [_sdk_warning("Queue full, dropping %s.", "span") for _ in range(5)]
     assert [throttle.filter(r) for r in records] == [True, False, False, False, False]
-    other = logging.LogRecord(
-        "opentelemetry.sdk._shared_internal", logging.WARNING, "f", 1, "other", (), None
-    )
-    assert throttle.filter(other)
+    assert throttle.filter(_sdk_warning("other"))
     throttle.interval = 0
-    again = logging.LogRecord(
-        "opentelemetry.sdk._shared_internal",
-        logging.WARNING,
-        "f",
-        1,
-        "Queue full, dropping %s.",
-        ("span",),
-        None,
-    )
+    again = _sdk_warning("Queue full, dropping %s.", "span")
     assert throttle.filter(again)
     assert again.getMessage() == "Queue full, dropping span. (4 more like this in the last 0 s)"

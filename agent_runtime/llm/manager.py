@@ -33,7 +33,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -311,6 +311,7 @@ class LLMManager:
         # The request's trace (None when tracing is off: then nothing below costs more than a test).
         trace = current_trace()
         span: AttemptTrace | None = None
+        trace_headers: Mapping[str, str] | None = None
         first_part = 0
         for position, entry in enumerate(snap.entries):
             if previous is not None:
@@ -327,6 +328,7 @@ class LLMManager:
                 whole = ""
                 if trace is not None:
                     span = trace.attempt(entry, request, attempt, position, streamed)
+                    trace_headers = span.headers
                     first_part = len(parts)
                 try:
                     api_key = self._api_key(entry)
@@ -335,14 +337,7 @@ class LLMManager:
                     if streamed:
                         partial = "".join(parts) or None
                         pieces = stream_attempt(
-                            entry,
-                            upstream,
-                            request,
-                            api_key,
-                            state,
-                            remaining,
-                            partial,
-                            span.headers if span is not None else None,
+                            entry, upstream, request, api_key, state, remaining, partial, trace_headers
                         )
                         async with aclosing(pieces):
                             async for text in pieces:
@@ -354,13 +349,7 @@ class LLMManager:
                                 yield TextDelta(text)
                     else:
                         whole = await complete_attempt(
-                            entry,
-                            upstream,
-                            request,
-                            api_key,
-                            state,
-                            remaining,
-                            span.headers if span is not None else None,
+                            entry, upstream, request, api_key, state, remaining, trace_headers
                         )
                 except UpstreamError as err:
                     if span is not None:
