@@ -220,7 +220,8 @@ class Pipeline:
             REQUEST_ID.reset(token)
             if trace is not None:
                 trace.end(ex.status)
-                CURRENT_TRACE.reset(trace_token)  # type: ignore[arg-type]
+            if trace_token is not None:
+                CURRENT_TRACE.reset(trace_token)
 
     async def _steps(self, route: Route, call: Call) -> None:
         ex, runtime = call.ex, self.runtime

@@ -132,19 +132,25 @@ class OtelAttempt:
 class OtelRequest:
     """The SERVER span of one request and the context its attempts are children of."""
 
-    __slots__ = ("_capture", "_context", "_span", "_tracer")
+    __slots__ = ("_capture", "_context", "_recording", "_span", "_tracer")
 
     def __init__(self, tracer: Tracer, span: Span, capture: bool) -> None:
         self._tracer = tracer
         self._span = span
         self._capture = capture
         self._context: Context = set_span_in_context(span)
+        # Children of an unsampled request are unsampled too (parent-based sampling).
+        self._recording = span.is_recording()
 
     def attempt(
         self, entry: Entry, request: ChatRequest, number: int, position: int, streamed: bool
     ) -> AttemptTrace:
         """Start the span of one attempt, named ``chat {model}`` as the conventions say."""
         config = entry.config
+        if not self._recording:
+            # Only its context matters (the upstream's traceparent): no attributes to build.
+            span = self._tracer.start_span(config.model, context=self._context, kind=SpanKind.CLIENT)
+            return OtelAttempt(span, config.model, False)
         provider = a.PROVIDER_NAMES.get(config.type, config.type)
         url = entry.url
         attrs: dict[str, Any] = {
