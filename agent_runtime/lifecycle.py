@@ -36,7 +36,7 @@ from agent_runtime.llm import LLMManager
 from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
-from agent_runtime.sessions import SessionStore, build_session_store
+from agent_runtime.sessions import SessionStore, build_session_store, start_sessions
 from agent_runtime.tracing import Tracing, build_tracing
 
 log = logging.getLogger("agent_runtime.lifecycle")
@@ -200,6 +200,7 @@ class Lifecycle:
         self.llm = LLMManager(config.llm, self.credentials.read, self.gate)
         self.limiter = build_limiter(config.rate_limit, self.credentials.read, agent=config.agent.name)
         self._swap(self._build_state(config, previous=None))
+        await start_sessions(self.state.sessions)
         self.started = True
         if self.config_path is not None:
             self._watcher = FileWatcher(
@@ -392,6 +393,18 @@ class Lifecycle:
         self.audit.record("config.reload", agent=config.agent.name)
         log.info("config reloaded")
 
+    def _sessions_source_changed(self, state: RuntimeState) -> bool:
+        """Whether the mounted Redis URL or PostgreSQL DSN of the sessions differs from the store's."""
+        sessions_config = state.config.sessions
+        connection = sessions_config.connection()
+        if sessions_config.store == "redis" and connection is not None:
+            target = try_resolve_target(connection, self.credentials.read)
+            return target != getattr(state.sessions, "target", None)
+        if sessions_config.store == "postgres" and sessions_config.postgres is not None:
+            dsn = (self.credentials.read(sessions_config.postgres.dsn_file) or "").strip()
+            return dsn != getattr(state.sessions, "dsn", None)
+        return False
+
     async def _on_credentials_change(self) -> None:
         assert self.audit is not None
         try:
@@ -411,17 +424,13 @@ class Lifecycle:
                         current = self.state
                         self._swap(self._build_state(current.config, current, current.sessions))
                         state = self.state
-            sessions_config = state.config.sessions
-            connection = sessions_config.connection()
-            if sessions_config.store == "redis" and connection is not None:
-                target = try_resolve_target(connection, self.credentials.read)
-                if target != getattr(state.sessions, "target", None):
-                    async with self._reload_lock:
-                        current = self.state
-                        sessions = build_session_store(
-                            current.config.sessions, self.credentials.read, current.config.agent.name
-                        )
-                        self._swap(self._build_state(current.config, current, sessions))
+            if self._sessions_source_changed(state):
+                async with self._reload_lock:
+                    current = self.state
+                    sessions = build_session_store(
+                        current.config.sessions, self.credentials.read, current.config.agent.name
+                    )
+                    self._swap(self._build_state(current.config, current, sessions))
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)

@@ -18,8 +18,13 @@ Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
 (``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without;
+``--balance STRATEGY`` makes the chain one load-balanced step of two members, both on the fake upstream).
+``--sessions memory|redis|postgres`` keeps the conversation of each /assist (and /ws) connection in
+that store (a real redis-server or PostgreSQL is started for the run): every request loads the
+session's history (at most :data:`BENCH_SESSION_TURNS` turns) and appends its own exchange. Without
+it no activity id is sent and the store is never touched: compare the assist rows of both runs.
 ``--tracing collector`` exports every request's spans to a real OpenTelemetry Collector started here,
-``--tracing down`` to an endpoint nobody listens on; ``--sampling-ratio`` the share recorded).
+``--tracing down`` to an endpoint nobody listens on; ``--sampling-ratio`` is the share recorded.
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -63,6 +68,39 @@ BENCH_GUARDRAILS: dict[str, object] = {
 }
 
 
+# History kept per session with --sessions: the upstream prompt grows by at most this many short
+# messages, so the figure is the stores' load and save cost, not a longer upstream call.
+BENCH_SESSION_TURNS = 4
+
+
+@contextlib.contextmanager
+def _session_store(kind: str | None, config_file: Path, creds: Path) -> Iterator[None]:
+    """Point the runtime's sessions at ``kind``, with its server running for the whole bench."""
+    if kind is None:
+        yield
+        return
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    sessions: dict[str, object] = {"store": kind, "ttl": "1h", "maxTurns": BENCH_SESSION_TURNS}
+    with contextlib.ExitStack() as stack:
+        if kind == "redis":
+            from tests.support.redis_server import RedisServer
+
+            server = stack.enter_context(RedisServer())
+            (creds / "sessions-redis-url").write_text(server.url)
+            sessions["redisUrlFile"] = "sessions-redis-url"
+        elif kind == "postgres":
+            from tests.support.postgres_server import PostgresServer
+
+            database = stack.enter_context(PostgresServer())
+            (creds / "sessions-postgres-dsn").write_text(database.dsn)
+            sessions["postgres"] = {"dsnFile": "sessions-postgres-dsn"}
+        config["sessions"] = sessions
+        config_file.write_text(yaml.safe_dump(config))
+        yield
+
+
 def _add_guardrails(config_file: Path) -> None:
     import yaml
 
@@ -92,6 +130,17 @@ def _tracing_endpoint(mode: str) -> Iterator[str | None]:
 
         with Collector() as collector:
             yield collector.endpoint
+
+
+def _add_balance(config_file: Path, strategy: str) -> None:
+    """The chain's entry twice (a second id, the same upstream and key) as one balanced step."""
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    entry = config["llm"]["chain"][0]
+    config["llm"]["chain"] = [entry, {**entry, "id": entry["id"] + "-b"}]
+    config["llm"]["steps"] = [{"size": 2, "strategy": strategy}]
+    config_file.write_text(yaml.safe_dump(config))
 
 
 @dataclass
@@ -209,14 +258,23 @@ async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: floa
 
 
 async def _measure(
-    port: int, payload: bytes, concurrency: int, seconds: float, warmup: float, websocket: bool = False
+    port: int,
+    payload: bytes | list[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    websocket: bool = False,
 ) -> Cell:
+    """One cell; a list of payloads gives worker i the payload i (modulo its length)."""
     cell = Cell([], 0, seconds)
     now = time.perf_counter()
     warm_until = now + warmup
     stop_at = warm_until + seconds
     worker = _ws_worker if websocket else _worker
-    await asyncio.gather(*(worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
+    payloads = payload if isinstance(payload, list) else [payload]
+    await asyncio.gather(
+        *(worker(port, payloads[i % len(payloads)], stop_at, warm_until, cell) for i in range(concurrency))
+    )
     cell.elapsed = max(1e-9, time.perf_counter() - warm_until)
     return cell
 
@@ -299,6 +357,17 @@ def main() -> None:
         default=1.0,
         help="with --tracing: share of requests recorded (default 1: every request, the dearest case)",
     )
+    parser.add_argument(
+        "--balance",
+        choices=["weight", "leastOutstanding", "lowestLatency"],
+        help="make the chain one load-balanced step of two members (both on the fake upstream)",
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=["memory", "redis", "postgres"],
+        default=None,
+        help="keep /assist and /ws conversations in this store (one session per client connection)",
+    )
     args = parser.parse_args()
 
     env = {
@@ -325,6 +394,9 @@ def main() -> None:
             _add_guardrails(config_file)
         if tracing_endpoint is not None:
             _add_tracing(config_file, tracing_endpoint, args.sampling_ratio)
+        if args.balance:
+            _add_balance(config_file, args.balance)
+        sessions = _session_store(args.sessions, config_file, creds)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -333,6 +405,7 @@ def main() -> None:
         upstream_cmd = [sys.executable, "-m", "agent_runtime.testing", "--kind", "openai"]
         upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
         with (
+            sessions,
             _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log") as upstream,
             _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
         ):
@@ -367,7 +440,7 @@ async def _run(
         ),
     }
     direct["assist"] = direct["ws"] = direct["stream"]
-    through = {
+    through: dict[str, bytes | list[bytes]] = {
         "complete": _request_bytes(
             runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
         ),
@@ -387,6 +460,25 @@ async def _run(
             CALLER_KEY,
         ),
     }
+    if args.sessions:
+        # One conversation per client connection: load its history, append the new exchange.
+        through["assist"] = [
+            _request_bytes(
+                runtime_port,
+                "/assist",
+                {
+                    "query": {"id": "01JBENCH0000000000000000000", "prompt": PROMPT},
+                    "session": {
+                        "processor_id": "bench",
+                        "activity_id": f"bench-session-{i}",
+                        "request_id": "r",
+                        "interactions": [],
+                    },
+                },
+                CALLER_KEY,
+            )
+            for i in range(max(args.concurrency))
+        ]
     # The same /assist body, sent as the first message of a /ws connection.
     through["ws"] = through["assist"]
     print(
@@ -394,6 +486,8 @@ async def _run(
     )
     print(
         f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" balance {args.balance or 'off'};"
+        f" sessions {args.sessions or 'off (no activity id)'};"
         f" tracing {args.tracing}" + (f" (sampling {args.sampling_ratio:g})" if args.tracing != "off" else "")
     )
     header = (

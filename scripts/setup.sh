@@ -53,6 +53,8 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+# PostgreSQL server binaries (initdb, postgres) for the sessions tests, which start their own.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
@@ -64,6 +66,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   # The package starts a system redis on 6379; the tests start their own.
   (command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1) || true
+  # Likewise the system PostgreSQL cluster on 5432 (without systemd, the package's init script).
+  (command -v systemctl >/dev/null && $sudo systemctl disable --now postgresql >/dev/null 2>&1) || true
+  (command -v pg_ctlcluster >/dev/null && for c in /etc/postgresql/*/main; do
+    [ -d "$c" ] && $sudo pg_ctlcluster "$(basename "$(dirname "$c")")" main stop >/dev/null 2>&1
+  done) || true
 fi
 
 # --- Tool binaries: kube-*, kwok, etcd, kubectl, helm, bao ------------------------

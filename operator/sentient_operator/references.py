@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -438,18 +438,20 @@ def resolve(
     providers: list[ResolvedProvider] = []
     chain: list[dict[str, Any]] = []
     for entry in spec.llm.chain:
-        provider, status = _resolve_provider(
-            namespace,
-            entry.provider_ref.name,
-            entry.provider_ref.namespace,
-            entry.model,
-            lookup,
-            problems,
-            warnings,
-        )
-        chain.append(status)
-        if provider is not None:
-            providers.append(provider)
+        balanced = entry.members is not None
+        for member in entry.targets():
+            provider, status = _resolve_provider(
+                namespace,
+                member.provider_ref.name,
+                member.provider_ref.namespace,
+                member.model,
+                lookup,
+                problems,
+                warnings,
+            )
+            chain.append(status)
+            if provider is not None:
+                providers.append(replace(provider, weight=member.weight) if balanced else provider)
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
@@ -471,6 +473,11 @@ def resolve(
             if resolved is not None:
                 sessions_redis_url = resolved.pop(SESSIONS_REDIS_URL_FILE, None)
                 sessions_redis_files = resolved
+    sessions_postgres_dsn: str | None = None
+    if spec.sessions.store == "postgres" and spec.sessions.postgres is not None:
+        sessions_postgres_dsn = _secret_value(
+            lookup, spec.sessions.postgres.dsn_secret_ref, namespace, "sessions PostgreSQL DSN", problems
+        )
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -485,6 +492,7 @@ def resolve(
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        sessions_postgres_dsn=sessions_postgres_dsn,
         tracing_headers=tracing_headers,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,

@@ -57,7 +57,9 @@ AZURE = {"vaultURL": "https://v.vault.azure.net/", "secretName": "k", "auth": {"
 AWS = {"region": "eu-west-1", "secretId": "llm/key"}
 K8S_SECRET = {"name": "key", "key": "apiKey"}
 CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
+STEP_MEMBER: dict[str, Any] = {"providerRef": {"name": "p"}, "model": "m"}
 REDIS_URL_REF = {"name": "redis", "key": "url"}
+PG_DSN_REF = {"name": "sessions-db", "key": "dsn"}
 REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
 REDIS_CLUSTER: dict[str, Any] = {
     "mode": "cluster",
@@ -521,6 +523,43 @@ INVALID: list[Invalid] = [
         _p({"sessions": {"store": "redis", "redis": {"mode": "sentinel", "sentinel": {"masterName": "m"}}}}),
         "spec.sessions.redis.sentinel.addresses",
     ),
+    Invalid(
+        "postgres-sessions-without-database",
+        AGENT,
+        _p({"sessions": {"store": "postgres"}}),
+        api.SESSIONS_POSTGRES_MESSAGE,
+    ),
+    Invalid(
+        "postgres-settings-with-memory-store",
+        AGENT,
+        _p({"sessions": {"store": "memory", "postgres": {"dsnSecretRef": PG_DSN_REF}}}),
+        api.SESSIONS_POSTGRES_UNUSED_MESSAGE,
+    ),
+    Invalid(
+        "postgres-sessions-without-dsn",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"poolSize": 5}}}),
+        "spec.sessions.postgres.dsnSecretRef",
+    ),
+    Invalid(
+        "postgres-pool-size-zero",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 0}}}),
+        "spec.sessions.postgres.poolSize",
+    ),
+    Invalid(
+        "postgres-table-name-not-an-identifier",
+        AGENT,
+        _p(
+            {
+                "sessions": {
+                    "store": "postgres",
+                    "postgres": {"dsnSecretRef": PG_DSN_REF, "tableName": 'chat"; drop table x; --'},
+                }
+            }
+        ),
+        "spec.sessions.postgres.tableName",
+    ),
     Invalid("service-port-out-of-range", AGENT, _p({"service": {"port": 70000}}), "spec.service.port"),
     Invalid(
         "service-type-external-name", AGENT, _p({"service": {"type": "ExternalName"}}), "spec.service.type"
@@ -657,6 +696,78 @@ INVALID: list[Invalid] = [
         _p({"guardrails": {"streamWindow": 4}}),
         "spec.guardrails.streamWindow",
     ),
+    Invalid(
+        "step-provider-and-members",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"name": "p"}, "members": [STEP_MEMBER]}]}}),
+        api.STEP_ONE_OF_MESSAGE,
+    ),
+    Invalid(
+        "step-neither-provider-nor-members", AGENT, _p({"llm": {"chain": [{}]}}), api.STEP_ONE_OF_MESSAGE
+    ),
+    Invalid(
+        "step-empty-members", AGENT, _p({"llm": {"chain": [{"members": []}]}}), "spec.llm.chain[0].members"
+    ),
+    Invalid(
+        "step-too-many-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [{"providerRef": {"name": f"p{i}"}} for i in range(17)]}]}}),
+        "spec.llm.chain[0].members",
+    ),
+    Invalid(
+        "step-zero-weight",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [{**STEP_MEMBER, "weight": 0}]}]}}),
+        "spec.llm.chain[0].members[0].weight",
+    ),
+    Invalid(
+        "step-unknown-strategy",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "strategy": "random"}]}}),
+        "spec.llm.chain[0].strategy",
+    ),
+    Invalid(
+        "step-duplicate-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER, {**STEP_MEMBER, "weight": 5}]}]}}),
+        api.STEP_MEMBERS_UNIQUE_MESSAGE,
+    ),
+    Invalid(
+        "step-model-beside-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "model": "m"}]}}),
+        api.STEP_MODEL_MESSAGE,
+    ),
+    Invalid(
+        "strategy-without-members",
+        AGENT,
+        _p({"llm": {"chain": [{**CHAIN_ENTRY, "strategy": "weight"}]}}),
+        api.STEP_STRATEGY_MESSAGE,
+    ),
+    Invalid(
+        "lowest-latency-settings-other-strategy",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "lowestLatency": {"halfLife": "5s"}}]}}),
+        api.STEP_LATENCY_MESSAGE,
+    ),
+    Invalid(
+        "lowest-latency-zero-probe",
+        AGENT,
+        _p(
+            {
+                "llm": {
+                    "chain": [
+                        {
+                            "members": [STEP_MEMBER],
+                            "strategy": "lowestLatency",
+                            "lowestLatency": {"probeInterval": "0s"},
+                        }
+                    ]
+                }
+            }
+        ),
+        api.LATENCY_POSITIVE_MESSAGE,
+    ),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
 ]
@@ -667,6 +778,20 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("policy-redis-cluster", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_CLUSTER}}))),
     ("policy-redis-sentinel", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_SENTINEL}}))),
     ("agent-sessions-sentinel", merge(AGENT, _p({"sessions": {"store": "redis", "redis": REDIS_SENTINEL}}))),
+    (
+        "agent-sessions-postgres",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "sessions": {
+                        "store": "postgres",
+                        "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 20, "schemaName": "agents"},
+                    }
+                }
+            ),
+        ),
+    ),
     ("agent", AGENT),
     ("keyless-compatible", merge(PROVIDER, _p({"credentials": None}))),
     ("vault", merge(PROVIDER, _p({"credentials": {"secretRef": None, "vault": VAULT}}))),
@@ -724,6 +849,31 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                         },
                         "redact": {"logs": True, "audit": True},
                     }
+                }
+            ),
+        ),
+    ),
+    (
+        "balanced-step-then-plain-step",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "llm": {
+                        "chain": [
+                            {
+                                "members": [
+                                    {"providerRef": {"name": "p"}, "model": "m", "weight": 3},
+                                    {"providerRef": {"name": "p2"}, "model": "m"},
+                                    {"providerRef": {"name": "p"}, "model": "m2"},
+                                ],
+                                "strategy": "lowestLatency",
+                                "lowestLatency": {"halfLife": "5s", "probeInterval": "2s"},
+                            },
+                            CHAIN_ENTRY,
+                        ]
+                    },
+                    "guardrails": {"moderation": {"providerRef": {"name": "p2"}}},
                 }
             ),
         ),

@@ -17,6 +17,7 @@ from agent_runtime.config import (
     AUDIT_KEY_FILE,
     CONFIG_FILE_KEY,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS_URL_FILE,
     TRACING_HEADERS_FILE,
     ServerConfig,
@@ -127,6 +128,8 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     if inputs.sessions_redis_url is not None:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
     data.update(inputs.sessions_redis_files)
+    if inputs.sessions_postgres_dsn is not None:
+        data[SESSIONS_POSTGRES_DSN_FILE] = inputs.sessions_postgres_dsn
     if inputs.tracing_headers is not None:
         data[TRACING_HEADERS_FILE] = inputs.tracing_headers
     return data

@@ -18,6 +18,8 @@ class ResolvedProvider:
     api_key: str | None = field(default=None, repr=False)
     ca_pem: str | None = field(default=None, repr=False)
     fingerprint: str | None = None
+    # Share of its step's requests, for a member of a load-balanced step (None: a plain entry).
+    weight: int | None = None
 
     @property
     def id(self) -> str:
@@ -62,6 +64,7 @@ class AgentInputs:
     api_keys: dict[str, APIKey] = field(default_factory=dict, repr=False)
     sessions_redis_url: str | None = field(default=None, repr=False)
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
+    sessions_postgres_dsn: str | None = field(default=None, repr=False)
     # The tracing exporter's headers (JSON object, from spec.tracing.headersSecretRef), or None.
     tracing_headers: str | None = field(default=None, repr=False)
     audit_key: str = field(default="", repr=False)

@@ -14,11 +14,13 @@ from agent_runtime.config import (
     API_KEYS_FILE,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
     TRACING_HEADERS_FILE,
     AgentInfo,
     AuthRuntimeConfig,
+    ChainStep,
     CircuitBreaker,
     ConfigModel,
     GuardrailCheck,
@@ -28,6 +30,7 @@ from agent_runtime.config import (
     LLMParameters,
     LLMRuntimeConfig,
     ModerationService,
+    PostgresSessionsConfig,
     ProviderConfig,
     ProviderLimits,
     ProviderTLS,
@@ -51,12 +54,16 @@ from agent_runtime.config import (
     redis_password_file,
     redis_sentinel_password_file,
 )
+from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
 from sentient_operator.api.v1alpha1 import (
+    BalanceStrategy,
     GuardrailModeration,
+    LLMConfig,
     Model,
+    PostgresSessions,
     ProviderType,
     RedisConnection,
     RedisMode,
@@ -113,7 +120,31 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         retry=_convert(spec.retry, RetryPolicy),
         circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
         limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
+        weight=provider.weight,
     )
+
+
+def chain_steps(llm: LLMConfig) -> list[ChainStep] | None:
+    """How the rendered chain groups into steps; None when no step has members, so that a chain
+    of plain entries renders exactly as it did before steps existed."""
+    if all(entry.members is None for entry in llm.chain):
+        return None
+    steps = []
+    for entry in llm.chain:
+        latency = entry.lowest_latency
+        steps.append(
+            ChainStep(
+                size=len(entry.targets()),
+                # Both enumerations hold the same words (asserted where the CRD's is declared).
+                strategy=cast(RuntimeBalanceStrategy, str(entry.strategy or BalanceStrategy.WEIGHT.value)),
+                **(
+                    {"latency_half_life": latency.half_life, "probe_interval": latency.probe_interval}
+                    if latency is not None
+                    else {}
+                ),
+            )
+        )
+    return steps
 
 
 def redis_connection_config(connection: RedisConnection, use: str) -> RedisConnectionConfig | None:
@@ -232,6 +263,19 @@ def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
         if connection is not None and runtime_connection is None
         else None,
         redis=runtime_connection,
+        postgres=_postgres_sessions(sessions.postgres) if sessions.store == "postgres" else None,
+    )
+
+
+def _postgres_sessions(postgres: PostgresSessions | None) -> PostgresSessionsConfig | None:
+    # The DSN itself goes to the bound Secret (children.py); the config names its file only.
+    if postgres is None:
+        return None
+    return PostgresSessionsConfig(
+        dsn_file=SESSIONS_POSTGRES_DSN_FILE,
+        pool_size=postgres.pool_size,
+        schema_name=postgres.schema_name,
+        table_name=postgres.table_name,
     )
 
 
@@ -260,6 +304,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             chain=[_provider_config(p) for p in inputs.providers],
             parameters=_convert(spec.llm.parameters, LLMParameters),
             reveal_provider=spec.llm.reveal_provider,
+            steps=chain_steps(spec.llm),
         ),
         rate_limit=_rate_limit_config(inputs.policy) if inputs.policy is not None else None,
         auth=AuthRuntimeConfig(

@@ -138,6 +138,26 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     default=None,
     help="Send OpenTelemetry traces to this OTLP/HTTP collector (e.g. http://otel-collector:4318).",
 )
+@click.option(
+    "--keys",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Spread the agent over this many API keys: one LLMProvider per key, one load-balanced chain step.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["weight", "leastOutstanding", "lowestLatency"]),
+    default=None,
+    help="With --keys N: how the step spreads requests [default: weight] (docs/load-balancing.md).",
+)
+@click.option(
+    "--sessions",
+    type=click.Choice(["memory", "redis", "postgres"]),
+    default="memory",
+    show_default=True,
+    help="Where conversations are kept: memory (per replica), redis or postgres (shared).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -151,6 +171,9 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    keys: int,
+    balance: str | None,
+    sessions: str,
     tracing: str | None,
     force: bool,
 ) -> None:
@@ -162,6 +185,8 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --keys 3 --balance leastOutstanding
+      sentient init my-agent --sessions postgres
       sentient init my-agent --tracing http://otel-collector.monitoring:4318
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
@@ -169,6 +194,8 @@ def init(
     """
     if not custom and (framework != "none" or sdk != "sentient"):
         raise CliError("--framework and --sdk go with --custom", exit_code=2)
+    if balance is not None and keys < 2:
+        raise CliError("--balance goes with --keys N (N of 2 or more)", exit_code=2)
     interactive = sys.stdin.isatty()
     ask: Callable[..., Any] = click.prompt
     if name is None:
@@ -216,10 +243,14 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            keys=keys,
+            balance=balance or "weight",
+            sessions=sessions,  # type: ignore[arg-type]
             tracing=tracing,
         )
         steps = [
-            *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
+            *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]
+            *scaffold.sessions_steps(name, sessions),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",
             f"kubectl wait --for=condition=Ready sentientagent/{name}",
