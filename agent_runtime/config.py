@@ -944,6 +944,34 @@ class GuardrailsConfig(ConfigModel):
         return self
 
 
+# The bound-Secret key of the tracing exporter's headers (a JSON object of name -> value).
+TRACING_HEADERS_FILE = "tracing-headers.json"
+TracingProtocol = Literal["http/protobuf"]
+
+
+class TracingConfig(ConfigModel):
+    """OpenTelemetry traces over OTLP (agent_runtime/tracing); off when unset."""
+
+    endpoint: str = Field(
+        description="OTLP/HTTP base URL of the collector, e.g. http://otel-collector:4318 "
+        "(``/v1/traces`` is added unless the URL has a path)."
+    )
+    protocol: TracingProtocol = Field(default="http/protobuf", description="OTLP transport.")
+    sampling_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces recorded; a caller's sampled flag wins."
+    )
+    headers_file: str | None = Field(
+        default=None, description="File holding the exporter's headers (JSON object name -> value)."
+    )
+    capture_content: bool = Field(
+        default=False, description="Record prompts and answers on the spans (gen_ai.*.messages)."
+    )
+    timeout: Duration = Field(default="5s", description="Deadline of one export to the collector.")
+    max_queue_size: int = Field(
+        default=2048, ge=64, le=1_000_000, description="Finished spans kept while the collector is slow."
+    )
+
+
 class RuntimeConfig(ConfigModel):
     """Everything the agent runtime needs except secret values."""
 
@@ -959,6 +987,7 @@ class RuntimeConfig(ConfigModel):
         default=None, description="Input and output checks; off when unset."
     )
     cache: CacheRuntimeConfig | None = Field(default=None, description="Response cache; off when unset.")
+    tracing: TracingConfig | None = Field(default=None, description="OpenTelemetry traces; off when unset.")
 
 
 def config_path() -> Path:

@@ -39,6 +39,7 @@ from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
 from agent_runtime.sessions import SessionStore, build_session_store, start_sessions
+from agent_runtime.tracing import Tracing, build_tracing
 
 log = logging.getLogger("agent_runtime.lifecycle")
 
@@ -62,6 +63,8 @@ class RuntimeState:
     cache: ResponseCache | None = None
     # The chain as requests call it: the LLM manager, behind the response cache when there is one.
     llm: Any = None
+    # OpenTelemetry tracer; None when tracing is off.
+    tracing: Tracing | None = None
 
 
 def load_agent_class(path: str | None) -> type[AbstractAgent]:
@@ -140,6 +143,11 @@ class Lifecycle:
     def config(self) -> RuntimeConfig:
         """The config in force."""
         return self._state.config if self._state is not None else self._initial_config
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """The tracer in force (None when tracing is off or before the start)."""
+        return self._state.tracing if self._state is not None else None
 
     @property
     def accepting(self) -> bool:
@@ -263,6 +271,8 @@ class Lifecycle:
                 await _close_quietly(state.cache.aclose())
             if state.auth.oidc is not None:
                 await _close_quietly(state.auth.oidc.aclose())
+            if state.tracing is not None:
+                await _close_quietly(state.tracing.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -295,6 +305,7 @@ class Lifecycle:
         llm = CachingLLM(self.llm, config_fingerprint(config)) if cache is not None else self.llm
         agent = cls.from_context(AgentContext(config=config, llm=llm, sessions=sessions))
         guardrails = self._build_guardrails(config, previous)
+        tracing = self._build_tracing(config, previous)
         return RuntimeState(
             config=config,
             auth=auth,
@@ -305,6 +316,7 @@ class Lifecycle:
             guardrails=guardrails,
             cache=cache,
             llm=llm,
+            tracing=tracing,
         )
 
     def _build_cache(
@@ -319,6 +331,24 @@ class Lifecycle:
         ):
             return previous.cache
         return build_cache(config.cache, self.credentials.read)
+
+    def _build_tracing(self, config: RuntimeConfig, previous: RuntimeState | None) -> Tracing | None:
+        """The tracer of ``config``; kept from ``previous`` when its config and header file are unchanged."""
+        wanted = config.tracing
+        if wanted is None:
+            return None
+        if (
+            previous is not None
+            and previous.tracing is not None
+            and previous.config.tracing == wanted
+            and previous.config.agent == config.agent
+            and (
+                wanted.headers_file is None
+                or self.credentials.read(wanted.headers_file) == previous.tracing.headers_text
+            )
+        ):
+            return previous.tracing
+        return build_tracing(wanted, config.agent, self.credentials.read)
 
     def _build_guardrails(self, config: RuntimeConfig, previous: RuntimeState | None) -> Guardrails | None:
         """The checks of ``config`` (kept from ``previous`` when unchanged); sets log and audit masking."""
@@ -350,6 +380,8 @@ class Lifecycle:
             self._retired.append(previous.cache.aclose)
         if previous.auth.oidc is not None and previous.auth.oidc is not state.auth.oidc:
             self._retired.append(previous.auth.oidc.aclose)
+        if previous.tracing is not None and previous.tracing is not state.tracing:
+            self._retired.append(previous.tracing.aclose)
         if self.in_flight == 0:
             self._close_retired()
 
@@ -427,6 +459,15 @@ class Lifecycle:
             # Redis URLs are read when a backend is built; a changed URL needs a rebuild.
             if state.config.rate_limit is not None and state.config.rate_limit.backend.type == "redis":
                 await self.limiter.reload(state.config.rate_limit, self.credentials.read)
+            tracing_config = state.config.tracing
+            if tracing_config is not None and tracing_config.headers_file is not None:
+                # A rotated header Secret (collector token): a new exporter for the next request.
+                text = self.credentials.read(tracing_config.headers_file)
+                if state.tracing is None or text != state.tracing.headers_text:
+                    async with self._reload_lock:
+                        current = self.state
+                        self._swap(self._build_state(current.config, current, current.sessions))
+                        state = self.state
             if self._sessions_source_changed(state):
                 async with self._reload_lock:
                     current = self.state

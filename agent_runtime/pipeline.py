@@ -43,6 +43,7 @@ from agent_runtime.lifecycle import Lifecycle, RuntimeState
 from agent_runtime.limits.policy import ALLOW_ALL, Admission
 from agent_runtime.llm import LLMError
 from agent_runtime.logging import REQUEST_ID
+from agent_runtime.tracing import CURRENT as CURRENT_TRACE
 
 log = logging.getLogger("agent_runtime.pipeline")
 
@@ -202,6 +203,10 @@ class Pipeline:
         token = REQUEST_ID.set(ex.request_id)
         runtime = self.runtime
         call = Call(ex, runtime, runtime.config.agent.name)
+        # Traced: the API routes (tracked), not probes or /metrics; None when tracing is off.
+        tracing = runtime.tracing if route.tracked else None
+        trace = tracing.start_request(ex, route.path) if tracing is not None else None
+        trace_token = CURRENT_TRACE.set(trace) if trace is not None else None
         if route.tracked:
             runtime.enter()
         bus = devbus.BUS
@@ -221,6 +226,10 @@ class Pipeline:
             if bus is not None:
                 _publish_end(bus, call)
             REQUEST_ID.reset(token)
+            if trace is not None:
+                trace.end(ex.status)
+            if trace_token is not None:
+                CURRENT_TRACE.reset(trace_token)
 
     async def _steps(self, route: Route, call: Call) -> None:
         ex, runtime = call.ex, self.runtime

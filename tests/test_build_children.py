@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent_runtime.config import ServerConfig, duration_seconds, parse_config, provider_credential_file
+from agent_runtime.config import (
+    TRACING_HEADERS_FILE,
+    ServerConfig,
+    duration_seconds,
+    parse_config,
+    provider_credential_file,
+)
 from sentient_operator.api.v1alpha1 import LLMProviderSpec, RateLimitPolicySpec, SentientAgentSpec
 from sentient_operator.build import (
     CONFIG_HASH_ANNOTATION,
@@ -472,3 +478,27 @@ def test_prices_and_spend_budgets_are_rendered_into_the_runtime_config() -> None
     ]
     # Without pricing nothing is rendered: an unchanged provider renders as before.
     assert parse_config(render_config(inputs)[0]).llm.chain[0].price is None
+
+
+def test_tracing_is_rendered_and_its_headers_bound() -> None:
+    tracing = {
+        "endpoint": "https://otel.example:4318",
+        "samplingRatio": 0.25,
+        "captureContent": True,
+        "headersSecretRef": {"name": "otel-auth"},
+    }
+    inputs = replace(make_inputs(tracing=tracing), tracing_headers='{"authorization":"Bearer t0ken"}')
+    text = config_map(inputs)["data"]["config.yaml"]
+    config = parse_config(text).tracing
+    assert config is not None
+    assert (config.endpoint, config.sampling_ratio, config.capture_content) == (
+        "https://otel.example:4318",
+        0.25,
+        True,
+    )
+    assert config.headers_file == TRACING_HEADERS_FILE
+    assert "t0ken" not in text
+    assert secret_data(credentials_secret(inputs))[TRACING_HEADERS_FILE] == '{"authorization":"Bearer t0ken"}'
+    # Off by default: no tracing section, no headers file.
+    assert parse_config(config_map(make_inputs())["data"]["config.yaml"]).tracing is None
+    assert TRACING_HEADERS_FILE not in secret_data(credentials_secret(make_inputs()))

@@ -660,6 +660,8 @@ def test_runtime_image_installs_what_the_runtime_imports() -> None:
         "jwt": "pyjwt",
         "ulid": "python-ulid",
         "prometheus_client": "prometheus-client",
+        # A namespace package: agent_runtime/tracing imports the SDK and the OTLP exporter from it.
+        "opentelemetry": "opentelemetry-sdk",
     }
     first_party = {"agent_runtime", "sentient_operator"}
     imported: set[str] = set()

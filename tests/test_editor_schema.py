@@ -86,6 +86,8 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "redis-sessions-without-url": DEPENDS,
     "postgres-sessions-without-database": DEPENDS,
     "postgres-settings-with-memory-store": DEPENDS,
+    "tracing-endpoint-with-credentials": "a part of a URL that its pattern allows (CEL, for a message that says why)",
+    "tracing-timeout-too-long": DURATION,
     "guardrail-check-two-kinds": EXACTLY_ONE,
     "guardrail-check-no-kind": EXACTLY_ONE,
     "guardrail-redact-injection": DEPENDS,

@@ -286,3 +286,21 @@ def test_response_cache_redis_secrets_are_resolved_only_when_enabled() -> None:
     res = run(lookup, spec)
     assert res.ok and res.inputs is not None
     assert res.inputs.cache_redis_files == {"cache-redis-url": "redis://:pw@cache:6379/0"}
+
+
+def test_tracing_headers_come_from_the_whole_secret() -> None:
+    lookup = Dicts()
+    lookup.providers[("team", "openai")] = provider(credentials=False)
+    tracing = {"endpoint": "https://otel.example:4318", "headersSecretRef": {"name": "otel-auth"}}
+    spec = agent_spec(tracing=tracing)
+    res = run(lookup, spec)
+    assert reasons(res) == ["SecretNotFound"]
+    assert all("Bearer" not in p.message for p in res.problems)
+    lookup.secrets[("team", "otel-auth")] = {"x-scope": "team", "authorization": "Bearer t0ken"}
+    res = run(lookup, spec)
+    assert res.ok and res.inputs is not None
+    assert res.inputs.tracing_headers == '{"authorization":"Bearer t0ken","x-scope":"team"}'
+    assert "t0ken" not in repr(res.inputs)
+    # Tracing without headers binds nothing.
+    res = run(lookup, agent_spec(tracing={"endpoint": "http://otel:4318"}))
+    assert res.inputs is not None and res.inputs.tracing_headers is None

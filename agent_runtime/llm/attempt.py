@@ -13,7 +13,7 @@ consumer's own awaits are not cancelled by our timers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -52,6 +52,7 @@ def _send(
     *,
     stream: bool,
     partial: str | None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> Awaitable[httpx.Response]:
     """The upstream request, built now (errors in it raise here); await the result to send it.
 
@@ -72,11 +73,11 @@ def _send(
     if transport is not None:
         # Our own transport takes the bytes: the entry's head is built once (wire.py).
         try:
-            data = request_bytes(entry, body, api_key, stream=stream)
+            data = request_bytes(entry, body, api_key, stream=stream, extra=trace_headers)
         except httpx.LocalProtocolError as exc:
             raise classify_exception(exc) from None
         return transport.send_bytes(entry.address, data, entry.timeout_ext)
-    return upstream.send(upstream_request(entry, body, api_key, stream=stream))
+    return upstream.send(upstream_request(entry, body, api_key, stream=stream, extra=trace_headers))
 
 
 async def _raise_for_status(entry: Entry, response: httpx.Response) -> None:
@@ -114,14 +115,20 @@ async def complete_attempt(
     api_key: str | None,
     state: StreamState,
     remaining: float,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> str:
-    """A non-streamed answer's text; ``remaining`` is the time left before the deadline."""
+    """A non-streamed answer's text; ``remaining`` is the time left before the deadline.
+
+    ``trace_headers`` (``traceparent``, ``tracestate``) go on the upstream request when traced.
+    """
     if remaining <= 0:
         raise DeadlineExceeded()
     # A non-streamed answer arrives whole: it gets the first-token budget
     # (or the idle one, if longer) to show up, within the deadline.
     limit = min(remaining, max(entry.first_token, entry.idle))
-    sending = _send(entry, upstream, request, api_key, stream=False, partial=None)
+    sending = _send(
+        entry, upstream, request, api_key, stream=False, partial=None, trace_headers=trace_headers
+    )
     try:
         async with asyncio.timeout(limit):
             response = await sending
@@ -143,6 +150,7 @@ async def complete_attempt(
     state.finish_reason = parsed.finish_reason
     state.input_tokens = parsed.input_tokens
     state.output_tokens = parsed.output_tokens
+    state.model = parsed.model
     return parsed.text
 
 
@@ -154,6 +162,7 @@ async def stream_attempt(
     state: StreamState,
     remaining: float,
     partial: str | None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> AsyncGenerator[str, None]:
     """Text pieces of one streamed attempt; closes the response on exit.
 
@@ -165,7 +174,9 @@ async def stream_attempt(
     first_by = min(now + entry.first_token, loop_deadline)
     if first_by <= now:
         raise DeadlineExceeded()
-    sending = _send(entry, upstream, request, api_key, stream=True, partial=partial)
+    sending = _send(
+        entry, upstream, request, api_key, stream=True, partial=partial, trace_headers=trace_headers
+    )
     response: httpx.Response | None = None
     got_text = False
     try:

@@ -39,7 +39,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,6 +89,8 @@ from agent_runtime.metrics import (
     TOKENS,
     UPSTREAM_DURATION,
 )
+from agent_runtime.tracing import AttemptTrace
+from agent_runtime.tracing import current as current_trace
 
 log = logging.getLogger("agent_runtime.llm")
 
@@ -109,6 +111,13 @@ class _Failure:
     entry: Entry
     error: UpstreamError
     attempts: int
+
+
+def _trace_skip(entry: Entry, error_class: str) -> None:
+    """Note on the request's trace that ``entry`` was not tried (looked up only on this rare path)."""
+    trace = current_trace()
+    if trace is not None:
+        trace.skipped(entry, error_class)
 
 
 def _walk(snap: Snapshot) -> Iterable[Entry]:
@@ -336,8 +345,15 @@ class LLMManager:
         previous: _Failure | None = None
         phase: SwitchPhase = "before_first_token"
         first_token_seen = False
-        for entry in _walk(snap):
+        # The request's trace (None when tracing is off: then nothing below costs more than a test).
+        trace = current_trace()
+        span: AttemptTrace | None = None
+        trace_headers: Mapping[str, str] | None = None
+        first_part = 0
+        for position, entry in enumerate(_walk(snap)):
             if previous is not None:
+                if trace is not None:
+                    trace.failover(previous.entry, entry, phase, previous.error.error_class)
                 yield self._switch(previous, entry, phase)
             failure = await self._prepare(entry, request)
             attempt = 0
@@ -350,13 +366,19 @@ class LLMManager:
                 load = entry.load
                 if load is not None:
                     load.started()
+                if trace is not None:
+                    span = trace.attempt(entry, request, attempt, position, streamed)
+                    trace_headers = span.headers
+                    first_part = len(parts)
                 try:
                     api_key = self._api_key(entry)
                     upstream = self._pools.get(entry.pool_key, retire_after=entry.total)
                     remaining = deadline - t0
                     if streamed:
                         partial = "".join(parts) or None
-                        pieces = stream_attempt(entry, upstream, request, api_key, state, remaining, partial)
+                        pieces = stream_attempt(
+                            entry, upstream, request, api_key, state, remaining, partial, trace_headers
+                        )
                         async with aclosing(pieces):
                             async for text in pieces:
                                 if not got_text:
@@ -370,8 +392,12 @@ class LLMManager:
                                 parts.append(text)
                                 yield TextDelta(text)
                     else:
-                        whole = await complete_attempt(entry, upstream, request, api_key, state, remaining)
+                        whole = await complete_attempt(
+                            entry, upstream, request, api_key, state, remaining, trace_headers
+                        )
                 except UpstreamError as err:
+                    if span is not None:
+                        span.failed(err.error_class, err.status)
                     self._on_error(entry, err, t0)
                     if got_text:
                         # The upstream generated (and may bill) tokens whose count never came.
@@ -390,7 +416,12 @@ class LLMManager:
                         load.ended()
                     # The upstream may have generated (and billed) part of an answer.
                     spend.mark_unknown()
+                    if span is not None:
+                        span.abandoned()
                     raise
+                if span is not None:
+                    # This attempt's text only: a mid-stream continuation follows earlier parts.
+                    span.succeeded(state, parts[first_part:] if streamed else [whole])
                 self._on_success(entry, t0, state.input_tokens, state.output_tokens, streamed)
                 spend.record(entry.price, state.input_tokens, state.output_tokens)
                 if not streamed:
@@ -411,6 +442,7 @@ class LLMManager:
         self._follow_credential(entry)
         if not entry.breaker.acquire():
             retry_in = entry.breaker.retry_in()
+            _trace_skip(entry, CircuitOpen.error_class)
             return _Failure(
                 entry, CircuitOpen("circuit breaker open", retry_after=retry_in or None), attempts
             )
@@ -425,6 +457,7 @@ class LLMManager:
                 raise
             if not allowed:
                 entry.breaker.record_neutral()
+                _trace_skip(entry, QuotaExhausted.error_class)
                 return _Failure(entry, QuotaExhausted("provider quota exhausted"), attempts)
         return None
 

@@ -12,6 +12,7 @@ upstream is reached through a proxy).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ USER_AGENT = "sentient-agent-runtime"
 # Heads kept per entry: two per key (streamed or not); a rotated key's heads are dropped
 # with the others when the table is full, and rebuilt on the next call.
 _MAX_HEADS = 8
+
+_CONTENT_LENGTH = b"content-length: "
 
 encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -35,14 +38,22 @@ def headers_of(entry: Entry, api_key: str | None, *, stream: bool) -> dict[str, 
 
 
 def upstream_request(
-    entry: Entry, body: dict[str, Any], api_key: str | None, *, stream: bool
+    entry: Entry,
+    body: dict[str, Any],
+    api_key: str | None,
+    *,
+    stream: bool,
+    extra: Mapping[str, str] | None = None,
 ) -> httpx.Request:
     """The request as an ``httpx.Request`` (for an ``httpx.AsyncClient``: the proxied path)."""
+    headers = headers_of(entry, api_key, stream=stream)
+    if extra:
+        headers.update(extra)
     return httpx.Request(
         "POST",
         entry.url,
         content=encode_json(body).encode(),
-        headers=headers_of(entry, api_key, stream=stream),
+        headers=headers,
         extensions={"timeout": entry.timeout_ext},
     )
 
@@ -65,8 +76,29 @@ def _head(entry: Entry, api_key: str | None, stream: bool) -> bytes:
     return head
 
 
-def request_bytes(entry: Entry, body: dict[str, Any], api_key: str | None, *, stream: bool) -> bytes:
-    """The whole request (head and JSON body) of one upstream call on ``entry``."""
+def _extra_lines(extra: Mapping[str, str]) -> bytes:
+    """Per-call headers (trace context) as header lines; a CR, LF or NUL in one is refused."""
+    lines = b"".join(
+        b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii")) for name, value in extra.items()
+    )
+    if lines.count(b"\n") != len(extra) or lines.count(b"\r") != len(extra) or b"\0" in lines:
+        raise httpx.LocalProtocolError("refused a header with a CR, LF or NUL character")
+    return lines
+
+
+def request_bytes(
+    entry: Entry,
+    body: dict[str, Any],
+    api_key: str | None,
+    *,
+    stream: bool,
+    extra: Mapping[str, str] | None = None,
+) -> bytes:
+    """The whole request (head and JSON body) of one upstream call on ``entry``.
+
+    ``extra`` headers (a traced attempt's ``traceparent``) go between the cached head and its
+    ``content-length``, so the head stays cached.
+    """
     heads = entry.heads
     head = heads.get((stream, api_key))
     if head is None:
@@ -74,4 +106,6 @@ def request_bytes(entry: Entry, body: dict[str, Any], api_key: str | None, *, st
             heads.clear()
         head = heads[(stream, api_key)] = _head(entry, api_key, stream)
     payload = encode_json(body).encode()
+    if extra:
+        head = b"%s%s%s" % (head[: -len(_CONTENT_LENGTH)], _extra_lines(extra), _CONTENT_LENGTH)
     return b"%s%d\r\n\r\n%s" % (head, len(payload), payload)

@@ -128,6 +128,8 @@ class FakeState:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     keys_seen: collections.Counter[str] = field(default_factory=collections.Counter)
     bodies: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=200))
+    # The W3C ``traceparent`` header of each chat request (None when it had none), in order.
+    traceparents: collections.deque[str | None] = field(default_factory=lambda: collections.deque(maxlen=200))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     released: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -163,6 +165,7 @@ class FakeState:
             self.statuses.clear()
             self.keys_seen.clear()
             self.bodies.clear()
+            self.traceparents.clear()
 
     def to_json(self) -> dict[str, Any]:
         """Settings and counters (the API key is a fake's test value, shown on purpose)."""
@@ -182,6 +185,7 @@ class FakeState:
                 "moderations": self.moderations,
                 "statuses": {str(k): v for k, v in self.statuses.items()},
                 "keys_seen": dict(self.keys_seen),
+                "traceparents": list(self.traceparents),
             }
 
     def configure(self, data: dict[str, Any]) -> None:
@@ -284,6 +288,7 @@ def build_app(wire: WireFormat, state: FakeState) -> Starlette:
         key = wire.api_key_of(request)
         with state.lock:
             state.requests += 1
+            state.traceparents.append(request.headers.get("traceparent"))
             if key is not None:
                 state.keys_seen[key] += 1
         if wrong_key(request):

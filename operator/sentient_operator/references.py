@@ -9,6 +9,7 @@ Messages name objects and keys, never values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -375,6 +376,28 @@ def _resolve_api_keys(
     return keys
 
 
+def _resolve_tracing_headers(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> str | None:
+    """The exporter's headers as a JSON object (every key of the Secret), or None when none are set."""
+    tracing = spec.tracing
+    if tracing is None or tracing.headers_secret_ref is None:
+        return None
+    name = tracing.headers_secret_ref.name
+    data = lookup.secret(agent_namespace, name)
+    if data is None:
+        problems.append(
+            Problem(
+                CREDENTIALS_READY,
+                "SecretNotFound",
+                f"tracing headers: Secret {agent_namespace}/{name} not found",
+            )
+        )
+        return None
+    # Sorted: the same Secret renders the same bound key, so nothing rolls without a change.
+    return json.dumps(dict(sorted(data.items())), separators=(",", ":"))
+
+
 def _resolve_prompt(
     agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
 ) -> str:
@@ -440,6 +463,7 @@ def resolve(
             lookup, introspection.client_secret_ref, namespace, "OIDC introspection client secret", problems
         )
         oidc_client_secret = value.strip() if value is not None else None
+    tracing_headers = _resolve_tracing_headers(namespace, spec, lookup, problems)
     sessions_redis_url: str | None = None
     sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
@@ -486,6 +510,7 @@ def resolve(
         sessions_redis_files=sessions_redis_files,
         sessions_postgres_dsn=sessions_postgres_dsn,
         cache_redis_files=cache_redis_files,
+        tracing_headers=tracing_headers,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

@@ -789,6 +789,42 @@ INVALID: list[Invalid] = [
         api.GUARDRAIL_MODERATION_CHAIN_MESSAGE,
     ),
     Invalid(
+        "tracing-endpoint-with-credentials",
+        AGENT,
+        _p({"tracing": {"endpoint": "https://user:token@collector.example:4318"}}),
+        api.TRACING_ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "tracing-timeout-too-long",
+        AGENT,
+        _p({"tracing": {"endpoint": "http://collector:4318", "timeout": "5m"}}),
+        api.TRACING_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "tracing-without-endpoint",
+        AGENT,
+        _p({"tracing": {"samplingRatio": 0.5}}),
+        "spec.tracing.endpoint",
+    ),
+    Invalid(
+        "tracing-endpoint-not-a-url",
+        AGENT,
+        _p({"tracing": {"endpoint": "collector:4318"}}),
+        "spec.tracing.endpoint",
+    ),
+    Invalid(
+        "tracing-sampling-above-one",
+        AGENT,
+        _p({"tracing": {"endpoint": "http://collector:4318", "samplingRatio": 1.5}}),
+        "spec.tracing.samplingRatio",
+    ),
+    Invalid(
+        "tracing-grpc-protocol",
+        AGENT,
+        _p({"tracing": {"endpoint": "http://collector:4317", "protocol": "grpc"}}),
+        "spec.tracing.protocol",
+    ),
+    Invalid(
         "guardrail-unknown-action",
         AGENT,
         _p({"guardrails": {"input": [{"injection": {}, "action": "drop"}]}}),

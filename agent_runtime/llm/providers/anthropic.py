@@ -106,7 +106,10 @@ class AnthropicAdapter(Adapter):
                 return str(text) if text else None
             return None
         if kind == "message_start":
-            usage = (event.get("message") or {}).get("usage") or {}
+            message = event.get("message") or {}
+            usage = message.get("usage") or {}
+            model = message.get("model")
+            state.model = model if isinstance(model, str) else None
             state.input_tokens = int(usage.get("input_tokens") or 0)
             state.output_tokens = int(usage.get("output_tokens") or 0)
             return None
@@ -142,4 +145,5 @@ class AnthropicAdapter(Adapter):
             finish_reason=finish_reason(data.get("stop_reason")),
             input_tokens=int(usage.get("input_tokens") or 0),
             output_tokens=int(usage.get("output_tokens") or 0),
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
         )

@@ -58,13 +58,15 @@ def with_continuation(messages: list[ChatMessage], partial: str | None) -> list[
 class StreamState:
     """What one streamed answer told us besides its text."""
 
-    __slots__ = ("done", "finish_reason", "input_tokens", "output_tokens")
+    __slots__ = ("done", "finish_reason", "input_tokens", "model", "output_tokens")
 
     def __init__(self) -> None:
         self.done = False
         self.finish_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+        # The model the upstream says answered (traces' gen_ai.response.model), when it says.
+        self.model: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -75,13 +77,21 @@ class StreamState:
 class ParsedCompletion:
     """A parsed non-streamed answer."""
 
-    __slots__ = ("finish_reason", "input_tokens", "output_tokens", "text")
+    __slots__ = ("finish_reason", "input_tokens", "model", "output_tokens", "text")
 
-    def __init__(self, text: str, finish_reason: str | None, input_tokens: int, output_tokens: int) -> None:
+    def __init__(
+        self,
+        text: str,
+        finish_reason: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        model: str | None = None,
+    ) -> None:
         self.text = text
         self.finish_reason = finish_reason
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.model = model
 
 
 class Adapter(ABC):

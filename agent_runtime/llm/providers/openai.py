@@ -75,6 +75,9 @@ class OpenAIAdapter(Adapter):
         if usage:
             state.input_tokens = int(usage.get("prompt_tokens") or 0)
             state.output_tokens = int(usage.get("completion_tokens") or 0)
+            # The usage chunk is the last one: the answering model is read once, not per chunk.
+            model = chunk.get("model")
+            state.model = model if isinstance(model, str) else None
         choices = chunk.get("choices")
         if not choices:
             return None
@@ -99,4 +102,5 @@ class OpenAIAdapter(Adapter):
             finish_reason=choice.get("finish_reason"),
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
         )

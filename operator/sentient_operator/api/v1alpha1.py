@@ -2132,6 +2132,72 @@ class RotationConfig(Model):
     )
 
 
+# --------------------------------------------------------------------------- tracing
+
+TRACING_ENDPOINT_CREDENTIALS_MESSAGE = (
+    "spec.tracing.endpoint: must not carry credentials (user:password@); put them in headersSecretRef"
+)
+TRACING_TIMEOUT_MESSAGE = "spec.tracing.timeout: must be between 100ms and 60s"
+_URL_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
+
+
+class TracingConfig(Model):
+    """OpenTelemetry traces of the agent's requests, exported over OTLP/HTTP (off when unset)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!self.endpoint.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@')",
+                TRACING_ENDPOINT_CREDENTIALS_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.timeout) || (duration(self.timeout) >= duration('100ms')"
+                " && duration(self.timeout) <= duration('60s'))",
+                TRACING_TIMEOUT_MESSAGE,
+            ),
+        )
+    )
+
+    endpoint: str = Field(
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description=(
+            "OTLP/HTTP base URL of the collector, e.g. http://otel-collector.monitoring:4318 "
+            "(/v1/traces is added unless the URL has a path)."
+        ),
+    )
+    protocol: Literal["http/protobuf"] = Field(default="http/protobuf", description="OTLP transport.")
+    sampling_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded (0 to 1); a caller's traceparent sampled flag wins.",
+    )
+    headers_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret whose keys and values are the exporter's headers (e.g. authorization).",
+    )
+    capture_content: bool = Field(
+        default=False,
+        description="Record prompts and answers on the spans (gen_ai.input.messages, gen_ai.output.messages).",
+    )
+    timeout: Duration = Field(default="5s", description="Deadline of one export to the collector.")
+    max_queue_size: int = Field(
+        default=2048,
+        ge=64,
+        le=100_000,
+        description="Finished spans kept while the collector is slow or down; more are dropped.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> TracingConfig:
+        if _URL_USERINFO.match(self.endpoint):
+            raise ValueError(TRACING_ENDPOINT_CREDENTIALS_MESSAGE)
+        if not timedelta(milliseconds=100) <= parse_duration(self.timeout) <= timedelta(seconds=60):
+            raise ValueError(TRACING_TIMEOUT_MESSAGE)
+        return self
+
+
 # --------------------------------------------------------------------------- guardrails
 
 GUARDRAIL_ONE_KIND_MESSAGE = (
@@ -2466,6 +2532,9 @@ class SentientAgentSpec(Model):
     )
     cache: ResponseCacheConfig | None = Field(
         default=None, description="Response cache of identical requests; off unless cache.enabled."
+    )
+    tracing: TracingConfig | None = Field(
+        default=None, description="OpenTelemetry traces over OTLP (GenAI conventions); off when unset."
     )
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from agent_runtime.config import (
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS_URL_FILE,
+    TRACING_HEADERS_FILE,
     ServerConfig,
     duration_seconds,
     provider_ca_file,
@@ -133,6 +134,8 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     if inputs.sessions_postgres_dsn is not None:
         data[SESSIONS_POSTGRES_DSN_FILE] = inputs.sessions_postgres_dsn
     data.update(inputs.cache_redis_files)
+    if inputs.tracing_headers is not None:
+        data[TRACING_HEADERS_FILE] = inputs.tracing_headers
     return data
 
 

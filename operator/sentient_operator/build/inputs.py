@@ -67,6 +67,8 @@ class AgentInputs:
     sessions_postgres_dsn: str | None = field(default=None, repr=False)
     # The response cache's Redis files (URL, passwords, CA) by bound-Secret key.
     cache_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
+    # The tracing exporter's headers (JSON object, from spec.tracing.headersSecretRef), or None.
+    tracing_headers: str | None = field(default=None, repr=False)
     audit_key: str = field(default="", repr=False)
     oidc_client_secret: str | None = field(default=None, repr=False)
     credentials_fingerprint: str | None = None

@@ -19,6 +19,7 @@ from agent_runtime.config import (
     SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
+    TRACING_HEADERS_FILE,
     AgentInfo,
     AuthorizationConfig,
     AuthRuntimeConfig,
@@ -51,6 +52,7 @@ from agent_runtime.config import (
     SessionsRuntimeConfig,
     Tier,
     Timeouts,
+    TracingConfig,
     dump_config,
     provider_ca_file,
     provider_credential_file,
@@ -259,6 +261,21 @@ def _guardrails_config(inputs: AgentInputs) -> GuardrailsConfig | None:
     )
 
 
+def _tracing_config(inputs: AgentInputs) -> TracingConfig | None:
+    spec = inputs.spec.tracing
+    if spec is None:
+        return None
+    return TracingConfig(
+        endpoint=spec.endpoint,
+        protocol=spec.protocol,
+        sampling_ratio=float(spec.sampling_ratio),
+        headers_file=TRACING_HEADERS_FILE if spec.headers_secret_ref is not None else None,
+        capture_content=spec.capture_content,
+        timeout=spec.timeout,
+        max_queue_size=spec.max_queue_size,
+    )
+
+
 def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
     connection = sessions.connection() if sessions.store == "redis" else None
     runtime_connection = (
@@ -376,6 +393,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
         guardrails=_guardrails_config(inputs),
         cache=_cache_config(spec.cache),
+        tracing=_tracing_config(inputs),
     )
 
 

@@ -15,7 +15,9 @@ and returns its warnings; :func:`all_warnings` runs them all. Today:
 - a spend budget whose currency no LLMProvider in the files is priced in: it would count every
   model as free;
 - roles (``spec.auth.authorization``) naming an API key that the key Secret in the files lacks, or a
-  tier that the agent's RateLimitPolicy in the files lacks.
+  tier that the agent's RateLimitPolicy in the files lacks;
+- tracing that sends more than its author may mean to: exporter headers (credentials) over plain
+  HTTP, prompts and answers on the spans.
 """
 
 from __future__ import annotations
@@ -327,6 +329,38 @@ def authorization_warnings(documents: list[tuple[Document, str]]) -> list[Proble
     return warnings
 
 
+def tracing_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for agents whose traces carry credentials in clear text or conversation content."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        tracing = _get(data, "spec", "tracing")
+        if _get(data, "kind") != "SentientAgent" or not isinstance(tracing, dict):
+            continue
+        endpoint = tracing.get("endpoint")
+        if tracing.get("headersSecretRef") and isinstance(endpoint, str) and endpoint.startswith("http://"):
+            warnings.append(
+                Problem(
+                    file,
+                    doc.line_of(("spec", "tracing", "headersSecretRef")),
+                    "spec.tracing.headersSecretRef",
+                    "the exporter's headers (often a token) go to the collector unencrypted over "
+                    "http://; use an https:// endpoint",
+                )
+            )
+        if tracing.get("captureContent") is True:
+            warnings.append(
+                Problem(
+                    file,
+                    doc.line_of(("spec", "tracing", "captureContent")),
+                    "spec.tracing.captureContent",
+                    "prompts (as sent to the model) and the model's answers (before output "
+                    "guardrails) are copied onto the spans: whoever reads the traces reads them",
+                )
+            )
+    return warnings
+
+
 Advisory = Callable[[list[tuple[Document, str]]], list[Problem]]
 ADVISORIES: tuple[Advisory, ...] = (
     worker_warnings,
@@ -335,6 +369,7 @@ ADVISORIES: tuple[Advisory, ...] = (
     sessions_dsn_warnings,
     budget_warnings,
     authorization_warnings,
+    tracing_warnings,
 )
 
 

@@ -132,6 +132,13 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
 @click.option(
+    "--tracing",
+    "tracing",
+    metavar="URL",
+    default=None,
+    help="Send OpenTelemetry traces to this OTLP/HTTP collector (e.g. http://otel-collector:4318).",
+)
+@click.option(
     "--keys",
     type=click.IntRange(1, 16),
     default=1,
@@ -199,6 +206,7 @@ def init(
     price: str | None,
     currency: str,
     oidc_issuer: str | None,
+    tracing: str | None,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -214,6 +222,7 @@ def init(
       sentient init my-agent --cache
       sentient init my-agent --budget 50 --price 0.15:0.60
       sentient init my-agent --oidc-issuer https://login.example.com/realms/acme
+      sentient init my-agent --tracing http://otel-collector.monitoring:4318
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -285,6 +294,7 @@ def init(
             cache=cache,
             budget=starter_budget,
             oidc_issuer=oidc_issuer,
+            tracing=tracing,
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]

@@ -166,6 +166,7 @@ def agent_manifests(
     cache: bool = False,
     budget: StarterBudget | None = None,
     oidc_issuer: str | None = None,
+    tracing: str | None = None,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
@@ -176,7 +177,8 @@ def agent_manifests(
     PostgreSQL, from a Secret :func:`sessions_steps` tells how to make. ``cache`` adds the response
     cache of :func:`starter_cache`. ``budget`` prices the default model and caps the agent's spend
     per day (docs/budgets.md). ``oidc_issuer`` adds OAuth2 / OIDC access tokens of that issuer and
-    the starter roles of :func:`starter_authorization`.
+    the starter roles of :func:`starter_authorization`. ``tracing`` (a collector's OTLP/HTTP URL)
+    adds the traces of :func:`starter_tracing`.
     """
     names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
@@ -253,6 +255,8 @@ def agent_manifests(
     if oidc_issuer:
         agent_spec["auth"]["oidc"] = {"issuer": oidc_issuer, "audiences": [name]}
         agent_spec["auth"]["authorization"] = starter_authorization(name)
+    if tracing:
+        agent_spec["tracing"] = starter_tracing(tracing)
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
@@ -312,6 +316,12 @@ def starter_authorization(name: str) -> dict[str, Any]:
             {"name": "caller", "routes": ["assist", "models"], "apiKeys": [CALLER_KEY_ID]},
         ]
     }
+
+
+def starter_tracing(endpoint: str) -> dict[str, Any]:
+    """Traces to ``endpoint`` (docs/tracing.md): one request in ten recorded unless the caller's
+    trace is sampled, no prompt or answer text on the spans."""
+    return {"endpoint": endpoint, "samplingRatio": 0.1, "captureContent": False}
 
 
 def starter_guardrails() -> dict[str, Any]:

@@ -246,6 +246,8 @@ class AgentReconciler:
             refs.update(("Secret", namespace, ref.name) for ref in cache_redis.secret_refs())
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
+        if spec.tracing is not None and spec.tracing.headers_secret_ref is not None:
+            refs.add(("Secret", namespace, spec.tracing.headers_secret_ref.name))
         return refs
 
     async def _gather(
