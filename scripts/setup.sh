@@ -53,6 +53,9 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+# The audit log's syslog sink is tested against a real rsyslogd (TLS through its gtls driver).
+[ -x /usr/sbin/rsyslogd ] || need_pkgs+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need_pkgs+=(rsyslog-gnutls)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
@@ -64,6 +67,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   # The package starts a system redis on 6379; the tests start their own.
   (command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1) || true
+  # Likewise the system rsyslog: the tests start their own with a private config.
+  (command -v systemctl >/dev/null && $sudo systemctl disable --now rsyslog >/dev/null 2>&1) || true
 fi
 
 # --- Tool binaries: kube-*, kwok, etcd, kubectl, helm, bao ------------------------
