@@ -398,6 +398,19 @@ def _resolve_prompt(
     return data[ref.key]
 
 
+def _resolve_audit_sinks(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> dict[str, str]:
+    """The audit sinks' tokens and CA bundles, by bound-Secret file name."""
+    files: dict[str, str] = {}
+    for sink in spec.audit.sinks if spec.audit is not None else []:
+        for file_name, ref in sink.secret_files():
+            value = _secret_value(lookup, ref, agent_namespace, f"audit sink {sink.name}", problems)
+            if value is not None:
+                files[file_name] = value
+    return files
+
+
 def resolve(
     *,
     name: str,
@@ -430,6 +443,7 @@ def resolve(
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
+    audit_sink_files = _resolve_audit_sinks(namespace, spec, lookup, problems)
     sessions_redis_url: str | None = None
     sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
@@ -461,6 +475,7 @@ def resolve(
         api_keys=api_keys,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        audit_sink_files=audit_sink_files,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

@@ -62,6 +62,8 @@ class AgentInputs:
     api_keys: dict[str, APIKey] = field(default_factory=dict, repr=False)
     sessions_redis_url: str | None = field(default=None, repr=False)
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
+    # Bound-Secret files of the audit sinks (tokens, CA bundles).
+    audit_sink_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False

@@ -236,6 +236,8 @@ class AgentReconciler:
         sessions_redis = spec.sessions.connection()
         if sessions_redis is not None:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
+        for sink in spec.audit.sinks if spec.audit is not None else []:
+            refs.update(("Secret", namespace, ref.name) for _, ref in sink.secret_files())
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
         return refs
