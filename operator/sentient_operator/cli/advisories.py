@@ -3,7 +3,8 @@
 A warning never fails validation. Today: an agent with ``spec.server.workers`` > 1 whose rate
 limits or sessions live in memory. Each worker process counts and remembers on its own, as each
 replica does: a memory limit admits up to workers x replicas x the limit, and a conversation
-continues only when its next request reaches the same worker.
+continues only when its next request reaches the same worker. And an audit spool on one PVC shared
+by several replicas (or an autoscaler), which a ReadWriteOnce claim cannot serve.
 """
 
 from __future__ import annotations
@@ -88,4 +89,28 @@ def worker_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
                     "sessions.store redis",
                 )
             )
+    return warnings
+
+
+def audit_spool_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for an audit spool PVC under more than one replica (docs/audit.md)."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        if _get(data, "kind") != "SentientAgent":
+            continue
+        claim = _get(data, "spec", "audit", "spool", "persistentVolumeClaim")
+        replicas = _get(data, "spec", "replicas")
+        scaled = _get(data, "spec", "autoscaling") is not None
+        if not isinstance(claim, str) or not (scaled or (isinstance(replicas, int) and replicas > 1)):
+            continue
+        warnings.append(
+            Problem(
+                file,
+                doc.line_of(("spec", "audit", "spool", "persistentVolumeClaim")),
+                "spec.audit.spool.persistentVolumeClaim",
+                f"every replica mounts PVC {claim}: a ReadWriteOnce claim holds one pod only, and pods "
+                "sharing a ReadWriteMany claim share one spool; use it with one replica, or the emptyDir",
+            )
+        )
     return warnings

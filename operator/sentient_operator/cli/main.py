@@ -131,6 +131,11 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     is_flag=True,
     help="Add starter guardrails (size limit, injection check, secret keys and personal data masked).",
 )
+@click.option(
+    "--audit-sink",
+    type=click.Choice(["syslog", "splunk"]),
+    help="Ship the audit log to a SIEM: syslog over TLS (RFC 5425) or Splunk HEC (docs/audit.md).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -144,6 +149,7 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    audit_sink: str | None,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -154,6 +160,7 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --audit-sink splunk
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
@@ -207,9 +214,11 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            audit_sink=audit_sink,  # type: ignore[arg-type]
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
+            *(scaffold.audit_sink_steps(name, audit_sink) if audit_sink else []),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",
             f"kubectl wait --for=condition=Ready sentientagent/{name}",
