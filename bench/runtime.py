@@ -18,6 +18,9 @@ Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
 Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
 (``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
+``--audit flag`` makes every request write one audit record (a flag-only guardrail on the prompt);
+``--audit sink`` ships those records to a Splunk-HEC receiver in this process too (through the
+sink's spool): the sink's cost on the hot path is ``sink`` minus ``flag``.
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -66,6 +69,23 @@ def _add_guardrails(config_file: Path) -> None:
 
     config = yaml.safe_load(config_file.read_text())
     config["guardrails"] = BENCH_GUARDRAILS
+    config_file.write_text(yaml.safe_dump(config))
+
+
+# --audit flag|sink: one audit record per request (guardrail.verdict of a flag-only check).
+BENCH_AUDIT_FLAG: dict[str, object] = {
+    "input": [{"name": "audit-every-request", "patterns": {"deny": ["benchmark"]}, "action": "flag"}]
+}
+
+
+def _add_audit(config_file: Path, mode: str, spool: Path, hec_url: str | None) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["guardrails"] = BENCH_AUDIT_FLAG
+    if mode == "sink" and hec_url is not None:
+        sink = {"name": "bench-hec", "http": {"url": hec_url}}
+        config["audit"] = {"sinks": [sink], "spoolDir": str(spool)}
     config_file.write_text(yaml.safe_dump(config))
 
 
@@ -262,7 +282,20 @@ def main() -> None:
         action="store_true",
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
+    parser.add_argument(
+        "--audit",
+        choices=["off", "flag", "sink"],
+        default="off",
+        help="flag: one audit record per request; sink: and shipped to a HEC receiver (see above)",
+    )
     args = parser.parse_args()
+    if args.audit != "off" and args.guardrails:
+        parser.error("--audit uses the guardrails section: run it without --guardrails")
+    hec = None
+    if args.audit == "sink":
+        from agent_runtime.testing.hec_receiver import HECReceiver
+
+        hec = HECReceiver(token=None).start()
 
     env = {
         **os.environ,
@@ -283,6 +316,8 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.audit != "off":
+            _add_audit(config_file, args.audit, Path(tmp) / "spool", hec.url if hec is not None else None)
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
@@ -303,6 +338,11 @@ def main() -> None:
                 asyncio.run(main_coro)
             else:
                 uvloop.run(main_coro)
+        if hec is not None:
+            print(
+                f"audit sink: {len(hec.records)} records received by the HEC receiver in {hec.requests} POSTs"
+            )
+            hec.stop()
         if args.profile:
             import pstats
 
@@ -350,7 +390,10 @@ async def _run(
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
-    print(f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}")
+    print(
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}; "
+        f"audit {args.audit}"
+    )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
         f" {'req/s':>8} | {'added p50':>9} {'added p99':>9} {'p50 x':>6} {'rps x':>6} {'err':>4}"

@@ -12,6 +12,7 @@ import pytest
 
 from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, verify
+from agent_runtime.audit.chain import RecordHead, record_head
 from agent_runtime.audit.sinks import SinkSet
 from agent_runtime.audit.syslog_sink import SD_ID, SyslogFormatter
 from agent_runtime.config import AuditRuntimeConfig, SyslogSinkConfig
@@ -221,3 +222,22 @@ def test_syslog_sink_to_rsyslog_through_an_outage(tmp_path: Path, tls: bool) -> 
     assert [json.loads(line)["n"] for line in lines] == list(range(150))
     assert verify(lines, KEY).ok
     assert raw[0].startswith("<84>1 ") and f'[{SD_ID} seq="0" event="auth.refused"]' in raw[0]
+
+
+def test_record_head_reads_the_envelope_fields_without_a_full_parse() -> None:
+    audit_lines: list[str] = []
+
+    class Collect:
+        def write(self, text: str) -> None:
+            audit_lines.append(text.strip())
+
+        def flush(self) -> None:
+            return
+
+    audit = AuditLog(KEY, stream=Collect(), worker=3)  # type: ignore[arg-type]
+    audit.record('odd"event\\name', reason="x", worker_note="worker")
+    head = record_head(audit_lines[0].encode())
+    assert (head.seq, head.event, head.worker) == (0, 'odd"event\\name', 3)
+    assert head.ts.endswith("Z")
+    assert record_head(b'{"seq":4,"event":"e","ts":"t"}') == RecordHead("t", 4, "e", None)
+    assert record_head(b"not json") == RecordHead("", None, "", None)

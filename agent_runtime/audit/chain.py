@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,48 @@ def compute_mac(key: bytes, record: dict[str, Any]) -> str:
 def encode_line(record: dict[str, Any]) -> str:
     """The JSON line of a record as every sink writes it (no newline)."""
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+# The fields every record starts with (the audit log builds them in this order) and the worker
+# index it adds last, before the MAC: read by the sinks without parsing the whole line.
+_HEAD = re.compile(rb'^\{"stream":"audit","ts":"([^"]*)","seq":([0-9]+),"event":"((?:[^"\\]|\\.)*)"')
+_WORKER = re.compile(rb',"worker":([0-9]+),"mac":"[0-9a-f]*"\}$')
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHead:
+    """What a sink puts in its envelope: the record's time, sequence, event and worker."""
+
+    ts: str
+    seq: int | None
+    event: str
+    worker: int | None
+
+
+def record_head(line: bytes) -> RecordHead:
+    """The head fields of an encoded record (a regular expression; a full parse as the fallback)."""
+    head = _HEAD.match(line)
+    if head is not None:
+        worker = _WORKER.search(line)
+        event = head.group(3).decode()
+        if "\\" in event:
+            event = json.loads(b'"' + head.group(3) + b'"')
+        return RecordHead(
+            head.group(1).decode(), int(head.group(2)), event, int(worker.group(1)) if worker else None
+        )
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return RecordHead("", None, "", None)
+    seq, worker = record.get("seq"), record.get("worker")
+    return RecordHead(
+        str(record.get("ts", "")),
+        seq if isinstance(seq, int) else None,
+        str(record.get("event", "")),
+        worker if isinstance(worker, int) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from agent_runtime.audit.chain import record_head
 from agent_runtime.audit.errors import SinkRejected, SinkUnavailable
 from agent_runtime.config import HTTPSinkConfig, duration_seconds
 
@@ -42,9 +43,7 @@ def sink_url(config: HTTPSinkConfig) -> str:
     return config.url
 
 
-def _epoch(ts: object) -> float | None:
-    if not isinstance(ts, str):
-        return None
+def _epoch(ts: str) -> float | None:
     try:
         return round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp(), 3)
     except ValueError:
@@ -64,28 +63,24 @@ class HTTPTransport:
             cadata = read_file(config.tls.ca_file)
             if cadata:
                 verify = ssl.create_default_context(cadata=cadata)
+        # The HEC event around each record, up to its "time" and "event" fields.
+        envelope: dict[str, str] = {"host": hostname, "sourcetype": config.sourcetype}
+        if config.source:
+            envelope["source"] = config.source
+        if config.index:
+            envelope["index"] = config.index
+        self._envelope = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()[:-1]
         self._client = httpx.Client(timeout=duration_seconds(config.timeout), verify=verify)
 
     def body(self, lines: list[bytes]) -> bytes:
-        """The request body of a batch."""
+        """The request body of a batch (the records are embedded as they are, never re-encoded)."""
         if self.config.format == "jsonLines":
             return b"\n".join(lines) + b"\n"
         events = []
         for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            event: dict[str, object] = {"host": self.hostname, "sourcetype": self.config.sourcetype}
-            when = _epoch(record.get("ts"))
-            if when is not None:
-                event["time"] = when
-            if self.config.source:
-                event["source"] = self.config.source
-            if self.config.index:
-                event["index"] = self.config.index
-            event["event"] = record
-            events.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode())
+            when = _epoch(record_head(line).ts)
+            time_field = b',"time":%.3f' % when if when is not None else b""
+            events.append(self._envelope + time_field + b',"event":' + line + b"}")
         return b"\n".join(events) + b"\n"
 
     def _headers(self) -> dict[str, str]:

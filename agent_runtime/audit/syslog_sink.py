@@ -19,13 +19,13 @@ that matters).
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
 import ssl
 from collections.abc import Callable
 
+from agent_runtime.audit.chain import record_head
 from agent_runtime.audit.errors import SinkUnavailable
 from agent_runtime.config import SyslogSinkConfig, duration_seconds
 
@@ -77,21 +77,16 @@ class SyslogFormatter:
 
     def message(self, line: bytes) -> bytes:
         """One RFC 5424 message (without framing) carrying ``line`` as MSG."""
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = {}
-        event = str(record.get("event", ""))
-        severity = SEVERITY_WARNING if any(w in event for w in _WARNING_WORDS) else SEVERITY_NOTICE
-        timestamp = _printable(str(record.get("ts", "")), 64)
+        head = record_head(line)
+        severity = SEVERITY_WARNING if any(w in head.event for w in _WARNING_WORDS) else SEVERITY_NOTICE
         sd = "-"
         if self.structured_data:
-            params = [("seq", record.get("seq")), ("event", event), ("worker", record.get("worker"))]
+            params = [("seq", head.seq), ("event", head.event), ("worker", head.worker)]
             body = " ".join(f'{k}="{_sd_escape(str(v))}"' for k, v in params if v not in (None, ""))
             sd = f"[{SD_ID} {body}]"
         header = (
-            f"<{self.facility * 8 + severity}>1 {timestamp} {self.hostname} {self.app_name} "
-            f"{self.procid} {_printable(event, 32)} {sd} "
+            f"<{self.facility * 8 + severity}>1 {_printable(head.ts, 64)} {self.hostname} {self.app_name} "
+            f"{self.procid} {_printable(head.event, 32)} {sd} "
         )
         return header.encode() + line
 
