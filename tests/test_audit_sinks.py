@@ -241,3 +241,29 @@ def test_record_head_reads_the_envelope_fields_without_a_full_parse() -> None:
     assert head.ts.endswith("Z")
     assert record_head(b'{"seq":4,"event":"e","ts":"t"}') == RecordHead("t", 4, "e", None)
     assert record_head(b"not json") == RecordHead("", None, "", None)
+
+
+def test_a_spool_that_cannot_be_opened_disables_that_sink_only(
+    hec: HECReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    audit = AuditLog(KEY, tmp_path / "audit.log")
+    config = AuditRuntimeConfig.model_validate(
+        {"sinks": [{"name": "splunk", "http": {"url": hec.url, "tokenFile": "t"}}], "spoolDir": str(blocker)}
+    )
+    sink_set = SinkSet(audit)
+    sink_set.apply(config, {"t": TOKEN}.get)
+    assert sink_set.forwarders == {}
+    audit.record("auth.failure")  # the local output still works
+    # SENTIENT_AUDIT_SPOOL_DIR (sentient dev, the e2e pods) wins over the config's directory.
+    monkeypatch.setenv("SENTIENT_AUDIT_SPOOL_DIR", str(tmp_path / "elsewhere"))
+    sink_set.apply(config, {"t": TOKEN}.get, force=True)
+    try:
+        audit.record("auth.failure")
+        wait_for(lambda: len(hec.records) == 1, "the record through the spool in the overriding directory")
+    finally:
+        sink_set.close()
+        audit.close()
+    assert (tmp_path / "elsewhere" / "splunk").is_dir()
+    assert verify((tmp_path / "audit.log").read_text().splitlines(), KEY).ok

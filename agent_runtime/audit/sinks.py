@@ -9,6 +9,7 @@ workers: each worker has its own chain and its own spool).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,9 @@ from agent_runtime.config import AuditRuntimeConfig, AuditSinkConfig, duration_s
 log = logging.getLogger("agent_runtime.audit")
 
 ReadFile = Callable[[str], str | None]
+# Overrides the config's spoolDir: a runtime outside a pod (``sentient dev``, tests) has no
+# /var/lib/sentient volume.
+SPOOL_DIR_ENV = "SENTIENT_AUDIT_SPOOL_DIR"
 # What a stopping runtime gives its sinks to ship the last records (the rest stays in the spool).
 STOP_TIMEOUT = 3.0
 
@@ -46,7 +50,7 @@ class SinkSet:
         self.config: AuditRuntimeConfig | None = None
 
     def _spool_dir(self, config: AuditRuntimeConfig, name: str) -> Path:
-        path = Path(config.spool_dir) / name
+        path = Path(os.environ.get(SPOOL_DIR_ENV) or config.spool_dir) / name
         return path / f"worker-{self.audit.worker}" if self.audit.worker is not None else path
 
     def apply(self, config: AuditRuntimeConfig | None, read_file: ReadFile, *, force: bool = False) -> None:
@@ -61,11 +65,16 @@ class SinkSet:
             forwarder = self.forwarders.get(name)
             if forwarder is None:
                 assert config is not None
-                spool = Spool(
-                    self._spool_dir(config, name),
-                    sink.max_buffer_bytes,
-                    fsync_interval=duration_seconds(config.fsync_interval),
-                )
+                try:
+                    spool = Spool(
+                        self._spool_dir(config, name),
+                        sink.max_buffer_bytes,
+                        fsync_interval=duration_seconds(config.fsync_interval),
+                    )
+                except OSError as exc:
+                    # A sink never stops the runtime: the records still reach the local output.
+                    log.error("audit sink %s disabled: cannot open its spool: %s", name, exc)
+                    continue
                 forwarder = Forwarder(
                     name,
                     spool,
