@@ -1,8 +1,7 @@
 """One SIEM sink at work: its spool, its transport and the thread that ships the one to the other.
 
 The request path calls :meth:`Forwarder.offer` (an append to the spool, no network). The thread
-reads batches in order, sends them, and moves the spool's cursor only when the receiver has the
-batch; while the receiver is down it retries the same batch with exponential backoff (0.2 s up to
+reads batches in order (a partial batch waits :data:`LINGER` for more records first), sends them, and moves the spool's cursor only when the receiver has the batch; while the receiver is down it retries the same batch with exponential backoff (0.2 s up to
 10 s), so after an outage everything buffered arrives in the order it was written.
 """
 
@@ -21,6 +20,9 @@ from agent_runtime.audit.spool import Spool
 log = logging.getLogger("agent_runtime.audit")
 
 RETRY_INITIAL = 0.2
+# How long a partial batch waits for more records before it is sent: a trickle of audited
+# requests goes out in batches (at most 5 sends a second per sink), not one send per record.
+LINGER = 0.2
 RETRY_MAX = 10.0
 BATCH_BYTES = 1024 * 1024
 
@@ -124,6 +126,7 @@ class Forwarder:
     def _run(self) -> None:
         backoff = RETRY_INITIAL
         down = False
+        lingered = False
         try:
             while not (self._stopping.is_set() and time.monotonic() > self._deadline):
                 if self._next_transport is not None:
@@ -137,6 +140,12 @@ class Forwarder:
                     self._wake.wait(self.spool.fsync_interval or 1.0)
                     self._wake.clear()
                     continue
+                if len(lines) < self.batch_records and not lingered and not self._stopping.is_set():
+                    # A partial batch: let more records gather (one wait per batch), then read again.
+                    lingered = True
+                    self._stopping.wait(LINGER)
+                    continue
+                lingered = False
                 try:
                     self.transport.send(lines)
                 except SinkRejected as exc:

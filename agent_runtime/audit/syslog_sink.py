@@ -52,7 +52,7 @@ SEVERITY_WARNING = 4
 SEVERITY_NOTICE = 5
 SD_ID = "audit@32473"
 # Events of refusals and failures go out as warning, the rest as notice.
-_WARNING_WORDS = ("refused", "failed", "blocked", "denied", "rejected", "overflow", "limited")
+_WARNING_WORDS = ("fail", "refus", "reject", "block", "deni", "overflow")
 
 
 def _sd_escape(value: str) -> str:
