@@ -267,3 +267,17 @@ def test_a_spool_that_cannot_be_opened_disables_that_sink_only(
         audit.close()
     assert (tmp_path / "elsewhere" / "splunk").is_dir()
     assert verify((tmp_path / "audit.log").read_text().splitlines(), KEY).ok
+
+
+def test_json_lines_sink_posts_the_records_as_they_are(hec: HECReceiver, tmp_path: Path) -> None:
+    audit = AuditLog(KEY, tmp_path / "audit.log")
+    sink = {"name": "vector", "http": {"url": hec.url + "/ingest", "format": "jsonLines"}}
+    sinks = _sinks(audit, tmp_path, [sink], {})
+    try:
+        for i in range(3):
+            audit.record("ratelimit.reject", n=i)
+        wait_for(lambda: len(hec.lines) == 3, "the JSON lines at the receiver", timeout=20)
+    finally:
+        sinks.close()
+        audit.close()
+    assert hec.lines == [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
