@@ -271,7 +271,7 @@ def test_a_spool_that_cannot_be_opened_disables_that_sink_only(
 
 def test_json_lines_sink_posts_the_records_as_they_are(hec: HECReceiver, tmp_path: Path) -> None:
     audit = AuditLog(KEY, tmp_path / "audit.log")
-    sink = {"name": "vector", "http": {"url": hec.url + "/ingest", "format": "jsonLines"}}
+    sink: dict[str, object] = {"name": "vector", "http": {"url": hec.url + "/ingest", "format": "jsonLines"}}
     sinks = _sinks(audit, tmp_path, [sink], {})
     try:
         for i in range(3):
