@@ -168,7 +168,8 @@ AUDIT_SINK_RECORDS = Counter(
     "sentient_audit_sink_records_total",
     "Audit records per SIEM sink (name from the config) and outcome: buffered (appended to its "
     "spool), shipped (acknowledged by the receiver), dropped_buffer_full (the newest records, while "
-    "the spool was at its cap), dropped_rejected (refused by the receiver as malformed).",
+    "the spool was at its cap), dropped_rejected (refused by the receiver as malformed), "
+    "dropped_io_error (the spool could not be written).",
     ["sink", "outcome"],
     registry=REGISTRY,
 )

@@ -281,3 +281,27 @@ def test_json_lines_sink_posts_the_records_as_they_are(hec: HECReceiver, tmp_pat
         sinks.close()
         audit.close()
     assert hec.lines == [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+
+
+def test_hec_over_https_checks_the_receiver_against_the_bound_ca(tmp_path: Path) -> None:
+    cert, key = make_self_signed(tmp_path / "tls")
+    hec = HECReceiver(token=TOKEN, tls=(str(cert), str(key))).start()
+    audit = AuditLog(KEY, tmp_path / "audit.log")
+    http = {"url": hec.url, "tokenFile": "t", "tls": {"caFile": "ca.pem", "serverName": "localhost"}}
+    files = {"t": TOKEN}  # no CA yet: the sink waits for it rather than trusting the system CAs
+    sinks = _sinks(audit, tmp_path, [{"name": "tls", "http": http}], files)
+    try:
+        audit.record("auth.failure", n=0)
+        wait_for(
+            lambda: _value("sentient_audit_sink_up", sink="tls") == 0,
+            "the sink waiting for its CA",
+            timeout=20,
+        )
+        files["ca.pem"] = cert.read_text()
+        sinks.apply(sinks.config, files.get, force=True)  # what a credentials reload does
+        wait_for(lambda: len(hec.records) == 1, "the record over HTTPS", timeout=30)
+    finally:
+        sinks.close()
+        audit.close()
+        hec.stop()
+    assert hec.records[0]["n"] == 0

@@ -67,6 +67,7 @@ class Forwarder:
         self._shipped = metrics.AUDIT_SINK_RECORDS.labels(sink=name, outcome="shipped")
         self._dropped_full = metrics.AUDIT_SINK_RECORDS.labels(sink=name, outcome="dropped_buffer_full")
         self._rejected = metrics.AUDIT_SINK_RECORDS.labels(sink=name, outcome="dropped_rejected")
+        self._dropped_io = metrics.AUDIT_SINK_RECORDS.labels(sink=name, outcome="dropped_io_error")
         self._up = metrics.AUDIT_SINK_UP.labels(sink=name)
         self._bytes = metrics.AUDIT_SINK_BUFFER_BYTES.labels(sink=name)
         self._pending = metrics.AUDIT_SINK_BUFFER_RECORDS.labels(sink=name)
@@ -86,7 +87,14 @@ class Forwarder:
 
     def offer(self, line: str, seq: int) -> None:
         """Buffer one record; when the spool is full the record is dropped and counted."""
-        if self.spool.append(line.encode() + b"\n"):
+        try:
+            accepted = self.spool.append(line.encode() + b"\n")
+        except OSError as exc:
+            # A failing disk must not fail the request: the record is dropped for this sink.
+            self._dropped_io.inc()
+            log.error("audit sink %s: cannot write its spool, record dropped: %s", self.name, exc)
+            return
+        if accepted:
             self._buffered.inc()
             if self._dropping is not None:
                 self._ended, self._dropping = self._dropping, None
@@ -132,7 +140,12 @@ class Forwarder:
                 if self._next_transport is not None:
                     self.transport.close()
                     self.transport, self._next_transport = self._next_transport, None
-                lines, position = self.spool.read(self.batch_records, BATCH_BYTES)
+                try:
+                    lines, position = self.spool.read(self.batch_records, BATCH_BYTES)
+                except OSError as exc:
+                    log.error("audit sink %s: cannot read its spool: %s", self.name, exc)
+                    self._stopping.wait(RETRY_MAX)
+                    continue
                 if position is None:
                     self.spool.sync()
                     if self._stopping.is_set():

@@ -58,11 +58,6 @@ class HTTPTransport:
         self.read_file = read_file
         self.hostname = hostname
         self.url = sink_url(config)
-        verify: ssl.SSLContext | bool = True
-        if config.tls is not None and config.tls.ca_file:
-            cadata = read_file(config.tls.ca_file)
-            if cadata:
-                verify = ssl.create_default_context(cadata=cadata)
         # The HEC event around each record, up to its "time" and "event" fields.
         envelope: dict[str, str] = {"host": hostname, "sourcetype": config.sourcetype}
         if config.source:
@@ -70,7 +65,19 @@ class HTTPTransport:
         if config.index:
             envelope["index"] = config.index
         self._envelope = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()[:-1]
-        self._client = httpx.Client(timeout=duration_seconds(config.timeout), verify=verify)
+        self._client: httpx.Client | None = None
+
+    def _connect(self) -> httpx.Client:
+        """The pooled client; its CA is read when it is built (a rotated CA builds a new transport)."""
+        verify: ssl.SSLContext | bool = True
+        tls = self.config.tls
+        if tls is not None and tls.ca_file:
+            cadata = self.read_file(tls.ca_file)
+            if not cadata:
+                raise SinkUnavailable(f"the CA file {tls.ca_file} is missing or empty")
+            verify = ssl.create_default_context(cadata=cadata)
+        self._client = httpx.Client(timeout=duration_seconds(self.config.timeout), verify=verify)
+        return self._client
 
     def body(self, lines: list[bytes]) -> bytes:
         """The request body of a batch (the records are embedded as they are, never re-encoded)."""
@@ -97,8 +104,14 @@ class HTTPTransport:
 
     def send(self, lines: list[bytes]) -> None:
         """POST one batch; raises :class:`SinkUnavailable` (retry) or :class:`SinkRejected` (drop)."""
+        client = self._client or self._connect()
+        # serverName: the name sent (SNI) and checked in the certificate instead of the URL's host.
+        tls = self.config.tls
+        extensions = {"sni_hostname": tls.server_name} if tls is not None and tls.server_name else None
         try:
-            response = self._client.post(self.url, content=self.body(lines), headers=self._headers())
+            response = client.post(
+                self.url, content=self.body(lines), headers=self._headers(), extensions=extensions
+            )
         except httpx.HTTPError as exc:
             raise SinkUnavailable(f"POST {self.url} failed: {type(exc).__name__}") from exc
         status = response.status_code
@@ -112,4 +125,5 @@ class HTTPTransport:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._client.close()
+        if self._client is not None:
+            self._client.close()

@@ -55,6 +55,24 @@ def _segment_path(directory: Path, index: int) -> Path:
     return directory / f"{index:012d}{SEGMENT_SUFFIX}"
 
 
+def _scan(path: Path, offset: int) -> tuple[int, int, int]:
+    """(size, records, records from ``offset`` on) of a segment, read in chunks; a record cut by
+    a crash mid-write (no newline) was never whole, so never shipped: it is cut off."""
+    size = records = after = whole = 0
+    with path.open("r+b") as handle:
+        while chunk := handle.read(1 << 20):
+            newlines = chunk.count(b"\n")
+            if newlines:
+                records += newlines
+                whole = size + chunk.rfind(b"\n") + 1
+                if size + len(chunk) > offset:
+                    after += chunk[max(0, offset - size) :].count(b"\n")
+            size += len(chunk)
+        if whole < size:
+            handle.truncate(whole)
+    return whole, records, after
+
+
 class Spool:
     """Append from any thread (the request path), read and commit from one shipping thread."""
 
@@ -107,17 +125,9 @@ class Spool:
             if index < cursor_index:
                 path.unlink(missing_ok=True)  # shipped before the restart
                 continue
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                # A record cut by a crash mid-write: it was never whole, so never shipped.
-                data = data[: data.rfind(b"\n") + 1]
-                with path.open("r+b") as handle:
-                    handle.truncate(len(data))
-            self._segments.append(_Segment(index, len(data), data.count(b"\n")))
-            if index == cursor_index:
-                self._pending += data[min(cursor_offset, len(data)) :].count(b"\n")
-            else:
-                self._pending += data.count(b"\n")
+            size, records, after_cursor = _scan(path, cursor_offset if index == cursor_index else 0)
+            self._segments.append(_Segment(index, size, records))
+            self._pending += after_cursor
         if self._segments and self._segments[0].index == cursor_index:
             self._cursor = (cursor_index, min(cursor_offset, self._segments[0].size))
         elif self._segments:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -67,9 +68,16 @@ class _Server(ThreadingHTTPServer):
 class HECReceiver:
     """Collects what sinks post: ``events`` (HEC objects) and ``records`` (the audit records in order)."""
 
-    def __init__(self, token: str | None = "hec-test-token", port: int = 0) -> None:  # noqa: S107 - a test token
-        """``token``: the one HEC token accepted; None accepts any request (benchmarks)."""
+    def __init__(
+        self,
+        token: str | None = "hec-test-token",  # noqa: S107 - a test token
+        port: int = 0,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """``token``: the one HEC token accepted; None accepts any request (benchmarks).
+        ``tls``: (certificate, key) PEM files: the receiver speaks HTTPS."""
         self.token = token
+        self.tls = tls
         self.port = port
         self.events: list[dict[str, Any]] = []
         self.lines: list[dict[str, Any]] = []
@@ -85,7 +93,7 @@ class HECReceiver:
     @property
     def url(self) -> str:
         """Base URL (no path)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -148,6 +156,10 @@ class HECReceiver:
                 self._answer(200, "Success", 0)
 
         server = _Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="hec-receiver", daemon=True)
