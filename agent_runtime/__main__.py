@@ -153,7 +153,9 @@ def main() -> None:
             sys.exit(supervise(config, factory))
         from agent_runtime.app import create_app
 
-        runtime = create_app(config, config_path=path, credentials_dir=credentials_dir())
+        # SENTIENT_DEV=1 is set by `sentient dev` alone: the capture bus for its dashboard.
+        dev = os.environ.get("SENTIENT_DEV") == "1"
+        runtime = create_app(config, config_path=path, credentials_dir=credentials_dir(), dev=dev)
     except Exception as exc:
         log.error("cannot load the runtime config: %s", exc)
         sys.exit(2)

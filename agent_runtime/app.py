@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 import traceback
+from functools import partial
 from pathlib import Path
 
+from agent_runtime import devbus
 from agent_runtime.audit import AuditLog
 from agent_runtime.config import RuntimeConfig, load_config
 from agent_runtime.http import ASGIHandler, Exchange, Receive, Scope, Send
 from agent_runtime.lifecycle import Lifecycle, RuntimeState, load_agent_class
 from agent_runtime.pipeline import Pipeline
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles
+from agent_runtime.routes import dev as dev_routes
 from agent_runtime.routes import health, spec, ws
 
 log = logging.getLogger("agent_runtime.app")
@@ -37,6 +40,7 @@ class AgentRuntime(Lifecycle):
         config_path: Path | None = None,
         audit: AuditLog | None = None,
         watch_interval: float = DEFAULT_WATCH_INTERVAL,
+        dev: bool = False,
     ) -> None:
         super().__init__(
             config, credentials, config_path=config_path, audit=audit, watch_interval=watch_interval
@@ -46,6 +50,9 @@ class AgentRuntime(Lifecycle):
         # The documented routes (routes/spec.py); /metrics here only when it has no port of its own.
         routes = [r for r in spec.ROUTES if r is not health.METRICS or self.metrics_on_main_port]
         self._routes: dict[str, ASGIHandler] = {route.path: self.pipeline.handler(route) for route in routes}
+        if dev:
+            # `sentient dev` only: the capture bus and its feed; a production runtime has neither.
+            self._routes[dev_routes.PATH] = partial(dev_routes.serve, devbus.enable())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -116,8 +123,12 @@ def create_app(
     credentials_dir: Path | None = None,
     audit: AuditLog | None = None,
     watch_interval: float = DEFAULT_WATCH_INTERVAL,
+    dev: bool = False,
 ) -> AgentRuntime:
-    """Build the runtime from a config (or the file at ``config_path`` / ``SENTIENT_CONFIG``)."""
+    """Build the runtime from a config (or the file at ``config_path`` / ``SENTIENT_CONFIG``).
+
+    ``dev`` (``sentient dev`` only) turns on the capture bus and mounts ``/_dev/bus``.
+    """
     from agent_runtime.config import config_path as default_config_path
     from agent_runtime.config import credentials_dir as default_credentials_dir
 
@@ -126,4 +137,6 @@ def create_app(
         assert path is not None
         config = load_config(path)
     credentials = CredentialFiles(credentials_dir or default_credentials_dir())
-    return AgentRuntime(config, credentials, config_path=path, audit=audit, watch_interval=watch_interval)
+    return AgentRuntime(
+        config, credentials, config_path=path, audit=audit, watch_interval=watch_interval, dev=dev
+    )

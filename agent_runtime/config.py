@@ -230,6 +230,7 @@ SESSIONS_REDIS_URL_FILE = "sessions-redis-url"
 # The other Redis files of a use (``ratelimit`` or ``sessions``): password, Sentinel password, CA.
 RATE_LIMIT_REDIS = "ratelimit"
 SESSIONS_REDIS = "sessions"
+CACHE_REDIS = "cache"
 
 
 def redis_url_file(use: str) -> str:
@@ -298,6 +299,45 @@ class ProviderConfig(ConfigModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy.")
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, description="Circuit breaker.")
     limits: ProviderLimits | None = Field(default=None, description="Provider-side quota.")
+    weight: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Share of its step's requests (load-balanced steps, llm.steps); 1 when unset.",
+    )
+
+
+BalanceStrategy = Literal["weight", "leastOutstanding", "lowestLatency"]
+BALANCE_STRATEGIES: tuple[BalanceStrategy, ...] = ("weight", "leastOutstanding", "lowestLatency")
+# Members of one load-balanced step.
+MAX_STEP_MEMBERS = 16
+
+
+class ChainStep(ConfigModel):
+    """One step of the failover chain: ``size`` consecutive chain entries spread by ``strategy``.
+
+    See docs/load-balancing.md for the strategies and the failover order inside a step.
+    """
+
+    size: int = Field(ge=1, le=MAX_STEP_MEMBERS, description="Chain entries in this step, in chain order.")
+    strategy: BalanceStrategy = Field(
+        default="weight",
+        description="weight (smooth weighted round robin), leastOutstanding or lowestLatency.",
+    )
+    latency_half_life: Duration = Field(
+        default="10s",
+        description="lowestLatency: a latency sample this old counts half as much as a new one.",
+    )
+    probe_interval: Duration = Field(
+        default="5s",
+        description="lowestLatency: a member not chosen for this long gets the next request (re-probe).",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> ChainStep:
+        if duration_seconds(self.latency_half_life) <= 0 or duration_seconds(self.probe_interval) <= 0:
+            raise ValueError("llm.steps: latencyHalfLife and probeInterval must be greater than 0s")
+        return self
 
 
 class LLMRuntimeConfig(ConfigModel):
@@ -313,6 +353,20 @@ class LLMRuntimeConfig(ConfigModel):
             "and its error class, never which provider or model. Upstream URLs are never sent either way."
         ),
     )
+    steps: list[ChainStep] | None = Field(
+        default=None,
+        description=(
+            "How the chain's entries group into steps, in order (their sizes add up to the chain's "
+            "length); unset: every entry is a step of its own. A runtime that does not know this field "
+            "walks the members of a step in order: failover still works, without the spread."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _steps_cover_chain(self) -> LLMRuntimeConfig:
+        if self.steps is not None and sum(step.size for step in self.steps) != len(self.chain):
+            raise ValueError("llm.steps: the step sizes must add up to the number of chain entries")
+        return self
 
 
 RedisMode = Literal["standalone", "cluster", "sentinel"]
@@ -444,20 +498,89 @@ class AuthRuntimeConfig(ConfigModel):
     jwt: JWTConfig | None = Field(default=None, description="JWT settings.")
 
 
+# Bound-Secret key of the PostgreSQL DSN of the session store.
+SESSIONS_POSTGRES_DSN_FILE = "sessions-postgres-dsn"
+# A PostgreSQL name the runtime may splice into SQL (it quotes it too); at most 40 characters so
+# that the names derived from the table (<table>_schema_version, <table>_expires_at_idx) fit in 63.
+POSTGRES_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,39}$"
+
+
+class PostgresSessionsConfig(ConfigModel):
+    """The PostgreSQL database of the session store."""
+
+    dsn_file: str = Field(
+        default=SESSIONS_POSTGRES_DSN_FILE,
+        description="File (in the credentials directory) holding the postgresql:// DSN; never in the config.",
+    )
+    pool_size: int = Field(default=10, ge=1, le=100, description="Most connections per runtime process.")
+    schema_name: str = Field(
+        default="public", pattern=POSTGRES_IDENTIFIER_PATTERN, description="Schema of the sessions table."
+    )
+    table_name: str = Field(
+        default="sentient_sessions",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        description="Table of the sessions; its migrations are recorded in <table>_schema_version.",
+    )
+
+
 class SessionsRuntimeConfig(ConfigModel):
     """Conversation history storage."""
 
-    store: Literal["memory", "redis"] = "memory"
+    store: Literal["memory", "redis", "postgres"] = "memory"
     ttl: Duration = "1h"
     max_turns: int = 50
     redis_url_file: str | None = None
     redis: RedisConnectionConfig | None = Field(
         default=None, description="Redis connection in any mode; takes precedence over redisUrlFile."
     )
+    postgres: PostgresSessionsConfig | None = Field(
+        default=None, description="PostgreSQL database; required when store is postgres."
+    )
+
+    @model_validator(mode="after")
+    def _postgres(self) -> SessionsRuntimeConfig:
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError("sessions: postgres is required when store is postgres")
+        return self
 
     def connection(self) -> RedisConnectionConfig | None:
         """The Redis connection in force, whichever form the config used; None without one."""
         return redis_connection(self.redis, self.redis_url_file)
+
+
+class CacheRuntimeConfig(ConfigModel):
+    """The response cache: exact-match answers of the chain, replayed on a hit (off when unset)."""
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (per process) or redis (shared by every replica)."
+    )
+    ttl: Duration = Field(default="5m", description="How long an answer is served from the cache.")
+    scope: Literal["agent", "principal"] = Field(
+        default="agent",
+        description="agent: one entry serves every caller; principal: each caller has its own entries.",
+    )
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000, description="memory: entries kept (LRU).")
+    max_bytes: int = Field(
+        default=64 << 20, ge=1024, le=1 << 34, description="memory: bytes of answers kept (LRU)."
+    )
+    max_entry_bytes: int = Field(
+        default=1 << 20, ge=256, le=64 << 20, description="Answers larger than this are not stored."
+    )
+    redis: RedisConnectionConfig | None = Field(default=None, description="redis: the connection.")
+    key_prefix: str = Field(
+        default="sentient:cache:",
+        pattern=r"^[^{}]*$",
+        max_length=128,
+        description="Prefix of the cache's Redis keys (no braces: the Cluster hash tag follows it).",
+    )
+
+    @model_validator(mode="after")
+    def _backend(self) -> CacheRuntimeConfig:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("cache: the redis backend needs redis")
+        if self.max_entry_bytes > self.max_bytes:
+            raise ValueError("cache: maxEntryBytes must not exceed maxBytes")
+        return self
 
 
 class ServerLimits(ConfigModel):
@@ -819,6 +942,7 @@ class RuntimeConfig(ConfigModel):
         default=None, description="Input and output checks; off when unset."
     )
     audit: AuditRuntimeConfig | None = Field(default=None, description="SIEM sinks of the audit log.")
+    cache: CacheRuntimeConfig | None = Field(default=None, description="Response cache; off when unset.")
 
 
 def config_path() -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.audit.sinks import SinkSet
 from agent_runtime.auth import Authenticator
+from agent_runtime.cache import CachingLLM, ResponseCache, build_cache, config_fingerprint
 from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
 from agent_runtime.guardrails.engine import Guardrails
 from agent_runtime.guardrails.redaction import Redactor, configure_log_redaction
@@ -37,7 +39,7 @@ from agent_runtime.llm import LLMManager
 from agent_runtime.redis_connection import try_resolve_target
 from agent_runtime.reload import DEFAULT_WATCH_INTERVAL, CredentialFiles, FileWatcher
 from agent_runtime.sdk import AbstractAgent, AgentContext
-from agent_runtime.sessions import SessionStore, build_session_store
+from agent_runtime.sessions import SessionStore, build_session_store, start_sessions
 
 log = logging.getLogger("agent_runtime.lifecycle")
 
@@ -57,6 +59,10 @@ class RuntimeState:
     shutdown_grace: float
     # Input and output checks; None when the config has none (the pipeline then skips them).
     guardrails: Guardrails | None = None
+    # The response cache; None when the agent has none.
+    cache: ResponseCache | None = None
+    # The chain as requests call it: the LLM manager, behind the response cache when there is one.
+    llm: Any = None
 
 
 def load_agent_class(path: str | None) -> type[AbstractAgent]:
@@ -197,6 +203,7 @@ class Lifecycle:
         self.llm = LLMManager(config.llm, self.credentials.read, self.gate)
         self.limiter = build_limiter(config.rate_limit, self.credentials.read, agent=config.agent.name)
         self._swap(self._build_state(config, previous=None))
+        await start_sessions(self.state.sessions)
         self.started = True
         if self.config_path is not None:
             self._watcher = FileWatcher(
@@ -257,6 +264,8 @@ class Lifecycle:
             await _close_quietly(state.sessions.aclose())
             if state.guardrails is not None:
                 await _close_quietly(state.guardrails.aclose())
+            if state.cache is not None:
+                await _close_quietly(state.cache.aclose())
         if self.limiter is not None:
             await _close_quietly(self.limiter.aclose())
         if self.llm is not None:
@@ -288,7 +297,9 @@ class Lifecycle:
         # A new agent per snapshot: the agent of an in-flight request keeps the
         # config that request started with, so nothing it reads changes under it.
         cls = load_agent_class(config.agent.agent_class)
-        agent = cls.from_context(AgentContext(config=config, llm=self.llm, sessions=sessions))
+        cache = self._build_cache(config, previous)
+        llm = CachingLLM(self.llm, config_fingerprint(config)) if cache is not None else self.llm
+        agent = cls.from_context(AgentContext(config=config, llm=llm, sessions=sessions))
         guardrails = self._build_guardrails(config, previous)
         return RuntimeState(
             config=config,
@@ -298,7 +309,22 @@ class Lifecycle:
             heartbeat=duration_seconds(config.server.heartbeat_interval),
             shutdown_grace=duration_seconds(config.server.shutdown_grace),
             guardrails=guardrails,
+            cache=cache,
+            llm=llm,
         )
+
+    def _build_cache(
+        self, config: RuntimeConfig, previous: RuntimeState | None, *, rebuild: bool = False
+    ) -> ResponseCache | None:
+        """The response cache of ``config``, kept from ``previous`` (entries and all) when unchanged."""
+        if (
+            not rebuild
+            and previous is not None
+            and previous.cache is not None
+            and previous.config.cache == config.cache
+        ):
+            return previous.cache
+        return build_cache(config.cache, self.credentials.read)
 
     def _build_guardrails(self, config: RuntimeConfig, previous: RuntimeState | None) -> Guardrails | None:
         """The checks of ``config`` (kept from ``previous`` when unchanged); sets log and audit masking."""
@@ -326,6 +352,8 @@ class Lifecycle:
             self._retired.append(previous.sessions.aclose)
         if previous.guardrails is not None and previous.guardrails is not state.guardrails:
             self._retired.append(previous.guardrails.aclose)
+        if previous.cache is not None and previous.cache is not state.cache:
+            self._retired.append(previous.cache.aclose)
         if self.in_flight == 0:
             self._close_retired()
 
@@ -370,6 +398,31 @@ class Lifecycle:
         self.audit.record("config.reload", agent=config.agent.name)
         log.info("config reloaded")
 
+    def _sessions_source_changed(self, state: RuntimeState) -> bool:
+        """Whether the mounted Redis URL or PostgreSQL DSN of the sessions differs from the store's."""
+        sessions_config = state.config.sessions
+        connection = sessions_config.connection()
+        if sessions_config.store == "redis" and connection is not None:
+            target = try_resolve_target(connection, self.credentials.read)
+            return target != getattr(state.sessions, "target", None)
+        if sessions_config.store == "postgres" and sessions_config.postgres is not None:
+            dsn = (self.credentials.read(sessions_config.postgres.dsn_file) or "").strip()
+            return dsn != getattr(state.sessions, "dsn", None)
+        return False
+
+    async def _reconnect_cache(self) -> None:
+        """A Redis cache whose files changed (URL, password, CA) gets a new client."""
+        state = self.state
+        cache_config = state.config.cache
+        if cache_config is None or cache_config.redis is None or state.cache is None:
+            return
+        if try_resolve_target(cache_config.redis, self.credentials.read) == state.cache.target:
+            return
+        async with self._reload_lock:
+            current = self.state
+            cache = self._build_cache(current.config, current, rebuild=True)
+            self._swap(dataclasses.replace(current, cache=cache))
+
     async def _on_credentials_change(self) -> None:
         assert self.audit is not None
         try:
@@ -385,17 +438,14 @@ class Lifecycle:
                 await asyncio.to_thread(
                     self.audit_sinks.apply, state.config.audit, self.credentials.read, force=True
                 )
-            sessions_config = state.config.sessions
-            connection = sessions_config.connection()
-            if sessions_config.store == "redis" and connection is not None:
-                target = try_resolve_target(connection, self.credentials.read)
-                if target != getattr(state.sessions, "target", None):
-                    async with self._reload_lock:
-                        current = self.state
-                        sessions = build_session_store(
-                            current.config.sessions, self.credentials.read, current.config.agent.name
-                        )
-                        self._swap(self._build_state(current.config, current, sessions))
+            if self._sessions_source_changed(state):
+                async with self._reload_lock:
+                    current = self.state
+                    sessions = build_session_store(
+                        current.config.sessions, self.credentials.read, current.config.agent.name
+                    )
+                    self._swap(self._build_state(current.config, current, sessions))
+            await self._reconnect_cache()
         except Exception as exc:
             metrics.CONFIG_RELOADS.labels(kind="credentials", result="error").inc()
             self.audit.record("credentials.reload_failed", error=type(exc).__name__)

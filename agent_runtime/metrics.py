@@ -100,6 +100,20 @@ BREAKER_STATE = Gauge(
     # Each worker has its own breaker: the most open one.
     multiprocess_mode="livemax",
 )
+BALANCE_PICKS = Counter(
+    "sentient_balance_picks_total",
+    "Requests a load-balanced chain step sent first to a member, by step (position in the chain, "
+    "from 0), provider (the member's LLMProvider, one per key) and model.",
+    ["step", "provider", "model"],
+    registry=REGISTRY,
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "sentient_upstream_in_flight",
+    "Upstream attempts in progress per member of a load-balanced chain step, by provider and model.",
+    ["provider", "model"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "sentient_rate_limit_rejections_total",
     "Requests refused by the rate limiter, by limit (requests|tokens|concurrency|provider) and scope.",
@@ -129,6 +143,21 @@ ACTIVE_SESSIONS = Gauge(
     "Sessions held in the memory store.",
     registry=REGISTRY,
     multiprocess_mode="livesum",
+)
+SESSION_STORE_DURATION = Histogram(
+    "sentient_session_store_duration_seconds",
+    "Time of one session load or save (failed ones included), by store (memory|redis|postgres) "
+    "and operation (load|save).",
+    ["store", "operation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+SESSION_STORE_ERRORS = Counter(
+    "sentient_session_store_errors_total",
+    "Session loads or saves that failed (the request went on without history, or without keeping "
+    "the turn), by store and operation.",
+    ["store", "operation"],
+    registry=REGISTRY,
 )
 AGENT_ERRORS = Counter(
     "sentient_agent_errors_total",
@@ -163,6 +192,46 @@ GUARDRAIL_DURATION = Histogram(
     ["stage"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 5),
     registry=REGISTRY,
+)
+CACHE_LOOKUPS = Counter(
+    "sentient_cache_lookups_total",
+    "Response-cache lookups by result (hit, miss, bypass): the hit ratio is hit / (hit + miss).",
+    ["result"],
+    registry=REGISTRY,
+)
+CACHE_SAVED_TOKENS = Counter(
+    "sentient_cache_saved_tokens_total",
+    "Upstream tokens (input + output) not spent because the answer came from the response cache.",
+    registry=REGISTRY,
+)
+CACHE_STORES = Counter(
+    "sentient_cache_stores_total",
+    "Answers offered to the response cache, by result (stored, too_large, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+CACHE_BACKEND_ERRORS = Counter(
+    "sentient_cache_backend_errors_total",
+    "Response-cache backend failures (Redis unreachable) by operation; the request went on as a miss.",
+    ["op"],
+    registry=REGISTRY,
+)
+CACHE_EVICTIONS = Counter(
+    "sentient_cache_evictions_total",
+    "Entries the memory backend dropped to stay within its entry and byte bounds.",
+    registry=REGISTRY,
+)
+CACHE_ENTRIES = Gauge(
+    "sentient_cache_entries",
+    "Entries held by the memory backend of the response cache.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+CACHE_BYTES = Gauge(
+    "sentient_cache_bytes",
+    "Bytes of answers held by the memory backend of the response cache.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 AUDIT_SINK_RECORDS = Counter(
     "sentient_audit_sink_records_total",

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent_runtime import metrics
+from agent_runtime import devbus, metrics
 from agent_runtime.auth import AuthError, Principal
 from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails
 from agent_runtime.guardrails.engine import Context as GuardContext
@@ -201,6 +202,9 @@ class Pipeline:
         call = Call(ex, runtime, runtime.config.agent.name)
         if route.tracked:
             runtime.enter()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish("request.start", ex.request_id, route=route.path, method=ex.method)
         try:
             await self._steps(route, call)
         except Exception:
@@ -212,6 +216,8 @@ class Pipeline:
             if route.tracked:
                 runtime.leave()
             ex.finish()
+            if bus is not None:
+                _publish_end(bus, call)
             REQUEST_ID.reset(token)
 
     async def _steps(self, route: Route, call: Call) -> None:
@@ -370,6 +376,19 @@ class Pipeline:
         assert principal is not None, "admission needs an authenticated route"
         subject = limiter.subject(principal, admit.session_id)
         admission: Admission = await limiter.admit(subject, admit.estimate())
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "ratelimit",
+                call.ex.request_id,
+                allowed=admission.allowed,
+                status=admission.status,
+                limit=admission.limit,
+                subject=subject.kind,
+                tier=subject.tier,
+                retry_after=admission.retry_after,
+                headers=dict(admission.headers),
+            )
         if not admission.allowed:
             metrics.RATE_LIMIT_REJECTIONS.labels(limit=admission.limit or "unknown", scope=subject.kind).inc()
             audit = self.runtime.audit
@@ -384,6 +403,21 @@ class Pipeline:
                     request_id=call.ex.request_id,
                 )
         return admission
+
+
+def _publish_end(bus: devbus.DevBus, call: Call) -> None:
+    """Dev mode: the end of a request, with its caller (never a credential) and real latency."""
+    ex, principal = call.ex, call.principal
+    bus.publish(
+        "request.end",
+        ex.request_id,
+        route=ex.route,
+        status=ex.status,
+        ms=round((time.perf_counter() - ex.t0) * 1000, 2),
+        caller=None
+        if principal is None
+        else {"id": principal.id, "kind": principal.kind, "tier": principal.tier},
+    )
 
 
 async def run_work(

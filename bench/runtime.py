@@ -16,11 +16,23 @@ byte of the response read, on keep-alive connections, by a minimal HTTP/1.1
 client (so that the load generator costs little CPU next to the servers).
 Added latency = runtime - direct (p50, p99); throughput = completed requests/s.
 
-Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64] [--guardrails]``
-(``--guardrails`` adds :data:`BENCH_GUARDRAILS` to the runtime's config: run once with, once without).
-``--audit flag`` makes every request write one audit record (a flag-only guardrail on the prompt);
-``--audit sink`` ships those records to a Splunk-HEC receiver in this process too (through the
-sink's spool): the sink's cost on the hot path is ``sink`` minus ``flag``.
+Run: ``PYTHONPATH=operator:. python bench/runtime.py [--seconds 3] [--concurrency 1 16 64]``, once
+without and once with one of these (each turns one feature on, to compare the two runs):
+
+- ``--guardrails``: adds :data:`BENCH_GUARDRAILS` to the runtime's config;
+- ``--balance STRATEGY``: the chain is one load-balanced step of two members, both on the fake upstream;
+- ``--sessions memory|redis|postgres``: keeps the conversation of each /assist (and /ws) connection in
+  that store (a real redis-server or PostgreSQL is started for the run): every request loads the
+  session's history (at most :data:`BENCH_SESSION_TURNS` turns) and appends its own exchange. Without
+  it no activity id is sent and the store is never touched: compare the assist rows of both runs;
+- ``--dev``: dev mode, the dashboard's capture bus on;
+- ``--cache off|miss|hit``: the memory response cache on, with a 1 ms TTL so that every request
+  misses (lookup, record, store: the cost a miss adds) or a 10 min TTL so that every request after
+  the first is a hit (a replay, no upstream call);
+- ``--audit flag|sink``: ``flag`` makes every request write one audit record (a flag-only guardrail
+  on the prompt); ``sink`` ships those records to a Splunk-HEC receiver in this process too (through
+  the sink's spool): the sink's cost on the hot path is ``sink`` minus ``flag``.
+
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -64,11 +76,55 @@ BENCH_GUARDRAILS: dict[str, object] = {
 }
 
 
+# History kept per session with --sessions: the upstream prompt grows by at most this many short
+# messages, so the figure is the stores' load and save cost, not a longer upstream call.
+BENCH_SESSION_TURNS = 4
+
+
+@contextlib.contextmanager
+def _session_store(kind: str | None, config_file: Path, creds: Path) -> Iterator[None]:
+    """Point the runtime's sessions at ``kind``, with its server running for the whole bench."""
+    if kind is None:
+        yield
+        return
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    sessions: dict[str, object] = {"store": kind, "ttl": "1h", "maxTurns": BENCH_SESSION_TURNS}
+    with contextlib.ExitStack() as stack:
+        if kind == "redis":
+            from tests.support.redis_server import RedisServer
+
+            server = stack.enter_context(RedisServer())
+            (creds / "sessions-redis-url").write_text(server.url)
+            sessions["redisUrlFile"] = "sessions-redis-url"
+        elif kind == "postgres":
+            from tests.support.postgres_server import PostgresServer
+
+            database = stack.enter_context(PostgresServer())
+            (creds / "sessions-postgres-dsn").write_text(database.dsn)
+            sessions["postgres"] = {"dsnFile": "sessions-postgres-dsn"}
+        config["sessions"] = sessions
+        config_file.write_text(yaml.safe_dump(config))
+        yield
+
+
 def _add_guardrails(config_file: Path) -> None:
     import yaml
 
     config = yaml.safe_load(config_file.read_text())
     config["guardrails"] = BENCH_GUARDRAILS
+    config_file.write_text(yaml.safe_dump(config))
+
+
+def _add_balance(config_file: Path, strategy: str) -> None:
+    """The chain's entry twice (a second id, the same upstream and key) as one balanced step."""
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    entry = config["llm"]["chain"][0]
+    config["llm"]["chain"] = [entry, {**entry, "id": entry["id"] + "-b"}]
+    config["llm"]["steps"] = [{"size": 2, "strategy": strategy}]
     config_file.write_text(yaml.safe_dump(config))
 
 
@@ -89,6 +145,19 @@ def _add_audit(config_file: Path, mode: str, spool: Path, hec_url: str | None) -
     config_file.write_text(yaml.safe_dump(config))
 
 
+# The response cache of --cache: every request a miss (an entry expires before the next
+# request reads it) or, after the first, a hit.
+BENCH_CACHE: dict[str, dict[str, object]] = {"miss": {"ttl": "1ms"}, "hit": {"ttl": "10m"}}
+
+
+def _add_cache(config_file: Path, mode: str) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["cache"] = BENCH_CACHE[mode]
+    config_file.write_text(yaml.safe_dump(config))
+
+
 @dataclass
 class Cell:
     """Measurements of one (target, mode, concurrency)."""
@@ -97,6 +166,7 @@ class Cell:
     errors: int
     elapsed: float
     warm_count: int = 0
+    sent: int = 0
 
     @property
     def rps(self) -> float:
@@ -144,14 +214,28 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep_alive
 
 
-async def _worker(port: int, payload: bytes, stop_at: float, warm_until: float, cell: Cell) -> None:
+# One request, or distinct requests sent in turn (--cache miss: every one a miss).
+Payload = bytes | list[bytes]
+# One payload per worker: worker i sends the i-th (modulo the count), e.g. its own session.
+PerWorker = tuple[Payload, ...]
+
+
+def _pick(payload: Payload, cell: Cell) -> bytes:
+    """The request to send next: the one payload, or the next of several (distinct requests)."""
+    if isinstance(payload, bytes):
+        return payload
+    cell.sent += 1
+    return payload[cell.sent % len(payload)]
+
+
+async def _worker(port: int, payload: Payload, stop_at: float, warm_until: float, cell: Cell) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while True:
             start = time.perf_counter()
             if start >= stop_at:
                 return
-            writer.write(payload)
+            writer.write(_pick(payload, cell))
             try:
                 status, keep_alive = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
@@ -204,16 +288,53 @@ async def _ws_worker(port: int, payload: bytes, stop_at: float, warm_until: floa
 
 
 async def _measure(
-    port: int, payload: bytes, concurrency: int, seconds: float, warmup: float, websocket: bool = False
+    port: int,
+    payload: Payload | PerWorker,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    websocket: bool = False,
 ) -> Cell:
+    """One cell; a :data:`PerWorker` tuple gives worker i the payload i (modulo its length)."""
     cell = Cell([], 0, seconds)
     now = time.perf_counter()
     warm_until = now + warmup
     stop_at = warm_until + seconds
-    worker = _ws_worker if websocket else _worker
-    await asyncio.gather(*(worker(port, payload, stop_at, warm_until, cell) for _ in range(concurrency)))
+    per_worker = payload if isinstance(payload, tuple) else (payload,)
+    if websocket:
+        await asyncio.gather(
+            *(
+                _ws_worker(port, _pick(per_worker[i % len(per_worker)], cell), stop_at, warm_until, cell)
+                for i in range(concurrency)
+            )
+        )
+    else:
+        await asyncio.gather(
+            *(
+                _worker(port, per_worker[i % len(per_worker)], stop_at, warm_until, cell)
+                for i in range(concurrency)
+            )
+        )
     cell.elapsed = max(1e-9, time.perf_counter() - warm_until)
     return cell
+
+
+def _variants(payload: bytes, count: int = 20_000) -> list[bytes]:
+    """``count`` copies of a request whose prompt ends in a distinct number (the same length)."""
+    marker = PROMPT.encode()
+    return [payload.replace(marker, marker[:-5] + f"{i:05d}".encode(), 1) for i in range(count)]
+
+
+def _cache_lookups(metrics_port: int) -> str:
+    """The runtime's cache lookups by result (how many of the requests really hit or missed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("sentient_cache_lookups_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = int(float(line.rsplit(" ", 1)[1]))
+    return ", ".join(f"{result} {count}" for result, count in sorted(counts.items())) or "no lookups"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -283,6 +404,28 @@ def main() -> None:
         help="turn on the guardrails of BENCH_GUARDRAILS (input and output)",
     )
     parser.add_argument(
+        "--balance",
+        choices=["weight", "leastOutstanding", "lowestLatency"],
+        help="make the chain one load-balanced step of two members (both on the fake upstream)",
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=["memory", "redis", "postgres"],
+        default=None,
+        help="keep /assist and /ws conversations in this store (one session per client connection)",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="run the runtime in dev mode (SENTIENT_DEV=1: the dashboard's capture bus on)",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=["off", "miss", "hit"],
+        default="off",
+        help="memory response cache: off, on with every request a miss, on with every request a hit",
+    )
+    parser.add_argument(
         "--audit",
         choices=["off", "flag", "sink"],
         default="off",
@@ -316,9 +459,16 @@ def main() -> None:
         )
         if args.guardrails:
             _add_guardrails(config_file)
+        if args.balance:
+            _add_balance(config_file, args.balance)
+        sessions = _session_store(args.sessions, config_file, creds)
+        if args.cache != "off":
+            _add_cache(config_file, args.cache)
         if args.audit != "off":
             _add_audit(config_file, args.audit, Path(tmp) / "spool", hec.url if hec is not None else None)
+        args.metrics_port = metrics_port
         runtime_env = {**env, "SENTIENT_CONFIG": str(config_file), "SENTIENT_CREDENTIALS_DIR": str(creds)}
+        runtime_env["SENTIENT_DEV"] = "1" if args.dev else ""
 
         runtime_cmd = [sys.executable, "-m", "agent_runtime"]
         if args.profile:
@@ -326,6 +476,7 @@ def main() -> None:
         upstream_cmd = [sys.executable, "-m", "agent_runtime.testing", "--kind", "openai"]
         upstream_cmd += ["--port", str(upstream_port), "--api-key", API_KEY, "--tokens", str(args.tokens)]
         with (
+            sessions,
             _process(upstream_cmd, env, upstream_port, Path(tmp) / "upstream.log") as upstream,
             _process(runtime_cmd, runtime_env, runtime_port, Path(tmp) / "runtime.log") as runtime,
         ):
@@ -365,7 +516,7 @@ async def _run(
         ),
     }
     direct["assist"] = direct["ws"] = direct["stream"]
-    through = {
+    through: dict[str, Payload | PerWorker] = {
         "complete": _request_bytes(
             runtime_port, "/v1/chat/completions", {**chat, "stream": False}, CALLER_KEY
         ),
@@ -385,14 +536,43 @@ async def _run(
             CALLER_KEY,
         ),
     }
+    if args.sessions:
+        # One conversation per client connection: load its history, append the new exchange.
+        through["assist"] = tuple(
+            _request_bytes(
+                runtime_port,
+                "/assist",
+                {
+                    "query": {"id": "01JBENCH0000000000000000000", "prompt": PROMPT},
+                    "session": {
+                        "processor_id": "bench",
+                        "activity_id": f"bench-session-{i}",
+                        "request_id": "r",
+                        "interactions": [],
+                    },
+                },
+                CALLER_KEY,
+            )
+            for i in range(max(args.concurrency))
+        )
     # The same /assist body, sent as the first message of a /ws connection.
     through["ws"] = through["assist"]
+    sent: dict[str, Payload | PerWorker] = dict(through)
+    if args.cache == "miss":
+        # Distinct prompts (of the same length), so that every request misses the cache.
+        sent = {
+            mode: _variants(payload) if isinstance(payload, bytes) else payload
+            for mode, payload in through.items()
+        }
     print(
         f"loadavg before: {os.getloadavg()[0]:.2f} (2-core machine shared with other work; figures are noisy)"
     )
     print(
-        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'}; "
-        f"audit {args.audit}"
+        f"runtime RSS after start: {rss_idle:.1f} MB; guardrails {'on' if args.guardrails else 'off'};"
+        f" balance {args.balance or 'off'};"
+        f" sessions {args.sessions or 'off (no activity id)'};"
+        f" response cache {args.cache};"
+        f" audit {args.audit}"
     )
     header = (
         f"{'mode':<9}{'c':>4} | {'direct p50':>10} {'p99':>8} {'req/s':>8} | {'runtime p50':>11} {'p99':>8}"
@@ -409,7 +589,7 @@ async def _run(
             # What serving the same request costs the fake upstream (Starlette on uvicorn): a floor.
             up_per_req = (_cpu_seconds(upstream_pid) - up0) / d_done if d_done else float("nan")
             cpu0 = _cpu_seconds(pid)
-            r = await _measure(runtime_port, through[mode], c, args.seconds, args.warmup, mode == "ws")
+            r = await _measure(runtime_port, sent[mode], c, args.seconds, args.warmup, mode == "ws")
             # CPU the runtime spent per request (warm-up requests included in both terms):
             # robust to other load on the machine, unlike wall-clock figures.
             done = len(r.latencies) + r.warm_count
@@ -425,6 +605,8 @@ async def _run(
             )
     rss, peak = _rss_mb(pid)
     print(f"runtime RSS after load: {rss:.1f} MB (peak {peak:.1f} MB)")
+    if args.cache != "off":
+        print("response cache:", _cache_lookups(args.metrics_port))
     print(f"loadavg after: {os.getloadavg()[0]:.2f}")
     print(
         "CPU/req: runtime CPU seconds per request; 1-core cap = 1 / CPU/req, the req/s one dedicated core allows;"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from e2e.resources import get
 
 PROVIDER_KEY = "sk-e2e-provider-key"
@@ -58,6 +60,16 @@ def callers(namespace: str, name: str = "helper") -> dict[str, Any]:
         "metadata": {"name": f"{name}-callers", "namespace": namespace},
         "stringData": {"ci": CALLER_KEY, "ci.tier": "gold"},
     }
+
+
+def chat(url: str, prompt: str) -> httpx.Response:
+    """One non-streamed ``/v1/chat/completions`` request to the agent at ``url``, as the e2e caller."""
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {CALLER_KEY}"},
+        json={"model": "helper", "messages": [{"role": "user", "content": prompt}]},
+        timeout=30,
+    )
 
 
 def wait_ready(cluster: Any, namespace: str, name: str = "helper", timeout: int = 90) -> dict[str, Any]:

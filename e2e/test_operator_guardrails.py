@@ -13,7 +13,7 @@ import pytest
 
 from agent_runtime.testing import run_fake
 from e2e.agent_pod import AgentPod
-from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
+from e2e.agents import PROVIDER_KEY, agent, callers, chat, provider, wait_ready
 from e2e.operator_proc import running_operator
 from e2e.resources import apply, condition, get
 from tests.support.waiting import wait_for
@@ -39,12 +39,7 @@ def fake_upstream() -> Any:
 
 
 def _chat(pod: AgentPod, prompt: str) -> httpx.Response:
-    return httpx.post(
-        f"{pod.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {CALLER_KEY}"},
-        json={"model": "helper", "messages": [{"role": "user", "content": prompt}]},
-        timeout=30,
-    )
+    return chat(pod.url, prompt)
 
 
 def test_guardrails_rendered_and_enforced(

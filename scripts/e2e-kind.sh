@@ -81,7 +81,8 @@ if [ -z "${E2E_KUBECONFIG:-}" ]; then
     --wait 180s "${node_image[@]}"
   lap "cluster ready"
   say "loading the project's images into $cluster"
-  kind load docker-image --name "$cluster" "$E2E_OPERATOR_IMAGE" "$E2E_RUNTIME_IMAGE" "$E2E_REDIS_IMAGE"
+  kind load docker-image --name "$cluster" "$E2E_OPERATOR_IMAGE" "$E2E_RUNTIME_IMAGE" "$E2E_REDIS_IMAGE" \
+    ${E2E_OPENBAO_IMAGE:+"$E2E_OPENBAO_IMAGE"}
   lap "images loaded"
   export E2E_KUBECONFIG="$workdir/kubeconfig"
 fi

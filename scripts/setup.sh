@@ -56,6 +56,12 @@ command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 # The audit log's syslog sink is tested against a real rsyslogd (TLS through its gtls driver).
 [ -x /usr/sbin/rsyslogd ] || need_pkgs+=(rsyslog)
 ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need_pkgs+=(rsyslog-gnutls)
+# PostgreSQL server binaries (initdb, postgres) for the sessions tests, which start their own.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+# The dev dashboard's browser test (tests/test_devui_browser.py) drives the system Chromium
+# (a GitHub runner's preinstalled Chrome and chromedriver serve as well).
+command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ "${1:-}" = "--kind" ]; then
   # The offline node image starts from a debootstrapped Debian (e2e/kind/images.py).
   command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
@@ -69,6 +75,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   (command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1) || true
   # Likewise the system rsyslog: the tests start their own with a private config.
   (command -v systemctl >/dev/null && $sudo systemctl disable --now rsyslog >/dev/null 2>&1) || true
+  # Likewise the system PostgreSQL cluster on 5432 (without systemd, the package's init script).
+  (command -v systemctl >/dev/null && $sudo systemctl disable --now postgresql >/dev/null 2>&1) || true
+  (command -v pg_ctlcluster >/dev/null && for c in /etc/postgresql/*/main; do
+    [ -d "$c" ] && $sudo pg_ctlcluster "$(basename "$(dirname "$c")")" main stop >/dev/null 2>&1
+  done) || true
 fi
 
 # --- Tool binaries: kube-*, kwok, etcd, kubectl, helm, bao ------------------------

@@ -446,3 +446,49 @@ def test_audit_spool_on_a_pvc_and_no_volume_without_sinks() -> None:
     plain = deployment(make_inputs())["spec"]["template"]["spec"]
     assert all(v["name"] != "audit-spool" for v in plain["volumes"])
     assert parse_config(config_map(make_inputs())["data"]["config.yaml"]).audit is None
+
+
+def test_response_cache_is_off_unless_enabled_and_rendered_when_it_is() -> None:
+    assert parse_config(config_map(make_inputs())["data"]["config.yaml"]).cache is None
+    kept_off = make_inputs(cache={"ttl": "1m"})
+    assert parse_config(config_map(kept_off)["data"]["config.yaml"]).cache is None
+    memory = make_inputs(cache={"enabled": True, "ttl": "90s", "scope": "principal", "maxEntries": 10})
+    cache = parse_config(config_map(memory)["data"]["config.yaml"]).cache
+    assert cache is not None
+    assert (cache.backend, cache.ttl, cache.scope, cache.max_entries) == ("memory", "90s", "principal", 10)
+    assert cache.redis is None
+
+
+def test_response_cache_redis_renders_its_files() -> None:
+    standalone = replace(
+        make_inputs(
+            cache={
+                "enabled": True,
+                "backend": "redis",
+                "redis": {"addressSecretRef": {"name": "r", "key": "url"}},
+            }
+        ),
+        cache_redis_files={"cache-redis-url": "redis://:pw@cache:6379/0"},
+    )
+    assert secret_data(credentials_secret(standalone))["cache-redis-url"] == "redis://:pw@cache:6379/0"
+    cache = parse_config(config_map(standalone)["data"]["config.yaml"]).cache
+    assert cache is not None and cache.redis is not None
+    assert (cache.redis.mode, cache.redis.url_file) == ("standalone", "cache-redis-url")
+    cluster = make_inputs(
+        cache={
+            "enabled": True,
+            "backend": "redis",
+            "redis": {
+                "mode": "cluster",
+                "cluster": {"nodes": ["redis-0:6379"]},
+                "passwordSecretRef": {"name": "r", "key": "pw"},
+            },
+        }
+    )
+    cache = parse_config(config_map(cluster)["data"]["config.yaml"]).cache
+    assert cache is not None and cache.redis is not None
+    assert (cache.redis.mode, cache.redis.nodes, cache.redis.password_file) == (
+        "cluster",
+        ["redis-0:6379"],
+        "cache-redis-password",
+    )

@@ -6,25 +6,19 @@ ports; every test stops it (SIGTERM) and checks that its runtime workers are gon
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from agent_runtime.client import SyncSentientClient
 from sentient_operator.cli import scaffold
 from sentient_operator.cli.dev import Upstreams, plan_agent_py, plan_agent_yaml
 from sentient_operator.cli.errors import CliError
-from tests.support.net import free_port
+from tests.support.dev_server import RunDev, dev_servers, edit
 
-REPO = Path(__file__).resolve().parents[1]
 RELOAD_BOUND = 5.0  # generous for a loaded CI box; the measured figure is printed and asserted loosely
 
 AGENT = """
@@ -41,101 +35,9 @@ class Versioned(AbstractAgent):
 """
 
 
-class Dev:
-    """A running ``sentient dev`` with its combined output in a file."""
-
-    def __init__(self, args: list[str], cwd: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}",
-            "OPENAI_API_KEY": "",
-            "ANTHROPIC_API_KEY": "",
-        }
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sentient_operator.cli", "dev", *args, "--port", str(self.port)],
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.output())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the output of sentient dev:\n{self.output()}")
-
-    def ask(self, prompt: str) -> str:
-        with SyncSentientClient(self.url, timeout=10) as client:
-            result = client.ask(prompt)
-        assert result.error is None, result.error
-        return result.text
-
-    def worker_pids(self) -> list[int]:
-        done = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(p) for p in done.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
-RunDev = Callable[[list[str], Path], Dev]
-
-
 @pytest.fixture
 def run_dev(tmp_path: Path) -> Iterator[RunDev]:
-    started: list[Dev] = []
-
-    def start(args: list[str], cwd: Path) -> Dev:
-        dev = Dev(args, cwd, tmp_path / f"dev-{len(started)}.log")
-        started.append(dev)
-        return dev
-
-    yield start
-    for dev in started:
-        workers = dev.worker_pids()
-        dev.stop()
-        for pid in workers:  # the runtime workers went with it
-            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"worker {pid} outlived sentient dev"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
-
-
-def _edit(path: Path, text: str) -> None:
-    # Same-size rewrites inside one mtime tick still change the content; make sure mtime moves on.
-    before = path.stat().st_mtime_ns
-    path.write_text(text)
-    if path.stat().st_mtime_ns == before:
-        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+    yield from dev_servers(tmp_path)
 
 
 @pytest.mark.slow
@@ -156,7 +58,7 @@ def test_agent_py_reloads_on_change(run_dev: RunDev, tmp_path: Path) -> None:
         # imports); the figure is the reload itself, not that warm-up.
         time.sleep(3)
         changed = time.monotonic()
-        _edit(agent, AGENT.format(version=version))
+        edit(agent, AGENT.format(version=version))
         while True:
             answer = dev.ask("hello")
             if answer == f"{version}: hello":
@@ -181,14 +83,14 @@ def test_broken_edit_keeps_the_last_good_agent(run_dev: RunDev, tmp_path: Path) 
     dev = run_dev(["versioned.py", "--fake", "--no-inspect"], tmp_path)
     # The watcher takes its first snapshot after this line: an edit before it would go unseen.
     dev.wait_for(r"watching for changes")
-    _edit(agent, AGENT.format(version="v1") + "\ndef broken(:\n")
+    edit(agent, AGENT.format(version="v1") + "\ndef broken(:\n")
     dev.wait_for(r"not reloaded: .*versioned\.py:\d+: syntax error")
     assert dev.ask("still") == "v1: still"
     # An import-time failure (valid syntax) is reported from the runtime and also keeps v1.
-    _edit(agent, "import not_a_module_anywhere\n" + AGENT.format(version="v9"))
+    edit(agent, "import not_a_module_anywhere\n" + AGENT.format(version="v9"))
     dev.wait_for(r"generation \d+ did not start: .*not_a_module_anywhere")
     assert dev.ask("still") == "v1: still"
-    _edit(agent, AGENT.format(version="v4"))
+    edit(agent, AGENT.format(version="v4"))
     dev.wait_for(r"reloaded: generation")
     assert dev.ask("back") == "v4: back"
 
@@ -298,7 +200,7 @@ def test_cold_mode_runs_python_m_agent_runtime(run_dev: RunDev, tmp_path: Path) 
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in dev.worker_pids()]
     assert [b"-m", b"agent_runtime"] in [c[1:3] for c in commands], commands
     assert dev.ask("hello") == "v1: hello"
-    _edit(agent, AGENT.format(version="v2"))
+    edit(agent, AGENT.format(version="v2"))
     dev.wait_for(r"reloaded: generation 2")
     assert dev.ask("hello") == "v2: hello"
 

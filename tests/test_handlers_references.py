@@ -300,3 +300,18 @@ def test_audit_sink_token_and_ca_are_bound_or_reported_missing() -> None:
         "audit-sink-splunk-token": "hec-secret",
         "audit-sink-rsyslog-ca.pem": "PEM",
     }
+
+
+def test_response_cache_redis_secrets_are_resolved_only_when_enabled() -> None:
+    lookup = Dicts()
+    lookup.providers[("team", "openai")] = provider(credentials=False)
+    cache = {"backend": "redis", "redis": {"addressSecretRef": {"name": "cache-redis", "key": "url"}}}
+    off = run(lookup, agent_spec(cache=cache))
+    # Off: the Secret is not needed (nor bound).
+    assert off.ok and off.inputs is not None and off.inputs.cache_redis_files == {}
+    spec = agent_spec(cache={**cache, "enabled": True})
+    assert reasons(run(lookup, spec)) == ["SecretNotFound"]
+    lookup.secrets[("team", "cache-redis")] = {"url": "redis://:pw@cache:6379/0"}
+    res = run(lookup, spec)
+    assert res.ok and res.inputs is not None
+    assert res.inputs.cache_redis_files == {"cache-redis-url": "redis://:pw@cache:6379/0"}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent_runtime import metrics
+from agent_runtime import devbus, metrics
 from agent_runtime.audit import AuditLog
 from agent_runtime.config import GuardrailCheck, GuardrailsConfig
 from agent_runtime.guardrails.base import Check, Finding, SpanCheck, redact
@@ -137,6 +137,9 @@ class Guardrails:
         """Count, audit and act on one check's finding; True when it blocks."""
         if finding is None:
             self.count_pass(check, stage)
+            bus = devbus.BUS
+            if bus is not None:
+                bus.publish("guardrail", context.request_id, check=check.name, stage=stage, action="pass")
             return False
         verdict = Verdict(check.name, check.kind, stage, check.action, finding.labels, finding.score)
         self.report(verdict, context)
@@ -172,6 +175,17 @@ class Guardrails:
     def report(self, verdict: Verdict, context: Context) -> None:
         """Count and audit one verdict (kinds and score only)."""
         self._counters[(verdict.check, verdict.stage, verdict.action)].inc()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "guardrail",
+                context.request_id,
+                check=verdict.check,
+                stage=verdict.stage,
+                action=verdict.action,
+                found=list(verdict.labels),
+                score=verdict.score,
+            )
         if self.audit is not None:
             self.audit.record(
                 "guardrail.verdict",

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
+from agent_runtime import devbus
 from agent_runtime.metrics import BREAKER_STATE
 
 State = Literal["closed", "half_open", "open"]
@@ -28,6 +29,7 @@ class CircuitBreaker:
         "_clock",
         "_failures",
         "_gauge",
+        "_name",
         "_opened_at",
         "_state",
         "_trials",
@@ -60,6 +62,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trials = 0
         self._gauge = BREAKER_STATE.labels(provider=provider, model=model)
+        self._name = (provider, model)
         self._gauge.set(0)
 
     @property
@@ -143,3 +146,6 @@ class CircuitBreaker:
     def _set(self, state: State) -> None:
         self._state = state
         self._gauge.set(_GAUGE_VALUE[state])
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish("breaker", provider=self._name[0], model=self._name[1], state=state)

@@ -1,9 +1,13 @@
 """The failover chain as the manager uses it: each entry resolved once per config, for the hot path.
 
-A config (re)load builds a new immutable :class:`Snapshot`; circuit breakers
-and last-outcome statistics belong to a (provider, model) and are carried
-over from the previous snapshot, so a reload neither closes an open breaker
-nor forgets the last error shown on ``/health``.
+A config (re)load builds a new immutable :class:`Snapshot`; circuit breakers,
+last-outcome statistics and balancing load belong to a (provider, model) and
+are carried over from the previous snapshot, so a reload neither closes an
+open breaker nor forgets the last error shown on ``/health``.
+
+Steps (``llm.steps``) group consecutive entries; a step of several members
+orders them per request through its balancer (``balance.py``). When every step
+has one member the snapshot has no steps and the chain is walked as a list.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any
 import httpx
 
 from agent_runtime.config import LLMParameters, LLMRuntimeConfig, ProviderConfig, duration_seconds
+from agent_runtime.llm.balance import Balancer, MemberLoad, make_balancer
 from agent_runtime.llm.breaker import CircuitBreaker
 from agent_runtime.llm.pool import PoolKey, origin_of
 from agent_runtime.llm.providers import Adapter, adapter_for
+from agent_runtime.metrics import BALANCE_PICKS
 
 # RFC 9110: a field name is a token; a field value holds no control character but HTAB.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -62,6 +68,28 @@ class Entry:
     heads: dict[tuple[bool, str | None], bytes] = field(default_factory=dict)
     # Metric children labelled with this entry (see :func:`meter`): labels() costs on every call.
     meters: dict[tuple[object, str], Any] = field(default_factory=dict)
+    # In-flight attempts and latency, kept for members of a load-balanced step only (None otherwise:
+    # a plain chain entry pays nothing for balancing).
+    load: MemberLoad | None = None
+
+
+@dataclass(slots=True, frozen=True, eq=False)
+class Step:
+    """A load-balanced step: its members and the balancer that orders them per request."""
+
+    index: int
+    entries: tuple[Entry, ...]
+    balancer: Balancer
+    # BALANCE_PICKS children, one per member.
+    picks: tuple[Any, ...]
+
+    def walk(self) -> list[Entry]:
+        """The members in the order this request tries them (``balance.py``), the pick counted."""
+        entries = self.entries
+        order = self.balancer.order([e.breaker.available() for e in entries])
+        if entries[order[0]].breaker.available():
+            self.picks[order[0]].inc()
+        return [entries[i] for i in order]
 
 
 @dataclass(slots=True, frozen=True, eq=False)
@@ -71,6 +99,8 @@ class Snapshot:
     config: LLMRuntimeConfig
     entries: tuple[Entry, ...]
     total: float
+    # Every step in order when at least one step has several members; None for a plain chain.
+    steps: tuple[Step | Entry, ...] | None = None
 
 
 def meter(entry: Entry, metric: Any, label: str = "", value: str = "") -> Any:
@@ -98,8 +128,9 @@ def build_snapshot(
     breakers: dict[tuple[str, str], CircuitBreaker],
     stats: dict[tuple[str, str], Stats],
     clock: Callable[[], float],
+    loads: dict[tuple[str, str], MemberLoad] | None = None,
 ) -> Snapshot:
-    """Resolve ``config``'s chain; ``breakers`` and ``stats`` are reused and filled in."""
+    """Resolve ``config``'s chain; ``breakers``, ``stats`` and ``loads`` are reused and filled in."""
     entries: list[Entry] = []
     for provider in config.chain:
         adapter = adapter_for(str(provider.type))
@@ -155,4 +186,44 @@ def build_snapshot(
                 address=(http_url.scheme, http_url.host, port),
             )
         )
-    return Snapshot(config=config, entries=tuple(entries), total=entries[0].total)
+    steps = _steps(config, entries, {} if loads is None else loads, clock)
+    return Snapshot(config=config, entries=tuple(entries), total=entries[0].total, steps=steps)
+
+
+def _steps(
+    config: LLMRuntimeConfig,
+    entries: list[Entry],
+    loads: dict[tuple[str, str], MemberLoad],
+    clock: Callable[[], float],
+) -> tuple[Step | Entry, ...] | None:
+    """The chain as steps (a lone entry stands for itself), or None when no step balances."""
+    if config.steps is None or all(step.size == 1 for step in config.steps):
+        return None
+    steps: list[Step | Entry] = []
+    start = 0
+    for index, step in enumerate(config.steps):
+        members = entries[start : start + step.size]
+        start += step.size
+        if len(members) == 1:
+            steps.append(members[0])
+            continue
+        half_life = duration_seconds(step.latency_half_life)
+        for entry in members:
+            ident = (entry.config.id, entry.config.model)
+            load = loads.get(ident)
+            if load is None:
+                load = loads[ident] = MemberLoad(entry.config.id, entry.config.model)
+            load.half_life = half_life
+            entry.load = load
+        balancer = make_balancer(
+            step.strategy,
+            [e.load for e in members if e.load is not None],
+            [e.config.weight or 1 for e in members],
+            probe_interval=duration_seconds(step.probe_interval),
+            clock=clock,
+        )
+        picks = tuple(
+            BALANCE_PICKS.labels(step=str(index), provider=e.config.id, model=e.config.model) for e in members
+        )
+        steps.append(Step(index=index, entries=tuple(members), balancer=balancer, picks=picks))
+    return tuple(steps)

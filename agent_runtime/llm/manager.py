@@ -22,6 +22,12 @@ asked to *continue* the partial answer, so the caller's stream simply goes on
 Timeouts: connect, first token and idle gap between chunks (``attempt.py``),
 and one overall deadline shared by all attempts and failovers.
 
+Steps: a step of the chain may hold several members (``llm.steps``); its
+balancer (``balance.py``) orders them for each request, and the loop walks
+that order before moving to the next step: the pick first, then the step's
+other members, then the next step. Members of such a step count their
+in-flight attempts and latency for the balancer.
+
 Config reloads swap an immutable snapshot (``entries.py``): a request keeps
 the chain it started with; connection pools (``pool.py``) and breakers of
 unchanged upstreams are kept.
@@ -33,15 +39,17 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent_runtime import devbus
 from agent_runtime.config import LLMRuntimeConfig
 from agent_runtime.llm.attempt import complete_attempt, max_tokens_of, stream_attempt
+from agent_runtime.llm.balance import MemberLoad
 from agent_runtime.llm.breaker import CircuitBreaker
-from agent_runtime.llm.entries import Entry, Stats, build_snapshot, meter
+from agent_runtime.llm.entries import Entry, Snapshot, Stats, Step, build_snapshot, meter
 from agent_runtime.llm.errors import (
     AllFailed,
     AllRateLimited,
@@ -103,12 +111,40 @@ class _Failure:
     attempts: int
 
 
+def _walk(snap: Snapshot) -> Iterable[Entry]:
+    """The entries in the order this request tries them: the chain itself, or step by step."""
+    if snap.steps is None:
+        return snap.entries
+    return _walk_steps(snap.steps)
+
+
+def _walk_steps(steps: tuple[Step | Entry, ...]) -> Iterator[Entry]:
+    # Lazily: a step orders its members when the request reaches it, with the load of that moment.
+    for step in steps:
+        if isinstance(step, Step):
+            yield from step.walk()
+        else:
+            yield step
+
+
 def estimate_tokens(request: ChatRequest, max_tokens: int | None) -> int:
     """Rough input + output token count (4 characters a token) for provider quotas."""
     if request.estimated_tokens is not None:
         return request.estimated_tokens
     chars = sum(len(m.content) for m in request.messages)
     return chars // 4 + 1 + (max_tokens or 0)
+
+
+def _publish_attempt(bus: devbus.DevBus, entry: Entry, outcome: str, seconds: float, **detail: Any) -> None:
+    """Dev mode: one upstream attempt on the capture bus (``detail``: status or tokens)."""
+    bus.publish(
+        "attempt",
+        provider=entry.config.id,
+        model=entry.config.model,
+        outcome=outcome,
+        ms=round(seconds * 1000, 2),
+        **detail,
+    )
 
 
 class LLMManager:
@@ -128,10 +164,11 @@ class LLMManager:
         self._pools = UpstreamPools(read_file)
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._stats: dict[tuple[str, str], Stats] = {}
+        self._loads: dict[tuple[str, str], MemberLoad] = {}
         # The credential text each key file held when last looked at (kept only to notice a change;
         # it is the same object the credential cache already holds, never logged).
         self._credential_seen: dict[str, str | None] = {}
-        self._snapshot = build_snapshot(config, self._breakers, self._stats, clock)
+        self._snapshot = build_snapshot(config, self._breakers, self._stats, clock, self._loads)
 
     # ------------------------------------------------------------------ config
 
@@ -141,7 +178,7 @@ class LLMManager:
         Connection pools of upstreams still in use are kept; the others are
         closed once requests that may still use them had time to finish.
         """
-        snapshot = build_snapshot(config, self._breakers, self._stats, self._clock)
+        snapshot = build_snapshot(config, self._breakers, self._stats, self._clock, self._loads)
         old = self._snapshot
         self._snapshot = snapshot
         self._pools.keep_only({e.pool_key for e in snapshot.entries}, retire_after=old.total)
@@ -299,7 +336,7 @@ class LLMManager:
         previous: _Failure | None = None
         phase: SwitchPhase = "before_first_token"
         first_token_seen = False
-        for entry in snap.entries:
+        for entry in _walk(snap):
             if previous is not None:
                 yield self._switch(previous, entry, phase)
             failure = await self._prepare(entry, request)
@@ -310,6 +347,9 @@ class LLMManager:
                 t0 = self._clock()
                 got_text = False
                 whole = ""
+                load = entry.load
+                if load is not None:
+                    load.started()
                 try:
                     api_key = self._api_key(entry)
                     upstream = self._pools.get(entry.pool_key, retire_after=entry.total)
@@ -319,10 +359,14 @@ class LLMManager:
                         pieces = stream_attempt(entry, upstream, request, api_key, state, remaining, partial)
                         async with aclosing(pieces):
                             async for text in pieces:
-                                if not first_token_seen:
-                                    first_token_seen = True
-                                    meter(entry, TIME_TO_FIRST_TOKEN).observe(self._clock() - start)
-                                got_text = True
+                                if not got_text:
+                                    got_text = True
+                                    if load is not None:
+                                        now = self._clock()
+                                        load.sample(now - t0, now)
+                                    if not first_token_seen:
+                                        first_token_seen = True
+                                        meter(entry, TIME_TO_FIRST_TOKEN).observe(self._clock() - start)
                                 parts.append(text)
                                 yield TextDelta(text)
                     else:
@@ -340,8 +384,10 @@ class LLMManager:
                     # Consumer went away (GeneratorExit) or the task was cancelled:
                     # no verdict on the provider's health.
                     entry.breaker.record_neutral()
+                    if load is not None:
+                        load.ended()
                     raise
-                self._on_success(entry, t0, state.input_tokens, state.output_tokens)
+                self._on_success(entry, t0, state.input_tokens, state.output_tokens, streamed)
                 if not streamed:
                     yield TextDelta(whole)
                 yield Usage(state.input_tokens, state.output_tokens)
@@ -400,10 +446,18 @@ class LLMManager:
 
     def _on_error(self, entry: Entry, err: UpstreamError, t0: float) -> None:
         now = self._clock()
+        load = entry.load
+        if load is not None:
+            load.ended()
+            if isinstance(err, TimedOut):
+                # As slow as this at least: the balancer should know before the breaker opens.
+                load.sample(now - t0, now)
         meter(entry, UPSTREAM_DURATION, "outcome", err.error_class).observe(now - t0)
         PROVIDER_ERRORS.labels(error=err.error_class, **entry.label).inc()
         entry.stats.last_error = err.error_class
         entry.stats.last_error_at = now
+        if devbus.BUS is not None:
+            _publish_attempt(devbus.BUS, entry, err.error_class, now - t0, status=err.status)
         if not err.blames_provider(entry.retry_on):
             # Our configuration, or the request itself was refused: says nothing about
             # the provider's health.
@@ -418,11 +472,23 @@ class LLMManager:
             err.detail,
         )
 
-    def _on_success(self, entry: Entry, t0: float, input_tokens: int, output_tokens: int) -> None:
+    def _on_success(
+        self, entry: Entry, t0: float, input_tokens: int, output_tokens: int, streamed: bool
+    ) -> None:
         now = self._clock()
+        load = entry.load
+        if load is not None:
+            load.ended()
+            if not streamed:
+                # A streamed attempt was sampled at its first token (time to first token).
+                load.sample(now - t0, now)
         entry.breaker.record_success()
         entry.stats.last_success_at = now
         meter(entry, UPSTREAM_DURATION, "outcome", "ok").observe(now - t0)
+        if devbus.BUS is not None:
+            _publish_attempt(
+                devbus.BUS, entry, "ok", now - t0, input_tokens=input_tokens, output_tokens=output_tokens
+            )
         if input_tokens:
             meter(entry, TOKENS, "direction", "input").inc(input_tokens)
         if output_tokens:
@@ -449,12 +515,30 @@ class LLMManager:
         if delay is None:
             return _Failure(entry, err, attempt)
         RETRIES.labels(**entry.label).inc()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "retry",
+                provider=entry.config.id,
+                attempt=attempt,
+                delay=round(delay, 3),
+                reason=err.error_class,
+            )
         await asyncio.sleep(delay)
         # Each retry asks the breaker and the provider quota again.
         return await self._prepare(entry, request, attempt)
 
     def _switch(self, previous: _Failure, entry: Entry, phase: SwitchPhase) -> ProviderSwitch:
         FAILOVERS.labels(phase=phase, **previous.entry.label).inc()
+        bus = devbus.BUS
+        if bus is not None:
+            bus.publish(
+                "failover",
+                source=previous.entry.config.id,
+                target=entry.config.id,
+                phase=phase,
+                reason=previous.error.error_class,
+            )
         log.warning(
             "failover: from=%s to=%s phase=%s reason=%s",
             previous.entry.config.id,

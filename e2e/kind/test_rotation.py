@@ -1,5 +1,7 @@
-"""Credential rotation through the real kubelet: three edits of the source Secret while a client
-streams through the agent's Service without retrying anything.
+"""Credential rotation through the real kubelet: three edits of the credential's source while a
+client streams through the agent's Service without retrying anything. The source is a Kubernetes
+Secret (watched) or an OpenBao KV v2 secret in the cluster (read every ``refreshInterval``, 2 s here,
+with token auth), so the Vault latency adds up to one refresh interval.
 
 - ``HotReload``: the kubelet refreshes the Secret volume, the runtime re-reads the file; no pod
   restarts. The edit-to-use latency is printed: it is dominated by the kubelet's Secret volume
@@ -10,46 +12,86 @@ streams through the agent's Service without retrying anything.
 from __future__ import annotations
 
 import base64
+import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from e2e.cluster import Cluster
 from e2e.kind.cluster import KindImages
 from e2e.kind.workloads import (
+    EXAMPLE_PROVIDER_KEY,
     LOAD_LIMITS,
     agent_pods,
     client_summary,
     deploy_example,
+    deploy_openbao,
     fake_upstream_admin,
+    openbao_api,
     ready,
     start_in_cluster_client,
 )
 from tests.support.waiting import wait_for
 
 EDITS = 3
+VAULT_PATH = "llm/demo"
+VAULT_REFRESH = "2s"
+
+# Writes a new key into the credential's source.
+Editor = Callable[[str], None]
 
 
-def _edit_source_secret(cluster: Cluster, namespace: str, key: str) -> None:
-    value = base64.b64encode(key.encode()).decode()
+def _secret_editor(cluster: Cluster, namespace: str) -> Editor:
+    def edit(key: str) -> None:
+        value = base64.b64encode(key.encode()).decode()
+        cluster.kubectl(
+            "patch",
+            "secret",
+            "demo-llm-key",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            f'{{"data":{{"apiKey":"{value}"}}}}',
+        )
+
+    return edit
+
+
+def _vault_write(api: str, token: str, key: str) -> None:
+    httpx.post(
+        f"{api}/v1/secret/data/{VAULT_PATH}",
+        headers={"X-Vault-Token": token},
+        json={"data": {"apiKey": key}},
+        timeout=10,
+    ).raise_for_status()
+
+
+def _vault_provider(cluster: Cluster, namespace: str, address: str, token: str) -> dict[str, Any]:
+    """The LLMProvider's credentials read from the in-cluster OpenBao with token auth."""
     cluster.kubectl(
-        "patch",
-        "secret",
-        "demo-llm-key",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        f'{{"data":{{"apiKey":"{value}"}}}}',
+        "create", "secret", "generic", "openbao-token", "-n", namespace, f"--from-literal=token={token}"
     )
+    return {
+        "credentials": {
+            "vault": {
+                "server": address,
+                "path": VAULT_PATH,
+                "auth": {"token": {"secretRef": {"name": "openbao-token", "key": "token"}}},
+            },
+            "refreshInterval": VAULT_REFRESH,
+        }
+    }
 
 
-def _rotate(cluster: Cluster, ns: str, admin: str, round_: int) -> float:
-    """Edit the source Secret once; seconds until the upstream sees the new key."""
+def _rotate(ns: str, admin: str, edit: Editor, round_: int) -> float:
+    """Write a new key into the source once; seconds until the upstream sees it."""
     new_key = f"sk-rotated-{round_}-{int(time.time())}"
     started = time.monotonic()
-    _edit_source_secret(cluster, ns, new_key)
+    edit(new_key)
 
     def seen() -> bool:
         state: dict[str, Any] = httpx.get(f"{admin}/_admin/state", timeout=10).json()
@@ -60,13 +102,24 @@ def _rotate(cluster: Cluster, ns: str, admin: str, round_: int) -> float:
 
 
 def _rotation_run(
-    cluster: Cluster, ns: str, images: KindImages, strategy: str, before: list[dict[str, Any]]
+    cluster: Cluster, ns: str, images: KindImages, strategy: str, source: str, before: list[dict[str, Any]]
 ) -> tuple[list[float], dict[str, Any]]:
-    """Agent with ``strategy``, a streaming client through its Service, three edits.
+    """Agent with ``strategy`` and its key in ``source``, a streaming client through its Service,
+    three edits.
 
     Returns the edit-to-use latencies and the client's summary; ``before`` receives the Ready
     agent pods as they were before the first edit.
     """
+    if source == "vault":
+        if not images.openbao:
+            pytest.fail("E2E_OPENBAO_IMAGE not set: run through `make e2e-kind`", pytrace=False)
+        token = secrets.token_hex(16)
+        address = deploy_openbao(cluster, ns, images.openbao, token)
+        with openbao_api(cluster, ns) as api:
+            _vault_write(api, token, EXAMPLE_PROVIDER_KEY)  # the key the fake accepts at first
+        provider = _vault_provider(cluster, ns, address, token)
+    else:
+        provider = None
     deploy_example(
         cluster,
         ns,
@@ -74,6 +127,7 @@ def _rotation_run(
         limits=LOAD_LIMITS,
         latency=0.02,
         tokens=20,
+        provider=provider,
         rotation={"strategy": strategy},
     )
     before.extend(p for p in agent_pods(cluster, ns) if ready(p))
@@ -84,7 +138,11 @@ def _rotation_run(
         client = start_in_cluster_client(cluster, ns, images.runtime, seconds=600)
         time.sleep(3)
         for round_ in range(1, EDITS + 1):
-            latencies.append(_rotate(cluster, ns, admin, round_))
+            if source == "vault":
+                with openbao_api(cluster, ns) as api:
+                    latencies.append(_rotate(ns, admin, lambda key: _vault_write(api, token, key), round_))
+            else:
+                latencies.append(_rotate(ns, admin, _secret_editor(cluster, ns), round_))
             if strategy == "RollingRestart":
                 cluster.kubectl(
                     "rollout", "status", "-n", ns, "deployment/assistant", "--timeout=180s", timeout=200
@@ -94,21 +152,27 @@ def _rotation_run(
     return latencies, summary
 
 
-def _figures(strategy: str, latencies: list[float], summary: dict[str, Any]) -> str:
+def _figures(strategy: str, source: str, latencies: list[float], summary: dict[str, Any]) -> str:
     how = "kubelet syncFrequency 10 s" if strategy == "HotReload" else "new pods read the new Secret"
+    if source == "vault":
+        how += f", refreshInterval {VAULT_REFRESH}"
     return (
-        f"\n{strategy} edit-to-use latency ({how}): "
+        f"\nrotation {source} {strategy} edit-to-use latency ({how}): "
         + ", ".join(f"{s:.1f} s" for s in latencies)
         + f"; client through the Service: {summary['ok']} streams ok, {summary['failures']} failed"
     )
 
 
+SOURCES = pytest.mark.parametrize("source", ["secret", "vault"])
+
+
+@SOURCES
 def test_hot_reload_rotation_through_the_kubelet(
-    cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
+    cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str, source: str
 ) -> None:
     before: list[dict[str, Any]] = []
-    latencies, summary = _rotation_run(cluster, restricted_ns, operator_release, "HotReload", before)
-    print(_figures("HotReload", latencies, summary))
+    latencies, summary = _rotation_run(cluster, restricted_ns, operator_release, "HotReload", source, before)
+    print(_figures("HotReload", source, latencies, summary))
     assert summary["failures"] == 0, summary
     assert summary["ok"] > 0
     after = [p for p in agent_pods(cluster, restricted_ns) if ready(p)]
@@ -117,12 +181,15 @@ def test_hot_reload_rotation_through_the_kubelet(
     assert all(s["restartCount"] == 0 for p in after for s in p["status"]["containerStatuses"])
 
 
+@SOURCES
 def test_rolling_restart_rotation_drops_nothing(
-    cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str
+    cluster: Cluster, operator_release: KindImages, crds: list[str], restricted_ns: str, source: str
 ) -> None:
     before: list[dict[str, Any]] = []
-    latencies, summary = _rotation_run(cluster, restricted_ns, operator_release, "RollingRestart", before)
-    print(_figures("RollingRestart", latencies, summary))
+    latencies, summary = _rotation_run(
+        cluster, restricted_ns, operator_release, "RollingRestart", source, before
+    )
+    print(_figures("RollingRestart", source, latencies, summary))
     assert summary["failures"] == 0, summary
     assert summary["ok"] > 0
     after = [p for p in agent_pods(cluster, restricted_ns) if ready(p)]

@@ -153,14 +153,18 @@ LOAD_LIMITS = {"requestsPerMinute": 100000, "tokensPerMinute": 100000000, "concu
 
 
 def example_docs(
-    endpoint: str, limits: dict[str, int] | None = None, **agent_spec: Any
+    endpoint: str,
+    limits: dict[str, int] | None = None,
+    provider: dict[str, Any] | None = None,
+    **agent_spec: Any,
 ) -> list[dict[str, Any]]:
-    """examples/agent.yaml with the provider's endpoint replaced (policy limits and agent spec
-    fields merged in when given)."""
+    """examples/agent.yaml with the provider's endpoint replaced (policy limits, provider spec
+    fields and agent spec fields merged in when given)."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     for doc in docs:
         if doc["kind"] == "LLMProvider":
             doc["spec"]["endpoint"] = endpoint
+            doc["spec"].update(provider or {})
         if doc["kind"] == "RateLimitPolicy" and limits:
             doc["spec"]["limits"].update(limits)
         if doc["kind"] == "SentientAgent":
@@ -169,10 +173,15 @@ def example_docs(
 
 
 def apply_example_agent(
-    cluster: Cluster, namespace: str, endpoint: str, limits: dict[str, int] | None = None, **agent_spec: Any
+    cluster: Cluster,
+    namespace: str,
+    endpoint: str,
+    limits: dict[str, int] | None = None,
+    provider: dict[str, Any] | None = None,
+    **agent_spec: Any,
 ) -> None:
     """``kubectl apply -f examples/agent.yaml`` (endpoint pointed at the in-cluster fake)."""
-    apply(cluster, *example_docs(endpoint, limits, **agent_spec), namespace=namespace)
+    apply(cluster, *example_docs(endpoint, limits, provider, **agent_spec), namespace=namespace)
 
 
 def wait_agent_ready(cluster: Cluster, namespace: str, name: str = AGENT, timeout: float = 240) -> None:
@@ -210,11 +219,12 @@ def deploy_example(
     limits: dict[str, int] | None = None,
     latency: float = 0.0,
     tokens: int | None = None,
+    provider: dict[str, Any] | None = None,
     **agent_spec: Any,
 ) -> str:
     """The fake upstream, then examples/agent.yaml pointed at it, waited for; returns the endpoint."""
     endpoint = deploy_fake_upstream(cluster, namespace, runtime_image, latency=latency, tokens=tokens)
-    apply_example_agent(cluster, namespace, endpoint, limits, **agent_spec)
+    apply_example_agent(cluster, namespace, endpoint, limits, provider, **agent_spec)
     wait_agent_ready(cluster, namespace)
     return endpoint
 
@@ -391,4 +401,78 @@ def fake_upstream_state(cluster: Cluster, namespace: str) -> dict[str, Any]:
 def fake_upstream_admin(cluster: Cluster, namespace: str) -> Iterator[str]:
     """Base URL of the fake upstream's admin API, kept open for a while."""
     with kubectl_port_forward(cluster, namespace, "svc/fake-llm", UPSTREAM_PORT) as local:
+        yield f"http://127.0.0.1:{local}"
+
+
+# --------------------------------------------------------------------------------------------
+# OpenBao (Vault API) in the cluster
+
+OPENBAO_PORT = 8200
+
+
+def deploy_openbao(cluster: Cluster, namespace: str, image: str, root_token: str) -> str:
+    """An OpenBao dev server (in memory, KV v2 at ``secret/``) as a Deployment + Service
+    ``openbao``, admitted under ``restricted``; returns its in-cluster address."""
+    labels = {"app": "openbao"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "openbao", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "openbao",
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": [
+                                "server",
+                                "-dev",
+                                f"-dev-root-token-id={root_token}",
+                                f"-dev-listen-address=0.0.0.0:{OPENBAO_PORT}",
+                                "-dev-no-store-token",
+                            ],
+                            # The dev server writes a token helper file into HOME.
+                            "env": [{"name": "HOME", "value": "/tmp"}],
+                            "ports": [{"name": "http", "containerPort": OPENBAO_PORT}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/v1/sys/health", "port": OPENBAO_PORT},
+                                "periodSeconds": 1,
+                            },
+                            "securityContext": RESTRICTED_CONTAINER,
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "openbao", "namespace": namespace},
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "port": OPENBAO_PORT, "targetPort": "http"}],
+        },
+    }
+    apply(cluster, deployment, service)
+    cluster.kubectl("rollout", "status", "-n", namespace, "deployment/openbao", "--timeout=120s", timeout=150)
+    return f"http://openbao.{namespace}.svc:{OPENBAO_PORT}"
+
+
+@contextmanager
+def openbao_api(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """Base URL of the in-cluster OpenBao through a port-forward."""
+    with kubectl_port_forward(cluster, namespace, "svc/openbao", OPENBAO_PORT, timeout=60) as local:
         yield f"http://127.0.0.1:{local}"

@@ -10,12 +10,13 @@ Messages name objects and keys, never values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from agent_runtime.config import (
+    CACHE_REDIS,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_REDIS,
@@ -428,18 +429,20 @@ def resolve(
     providers: list[ResolvedProvider] = []
     chain: list[dict[str, Any]] = []
     for entry in spec.llm.chain:
-        provider, status = _resolve_provider(
-            namespace,
-            entry.provider_ref.name,
-            entry.provider_ref.namespace,
-            entry.model,
-            lookup,
-            problems,
-            warnings,
-        )
-        chain.append(status)
-        if provider is not None:
-            providers.append(provider)
+        balanced = entry.members is not None
+        for member in entry.targets():
+            provider, status = _resolve_provider(
+                namespace,
+                member.provider_ref.name,
+                member.provider_ref.namespace,
+                member.model,
+                lookup,
+                problems,
+                warnings,
+            )
+            chain.append(status)
+            if provider is not None:
+                providers.append(replace(provider, weight=member.weight or 1) if balanced else provider)
     policy = _resolve_policy(namespace, spec, lookup, problems)
     api_keys = _resolve_api_keys(namespace, spec, lookup, problems)
     prompt = _resolve_prompt(namespace, spec, lookup, problems)
@@ -461,6 +464,18 @@ def resolve(
             if resolved is not None:
                 sessions_redis_url = resolved.pop(SESSIONS_REDIS_URL_FILE, None)
                 sessions_redis_files = resolved
+    sessions_postgres_dsn: str | None = None
+    if spec.sessions.store == "postgres" and spec.sessions.postgres is not None:
+        sessions_postgres_dsn = _secret_value(
+            lookup, spec.sessions.postgres.dsn_secret_ref, namespace, "sessions PostgreSQL DSN", problems
+        )
+    cache_redis_files: dict[str, str] = {}
+    cache_redis = spec.cache.connection() if spec.cache is not None else None
+    if cache_redis is not None:
+        cache_redis_files = (
+            _resolve_redis(lookup, cache_redis, namespace, "response cache Redis", CACHE_REDIS, problems)
+            or {}
+        )
     if problems:
         return Resolution(inputs=None, problems=problems, chain=chain, warnings=warnings)
     inputs = AgentInputs(
@@ -476,6 +491,8 @@ def resolve(
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
         audit_sink_files=audit_sink_files,
+        sessions_postgres_dsn=sessions_postgres_dsn,
+        cache_redis_files=cache_redis_files,
         audit_key=audit_key,
         service_monitor_available=service_monitor_available,
     )

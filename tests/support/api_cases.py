@@ -57,7 +57,9 @@ AZURE = {"vaultURL": "https://v.vault.azure.net/", "secretName": "k", "auth": {"
 AWS = {"region": "eu-west-1", "secretId": "llm/key"}
 K8S_SECRET = {"name": "key", "key": "apiKey"}
 CHAIN_ENTRY = {"providerRef": {"name": "p"}, "model": "m"}
+STEP_MEMBER: dict[str, Any] = {"providerRef": {"name": "p"}, "model": "m"}
 REDIS_URL_REF = {"name": "redis", "key": "url"}
+PG_DSN_REF = {"name": "sessions-db", "key": "dsn"}
 AUDIT_SYSLOG = {
     "address": "rsyslog.logging.svc:6514",
     "tls": {"caSecretRef": {"name": "siem-ca", "key": "ca.crt"}},
@@ -507,6 +509,33 @@ INVALID: list[Invalid] = [
     ),
     Invalid("session-ttl-forever", AGENT, _p({"sessions": {"ttl": "forever"}}), "spec.sessions.ttl"),
     Invalid(
+        "cache-redis-without-redis",
+        AGENT,
+        _p({"cache": {"enabled": True, "backend": "redis"}}),
+        api.CACHE_REDIS_MESSAGE,
+    ),
+    Invalid(
+        "cache-memory-with-redis",
+        AGENT,
+        _p({"cache": {"enabled": True, "redis": {"addressSecretRef": REDIS_URL_REF}}}),
+        api.CACHE_MEMORY_MESSAGE,
+    ),
+    Invalid(
+        "cache-entry-above-bound",
+        AGENT,
+        _p({"cache": {"enabled": True, "maxBytes": 4096, "maxEntryBytes": 8192}}),
+        api.CACHE_ENTRY_BYTES_MESSAGE,
+    ),
+    Invalid(
+        "cache-redis-cluster-without-nodes",
+        AGENT,
+        _p({"cache": {"enabled": True, "backend": "redis", "redis": {"mode": "cluster"}}}),
+        api.CACHE_REDIS_MESSAGES.cluster,
+    ),
+    Invalid("cache-unknown-scope", AGENT, _p({"cache": {"scope": "everyone"}}), "spec.cache.scope"),
+    Invalid("cache-ttl-forever", AGENT, _p({"cache": {"ttl": "forever"}}), "spec.cache.ttl"),
+    Invalid("cache-no-entries", AGENT, _p({"cache": {"maxEntries": 0}}), "spec.cache.maxEntries"),
+    Invalid(
         "redis-sessions-url-and-connection",
         AGENT,
         _p({"sessions": {"store": "redis", "redisSecretRef": REDIS_URL_REF, "redis": REDIS_SENTINEL}}),
@@ -529,6 +558,43 @@ INVALID: list[Invalid] = [
         AGENT,
         _p({"sessions": {"store": "redis", "redis": {"mode": "sentinel", "sentinel": {"masterName": "m"}}}}),
         "spec.sessions.redis.sentinel.addresses",
+    ),
+    Invalid(
+        "postgres-sessions-without-database",
+        AGENT,
+        _p({"sessions": {"store": "postgres"}}),
+        api.SESSIONS_POSTGRES_MESSAGE,
+    ),
+    Invalid(
+        "postgres-settings-with-memory-store",
+        AGENT,
+        _p({"sessions": {"store": "memory", "postgres": {"dsnSecretRef": PG_DSN_REF}}}),
+        api.SESSIONS_POSTGRES_UNUSED_MESSAGE,
+    ),
+    Invalid(
+        "postgres-sessions-without-dsn",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"poolSize": 5}}}),
+        "spec.sessions.postgres.dsnSecretRef",
+    ),
+    Invalid(
+        "postgres-pool-size-zero",
+        AGENT,
+        _p({"sessions": {"store": "postgres", "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 0}}}),
+        "spec.sessions.postgres.poolSize",
+    ),
+    Invalid(
+        "postgres-table-name-not-an-identifier",
+        AGENT,
+        _p(
+            {
+                "sessions": {
+                    "store": "postgres",
+                    "postgres": {"dsnSecretRef": PG_DSN_REF, "tableName": 'chat"; drop table x; --'},
+                }
+            }
+        ),
+        "spec.sessions.postgres.tableName",
     ),
     Invalid("service-port-out-of-range", AGENT, _p({"service": {"port": 70000}}), "spec.service.port"),
     Invalid(
@@ -631,6 +697,78 @@ INVALID: list[Invalid] = [
         "spec.guardrails.streamWindow",
     ),
     Invalid(
+        "step-provider-and-members",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"name": "p"}, "members": [STEP_MEMBER]}]}}),
+        api.STEP_ONE_OF_MESSAGE,
+    ),
+    Invalid(
+        "step-neither-provider-nor-members", AGENT, _p({"llm": {"chain": [{}]}}), api.STEP_ONE_OF_MESSAGE
+    ),
+    Invalid(
+        "step-empty-members", AGENT, _p({"llm": {"chain": [{"members": []}]}}), "spec.llm.chain[0].members"
+    ),
+    Invalid(
+        "step-too-many-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [{"providerRef": {"name": f"p{i}"}} for i in range(17)]}]}}),
+        "spec.llm.chain[0].members",
+    ),
+    Invalid(
+        "step-zero-weight",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [{**STEP_MEMBER, "weight": 0}]}]}}),
+        "spec.llm.chain[0].members[0].weight",
+    ),
+    Invalid(
+        "step-unknown-strategy",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "strategy": "random"}]}}),
+        "spec.llm.chain[0].strategy",
+    ),
+    Invalid(
+        "step-duplicate-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER, {**STEP_MEMBER, "weight": 5}]}]}}),
+        api.STEP_MEMBERS_UNIQUE_MESSAGE,
+    ),
+    Invalid(
+        "step-model-beside-members",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "model": "m"}]}}),
+        api.STEP_MODEL_MESSAGE,
+    ),
+    Invalid(
+        "strategy-without-members",
+        AGENT,
+        _p({"llm": {"chain": [{**CHAIN_ENTRY, "strategy": "weight"}]}}),
+        api.STEP_STRATEGY_MESSAGE,
+    ),
+    Invalid(
+        "lowest-latency-settings-other-strategy",
+        AGENT,
+        _p({"llm": {"chain": [{"members": [STEP_MEMBER], "lowestLatency": {"halfLife": "5s"}}]}}),
+        api.STEP_LATENCY_MESSAGE,
+    ),
+    Invalid(
+        "lowest-latency-zero-probe",
+        AGENT,
+        _p(
+            {
+                "llm": {
+                    "chain": [
+                        {
+                            "members": [STEP_MEMBER],
+                            "strategy": "lowestLatency",
+                            "lowestLatency": {"probeInterval": "0s"},
+                        }
+                    ]
+                }
+            }
+        ),
+        api.LATENCY_POSITIVE_MESSAGE,
+    ),
+    Invalid(
         "audit-sink-two-kinds",
         AGENT,
         _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG, "http": AUDIT_HEC}]}}),
@@ -696,6 +834,20 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("policy-redis-cluster", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_CLUSTER}}))),
     ("policy-redis-sentinel", merge(POLICY, _p({"backend": {"type": "redis", "redis": REDIS_SENTINEL}}))),
     ("agent-sessions-sentinel", merge(AGENT, _p({"sessions": {"store": "redis", "redis": REDIS_SENTINEL}}))),
+    (
+        "agent-sessions-postgres",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "sessions": {
+                        "store": "postgres",
+                        "postgres": {"dsnSecretRef": PG_DSN_REF, "poolSize": 20, "schemaName": "agents"},
+                    }
+                }
+            ),
+        ),
+    ),
     ("agent", AGENT),
     (
         "agent-audit-sinks",
@@ -770,6 +922,31 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                         },
                         "redact": {"logs": True, "audit": True},
                     }
+                }
+            ),
+        ),
+    ),
+    (
+        "balanced-step-then-plain-step",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "llm": {
+                        "chain": [
+                            {
+                                "members": [
+                                    {"providerRef": {"name": "p"}, "model": "m", "weight": 3},
+                                    {"providerRef": {"name": "p2"}, "model": "m"},
+                                    {"providerRef": {"name": "p"}, "model": "m2"},
+                                ],
+                                "strategy": "lowestLatency",
+                                "lowestLatency": {"halfLife": "5s", "probeInterval": "2s"},
+                            },
+                            CHAIN_ENTRY,
+                        ]
+                    },
+                    "guardrails": {"moderation": {"providerRef": {"name": "p2"}}},
                 }
             ),
         ),

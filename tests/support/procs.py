@@ -41,8 +41,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     max_lifetime: int = 1800,
     cwd: str | None = None,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with output to ``log_path``; it ends with its parent and after ``max_lifetime`` s."""
+    """Start ``argv`` with output to ``log_path``; it ends with its parent and after ``max_lifetime`` s.
+
+    ``user`` runs it as that account (the caller must be root), for servers that refuse root.
+    """
     timeout_bin = shutil.which("timeout")
     full = [timeout_bin, "-s", "TERM", str(max_lifetime), *argv] if timeout_bin else list(argv)
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop()
@@ -54,6 +58,7 @@ def spawn(
         env=dict(env) if env is not None else None,
         cwd=cwd,
         preexec_fn=_die_with_parent,
+        user=user,
     )
 
 

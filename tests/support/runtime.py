@@ -375,3 +375,22 @@ async def fire_chats(urls: list[str], n: int, api_key: str) -> list[httpx.Respon
             )
 
         return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def ask_in_one_session(
+    urls: Sequence[str], prompts: Sequence[str], api_key: str, session: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Send ``prompts[i]`` to ``urls[i]`` on /assist, all in one session (one activity id).
+
+    Every answer must succeed. Returns the session, to continue it later.
+    """
+    from agent_runtime import protocol
+    from agent_runtime.client import SyncSentientClient
+
+    if session is None:
+        session = {"processor_id": "p", "activity_id": protocol.new_ulid(), "request_id": protocol.new_ulid()}
+    for url, prompt in zip(urls, prompts, strict=True):
+        with SyncSentientClient(url, api_key=api_key) as client:
+            result = client.ask(prompt, session=session)
+        assert result.error is None, result.error
+    return session

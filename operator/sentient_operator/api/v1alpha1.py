@@ -32,9 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic.alias_generators import to_camel
 
 # The runtime's durations, re-exported: a duration means the same thing in both schemas.
+from agent_runtime.config import BALANCE_STRATEGIES as BALANCE_STRATEGIES
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
 from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
+from agent_runtime.config import MAX_STEP_MEMBERS as MAX_STEP_MEMBERS
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
+from agent_runtime.config import POSTGRES_IDENTIFIER_PATTERN as POSTGRES_IDENTIFIER_PATTERN
 from agent_runtime.config import (
     SYSLOG_APP_NAME_PATTERN,
     AuditSinkFormat,
@@ -1136,17 +1139,173 @@ class RateLimitPolicyRef(Model):
     )
 
 
-class ChainEntry(Model):
-    """One step of the failover chain: a provider and a model."""
+class BalanceStrategy(StrEnum):
+    """How a chain step with several members spreads its requests (docs/load-balancing.md)."""
+
+    WEIGHT = "weight"
+    LEAST_OUTSTANDING = "leastOutstanding"
+    LOWEST_LATENCY = "lowestLatency"
+
+
+assert tuple(s.value for s in BalanceStrategy) == BALANCE_STRATEGIES, "the runtime's strategies"
+
+STEP_MEMBERS_UNIQUE_MESSAGE = "spec.llm.chain[].members: members must be unique by (providerRef, model)"
+STEP_ONE_OF_MESSAGE = "spec.llm.chain[]: set exactly one of providerRef and members"
+STEP_MODEL_MESSAGE = "spec.llm.chain[].model: a step with members sets the model per member"
+STEP_STRATEGY_MESSAGE = "spec.llm.chain[].strategy: only a step with members has a strategy"
+STEP_LATENCY_MESSAGE = "spec.llm.chain[].lowestLatency: only with strategy lowestLatency"
+LATENCY_POSITIVE_MESSAGE = (
+    "spec.llm.chain[].lowestLatency: halfLife and probeInterval must be greater than 0s"
+)
+
+
+class StepMember(Model):
+    """One member of a load-balanced chain step: a provider (one API key), a model and a weight.
+
+    Several keys of one upstream are several LLMProviders with the same endpoint and their own
+    credentials; they share the runtime's connection pool to that endpoint.
+    """
 
     provider_ref: ProviderRef = Field(description="The LLMProvider (name, optional namespace).")
     model: ModelName | None = Field(
         default=None, description="Model to request; the provider's defaultModel when unset."
     )
+    # No schema default: a default inside a list item would make the stored step differ from the
+    # one written (kubectl diff noise); unset means 1.
+    weight: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Share of the step's requests (strategy weight), or how much in-flight load the member "
+            "takes per unit (leastOutstanding); ignored by lowestLatency. 1 to 1000; 1 when unset."
+        ),
+    )
 
     def key(self) -> tuple[str, str, str]:
-        """(provider name, provider namespace or '', model or ''): what must be unique in a chain."""
+        """(provider name, provider namespace or '', model or ''): what must be unique in a step."""
         return (self.provider_ref.name, self.provider_ref.namespace or "", self.model or "")
+
+
+class LowestLatencySettings(Model):
+    """How the lowestLatency strategy measures and re-checks its members."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.halfLife) > duration('0s') && duration(self.probeInterval) > duration('0s')",
+                LATENCY_POSITIVE_MESSAGE,
+            )
+        )
+    )
+
+    half_life: Duration = Field(
+        default="10s",
+        description=(
+            "Age at which a latency sample (time to first token; the whole answer when not streamed) "
+            "counts half as much as a new one."
+        ),
+    )
+    probe_interval: Duration = Field(
+        default="5s",
+        description="A member not chosen for this long gets the next request, so a recovered member is seen again.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> LowestLatencySettings:
+        if min(parse_duration(self.half_life), parse_duration(self.probe_interval)) <= timedelta(0):
+            raise ValueError(LATENCY_POSITIVE_MESSAGE)
+        return self
+
+
+class ChainEntry(Model):
+    """One step of the failover chain: a provider and a model, or several members load-balanced.
+
+    A step with ``members`` sends each request first to the member its ``strategy`` picks; when
+    that member fails (after its retries) the step's other members are tried, healthy ones
+    first, before the next step (docs/load-balancing.md).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("has(self.providerRef) != has(self.members)", STEP_ONE_OF_MESSAGE),
+            CelRule("!has(self.members) || !has(self.model)", STEP_MODEL_MESSAGE),
+            CelRule("has(self.members) || !has(self.strategy)", STEP_STRATEGY_MESSAGE),
+            CelRule(
+                "!has(self.lowestLatency) || (has(self.strategy) && self.strategy == 'lowestLatency')",
+                STEP_LATENCY_MESSAGE,
+            ),
+        )
+    )
+
+    provider_ref: ProviderRef | None = Field(
+        default=None,
+        description="The LLMProvider (name, optional namespace). Exactly one of providerRef and members.",
+    )
+    model: ModelName | None = Field(
+        default=None, description="Model to request; the provider's defaultModel when unset."
+    )
+    members: list[StepMember] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEP_MEMBERS,
+        description=(
+            "Providers (or several keys of one provider, one LLMProvider each) that share this step's "
+            "requests, unique by (providerRef, model). Exactly one of providerRef and members."
+        ),
+        json_schema_extra=cel(
+            CelRule(
+                "self.all(x, self.exists_one(y, x.providerRef == y.providerRef"
+                " && has(x.model) == has(y.model) && (!has(x.model) || x.model == y.model)))",
+                STEP_MEMBERS_UNIQUE_MESSAGE,
+            )
+        ),
+    )
+    strategy: BalanceStrategy | None = Field(
+        default=None,
+        description=(
+            "How members share the requests: weight (smooth weighted round robin, the default), "
+            "leastOutstanding (fewest requests in flight) or lowestLatency (lowest recent latency, "
+            "re-probing the others)."
+        ),
+    )
+    lowest_latency: LowestLatencySettings | None = Field(
+        default=None, description="Settings of the lowestLatency strategy."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> ChainEntry:
+        if (self.provider_ref is None) == (self.members is None):
+            raise ValueError(STEP_ONE_OF_MESSAGE)
+        if self.members is not None and self.model is not None:
+            raise ValueError(STEP_MODEL_MESSAGE)
+        if self.members is None and self.strategy is not None:
+            raise ValueError(STEP_STRATEGY_MESSAGE)
+        if self.lowest_latency is not None and self.strategy != BalanceStrategy.LOWEST_LATENCY:
+            raise ValueError(STEP_LATENCY_MESSAGE)
+        if self.members is not None:
+            keys = [m.key() for m in self.members]
+            if len(set(keys)) != len(keys):
+                raise ValueError(STEP_MEMBERS_UNIQUE_MESSAGE)
+        return self
+
+    def targets(self) -> list[StepMember]:
+        """The step's members in order; a plain entry is a step of one member of weight 1."""
+        if self.members is not None:
+            return list(self.members)
+        assert self.provider_ref is not None, "checked by _shape"
+        return [StepMember(provider_ref=self.provider_ref, model=self.model)]
+
+    def key(self) -> tuple[Any, ...]:
+        """What must be unique in a chain: (provider name, namespace or '', model or '') for a
+        plain entry, the whole step (members with weights, strategy) for a balanced one."""
+        if self.members is None:
+            return self.targets()[0].key()
+        return (
+            tuple((*m.key(), m.weight) for m in self.members),
+            self.strategy,
+            self.lowest_latency.model_dump_json() if self.lowest_latency is not None else None,
+        )
 
 
 class LLMParameters(Model):
@@ -1175,7 +1334,8 @@ class LLMConfig(Model):
         max_length=MAX_CHAIN,
         description=(
             "Ordered failover chain: the first usable entry serves; on a retryable error (after its retries) "
-            "or an open circuit breaker the next entry takes over. At least one entry, unique by (providerRef, model)."
+            "or an open circuit breaker the next entry takes over. At least one entry, unique by (providerRef, model). "
+            "An entry with members is a load-balanced step: its members share its requests."
         ),
         # Whole-entry equality is exactly (providerRef, model) and the apiserver's cost estimator
         # accepts it, unlike field-by-field comparisons with has() ternaries.
@@ -1252,6 +1412,47 @@ SESSIONS_REDIS_MESSAGE = (
 SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.redis: set one, not both"
 
 
+SESSIONS_POSTGRES_MESSAGE = "spec.sessions.postgres: required when spec.sessions.store is postgres"
+SESSIONS_POSTGRES_UNUSED_MESSAGE = "spec.sessions.postgres: set only when spec.sessions.store is postgres"
+
+
+class PostgresSessions(Model):
+    """The PostgreSQL database that keeps the sessions; the DSN comes from a Secret, never inline."""
+
+    dsn_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding the DSN, a postgresql:// URL with user and password "
+            "(postgresql://user:password@host:5432/db?sslmode=require). It is mounted into the "
+            "agent pods as a file and never written to the config, status, Events or logs."
+        )
+    )
+    pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Most connections each runtime process holds; the database sees up to "
+            "replicas x workers x poolSize. A request waits at most 2s for a free connection, "
+            "then answers without history."
+        ),
+    )
+    schema_name: str = Field(
+        default="public",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        max_length=40,
+        description="Schema of the sessions table (created when missing: the role needs CREATE on the database).",
+    )
+    table_name: str = Field(
+        default="sentient_sessions",
+        pattern=POSTGRES_IDENTIFIER_PATTERN,
+        max_length=40,
+        description=(
+            "Table of the sessions, made and migrated by the runtime at start (versions recorded in "
+            "<tableName>_schema_version). Agents may share one table: rows are keyed by agent name."
+        ),
+    )
+
+
 class SessionsConfig(Model):
     """Conversation history."""
 
@@ -1261,11 +1462,14 @@ class SessionsConfig(Model):
                 "self.store != 'redis' || has(self.redisSecretRef) || has(self.redis)", SESSIONS_REDIS_MESSAGE
             ),
             CelRule("!has(self.redisSecretRef) || !has(self.redis)", SESSIONS_REDIS_BOTH_MESSAGE),
+            CelRule("self.store != 'postgres' || has(self.postgres)", SESSIONS_POSTGRES_MESSAGE),
+            CelRule("!has(self.postgres) || self.store == 'postgres'", SESSIONS_POSTGRES_UNUSED_MESSAGE),
         )
     )
 
-    store: Literal["memory", "redis"] = Field(
-        default="memory", description="memory (per replica) or redis (shared by every replica)."
+    store: Literal["memory", "redis", "postgres"] = Field(
+        default="memory",
+        description="memory (per replica), redis or postgres (both shared by every replica).",
     )
     ttl: Duration = Field(default="1h", description="Idle time after which a session expires.")
     max_turns: int = Field(default=50, ge=1, le=10000, description="Turns of history kept per session.")
@@ -1277,6 +1481,9 @@ class SessionsConfig(Model):
         default=None,
         description="Redis in any mode (standalone, cluster, sentinel); instead of redisSecretRef.",
     )
+    postgres: PostgresSessions | None = Field(
+        default=None, description="PostgreSQL database; required when store is postgres."
+    )
 
     @model_validator(mode="after")
     def _redis(self) -> SessionsConfig:
@@ -1284,6 +1491,10 @@ class SessionsConfig(Model):
             raise ValueError(SESSIONS_REDIS_MESSAGE)
         if self.redis_secret_ref is not None and self.redis is not None:
             raise ValueError(SESSIONS_REDIS_BOTH_MESSAGE)
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError(SESSIONS_POSTGRES_MESSAGE)
+        if self.postgres is not None and self.store != "postgres":
+            raise ValueError(SESSIONS_POSTGRES_UNUSED_MESSAGE)
         return self
 
     def connection(self) -> RedisConnection | None:
@@ -1293,6 +1504,70 @@ class SessionsConfig(Model):
         if self.redis_secret_ref is not None:
             return RedisConnection(address_secret_ref=self.redis_secret_ref)
         return None
+
+
+CACHE_REDIS_MESSAGES = redis_messages("spec.cache.redis")
+CACHE_REDIS_MESSAGE = "spec.cache.redis: required when spec.cache.backend is redis"
+CACHE_MEMORY_MESSAGE = "spec.cache.redis: must not be set when spec.cache.backend is memory"
+CACHE_ENTRY_BYTES_MESSAGE = "spec.cache.maxEntryBytes: must not exceed spec.cache.maxBytes"
+
+
+class CacheRedis(RedisConnection):
+    """Where the response cache's Redis is (give it maxmemory and an LRU eviction policy)."""
+
+    MESSAGES: ClassVar[RedisMessages] = CACHE_REDIS_MESSAGES
+    model_config = ConfigDict(json_schema_extra=redis_rules(CACHE_REDIS_MESSAGES))
+
+
+class ResponseCacheConfig(Model):
+    """Exact-match response cache: an identical request (same agent config, messages and sampling
+    parameters) is answered from a stored answer, streamed answers replayed as streams."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("self.backend != 'redis' || has(self.redis)", CACHE_REDIS_MESSAGE),
+            CelRule("self.backend != 'memory' || !has(self.redis)", CACHE_MEMORY_MESSAGE),
+            CelRule("self.maxEntryBytes <= self.maxBytes", CACHE_ENTRY_BYTES_MESSAGE),
+        )
+    )
+
+    enabled: bool = Field(default=False, description="Turn the cache on (off by default).")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory (per runtime process, bounded by maxEntries and maxBytes) or redis (shared by every replica).",
+    )
+    ttl: Duration = Field(default="5m", description="How long a stored answer is served.")
+    scope: Literal["agent", "principal"] = Field(
+        default="agent",
+        description=(
+            "agent: one stored answer serves every caller of the agent (best hit ratio; a caller can learn "
+            "that someone asked the same before); principal: each API key or token subject has its own entries."
+        ),
+    )
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000, description="memory: answers kept (LRU).")
+    max_bytes: int = Field(
+        default=64 << 20, ge=1024, le=1 << 34, description="memory: bytes of answers kept (LRU)."
+    )
+    max_entry_bytes: int = Field(
+        default=1 << 20, ge=256, le=64 << 20, description="Answers larger than this are not stored."
+    )
+    redis: CacheRedis | None = Field(
+        default=None, description="Redis settings; required when backend is redis."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ResponseCacheConfig:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError(CACHE_REDIS_MESSAGE)
+        if self.backend == "memory" and self.redis is not None:
+            raise ValueError(CACHE_MEMORY_MESSAGE)
+        if self.max_entry_bytes > self.max_bytes:
+            raise ValueError(CACHE_ENTRY_BYTES_MESSAGE)
+        return self
+
+    def connection(self) -> RedisConnection | None:
+        """The Redis the cache uses when it is on with the redis backend, else None."""
+        return self.redis if self.enabled and self.backend == "redis" else None
 
 
 class DeploymentOverrides(Model):
@@ -1931,7 +2206,9 @@ class SentientAgentSpec(Model):
             ),
             CelRule(
                 "!has(self.guardrails) || !has(self.guardrails.moderation) || self.llm.chain.exists(e, "
-                "e.providerRef.name == self.guardrails.moderation.providerRef.name)",
+                "(has(e.providerRef) && e.providerRef.name == self.guardrails.moderation.providerRef.name)"
+                " || (has(e.members) && e.members.exists(m, "
+                "m.providerRef.name == self.guardrails.moderation.providerRef.name)))",
                 GUARDRAIL_MODERATION_CHAIN_MESSAGE,
             ),
         )
@@ -1999,6 +2276,9 @@ class SentientAgentSpec(Model):
         default=None,
         description="SIEM sinks of the audit log (syslog, Splunk HEC) with on-disk buffers; stdout only when unset.",
     )
+    cache: ResponseCacheConfig | None = Field(
+        default=None, description="Response cache of identical requests; off unless cache.enabled."
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> SentientAgentSpec:
@@ -2008,7 +2288,7 @@ class SentientAgentSpec(Model):
             raise ValueError(AUTH_MESSAGE)
         moderation = self.guardrails.moderation if self.guardrails is not None else None
         if moderation is not None and not any(
-            e.provider_ref.name == moderation.provider_ref.name for e in self.llm.chain
+            m.provider_ref.name == moderation.provider_ref.name for e in self.llm.chain for m in e.targets()
         ):
             raise ValueError(GUARDRAIL_MODERATION_CHAIN_MESSAGE)
         _check_unique(self.capabilities, "spec.capabilities")
@@ -2042,7 +2322,8 @@ class SentientAgentStatus(CommonStatus):
         description="Chain entries resolved and ready, out of all, e.g. 2/3 (the Providers column).",
     )
     providers: list[ChainEntryStatus] = Field(
-        default_factory=list, description="State per chain entry, in order."
+        default_factory=list,
+        description="State per chain entry (each member of a load-balanced step), in order.",
     )
     config_hash: str | None = Field(default=None, description="Hash of the rendered runtime config.")
 

@@ -18,6 +18,7 @@ from agent_runtime.config import (
     CONFIG_FILE_KEY,
     DEFAULT_AUDIT_SPOOL_DIR,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS_URL_FILE,
     ServerConfig,
     duration_seconds,
@@ -145,6 +146,9 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
     data.update(inputs.sessions_redis_files)
     data.update(inputs.audit_sink_files)
+    if inputs.sessions_postgres_dsn is not None:
+        data[SESSIONS_POSTGRES_DSN_FILE] = inputs.sessions_postgres_dsn
+    data.update(inputs.cache_redis_files)
     return data
 
 

@@ -18,6 +18,8 @@ class ResolvedProvider:
     api_key: str | None = field(default=None, repr=False)
     ca_pem: str | None = field(default=None, repr=False)
     fingerprint: str | None = None
+    # Share of its step's requests, for a member of a load-balanced step (None: a plain entry).
+    weight: int | None = None
 
     @property
     def id(self) -> str:
@@ -64,6 +66,9 @@ class AgentInputs:
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     # Bound-Secret files of the audit sinks (tokens, CA bundles).
     audit_sink_files: dict[str, str] = field(default_factory=dict, repr=False)
+    sessions_postgres_dsn: str | None = field(default=None, repr=False)
+    # The response cache's Redis files (URL, passwords, CA) by bound-Secret key.
+    cache_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
     audit_key: str = field(default="", repr=False)
     credentials_fingerprint: str | None = None
     service_monitor_available: bool = False

@@ -12,15 +12,19 @@ from typing import TypeVar, cast
 
 from agent_runtime.config import (
     API_KEYS_FILE,
+    CACHE_REDIS,
     MIB,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
+    SESSIONS_POSTGRES_DSN_FILE,
     SESSIONS_REDIS,
     SESSIONS_REDIS_URL_FILE,
     AgentInfo,
     AuditRuntimeConfig,
     AuditSinkConfig,
     AuthRuntimeConfig,
+    CacheRuntimeConfig,
+    ChainStep,
     CircuitBreaker,
     ConfigModel,
     GuardrailCheck,
@@ -31,6 +35,7 @@ from agent_runtime.config import (
     LLMParameters,
     LLMRuntimeConfig,
     ModerationService,
+    PostgresSessionsConfig,
     ProviderConfig,
     ProviderLimits,
     ProviderTLS,
@@ -55,8 +60,10 @@ from agent_runtime.config import (
     redis_ca_file,
     redis_password_file,
     redis_sentinel_password_file,
+    redis_url_file,
 )
 from agent_runtime.config import AuditSinkTLS as RuntimeAuditSinkTLS
+from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
@@ -64,11 +71,15 @@ from sentient_operator.api.v1alpha1 import (
     AuditConfig,
     AuditSink,
     AuditSinkTLS,
+    BalanceStrategy,
     GuardrailModeration,
+    LLMConfig,
     Model,
+    PostgresSessions,
     ProviderType,
     RedisConnection,
     RedisMode,
+    ResponseCacheConfig,
     SessionsConfig,
 )
 from sentient_operator.build.inputs import AgentInputs, ResolvedPolicy, ResolvedProvider
@@ -122,7 +133,31 @@ def _provider_config(provider: ResolvedProvider) -> ProviderConfig:
         retry=_convert(spec.retry, RetryPolicy),
         circuit_breaker=_convert(spec.circuit_breaker, CircuitBreaker),
         limits=_convert(spec.limits, ProviderLimits) if spec.limits is not None else None,
+        weight=provider.weight,
     )
+
+
+def chain_steps(llm: LLMConfig) -> list[ChainStep] | None:
+    """How the rendered chain groups into steps; None when no step has members, so that a chain
+    of plain entries renders exactly as it did before steps existed."""
+    if all(entry.members is None for entry in llm.chain):
+        return None
+    steps = []
+    for entry in llm.chain:
+        latency = entry.lowest_latency
+        steps.append(
+            ChainStep(
+                size=len(entry.targets()),
+                # Both enumerations hold the same words (asserted where the CRD's is declared).
+                strategy=cast(RuntimeBalanceStrategy, str(entry.strategy or BalanceStrategy.WEIGHT.value)),
+                **(
+                    {"latency_half_life": latency.half_life, "probe_interval": latency.probe_interval}
+                    if latency is not None
+                    else {}
+                ),
+            )
+        )
+    return steps
 
 
 def redis_connection_config(connection: RedisConnection, use: str) -> RedisConnectionConfig | None:
@@ -276,6 +311,40 @@ def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
         if connection is not None and runtime_connection is None
         else None,
         redis=runtime_connection,
+        postgres=_postgres_sessions(sessions.postgres) if sessions.store == "postgres" else None,
+    )
+
+
+def _postgres_sessions(postgres: PostgresSessions | None) -> PostgresSessionsConfig | None:
+    # The DSN itself goes to the bound Secret (children.py); the config names its file only.
+    if postgres is None:
+        return None
+    return PostgresSessionsConfig(
+        dsn_file=SESSIONS_POSTGRES_DSN_FILE,
+        pool_size=postgres.pool_size,
+        schema_name=postgres.schema_name,
+        table_name=postgres.table_name,
+    )
+
+
+def _cache_config(cache: ResponseCacheConfig | None) -> CacheRuntimeConfig | None:
+    """The runtime's cache section: None (off) unless the spec enables it."""
+    if cache is None or not cache.enabled:
+        return None
+    redis = None
+    if cache.redis is not None:
+        # Always the full connection form: the cache is newer than the URL-file shorthand.
+        redis = redis_connection_config(cache.redis, CACHE_REDIS) or RedisConnectionConfig(
+            mode="standalone", url_file=redis_url_file(CACHE_REDIS)
+        )
+    return CacheRuntimeConfig(
+        backend=cache.backend,
+        ttl=cache.ttl,
+        scope=cache.scope,
+        max_entries=cache.max_entries,
+        max_bytes=cache.max_bytes,
+        max_entry_bytes=cache.max_entry_bytes,
+        redis=redis,
     )
 
 
@@ -304,6 +373,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             chain=[_provider_config(p) for p in inputs.providers],
             parameters=_convert(spec.llm.parameters, LLMParameters),
             reveal_provider=spec.llm.reveal_provider,
+            steps=chain_steps(spec.llm),
         ),
         rate_limit=_rate_limit_config(inputs.policy) if inputs.policy is not None else None,
         auth=AuthRuntimeConfig(
@@ -315,6 +385,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
         guardrails=_guardrails_config(inputs),
         audit=_audit_config(spec.audit),
+        cache=_cache_config(spec.cache),
     )
 
 

@@ -135,7 +135,12 @@ def chat(
     help="Run against the fake OpenAI/Anthropic upstream (no key, deterministic echo).",
 )
 @click.option("--port", default=8080, show_default=True, help="Local port of the agent (127.0.0.1).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (the dashboard under /_dev/ shows prompts: keep it on loopback).",
+)
 @click.option("--class", "class_name", help="Agent class in AGENT.PY (when it defines several).")
 @click.option("--agent", "agent_name", help="SentientAgent in agent.yaml (when it defines several).")
 @click.option(
@@ -183,7 +188,9 @@ def dev(
     ANTHROPIC_API_KEY, or from the fake upstream with --fake. Every request
     and its events are printed as they stream. Saving any .py or .yaml file
     beside TARGET reloads the agent (a warm runtime takes over, well under a
-    second; in-flight answers finish on the old one).
+    second; in-flight answers finish on the old one). A dashboard of the
+    requests, their events, metrics, config and reloads, with a console, is
+    served on the same port under /_dev/.
 
     \b
     Examples:

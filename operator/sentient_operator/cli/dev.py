@@ -5,7 +5,7 @@ one generation. From an agent.yaml the config is rendered by the operator's own
 code (``references.resolve`` then ``build.runtime_config``), with the
 providers, policies, Secrets and ConfigMaps defined in the same file, so the
 local agent behaves like the deployed one. What cannot work on a laptop is
-swapped with a note: Redis-backed counters and sessions become in-memory,
+swapped with a note: Redis-backed counters and Redis or PostgreSQL sessions become in-memory,
 caller auth becomes anonymous unless ``--auth``, and provider keys from
 Vault/AWS/Azure come from the environment instead.
 """
@@ -290,8 +290,9 @@ def plan_agent_yaml(
     notes: list[str] = []
     lookup = _FileLookup(docs, namespace)
     spec_data = agent["spec"]
-    for entry in spec_data["llm"]["chain"]:
-        ref = entry["providerRef"]
+    # Every provider of the chain: a step's own, or each member's of a load-balanced step.
+    refs = [m["providerRef"] for e in spec_data["llm"]["chain"] for m in e.get("members") or [e]]
+    for ref in refs:
         p_ns = ref.get("namespace") or namespace
         provider = lookup.get("LLMProvider", p_ns, ref["name"])
         if provider is None:
@@ -326,6 +327,9 @@ def plan_agent_yaml(
             k: v for k, v in sessions.items() if k not in ("redisSecretRef", "redis")
         } | {"store": "memory"}
         notes.append("sessions kept in memory (Redis is not used by dev)")
+    elif sessions.get("store") == "postgres":
+        spec_data["sessions"] = {k: v for k, v in sessions.items() if k != "postgres"} | {"store": "memory"}
+        notes.append("sessions kept in memory (PostgreSQL is not used by dev)")
     if not keep_auth:
         spec_data["auth"] = {"anonymous": True}
         notes.append("auth: anonymous (--auth keeps the agent's API keys / JWT)")

@@ -41,7 +41,12 @@ from agent_runtime import protocol
 from agent_runtime.client import SSEParser
 from agent_runtime.config import AUDIT_KEY_FILE, ServerLimits, dump_config
 from agent_runtime.http.limits import ConnectionLimits, limited_protocol
+from agent_runtime.logging import accept_request_id
 from sentient_operator.cli.dev import Plan, watched_files
+from sentient_operator.cli.devui.feed import follow
+from sentient_operator.cli.devui.hub import Hub
+from sentient_operator.cli.devui.routes import PREFIX as DASHBOARD_PREFIX
+from sentient_operator.cli.devui.routes import Dashboard
 from sentient_operator.cli.errors import CliError
 from sentient_operator.cli.progress import Progress
 
@@ -281,6 +286,11 @@ class DevLoop:
         self._workers: set[Worker] = set()  # every process started, so that none outlives the loop
         self.audit_key = ""
         self.limits = _CurrentLimits()
+        # The dashboard under /_dev/: what it shows is gathered here whether or not a page is open.
+        self.hub = Hub()
+        self.dashboard = Dashboard(self.hub, host)
+        self._background: set[asyncio.Future[None]] = set()
+        self._changed: list[str] = []
 
     # ------------------------------------------------------------------ output
 
@@ -330,6 +340,7 @@ class DevLoop:
             SENTIENT_HOST="127.0.0.1",
             SENTIENT_AUDIT_LOG=str(generation.audit_log),
             SENTIENT_AUDIT_SPOOL_DIR=str(generation.directory / "audit-spool"),
+            SENTIENT_DEV="1",
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -371,10 +382,19 @@ class DevLoop:
         """Render, start a new generation and switch the proxy to it; False (old one kept) on failure."""
         started = time.monotonic()
         port = free_port()
+        changed, self._changed = self._changed, []
         try:
             plan = self.planner(port)
         except CliError as exc:
             self.say(f"✗ not reloaded: {exc}", fg="red")
+            self.hub.reload(
+                None,
+                ok=False,
+                took=time.monotonic() - started,
+                since_edit=None,
+                changed=changed,
+                error=str(exc),
+            )
             return False
         if self.generation == 0:
             for note in plan.notes:
@@ -400,6 +420,14 @@ class DevLoop:
             self.say(
                 f"✗ generation {generation.number} did not start{': ' + tail[:300] if tail else ''}", fg="red"
             )
+            self.hub.reload(
+                generation.number,
+                ok=False,
+                took=time.monotonic() - started,
+                since_edit=None,
+                changed=changed,
+                error=tail[:300] or "the runtime did not start",
+            )
             if self.current is not None:
                 self.say(
                     f"  still serving generation {self.current.generation.number if self.current.generation else '?'}",
@@ -411,6 +439,7 @@ class DevLoop:
         old, self.current = self.current, worker
         self.limits.limits = ConnectionLimits.from_config(plan.config.server.limits)
         took = time.monotonic() - started
+        self._dashboard_load(plan, worker, generation.number, took, changed_at, changed)
         if changed_at is not None:
             since_edit = time.time() - changed_at
             self.reload_times.append(since_edit)
@@ -421,7 +450,8 @@ class DevLoop:
             )
         else:
             self.say(
-                f"✓ serving on http://{self.host}:{self.port} (generation {generation.number}, {took:.2f} s)",
+                f"✓ serving on http://{self.host}:{self.port} (generation {generation.number}, {took:.2f} s); "
+                f"dashboard http://{self.host}:{self.port}{DASHBOARD_PREFIX}/",
                 fg="green",
             )
         if not self.cold:
@@ -432,6 +462,35 @@ class DevLoop:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return True
+
+    def _dashboard_load(
+        self,
+        plan: Plan,
+        worker: Worker,
+        number: int,
+        took: float,
+        changed_at: float | None,
+        changed: list[str],
+    ) -> None:
+        """Tell the dashboard about the new generation and follow its runtime's capture bus."""
+        since_edit = None if changed_at is None else time.time() - changed_at
+        self.hub.set_config(plan.config, plan.notes)
+        self.hub.reload(number, ok=True, took=took, since_edit=since_edit, changed=changed)
+        assert self._http is not None
+        proc = worker.proc
+        # The old worker's feed ends with its process (its in-flight requests report until then).
+        self._spawn_background(follow(self._http, worker.url, self.hub, lambda: proc.returncode is None))
+
+    def _spawn_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _tick(self) -> None:
+        """One metric point a second for the dashboard's charts."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.hub.tick()
 
     async def _retire(self, worker: Worker) -> None:
         await worker.stop()
@@ -453,6 +512,10 @@ class DevLoop:
                     return
         if scope["type"] != "http":
             return
+        if scope["path"] == DASHBOARD_PREFIX or scope["path"].startswith(DASHBOARD_PREFIX + "/"):
+            # Dev's own pages: never forwarded (the runtime's /_dev/bus is read by the proxy alone).
+            await self.dashboard(scope, receive, send)
+            return
         body = b""
         while True:
             message = await receive()
@@ -467,14 +530,24 @@ class DevLoop:
         headers = [
             (k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() not in _HOP_HEADERS
         ]
-        request_id = next((v for k, v in headers if k.lower() == "x-request-id"), None) or protocol.new_ulid()
-        if not any(k.lower() == "x-request-id" for k, _ in headers):
+        given = next((v for k, v in headers if k.lower() == "x-request-id"), None)
+        # The runtime would replace an id it does not accept: the proxy does the same, so that both
+        # file the request under one id (the dashboard joins the runtime's events on it).
+        request_id = accept_request_id(given) or protocol.new_ulid()
+        if given != request_id:
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
             headers.append(("x-request-id", request_id))
+        shown = path not in ("/live", "/ready")
         inspector = (
             Inspector(scope["method"], path + (f"?{query}" if query else ""), request_id, body, self.show)
-            if self.inspect and path not in ("/live", "/ready")
+            if self.inspect and shown
             else None
         )
+        hub = self.hub if shown else None
+        if hub is not None:
+            hub.request_started(
+                request_id, scope["method"], path + (f"?{query}" if query else ""), headers, body
+            )
         if worker is None:
             message = "the agent is not running: its last load failed (see the sentient dev output)"
             if path == "/assist":
@@ -483,6 +556,8 @@ class DevLoop:
                 await _plain(send, 503, {"error": message})
             if inspector is not None:
                 inspector.finish(503, " (no agent running)")
+            if hub is not None:
+                hub.request_finished(request_id, 503, "no agent running")
             return
         assert self._http is not None
         request = self._http.build_request(
@@ -501,6 +576,8 @@ class DevLoop:
                 await _plain(send, 502, {"error": message})
             if inspector is not None:
                 inspector.finish(502)
+            if hub is not None:
+                hub.request_finished(request_id, 502, message)
             return
         disconnected = asyncio.Event()
 
@@ -513,6 +590,8 @@ class DevLoop:
 
         watcher = asyncio.ensure_future(watch_disconnect())
         note = ""
+        if hub is not None:
+            hub.response_started(request_id, response.status_code, response.headers.get("content-type", ""))
         try:
             await send(
                 {
@@ -531,6 +610,8 @@ class DevLoop:
                     break
                 if inspector is not None:
                     inspector.feed(chunk)
+                if hub is not None:
+                    hub.response_chunk(request_id, chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -538,6 +619,8 @@ class DevLoop:
             await response.aclose()
             if inspector is not None:
                 inspector.finish(response.status_code, note)
+            if hub is not None:
+                hub.request_finished(request_id, response.status_code, note)
 
     # ------------------------------------------------------------------ watch
 
@@ -570,6 +653,7 @@ class DevLoop:
                 )[:5]
             )
             self.say(f"• changed: {names}", dim=True)
+            self._changed = names.split(", ")
             await self.load(changed_at)
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
@@ -615,10 +699,14 @@ class DevLoop:
                 await self.load(None)
             if ready is not None:
                 ready()
+            self._spawn_background(self._tick())
             self.say("watching for changes; Ctrl-C to stop", dim=True)
             await self.watch()
         finally:
+            self.hub.close()  # the dashboard's live streams end, so the server can stop at once
             server.should_exit = True
+            for task in list(self._background):
+                task.cancel()
             await asyncio.gather(*(w.stop(grace=5) for w in self._workers), return_exceptions=True)
             await asyncio.gather(*self._retiring, return_exceptions=True)
             with contextlib.suppress(Exception):

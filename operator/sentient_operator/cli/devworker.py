@@ -47,6 +47,7 @@ def main() -> None:
     os.environ["SENTIENT_CONFIG"] = order["config"]
     os.environ["SENTIENT_CREDENTIALS_DIR"] = order["credentials"]
     os.environ["SENTIENT_HOST"] = "127.0.0.1"
+    os.environ["SENTIENT_DEV"] = "1"  # the capture bus the dashboard (/_dev/) reads
     if order.get("audit_log"):
         os.environ["SENTIENT_AUDIT_LOG"] = order["audit_log"]
     if order.get("audit_spool"):

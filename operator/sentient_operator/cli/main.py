@@ -136,6 +136,31 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     type=click.Choice(["syslog", "splunk"]),
     help="Ship the audit log to a SIEM: syslog over TLS (RFC 5425) or Splunk HEC (docs/audit.md).",
 )
+@click.option(
+    "--keys",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Spread the agent over this many API keys: one LLMProvider per key, one load-balanced chain step.",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(["weight", "leastOutstanding", "lowestLatency"]),
+    default=None,
+    help="With --keys N: how the step spreads requests [default: weight] (docs/load-balancing.md).",
+)
+@click.option(
+    "--sessions",
+    type=click.Choice(["memory", "redis", "postgres"]),
+    default="memory",
+    show_default=True,
+    help="Where conversations are kept: memory (per replica), redis or postgres (shared).",
+)
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Turn on the response cache (identical requests answered from memory for 10 minutes).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(
     name: str | None,
@@ -150,6 +175,10 @@ def init(
     output: str,
     guardrails: bool,
     audit_sink: str | None,
+    keys: int,
+    balance: str | None,
+    sessions: str,
+    cache: bool,
     force: bool,
 ) -> None:
     """Scaffold an agent.yaml, or a whole custom-agent project with --custom.
@@ -161,12 +190,17 @@ def init(
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
       sentient init my-agent --audit-sink splunk
+      sentient init my-agent --keys 3 --balance leastOutstanding
+      sentient init my-agent --sessions postgres
+      sentient init my-agent --cache
       sentient init my-agent --custom --image ghcr.io/acme/my-agent:1.0 -o my-agent/
       sentient init my-agent --custom --framework fastapi -o my-agent/
       sentient init my-agent --custom --sdk sentient-agent-framework -o my-agent/
     """
     if not custom and (framework != "none" or sdk != "sentient"):
         raise CliError("--framework and --sdk go with --custom", exit_code=2)
+    if balance is not None and keys < 2:
+        raise CliError("--balance goes with --keys N (N of 2 or more)", exit_code=2)
     interactive = sys.stdin.isatty()
     ask: Callable[..., Any] = click.prompt
     if name is None:
@@ -214,10 +248,15 @@ def init(
             model=model,
             endpoint=endpoint,
             guardrails=guardrails,
+            keys=keys,
+            balance=balance or "weight",
+            sessions=sessions,  # type: ignore[arg-type]
+            cache=cache,
             audit_sink=audit_sink,  # type: ignore[arg-type]
         )
         steps = [
-            *scaffold.provider_key_steps(name, provider, source),  # type: ignore[arg-type]
+            *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]
+            *scaffold.sessions_steps(name, sessions),  # type: ignore[arg-type]
             *(scaffold.audit_sink_steps(name, audit_sink) if audit_sink else []),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",

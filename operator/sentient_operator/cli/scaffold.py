@@ -13,6 +13,7 @@ from sentient_operator.cli import templates
 
 ProviderKind = Literal["openai", "anthropic", "openai-compatible"]
 SourceKind = Literal["secret", "vault", "aws", "azure", "none"]
+SessionsKind = Literal["memory", "redis", "postgres"]
 
 DEFAULT_ENDPOINTS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -53,13 +54,31 @@ def provider_name(name: str, provider_type: ProviderKind) -> str:
     return f"{name}-{provider_type.replace('-compatible', '')}"
 
 
-def provider_key_steps(name: str, provider_type: ProviderKind, source: SourceKind) -> list[str]:
+def provider_names(name: str, provider_type: ProviderKind, keys: int = 1) -> list[str]:
+    """The LLMProviders ``init`` writes: one, or one per API key when spreading over ``keys`` keys."""
+    provider = provider_name(name, provider_type)
+    return [provider] if keys <= 1 else [f"{provider}-{i}" for i in range(1, keys + 1)]
+
+
+def provider_key_steps(
+    name: str, provider_type: ProviderKind, source: SourceKind, keys: int = 1
+) -> list[str]:
     """What the user must do so that the provider has its key (``init`` prints it).
 
     The key is never written into agent.yaml: a file with a real key ends up in a repository, and
     one with a placeholder would be applied unchanged.
     """
-    provider = provider_name(name, provider_type)
+    if keys > 1:
+        # One LLMProvider per key: the steps of each, with its own environment variable.
+        return [
+            step.replace(f"${KEY_ENV[provider_type]}", f"${KEY_ENV[provider_type]}_{i}")
+            for i, provider in enumerate(provider_names(name, provider_type, keys), start=1)
+            for step in _key_steps(provider, provider_type, source)
+        ]
+    return _key_steps(provider_name(name, provider_type), provider_type, source)
+
+
+def _key_steps(provider: str, provider_type: ProviderKind, source: SourceKind) -> list[str]:
     if source == "secret":
         return [
             f"kubectl create secret generic {provider}-api-key "
@@ -119,33 +138,25 @@ def agent_manifests(
     caller_key: str | None = None,
     guardrails: bool = False,
     audit_sink: AuditSinkKind | None = None,
+    keys: int = 1,
+    balance: str = "weight",
+    sessions: SessionsKind = "memory",
+    cache: bool = False,
 ) -> list[dict[str, Any]]:
     """The documents of a starter ``agent.yaml``: provider, policy, caller keys, agent.
 
     The callers' Secret holds ``caller_key`` (default: a fresh random key); ``guardrails`` adds
-    the starter checks of :func:`starter_guardrails`.
+    the starter checks of :func:`starter_guardrails`. With ``keys`` > 1 there is one LLMProvider
+    per API key and the chain is one step spreading over them by ``balance``
+    (docs/load-balancing.md). ``sessions`` other than memory keeps the conversations in Redis or
+    PostgreSQL, from a Secret :func:`sessions_steps` tells how to make. ``cache`` adds the response
+    cache of :func:`starter_cache`.
     """
-    provider = provider_name(name, provider_type)
+    names = provider_names(name, provider_type, keys)
     # No Secret with the provider key: see provider_key_steps().
-    docs: list[dict[str, Any]] = []
-    provider_spec: dict[str, Any] = {
-        "type": provider_type,
-        "endpoint": endpoint or DEFAULT_ENDPOINTS[provider_type],
-        "defaultModel": model or DEFAULT_MODELS[provider_type],
-        "timeouts": {"connect": "5s", "firstToken": "30s", "idle": "30s", "total": "120s"},
-        "retry": {"maxAttempts": 3, "initialBackoff": "200ms", "maxBackoff": "5s"},
-    }
-    creds = _credentials(source, provider)
-    if creds is not None:
-        provider_spec["credentials"] = creds
-    docs.append(
-        {
-            "apiVersion": API_VERSION,
-            "kind": "LLMProvider",
-            "metadata": {"name": provider},
-            "spec": provider_spec,
-        }
-    )
+    docs: list[dict[str, Any]] = [
+        _provider_document(p, provider_type, source, model, endpoint) for p in names
+    ]
     docs.append(
         {
             "apiVersion": API_VERSION,
@@ -175,7 +186,7 @@ def agent_manifests(
         "description": f"The {name} agent.",
         "systemPrompt": "You are a helpful assistant.",
         "llm": {
-            "chain": [{"providerRef": {"name": provider}}],
+            "chain": [_chain_step(names, balance)],
             "parameters": {"temperature": 0.2, "maxTokens": 1024},
         },
         "rateLimitPolicyRef": {"name": f"{name}-limits"},
@@ -186,12 +197,63 @@ def agent_manifests(
         agent_spec["guardrails"] = starter_guardrails()
     if audit_sink is not None:
         agent_spec["audit"] = starter_audit(name, audit_sink)
+    if sessions == "redis":
+        agent_spec["sessions"] = {
+            "store": "redis",
+            "redisSecretRef": {"name": f"{name}-sessions-redis", "key": "url"},
+        }
+    elif sessions == "postgres":
+        agent_spec["sessions"] = {
+            "store": "postgres",
+            "ttl": "24h",
+            "postgres": {"dsnSecretRef": {"name": f"{name}-sessions-db", "key": "dsn"}, "poolSize": 10},
+        }
+    if cache:
+        agent_spec["cache"] = starter_cache()
     if image or agent_class:
         agent_spec["deployment"] = {k: v for k, v in (("image", image), ("agentClass", agent_class)) if v}
     docs.append(
         {"apiVersion": API_VERSION, "kind": "SentientAgent", "metadata": {"name": name}, "spec": agent_spec}
     )
     return docs
+
+
+def _provider_document(
+    provider: str, provider_type: ProviderKind, source: SourceKind, model: str | None, endpoint: str | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "type": provider_type,
+        "endpoint": endpoint or DEFAULT_ENDPOINTS[provider_type],
+        "defaultModel": model or DEFAULT_MODELS[provider_type],
+        "timeouts": {"connect": "5s", "firstToken": "30s", "idle": "30s", "total": "120s"},
+        "retry": {"maxAttempts": 3, "initialBackoff": "200ms", "maxBackoff": "5s"},
+    }
+    creds = _credentials(source, provider)
+    if creds is not None:
+        spec["credentials"] = creds
+    return {"apiVersion": API_VERSION, "kind": "LLMProvider", "metadata": {"name": provider}, "spec": spec}
+
+
+def _chain_step(providers: list[str], balance: str) -> dict[str, Any]:
+    """The chain's one step: the provider, or every key's provider spread by ``balance``."""
+    if len(providers) == 1:
+        return {"providerRef": {"name": providers[0]}}
+    return {"members": [{"providerRef": {"name": p}} for p in providers], "strategy": balance}
+
+
+def sessions_steps(name: str, sessions: SessionsKind) -> list[str]:
+    """The Secret a shared session store needs (``init`` prints it; the URL is never in agent.yaml)."""
+    if sessions == "redis":
+        return [
+            f"kubectl create secret generic {name}-sessions-redis --from-literal=url='redis://HOST:6379/0'"
+        ]
+    if sessions == "postgres":
+        return [
+            f"kubectl create secret generic {name}-sessions-db "
+            "--from-literal=dsn='postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=require'"
+            "   # the runtime creates its table"
+        ]
+    return []
 
 
 def starter_guardrails() -> dict[str, Any]:
@@ -245,6 +307,12 @@ def audit_sink_steps(name: str, kind: AuditSinkKind) -> list[str]:
     if kind == "syslog":
         return [f"kubectl create secret generic {name}-siem --from-file=ca.crt=collector-ca.pem"]
     return [f"kubectl create secret generic {name}-siem --from-literal=hecToken=<your HEC token>"]
+
+
+def starter_cache() -> dict[str, Any]:
+    """The response cache (docs/cache.md): identical requests answered from memory for 10
+    minutes, one entry shared by every caller of the agent (``scope: principal`` keeps callers apart)."""
+    return {"enabled": True, "backend": "memory", "ttl": "10m", "scope": "agent", "maxEntries": 1000}
 
 
 def manifest_header(steps: list[str]) -> str:

@@ -21,6 +21,9 @@ class ChainLink:
     model: str | None
     state: str
     synced_age: str | None
+    # Position of its step in the chain for a member of a load-balanced step (members of one step
+    # share it); None for a plain step, and then left out of the JSON and YAML output.
+    step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,14 @@ def build_rows(
         meta, spec, status = agent["metadata"], agent.get("spec") or {}, agent.get("status") or {}
         ready = _condition(agent, "Ready")
         chain: list[ChainLink] = []
-        for entry in (spec.get("llm") or {}).get("chain") or []:
+        steps = (spec.get("llm") or {}).get("chain") or []
+        # Every member of a load-balanced step, or the step's own provider.
+        links = [
+            (i if "members" in step else None, m)
+            for i, step in enumerate(steps)
+            for m in step.get("members") or [step]
+        ]
+        for index, entry in links:
             ref = entry.get("providerRef") or {}
             ns = ref.get("namespace") or meta["namespace"]
             provider = by_key.get((ns, ref.get("name", "")))
@@ -80,7 +90,7 @@ def build_rows(
                 )
                 synced = age((provider.get("status") or {}).get("lastSyncTime"), now)
             name = ref.get("name", "?") if ns == meta["namespace"] else f"{ns}/{ref.get('name', '?')}"
-            chain.append(ChainLink(name, entry.get("model"), state, synced))
+            chain.append(ChainLink(name, entry.get("model"), state, synced, index))
         desired = spec.get("replicas", 1)
         rows.append(
             AgentRow(
@@ -97,14 +107,17 @@ def build_rows(
 
 
 def render_table(rows: list[AgentRow]) -> str:
-    """The human table: one line per agent, the chain as provider(state, synced age)."""
+    """The human table: one line per agent, the chain as provider(state, synced age); the members
+    of a load-balanced step are joined by ``|``, the steps by ``->``."""
     header = ("NAMESPACE", "NAME", "READY", "REPLICAS", "CHAIN", "ENDPOINT")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
-        chain = " -> ".join(
-            f"{c.provider}({c.state}{', synced ' + c.synced_age + ' ago' if c.synced_age else ''})"
-            for c in row.chain
-        )
+        steps: dict[object, list[str]] = {}
+        for position, c in enumerate(row.chain):
+            steps.setdefault(c.step if c.step is not None else ("plain", position), []).append(
+                f"{c.provider}({c.state}{', synced ' + c.synced_age + ' ago' if c.synced_age else ''})"
+            )
+        chain = " -> ".join(" | ".join(members) for members in steps.values())
         ready = row.ready if row.ready == "True" or not row.reason else f"{row.ready} ({row.reason})"
         lines.append((row.namespace, row.name, ready, row.replicas, chain, row.endpoint))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -118,6 +131,10 @@ def render(rows: list[AgentRow], output: str) -> str:
     if output == "table":
         return render_table(rows) if rows else "No agents found."
     data = [asdict(r) for r in rows]
+    for row in data:
+        for link in row["chain"]:
+            if link["step"] is None:
+                del link["step"]
     return json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
 
 

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ValidationError
 
 from agent_runtime.placeholders import is_placeholder
 from sentient_operator.api import v1alpha1
-from sentient_operator.cli.advisories import audit_spool_warnings, worker_warnings
+from sentient_operator.cli.advisories import (
+    audit_spool_warnings,
+    balance_warnings,
+    cache_warnings,
+    sessions_dsn_warnings,
+    worker_warnings,
+)
 from sentient_operator.cli.problems import Problem
 from sentient_operator.cli.yamlpos import Document, load_documents
 
@@ -167,7 +173,14 @@ def check_files(paths: list[str]) -> tuple[int, list[Problem], list[Problem]]:
         docs, found = _check_text(text, path)
         documents.extend((doc, path) for doc in docs)
         problems.extend(found)
-    return len(documents), problems, worker_warnings(documents) + audit_spool_warnings(documents)
+    warnings = [
+        *worker_warnings(documents),
+        *cache_warnings(documents),
+        *balance_warnings(documents),
+        *sessions_dsn_warnings(documents),
+        *audit_spool_warnings(documents),
+    ]
+    return len(documents), problems, warnings
 
 
 def validate_files(paths: list[str]) -> tuple[int, list[Problem]]:

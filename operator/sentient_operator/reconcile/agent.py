@@ -222,9 +222,10 @@ class AgentReconciler:
         """Everything the agent reads: a change of any of them re-reconciles it."""
         refs: set[RefKey] = set()
         for entry in spec.llm.chain:
-            pns = entry.provider_ref.namespace or namespace
-            refs.add(("LLMProvider", pns, entry.provider_ref.name))
-            refs.add(("Secret", pns, provider_secret_name(entry.provider_ref.name)))
+            for member in entry.targets():
+                pns = member.provider_ref.namespace or namespace
+                refs.add(("LLMProvider", pns, member.provider_ref.name))
+                refs.add(("Secret", pns, provider_secret_name(member.provider_ref.name)))
         if spec.rate_limit_policy_ref is not None:
             policy_ns = spec.rate_limit_policy_ref.namespace or namespace
             refs.add(("RateLimitPolicy", policy_ns, spec.rate_limit_policy_ref.name))
@@ -238,6 +239,11 @@ class AgentReconciler:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
         for sink in spec.audit.sinks if spec.audit is not None else []:
             refs.update(("Secret", namespace, ref.name) for _, ref in sink.secret_files())
+        if spec.sessions.postgres is not None:
+            refs.add(("Secret", namespace, spec.sessions.postgres.dsn_secret_ref.name))
+        cache_redis = spec.cache.connection() if spec.cache is not None else None
+        if cache_redis is not None:
+            refs.update(("Secret", namespace, ref.name) for ref in cache_redis.secret_refs())
         if spec.system_prompt_from is not None:
             refs.add(("ConfigMap", namespace, spec.system_prompt_from.name))
         return refs
