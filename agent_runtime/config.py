@@ -972,6 +972,111 @@ class TracingConfig(ConfigModel):
     )
 
 
+# ----------------------------------------------------------------------------- audit sinks
+
+SyslogFacility = Literal[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+]  # fmt: skip
+AuditSinkFormat = Literal["splunkHec", "jsonLines"]
+# RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no space.
+SYSLOG_APP_NAME_PATTERN = r"^[!-~]{1,48}$"
+SINK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DEFAULT_AUDIT_SPOOL_DIR = "/var/lib/sentient/audit-spool"
+MAX_AUDIT_SINKS = 8
+MIB = 1024 * 1024
+
+
+def audit_sink_token_file(sink: str) -> str:
+    """Bound-Secret key of an audit sink's token."""
+    return f"audit-sink-{sink}-token"
+
+
+def audit_sink_ca_file(sink: str) -> str:
+    """Bound-Secret key of an audit sink's CA bundle."""
+    return f"audit-sink-{sink}-ca.pem"
+
+
+class AuditSinkTLS(ConfigModel):
+    """TLS of a sink's connection."""
+
+    ca_file: str | None = Field(default=None, description="PEM CA bundle file; the system CAs when unset.")
+    server_name: str | None = Field(
+        default=None, max_length=253, description="Name checked in the certificate; the host when unset."
+    )
+
+
+class SyslogSinkConfig(ConfigModel):
+    """RFC 5424 over TCP, octet-counting framing (RFC 6587), TLS when ``tls`` is set (RFC 5425)."""
+
+    address: HostPort = Field(description="host:port of the collector.")
+    tls: AuditSinkTLS | None = Field(default=None, description="TLS; plain TCP when unset.")
+    facility: SyslogFacility = Field(default="authpriv", description="Syslog facility of the messages.")
+    app_name: Annotated[str, StringConstraints(pattern=SYSLOG_APP_NAME_PATTERN)] = Field(
+        default="sentient", description="APP-NAME of the messages."
+    )
+    structured_data: bool = Field(
+        default=False, description="Add an SD-ELEMENT with seq, event and worker to every message."
+    )
+    timeout: Duration = Field(default="5s", description="Connect and write timeout.")
+
+
+class HTTPSinkConfig(ConfigModel):
+    """Batches of records POSTed as Splunk HEC events or JSON lines."""
+
+    url: str = Field(
+        description="URL posted to; HEC's /services/collector/event when a splunkHec URL has no path."
+    )
+    format: AuditSinkFormat = Field(default="splunkHec", description="splunkHec or jsonLines.")
+    token_file: str | None = Field(default=None, description="File holding the token.")
+    index: str | None = Field(default=None, max_length=256, description="HEC index.")
+    source: str | None = Field(default=None, max_length=256, description="HEC source.")
+    sourcetype: str = Field(default="sentient:audit", max_length=256, description="HEC sourcetype.")
+    timeout: Duration = Field(default="5s", description="Deadline of one POST.")
+    tls: AuditSinkTLS | None = Field(default=None, description="TLS settings (https URLs).")
+
+
+class AuditSinkConfig(ConfigModel):
+    """One SIEM sink: exactly one of syslog and http, with its on-disk buffer."""
+
+    name: Annotated[str, StringConstraints(pattern=SINK_NAME_PATTERN, max_length=63)] = Field(
+        description="Name in metrics, logs and the spool directory."
+    )
+    syslog: SyslogSinkConfig | None = None
+    http: HTTPSinkConfig | None = None
+    max_buffer_bytes: int = Field(
+        default=64 * MIB,
+        ge=MIB,
+        le=64 * 1024 * MIB,
+        description="Cap of the spool; newest records dropped beyond.",
+    )
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Records per send at most.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AuditSinkConfig:
+        if (self.syslog is None) == (self.http is None):
+            raise ValueError(f"audit sink {self.name}: set exactly one of syslog, http")
+        return self
+
+
+class AuditRuntimeConfig(ConfigModel):
+    """Where audit records go besides the local file or stdout."""
+
+    sinks: list[AuditSinkConfig] = Field(default_factory=list, max_length=MAX_AUDIT_SINKS)
+    spool_dir: str = Field(default=DEFAULT_AUDIT_SPOOL_DIR, description="Directory of the sinks' spools.")
+    fsync_interval: Duration = Field(
+        default="1s", description="Longest time an appended record waits for fsync; 0s: at every append."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuditRuntimeConfig:
+        names = [sink.name for sink in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError("audit.sinks: sink names must be unique")
+        return self
+
+
 class RuntimeConfig(ConfigModel):
     """Everything the agent runtime needs except secret values."""
 
@@ -986,6 +1091,7 @@ class RuntimeConfig(ConfigModel):
     guardrails: GuardrailsConfig | None = Field(
         default=None, description="Input and output checks; off when unset."
     )
+    audit: AuditRuntimeConfig | None = Field(default=None, description="SIEM sinks of the audit log.")
     cache: CacheRuntimeConfig | None = Field(default=None, description="Response cache; off when unset.")
     tracing: TracingConfig | None = Field(default=None, description="OpenTelemetry traces; off when unset.")
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, open_audit_log
+from agent_runtime.audit.sinks import SinkSet
 from agent_runtime.auth import Authenticator
 from agent_runtime.cache import CachingLLM, ResponseCache, build_cache, config_fingerprint
 from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
@@ -108,6 +109,8 @@ class Lifecycle:
         self.config_path = config_path
         self.watch_interval = watch_interval
         self.audit = audit
+        # The audit log's SIEM sinks (config.audit); built at startup.
+        self.audit_sinks: SinkSet | None = None
         self._initial_config = config
         self._state: RuntimeState | None = None
         self.llm: Any = None
@@ -201,6 +204,8 @@ class Lifecycle:
         config = self._initial_config
         if self.audit is None:
             self.audit = open_audit_log(self._read_audit_key(config), None)
+        self.audit_sinks = SinkSet(self.audit)
+        self.audit_sinks.apply(config.audit, self.credentials.read)
         # Always built (even without provider quotas) so that a reload can add some.
         self.gate = build_provider_gate(config.llm, config.rate_limit, self.credentials.read)
         self.llm = LLMManager(config.llm, self.credentials.read, self.gate)
@@ -281,6 +286,9 @@ class Lifecycle:
             await _close_quietly(self.gate.aclose())
         if self.audit is not None:
             self.audit.record("runtime.stop")
+        if self.audit_sinks is not None:
+            # The last records (runtime.stop included) get a few seconds to ship; the rest stays spooled.
+            await asyncio.to_thread(self.audit_sinks.close)
 
     # ------------------------------------------------------------------ reload
 
@@ -408,6 +416,8 @@ class Lifecycle:
                 self.gate.reload(provider_limits(config.llm))
                 self.llm.reload(config.llm)
             self._swap(state)
+            if previous.config.audit != config.audit and self.audit_sinks is not None:
+                await asyncio.to_thread(self.audit_sinks.apply, config.audit, self.credentials.read)
 
     async def _on_config_change(self) -> None:
         assert self.config_path is not None and self.audit is not None
@@ -468,6 +478,11 @@ class Lifecycle:
                         current = self.state
                         self._swap(self._build_state(current.config, current, current.sessions))
                         state = self.state
+            if state.config.audit is not None and self.audit_sinks is not None:
+                # A rotated sink token or CA: new transports, same spools.
+                await asyncio.to_thread(
+                    self.audit_sinks.apply, state.config.audit, self.credentials.read, force=True
+                )
             if self._sessions_source_changed(state):
                 async with self._reload_lock:
                     current = self.state

@@ -269,3 +269,33 @@ CACHE_BYTES = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+AUDIT_SINK_RECORDS = Counter(
+    "sentient_audit_sink_records_total",
+    "Audit records per SIEM sink (name from the config) and outcome: buffered (appended to its "
+    "spool), shipped (acknowledged by the receiver), dropped_buffer_full (the newest records, while "
+    "the spool was at its cap), dropped_rejected (refused by the receiver as malformed), "
+    "dropped_io_error (the spool could not be written).",
+    ["sink", "outcome"],
+    registry=REGISTRY,
+)
+AUDIT_SINK_UP = Gauge(
+    "sentient_audit_sink_up",
+    "1 when the last send to the SIEM sink succeeded, 0 while it fails (records are buffered).",
+    ["sink"],
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+AUDIT_SINK_BUFFER_BYTES = Gauge(
+    "sentient_audit_sink_buffer_bytes",
+    "Bytes of the SIEM sink's spool on disk (its cap is the sink's maxBufferMiB).",
+    ["sink"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+AUDIT_SINK_BUFFER_RECORDS = Gauge(
+    "sentient_audit_sink_buffer_records",
+    "Audit records waiting in the SIEM sink's spool.",
+    ["sink"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)

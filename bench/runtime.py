@@ -33,9 +33,13 @@ without and once with one of these (each turns one feature on, to compare the tw
 - ``--budgets``: prices the model and adds :data:`BENCH_BUDGETS` (two budgets, never exhausted);
 - ``--auth apikey|jwt|opaque``: the caller's credential: an API key (default), a JWT access token or
   an opaque access token (introspected, then answered from the cache) of a real ORY Hydra started here;
-- ``--roles``: adds :data:`BENCH_ROLES`, so that every request is also authorized by role.
+- ``--roles``: adds :data:`BENCH_ROLES`, so that every request is also authorized by role;
 - ``--tracing collector|down``: exports every request's spans to a real OpenTelemetry Collector
-  started here, or to an endpoint nobody listens on; ``--sampling-ratio`` is the share recorded.
+  started here, or to an endpoint nobody listens on; ``--sampling-ratio`` is the share recorded;
+- ``--audit flag|sink``: ``flag`` makes every request write one audit record (a flag-only guardrail
+  on the prompt); ``sink`` ships those records to a Splunk-HEC receiver in this process too (through
+  the sink's spool): the sink's cost on the hot path is ``sink`` minus ``flag``.
+
 Targets: added p50 < 2 ms at c=1, >= 1,000 req/s on one worker, RSS < 100 MB.
 """
 
@@ -221,6 +225,23 @@ def _add_balance(config_file: Path, strategy: str) -> None:
     entry = config["llm"]["chain"][0]
     config["llm"]["chain"] = [entry, {**entry, "id": entry["id"] + "-b"}]
     config["llm"]["steps"] = [{"size": 2, "strategy": strategy}]
+    config_file.write_text(yaml.safe_dump(config))
+
+
+# --audit flag|sink: one audit record per request (guardrail.verdict of a flag-only check).
+BENCH_AUDIT_FLAG: dict[str, object] = {
+    "input": [{"name": "audit-every-request", "patterns": {"deny": ["benchmark"]}, "action": "flag"}]
+}
+
+
+def _add_audit(config_file: Path, mode: str, spool: Path, hec_url: str | None) -> None:
+    import yaml
+
+    config = yaml.safe_load(config_file.read_text())
+    config["guardrails"] = BENCH_AUDIT_FLAG
+    if mode == "sink" and hec_url is not None:
+        sink = {"name": "bench-hec", "http": {"url": hec_url}}
+        config["audit"] = {"sinks": [sink], "spoolDir": str(spool)}
     config_file.write_text(yaml.safe_dump(config))
 
 
@@ -532,7 +553,21 @@ def main() -> None:
         help="the caller's credential: API key, JWT or opaque OAuth2 access token (a local ORY Hydra)",
     )
     parser.add_argument("--roles", action="store_true", help="authorize every request by role (BENCH_ROLES)")
+    parser.add_argument(
+        "--audit",
+        choices=["off", "flag", "sink"],
+        default="off",
+        help="flag: one audit record per request; sink: and shipped to a HEC receiver (see above)",
+    )
     args = parser.parse_args()
+    if args.audit != "off" and args.guardrails:
+        parser.error("--audit uses the guardrails section: run it without --guardrails")
+    hec = None
+    if args.audit == "sink":
+        from agent_runtime.testing.hec_receiver import HECReceiver
+
+        hec = HECReceiver(token=None).start()
+    args.hec = hec
 
     env = {
         **os.environ,
@@ -581,6 +616,9 @@ def _bench(
         sessions = _session_store(args.sessions, config_file, creds)
         if args.cache != "off":
             _add_cache(config_file, args.cache)
+        hec = args.hec
+        if args.audit != "off":
+            _add_audit(config_file, args.audit, Path(tmp) / "spool", hec.url if hec is not None else None)
         args.metrics_port = metrics_port
         if args.budgets:
             _add_budgets(config_file)
@@ -613,6 +651,11 @@ def _bench(
                 asyncio.run(main_coro)
             else:
                 uvloop.run(main_coro)
+        if hec is not None:
+            print(
+                f"audit sink: {len(hec.records)} records received by the HEC receiver in {hec.requests} POSTs"
+            )
+            hec.stop()
         if args.profile:
             import pstats
 
@@ -691,7 +734,7 @@ async def _run(
         f" balance {args.balance or 'off'};"
         f" sessions {args.sessions or 'off (no activity id)'};"
         f" response cache {args.cache}; rate limit {args.rate_limit}; budgets {'on' if args.budgets else 'off'};"
-        f" caller credential: {args.auth}; roles {'on' if args.roles else 'off'};"
+        f" caller credential: {args.auth}; roles {'on' if args.roles else 'off'}; audit {args.audit};"
         f" tracing {args.tracing}" + (f" (sampling {args.sampling_ratio:g})" if args.tracing != "off" else "")
     )
     header = (

@@ -222,6 +222,8 @@ class AgentPod:
                 "SENTIENT_CONFIG": str(self.config_dir / CONFIG_KEY),
                 "SENTIENT_CREDENTIALS_DIR": str(self.credentials_dir),
                 "SENTIENT_HOST": "127.0.0.1",
+                # The pod's audit-spool volume.
+                "SENTIENT_AUDIT_SPOOL_DIR": str(self.workdir / "audit-spool"),
             }
         )
         env.update(self.extra_env)

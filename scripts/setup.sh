@@ -53,6 +53,9 @@ fi
 # --- System packages (Debian) ---------------------------------------------------
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+# The audit log's syslog sink is tested against a real rsyslogd (TLS through its gtls driver).
+[ -x /usr/sbin/rsyslogd ] || need_pkgs+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need_pkgs+=(rsyslog-gnutls)
 # PostgreSQL server binaries (initdb, postgres) for the sessions tests, which start their own.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
 # The dev dashboard's browser test (tests/test_devui_browser.py) drives the system Chromium
@@ -72,6 +75,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   # The package starts a system redis on 6379; the tests start their own.
   (command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1) || true
+  # Likewise the system rsyslog: the tests start their own with a private config.
+  (command -v systemctl >/dev/null && $sudo systemctl disable --now rsyslog >/dev/null 2>&1) || true
   # Likewise the system PostgreSQL cluster on 5432 (without systemd, the package's init script).
   (command -v systemctl >/dev/null && $sudo systemctl disable --now postgresql >/dev/null 2>&1) || true
   (command -v pg_ctlcluster >/dev/null && for c in /etc/postgresql/*/main; do

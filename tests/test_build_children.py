@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agent_runtime.config import (
+    DEFAULT_AUDIT_SPOOL_DIR,
     TRACING_HEADERS_FILE,
     ServerConfig,
     duration_seconds,
@@ -387,6 +388,65 @@ def test_build_children_renders_the_config_once_and_uses_a_given_rendering() -> 
     assert next(iter(by_kind["ConfigMap"]["data"].values())) == "marker: 1\n"
     annotations = by_kind["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations[CONFIG_HASH_ANNOTATION] == "feedface"
+
+
+AUDIT_SPEC: dict[str, Any] = {
+    "sinks": [
+        {
+            "name": "rsyslog",
+            "syslog": {
+                "address": "rsyslog.logging:6514",
+                "tls": {"caSecretRef": {"name": "siem", "key": "ca.crt"}},
+            },
+            "maxBufferMiB": 100,
+        },
+        {
+            "name": "splunk",
+            "http": {"url": "https://splunk:8088", "tokenSecretRef": {"name": "hec", "key": "t"}},
+        },
+    ]
+}
+
+
+def test_audit_sinks_render_config_files_and_a_spool_volume() -> None:
+    inputs = replace(
+        make_inputs(audit=AUDIT_SPEC, server={"workers": 2}),
+        audit_sink_files={
+            "audit-sink-rsyslog-ca.pem": "-----CA-----",
+            "audit-sink-splunk-token": "hec-secret",
+        },
+    )
+    text = config_map(inputs)["data"]["config.yaml"]
+    assert "hec-secret" not in text and "-----CA-----" not in text
+    audit = parse_config(text).audit
+    assert audit is not None and audit.spool_dir == DEFAULT_AUDIT_SPOOL_DIR
+    syslog, http = audit.sinks[0].syslog, audit.sinks[1].http
+    assert syslog is not None and syslog.tls is not None and syslog.tls.ca_file == "audit-sink-rsyslog-ca.pem"
+    assert (
+        http is not None
+        and http.token_file == "audit-sink-splunk-token"
+        and http.sourcetype == "sentient:audit"
+    )
+    assert audit.sinks[0].max_buffer_bytes == 100 * 1024 * 1024
+    bound = secret_data(credentials_secret(inputs))
+    assert (
+        bound["audit-sink-splunk-token"] == "hec-secret"
+        and bound["audit-sink-rsyslog-ca.pem"] == "-----CA-----"
+    )
+    pod = deployment(inputs)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "audit-spool", "mountPath": DEFAULT_AUDIT_SPOOL_DIR} in container["volumeMounts"]
+    # Both caps, once per worker, plus a margin: the kubelet never evicts for a full spool.
+    assert {"name": "audit-spool", "emptyDir": {"sizeLimit": f"{(100 + 64) * 2 + 16}Mi"}} in pod["volumes"]
+
+
+def test_audit_spool_on_a_pvc_and_no_volume_without_sinks() -> None:
+    inputs = make_inputs(audit={**AUDIT_SPEC, "spool": {"persistentVolumeClaim": "helper-audit"}})
+    volumes = deployment(inputs)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "audit-spool", "persistentVolumeClaim": {"claimName": "helper-audit"}} in volumes
+    plain = deployment(make_inputs())["spec"]["template"]["spec"]
+    assert all(v["name"] != "audit-spool" for v in plain["volumes"])
+    assert parse_config(config_map(make_inputs())["data"]["config.yaml"]).audit is None
 
 
 def test_response_cache_is_off_unless_enabled_and_rendered_when_it_is() -> None:

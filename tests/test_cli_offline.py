@@ -319,3 +319,37 @@ def test_validate_knows_the_redis_modes() -> None:
         '      sentinel: {addresses: ["s:26379"], masterName: m}\n',
     )
     assert validate_text(fixed, "ha.yaml")[1] == []
+
+
+@pytest.mark.parametrize("kind", ["syslog", "splunk"])
+def test_init_with_an_audit_sink_passes_validate(tmp_path: Path, kind: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", "my-agent", "--audit-sink", kind, "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "kubectl create secret generic my-agent-siem" in (tmp_path / "agent.yaml").read_text()
+    checked = runner.invoke(cli, ["validate", str(tmp_path / "agent.yaml")])
+    assert checked.exit_code == 0 and ": warning: " not in checked.output, checked.output
+    agent = list(yaml.safe_load_all((tmp_path / "agent.yaml").read_text()))[-1]
+    (sink,) = agent["spec"]["audit"]["sinks"]
+    assert sink["name"] == kind and (kind in sink or "http" in sink)
+
+
+def test_validate_warns_of_an_audit_spool_pvc_under_several_replicas(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["init", "my-agent", "--audit-sink", "splunk", "-o", str(tmp_path)]).exit_code == 0
+    )
+    path = tmp_path / "agent.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    docs[-1]["spec"]["audit"]["spool"] = {"persistentVolumeClaim": "my-agent-audit"}
+    docs[-1]["spec"]["replicas"] = 3
+    path.write_text(yaml.safe_dump_all(docs))
+    result = runner.invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "spec.audit.spool.persistentVolumeClaim: warning: every replica mounts PVC my-agent-audit"
+        in result.output
+    )
+    docs[-1]["spec"]["replicas"] = 1
+    path.write_text(yaml.safe_dump_all(docs))
+    assert ": warning: " not in runner.invoke(cli, ["validate", str(path)]).output

@@ -273,6 +273,35 @@ def test_cluster_and_sentinel_redis_secrets_are_resolved() -> None:
     assert res.inputs.sessions_redis_files == {"sessions-redis-password": "p2"}
 
 
+def test_audit_sink_token_and_ca_are_bound_or_reported_missing() -> None:
+    lookup = Dicts()
+    lookup.providers[("team", "openai")] = provider()
+    lookup.secrets[("team", "sentient-provider-openai")] = {"apiKey": "sk-1"}
+    sinks = {
+        "sinks": [
+            {
+                "name": "splunk",
+                "http": {"url": "https://s:8088", "tokenSecretRef": {"name": "hec", "key": "token"}},
+            },
+            {
+                "name": "rsyslog",
+                "syslog": {"address": "r:6514", "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}}},
+            },
+        ]
+    }
+    res = run(lookup, agent_spec(audit=sinks))
+    assert reasons(res) == ["SecretNotFound", "SecretNotFound"]
+    assert all("audit sink" in p.message for p in res.problems)
+    lookup.secrets[("team", "hec")] = {"token": "hec-secret"}
+    lookup.secrets[("team", "ca")] = {"ca.crt": "PEM"}
+    res = run(lookup, agent_spec(audit=sinks))
+    assert res.ok and res.inputs is not None
+    assert res.inputs.audit_sink_files == {
+        "audit-sink-splunk-token": "hec-secret",
+        "audit-sink-rsyslog-ca.pem": "PEM",
+    }
+
+
 def test_response_cache_redis_secrets_are_resolved_only_when_enabled() -> None:
     lookup = Dicts()
     lookup.providers[("team", "openai")] = provider(credentials=False)

@@ -422,6 +422,19 @@ def _resolve_prompt(
     return data[ref.key]
 
 
+def _resolve_audit_sinks(
+    agent_namespace: str, spec: SentientAgentSpec, lookup: Lookup, problems: list[Problem]
+) -> dict[str, str]:
+    """The audit sinks' tokens and CA bundles, by bound-Secret file name."""
+    files: dict[str, str] = {}
+    for sink in spec.audit.sinks if spec.audit is not None else []:
+        for file_name, ref in sink.secret_files():
+            value = _secret_value(lookup, ref, agent_namespace, f"audit sink {sink.name}", problems)
+            if value is not None:
+                files[file_name] = value
+    return files
+
+
 def resolve(
     *,
     name: str,
@@ -464,6 +477,7 @@ def resolve(
         )
         oidc_client_secret = value.strip() if value is not None else None
     tracing_headers = _resolve_tracing_headers(namespace, spec, lookup, problems)
+    audit_sink_files = _resolve_audit_sinks(namespace, spec, lookup, problems)
     sessions_redis_url: str | None = None
     sessions_redis_files: dict[str, str] = {}
     if spec.sessions.store == "redis":
@@ -508,6 +522,7 @@ def resolve(
         oidc_client_secret=oidc_client_secret,
         sessions_redis_url=sessions_redis_url,
         sessions_redis_files=sessions_redis_files,
+        audit_sink_files=audit_sink_files,
         sessions_postgres_dsn=sessions_postgres_dsn,
         cache_redis_files=cache_redis_files,
         tracing_headers=tracing_headers,

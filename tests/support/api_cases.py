@@ -67,6 +67,15 @@ OIDC: dict[str, Any] = {
     "introspection": {"clientID": "agent-a", "clientSecretRef": {"name": "oidc", "key": "secret"}},
 }
 ROLE: dict[str, Any] = {"name": "reader", "routes": ["assist"], "apiKeys": ["alice"]}
+AUDIT_SYSLOG = {
+    "address": "rsyslog.logging.svc:6514",
+    "tls": {"caSecretRef": {"name": "siem-ca", "key": "ca.crt"}},
+}
+AUDIT_HEC = {
+    "url": "https://splunk.example:8088",
+    "tokenSecretRef": {"name": "hec", "key": "token"},
+    "index": "sec",
+}
 REDIS_SENTINEL_ADDRESS = "redis-sentinel.redis.svc:26379"
 REDIS_CLUSTER: dict[str, Any] = {
     "mode": "cluster",
@@ -926,6 +935,62 @@ INVALID: list[Invalid] = [
         ),
         api.LATENCY_POSITIVE_MESSAGE,
     ),
+    Invalid(
+        "audit-sink-two-kinds",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG, "http": AUDIT_HEC}]}}),
+        api.AUDIT_SINK_ONE_KIND_MESSAGE,
+    ),
+    Invalid(
+        "audit-sink-no-kind",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s"}]}}),
+        api.AUDIT_SINK_ONE_KIND_MESSAGE,
+    ),
+    Invalid(
+        "audit-http-tls-without-https",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "http": {"url": "http://splunk:8088", "tls": {}}}]}}),
+        api.AUDIT_HTTP_TLS_MESSAGE,
+    ),
+    Invalid(
+        "audit-hec-fields-on-json-lines",
+        AGENT,
+        _p(
+            {
+                "audit": {
+                    "sinks": [
+                        {"name": "s", "http": {"url": "https://v:8080", "format": "jsonLines", "index": "x"}}
+                    ]
+                }
+            }
+        ),
+        api.AUDIT_HEC_FIELDS_MESSAGE,
+    ),
+    Invalid(
+        "audit-duplicate-sink-names",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG}, {"name": "s", "http": AUDIT_HEC}]}}),
+        "spec.audit.sinks: duplicate entries",
+    ),
+    Invalid(
+        "audit-syslog-bad-address",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": {"address": "rsyslog"}}]}}),
+        "spec.audit.sinks[0].syslog.address",
+    ),
+    Invalid(
+        "audit-unknown-facility",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": {**AUDIT_SYSLOG, "facility": "security"}}]}}),
+        "spec.audit.sinks[0].syslog.facility",
+    ),
+    Invalid(
+        "audit-buffer-zero",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG, "maxBufferMiB": 0}]}}),
+        "spec.audit.sinks[0].maxBufferMiB",
+    ),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
 ]
@@ -951,6 +1016,23 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         ),
     ),
     ("agent", AGENT),
+    (
+        "agent-audit-sinks",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "audit": {
+                        "sinks": [
+                            {"name": "rsyslog", "syslog": AUDIT_SYSLOG},
+                            {"name": "splunk", "http": AUDIT_HEC},
+                        ],
+                        "spool": {"persistentVolumeClaim": "audit-spool", "fsyncInterval": "0s"},
+                    }
+                }
+            ),
+        ),
+    ),
     ("keyless-compatible", merge(PROVIDER, _p({"credentials": None}))),
     ("vault", merge(PROVIDER, _p({"credentials": {"secretRef": None, "vault": VAULT}}))),
     (

@@ -42,7 +42,14 @@ from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
 from agent_runtime.config import MAX_STEP_MEMBERS as MAX_STEP_MEMBERS
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
 from agent_runtime.config import POSTGRES_IDENTIFIER_PATTERN as POSTGRES_IDENTIFIER_PATTERN
-from agent_runtime.config import check_patterns
+from agent_runtime.config import (
+    SYSLOG_APP_NAME_PATTERN,
+    AuditSinkFormat,
+    SyslogFacility,
+    audit_sink_ca_file,
+    audit_sink_token_file,
+    check_patterns,
+)
 from agent_runtime.config import duration_seconds as duration_seconds
 from agent_runtime.config import parse_duration as parse_duration
 
@@ -2447,6 +2454,181 @@ class GuardrailsConfig(Model):
         return self
 
 
+# --------------------------------------------------------------------------- audit sinks
+
+AUDIT_SINK_ONE_KIND_MESSAGE = "spec.audit.sinks[]: set exactly one of syslog, http"
+AUDIT_HTTP_TLS_MESSAGE = "spec.audit.sinks[].http.tls: needs an https:// url"
+AUDIT_HEC_FIELDS_MESSAGE = (
+    "spec.audit.sinks[].http: index, source and sourcetype apply to format splunkHec only"
+)
+MAX_AUDIT_SINKS = 8
+
+
+class AuditSinkTLS(Model):
+    """TLS of a sink's connection: the CA that signed the receiver's certificate."""
+
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="PEM CA bundle (Secret key in the agent's namespace); the system CAs when unset.",
+    )
+    server_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name checked in the receiver's certificate; the host of the address or URL when unset.",
+    )
+
+
+class AuditSyslogSink(Model):
+    """Syslog: RFC 5424 messages over TCP, octet-counting framing (RFC 6587), TLS when tls is set (RFC 5425)."""
+
+    address: HostPort = Field(description="host:port of the collector, e.g. rsyslog.logging.svc:6514.")
+    tls: AuditSinkTLS | None = Field(default=None, description="TLS (RFC 5425); plain TCP when unset.")
+    facility: SyslogFacility = Field(default="authpriv", description="Syslog facility of the messages.")
+    app_name: str = Field(
+        default="sentient",
+        max_length=48,
+        pattern=SYSLOG_APP_NAME_PATTERN,
+        description="APP-NAME of the messages (printable ASCII, no space, at most 48).",
+    )
+    structured_data: bool = Field(
+        default=False,
+        description="Add an SD-ELEMENT [audit@32473 seq event worker] to every message; MSG is the "
+        "record's JSON line either way.",
+    )
+    timeout: Duration = Field(default="5s", description="Connect and write timeout.")
+
+
+class AuditHTTPSink(Model):
+    """HTTP: batches of records POSTed as Splunk HEC events or as JSON lines."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule("!has(self.tls) || self.url.startsWith('https://')", AUDIT_HTTP_TLS_MESSAGE),
+            CelRule(
+                "!has(self.format) || self.format == 'splunkHec' || "
+                "(!has(self.index) && !has(self.source) && !has(self.sourcetype))",
+                AUDIT_HEC_FIELDS_MESSAGE,
+            ),
+        )
+    )
+
+    url: str = Field(
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL posted to, e.g. https://splunk:8088 (splunkHec adds /services/collector/event when "
+        "the URL has no path).",
+    )
+    format: AuditSinkFormat = Field(
+        default="splunkHec",
+        description="splunkHec: HEC event objects, Authorization: Splunk <token>; jsonLines: the records as "
+        "JSON lines, Authorization: Bearer <token>.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="The HEC token (or bearer token); no Authorization header when unset."
+    )
+    index: str | None = Field(default=None, min_length=1, max_length=256, description="HEC index.")
+    source: str | None = Field(default=None, min_length=1, max_length=256, description="HEC source.")
+    sourcetype: str | None = Field(
+        default=None, min_length=1, max_length=256, description="HEC sourcetype; sentient:audit when unset."
+    )
+    timeout: Duration = Field(default="5s", description="Deadline of one POST.")
+    tls: AuditSinkTLS | None = Field(default=None, description="TLS settings; needs an https:// url.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> AuditHTTPSink:
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError(AUDIT_HTTP_TLS_MESSAGE)
+        if self.format != "splunkHec" and (self.index or self.source or self.sourcetype):
+            raise ValueError(AUDIT_HEC_FIELDS_MESSAGE)
+        return self
+
+
+class AuditSink(Model):
+    """One SIEM sink: exactly one of syslog and http, with its bounded on-disk buffer."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(CelRule("has(self.syslog) != has(self.http)", AUDIT_SINK_ONE_KIND_MESSAGE))
+    )
+
+    name: str = Field(
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name in metrics (sink label), logs and the spool directory.",
+    )
+    syslog: AuditSyslogSink | None = Field(
+        default=None, description="A syslog collector (rsyslog, syslog-ng...)."
+    )
+    http: AuditHTTPSink | None = Field(
+        default=None, description="An HTTP receiver (Splunk HEC, or JSON lines)."
+    )
+    max_buffer_mib: int = Field(
+        default=64,
+        ge=1,
+        le=65536,
+        alias="maxBufferMiB",
+        description="Cap of the sink's spool in MiB: records wait there while the sink is down; beyond it "
+        "the newest records are dropped (counted, and an audit.sink_overflow record says which).",
+    )
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Records per send at most.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AuditSink:
+        if (self.syslog is None) == (self.http is None):
+            raise ValueError(AUDIT_SINK_ONE_KIND_MESSAGE)
+        return self
+
+    @property
+    def tls(self) -> AuditSinkTLS | None:
+        """The TLS settings of whichever kind the sink is."""
+        return (
+            self.syslog.tls if self.syslog is not None else self.http.tls if self.http is not None else None
+        )
+
+    def secret_files(self) -> list[tuple[str, SecretKeyRef]]:
+        """(bound-Secret file, Secret key it comes from) of every secret the sink reads: token, CA."""
+        files: list[tuple[str, SecretKeyRef]] = []
+        if self.http is not None and self.http.token_secret_ref is not None:
+            files.append((audit_sink_token_file(self.name), self.http.token_secret_ref))
+        if self.tls is not None and self.tls.ca_secret_ref is not None:
+            files.append((audit_sink_ca_file(self.name), self.tls.ca_secret_ref))
+        return files
+
+
+class AuditSpool(Model):
+    """Where the sinks' buffers live and how often they reach the disk."""
+
+    persistent_volume_claim: str | None = Field(
+        default=None,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="An existing PVC (claim name) holding the spool, so a backlog survives the pod (one "
+        "replica with ReadWriteOnce); an emptyDir sized to the sinks' caps when unset.",
+    )
+    fsync_interval: Duration = Field(
+        default="1s",
+        description="Longest time an appended record waits for fsync (a node crash loses at most that); "
+        "0s fsyncs at every record, in the request path.",
+    )
+
+
+class AuditConfig(Model):
+    """Where the audit log goes besides the pod's stdout: SIEM sinks. See docs/audit.md."""
+
+    sinks: list[AuditSink] = Field(
+        default_factory=list,
+        max_length=MAX_AUDIT_SINKS,
+        description="SIEM sinks; every record goes to each of them, in order.",
+        json_schema_extra=list_type_map("name"),
+    )
+    spool: AuditSpool = Field(default_factory=AuditSpool, description="The sinks' on-disk buffers.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuditConfig:
+        _check_unique((s.name for s in self.sinks), "spec.audit.sinks")
+        return self
+
+
 SYSTEM_PROMPT_MESSAGE = "spec.systemPrompt: exactly one of systemPrompt, systemPromptFrom must be set"
 AUTH_MESSAGE = "spec.auth: set apiKeys, jwt, oidc, or anonymous: true"
 
@@ -2529,6 +2711,10 @@ class SentientAgentSpec(Model):
     guardrails: GuardrailsConfig | None = Field(
         default=None,
         description="Input and output checks (size, patterns, PII, prompt injection, moderation); none when unset.",
+    )
+    audit: AuditConfig | None = Field(
+        default=None,
+        description="SIEM sinks of the audit log (syslog, Splunk HEC) with on-disk buffers; stdout only when unset.",
     )
     cache: ResponseCacheConfig | None = Field(
         default=None, description="Response cache of identical requests; off unless cache.enabled."

@@ -16,6 +16,7 @@ from agent_runtime.config import (
     API_KEYS_FILE,
     AUDIT_KEY_FILE,
     CONFIG_FILE_KEY,
+    DEFAULT_AUDIT_SPOOL_DIR,
     OIDC_CLIENT_SECRET_FILE,
     RATE_LIMIT_REDIS_URL_FILE,
     SESSIONS_POSTGRES_DSN_FILE,
@@ -26,6 +27,7 @@ from agent_runtime.config import (
     provider_ca_file,
     provider_credential_file,
 )
+from sentient_operator.api.v1alpha1 import AuditConfig
 from sentient_operator.build.common import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT,
@@ -70,6 +72,22 @@ PRE_STOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = (
     PRE_STOP_SLEEP_SECONDS + int(duration_seconds(ServerConfig().shutdown_grace) + 0.999) + 5
 )
+
+
+AUDIT_SPOOL_VOLUME = "audit-spool"
+# Room beyond the sinks' caps in the spool's emptyDir: cursor files, and the kubelet evicts a pod
+# whose emptyDir passes its sizeLimit, so the caps must never reach it.
+AUDIT_SPOOL_MARGIN_MIB = 16
+
+
+def audit_spool_volume(audit: AuditConfig, workers: int) -> dict[str, Any]:
+    """The volume of the audit sinks' spools: the PVC named, or an emptyDir sized to the caps (each
+    worker process keeps its own spool per sink)."""
+    claim = audit.spool.persistent_volume_claim
+    if claim:
+        return {"name": AUDIT_SPOOL_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+    size = sum(sink.max_buffer_mib for sink in audit.sinks) * max(1, workers) + AUDIT_SPOOL_MARGIN_MIB
+    return {"name": AUDIT_SPOOL_VOLUME, "emptyDir": {"sizeLimit": f"{size}Mi"}}
 
 
 def _metadata(inputs: AgentInputs, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -131,6 +149,7 @@ def credentials_data(inputs: AgentInputs) -> dict[str, str]:
     if inputs.sessions_redis_url is not None:
         data[SESSIONS_REDIS_URL_FILE] = inputs.sessions_redis_url
     data.update(inputs.sessions_redis_files)
+    data.update(inputs.audit_sink_files)
     if inputs.sessions_postgres_dsn is not None:
         data[SESSIONS_POSTGRES_DSN_FILE] = inputs.sessions_postgres_dsn
     data.update(inputs.cache_redis_files)
@@ -236,6 +255,9 @@ def deployment(inputs: AgentInputs, rendered: tuple[str, str] | None = None) -> 
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
+    if spec.audit is not None and spec.audit.sinks:
+        container["volumeMounts"].append({"name": AUDIT_SPOOL_VOLUME, "mountPath": DEFAULT_AUDIT_SPOOL_DIR})
+        pod_spec["volumes"].append(audit_spool_volume(spec.audit, spec.server.workers))
     if overrides.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in overrides.image_pull_secrets]
     if overrides.priority_class_name:

@@ -64,6 +64,8 @@ class AgentInputs:
     api_keys: dict[str, APIKey] = field(default_factory=dict, repr=False)
     sessions_redis_url: str | None = field(default=None, repr=False)
     sessions_redis_files: dict[str, str] = field(default_factory=dict, repr=False)
+    # Bound-Secret files of the audit sinks (tokens, CA bundles).
+    audit_sink_files: dict[str, str] = field(default_factory=dict, repr=False)
     sessions_postgres_dsn: str | None = field(default=None, repr=False)
     # The response cache's Redis files (URL, passwords, CA) by bound-Secret key.
     cache_redis_files: dict[str, str] = field(default_factory=dict, repr=False)

@@ -13,6 +13,7 @@ from typing import TypeVar, cast
 from agent_runtime.config import (
     API_KEYS_FILE,
     CACHE_REDIS,
+    MIB,
     OIDC_CLIENT_SECRET_FILE,
     RATE_LIMIT_REDIS,
     RATE_LIMIT_REDIS_URL_FILE,
@@ -21,6 +22,8 @@ from agent_runtime.config import (
     SESSIONS_REDIS_URL_FILE,
     TRACING_HEADERS_FILE,
     AgentInfo,
+    AuditRuntimeConfig,
+    AuditSinkConfig,
     AuthorizationConfig,
     AuthRuntimeConfig,
     CacheRuntimeConfig,
@@ -30,6 +33,7 @@ from agent_runtime.config import (
     GuardrailCheck,
     GuardrailRedaction,
     GuardrailsConfig,
+    HTTPSinkConfig,
     IntrospectionConfig,
     JWTConfig,
     LLMParameters,
@@ -50,9 +54,12 @@ from agent_runtime.config import (
     ServerConfig,
     ServerLimits,
     SessionsRuntimeConfig,
+    SyslogSinkConfig,
     Tier,
     Timeouts,
     TracingConfig,
+    audit_sink_ca_file,
+    audit_sink_token_file,
     dump_config,
     provider_ca_file,
     provider_credential_file,
@@ -61,6 +68,7 @@ from agent_runtime.config import (
     redis_sentinel_password_file,
     redis_url_file,
 )
+from agent_runtime.config import AuditSinkTLS as RuntimeAuditSinkTLS
 from agent_runtime.config import BalanceStrategy as RuntimeBalanceStrategy
 from agent_runtime.config import CountByName as RuntimeCountBy
 from agent_runtime.config import ModelPrice as RuntimePrice
@@ -68,6 +76,9 @@ from agent_runtime.config import ProviderType as RuntimeProviderType
 from agent_runtime.config import RedisMode as RuntimeRedisMode
 from agent_runtime.config import SpendBudget as RuntimeBudget
 from sentient_operator.api.v1alpha1 import (
+    AuditConfig,
+    AuditSink,
+    AuditSinkTLS,
     AuthConfig,
     BalanceStrategy,
     GuardrailModeration,
@@ -276,6 +287,56 @@ def _tracing_config(inputs: AgentInputs) -> TracingConfig | None:
     )
 
 
+def _audit_sink_tls(sink: str, tls: AuditSinkTLS | None) -> RuntimeAuditSinkTLS | None:
+    if tls is None:
+        return None
+    ca_file = audit_sink_ca_file(sink) if tls.ca_secret_ref is not None else None
+    return RuntimeAuditSinkTLS(ca_file=ca_file, server_name=tls.server_name)
+
+
+def _audit_sink(sink: AuditSink) -> AuditSinkConfig:
+    syslog = http = None
+    if sink.syslog is not None:
+        spec = sink.syslog
+        syslog = SyslogSinkConfig(
+            address=spec.address,
+            tls=_audit_sink_tls(sink.name, spec.tls),
+            facility=spec.facility,
+            app_name=spec.app_name,
+            structured_data=spec.structured_data,
+            timeout=spec.timeout,
+        )
+    if sink.http is not None:
+        web = sink.http
+        optional = {"sourcetype": web.sourcetype} if web.sourcetype else {}
+        http = HTTPSinkConfig(
+            url=web.url,
+            format=web.format,
+            token_file=audit_sink_token_file(sink.name) if web.token_secret_ref is not None else None,
+            index=web.index,
+            source=web.source,
+            timeout=web.timeout,
+            tls=_audit_sink_tls(sink.name, web.tls),
+            **optional,
+        )
+    return AuditSinkConfig(
+        name=sink.name,
+        syslog=syslog,
+        http=http,
+        max_buffer_bytes=sink.max_buffer_mib * MIB,
+        batch_size=sink.batch_size,
+    )
+
+
+def _audit_config(audit: AuditConfig | None) -> AuditRuntimeConfig | None:
+    """The SIEM sinks; the spool directory is the runtime's default, where the pod mounts the volume."""
+    if audit is None or not audit.sinks:
+        return None
+    return AuditRuntimeConfig(
+        sinks=[_audit_sink(sink) for sink in audit.sinks], fsync_interval=audit.spool.fsync_interval
+    )
+
+
 def _sessions_config(sessions: SessionsConfig) -> SessionsRuntimeConfig:
     connection = sessions.connection() if sessions.store == "redis" else None
     runtime_connection = (
@@ -392,6 +453,7 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
         sessions=_sessions_config(spec.sessions),
         server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
         guardrails=_guardrails_config(inputs),
+        audit=_audit_config(spec.audit),
         cache=_cache_config(spec.cache),
         tracing=_tracing_config(inputs),
     )

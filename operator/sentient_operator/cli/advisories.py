@@ -17,7 +17,8 @@ and returns its warnings; :func:`all_warnings` runs them all. Today:
 - roles (``spec.auth.authorization``) naming an API key that the key Secret in the files lacks, or a
   tier that the agent's RateLimitPolicy in the files lacks;
 - tracing that sends more than its author may mean to: exporter headers (credentials) over plain
-  HTTP, prompts and answers on the spans.
+  HTTP, prompts and answers on the spans;
+- an audit spool on a PersistentVolumeClaim shared by more than one replica.
 """
 
 from __future__ import annotations
@@ -361,6 +362,30 @@ def tracing_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
     return warnings
 
 
+def audit_spool_warnings(documents: list[tuple[Document, str]]) -> list[Problem]:
+    """Warnings for an audit spool PVC under more than one replica (docs/audit.md)."""
+    warnings: list[Problem] = []
+    for doc, file in documents:
+        data = doc.data
+        if _get(data, "kind") != "SentientAgent":
+            continue
+        claim = _get(data, "spec", "audit", "spool", "persistentVolumeClaim")
+        replicas = _get(data, "spec", "replicas")
+        scaled = _get(data, "spec", "autoscaling") is not None
+        if not isinstance(claim, str) or not (scaled or (isinstance(replicas, int) and replicas > 1)):
+            continue
+        warnings.append(
+            Problem(
+                file,
+                doc.line_of(("spec", "audit", "spool", "persistentVolumeClaim")),
+                "spec.audit.spool.persistentVolumeClaim",
+                f"every replica mounts PVC {claim}: a ReadWriteOnce claim holds one pod only, and pods "
+                "sharing a ReadWriteMany claim share one spool; use it with one replica, or the emptyDir",
+            )
+        )
+    return warnings
+
+
 Advisory = Callable[[list[tuple[Document, str]]], list[Problem]]
 ADVISORIES: tuple[Advisory, ...] = (
     worker_warnings,
@@ -370,6 +395,7 @@ ADVISORIES: tuple[Advisory, ...] = (
     budget_warnings,
     authorization_warnings,
     tracing_warnings,
+    audit_spool_warnings,
 )
 
 

@@ -198,6 +198,8 @@ class Worker:
             "config": str(generation.config),
             "credentials": str(generation.credentials),
             "audit_log": str(generation.audit_log),
+            # Each generation its own audit-sink spools: two generations overlap during a swap.
+            "audit_spool": str(generation.directory / "audit-spool"),
         }
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(order) + "\n").encode())
@@ -337,6 +339,7 @@ class DevLoop:
             SENTIENT_CREDENTIALS_DIR=str(generation.credentials),
             SENTIENT_HOST="127.0.0.1",
             SENTIENT_AUDIT_LOG=str(generation.audit_log),
+            SENTIENT_AUDIT_SPOOL_DIR=str(generation.directory / "audit-spool"),
             SENTIENT_DEV="1",
         )
         proc = await asyncio.create_subprocess_exec(

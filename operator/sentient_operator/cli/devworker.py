@@ -50,6 +50,8 @@ def main() -> None:
     os.environ["SENTIENT_DEV"] = "1"  # the capture bus the dashboard (/_dev/) reads
     if order.get("audit_log"):
         os.environ["SENTIENT_AUDIT_LOG"] = order["audit_log"]
+    if order.get("audit_spool"):
+        os.environ["SENTIENT_AUDIT_SPOOL_DIR"] = order["audit_spool"]
     # The parent keeps our stdin open; EOF means it is gone, and an orphan must not keep serving.
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     runtime_main.main()

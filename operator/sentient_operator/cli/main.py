@@ -139,6 +139,11 @@ def validate(files: tuple[str, ...], quiet: bool) -> None:
     help="Send OpenTelemetry traces to this OTLP/HTTP collector (e.g. http://otel-collector:4318).",
 )
 @click.option(
+    "--audit-sink",
+    type=click.Choice(["syslog", "splunk"]),
+    help="Ship the audit log to a SIEM: syslog over TLS (RFC 5425) or Splunk HEC (docs/audit.md).",
+)
+@click.option(
     "--keys",
     type=click.IntRange(1, 16),
     default=1,
@@ -198,6 +203,7 @@ def init(
     sdk: str,
     output: str,
     guardrails: bool,
+    audit_sink: str | None,
     keys: int,
     balance: str | None,
     sessions: str,
@@ -217,6 +223,7 @@ def init(
     Examples:
       sentient init my-agent --provider anthropic --source vault
       sentient init my-agent --guardrails
+      sentient init my-agent --audit-sink splunk
       sentient init my-agent --keys 3 --balance leastOutstanding
       sentient init my-agent --sessions postgres
       sentient init my-agent --cache
@@ -295,10 +302,12 @@ def init(
             budget=starter_budget,
             oidc_issuer=oidc_issuer,
             tracing=tracing,
+            audit_sink=audit_sink,  # type: ignore[arg-type]
         )
         steps = [
             *scaffold.provider_key_steps(name, provider, source, keys),  # type: ignore[arg-type]
             *scaffold.sessions_steps(name, sessions),  # type: ignore[arg-type]
+            *(scaffold.audit_sink_steps(name, audit_sink) if audit_sink else []),  # type: ignore[arg-type]
             f"sentient validate {out / 'agent.yaml'}",
             f"kubectl apply -f {out / 'agent.yaml'}",
             f"kubectl wait --for=condition=Ready sentientagent/{name}",

@@ -160,6 +160,7 @@ def agent_manifests(
     agent_class: str | None = None,
     caller_key: str | None = None,
     guardrails: bool = False,
+    audit_sink: AuditSinkKind | None = None,
     keys: int = 1,
     balance: str = "weight",
     sessions: SessionsKind = "memory",
@@ -239,6 +240,8 @@ def agent_manifests(
     }
     if guardrails:
         agent_spec["guardrails"] = starter_guardrails()
+    if audit_sink is not None:
+        agent_spec["audit"] = starter_audit(name, audit_sink)
     if sessions == "redis":
         agent_spec["sessions"] = {
             "store": "redis",
@@ -342,6 +345,39 @@ def starter_guardrails() -> dict[str, Any]:
         ],
         "redact": {"audit": True},
     }
+
+
+AuditSinkKind = Literal["syslog", "splunk"]
+
+
+def starter_audit(name: str, kind: AuditSinkKind) -> dict[str, Any]:
+    """One SIEM sink (docs/audit.md): syslog over TLS to a collector, or Splunk HEC; 64 MiB buffer."""
+    if kind == "syslog":
+        sink: dict[str, Any] = {
+            "name": "syslog",
+            "syslog": {
+                "address": "rsyslog.logging.svc:6514",
+                "tls": {"caSecretRef": {"name": f"{name}-siem", "key": "ca.crt"}},
+                "structuredData": True,
+            },
+        }
+    else:
+        sink = {
+            "name": "splunk",
+            "http": {
+                "url": "https://splunk.example.com:8088",
+                "tokenSecretRef": {"name": f"{name}-siem", "key": "hecToken"},
+                "index": "security",
+            },
+        }
+    return {"sinks": [{**sink, "maxBufferMiB": 64}]}
+
+
+def audit_sink_steps(name: str, kind: AuditSinkKind) -> list[str]:
+    """How to create the Secret the starter sink reads."""
+    if kind == "syslog":
+        return [f"kubectl create secret generic {name}-siem --from-file=ca.crt=collector-ca.pem"]
+    return [f"kubectl create secret generic {name}-siem --from-literal=hecToken=<your HEC token>"]
 
 
 def starter_cache() -> dict[str, Any]:

@@ -239,6 +239,8 @@ class AgentReconciler:
         sessions_redis = spec.sessions.connection()
         if sessions_redis is not None:
             refs.update(("Secret", namespace, ref.name) for ref in sessions_redis.secret_refs())
+        for sink in spec.audit.sinks if spec.audit is not None else []:
+            refs.update(("Secret", namespace, ref.name) for _, ref in sink.secret_files())
         if spec.sessions.postgres is not None:
             refs.add(("Secret", namespace, spec.sessions.postgres.dsn_secret_ref.name))
         cache_redis = spec.cache.connection() if spec.cache is not None else None
