@@ -104,11 +104,31 @@ def deploy_fake_upstream(
     args += ["--api-key", EXAMPLE_PROVIDER_KEY, "--latency", str(latency)]
     if tokens is not None:
         args += ["--tokens", str(tokens)]
-    labels = {"app": "fake-llm"}
+    container = {
+        "command": ["python"],
+        "args": args,
+        "readinessProbe": {"tcpSocket": {"port": UPSTREAM_PORT}, "periodSeconds": 1},
+    }
+    _run_service(cluster, namespace, "fake-llm", image, UPSTREAM_PORT, container)
+    return f"http://fake-llm.{namespace}.svc:{UPSTREAM_PORT}/v1"
+
+
+def _run_service(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    image: str,
+    port: int,
+    container: dict[str, Any],
+    pod: dict[str, Any] | None = None,
+) -> None:
+    """A one-replica Deployment ``name`` (admitted under ``restricted``) behind a Service of the
+    same name on ``port``, rolled out. ``container`` and ``pod`` add to the container and pod specs."""
+    labels = {"app": name}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "fake-llm", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": labels},
@@ -118,16 +138,15 @@ def deploy_fake_upstream(
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [
                         {
-                            "name": "fake-llm",
+                            "name": name,
                             "image": image,
                             "imagePullPolicy": "IfNotPresent",
-                            "command": ["python"],
-                            "args": args,
-                            "ports": [{"name": "http", "containerPort": UPSTREAM_PORT}],
-                            "readinessProbe": {"tcpSocket": {"port": UPSTREAM_PORT}, "periodSeconds": 1},
+                            "ports": [{"name": "http", "containerPort": port}],
                             "securityContext": RESTRICTED_CONTAINER,
+                            **container,
                         }
                     ],
+                    **(pod or {}),
                 },
             },
         },
@@ -135,17 +154,11 @@ def deploy_fake_upstream(
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "fake-llm", "namespace": namespace},
-        "spec": {
-            "selector": labels,
-            "ports": [{"name": "http", "port": UPSTREAM_PORT, "targetPort": "http"}],
-        },
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
     }
     apply(cluster, deployment, service)
-    cluster.kubectl(
-        "rollout", "status", "-n", namespace, "deployment/fake-llm", "--timeout=120s", timeout=150
-    )
-    return f"http://fake-llm.{namespace}.svc:{UPSTREAM_PORT}/v1"
+    cluster.kubectl("rollout", "status", "-n", namespace, f"deployment/{name}", "--timeout=120s", timeout=150)
 
 
 # Limits for tests whose clients stream back to back (the example allows 60 requests a minute).
@@ -413,61 +426,29 @@ OPENBAO_PORT = 8200
 def deploy_openbao(cluster: Cluster, namespace: str, image: str, root_token: str) -> str:
     """An OpenBao dev server (in memory, KV v2 at ``secret/``) as a Deployment + Service
     ``openbao``, admitted under ``restricted``; returns its in-cluster address."""
-    labels = {"app": "openbao"}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "openbao", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "openbao",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "server",
-                                "-dev",
-                                f"-dev-root-token-id={root_token}",
-                                f"-dev-listen-address=0.0.0.0:{OPENBAO_PORT}",
-                                "-dev-no-store-token",
-                            ],
-                            # The dev server writes a token helper file into HOME.
-                            "env": [{"name": "HOME", "value": "/tmp"}],
-                            "ports": [{"name": "http", "containerPort": OPENBAO_PORT}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/v1/sys/health", "port": OPENBAO_PORT},
-                                "periodSeconds": 1,
-                            },
-                            "securityContext": RESTRICTED_CONTAINER,
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
+    container = {
+        "args": [
+            "server",
+            "-dev",
+            f"-dev-root-token-id={root_token}",
+            f"-dev-listen-address=0.0.0.0:{OPENBAO_PORT}",
+            "-dev-no-store-token",
+        ],
+        # The dev server writes a token helper file into HOME.
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "readinessProbe": {"httpGet": {"path": "/v1/sys/health", "port": OPENBAO_PORT}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "openbao", "namespace": namespace},
-        "spec": {
-            "selector": labels,
-            "ports": [{"name": "http", "port": OPENBAO_PORT, "targetPort": "http"}],
+    pod = {
+        # The image has no non-root user of its own.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
-    apply(cluster, deployment, service)
-    cluster.kubectl("rollout", "status", "-n", namespace, "deployment/openbao", "--timeout=120s", timeout=150)
+    _run_service(cluster, namespace, "openbao", image, OPENBAO_PORT, container, pod)
     return f"http://openbao.{namespace}.svc:{OPENBAO_PORT}"
 
 
