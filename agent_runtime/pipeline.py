@@ -344,6 +344,12 @@ class Pipeline:
         finally:
             self.runtime.untrack(task)
 
+    def _audit(self, event: str, **fields: Any) -> None:
+        """An audit record, where the runtime keeps an audit log."""
+        audit = self.runtime.audit
+        if audit is not None:
+            audit.record(event, **fields)
+
     @staticmethod
     async def _refuse(route: Route, call: Call, status: int, message: str, **fields: Any) -> None:
         await route.errors(call, Refusal(status, message, **fields))
@@ -356,16 +362,14 @@ class Pipeline:
             return await state.auth.authenticate(ex.headers)
         except AuthError as exc:
             metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
-            audit = self.runtime.audit
-            if audit is not None:
-                audit.record(
-                    "auth.failure",
-                    reason=exc.reason,
-                    status=exc.status,
-                    route=ex.route,
-                    request_id=ex.request_id,
-                    client=ex.client,
-                )
+            self._audit(
+                "auth.failure",
+                reason=exc.reason,
+                status=exc.status,
+                route=ex.route,
+                request_id=ex.request_id,
+                client=ex.client,
+            )
             raise
 
     async def authorize(self, route: Route, call: Call) -> bool:
@@ -380,18 +384,16 @@ class Pipeline:
             )
         except AuthError as exc:
             metrics.AUTHZ_DENIALS.labels(reason=exc.reason, route=call.ex.route).inc()
-            audit = self.runtime.audit
-            if audit is not None:
-                audit.record(
-                    "authz.deny",
-                    reason=exc.reason,
-                    status=exc.status,
-                    principal=principal.id,
-                    kind=principal.kind,
-                    roles=list(principal.roles),
-                    route=call.ex.route,
-                    request_id=call.ex.request_id,
-                )
+            self._audit(
+                "authz.deny",
+                reason=exc.reason,
+                status=exc.status,
+                principal=principal.id,
+                kind=principal.kind,
+                roles=list(principal.roles),
+                route=call.ex.route,
+                request_id=call.ex.request_id,
+            )
             await self._refuse(
                 route, call, exc.status, exc.message, code=exc.reason, details={"reason": exc.reason}
             )
@@ -451,17 +453,15 @@ class Pipeline:
             )
         if not admission.allowed:
             metrics.RATE_LIMIT_REJECTIONS.labels(limit=admission.limit or "unknown", scope=subject.kind).inc()
-            audit = self.runtime.audit
-            if audit is not None:
-                audit.record(
-                    "ratelimit.reject",
-                    limit=admission.limit,
-                    status=admission.status,
-                    subject=subject.kind,
-                    principal=principal.id,
-                    route=call.ex.route,
-                    request_id=call.ex.request_id,
-                )
+            self._audit(
+                "ratelimit.reject",
+                limit=admission.limit,
+                status=admission.status,
+                subject=subject.kind,
+                principal=principal.id,
+                route=call.ex.route,
+                request_id=call.ex.request_id,
+            )
         return admission
 
 
