@@ -291,84 +291,84 @@ def kube_ldflags() -> str:
     return " ".join(flags)
 
 
+@contextlib.contextmanager
+def _build_log(slug: str, what: str, first_time: str | None = None) -> Iterator[Path]:
+    """The emptied build log ``slug`` of ``what``; says when the build starts (with how long a
+    first build takes, when given) and how long it took."""
+    log = _log_path(slug)
+    log.write_text("")
+    if first_time is not None:
+        _log(f"building {what} (first time: {first_time}; log: {log})")
+    started = time.monotonic()
+    yield log
+    _log(f"built {what} in {time.monotonic() - started:.0f} s")
+
+
 def _install_kube(dest: Path) -> None:
     env = _go_env()
-    log = _log_path(f"kube-{KUBE_VERSION}-build")
-    log.write_text("")
-    _log(
-        f"building kube-apiserver, kube-controller-manager, kube-scheduler {KUBE_VERSION} "
-        f"(first time: 5-20 minutes; log: {log})"
-    )
-    started = time.monotonic()
-    _run_logged(
-        [
-            "go",
-            "build",
-            "-trimpath",
-            "-ldflags",
-            kube_ldflags(),
-            "-o",
-            str(dest) + "/",
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-            "k8s.io/kubernetes/cmd/kube-scheduler",
-        ],
-        cwd=KUBE_BUILD_DIR,
-        log=log,
-        what=f"building Kubernetes {KUBE_VERSION}",
-        env=env,
-    )
-    _log(f"built Kubernetes {KUBE_VERSION} in {time.monotonic() - started:.0f} s")
+    what = f"kube-apiserver, kube-controller-manager, kube-scheduler {KUBE_VERSION}"
+    with _build_log(f"kube-{KUBE_VERSION}-build", what, "5-20 minutes") as log:
+        _run_logged(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                kube_ldflags(),
+                "-o",
+                str(dest) + "/",
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+                "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "k8s.io/kubernetes/cmd/kube-scheduler",
+            ],
+            cwd=KUBE_BUILD_DIR,
+            log=log,
+            what=f"building {what}",
+            env=env,
+        )
 
 
 def _install_kwok(dest: Path) -> None:
     env = _go_env()
-    log = _log_path(f"kwok-{KWOK_VERSION}-build")
-    log.write_text("")
-    _log(f"building kwok {KWOK_VERSION} (first time: 2-5 minutes; log: {log})")
-    started = time.monotonic()
     env["GOBIN"] = str(dest)
-    # `go install pkg@version` ignores any enclosing module, so run it from the scratch directory.
-    ldflags = "-s -w"  # the release's version is already in its source (pkg/consts)
-    _run_logged(
-        ["go", "install", "-trimpath", "-ldflags", ldflags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
-        cwd=dest,
-        log=log,
-        what=f"building kwok {KWOK_VERSION}",
-        env=env,
-    )
-    # The stages ship in the module, not in the binary's defaults: kwokctl writes them into
-    # kwok's config, and so do we.
-    modcache = subprocess.run(
-        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, env=env
-    ).stdout.strip()
-    src = Path(modcache) / f"sigs.k8s.io/kwok@{KWOK_VERSION}"
-    docs = [(src / f).read_text().strip() for f in KWOK_STAGE_FILES]
-    (dest / "stages.yaml").write_text("\n---\n".join(docs) + "\n")
-    _log(f"built kwok {KWOK_VERSION} in {time.monotonic() - started:.0f} s")
+    with _build_log(f"kwok-{KWOK_VERSION}-build", f"kwok {KWOK_VERSION}", "2-5 minutes") as log:
+        # `go install pkg@version` ignores any enclosing module, so run it from the scratch directory.
+        ldflags = "-s -w"  # the release's version is already in its source (pkg/consts)
+        _run_logged(
+            ["go", "install", "-trimpath", "-ldflags", ldflags, f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+            cwd=dest,
+            log=log,
+            what=f"building kwok {KWOK_VERSION}",
+            env=env,
+        )
+        # The stages ship in the module, not in the binary's defaults: kwokctl writes them into
+        # kwok's config, and so do we.
+        modcache = subprocess.run(
+            ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
+        src = Path(modcache) / f"sigs.k8s.io/kwok@{KWOK_VERSION}"
+        docs = [(src / f).read_text().strip() for f in KWOK_STAGE_FILES]
+        (dest / "stages.yaml").write_text("\n---\n".join(docs) + "\n")
 
 
 def _install_actionlint(dest: Path) -> None:
     env = _go_env()
     env["GOBIN"] = str(dest)
-    log = _log_path(f"actionlint-{ACTIONLINT_VERSION}-build")
-    log.write_text("")
-    started = time.monotonic()
-    _run_logged(
-        [
-            "go",
-            "install",
-            "-trimpath",
-            "-ldflags",
-            f"-s -w -X github.com/rhysd/actionlint.version={ACTIONLINT_VERSION}",
-            f"github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}",
-        ],
-        cwd=dest,
-        log=log,
-        what=f"building actionlint {ACTIONLINT_VERSION}",
-        env=env,
-    )
-    _log(f"built actionlint {ACTIONLINT_VERSION} in {time.monotonic() - started:.0f} s")
+    with _build_log(f"actionlint-{ACTIONLINT_VERSION}-build", f"actionlint {ACTIONLINT_VERSION}") as log:
+        _run_logged(
+            [
+                "go",
+                "install",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w -X github.com/rhysd/actionlint.version={ACTIONLINT_VERSION}",
+                f"github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}",
+            ],
+            cwd=dest,
+            log=log,
+            what=f"building actionlint {ACTIONLINT_VERSION}",
+            env=env,
+        )
 
 
 def _install_hydra(dest: Path) -> None:
@@ -377,45 +377,40 @@ def _install_hydra(dest: Path) -> None:
     if shutil.which("gcc", path=env["PATH"]) is None:
         raise ToolError("gcc is needed once to build hydra (cgo SQLite): apt-get install gcc libc6-dev")
     env["CGO_ENABLED"] = "1"
-    log = _log_path(f"hydra-{HYDRA_VERSION}-build")
-    log.write_text("")
-    _log(f"building hydra {HYDRA_VERSION} (first time: 3-7 minutes on 2 cores; log: {log})")
-    started = time.monotonic()
-    _run_logged(
-        [
-            "go",
-            "build",
-            "-trimpath",
-            "-tags",
-            "sqlite,sqlite_omit_load_extension",
-            "-ldflags",
-            f"-s -w -X github.com/ory/hydra/v2/driver/config.Version={HYDRA_VERSION}",
-            "-o",
-            str(dest / "hydra"),
-            "github.com/ory/hydra/v2",
-        ],
-        cwd=HYDRA_BUILD_DIR,
-        log=log,
-        what=f"building hydra {HYDRA_VERSION}",
-        env=env,
-    )
-    _log(f"built hydra {HYDRA_VERSION} in {time.monotonic() - started:.0f} s")
+    with _build_log(
+        f"hydra-{HYDRA_VERSION}-build", f"hydra {HYDRA_VERSION}", "3-7 minutes on 2 cores"
+    ) as log:
+        _run_logged(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-tags",
+                "sqlite,sqlite_omit_load_extension",
+                "-ldflags",
+                f"-s -w -X github.com/ory/hydra/v2/driver/config.Version={HYDRA_VERSION}",
+                "-o",
+                str(dest / "hydra"),
+                "github.com/ory/hydra/v2",
+            ],
+            cwd=HYDRA_BUILD_DIR,
+            log=log,
+            what=f"building hydra {HYDRA_VERSION}",
+            env=env,
+        )
 
 
 def _install_otelcol(dest: Path) -> None:
     env = _go_env()
-    log = _log_path(f"otelcol-{OTELCOL_VERSION}-build")
-    log.write_text("")
-    _log(f"building the OpenTelemetry Collector {OTELCOL_VERSION} (first time: 2-6 minutes; log: {log})")
-    started = time.monotonic()
-    _run_logged(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "otelcol-sentient"), "."],
-        cwd=OTELCOL_BUILD_DIR,
-        log=log,
-        what=f"building the OpenTelemetry Collector {OTELCOL_VERSION}",
-        env=env,
-    )
-    _log(f"built the OpenTelemetry Collector {OTELCOL_VERSION} in {time.monotonic() - started:.0f} s")
+    what = f"the OpenTelemetry Collector {OTELCOL_VERSION}"
+    with _build_log(f"otelcol-{OTELCOL_VERSION}-build", what, "2-6 minutes") as log:
+        _run_logged(
+            ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "otelcol-sentient"), "."],
+            cwd=OTELCOL_BUILD_DIR,
+            log=log,
+            what=f"building {what}",
+            env=env,
+        )
 
 
 def _kwok_module_dir(env: dict[str, str], cwd: Path) -> Path:
