@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sentient_operator.cli import scaffold
-from sentient_operator.cli.dev import Upstreams, plan_agent_py, plan_agent_yaml
+from sentient_operator.cli.dev import Plan, Upstreams, plan_agent_py, plan_agent_yaml
 from sentient_operator.cli.errors import CliError
 from tests.support.dev_server import RunDev, dev_servers, edit
 
@@ -119,6 +119,19 @@ def test_agent_yaml_from_init_runs_against_the_fake(run_dev: RunDev, tmp_path: P
 # ----------------------------------------------------------------------------- planning units
 
 
+def _plan_with_env_key(path: Path, port: int, keep_auth: bool = False) -> Plan:
+    """``sentient dev``'s plan of an agent.yaml, the OpenAI key given by the environment."""
+    return plan_agent_yaml(
+        path,
+        agent_name=None,
+        upstreams=Upstreams(),
+        keep_auth=keep_auth,
+        port=port,
+        audit_key="k",
+        env={"OPENAI_API_KEY": "sk-from-env"},
+    )
+
+
 def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
     # init writes no provider-key Secret; a user who adds one with a placeholder value gets told.
     key_secret = {
@@ -134,15 +147,7 @@ def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
         plan_agent_yaml(
             path, agent_name=None, upstreams=Upstreams(), keep_auth=False, port=1, audit_key="k", env={}
         )
-    plan = plan_agent_yaml(
-        path,
-        agent_name=None,
-        upstreams=Upstreams(),
-        keep_auth=True,
-        port=18080,
-        audit_key="k",
-        env={"OPENAI_API_KEY": "sk-from-env"},
-    )
+    plan = _plan_with_env_key(path, port=18080, keep_auth=True)
     entry = plan.config.llm.chain[0]
     assert (entry.id, entry.endpoint, entry.model) == (
         "default/bot-openai",
@@ -157,15 +162,7 @@ def test_plan_agent_yaml_uses_the_operators_renderer(tmp_path: Path) -> None:
     # A real value in the file's Secret wins over the environment.
     docs[0]["stringData"]["apiKey"] = "sk-in-file"
     path.write_text(scaffold.dump_documents(docs))
-    plan = plan_agent_yaml(
-        path,
-        agent_name=None,
-        upstreams=Upstreams(),
-        keep_auth=False,
-        port=18080,
-        audit_key="k",
-        env={"OPENAI_API_KEY": "sk-from-env"},
-    )
+    plan = _plan_with_env_key(path, port=18080)
     assert plan.credentials[plan.config.llm.chain[0].credential_file or ""] == "sk-in-file"
     assert plan.config.auth.anonymous and plan.config.auth.api_keys_file is None
 
@@ -213,15 +210,7 @@ def test_plan_agent_yaml_keeps_the_agents_server_limits(tmp_path: Path) -> None:
     }
     path = tmp_path / "agent.yaml"
     path.write_text(scaffold.dump_documents(docs))
-    plan = plan_agent_yaml(
-        path,
-        agent_name=None,
-        upstreams=Upstreams(),
-        keep_auth=False,
-        port=18081,
-        audit_key="k",
-        env={"OPENAI_API_KEY": "sk-from-env"},
-    )
+    plan = _plan_with_env_key(path, port=18081)
     limits = plan.config.server.limits
     assert (limits.header_timeout, limits.body_timeout) == ("3s", "7s")
     assert (limits.max_header_bytes, limits.max_connections) == (4096, 12)
