@@ -139,15 +139,28 @@ def test_provider_secret_edited_by_hand_is_restored(
     wait_for(lambda: secret_value(k8s, namespace, "sentient-provider-p") == "sk-e2e-restore", "restored")
 
 
-def test_fingerprint_key_is_created_once_under_a_race(k8s: Any, namespace: str) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def test_fingerprint_key_is_created_once_under_a_race(
+    cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
 
-    from kubernetes import client as kc
-
+    from sentient_operator import kube
     from sentient_operator.credentials.fingerprint import load_or_create_key
 
-    core = kc.CoreV1Api(k8s)
-    with ThreadPoolExecutor(4) as pool:
-        keys = list(pool.map(lambda _: load_or_create_key(core, namespace), range(4)))
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    kube.configure(kube.login())
+
+    async def race() -> tuple[list[bytes], bytes]:
+        # Four replicas at once: all four read "not found" before any of them creates the Secret.
+        try:
+            keys = await asyncio.gather(*(load_or_create_key(namespace) for _ in range(4)))
+            return list(keys), await load_or_create_key(namespace)
+        finally:
+            await kube.close()
+
+    try:
+        keys, again = asyncio.run(race())
+    finally:
+        kube.configure(None)
     assert len(set(keys)) == 1 and len(keys[0]) == 32
-    assert load_or_create_key(core, namespace) == keys[0]
+    assert again == keys[0]

@@ -24,14 +24,14 @@ from sentient_operator.settings import Settings
 
 
 @pytest.fixture
-def api(cluster: Any) -> Iterator[None]:
-    """The operator's process-wide API client, pointed at the test cluster."""
-    kube.set_client(None)
-    kube.load_client(str(cluster.kubeconfig))
+def api(cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The operator's process-wide API connection, pointed at the test cluster."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    kube.configure(kube.login())
     try:
         yield
     finally:
-        kube.set_client(None)
+        kube.configure(None)
 
 
 def _body(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -53,6 +53,12 @@ def test_drift_check_repairs_a_child_the_index_still_holds(
     cache.children = {"service": services}  # type: ignore[dict-item]
 
     async def scenario() -> None:
+        try:
+            await steps()
+        finally:
+            await kube.close()
+
+    async def steps() -> None:
         # First reconcile: the children are created (the API-key Secret is read on demand).
         assert await context.agents.reconcile(namespace, "helper") is None
         service = _body(cluster, "service", "helper", namespace)

@@ -1,16 +1,18 @@
 """Thin asynchronous access to the Kubernetes API for the operator.
 
-Everything goes through one ``kubernetes.client.ApiClient`` with raw
-``call_api`` requests returning plain dicts: the operator builds manifests as
-dicts (see :mod:`sentient_operator.build`) and applies them with server-side
-apply under the field manager ``sentient-operator``. The kubernetes client is
-blocking, so every call runs in a worker thread (``asyncio.to_thread``) and
-never stalls kopf's event loop.
+Every request goes through one ``aiohttp`` session on the operator's event loop, as kopf's own
+requests do, with raw paths and plain dicts: the operator builds manifests as dicts (see
+:mod:`sentient_operator.build`) and applies them with server-side apply under the field manager
+``sentient-operator``. The connection (server, CA, client certificate or token) comes from the
+same login kopf uses (:func:`login`: the pod's service account, else the kubeconfig), so the
+operator needs no Kubernetes client library: that saves a worker thread per request and the
+35 MB that ``kubernetes``' generated models take in memory.
 
 Public API (stable; other parts of the operator rely on it):
 
 - :func:`apply` — server-side apply of a whole object, returns the live object;
 - :func:`get`, :func:`list_objects`, :func:`delete`, :func:`patch_status`;
+- :func:`call` (async) and :func:`call_blocking` (from a worker thread) — one raw request;
 - :func:`emit_event` — a core/v1 Event on an object (never pass secret values);
 - :class:`Discovery` / :data:`discovery` — whether an API (e.g. ServiceMonitor) is served.
 """
@@ -22,14 +24,13 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes
-import urllib3
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 from sentient_operator.conditions import now_rfc3339
 
@@ -45,6 +46,10 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 30.0
 #: Status of a KubeError for a request that got no HTTP answer (refused, reset, timed out).
 UNREACHABLE = 0
+#: Connections kept open to the apiserver (the reconcile workers and the credential syncs share them).
+MAX_CONNECTIONS = 16
+#: A mounted service-account token is rotated by the kubelet: log in again at least this often.
+RELOGIN_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -106,38 +111,129 @@ class KubeError(Exception):
         return self.status == 409
 
 
-_client_lock = threading.Lock()
-_client: ApiClient | None = None
+# --------------------------------------------------------------------------- connection
 
 
-def load_client(kubeconfig: str | None = None) -> ApiClient:
-    """The process-wide API client: in-cluster config when in a pod, else ``KUBECONFIG``."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            configuration = kubernetes.client.Configuration()
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-            _client = ApiClient(configuration)
-            _client.user_agent = FIELD_MANAGER
-        return _client
+def login() -> kopf.ConnectionInfo:
+    """Where the apiserver is and how to authenticate: the pod's service account, else the kubeconfig
+    (``KUBECONFIG`` or ``~/.kube/config``). The operator's kopf login handler returns the same."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service-account token and no kubeconfig (set KUBECONFIG)")
+    return info
 
 
-def set_client(client: ApiClient | None) -> None:
-    """Replace the process-wide client (tests and tools that already hold one)."""
-    global _client
-    with _client_lock:
-        _client = client
+class _Session:
+    """An aiohttp session bound to one event loop, with the connection it was made for."""
+
+    def __init__(self, info: kopf.ConnectionInfo, loop: asyncio.AbstractEventLoop) -> None:
+        self.info = info
+        self.loop = loop
+        self.made = time.monotonic()
+        headers = {"Accept": "application/json", "User-Agent": FIELD_MANAGER, **info.as_http_headers()}
+        ssl_context = info.as_ssl_context() if info.server.startswith("https") else False
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=ssl_context),
+            headers=headers,
+            trust_env=info.trust_env,
+        )
+
+    @property
+    def stale(self) -> bool:
+        """Time to read the token again (the kubelet rotates a mounted one)."""
+        return time.monotonic() - self.made > RELOGIN_SECONDS
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self.http.close()
 
 
-def _error(exc: ApiException) -> KubeError:
-    status = int(exc.status or 0)
-    reason = str(exc.reason or "")
+class _Connections:
+    """The process-wide session on the operator's loop; calls from any other loop get their own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._info: kopf.ConnectionInfo | None = None
+        self._fixed = False
+        self.home: _Session | None = None
+
+    def configure(self, info: kopf.ConnectionInfo | None) -> None:
+        """Use ``info`` from now on (``None``: log in again on the next request)."""
+        with self._lock:
+            self._info, self._fixed = info, info is not None
+            self.home = None
+
+    def info(self, *, fresh: bool = False) -> kopf.ConnectionInfo:
+        """The connection, logging in on first use (and again when ``fresh``)."""
+        with self._lock:
+            if self._info is None or (fresh and not self._fixed):
+                self._info = login()
+            return self._info
+
+    async def session(self) -> tuple[_Session, bool]:
+        """The session for the running loop and whether it is shared (``False``: close it after use)."""
+        loop = asyncio.get_running_loop()
+        home = self.home
+        if home is not None and home.loop is loop:
+            if self._fixed or not home.stale:
+                return home, True
+            self.home = _Session(self.info(fresh=True), loop)
+            _close_later(home)
+            return self.home, True
+        if home is None or home.loop.is_closed():
+            self.home = _Session(self.info(), loop)
+            return self.home, True
+        return _Session(self.info(), loop), False
+
+    def reset(self, session: _Session) -> None:
+        """The apiserver refused the credentials: log in again before the next request."""
+        if self.home is session:
+            self.home = None
+            _close_later(session)
+        self.info(fresh=True)
+
+    def home_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop of the shared session, while it runs."""
+        home = self.home
+        return home.loop if home is not None and home.loop.is_running() else None
+
+    async def close(self) -> None:
+        """Close the shared session (operator shutdown)."""
+        home, self.home = self.home, None
+        if home is not None and home.loop is asyncio.get_running_loop():
+            await home.close()
+
+
+def _close_later(session: _Session) -> None:
+    # Requests still running on the replaced session finish first (each is bounded in time).
+    session.loop.call_later(
+        DEFAULT_TIMEOUT + CONNECT_TIMEOUT, lambda: session.loop.create_task(session.close())
+    )
+
+
+_connections = _Connections()
+
+
+def configure(info: kopf.ConnectionInfo | None) -> None:
+    """Point every request at ``info`` (tests, tools); ``None`` logs in again from the environment."""
+    _connections.configure(info)
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """The connection the operator uses (for kopf's login handler)."""
+    return _connections.info()
+
+
+async def close() -> None:
+    """Close the shared connections (at operator shutdown)."""
+    await _connections.close()
+
+
+def _error(status: int, reason: str, data: bytes) -> KubeError:
     message = reason
     try:
-        payload = json.loads(exc.body or "{}")
+        payload = json.loads(data or b"{}")
         message = str(payload.get("message") or reason)
         reason = str(payload.get("reason") or reason)
     except (ValueError, TypeError, AttributeError):
@@ -145,52 +241,32 @@ def _error(exc: ApiException) -> KubeError:
     return KubeError(status, reason, message)
 
 
-def _call_sync(
+async def _send(
+    session: _Session,
     method: str,
     path: str,
-    *,
-    body: Any = None,
-    query: list[tuple[str, Any]] | None = None,
-    content_type: str | None = None,
-    client: ApiClient | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> dict[str, Any]:
-    api = client or load_client()
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
+    body: Any,
+    query: list[tuple[str, Any]] | None,
+    content_type: str | None,
+    seconds: float,
+) -> tuple[int, str, bytes]:
+    headers = {"Content-Type": content_type or "application/json"} if body is not None else None
+    data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
     try:
-        method_, url, header_params, body_, post_params = api.param_serialize(
+        async with session.http.request(
             method,
-            path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(
-            method_,
-            url,
-            header_params=header_params,
-            body=body_,
-            post_params=post_params,
-            _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-        )
-        data = response.read()
-        status = int(response.status)
-    except ApiException as exc:
-        raise _error(exc) from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        # Refused, reset, timed out, retries exhausted (MaxRetryError): one error type for callers.
+            session.info.server.rstrip("/") + path,
+            params=[(k, str(v)) for k, v in query or []],
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=min(CONNECT_TIMEOUT, seconds)),
+        ) as response:
+            return response.status, response.reason or "", await response.read()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        # Refused, reset, timed out, TLS failure: one error type for callers, no URL or body in it.
         raise KubeError(
             UNREACHABLE, "Unreachable", f"the apiserver did not answer ({type(exc).__name__})"
         ) from None
-    if not 200 <= status <= 299:
-        raise _error(ApiException(status=status, reason=response.reason, body=data))
-    if not data:
-        return {}
-    result: dict[str, Any] = json.loads(data)
-    return result
 
 
 async def call(
@@ -202,20 +278,59 @@ async def call(
     content_type: str | None = None,
     request_timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """One raw API request in a worker thread; JSON in, dict out; :class:`KubeError` on failure.
+    """One raw API request; JSON in, dict out; :class:`KubeError` on failure.
 
     ``request_timeout`` bounds the connection and the wait for an answer, in seconds; no answer in time
-    is a :class:`KubeError` with ``unreachable`` set, as is a refused or reset connection.
+    is a :class:`KubeError` with ``unreachable`` set, as is a refused or reset connection. A 401 logs
+    in again once (a rotated service-account token) and repeats the request.
     """
-    return await asyncio.to_thread(
-        _call_sync,
-        method,
-        path,
-        body=body,
-        query=query,
-        content_type=content_type,
-        timeout=request_timeout,
+    for attempt in (1, 2):
+        session, shared = await _connections.session()
+        try:
+            status, reason, data = await _send(
+                session, method, path, body, query, content_type, request_timeout
+            )
+        finally:
+            if not shared:
+                await session.close()
+        if status == 401 and attempt == 1:
+            _connections.reset(session)
+            continue
+        if not 200 <= status <= 299:
+            raise _error(status, reason, data)
+        if not data:
+            return {}
+        result: dict[str, Any] = json.loads(data)
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def call_blocking(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    query: list[tuple[str, Any]] | None = None,
+    content_type: str | None = None,
+    request_timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """:func:`call` from a worker thread (credential sources are blocking code run in threads).
+
+    Runs on the operator's loop when it is up (its connections are reused), else on a loop of its
+    own. Never call it on a running event loop's thread.
+    """
+    coro = call(
+        method, path, body=body, query=query, content_type=content_type, request_timeout=request_timeout
     )
+    loop = _connections.home_loop()
+    if loop is not None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(request_timeout + CONNECT_TIMEOUT)
+    return asyncio.run(coro)
 
 
 def _group_path(api_version: str) -> str:

@@ -36,8 +36,7 @@ def configure_logging(settings: Settings) -> None:
     fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=settings.log_level == "DEBUG", log_format=fmt, log_refkey="object")
     logging.getLogger().setLevel(settings.log_level)
-    # The kubernetes client logs request bodies at DEBUG: never let Secret data reach the logs.
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # hvac and boto talk through urllib3, which logs request lines at DEBUG: keep them out.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if settings.log_level != "DEBUG":
         # kopf reports every event handler call at INFO; our handlers only enqueue, so that is noise.
@@ -250,6 +249,7 @@ async def run(settings: Settings) -> int:
         return 0
     finally:
         await runner.cleanup()
+        await kube.close()
 
 
 def _parse_args(argv: list[str]) -> None:

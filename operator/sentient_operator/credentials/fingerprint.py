@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from typing import Any
+
+from .. import kube
 
 FINGERPRINT_KEY_SECRET = "sentient-operator-fingerprint-key"  # noqa: S105 - a name
 FINGERPRINT_KEY_DATA_KEY = "key"
@@ -52,52 +53,40 @@ def same_fingerprint(a: str | None, b: str | None) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-# (connect, read) seconds: no call to the apiserver waits forever.
-_TIMEOUT = (5, 30)
-
-
-def load_or_create_key(core_v1: Any, namespace: str) -> bytes:
+async def load_or_create_key(namespace: str) -> bytes:
     """The fingerprint key from Secret ``sentient-operator-fingerprint-key`` in ``namespace``.
 
     Creates the Secret with a random key when it does not exist. When two operator replicas
     race to create it, the loser reads the winner's key, so both fingerprint alike.
-    ``core_v1`` is a ``kubernetes.client.CoreV1Api``.
     """
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
     for _ in range(3):
-        try:
-            secret = core_v1.read_namespaced_secret(
-                FINGERPRINT_KEY_SECRET, namespace, _request_timeout=_TIMEOUT
-            )
-            raw = (secret.data or {}).get(FINGERPRINT_KEY_DATA_KEY)
-            if raw:
-                key = base64.b64decode(raw)
-                if len(key) >= 16:
-                    return key
+        secret = await kube.get("v1", "Secret", FINGERPRINT_KEY_SECRET, namespace)
+        if secret is not None:
+            raw = (secret.get("data") or {}).get(FINGERPRINT_KEY_DATA_KEY)
+            key = base64.b64decode(raw) if raw else b""
+            if len(key) >= 16:
+                return key
             raise RuntimeError(
                 f"Secret {namespace}/{FINGERPRINT_KEY_SECRET} has no usable {FINGERPRINT_KEY_DATA_KEY!r} "
                 "(at least 16 bytes); delete it to have a new key made"
             )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        body = k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(
-                name=FINGERPRINT_KEY_SECRET,
-                namespace=namespace,
-                labels={
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": FINGERPRINT_KEY_SECRET,
+                "namespace": namespace,
+                "labels": {
                     "app.kubernetes.io/managed-by": "sentient-operator",
                     "app.kubernetes.io/component": "fingerprint-key",
                 },
-            ),
-            type="Opaque",
-            data={FINGERPRINT_KEY_DATA_KEY: base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode()},
-        )
+            },
+            "type": "Opaque",
+            "data": {FINGERPRINT_KEY_DATA_KEY: base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode()},
+        }
         try:
-            core_v1.create_namespaced_secret(namespace, body, _request_timeout=_TIMEOUT)
-        except ApiException as exc:
-            if exc.status != 409:  # 409: another replica created it first; read theirs
+            await kube.call("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body)
+        except kube.KubeError as exc:
+            if not exc.conflict:  # 409: another replica created it first; read theirs
                 raise
     raise RuntimeError(f"could not read or create Secret {namespace}/{FINGERPRINT_KEY_SECRET}")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-
+from .. import kube
 from ..api.v1alpha1 import SecretKeyRef
 from .base import (
     CredentialSource,
@@ -21,30 +19,28 @@ from .base import (
 )
 
 
-def kube_secret_reader(api_client: k8s.ApiClient, timeout: float = 10.0) -> SecretReader:
-    """A :data:`SecretReader` over the Kubernetes API.
+def kube_secret_reader(timeout: float = 10.0) -> SecretReader:
+    """A :data:`SecretReader` over the Kubernetes API (blocking: credential sources run in threads).
 
     Returns ``None`` for a missing Secret; maps 401/403 to :class:`PermissionDenied` and
     anything else to :class:`StoreUnreachable`, with messages that carry no response body.
     """
-    core = k8s.CoreV1Api(api_client)
 
     def read(namespace: str, name: str) -> Mapping[str, bytes] | None:
         try:
-            secret = core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status == 404:
+            secret = kube.call_blocking(
+                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", request_timeout=timeout
+            )
+        except kube.KubeError as exc:
+            if exc.not_found:
                 return None
             if exc.status in (401, 403):
                 raise PermissionDenied(
                     f"the operator may not read Secret {namespace}/{name} (HTTP {exc.status})"
                 ) from None
-            raise StoreUnreachable(f"reading Secret {namespace}/{name} failed (HTTP {exc.status})") from None
-        except Exception as exc:  # urllib3 / socket errors: the message may hold the URL only, but stay terse
-            raise StoreUnreachable(
-                f"reading Secret {namespace}/{name} failed ({type(exc).__name__})"
-            ) from None
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            what = f"HTTP {exc.status}" if exc.status else exc.reason
+            raise StoreUnreachable(f"reading Secret {namespace}/{name} failed ({what})") from None
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
     return read
 

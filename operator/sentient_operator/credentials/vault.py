@@ -23,6 +23,7 @@ import hvac
 import hvac.exceptions as hvac_exc
 import requests
 
+from .. import kube
 from ..api.v1alpha1 import VaultSource
 from .base import (
     CredentialError,
@@ -62,33 +63,30 @@ def mounted_token_provider(path: str = MOUNTED_TOKEN_PATH) -> JwtProvider:
 
 
 def token_request_provider(
-    api_client: Any, namespace: str, service_account: str, expiration_seconds: int = 600
+    namespace: str, service_account: str, expiration_seconds: int = 600
 ) -> JwtProvider:
     """A :data:`JwtProvider` that asks the apiserver for a short-lived token (TokenRequest API).
 
     Used when the operator runs outside a pod (or wants an audience other than the mounted token's).
     """
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
-    core = k8s.CoreV1Api(api_client)
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
 
     def provide(audience: str | None) -> str:
-        spec = k8s.V1TokenRequestSpec(
-            audiences=[audience] if audience else [],  # empty: the apiserver's default audiences
-            expiration_seconds=expiration_seconds,
-        )
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            # No audiences: the apiserver's default ones.
+            "spec": {"audiences": [audience] if audience else [], "expirationSeconds": expiration_seconds},
+        }
         try:
-            resp = core.create_namespaced_service_account_token(
-                service_account, namespace, k8s.AuthenticationV1TokenRequest(spec=spec), _request_timeout=10
-            )
-        except ApiException as exc:
+            resp = kube.call_blocking("POST", path, body=request, request_timeout=10)
+        except kube.KubeError as exc:
+            if exc.unreachable:
+                raise StoreUnreachable(f"TokenRequest failed ({exc.reason})") from None
             raise PermissionDenied(
                 f"TokenRequest for service account {namespace}/{service_account} failed (HTTP {exc.status})"
             ) from None
-        except Exception as exc:
-            raise StoreUnreachable(f"TokenRequest failed ({type(exc).__name__})") from None
-        token = resp.status.token if resp.status is not None else None
+        token = (resp.get("status") or {}).get("token")
         if not token:
             raise PermissionDenied("TokenRequest returned no token")
         return str(token)
@@ -120,7 +118,7 @@ def _service_account_identity() -> tuple[str, str]:
     return default_ns, "sentient-operator"
 
 
-def default_jwt_provider(api_client: Any | None = None) -> JwtProvider:
+def default_jwt_provider(token_request: bool = True) -> JwtProvider:
     """The operator's own service-account token for Vault's kubernetes auth.
 
     The kubelet-mounted token when the operator runs in a pod and the role needs no particular
@@ -132,10 +130,10 @@ def default_jwt_provider(api_client: Any | None = None) -> JwtProvider:
     def provide(audience: str | None) -> str:
         if audience is None and Path(MOUNTED_TOKEN_PATH).exists():
             return mounted(None)
-        if api_client is None:
-            raise PermissionDenied("no service-account token: not in a pod and no API client")
+        if not token_request:
+            raise PermissionDenied("no service-account token: not in a pod and TokenRequest is off")
         namespace, name = _service_account_identity()
-        return token_request_provider(api_client, namespace, name)(audience)
+        return token_request_provider(namespace, name)(audience)
 
     return provide
 

@@ -1,4 +1,4 @@
-"""kopf start-up and clean-up: bind the indexes, start and stop the reconcile workers."""
+"""kopf log-in, start-up and clean-up: one connection, bind the indexes, start and stop the reconcile workers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from typing import Any
 
 import kopf
 
+from sentient_operator import kube
 from sentient_operator.reconcile.context import context_of
+
+
+@kopf.on.login()
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    # kopf's watches use the connection the operator's own requests use, whichever client
+    # libraries happen to be installed (kopf's default login depends on that).
+    return kube.connection_info()
 
 
 @kopf.on.startup()

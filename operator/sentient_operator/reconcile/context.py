@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sentient_operator import kube
+from sentient_operator.credentials.fingerprint import load_or_create_key
 from sentient_operator.leader import missing_namespace
 from sentient_operator.reconcile.agent import AgentReconciler
 from sentient_operator.reconcile.agent_status import KIND as AGENT_KIND
@@ -53,13 +53,7 @@ class FingerprintKey:
         """The key, read from (or written to) its Secret in the operator's namespace on first use."""
         async with self._lock:
             if self._key is None:
-                from kubernetes.client import CoreV1Api
-
-                from sentient_operator.credentials.fingerprint import load_or_create_key
-
-                self._key = await asyncio.to_thread(
-                    load_or_create_key, CoreV1Api(kube.load_client()), self.namespace
-                )
+                self._key = await load_or_create_key(self.namespace)
             return self._key
 
 

@@ -87,9 +87,8 @@ class ProviderReconciler:
         self._rng = random.Random()  # noqa: S311 - jitter
 
     def syncer(self) -> ProviderSyncer:
-        """The syncer, built on first use (needs the API client)."""
+        """The syncer, built on first use."""
         if self._syncer is None:
-            api = kube.load_client()
 
             async def get_secret(namespace: str, name: str) -> dict[str, Any] | None:
                 return await kube.get("v1", "Secret", name, namespace)
@@ -106,11 +105,11 @@ class ProviderReconciler:
 
             self._syncer = ProviderSyncer(
                 fetcher=self.fetcher,
-                reader=kube_secret_reader(api),
+                reader=kube_secret_reader(),
                 apply=apply,
                 get_secret=get_secret,
                 fingerprint_key=self._fingerprint_key,
-                jwt_provider=default_jwt_provider(api),
+                jwt_provider=default_jwt_provider(),
                 source_options=self.settings.source_options(),
             )
         return self._syncer
