@@ -1135,6 +1135,11 @@ def load_config(path: Path | None = None) -> RuntimeConfig:
     return parse_config((path or config_path()).read_text())
 
 
+_SAFE_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_config(config: RuntimeConfig) -> str:
     """The YAML text the operator writes into the ConfigMap."""
-    return yaml.safe_dump(config.to_wire(), sort_keys=True)
+    # libyaml's emitter when PyYAML has it (its wheels do): the same text, 7x faster than the
+    # pure-Python one, which was the largest single cost of an agent's reconcile.
+    return yaml.dump(config.to_wire(), Dumper=_SAFE_DUMPER, sort_keys=True)

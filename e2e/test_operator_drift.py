@@ -20,6 +20,7 @@ from e2e.agents import agent, callers, keyless_provider
 from e2e.resources import apply, get
 from sentient_operator import kube
 from sentient_operator.reconcile.context import OperatorContext
+from sentient_operator.reconcile.snapshot import Snapshot
 from sentient_operator.settings import Settings
 
 
@@ -47,9 +48,10 @@ def test_drift_check_repairs_a_child_the_index_still_holds(
     context = OperatorContext(Settings(operator_namespace=namespace, leader_election=False))
     cache = context.cache
     # kopf's indexes map a key to a store of values; a dict of lists reads the same.
-    cache.agents = {(namespace, "helper"): [_body(cluster, "sentientagent", "helper", namespace)]}  # type: ignore[assignment]
-    cache.providers = {(namespace, "fake"): [_body(cluster, "llmprovider", "fake", namespace)]}  # type: ignore[assignment]
-    services: dict[Any, list[dict[str, Any]]] = {}
+    agent_body = Snapshot(_body(cluster, "sentientagent", "helper", namespace))
+    cache.agents = {(namespace, "helper"): [agent_body]}  # type: ignore[assignment]
+    cache.providers = {(namespace, "fake"): [Snapshot(_body(cluster, "llmprovider", "fake", namespace))]}  # type: ignore[assignment]
+    services: dict[Any, list[Snapshot]] = {}
     cache.children = {"service": services}  # type: ignore[dict-item]
 
     async def scenario() -> None:
@@ -64,7 +66,7 @@ def test_drift_check_repairs_a_child_the_index_still_holds(
         service = _body(cluster, "service", "helper", namespace)
         # The watch delivers the Service into the index, then the Service is deleted and the
         # watch (re-listing after a gap) never says so.
-        services[("Service", namespace, "helper")] = [service]
+        services[("Service", namespace, "helper")] = [Snapshot(service)]
         context.children.seen("Service", namespace, "helper")
         cluster.kubectl("delete", "service", "helper", "-n", namespace)
         assert get(cluster, "service", "helper", namespace) is None
@@ -84,10 +86,10 @@ def test_drift_check_repairs_a_child_the_index_still_holds(
         assert restored["metadata"]["uid"] != service["metadata"]["uid"]
 
         # Nothing drifted since: the Service the API lists is the one held, and is left alone.
-        services[("Service", namespace, "helper")] = [restored]
+        services[("Service", namespace, "helper")] = [Snapshot(restored)]
         context.children.seen("Service", namespace, "helper")
         await context.drift.run_once()
-        assert context.children.live("Service", namespace, "helper") == restored
+        assert context.children.live("Service", namespace, "helper") == Snapshot(restored).load()
         await context.agents.reconcile(namespace, "helper")
         after = _body(cluster, "service", "helper", namespace)
         assert after["metadata"]["resourceVersion"] == restored["metadata"]["resourceVersion"]

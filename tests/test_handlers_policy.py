@@ -10,13 +10,14 @@ import pytest
 
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.policy import agents_using, policy_references, policy_status
+from sentient_operator.reconcile.snapshot import Snapshot
 
 cache = ClusterCache()
 
 
 @pytest.fixture
-def view() -> Iterator[dict[str, dict[Any, list[dict[str, Any]]]]]:
-    stores: dict[str, dict[Any, list[dict[str, Any]]]] = {"agents": {}, "policies": {}}
+def view() -> Iterator[dict[str, dict[Any, list[Snapshot]]]]:
+    stores: dict[str, dict[Any, list[Snapshot]]] = {"agents": {}, "policies": {}}
     # kopf indexes map keys to stores of values; dicts of lists behave alike for the cache.
     cache.agents, cache.policies = stores["agents"], stores["policies"]  # type: ignore[assignment]
     try:
@@ -32,10 +33,12 @@ def policy(backend: dict[str, Any] | None = None, generation: int = 3) -> dict[s
     return {"metadata": {"name": "std", "namespace": "team", "generation": generation}, "spec": spec}
 
 
-def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
-    view["agents"][("team", "a")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
-    view["agents"][("other", "b")] = [{"spec": {"rateLimitPolicyRef": {"name": "std", "namespace": "team"}}}]
-    view["agents"][("other", "c")] = [{"spec": {"rateLimitPolicyRef": {"name": "std"}}}]
+def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[Snapshot]]]) -> None:
+    view["agents"][("team", "a")] = [Snapshot({"spec": {"rateLimitPolicyRef": {"name": "std"}}})]
+    view["agents"][("other", "b")] = [
+        Snapshot({"spec": {"rateLimitPolicyRef": {"name": "std", "namespace": "team"}}})
+    ]
+    view["agents"][("other", "c")] = [Snapshot({"spec": {"rateLimitPolicyRef": {"name": "std"}}})]
     assert agents_using(cache, "team", "std") == 2
     status = policy_status(cache, policy())
     assert status["agents"] == 2 and status["observedGeneration"] == 3

@@ -14,7 +14,7 @@ from sentient_operator import kube
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
 from sentient_operator.build.common import AGENT_LABEL, MANAGED_BY
 from sentient_operator.reconcile.context import context_of
-from sentient_operator.reconcile.referenced import slim
+from sentient_operator.reconcile.snapshot import Snapshot
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_KINDS = {
@@ -28,9 +28,9 @@ CHILD_KINDS = {
 COALESCE = 0.2
 
 
-def _copy(body: kopf.Body) -> dict[str, Any]:
-    # Indexes hold copies (kopf reuses its bodies), without managedFields: nothing reads them.
-    return slim(body)
+def _copy(body: kopf.Body) -> Snapshot:
+    # Indexes hold compact copies (kopf reuses its bodies), read through ClusterCache.
+    return Snapshot(body)
 
 
 # --------------------------------------------------------------------------- indexes

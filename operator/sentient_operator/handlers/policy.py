@@ -8,13 +8,13 @@ import kopf
 
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
 from sentient_operator.reconcile.context import context_of
-from sentient_operator.reconcile.referenced import slim
+from sentient_operator.reconcile.snapshot import Snapshot
 
 
 @kopf.index(GROUP, VERSION, "ratelimitpolicies")
 def sentient_policies_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """RateLimitPolicies by (namespace, name)."""
-    return {(namespace, name): slim(body)}
+    return {(namespace, name): Snapshot(body)}
 
 
 @kopf.on.event(GROUP, VERSION, "ratelimitpolicies", id="policy")

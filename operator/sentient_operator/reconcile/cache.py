@@ -17,19 +17,20 @@ from typing import Any
 import kopf
 
 from sentient_operator.reconcile.referenced import ReferencedObjects
+from sentient_operator.reconcile.snapshot import Snapshot
 
 Key = tuple[str, str]
 ChildKey = tuple[str, str, str]
 
 
-def _first(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
+def _first(index: kopf.Index[Any, Snapshot] | None, key: Any) -> dict[str, Any] | None:
     if index is None:
         return None
     store = index.get(key)
     if store is None:
         return None
     for value in store:
-        return value
+        return value.load()
     return None
 
 
@@ -57,12 +58,12 @@ class ClusterCache:
     def __init__(self, referenced: Callable[[str, str, str], bool] | None = None) -> None:
         """``referenced(kind, namespace, name)``: whether an agent or policy references an object."""
         refs = referenced or (lambda kind, namespace, name: False)
-        self.agents: kopf.Index[Key, dict[str, Any]] | None = None
-        self.providers: kopf.Index[Key, dict[str, Any]] | None = None
-        self.policies: kopf.Index[Key, dict[str, Any]] | None = None
+        self.agents: kopf.Index[Key, Snapshot] | None = None
+        self.providers: kopf.Index[Key, Snapshot] | None = None
+        self.policies: kopf.Index[Key, Snapshot] | None = None
         self.secrets = ReferencedObjects("Secret", lambda ns, name: refs("Secret", ns, name))
         self.config_maps = ReferencedObjects("ConfigMap", lambda ns, name: refs("ConfigMap", ns, name))
-        self.children: dict[str, kopf.Index[ChildKey, dict[str, Any]]] = {}
+        self.children: dict[str, kopf.Index[ChildKey, Snapshot]] = {}
 
     def bind(self, **indexes: Any) -> None:
         """Attach the kopf indexes (called from the startup handler with kopf's kwargs)."""
@@ -79,8 +80,7 @@ class ClusterCache:
 
     def agent(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A SentientAgent body."""
-        value: dict[str, Any] | None = _first(self.agents, (namespace, name))
-        return value
+        return _first(self.agents, (namespace, name))
 
     def agent_keys(self) -> Iterator[Key]:
         """Keys of every SentientAgent seen."""
@@ -89,13 +89,11 @@ class ClusterCache:
 
     def provider(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An LLMProvider body."""
-        value: dict[str, Any] | None = _first(self.providers, (namespace, name))
-        return value
+        return _first(self.providers, (namespace, name))
 
     def policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A RateLimitPolicy body."""
-        value: dict[str, Any] | None = _first(self.policies, (namespace, name))
-        return value
+        return _first(self.policies, (namespace, name))
 
     def secret_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Secret body (data still base64-encoded)."""
@@ -121,8 +119,7 @@ class ClusterCache:
             return self.secret_object(namespace, name)
         if kind == "ConfigMap":
             return self.config_map_object(namespace, name)
-        value: dict[str, Any] | None = _first(self.children.get(kind.lower()), (kind, namespace, name))
-        return value
+        return _first(self.children.get(kind.lower()), (kind, namespace, name))
 
     def objects(self, kind: str) -> ReferencedObjects | None:
         """The store of referenced objects of ``kind`` (Secret, ConfigMap), if it has one."""

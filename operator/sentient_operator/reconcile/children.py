@@ -15,6 +15,7 @@ from typing import Any
 from sentient_operator import kube, metrics
 from sentient_operator.build.common import AGENT_LABEL, DESIRED_HASH_ANNOTATION
 from sentient_operator.reconcile.cache import ClusterCache
+from sentient_operator.reconcile.snapshot import Snapshot, resource_version_of
 
 log = logging.getLogger("sentient_operator.agent")
 
@@ -32,14 +33,6 @@ def contains(live: Any, desired: Any) -> bool:
             and all(contains(a, b) for a, b in zip(live, desired, strict=True))
         )
     return bool(live == desired)
-
-
-def resource_version(obj: dict[str, Any] | None) -> int:
-    """An object's resourceVersion as a number (0 when absent or not numeric)."""
-    try:
-        return int((obj or {}).get("metadata", {}).get("resourceVersion", "0"))
-    except ValueError:
-        return 0
 
 
 class ChildMemo:
@@ -86,9 +79,9 @@ class ChildApplier:
         self.cache = cache
         self.memo = ChildMemo()
         # Newest object returned by our own writes, until the watch delivers it into the index.
-        self._fresh: dict[ChildKey, dict[str, Any]] = {}
+        self._fresh: dict[ChildKey, Snapshot] = {}
         # The API's answer where a drift check found the index wrong, until the next watch event.
-        self._corrected: dict[ChildKey, dict[str, Any] | None] = {}
+        self._corrected: dict[ChildKey, Snapshot | None] = {}
         # Which children each agent has had applied, so that its memories go with it.
         self._by_agent: dict[tuple[str, str], set[ChildKey]] = {}
 
@@ -115,19 +108,20 @@ class ChildApplier:
     def correct(self, kind: str, namespace: str, name: str, actual: dict[str, Any] | None) -> None:
         """The API says the child is ``actual`` (None: gone), whatever the index holds."""
         self._fresh.pop((kind, namespace, name), None)
-        self._corrected[(kind, namespace, name)] = actual
+        self._corrected[(kind, namespace, name)] = None if actual is None else Snapshot(actual)
 
     def live(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The freshest known state of a child: the index, our own newer write, or a drift correction."""
         key = (kind, namespace, name)
         if key in self._corrected and key not in self._fresh:
-            return self._corrected[key]
+            corrected = self._corrected[key]
+            return None if corrected is None else corrected.load()
         indexed = self.cache.child(kind, namespace, name)
-        fresh = self._fresh.get((kind, namespace, name))
-        if fresh is not None and (indexed is None or resource_version(fresh) > resource_version(indexed)):
-            return fresh
+        fresh = self._fresh.get(key)
+        if fresh is not None and (indexed is None or fresh.resource_version > resource_version_of(indexed)):
+            return fresh.load()
         if fresh is not None:
-            self._fresh.pop((kind, namespace, name), None)
+            self._fresh.pop(key, None)
         return indexed
 
     async def ensure(self, desired: dict[str, Any]) -> bool:
@@ -145,7 +139,7 @@ class ChildApplier:
         metrics.WRITES.labels("apply", kind).inc()
         log.info("applied %s %s/%s (%s)", kind, namespace, name, "created" if live is None else "updated")
         self.memo.remember(kind, namespace, name, desired_hash, result)
-        self._fresh[(kind, namespace, name)] = result
+        self._fresh[(kind, namespace, name)] = Snapshot(result)
         self._corrected.pop((kind, namespace, name), None)
         agent = (meta.get("labels") or {}).get(AGENT_LABEL)
         if agent:

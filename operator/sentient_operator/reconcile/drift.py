@@ -27,8 +27,9 @@ from sentient_operator.build.common import (
     credentials_secret_name,
 )
 from sentient_operator.reconcile.cache import ClusterCache
-from sentient_operator.reconcile.children import ChildApplier, resource_version
+from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller
+from sentient_operator.reconcile.snapshot import resource_version_of
 
 log = logging.getLogger("sentient_operator.drift")
 
@@ -91,7 +92,7 @@ class DriftCheck:
                 if (
                     believed is not None
                     and actual is not None
-                    and resource_version(believed) >= resource_version(actual)
+                    and resource_version_of(believed) >= resource_version_of(actual)
                 ):
                     continue  # the same object (or our newer write), as far as anyone can tell
                 owner = ((actual or believed or {}).get("metadata", {}).get("labels") or {}).get(AGENT_LABEL)

@@ -1,4 +1,4 @@
-"""Secrets and ConfigMaps the operator needs, and only those.
+r"""Secrets and ConfigMaps the operator needs, and only those.
 
 The operator watches every Secret and ConfigMap of the namespaces it serves (a reference names
 an object, and no label or field selector can select a set of names), but keeps in memory only:
@@ -10,8 +10,8 @@ an object, and no label or field selector can select a set of names), but keeps 
 
 An object that becomes referenced after its watch event went by is read once from the API
 (:meth:`ReferencedObjects.load`) and kept up to date by the watch from then on; an object no
-longer referenced by anyone is dropped. Copies are slim: ``metadata.managedFields``, the largest
-part of most objects, is never kept.
+longer referenced by anyone is dropped. Copies are :class:`~.snapshot.Snapshot`\ s: compact, and without
+``metadata.managedFields``, the largest part of most objects.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from sentient_operator import kube
 from sentient_operator.build.common import MANAGED_BY
+from sentient_operator.reconcile.snapshot import Snapshot, resource_version_of
 
 Key = tuple[str, str]
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -34,13 +35,6 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: copy.deepcopy(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     obj["metadata"] = meta
     return obj
-
-
-def _version(obj: Mapping[str, Any] | None) -> int:
-    try:
-        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", "0"))
-    except ValueError:
-        return 0
 
 
 def managed(labels: Mapping[str, str] | None) -> bool:
@@ -57,7 +51,7 @@ class ReferencedObjects:
     def __init__(self, kind: str, referenced: Callable[[str, str], bool]) -> None:
         self.kind = kind
         self._referenced = referenced
-        self._objects: dict[Key, dict[str, Any]] = {}
+        self._objects: dict[Key, Snapshot] = {}
         # resourceVersion of recent deletions: a read that raced a deletion must not resurrect it.
         self._deleted: dict[Key, int] = {}
 
@@ -65,8 +59,9 @@ class ReferencedObjects:
         return len(self._objects)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, if it is kept."""
-        return self._objects.get((namespace, name))
+        """The object, if it is kept (a copy)."""
+        snapshot = self._objects.get((namespace, name))
+        return None if snapshot is None else snapshot.load()
 
     def wanted(self, namespace: str, name: str, labels: Mapping[str, str] | None) -> bool:
         """Whether an object with these labels is kept."""
@@ -77,7 +72,7 @@ class ReferencedObjects:
         key = (namespace, name)
         if event_type == "DELETED":
             if self._objects.pop(key, None) is not None or self._referenced(namespace, name):
-                self._deleted[key] = _version(body)
+                self._deleted[key] = resource_version_of(body)
             return
         labels = (body.get("metadata") or {}).get("labels")
         if not self.wanted(namespace, name, labels):
@@ -88,9 +83,10 @@ class ReferencedObjects:
 
     def _store(self, key: Key, body: Mapping[str, Any]) -> None:
         current = self._objects.get(key)
-        if current is not None and _version(current) > _version(body):
+        snapshot = Snapshot(body)
+        if current is not None and current.resource_version > snapshot.resource_version:
             return  # an older copy (a read that raced a watch event) never replaces a newer one
-        self._objects[key] = slim(body)
+        self._objects[key] = snapshot
 
     async def load(self, keys: Iterable[Key]) -> None:
         """Read from the API the referenced objects not kept yet (absent ones are not remembered)."""
@@ -102,16 +98,16 @@ class ReferencedObjects:
             if live is None:
                 continue
             deleted = self._deleted.get(key)
-            if deleted is not None and _version(live) <= deleted:
+            if deleted is not None and resource_version_of(live) <= deleted:
                 continue
             self._store(key, live)
 
     def release(self, namespace: str, name: str) -> None:
         """Nothing references the object any more: drop it unless the operator manages it."""
         key = (namespace, name)
-        obj = self._objects.get(key)
+        snapshot = self._objects.get(key)
         self._deleted.pop(key, None)
-        if obj is not None and not managed((obj.get("metadata") or {}).get("labels")):
+        if snapshot is not None and not managed((snapshot.load().get("metadata") or {}).get("labels")):
             del self._objects[key]
 
     def put(self, body: Mapping[str, Any]) -> None:
