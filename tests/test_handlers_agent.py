@@ -94,6 +94,28 @@ async def test_queue_coalesces_and_serialises_keys() -> None:
     assert len(queue) == 0
 
 
+async def test_queue_hands_out_keys_by_due_time_and_an_earlier_add_wins() -> None:
+    queue: WorkQueue[int] = WorkQueue()
+    for key in range(200):
+        queue.add(key, delay=0.001 * (200 - key))  # the last added is due first
+    queue.add(150, delay=10.0)  # later than scheduled: the earlier schedule stands
+    queue.add(199, delay=10.0)
+    queue.add(5, delay=0.0)  # earlier: moves to the front
+    order = []
+    for _ in range(200):
+        key = await asyncio.wait_for(queue.get(), timeout=5)
+        order.append(key)
+        queue.done(key)
+    assert order[0] == 5 and sorted(order) == list(range(200))
+    rest = order[1:]
+    assert rest == sorted(rest, reverse=True)  # by due time: higher keys were due sooner
+    assert len(queue) == 0
+    queue.add(7, delay=0.05)
+    queue.add(8)
+    assert await asyncio.wait_for(queue.get(), timeout=5) == 8
+    assert await asyncio.wait_for(queue.get(), timeout=5) == 7  # waited for its due time
+
+
 def test_ready_gauges_follow_each_agent_without_a_rebuild() -> None:
     from prometheus_client import REGISTRY
 
