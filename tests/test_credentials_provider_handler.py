@@ -11,6 +11,7 @@ import kopf
 import pytest
 
 from sentient_operator.handlers import provider as handler
+from sentient_operator.handlers import referenced
 from sentient_operator.reconcile.context import MEMO_KEY, OperatorContext
 from sentient_operator.reconcile.provider import FORCE_SYNC_ANNOTATION, KIND
 from sentient_operator.reconcile.queue import WorkQueue
@@ -19,7 +20,7 @@ from sentient_operator.settings import Settings
 NS = "team"
 # kopf's decorators type these as its handler protocols; here they are called as plain functions.
 ON_PROVIDER: Any = handler.on_provider_event
-ON_SECRET: Any = handler.on_secret_event
+ON_SECRET: Any = referenced.on_secret_event
 REFS_INDEX: Any = handler.sentient_provider_secret_refs_idx
 
 

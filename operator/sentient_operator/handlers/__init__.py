@@ -7,6 +7,6 @@ its ``memo``.
 
 from __future__ import annotations
 
-from sentient_operator.handlers import agent, lifecycle, policy, provider
+from sentient_operator.handlers import agent, lifecycle, policy, provider, referenced
 
-__all__ = ["agent", "lifecycle", "policy", "provider"]
+__all__ = ["agent", "lifecycle", "policy", "provider", "referenced"]

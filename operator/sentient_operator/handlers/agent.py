@@ -108,42 +108,6 @@ def on_provider_event(namespace: str | None, name: str, memo: kopf.Memo, **_: An
         context_of(memo).controller.enqueue_referrers(("LLMProvider", namespace, name), COALESCE)
 
 
-def on_referenced_event(
-    kind: str,
-    type: str | None,
-    namespace: str | None,
-    name: str,
-    labels: kopf.Labels,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """A Secret or ConfigMap changed: keep it if needed, re-render the agents that use it (a
-    rotated key, a systemPromptFrom source), restore an agent's own one edited by hand."""
-    if not namespace:
-        return
-    context = context_of(memo)
-    store = context.cache.objects(kind)
-    if store is not None:
-        store.observe(type, namespace, name, body)
-    own_echo = context.children.seen(kind, namespace, name, body, type)
-    context.controller.enqueue_referrers((kind, namespace, name), COALESCE)
-    if not own_echo and labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(AGENT_LABEL):
-        context.controller.enqueue("agent", namespace, labels[AGENT_LABEL], COALESCE)
-
-
-def _referenced_handler(kind: str) -> Any:
-    def handler(**kwargs: Any) -> None:
-        on_referenced_event(kind, **kwargs)
-
-    handler.__name__ = f"on_{kind.lower()}_event"
-    return handler
-
-
-kopf.on.event("", "v1", "secrets", id="agent-secret-ref")(_referenced_handler("Secret"))
-kopf.on.event("", "v1", "configmaps", id="agent-configmap-ref")(_referenced_handler("ConfigMap"))
-
-
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="agent-crds")
 def on_crd_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     """The ServiceMonitor CRD came or went: re-check discovery and every agent."""

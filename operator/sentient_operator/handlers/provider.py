@@ -1,4 +1,5 @@
-"""LLMProvider handlers: route provider and Secret events to the provider reconciler.
+"""LLMProvider handlers: the index of the Secrets providers read, and provider events routed to the
+provider reconciler (Secret events reach it through :mod:`.referenced`).
 
 The work is :class:`sentient_operator.reconcile.provider.ProviderReconciler`.
 """
@@ -38,22 +39,3 @@ def on_provider_event(
         context.providers.provider_event(type, namespace, name, body)
         if type == "DELETED":
             context.agents.forget_provider(f"{namespace}/{name}")
-
-
-@kopf.on.event("", "v1", "secrets", id="provider-secret-ref")
-def on_secret_event(
-    type: str | None,
-    namespace: str | None,
-    name: str,
-    labels: kopf.Labels,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    sentient_provider_secret_refs_idx: kopf.Index[Any, str] | None = None,
-    **_: Any,
-) -> None:
-    """A Secret changed: the providers that read it, or the provider that owns it, hear of it."""
-    if not namespace:
-        return
-    refs = sentient_provider_secret_refs_idx
-    readers = list(refs.get((namespace, name), [])) if refs is not None else []
-    context_of(memo).providers.secret_event(type, namespace, name, labels, body, readers)
