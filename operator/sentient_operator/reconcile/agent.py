@@ -300,8 +300,7 @@ class AgentReconciler:
         wanted, unwanted = build_children(inputs, rendered)
         applied = _Applied(config_hash=config_hash, problems=new_problems)
         try:
-            for obj in wanted:
-                await self.children.ensure(obj)
+            await self.children.ensure_all(wanted)
             for api_version, kind in unwanted:
                 await self.children.remove_unwanted(inputs.namespace, inputs.name, api_version, kind)
         except kube.KubeError as exc:

@@ -8,6 +8,7 @@ it re-send an unchanged object. Both memories are pruned when the child or its a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -145,6 +146,22 @@ class ChildApplier:
         if agent:
             self._by_agent.setdefault((namespace, agent), set()).add((kind, namespace, name))
         return True
+
+    async def ensure_all(self, wanted: list[dict[str, Any]]) -> None:
+        """Apply an agent's children: what its pods mount first, then the workload, each group's
+        objects at once (a reconcile waits for two round trips, not one per child).
+
+        A Deployment goes out only after its ConfigMap and Secret were written, so that its new
+        pods never start on an old config; the first :class:`kube.KubeError` is raised once every
+        write of its group has ended.
+        """
+        first = [obj for obj in wanted if obj["kind"] != "Deployment"]
+        then = [obj for obj in wanted if obj["kind"] == "Deployment"]
+        for group in (first, then):
+            results = await asyncio.gather(*(self.ensure(obj) for obj in group), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def remove_unwanted(self, namespace: str, agent: str, api_version: str, kind: str) -> None:
         """Delete an optional child the agent no longer wants (e.g. its HPA), if it is ours."""
