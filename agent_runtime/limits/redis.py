@@ -34,6 +34,7 @@ from agent_runtime.limits.base import (
     Refusal,
 )
 from agent_runtime.limits.memory import MemoryBackend
+from agent_runtime.limits.resp import LeanConnection, lean_address
 from agent_runtime.metrics import RATE_LIMIT_BACKEND_DEGRADED
 from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarget
 
@@ -96,6 +97,14 @@ class RedisBackend:
         # The load generation that last loaded each script (sha) on every primary.
         self._loaded_at: dict[str, int] = {}
         self._pool: ConnectionPool | None = None
+        # A plain standalone URL: the lean pipelined connection (limits/resp.py); anything else
+        # (Sentinel, URL options) redis-py's pool.
+        address = lean_address(target.url) if target.mode == "standalone" else None
+        self._lean = (
+            LeanConnection(address, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+            if address is not None
+            else None
+        )
         if target.mode == "cluster":
             cluster = target.client(
                 max_connections=max_connections,
@@ -104,7 +113,7 @@ class RedisBackend:
             )
             assert isinstance(cluster, RedisCluster)
             self._cluster = cluster
-        else:
+        elif self._lean is None:
             self._pool = target.connection_pool(
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
@@ -125,8 +134,11 @@ class RedisBackend:
         This is the hot path of every request, so it talks to the connection directly: the
         client's generic command machinery (retries, hooks, instrumentation) costs about as much
         CPU as the round trip itself. A repeated script is harmless: a repeated admission only
-        over-counts, and settle is idempotent.
+        over-counts, and settle is idempotent. On the lean connection the commands of one
+        event-loop step share one write and their replies one read.
         """
+        if self._lean is not None:
+            return await self._lean.execute(*args)
         assert self._pool is not None
         conn = await self._pool.get_connection()  # type: ignore[call-arg]
         try:
@@ -174,6 +186,13 @@ class RedisBackend:
             return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
+        if self._lean is not None:
+            # One pipelined connection: nothing to queue for, no pool to exhaust.
+            try:
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self._command("SCRIPT", "LOAD", source)
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
         async with self._slots:
             if self._cluster is not None:
                 return await self._run_on_cluster(self._cluster, source, sha, keys, args)
@@ -242,6 +261,8 @@ class RedisBackend:
     async def aclose(self) -> None:
         """Close pooled connections."""
         self._master_watch.stop()
+        if self._lean is not None:
+            await self._lean.aclose()
         if self._cluster is not None:
             await self._cluster.aclose()  # type: ignore[attr-defined]  # (types-redis lags redis-py)
         if self._pool is not None:
