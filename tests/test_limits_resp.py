@@ -111,3 +111,32 @@ async def test_a_silent_server_times_out_and_the_next_command_redials(server: Re
         await lean.execute("BLPOP", "lean:never", "1")  # tried twice, 0.2 s each
     assert await lean.execute("PING") == b"PONG"
     await lean.aclose()
+
+
+async def test_a_deferred_command_leaves_with_the_next_one_or_after_its_delay(server: RedisServer) -> None:
+    server.start()
+    client = Redis.from_url(server.url)
+    await client.delete("lean:d", "lean:e", "lean:f")
+    lean = LeanConnection(lean_address(server.url))  # type: ignore[arg-type]
+    assert await lean.execute("PING") == b"PONG"
+    waiting = asyncio.ensure_future(lean.execute("INCR", "lean:d", defer=1.0))
+    await asyncio.sleep(0.05)
+    assert await client.get("lean:d") is None  # still waiting for company
+    assert await lean.execute("GET", "lean:d") == b"1"  # sent first, in order, with this one
+    assert await waiting == 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await lean.execute("INCR", "lean:e", defer=0.05) == 1  # alone: leaves after its delay
+    assert 0.04 <= loop.time() - started < 2.0
+    # Closing writes what is queued: a deferred settle is not lost at shutdown.
+    last = asyncio.ensure_future(lean.execute("INCR", "lean:f", defer=1.0))
+    await asyncio.sleep(0.01)
+    await lean.aclose()
+    with pytest.raises(RedisConnectionError):
+        await last
+    for _ in range(100):
+        if await client.get("lean:f") == b"1":
+            break
+        await asyncio.sleep(0.01)
+    assert await client.get("lean:f") == b"1"
+    await client.aclose()  # type: ignore[attr-defined]

@@ -75,6 +75,12 @@ def lean_address(url: str | None) -> Address | None:
 
 def encode(args: tuple[str | int | bytes, ...]) -> bytes:
     """One command as a RESP array of bulk strings."""
+    if all(type(arg) is not bytes for arg in args):
+        # The usual command (ASCII keys, numbers, hex ids): one text, one encode.
+        texts = [arg if type(arg) is str else str(arg) for arg in args]
+        text = f"*{len(texts)}\r\n" + "".join([f"${len(t)}\r\n{t}\r\n" for t in texts])
+        if text.isascii():
+            return text.encode()
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
@@ -144,6 +150,7 @@ class _Protocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         # (future, when sent) per command awaiting its reply, oldest first.
         self._waiting: deque[tuple[asyncio.Future[object], float]] = deque()
         self._buf = b""
@@ -177,8 +184,13 @@ class _Protocol(asyncio.Protocol):
             return
         self._buf = buf[pos:]
 
-    def send(self, command: bytes) -> asyncio.Future[object]:
-        """Queue ``command``; the future gets its reply (or the connection's failure)."""
+    def send(self, command: bytes, defer: float = 0.0) -> asyncio.Future[object]:
+        """Queue ``command``; the future gets its reply (or the connection's failure).
+
+        Queued commands leave at the end of the event-loop step; a command sent with
+        ``defer`` (seconds) may wait that long for company, and leaves at once with the next
+        command that does not wait. Order is kept either way.
+        """
         if self.closed:
             raise RedisConnectionError("Redis connection closed")
         future: asyncio.Future[object] = self._loop.create_future()
@@ -190,14 +202,21 @@ class _Protocol(asyncio.Protocol):
         self._out_size += len(command)
         if self._out_size >= _FLUSH_AT:
             self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+        elif not defer:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)
+        elif self._flush_timer is None and not self._flush_scheduled:
+            # Within the reply timeout, which counts from here.
+            self._flush_timer = self._loop.call_at(now + min(defer, self._timeout / 4), self.flush)
         return future
 
     def flush(self) -> None:
         """Write every queued command in one call."""
         self._flush_scheduled = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if not self._out or self.transport is None or self.closed:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
@@ -218,6 +237,9 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -231,7 +253,12 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
     def close(self) -> None:
-        """Close the connection; commands still waiting fail with ``ConnectionError``."""
+        """Close the connection; commands still waiting fail with ``ConnectionError``.
+
+        Queued commands are written first (the transport sends them before it closes), so
+        that deferred settles are not lost at shutdown.
+        """
+        self.flush()
         self._fail(RedisConnectionError("Redis connection closed"))
 
 
@@ -247,12 +274,17 @@ class LeanConnection:
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._dialling: asyncio.Future[_Protocol] | None = None
+        self._closed = False
 
-    async def execute(self, *args: str | int | bytes) -> object:
-        """Send one command and return its reply; re-dialled once when the connection was lost."""
-        return await self.execute_encoded(encode(args))
+    async def execute(self, *args: str | int | bytes, defer: float = 0.0) -> object:
+        """Send one command and return its reply; re-dialled once when the connection was lost.
 
-    async def execute_encoded(self, command: bytes) -> object:
+        ``defer`` lets the command wait up to that many seconds to share a write (see
+        :meth:`_Protocol.send`); for commands nobody waits on, such as the limiter's settles.
+        """
+        return await self.execute_encoded(encode(args), defer)
+
+    async def execute_encoded(self, command: bytes, defer: float = 0.0) -> object:
         """:meth:`execute` for a command already encoded (see :func:`encode`).
 
         A command whose connection broke before its reply is sent once more on a new
@@ -262,9 +294,11 @@ class LeanConnection:
         for attempt in (0, 1):
             protocol = self._protocol
             if protocol is None or protocol.closed:
+                if self._closed:
+                    raise RedisConnectionError("Redis connection closed")
                 protocol = await self._connect()
             try:
-                return await protocol.send(command)
+                return await protocol.send(command, defer)
             except (RedisConnectionError, RedisTimeoutError):
                 if attempt:
                     raise
@@ -310,7 +344,8 @@ class LeanConnection:
         return protocol
 
     async def aclose(self) -> None:
-        """Close the connection (a later command dials again)."""
+        """Close the connection for good: queued commands are written, waiting callers fail."""
+        self._closed = True
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
