@@ -188,8 +188,9 @@ class _Protocol(asyncio.Protocol):
         """Queue ``command``; the future gets its reply (or the connection's failure).
 
         Queued commands leave at the end of the event-loop step; a command sent with
-        ``defer`` (seconds) may wait that long for company, and leaves at once with the next
-        command that does not wait. Order is kept either way.
+        ``defer`` (seconds) while others are in flight (the connection is busy) may wait that
+        long for company, and leaves at once with the next command that does not wait. Order
+        is kept either way.
         """
         if self.closed:
             raise RedisConnectionError("Redis connection closed")
@@ -202,7 +203,8 @@ class _Protocol(asyncio.Protocol):
         self._out_size += len(command)
         if self._out_size >= _FLUSH_AT:
             self.flush()
-        elif not defer:
+        elif not defer or len(self._waiting) == 1:
+            # Nothing else in flight: an idle connection has no company to wait for.
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self.flush)
