@@ -283,16 +283,11 @@ class LeanConnection:
 
         ``defer`` lets the command wait up to that many seconds to share a write (see
         :meth:`_Protocol.send`); for commands nobody waits on, such as the limiter's settles.
-        """
-        return await self.execute_encoded(encode(args), defer)
-
-    async def execute_encoded(self, command: bytes, defer: float = 0.0) -> object:
-        """:meth:`execute` for a command already encoded (see :func:`encode`).
-
         A command whose connection broke before its reply is sent once more on a new
         connection, as redis-py's clients do: for the limiter's scripts a repeat only
         over-counts (admission) or changes nothing (settle).
         """
+        command = encode(args)
         for attempt in (0, 1):
             protocol = self._protocol
             if protocol is None or protocol.closed:
