@@ -33,8 +33,10 @@ def now_us() -> int:
 def window_prune(buckets: dict[int, int], bucket: int) -> None:
     """Drop buckets that left the window of ``bucket``."""
     low = bucket - WINDOW_BUCKETS
-    for old in [b for b in buckets if b < low]:
-        del buckets[old]
+    # min() runs in C: the list is built only when a bucket did leave (about once a second).
+    if buckets and min(buckets) < low:
+        for old in [b for b in buckets if b < low]:
+            del buckets[old]
 
 
 def window_check(
@@ -49,7 +51,11 @@ def window_check(
     used = sum(buckets.values())
     if used + cost <= limit:
         remaining = limit - used - cost
-        oldest = min((b for b, v in buckets.items() if v > 0), default=bucket if cost > 0 else None)
+        if buckets and 0 not in buckets.values():
+            # Every bucket counts (the usual case; values are never negative): min() in C.
+            oldest: int | None = min(buckets)
+        else:
+            oldest = min((b for b, v in buckets.items() if v > 0), default=bucket if cost > 0 else None)
         reset = 0 if oldest is None else (oldest + WINDOW_BUCKETS + 1) * BUCKET_US - now
         return 0, remaining, reset
     if cost > limit:
@@ -184,7 +190,7 @@ class MemoryBackend:
         # A lease is the concurrency slot, and it makes settle idempotent: only the settle
         # that removes it refunds tokens.
         leased = spec.concurrency is not None or track_tokens
-        if leased:
+        if leased and state.leases and min(state.leases.values()) <= now:
             for rid in [r for r, deadline in state.leases.items() if deadline <= now]:
                 del state.leases[rid]
         if spec.concurrency is not None and len(state.leases) >= spec.concurrency:

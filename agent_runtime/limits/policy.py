@@ -18,6 +18,7 @@ request that would break the token budget is refused before it costs anything;
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -81,8 +82,14 @@ class Subject:
     @property
     def key(self) -> str:
         """Stable counter identity; hashed so caller input never shapes storage keys."""
-        digest = hashlib.sha256(f"{self.kind}\x00{self.id}".encode()).hexdigest()[:32]
-        return f"{self.kind}:{digest}"
+        return _subject_key(self.kind, self.id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_key(kind: str, id: str) -> str:
+    # Cached: the same callers come back request after request (a hash per request otherwise).
+    digest = hashlib.sha256(f"{kind}\x00{id}".encode()).hexdigest()[:32]
+    return f"{kind}:{digest}"
 
 
 def resolve_subject(

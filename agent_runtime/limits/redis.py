@@ -34,6 +34,7 @@ from agent_runtime.limits.base import (
     Refusal,
 )
 from agent_runtime.limits.memory import MemoryBackend
+from agent_runtime.limits.resp import LeanConnection, lean_address
 from agent_runtime.metrics import RATE_LIMIT_BACKEND_DEGRADED
 from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarget
 
@@ -45,6 +46,11 @@ SETTLE_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_settle.
 # Errors that mean "Redis cannot answer now" (down, restarting, loading, overloaded, timed out;
 # for a Cluster also "no node reachable" and "slot not covered", which are not RedisErrors).
 UNAVAILABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# Longest a settle waits to share a write with other commands (lean connection): this process's
+# next admission sends it first anyway, so only other replicas can see a slot freed this late.
+SETTLE_DEFER = 0.001
+# Refusal codes of the admission script, by code.
+_REFUSALS = tuple(Refusal)
 
 
 def _sha(source: str) -> str:
@@ -96,6 +102,14 @@ class RedisBackend:
         # The load generation that last loaded each script (sha) on every primary.
         self._loaded_at: dict[str, int] = {}
         self._pool: ConnectionPool | None = None
+        # A plain standalone URL: the lean pipelined connection (limits/resp.py); anything else
+        # (Sentinel, URL options) redis-py's pool.
+        address = lean_address(target.url) if target.mode == "standalone" else None
+        self._lean = (
+            LeanConnection(address, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+            if address is not None
+            else None
+        )
         if target.mode == "cluster":
             cluster = target.client(
                 max_connections=max_connections,
@@ -104,7 +118,7 @@ class RedisBackend:
             )
             assert isinstance(cluster, RedisCluster)
             self._cluster = cluster
-        else:
+        elif self._lean is None:
             self._pool = target.connection_pool(
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
@@ -125,8 +139,14 @@ class RedisBackend:
         This is the hot path of every request, so it talks to the connection directly: the
         client's generic command machinery (retries, hooks, instrumentation) costs about as much
         CPU as the round trip itself. A repeated script is harmless: a repeated admission only
-        over-counts, and settle is idempotent.
+        over-counts, and settle is idempotent. On the lean connection the commands of one
+        event-loop step share one write and their replies one read.
         """
+        if self._lean is not None:
+            # A settle is not waited on by anyone's response: it rides with the next admission's
+            # write, or leaves after SETTLE_DEFER (one connection keeps the order either way).
+            defer = SETTLE_DEFER if args[1] == self._settle_sha else 0.0
+            return await self._lean.execute(*args, defer=defer)
         assert self._pool is not None
         conn = await self._pool.get_connection()  # type: ignore[call-arg]
         try:
@@ -174,6 +194,13 @@ class RedisBackend:
             return await cluster.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _run(self, source: str, sha: str, keys: list[str], args: list[str | int]) -> object:
+        if self._lean is not None:
+            # One pipelined connection: nothing to queue for, no pool to exhaust.
+            try:
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self._command("SCRIPT", "LOAD", source)
+                return await self._command("EVALSHA", sha, len(keys), *keys, *args)
         async with self._slots:
             if self._cluster is not None:
                 return await self._run_on_cluster(self._cluster, source, sha, keys, args)
@@ -205,18 +232,18 @@ class RedisBackend:
         fields = raw.split() if isinstance(raw, bytes) else []
         if len(fields) != 9:
             raise RedisError(f"unexpected admission reply {raw!r}")
-        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = (int(v) for v in fields)
+        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = map(int, fields)
         return Decision(
-            allowed=bool(ok),
-            refusal=Refusal(code),
-            retry_after_us=retry,
-            requests_remaining=None if req_rem < 0 else req_rem,
-            requests_reset_us=req_reset,
-            tokens_remaining=None if tok_rem < 0 else tok_rem,
-            tokens_reset_us=tok_reset,
-            bucket=bucket,
-            now_us=now,
-            backend=self,
+            bool(ok),
+            _REFUSALS[code],  # by index: Refusal(code) costs a microsecond per request
+            retry,
+            None if req_rem < 0 else req_rem,
+            req_reset,
+            None if tok_rem < 0 else tok_rem,
+            tok_reset,
+            bucket,
+            now,
+            self,
         )
 
     async def settle(
@@ -242,6 +269,8 @@ class RedisBackend:
     async def aclose(self) -> None:
         """Close pooled connections."""
         self._master_watch.stop()
+        if self._lean is not None:
+            await self._lean.aclose()
         if self._cluster is not None:
             await self._cluster.aclose()  # type: ignore[attr-defined]  # (types-redis lags redis-py)
         if self._pool is not None:
