@@ -210,7 +210,7 @@ def test_rate_limit_quota_is_throttled(bao: OpenBao, secrets_store: Secrets) -> 
 
 
 def test_service_account_identity_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sentient_operator.credentials.vault import _service_account_identity
+    from sentient_operator.credentials.service_account import _service_account_identity
 
     monkeypatch.setenv("SENTIENT_SERVICE_ACCOUNT", "ops/sentient")
     assert _service_account_identity() == ("ops", "sentient")

@@ -31,6 +31,7 @@ from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, LLMProviderSpec
 from sentient_operator.conditions import find_condition, merge_conditions
 from sentient_operator.credentials.kubernetes import kube_secret_reader
+from sentient_operator.credentials.service_account import default_jwt_provider
 from sentient_operator.credentials.sync import (
     PROVIDER_LABEL,
     ProviderSyncer,
@@ -39,7 +40,6 @@ from sentient_operator.credentials.sync import (
     provider_secret_name,
 )
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
-from sentient_operator.credentials.vault import default_jwt_provider
 from sentient_operator.reconcile.controller import Controller
 from sentient_operator.reconcile.credential_check import Credential, CredentialChecks, overlay
 from sentient_operator.reconcile.referenced import slim
