@@ -346,6 +346,13 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         result.events_posted = sum(
             1 for e in events if (e.get("source") or {}).get("component") == REPORTING_COMPONENT
         )
+    except Exception as exc:
+        if op is not None and not op.alive:
+            code = op.process.returncode if op.process is not None else None
+            raise BenchError(
+                f"the operator exited (code {code}, {exc!r}); its last log lines:\n{op.tail()}"
+            ) from exc
+        raise
     finally:
         if op is not None:
             op.terminate()

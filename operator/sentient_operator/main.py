@@ -75,10 +75,6 @@ def kopf_settings(ours: Settings) -> kopf.OperatorSettings:
     settings.networking.request_timeout = kube.DEFAULT_TIMEOUT
     settings.networking.connect_timeout = kube.CONNECT_TIMEOUT
     settings.queueing.error_delays = [1, 2, 5, 10, 20, 30, 60]
-    # kopf keeps a worker task (and its queue) per object for this long after the object's last
-    # event. Our handlers only enqueue keys, so a worker finishes in microseconds; 5 s (kopf's
-    # default) kept thousands alive while a fleet was created: a third of the operator's peak memory.
-    settings.batching.idle_timeout = 0.5
     # Progress (if any handler ever keeps some) lives in status, not in size-limited annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage()
     settings.persistence.diffbase_storage = NoDiffBase()
