@@ -164,3 +164,38 @@ def test_fingerprint_key_is_created_once_under_a_race(
         kube.configure(None)
     assert len(set(keys)) == 1 and len(keys[0]) == 32
     assert again == keys[0]
+
+
+def test_secret_reader_from_a_thread_with_and_without_the_operator_loop(
+    k8s: Any, cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blocking reader (credential sources run in threads) goes through the operator's loop
+    while it runs, and through a loop of its own otherwise; a missing Secret reads as None."""
+    import asyncio
+
+    from sentient_operator import kube
+    from sentient_operator.credentials.kubernetes import kube_secret_reader
+
+    put_secret(k8s, namespace, "reader-src", {"apiKey": "sk-thread"})
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    kube.configure(kube.login())
+    read = kube_secret_reader()
+    try:
+        # No operator loop: a loop (and a session) of its own, closed after the request.
+        assert read(namespace, "reader-src") == {"apiKey": b"sk-thread"}
+        assert read(namespace, "no-such-secret") is None
+
+        async def operator_loop() -> tuple[Any, Any]:
+            await kube.call("GET", f"/api/v1/namespaces/{namespace}")  # the shared session exists
+            try:
+                return await asyncio.gather(
+                    asyncio.to_thread(read, namespace, "reader-src"),
+                    asyncio.to_thread(read, namespace, "no-such-secret"),
+                )
+            finally:
+                await kube.close()
+
+        found, missing = asyncio.run(operator_loop())
+        assert found == {"apiKey": b"sk-thread"} and missing is None
+    finally:
+        kube.configure(None)

@@ -221,8 +221,10 @@ def configure(info: kopf.ConnectionInfo | None) -> None:
 
 
 def connection_info() -> kopf.ConnectionInfo:
-    """The connection the operator uses (for kopf's login handler)."""
-    return _connections.info()
+    """The connection the operator uses, read again (kopf's login handler: kopf logs in at start
+    and again when the apiserver refuses its credentials, e.g. after the kubelet rotated the
+    mounted token)."""
+    return _connections.info(fresh=True)
 
 
 async def close() -> None:
@@ -330,7 +332,15 @@ def call_blocking(
             running = None
         if running is not loop:
             return asyncio.run_coroutine_threadsafe(coro, loop).result(request_timeout + CONNECT_TIMEOUT)
-    return asyncio.run(coro)
+
+    async def once() -> dict[str, Any]:
+        # A loop of its own for this one request: its session goes with it.
+        try:
+            return await coro
+        finally:
+            await _connections.close()
+
+    return asyncio.run(once())
 
 
 def _group_path(api_version: str) -> str:
