@@ -19,11 +19,9 @@ from e2e.agent_pod import AgentPod
 from e2e.agents import CALLER_KEY, PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.operator_proc import running_operator
 from e2e.resources import apply, get
-from tests.support.hydra import Hydra, hydra_binary
+from tests.support.hydra import Hydra, require_hydra  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.skipif(
-    hydra_binary() is None, reason="hydra not built: run `python -m e2e.tools ensure hydra`"
-)
+pytestmark = pytest.mark.usefixtures("require_hydra")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from agent_runtime.config import AuthRuntimeConfig
 from agent_runtime.protocol import DoneEvent, ErrorEvent
 from agent_runtime.reload import CredentialFiles
 from agent_runtime.testing import FakeUpstream
-from tests.support.hydra import Hydra, hydra_binary
+from tests.support.hydra import Hydra, require_hydra  # noqa: F401  (a fixture)
 from tests.support.runtime import (
     AUDIT_KEY,
     InProcessRuntime,
@@ -37,9 +37,7 @@ from tests.support.runtime import (
     make_config,
 )
 
-pytestmark = pytest.mark.skipif(
-    hydra_binary() is None, reason="hydra not built: run `python -m e2e.tools ensure hydra`"
-)
+pytestmark = pytest.mark.usefixtures("require_hydra")
 
 AUDIENCE = "agent-a"
 UPSTREAM_KEY = "sk-upstream-oidc-test"

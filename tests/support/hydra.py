@@ -3,7 +3,9 @@
 The ``hydra`` binary is built once from the Go module ``github.com/ory/hydra/v2`` by
 ``python -m e2e.tools ensure`` (wrapper module ``e2e/hydra-build``) into the tool cache. The
 server keeps everything in memory (``DSN=memory``), listens on 127.0.0.1 only (public and admin
-ports) and is gone when stopped. Tests that need it skip when the binary is absent.
+ports) and is gone when stopped. Tests that need it use the :func:`require_hydra` fixture: it
+builds the binary, or waits for `make test`'s background build of it (scripts/prebuild.sh), and
+skips only where it cannot be built (no Go or gcc).
 """
 
 from __future__ import annotations
@@ -15,15 +17,34 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
+from e2e.tools import ToolError, tool_path
 from tests.support.net import free_port
-from tests.support.procs import TempDirServer, find_binary, spawn
+from tests.support.procs import TempDirServer, spawn
 
 
 def hydra_binary() -> str | None:
-    """Path of ``hydra``, or ``None``."""
-    return find_binary("hydra")
+    """Path of ``hydra`` (built on first use, or once a build already running ends); ``None``
+    where it cannot be built."""
+    try:
+        return str(tool_path("hydra"))
+    except ToolError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def require_hydra() -> str:
+    """The ``hydra`` binary, for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Resolved when the module's first test runs, not when tests are collected, so that a build
+    running in the background meanwhile is waited for, never taken for a missing binary.
+    """
+    binary = hydra_binary()
+    if binary is None:
+        pytest.skip("hydra cannot be built here (needs Go and gcc): `python -m e2e.tools ensure hydra`")
+    return binary
 
 
 class Hydra(TempDirServer):
