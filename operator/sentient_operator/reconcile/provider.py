@@ -42,7 +42,7 @@ from sentient_operator.credentials.sync import (
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 from sentient_operator.reconcile.controller import Controller
 from sentient_operator.reconcile.credential_check import Credential, CredentialChecks, overlay
-from sentient_operator.reconcile.referenced import slim
+from sentient_operator.reconcile.snapshot import Snapshot
 from sentient_operator.settings import Settings
 
 log = logging.getLogger("sentient_operator.reconcile.provider")
@@ -126,7 +126,8 @@ class ProviderReconciler:
         if type_ == "DELETED":
             self.forget(namespace, name)
             return
-        self.bodies[key] = slim(body)
+        # A copy of its own (kopf reuses bodies), without managedFields.
+        self.bodies[key] = Snapshot(body).load()
         meta = body.get("metadata", {})
         # The generation covers spec changes; the annotation lets a user ask for a sync now
         # (e.g. right after rotating a key in an external store) without touching the spec.

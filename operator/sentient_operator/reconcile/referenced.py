@@ -27,16 +27,6 @@ Key = tuple[str, str]
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 
-def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``body`` without ``metadata.managedFields`` (nested values copied, not shared)."""
-    import copy
-
-    obj = {k: copy.deepcopy(v) for k, v in body.items() if k != "metadata"}
-    meta = {k: copy.deepcopy(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    obj["metadata"] = meta
-    return obj
-
-
 def managed(labels: Mapping[str, str] | None) -> bool:
     """Whether an object carries the operator's managed-by label."""
     return (labels or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
