@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import sys
@@ -237,7 +238,7 @@ def measure_floor(n: int, timeout: float, interval: float) -> tuple[float, float
             nonlocal half
             deps = get_items(kubeconfig, namespace, "deployments")
             count = sum(deployment_rolled(d) for d in deps)
-            if count * 2 >= n and half != half:
+            if count * 2 >= n and math.isnan(half):
                 half = time.monotonic() - started
             return len(deps) == n and count == n
 
@@ -286,13 +287,10 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
 
         def all_ready() -> bool:
             now = time.monotonic() - started
-            if (
-                result.children_s != result.children_s
-                and operator_writes(op).get(("apply", "Deployment"), 0) >= n
-            ):
+            if math.isnan(result.children_s) and operator_writes(op).get(("apply", "Deployment"), 0) >= n:
                 result.children_s = now
             ready = sum(agent_ready(a) for a in get_items(kubeconfig, namespace, "sentientagents"))
-            if ready * 2 >= n and result.half_s != result.half_s:
+            if ready * 2 >= n and math.isnan(result.half_s):
                 result.half_s = now
             return ready == n
 
@@ -318,7 +316,7 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
 
         def rolled() -> bool:
             if (
-                result.rollout_children_s != result.rollout_children_s
+                math.isnan(result.rollout_children_s)
                 and operator_writes(op).get(("apply", "Deployment"), 0) >= 2 * n
             ):
                 result.rollout_children_s = time.monotonic() - started
