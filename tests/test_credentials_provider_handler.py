@@ -16,12 +16,13 @@ from sentient_operator.reconcile.context import MEMO_KEY, OperatorContext
 from sentient_operator.reconcile.provider import FORCE_SYNC_ANNOTATION, KIND
 from sentient_operator.reconcile.queue import WorkQueue
 from sentient_operator.settings import Settings
+from tests.support.kopf_calls import as_kopf_calls
 
 NS = "team"
 # kopf's decorators type these as its handler protocols; here they are called as plain functions.
-ON_PROVIDER: Any = handler.on_provider_event
-ON_SECRET: Any = referenced.on_secret_event
-REFS_INDEX: Any = handler.sentient_provider_secret_refs_idx
+ON_PROVIDER = as_kopf_calls(handler.on_provider_event)
+ON_SECRET = as_kopf_calls(referenced.on_secret_event)
+REFS_INDEX = as_kopf_calls(handler.sentient_provider_secret_refs_idx)
 
 
 def _body(name: str, generation: int, annotations: dict[str, str] | None = None) -> dict[str, Any]:

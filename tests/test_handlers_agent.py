@@ -97,7 +97,9 @@ async def test_queue_coalesces_and_serialises_keys() -> None:
 async def test_queue_hands_out_keys_by_due_time_and_an_earlier_add_wins() -> None:
     queue: WorkQueue[int] = WorkQueue()
     for key in range(200):
-        queue.add(key, delay=0.001 * (200 - key))  # the last added is due first
+        # The last added is due first; 5 ms apart, so that a preempted add (a loaded machine)
+        # cannot reorder neighbours.
+        queue.add(key, delay=0.005 * (200 - key))
     queue.add(150, delay=10.0)  # later than scheduled: the earlier schedule stands
     queue.add(199, delay=10.0)
     queue.add(5, delay=0.0)  # earlier: moves to the front
@@ -152,8 +154,9 @@ def _context() -> object:
 def test_the_echo_of_our_own_apply_schedules_no_reconcile() -> None:
     from sentient_operator.handlers import agent as handlers
     from sentient_operator.reconcile.context import OperatorContext
+    from tests.support.kopf_calls import as_kopf_calls
 
-    on_child_event: Any = handlers.on_child_event  # called as kopf would, with plain dicts
+    on_child_event = as_kopf_calls(handlers.on_child_event)  # called as kopf would, with plain dicts
 
     context = _context()
     assert isinstance(context, OperatorContext)
@@ -188,8 +191,9 @@ def test_the_echo_of_our_own_apply_schedules_no_reconcile() -> None:
 def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
     from sentient_operator.handlers import agent as handlers
     from sentient_operator.reconcile.context import OperatorContext
+    from tests.support.kopf_calls import as_kopf_calls
 
-    on_agent_event: Any = handlers.on_agent_event  # called as kopf would, with plain dicts
+    on_agent_event = as_kopf_calls(handlers.on_agent_event)  # called as kopf would, with plain dicts
 
     context = _context()
     assert isinstance(context, OperatorContext)

@@ -40,19 +40,21 @@ def _copy(body: kopf.Body) -> Snapshot:
 
 
 @kopf.index(GROUP, VERSION, "sentientagents")
-def sentient_agents_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def sentient_agents_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """SentientAgents by (namespace, name)."""
     return {(namespace, name): _copy(body)}
 
 
 @kopf.index(GROUP, VERSION, "llmproviders")
-def sentient_providers_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def sentient_providers_idx(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     """LLMProviders by (namespace, name)."""
     return {(namespace, name): _copy(body)}
 
 
 def _child_index(kind: str) -> Any:
-    def index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(kind, namespace, name): _copy(body)}
 
     index.__name__ = f"sentient_children_idx_{kind.lower()}"
@@ -71,7 +73,7 @@ def _register_children() -> None:
 # --------------------------------------------------------------------------- events -> queue
 
 
-def on_child_event(
+async def on_child_event(
     type: str | None,
     labels: kopf.Labels,
     namespace: str | None,
@@ -90,7 +92,7 @@ def on_child_event(
 
 
 @kopf.on.event(GROUP, VERSION, "sentientagents", id="agent")
-def on_agent_event(
+async def on_agent_event(
     type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Any change of an agent (or the initial listing) schedules its reconcile, except the echo of
@@ -105,14 +107,14 @@ def on_agent_event(
 
 
 @kopf.on.event(GROUP, VERSION, "llmproviders", id="agent-provider-ref")
-def on_provider_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def on_provider_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A provider changed: its agents re-render (chain settings, allowedNamespaces, status)."""
     if namespace:
         context_of(memo).controller.enqueue_referrers(("LLMProvider", namespace, name), COALESCE)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="agent-crds")
-def on_crd_event(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def on_crd_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     """The ServiceMonitor CRD came or went: re-check discovery and every agent."""
     if name == "servicemonitors.monitoring.coreos.com":
         kube.discovery.invalidate()

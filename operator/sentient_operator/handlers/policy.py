@@ -12,16 +12,23 @@ from sentient_operator.reconcile.snapshot import Snapshot
 
 
 @kopf.index(GROUP, VERSION, "ratelimitpolicies")
-def sentient_policies_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def sentient_policies_idx(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     """RateLimitPolicies by (namespace, name)."""
     return {(namespace, name): Snapshot(body)}
 
 
 @kopf.on.event(GROUP, VERSION, "ratelimitpolicies", id="policy")
-def on_policy_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A policy changed: validate it, and re-render every agent that uses it."""
+async def on_policy_event(
+    type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A policy changed: validate it, and re-render every agent that uses it when its spec did."""
     if not namespace:
         return
-    controller = context_of(memo).controller
-    controller.enqueue("policy", namespace, name)
-    controller.enqueue_referrers(("RateLimitPolicy", namespace, name), 0.2)
+    context = context_of(memo)
+    recount, agents_too = context.policies.hear(type, namespace, name, body)
+    if recount:
+        context.controller.enqueue("policy", namespace, name)
+    if agents_too:
+        context.controller.enqueue_referrers(("RateLimitPolicy", namespace, name), 0.2)

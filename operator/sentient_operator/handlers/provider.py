@@ -16,7 +16,7 @@ from sentient_operator.reconcile.context import context_of
 
 
 @kopf.index(GROUP, VERSION, "llmproviders", id="sentient_provider_secret_refs_idx")
-def sentient_provider_secret_refs_idx(
+async def sentient_provider_secret_refs_idx(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
     """(namespace, Secret name) -> provider name, for every Secret a provider reads."""
@@ -30,7 +30,7 @@ def sentient_provider_secret_refs_idx(
 
 
 @kopf.on.event(GROUP, VERSION, "llmproviders", id="provider-sync")
-def on_provider_event(
+async def on_provider_event(
     type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """A provider appeared, changed or went."""

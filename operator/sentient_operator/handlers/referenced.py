@@ -39,7 +39,7 @@ def agents_hear(
 
 
 @kopf.on.event("", "v1", "secrets", id="secret")
-def on_secret_event(
+async def on_secret_event(
     type: str | None,
     namespace: str | None,
     name: str,
@@ -60,7 +60,7 @@ def on_secret_event(
 
 
 @kopf.on.event("", "v1", "configmaps", id="configmap")
-def on_config_map_event(
+async def on_config_map_event(
     type: str | None,
     namespace: str | None,
     name: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -73,12 +74,38 @@ class PolicyReconciler:
     def __init__(self, cache: ClusterCache, controller: Controller) -> None:
         self.cache = cache
         self.controller = controller
+        # (namespace, name) -> resourceVersion of our last status write (its watch event is our echo).
+        self._written: dict[tuple[str, str], str] = {}
+        # (namespace, name) -> the generation its agents last heard of.
+        self._generations: dict[tuple[str, str], int] = {}
+
+    def hear(
+        self, type_: str | None, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        """A policy event: (whether the policy needs a reconcile, whether its agents do).
+
+        Agents render only the policy's spec, so a status write (the agent count moves while a
+        fleet is created: one write a second) must not re-reconcile every agent that uses the
+        policy; and the echo of our own status write needs no recount either.
+        """
+        key = (namespace, name)
+        meta = body.get("metadata") or {}
+        if type_ == "DELETED":
+            self._written.pop(key, None)
+            self._generations.pop(key, None)
+            return True, True
+        echo = self._written.get(key) == meta.get("resourceVersion")
+        generation = int(meta.get("generation", 0))
+        spec_news = self._generations.get(key) != generation
+        self._generations[key] = generation
+        return not echo, spec_news
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one policy; never requeues itself (its references' events do)."""
         body = self.cache.policy(namespace, name)
         if body is None:
             self.controller.forget(("policy", namespace, name))
+            self._written.pop((namespace, name), None)
             return None
         started = time.monotonic()
         refs = policy_references(body)
@@ -87,8 +114,11 @@ class PolicyReconciler:
         status = policy_status(self.cache, body)
         old = body.get("status") or {}
         if any(old.get(k) != v for k, v in status.items()):
-            await kube.patch_status(API_VERSION, KIND, name, namespace, status)
+            live = await kube.patch_status(API_VERSION, KIND, name, namespace, status)
             metrics.WRITES.labels("patch-status", KIND).inc()
+            version = (live.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self._written[(namespace, name)] = str(version)
         metrics.RECONCILES.labels(KIND, "ok").inc()
         metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
         return None
