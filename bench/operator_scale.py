@@ -43,7 +43,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
-from bench.operator_idle import kubectl, operator_writes  # noqa: E402
+from bench.operator_idle import apiserver_writes, kubectl, operator_writes  # noqa: E402
 from bench.operator_memory import create_in_batches, memory_kib  # noqa: E402
 from e2e import fleet  # noqa: E402
 from e2e.cluster import LocalCluster  # noqa: E402
@@ -163,6 +163,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def component_cpu(local: LocalCluster) -> dict[str, float]:
+    """CPU-seconds so far of each control-plane process (apiserver, etcd, controllers, kwok)."""
+    out: dict[str, float] = {}
+    for name, comp in local.components.items():
+        if comp.proc is not None and comp.proc.poll() is None:
+            out[name] = cpu_seconds(comp.proc.pid)
+    return out
+
+
+def cpu_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Per-process CPU-seconds between two ``component_cpu`` readings."""
+    return {k: round(v - before.get(k, 0.0), 1) for k, v in after.items()}
+
+
+def api_writes(kubeconfig: str) -> dict[str, int]:
+    """The apiserver's own count of write requests so far, by ``VERB resource[/subresource]``:
+    one yardstick for the floor's client and for the operator with the bench."""
+    return {
+        f"{verb} {resource}{'/' + sub if sub else ''}": count
+        for (resource, sub, verb), count in apiserver_writes(kubeconfig).items()
+    }
+
+
+def count_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """Per-key increase between two ``api_writes`` readings (zero rows left out)."""
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MiB."""
     kib = memory_kib(pid)
@@ -192,6 +220,13 @@ class SizeResult:
     events_counted: int = -1
     events_posted: int = -1
     writes: dict[str, int] = field(default_factory=dict)
+    # The control plane's CPU-seconds by process and the apiserver's write requests, per phase.
+    floor_cpu: dict[str, float] = field(default_factory=dict)
+    create_cpu: dict[str, float] = field(default_factory=dict)
+    rollout_cpu: dict[str, float] = field(default_factory=dict)
+    floor_api_writes: dict[str, int] = field(default_factory=dict)
+    create_api_writes: dict[str, int] = field(default_factory=dict)
+    rollout_api_writes: dict[str, int] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
     error: str = ""
 
@@ -221,14 +256,15 @@ def fresh_cluster(namespace: str) -> LocalCluster:
     return local
 
 
-def measure_floor(n: int, timeout: float, interval: float) -> tuple[float, float]:
+def measure_floor(result: SizeResult, timeout: float, interval: float) -> None:
     """Seconds from the first create to every Deployment Available (and to half of them), on a
-    fresh cluster."""
-    namespace = "floor"
+    fresh cluster, with the control plane's CPU and writes meanwhile, into ``result``."""
+    namespace, n = "floor", result.n
     children = floor_children(namespace, n)
     local = fresh_cluster(namespace)
     kubeconfig = str(local.kubeconfig)
     try:
+        cpu0, writes0 = component_cpu(local), api_writes(kubeconfig)
         started = time.monotonic()
         create_in_batches(kubeconfig, children, batch=1000)
 
@@ -243,7 +279,9 @@ def measure_floor(n: int, timeout: float, interval: float) -> tuple[float, float
             return len(deps) == n and count == n
 
         poll(available, timeout, interval, f"floor of {n}")
-        return time.monotonic() - started, half
+        result.floor_s, result.floor_half_s = time.monotonic() - started, half
+        result.floor_cpu = cpu_delta(component_cpu(local), cpu0)
+        result.floor_api_writes = count_delta(api_writes(kubeconfig), writes0)
     finally:
         local.stop()
 
@@ -282,6 +320,7 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
 
         # -- create
         cpu0 = cpu_seconds(pid)
+        plane0, writes0 = component_cpu(local), api_writes(kubeconfig)
         started = time.monotonic()
         create_in_batches(kubeconfig, per_agent, batch=1000)
 
@@ -297,6 +336,8 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         poll(all_ready, timeout, interval, f"{n} agents Ready")
         result.operator_s = time.monotonic() - started
         result.create_cpu_s = cpu_seconds(pid) - cpu0
+        result.create_cpu = cpu_delta(component_cpu(local), plane0)
+        result.create_api_writes = count_delta(api_writes(kubeconfig), writes0)
 
         # -- rollout: one edit of the provider every agent uses
         old_hash = {
@@ -308,6 +349,7 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         events_before = {e["metadata"]["name"] for e in get_items(kubeconfig, namespace, "events")}
         not_ready: set[str] = set()
         cpu0 = cpu_seconds(pid)
+        plane0, writes0 = component_cpu(local), api_writes(kubeconfig)
         started = time.monotonic()
         kubectl(
             kubeconfig, "patch", "llmprovider", "upstream", "-n", namespace, "--type=merge",
@@ -332,6 +374,8 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         poll(rolled, timeout, interval, f"{n} agents rolled")
         result.rollout_s = time.monotonic() - started
         result.rollout_cpu_s = cpu_seconds(pid) - cpu0
+        result.rollout_cpu = cpu_delta(component_cpu(local), plane0)
+        result.rollout_api_writes = count_delta(api_writes(kubeconfig), writes0)
         result.rollout_not_ready_agents = len(not_ready)
         events = get_items(kubeconfig, namespace, "events")
         result.rollout_not_ready_events = sum(
@@ -376,7 +420,7 @@ def main() -> int:
         for n in sizes:
             result = SizeResult(n, load=[round(x, 2) for x in os.getloadavg()])
             try:
-                result.floor_s, result.floor_half_s = measure_floor(n, args.timeout, args.interval)
+                measure_floor(result, args.timeout, args.interval)
                 measure_operator(result, args.timeout, args.interval, Path(tmp))
             except BenchError as exc:
                 result.error = str(exc)
@@ -401,6 +445,18 @@ def main() -> int:
             f"| {r.rollout_cpu_s:.1f} | {r.rollout_not_ready_agents} | {r.rollout_not_ready_events} "
             f"| {r.events_counted} / {r.events_posted} | {'/'.join(map(str, r.load[:3]))} -> {'/'.join(map(str, r.load[3:]))} |"
         )
+    print(
+        "\nWhere the time went: CPU-seconds of each control-plane process, and the apiserver's write requests, per phase\n"
+    )
+    for r in results:
+        for phase, cpu, writes in (
+            ("floor", r.floor_cpu, r.floor_api_writes),
+            ("operator create", {**r.create_cpu, "operator": round(r.create_cpu_s, 1)}, r.create_api_writes),
+            ("rollout", {**r.rollout_cpu, "operator": round(r.rollout_cpu_s, 1)}, r.rollout_api_writes),
+        ):
+            cpu_text = ", ".join(f"{k} {v}" for k, v in cpu.items())
+            writes_text = ", ".join(f"{k} {v}" for k, v in writes.items())
+            print(f"- N={r.n} {phase}: CPU-s {cpu_text}; writes {sum(writes.values())}: {writes_text}")
     for r in results:
         if r.error:
             print(f"  N={r.n}: {r.error}")
