@@ -552,7 +552,8 @@ class LocalCluster:
                 # bookmarks watch (kwok's informers, among others) into such a stream and fails it, and
                 # the clients back off for up to 30 s. Off, those watches behave as before 1.32.
                 "--feature-gates=WatchList=false",
-                "--profiling=false",
+                # Set SENTIENT_E2E_APISERVER_PROFILING=1 to read /debug/pprof (a benchmark's diagnosis).
+                f"--profiling={'true' if os.environ.get('SENTIENT_E2E_APISERVER_PROFILING') == '1' else 'false'}",
                 # port-forward (and exec, logs) go from the apiserver to the node's kubelet, here
                 # kwok's server: dial the InternalIP (127.0.0.1; a node has no resolvable
                 # hostname), verify kwok's serving certificate, present a client certificate.

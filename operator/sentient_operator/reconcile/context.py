@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator.credentials.fingerprint import load_or_create_key
+from sentient_operator.heap import HeapTrimmer
 from sentient_operator.leader import missing_namespace
 from sentient_operator.reconcile.agent import AgentReconciler
 from sentient_operator.reconcile.agent_status import KIND as AGENT_KIND
@@ -32,6 +33,8 @@ log = logging.getLogger("sentient_operator.reconcile")
 
 #: How often due credential checks are looked for (a changed key is checked within this).
 CREDENTIAL_CHECK_TICK = 1.0
+# How often the heap is trimmed while reconciles happen (never while idle).
+HEAP_TRIM_SECONDS = 20.0
 #: The key of the context in kopf's memo.
 MEMO_KEY = "sentient"
 
@@ -79,6 +82,8 @@ class OperatorContext:
         self.controller.every("drift-check", settings.drift_check_seconds, self.drift.run_once)
         # In-memory bookkeeping each tick; an upstream is called only when its check is due.
         self.controller.every("credential-check", CREDENTIAL_CHECK_TICK, self.providers.run_checks)
+        self.heap = HeapTrimmer(lambda: self.controller.completed)
+        self.controller.every("heap-trim", HEAP_TRIM_SECONDS, self.heap.run_once)
         #: Set once kopf's startup handlers ran (kopf has installed its signal handlers by then).
         self.started = asyncio.Event()
 

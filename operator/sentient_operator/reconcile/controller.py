@@ -44,6 +44,8 @@ class Controller:
         self.refs_of: dict[WorkKey, set[RefKey]] = {}
         self.referrers: dict[RefKey, set[WorkKey]] = defaultdict(set)
         self.failures: dict[WorkKey, int] = {}
+        #: Reconciles finished so far (any outcome).
+        self.completed = 0
         self.tasks: list[asyncio.Task[None]] = []
         self._periodic: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
 
@@ -117,6 +119,7 @@ class Controller:
                 log.exception("reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name, delay)
                 self.queue.add(key, delay)
             finally:
+                self.completed += 1
                 self.queue.done(key)
 
     async def _resync(self, interval: float) -> None:
