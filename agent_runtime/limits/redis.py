@@ -335,13 +335,15 @@ class RedisBackend:
         return len(self._riding)
 
     def _take_riding(self) -> list[_Riding]:
-        """The settles waiting to ride, now leaving (with an admission or on their own)."""
+        """The settles waiting to ride, now leaving (with an admission or on their own).
+
+        The timer is left running (it finds nothing to send, or settles queued since, which
+        have waited less than SETTLE_DEFER): one timer per SETTLE_DEFER under load, not one
+        armed and cancelled per request.
+        """
         riding = self._riding
         if riding:
             self._riding = []
-            if self._riding_timer is not None:
-                self._riding_timer.cancel()
-                self._riding_timer = None
         return riding
 
     def _riding_failed(self, riding: list[_Riding], exc: BaseException) -> None:
@@ -374,6 +376,9 @@ class RedisBackend:
     async def aclose(self) -> None:
         """Close pooled connections (settles still waiting to ride are sent first)."""
         self._master_watch.stop()
+        if self._riding_timer is not None:
+            self._riding_timer.cancel()
+            self._riding_timer = None
         riding = self._take_riding()
         if riding:
             await self._settle_riding(riding)
