@@ -91,6 +91,8 @@ class _Riding:
     leases_key: str
     arg: str
     item: SettleItem
+    # When it leaves on its own if no admission takes it (event-loop clock).
+    due: float
 
 
 def _log_lost_settle(item: SettleItem, exc: BaseException) -> None:
@@ -325,9 +327,11 @@ class RedisBackend:
             await self._run(SETTLE_LUA, self._settle_sha, [keys[2], keys[3]], [arg])
             return
         item: SettleItem = (key, request_id, bucket, token_refund, track_tokens, now_us)
-        self._riding.append(_Riding(keys[2], keys[3], arg, item))
+        loop = asyncio.get_running_loop()
+        due = loop.time() + SETTLE_DEFER
+        self._riding.append(_Riding(keys[2], keys[3], arg, item, due))
         if self._riding_timer is None:
-            self._riding_timer = asyncio.get_running_loop().call_later(SETTLE_DEFER, self._send_riding)
+            self._riding_timer = loop.call_at(due, self._send_riding)
 
     @property
     def riding_settles(self) -> int:
@@ -337,9 +341,9 @@ class RedisBackend:
     def _take_riding(self) -> list[_Riding]:
         """The settles waiting to ride, now leaving (with an admission or on their own).
 
-        The timer is left running (it finds nothing to send, or settles queued since, which
-        have waited less than SETTLE_DEFER): one timer per SETTLE_DEFER under load, not one
-        armed and cancelled per request.
+        The timer is left running (it finds nothing to send, or waits on for the settles
+        queued since): at most one timer per SETTLE_DEFER under load, not one armed and
+        cancelled per request.
         """
         riding = self._riding
         if riding:
@@ -350,16 +354,28 @@ class RedisBackend:
         if isinstance(exc, asyncio.CancelledError):
             # The carrier gave up before its reply: whether the settles landed is unknown, so they
             # wait for the next carrier (a settle applied twice changes nothing).
+            loop = asyncio.get_running_loop()
+            for ride in riding:
+                ride.due = loop.time() + SETTLE_DEFER
             self._riding[:0] = riding
             if self._riding_timer is None:
-                self._riding_timer = asyncio.get_running_loop().call_later(SETTLE_DEFER, self._send_riding)
+                self._riding_timer = loop.call_at(riding[0].due, self._send_riding)
             return
         for ride in riding:
             self.on_settle_lost(ride.item, exc)
 
     def _send_riding(self) -> None:
-        # No admission came within SETTLE_DEFER: the waiting settles leave as one script.
+        # The oldest queued settle is due (no admission took it within SETTLE_DEFER): every queued
+        # settle leaves as one script. Settles queued after an admission took the earlier ones
+        # wait until the first of them is due.
         self._riding_timer = None
+        if not self._riding:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._riding[0].due
+        if due > loop.time():
+            self._riding_timer = loop.call_at(due, self._send_riding)
+            return
         riding = self._take_riding()
         if riding:
             task = asyncio.get_running_loop().create_task(self._settle_riding(riding))
