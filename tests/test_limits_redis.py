@@ -139,6 +139,7 @@ async def test_tiers_and_count_by(make) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_one_round_trip_per_admission_and_per_settle(server: RedisServer, client: Redis) -> None:
+    # One at a time: nothing in flight for a settle to ride with, so each is a script of its own.
     limiter = build_limiter(
         cfg(requests_per_minute=100, tokens_per_minute=10_000, concurrency=5), files(server)
     )
@@ -164,6 +165,69 @@ async def test_one_round_trip_per_admission_and_per_settle(server: RedisServer, 
     after = await client.info("commandstats")
     assert sent == ["EVALSHA"] * 20
     assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 20
+    await limiter.aclose()
+
+
+async def busy_with_another_admission(limiter: RateLimiter) -> asyncio.Task[object]:
+    """An admission of another subject, sent and not yet answered: the connection is busy."""
+    task: asyncio.Task[object] = asyncio.create_task(limiter.admit(limiter.subject(P("other")), 0))
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_a_settle_rides_with_the_next_admission(server: RedisServer, client: Redis) -> None:
+    """While commands are in flight a settle waits for the next admission's script, which applies it first."""
+    limiter = build_limiter(cfg(tokens_per_minute=1000, concurrency=1), files(server))
+    backend = limiter.backend
+    assert isinstance(backend, ResilientRedisBackend) and backend.redis is not None
+    s = limiter.subject(P("k"))
+    a = await limiter.admit(s, 600)  # loads the scripts
+    assert a.allowed
+    before = await client.info("commandstats")
+    other = await busy_with_another_admission(limiter)
+    assert await a.settle(100) == 500
+    assert backend.redis.riding_settles == 1  # returned at once, not yet sent
+    b = await limiter.admit(s, 100)
+    # The slot was freed and 500 tokens refunded, in the admission's own script.
+    assert b.allowed and b.headers["X-RateLimit-Remaining-Tokens"] == str(1000 - 100 - 100)
+    assert backend.redis.riding_settles == 0
+    await other
+    after = await client.info("commandstats")
+    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 2  # other's and b's
+    # With no admission coming, a riding settle leaves on its own within SETTLE_DEFER.
+    other = await busy_with_another_admission(limiter)
+    await b.settle(100)
+    assert backend.redis.riding_settles == 1
+    await other
+    for _ in range(500):
+        if await client.zcard(f"{limiter.key_for(s)}:c") == 0:
+            break
+        await asyncio.sleep(0.002)
+    assert await client.zcard(f"{limiter.key_for(s)}:c") == 0
+    await limiter.aclose()
+
+
+async def test_a_riding_settle_lost_in_an_outage_is_replayed(server: RedisServer, client: Redis) -> None:
+    limiter = build_limiter(cfg(tokens_per_minute=1000, concurrency=1), files(server))
+    backend = limiter.backend
+    assert isinstance(backend, ResilientRedisBackend) and backend.redis is not None
+    s = limiter.subject(P("k"))
+    a = await limiter.admit(s, 600)
+    assert a.allowed
+    other = await busy_with_another_admission(limiter)
+    assert await a.settle(100) == 500
+    assert backend.redis.riding_settles == 1
+    await other
+    server.stop()
+    await wait_for(lambda: backend.pending_settles == 1, limit=10)  # its own script failed
+    assert limiter.degraded
+    server.start()  # empty: what the replay does to the counters is test_settles_during_an_outage_are_replayed's
+    probe = await wait_recovered(limiter, s, tokens=1)
+    await backend.flush_pending()
+    assert backend.pending_settles == 0
+    await probe.settle(1)
+    b = await limiter.admit(s, 100)
+    assert b.allowed and not b.degraded
     await limiter.aclose()
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import calendar
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 
 from agent_runtime import metrics
 from agent_runtime.config import CountBy, ProviderConfig, RateLimitConfig, SpendBudget
+from agent_runtime.limits.ids import lease_id
 from agent_runtime.limits.spend_store import UNAVAILABLE, SpendResult, SpendStore, Window
 from agent_runtime.spend import MICRO, Price, SpendMeter, format_amount, parse_amount
 
@@ -289,7 +289,7 @@ class Budgets:
         admission = SpendAdmission()
         if not counted:
             return admission
-        request_id = secrets.token_hex(8)
+        request_id = lease_id()
         windows = [c.window for c in counted]
         result = await store.reserve(self._leases, windows, request_id, now)
         if not result.allowed:

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import logging
 import math
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 from agent_runtime.config import CountBy, ProviderConfig, RateLimitConfig
 from agent_runtime.limits.base import US_PER_S, Backend, Decision, LimitSpec, Refusal
 from agent_runtime.limits.budgets import Budgets, SpendAdmission, worst_case
+from agent_runtime.limits.ids import lease_id
 from agent_runtime.limits.memory import MemoryBackend
 from agent_runtime.limits.spend_store import MemorySpendStore, SpendStore
 from agent_runtime.redis_connection import RedisTarget, try_resolve_target
@@ -189,6 +189,8 @@ class Admission:
     _key: str = field(default="", repr=False)
     _decision: Decision | None = field(default=None, repr=False)
     _track_tokens: bool = field(default=False, repr=False)
+    # The admission took a lease (concurrency or tokens limited): without one, settle has nothing to do.
+    _leased: bool = field(default=False, repr=False)
     _request_id: str = field(default="", repr=False)
     _settled: bool = field(default=False, repr=False)
 
@@ -212,7 +214,7 @@ class Admission:
             return 0
         self._settled = True
         decision = self._decision
-        if not self.allowed or decision is None or decision.backend is None:
+        if not self.allowed or decision is None or decision.backend is None or not self._leased:
             return 0
         refund = 0 if actual_tokens is None else self.reserved_tokens - max(0, actual_tokens)
         try:
@@ -289,6 +291,7 @@ def admission_from(
             _key=key,
             _decision=decision,
             _track_tokens=spec.tokens_per_minute is not None,
+            _leased=spec.concurrency is not None or spec.tokens_per_minute is not None,
             _request_id=request_id,
         )
     if decision.refusal is Refusal.BACKEND:
@@ -404,7 +407,7 @@ class RateLimiter:
             return ALLOW_ALL
         tokens = max(0, int(estimated_tokens))
         key = self.key_for(subject)
-        request_id = secrets.token_hex(8)
+        request_id = lease_id()
         decision = await self._backend.admit(key, spec, tokens, request_id, now_us)
         return admission_from(
             spec,

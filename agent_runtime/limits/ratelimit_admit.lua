@@ -9,8 +9,12 @@
 -- ARGV[1]: 'rpm tpm burst concurrency tokens now lease' (numbers separated by spaces; limits 0 = not
 --          set; now in microseconds or '-' for Redis TIME; lease in microseconds)
 -- ARGV[2]: request id
+-- KEYS[5..] and ARGV[3..]: settles of earlier admissions riding with this one (see
+--          ratelimit_settles.lua, prepended when the script is loaded), applied first, in order.
 -- Returns one string 'allowed refusal retry_us req_remaining|-1 req_reset_us tok_remaining|-1
 --          tok_reset_us bucket now_us': one bulk reply parses far faster than nine integers.
+
+settle_all(5, 3)
 
 local BUCKET = 1000000
 local WB = 60
@@ -40,10 +44,12 @@ local lease = tonumber(a[7])
 local bucket = math.floor(now / BUCKET)
 local bucket_field = string.format('%d', bucket)
 
+-- A window as two parallel arrays (bucket, usage), in hash order: the accept path needs only the
+-- oldest used bucket, so the buckets are sorted only to compute a refusal's wait.
 local function load_window(key)
   local low = bucket - WB
   local raw = redis.call('HGETALL', key)
-  local entries = {}
+  local bs, vs = {}, {}
   local stale = {}
   local used = 0
   for i = 1, #raw, 2 do
@@ -52,24 +58,24 @@ local function load_window(key)
       stale[#stale + 1] = raw[i]
     else
       local v = tonumber(raw[i + 1])
-      entries[#entries + 1] = {b, v}
+      bs[#bs + 1] = b
+      vs[#vs + 1] = v
       used = used + v
     end
   end
   if #stale > 0 then
     redis.call('HDEL', key, unpack(stale))
   end
-  table.sort(entries, function(x, y) return x[1] < y[1] end)
-  return entries, used
+  return {bs, vs}, used
 end
 
-local function check(entries, used, limit, c)
+local function check(window, used, limit, c)
+  local bs, vs = window[1], window[2]
   if used + c <= limit then
     local oldest = nil
-    for _, e in ipairs(entries) do
-      if e[2] > 0 then
-        oldest = e[1]
-        break
+    for i = 1, #bs do
+      if vs[i] > 0 and (oldest == nil or bs[i] < oldest) then
+        oldest = bs[i]
       end
     end
     if oldest == nil and c > 0 then
@@ -84,12 +90,17 @@ local function check(entries, used, limit, c)
   if c > limit then
     return NEVER, math.max(0, limit - used), NEVER
   end
+  local order = {}
+  for i = 1, #bs do
+    order[i] = i
+  end
+  table.sort(order, function(x, y) return bs[x] < bs[y] end)
   local need = used + c - limit
   local freed = 0
-  for _, e in ipairs(entries) do
-    freed = freed + e[2]
+  for _, i in ipairs(order) do
+    freed = freed + vs[i]
     if freed >= need then
-      local r = (e[1] + WB + 1) * BUCKET - now
+      local r = (bs[i] + WB + 1) * BUCKET - now
       return r, math.max(0, limit - used), r
     end
   end

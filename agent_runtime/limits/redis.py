@@ -1,8 +1,10 @@
 """Redis limiter backend: one atomic script round trip per admission, shared by every replica.
 
 ``ratelimit_admit.lua`` checks and charges requests, burst, tokens and the
-concurrency slot together; ``ratelimit_settle.lua`` refunds and frees in one
-more round trip. Scripts run by EVALSHA and are loaded again on NOSCRIPT (after
+concurrency slot together; a settle (refund and free) rides with the next
+admission's script on the pipelined connection (applied first, atomically), or
+runs ``ratelimit_settle.lua`` on its own when no admission comes within
+``SETTLE_DEFER``. Scripts run by EVALSHA and are loaded again on NOSCRIPT (after
 a Redis restart or SCRIPT FLUSH). Time comes from Redis ``TIME`` so replicas
 with skewed clocks still share one timeline; tests pass the time explicitly.
 
@@ -18,6 +20,8 @@ import hashlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 
 from redis import exceptions as redis_errors
@@ -40,14 +44,18 @@ from agent_runtime.redis_connection import ClusterStart, MasterWatch, RedisTarge
 
 log = logging.getLogger(__name__)
 
-ADMIT_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_admit.lua").read_text()
-SETTLE_LUA = resources.files("agent_runtime.limits").joinpath("ratelimit_settle.lua").read_text()
+_SCRIPTS = resources.files("agent_runtime.limits")
+# Both scripts start with the settle functions: an admission applies the settles riding with it.
+_SETTLES_LUA = _SCRIPTS.joinpath("ratelimit_settles.lua").read_text()
+ADMIT_LUA = _SETTLES_LUA + _SCRIPTS.joinpath("ratelimit_admit.lua").read_text()
+SETTLE_LUA = _SETTLES_LUA + _SCRIPTS.joinpath("ratelimit_settle.lua").read_text()
 
 # Errors that mean "Redis cannot answer now" (down, restarting, loading, overloaded, timed out;
 # for a Cluster also "no node reachable" and "slot not covered", which are not RedisErrors).
 UNAVAILABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-# Longest a settle waits to share a write with other commands (lean connection): this process's
-# next admission sends it first anyway, so only other replicas can see a slot freed this late.
+# Longest a settle waits (lean connection, other commands in flight) to ride with the next
+# admission's script: this process's next admission applies it first anyway, so only other
+# replicas can see a slot freed this late.
 SETTLE_DEFER = 0.001
 # Refusal codes of the admission script, by code.
 _REFUSALS = tuple(Refusal)
@@ -60,6 +68,35 @@ def _sha(source: str) -> str:
 def window_keys(key: str) -> list[str]:
     """The four keys of one subject: request window, burst TAT, token window, concurrency leases."""
     return [f"{key}:r", f"{key}:b", f"{key}:t", f"{key}:c"]
+
+
+def settle_arg(
+    request_id: str, bucket: int, token_refund: int, track_tokens: bool, now_us: int | None
+) -> str:
+    """One settle as the scripts take it (``ratelimit_settles.lua``): five fields, spaces between."""
+    return (
+        f"{request_id} {bucket} {token_refund} {1 if track_tokens else 0} {'-' if now_us is None else now_us}"
+    )
+
+
+# A settle's arguments, as Backend.settle takes them (kept to report or replay a lost settle).
+SettleItem = tuple[str, str, int, int, bool, int | None]
+
+
+@dataclass(slots=True)
+class _Riding:
+    """A settle waiting for an admission to ride with: its two keys, its argument, what it was."""
+
+    tokens_key: str
+    leases_key: str
+    arg: str
+    item: SettleItem
+    # When it leaves on its own if no admission takes it (event-loop clock).
+    due: float
+
+
+def _log_lost_settle(item: SettleItem, exc: BaseException) -> None:
+    log.warning("rate-limit settle failed (%s); the reservation stays charged", type(exc).__name__)
 
 
 class RedisBackend:
@@ -132,6 +169,13 @@ class RedisBackend:
         # Every script this backend runs, loaded together on a primary that lacks them.
         self._scripts = {self._admit_sha: ADMIT_LUA, self._settle_sha: SETTLE_LUA}
         self._sha_of: dict[str, str] = {}
+        # Lean connection: settles waiting (at most SETTLE_DEFER) for the next admission's script.
+        self._riding: list[_Riding] = []
+        self._riding_timer: asyncio.TimerHandle | None = None
+        self._riding_tasks: set[asyncio.Task[None]] = set()
+        # Told about each settle that left without its caller and failed (ResilientRedisBackend
+        # queues it for replay); by default the lease expires and the reservation stays charged.
+        self.on_settle_lost: Callable[[SettleItem, BaseException], None] = _log_lost_settle
 
     async def _command(self, *args: str | int) -> object:
         """One command on a pooled connection, re-dialled once if it went stale.
@@ -143,10 +187,7 @@ class RedisBackend:
         event-loop step share one write and their replies one read.
         """
         if self._lean is not None:
-            # A settle is not waited on by anyone's response: it rides with the next admission's
-            # write, or leaves after SETTLE_DEFER (one connection keeps the order either way).
-            defer = SETTLE_DEFER if args[1] == self._settle_sha else 0.0
-            return await self._lean.execute(*args, defer=defer)
+            return await self._lean.execute(*args)
         assert self._pool is not None
         conn = await self._pool.get_connection()  # type: ignore[call-arg]
         try:
@@ -222,13 +263,29 @@ class RedisBackend:
     async def admit(
         self, key: str, spec: LimitSpec, tokens: int, request_id: str, now_us: int | None = None
     ) -> Decision:
-        """One EVALSHA: check and charge every limit of ``spec`` atomically."""
+        """One EVALSHA: check and charge every limit of ``spec`` atomically.
+
+        The settles waiting to ride (lean connection) go with it and are applied first.
+        """
         burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
         numbers = (
             f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} {spec.concurrency or 0} "
             f"{max(0, tokens)} {'-' if now_us is None else now_us} {self._lease_us}"
         )
-        raw = await self._run(ADMIT_LUA, self._admit_sha, window_keys(key), [numbers, request_id])
+        keys = window_keys(key)
+        args: list[str | int] = [numbers, request_id]
+        riding = self._take_riding()
+        if riding:
+            for item in riding:
+                keys += (item.tokens_key, item.leases_key)
+                args.append(item.arg)
+            try:
+                raw = await self._run(ADMIT_LUA, self._admit_sha, keys, args)
+            except BaseException as exc:
+                self._riding_failed(riding, exc)
+                raise
+        else:
+            raw = await self._run(ADMIT_LUA, self._admit_sha, keys, args)
         fields = raw.split() if isinstance(raw, bytes) else []
         if len(fields) != 9:
             raise RedisError(f"unexpected admission reply {raw!r}")
@@ -255,20 +312,94 @@ class RedisBackend:
         track_tokens: bool,
         now_us: int | None = None,
     ) -> None:
-        """One EVALSHA: free the slot and refund (or charge) tokens."""
+        """Free the slot and refund (or charge) tokens.
+
+        With nothing in flight this is one EVALSHA, awaited, its errors raised. On a busy lean
+        connection the settle rides instead: it returns at once, and the next admission's
+        script applies it first (one script, one reply for both), or it leaves on its own
+        after ``SETTLE_DEFER``; if that fails, ``on_settle_lost`` is told.
+        """
         keys = window_keys(key)
-        args: list[str | int] = [
-            request_id,
-            bucket,
-            token_refund,
-            1 if track_tokens else 0,
-            "" if now_us is None else now_us,
-        ]
-        await self._run(SETTLE_LUA, self._settle_sha, [keys[2], keys[3]], args)
+        arg = settle_arg(request_id, bucket, token_refund, track_tokens, now_us)
+        lean = self._lean
+        if lean is None or not lean.busy:
+            # Nothing in flight, so nothing to share a write with: one script of its own.
+            await self._run(SETTLE_LUA, self._settle_sha, [keys[2], keys[3]], [arg])
+            return
+        item: SettleItem = (key, request_id, bucket, token_refund, track_tokens, now_us)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + SETTLE_DEFER
+        self._riding.append(_Riding(keys[2], keys[3], arg, item, due))
+        if self._riding_timer is None:
+            self._riding_timer = loop.call_at(due, self._send_riding)
+
+    @property
+    def riding_settles(self) -> int:
+        """Settles waiting for an admission to ride with (lean connection)."""
+        return len(self._riding)
+
+    def _take_riding(self) -> list[_Riding]:
+        """The settles waiting to ride, now leaving (with an admission or on their own).
+
+        The timer is left running (it finds nothing to send, or waits on for the settles
+        queued since): at most one timer per SETTLE_DEFER under load, not one armed and
+        cancelled per request.
+        """
+        riding = self._riding
+        if riding:
+            self._riding = []
+        return riding
+
+    def _riding_failed(self, riding: list[_Riding], exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            # The carrier gave up before its reply: whether the settles landed is unknown, so they
+            # wait for the next carrier (a settle applied twice changes nothing).
+            loop = asyncio.get_running_loop()
+            for ride in riding:
+                ride.due = loop.time() + SETTLE_DEFER
+            self._riding[:0] = riding
+            if self._riding_timer is None:
+                self._riding_timer = loop.call_at(riding[0].due, self._send_riding)
+            return
+        for ride in riding:
+            self.on_settle_lost(ride.item, exc)
+
+    def _send_riding(self) -> None:
+        # The oldest queued settle is due (no admission took it within SETTLE_DEFER): every queued
+        # settle leaves as one script. Settles queued after an admission took the earlier ones
+        # wait until the first of them is due.
+        self._riding_timer = None
+        if not self._riding:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._riding[0].due
+        if due > loop.time():
+            self._riding_timer = loop.call_at(due, self._send_riding)
+            return
+        riding = self._take_riding()
+        if riding:
+            task = asyncio.get_running_loop().create_task(self._settle_riding(riding))
+            self._riding_tasks.add(task)
+            task.add_done_callback(self._riding_tasks.discard)
+
+    async def _settle_riding(self, riding: list[_Riding]) -> None:
+        keys = [key for ride in riding for key in (ride.tokens_key, ride.leases_key)]
+        try:
+            await self._run(SETTLE_LUA, self._settle_sha, keys, [ride.arg for ride in riding])
+        except Exception as exc:
+            self._riding_failed(riding, exc)
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections (settles still waiting to ride are sent first)."""
         self._master_watch.stop()
+        if self._riding_timer is not None:
+            self._riding_timer.cancel()
+            self._riding_timer = None
+        riding = self._take_riding()
+        if riding:
+            await self._settle_riding(riding)
+        if self._riding_tasks:
+            await asyncio.wait(list(self._riding_tasks))
         if self._lean is not None:
             await self._lean.aclose()
         if self._cluster is not None:
@@ -314,10 +445,13 @@ class ResilientRedisBackend:
         self._down_until = 0.0
         # Settles that could not reach Redis, replayed when it answers again (settle is idempotent
         # on the server, so a replay of one that did land changes nothing).
-        self._pending: deque[tuple[str, str, int, int, bool, int | None]] = deque(maxlen=10_000)
+        self._pending: deque[SettleItem] = deque(maxlen=10_000)
         self._flush_task: asyncio.Task[None] | None = None
         self.degraded = self.redis is None
         self._gauge(self.degraded)
+        if self.redis is not None:
+            # A settle that rode with an admission (or left on its own) and failed: replayed too.
+            self.redis.on_settle_lost = self._settle_lost
         if self.redis is None:
             log.error(
                 "rate limiting: no Redis connection (a Redis file of the credentials is missing); %s",
@@ -357,6 +491,13 @@ class ResilientRedisBackend:
             log.warning("rate limiting: Redis reachable again; shared limits restored")
         if self._pending and (self._flush_task is None or self._flush_task.done()):
             self._flush_task = asyncio.get_running_loop().create_task(self.flush_pending())
+
+    def _settle_lost(self, item: SettleItem, exc: BaseException) -> None:
+        if isinstance(exc, UNAVAILABLE):
+            self.mark_down(exc)
+            self._pending.append(item)
+        else:
+            _log_lost_settle(item, exc)
 
     @property
     def pending_settles(self) -> int:

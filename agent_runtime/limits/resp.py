@@ -156,6 +156,11 @@ class _Protocol(asyncio.Protocol):
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Commands sent (or queued) whose replies have not come yet."""
+        return len(self._waiting)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
 
@@ -277,6 +282,14 @@ class LeanConnection:
         self._protocol: _Protocol | None = None
         self._dialling: asyncio.Future[_Protocol] | None = None
         self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        """True while commands wait for their replies (or a dial is under way)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return self._dialling is not None
+        return bool(protocol.waiting)
 
     async def execute(self, *args: str | int | bytes, defer: float = 0.0) -> object:
         """Send one command and return its reply; re-dialled once when the connection was lost.
