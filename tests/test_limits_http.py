@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,21 @@ def redis_credentials(server: RedisServer, *, flush: bool = False) -> dict[str, 
 
         redis.Redis.from_url(server.url).flushall()
     return default_credentials({RATE_LIMIT_REDIS_URL_FILE: server.url})
+
+
+def wait_settled(server: RedisServer, timeout: float = 5.0) -> None:
+    """Until no admission holds a lease (a lease set is deleted with its last member): the settle
+    follows the answer, so a client that asks again at once can overtake its own refund."""
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    deadline = time.monotonic() + timeout
+    try:
+        while any(client.zcard(key) for key in client.scan_iter(match="*:c")):
+            assert time.monotonic() < deadline, "a lease was never settled"
+            time.sleep(0.005)
+    finally:
+        client.close()
 
 
 def chat(content: str = "hello", max_tokens: int | None = None) -> dict[str, Any]:
@@ -127,6 +143,8 @@ def test_token_budget_refuses_before_the_upstream(
             # Settled: the first used a few tokens of its 600+ reservation; the rest came back.
             left = int(first.headers.get("X-RateLimit-Remaining-Tokens", "0"))
             assert left < 400
+            if use_redis:
+                wait_settled(redis_server)
             second = client.post("/v1/chat/completions", json=chat(max_tokens=600))
             assert second.status_code == 200, second.text
             assert fake.state.requests == 2
