@@ -29,7 +29,7 @@ from agent_runtime.llm.errors import (
 from agent_runtime.llm.pool import Upstream
 from agent_runtime.llm.providers.base import StreamState, loads_json
 from agent_runtime.llm.retry import retry_after_of
-from agent_runtime.llm.transport import ResponseStream
+from agent_runtime.llm.transport import ResponseStream, close_response
 from agent_runtime.llm.types import ChatRequest
 from agent_runtime.llm.wire import request_bytes, upstream_request
 
@@ -137,7 +137,7 @@ async def complete_attempt(
                 stream = response.stream
                 raw = await stream.read() if isinstance(stream, ResponseStream) else await response.aread()
             finally:
-                await response.aclose()
+                await close_response(response)
     except UpstreamError:
         raise
     except (httpx.HTTPError, OSError, TimeoutError) as exc:
@@ -224,6 +224,6 @@ async def stream_attempt(
         raise classify_exception(exc) from None
     finally:
         if response is not None:
-            await response.aclose()
+            await close_response(response)
     if not state.complete:
         raise ConnectionBroken("stream ended before the answer was complete")
