@@ -85,6 +85,10 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._boundary_in_read = False
             self._header_bytes = 0
             self._deadline: asyncio.TimerHandle | None = None
+            # A deadline armed while a read is parsed waits for the end of the read: most requests
+            # arrive whole in one read and are disarmed in it, so they never start a loop timer.
+            self._in_read = False
+            self._wanted: tuple[float, str] | None = None
 
         # -------------------------------------------------------------- connection
 
@@ -102,11 +106,15 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._reading_headers and self._deadline is None:
+            self._in_read = True
+            if self._reading_headers and self._deadline is None and self._wanted is None:
                 # The first byte of a request on a kept-alive connection starts its header clock.
                 self._arm(limits.header_timeout, HEADER_TIMEOUT)
             self._boundary_in_read = False
-            super().data_received(data)
+            try:
+                super().data_received(data)
+            finally:
+                self._in_read = False
             if self._reading_headers and not self._boundary_in_read and not self.transport.is_closing():
                 # The whole read went to unfinished headers (the parser holds it): count it. A read
                 # in which a request's headers or body ended (and the next request may have begun)
@@ -114,6 +122,11 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._header_bytes += len(data)
                 if self._header_bytes > limits.max_header_bytes:
                     self._refuse(HEADER_TOO_LARGE, 431)
+            wanted = self._wanted
+            if wanted is not None:
+                self._wanted = None
+                if not self.transport.is_closing():
+                    self._deadline = self.loop.call_at(wanted[0], self._expired, wanted[1])
 
         # -------------------------------------------------------------- parser callbacks
 
@@ -137,9 +150,14 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def _arm(self, seconds: float, reason: str) -> None:
             self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._expired, reason)
+            when = self.loop.time() + seconds
+            if self._in_read:
+                self._wanted = (when, reason)
+            else:
+                self._deadline = self.loop.call_at(when, self._expired, reason)
 
         def _disarm(self) -> None:
+            self._wanted = None
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
