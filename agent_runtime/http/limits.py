@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from agent_runtime import metrics
 from agent_runtime.config import ServerLimits, duration_seconds
 from agent_runtime.http.coalesce import CoalescingTransport
+from agent_runtime.http.exchange import DISCONNECT_EXTENSION, DisconnectWatch, disconnect_watch
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
@@ -103,7 +104,14 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            cycle = self.cycle
+            # Where uvicorn marks the request disconnected, its work hears of it at once.
+            gone = cycle is not None and not cycle.response_complete
             super().connection_lost(exc)
+            if gone and cycle is not None:
+                watch = disconnect_watch(cycle.scope)  # type: ignore[arg-type]
+                if watch is not None:
+                    watch.fire()
 
         def data_received(self, data: bytes) -> None:
             self._in_read = True
@@ -135,6 +143,9 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._boundary_in_read = True
             self._header_bytes = 0
             self._arm(limits.body_timeout, BODY_TIMEOUT)
+            # Before uvicorn builds the request's cycle (and task) on this scope.
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[DISCONNECT_EXTENSION] = DisconnectWatch()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
