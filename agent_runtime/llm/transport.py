@@ -189,21 +189,17 @@ class _Connection(asyncio.Protocol):
             if body:
                 # Everything buffered at once: one socket read often holds many small
                 # chunked-encoding chunks (SSE events), and each yield costs.
-                chunk = body.popleft() if len(body) == 1 else b"".join(body)
-                body.clear()
-                self._buffered = 0
-                if self._paused and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield chunk
+                yield self._take_buffered()
             if self.message_done:
                 return
             await self._wait(limit() if limit is not None else None)
 
     def take_body(self) -> bytes | None:
         """The whole body once the message is complete (what :meth:`body_chunks` gives), else None."""
-        if not self.message_done:
-            return None
+        return self._take_buffered() if self.message_done else None
+
+    def _take_buffered(self) -> bytes:
+        """The buffered body as one piece (empty when none); reading resumes if it was paused."""
         body = self._body
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
