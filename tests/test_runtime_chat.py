@@ -250,6 +250,29 @@ def test_openai_stream_disconnect_cancels_upstream(server: InProcessRuntime, fak
     assert wait_until(lambda: server.runtime.in_flight == 0, timeout=10)
 
 
+def test_openai_complete_disconnect_cancels_upstream(server: InProcessRuntime, fake: FakeUpstream) -> None:
+    # A non-streamed answer runs in the request's own task: a client gone while it waits still ends it.
+    fake.inject(Fault(kind="hang", count=1))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hang whole"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {KEY}"},
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+    assert wait_until(lambda: server.runtime.in_flight == 0, timeout=10)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'sentient_client_disconnects_total{route="/v1/chat/completions"}' in metrics
+    assert 'sentient_requests_total{route="/v1/chat/completions",status="499"}' in metrics
+    # The runtime answers the next request at once: the hung upstream connection was dropped.
+    fake.state.reset()
+    completion = openai_client(server).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "after"}]
+    )
+    assert completion.choices[0].message.content == "Echo: after"
+
+
 def test_logs_of_a_request_carry_its_request_id(server: InProcessRuntime, fake: FakeUpstream) -> None:
     import io
     import json

@@ -182,3 +182,45 @@ def test_slow_uploads_do_not_stretch_the_shutdown_past_its_grace(tmp_path: Path)
     assert elapsed < grace + 2.0, elapsed
     # Each slow upload was answered, not dropped: 503, the agent is shutting down.
     assert answers == [b"HTTP/1.1 503 Service Unavailable"] * 3
+
+
+def test_non_streamed_answers_end_on_disconnect_and_on_drain(tmp_path: Path) -> None:
+    # A whole answer runs in the request's own task; the runtime's protocol tells it of a
+    # disconnect, the drain ends it as tracked work: both still end it, as for a stream.
+    from agent_runtime.testing import Fault
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hang whole"}]}
+    headers = {"authorization": f"Bearer {KEY}"}
+    with FakeUpstream("openai") as fake, start(tmp_path, fake, "1s") as runtime:
+        url = f"{runtime.url}/v1/chat/completions"
+        metrics_url = f"http://127.0.0.1:{runtime.files.config.server.metrics_port}/metrics"
+        fake.inject(Fault(kind="hang", count=1))
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(10, read=0.5))
+        assert wait_until(
+            lambda: (
+                'sentient_requests_total{route="/v1/chat/completions",status="499"}'
+                in httpx.get(metrics_url).text
+            ),
+            timeout=10,
+        )
+        assert (
+            'sentient_client_disconnects_total{route="/v1/chat/completions"}' in httpx.get(metrics_url).text
+        )
+        fake.state.reset()
+        answer = httpx.post(url, json=body, headers=headers, timeout=10)
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+
+        fake.inject(Fault(kind="hang", count=1))
+        result: list[httpx.Response] = []
+        client = threading.Thread(
+            target=lambda: result.append(httpx.post(url, json=body, headers=headers, timeout=30))
+        )
+        client.start()
+        assert wait_until(lambda: fake.state.requests >= 2)
+        assert runtime.proc is not None
+        runtime.proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert runtime.proc.wait(30) == 0
+    assert result and result[0].status_code == 503
+    assert result[0].json()["error"]["message"] == "the agent is shutting down"

@@ -7,12 +7,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import jwt
 
 from agent_runtime.auth.oidc import DiscoveryError
+
+if TYPE_CHECKING:
+    # PyJWT (and the cryptography it loads, ~10 MB) is imported when a token is first checked:
+    # a runtime that takes API keys only never loads it.
+    import jwt
 
 log = logging.getLogger("agent_runtime.auth")
 
@@ -74,6 +78,8 @@ class JWKSCache:
         return self._url if isinstance(self._url, str) else await self._url()
 
     async def _fetch(self) -> None:
+        import jwt
+
         url = await self._resolve_url()
         client = self._client or httpx.AsyncClient(timeout=5.0)
         try:
@@ -96,6 +102,8 @@ class JWKSCache:
 
     async def key_for(self, kid: str | None) -> SigningKey | None:
         """The signing key with ``kid`` (or the only key when the token names none)."""
+        import jwt
+
         now = time.monotonic()
         stale = now - self._fetched_at > self._ttl
         unknown = (kid or "") not in self._keys and not (kid is None and len(self._keys) == 1)

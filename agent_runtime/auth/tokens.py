@@ -6,8 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import jwt
-
 from agent_runtime.auth.jwks import JWKSCache
 from agent_runtime.auth.principal import AuthError
 
@@ -24,6 +22,9 @@ def looks_like_jwt(token: str) -> bool:
 
 async def verify_jwt(token: str, jwks: JWKSCache, issuer: str, audiences: Sequence[str]) -> dict[str, Any]:
     """The claims of a valid token; raises :class:`AuthError` (401, or 403 for another audience)."""
+    # Here, not at the top: PyJWT loads cryptography (~10 MB), which an API-key runtime never needs.
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:

@@ -35,6 +35,47 @@ STATUS_CLIENT_CLOSED = 499
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
+# The ASGI scope extension under which the runtime's own HTTP protocol (http/limits.py) puts a
+# :class:`DisconnectWatch` for each request.
+DISCONNECT_EXTENSION = "sentient.disconnect"
+
+
+class DisconnectWatch:
+    """Tells the work of one request at once when its client goes away.
+
+    Set by the server's protocol on the request's scope; without it, the client is watched by
+    a task reading ``receive()`` (:func:`wait_disconnect`), which costs a task per request.
+    """
+
+    __slots__ = ("_callback", "gone")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self._callback: Callable[[], object] | None = None
+
+    def on_gone(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback`` when the client goes away (now, if it has); None stops watching."""
+        self._callback = callback
+        if callback is not None and self.gone:
+            callback()
+
+    def fire(self) -> None:
+        """The client went away (called by the protocol, once)."""
+        if self.gone:
+            return
+        self.gone = True
+        callback = self._callback
+        if callback is not None:
+            callback()
+
+
+def disconnect_watch(scope: Scope) -> DisconnectWatch | None:
+    """The request's :class:`DisconnectWatch`, when its server set one."""
+    extensions = scope.get("extensions")
+    watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+    return watch if isinstance(watch, DisconnectWatch) else None
+
+
 class BodyTooLarge(Exception):
     """The request body exceeds :data:`MAX_BODY_BYTES`."""
 

@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from agent_runtime import metrics
 from agent_runtime.config import ServerLimits, duration_seconds
 from agent_runtime.http.coalesce import CoalescingTransport
+from agent_runtime.http.exchange import DISCONNECT_EXTENSION, DisconnectWatch, disconnect_watch
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
@@ -85,6 +86,10 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._boundary_in_read = False
             self._header_bytes = 0
             self._deadline: asyncio.TimerHandle | None = None
+            # A deadline armed while a read is parsed waits for the end of the read: most requests
+            # arrive whole in one read and are disarmed in it, so they never start a loop timer.
+            self._in_read = False
+            self._wanted: tuple[float, str] | None = None
 
         # -------------------------------------------------------------- connection
 
@@ -99,14 +104,25 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            cycle = self.cycle
+            # Where uvicorn marks the request disconnected, its work hears of it at once.
+            gone = cycle is not None and not cycle.response_complete
             super().connection_lost(exc)
+            if gone and cycle is not None:
+                watch = disconnect_watch(cycle.scope)  # type: ignore[arg-type]
+                if watch is not None:
+                    watch.fire()
 
         def data_received(self, data: bytes) -> None:
-            if self._reading_headers and self._deadline is None:
+            self._in_read = True
+            if self._reading_headers and self._deadline is None and self._wanted is None:
                 # The first byte of a request on a kept-alive connection starts its header clock.
                 self._arm(limits.header_timeout, HEADER_TIMEOUT)
             self._boundary_in_read = False
-            super().data_received(data)
+            try:
+                super().data_received(data)
+            finally:
+                self._in_read = False
             if self._reading_headers and not self._boundary_in_read and not self.transport.is_closing():
                 # The whole read went to unfinished headers (the parser holds it): count it. A read
                 # in which a request's headers or body ended (and the next request may have begun)
@@ -114,6 +130,11 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._header_bytes += len(data)
                 if self._header_bytes > limits.max_header_bytes:
                     self._refuse(HEADER_TOO_LARGE, 431)
+            wanted = self._wanted
+            if wanted is not None:
+                self._wanted = None
+                if not self.transport.is_closing():
+                    self._deadline = self.loop.call_at(wanted[0], self._expired, wanted[1])
 
         # -------------------------------------------------------------- parser callbacks
 
@@ -122,6 +143,9 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._boundary_in_read = True
             self._header_bytes = 0
             self._arm(limits.body_timeout, BODY_TIMEOUT)
+            # Before uvicorn builds the request's cycle (and task) on this scope.
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[DISCONNECT_EXTENSION] = DisconnectWatch()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -137,9 +161,14 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def _arm(self, seconds: float, reason: str) -> None:
             self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._expired, reason)
+            when = self.loop.time() + seconds
+            if self._in_read:
+                self._wanted = (when, reason)
+            else:
+                self._deadline = self.loop.call_at(when, self._expired, reason)
 
         def _disarm(self) -> None:
+            self._wanted = None
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None

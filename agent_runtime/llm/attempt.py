@@ -29,12 +29,43 @@ from agent_runtime.llm.errors import (
 from agent_runtime.llm.pool import Upstream
 from agent_runtime.llm.providers.base import StreamState, loads_json
 from agent_runtime.llm.retry import retry_after_of
-from agent_runtime.llm.transport import ResponseStream
+from agent_runtime.llm.transport import ResponseStream, close_response
 from agent_runtime.llm.types import ChatRequest
 from agent_runtime.llm.wire import request_bytes, upstream_request
 
 # Error bodies are read only this far: enough for the error type.
 _ERROR_BODY_LIMIT = 16_384
+
+
+class _Deadline:
+    """``asyncio.timeout_at(when)`` around the awaits of one attempt, as a plain ``with`` block.
+
+    The same contract (the task is cancelled at ``when`` and the block raises TimeoutError;
+    any other cancellation goes through) for half the cost: asyncio's async context manager
+    and its bookkeeping took about 6 us per request in our measurements, the timer alone 2-4.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        task = asyncio.current_task(loop)
+        assert task is not None, "a deadline bounds awaits of a task"
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
+        self._handle = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._handle.cancel()
+        if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
 
 
 def max_tokens_of(entry: Entry, request: ChatRequest) -> int | None:
@@ -129,15 +160,16 @@ async def complete_attempt(
     sending = _send(
         entry, upstream, request, api_key, stream=False, partial=None, trace_headers=trace_headers
     )
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(limit):
+        with _Deadline(loop, loop.time() + limit):
             response = await sending
             try:
                 await _raise_for_status(entry, response)
                 stream = response.stream
                 raw = await stream.read() if isinstance(stream, ResponseStream) else await response.aread()
             finally:
-                await response.aclose()
+                await close_response(response)
     except UpstreamError:
         raise
     except (httpx.HTTPError, OSError, TimeoutError) as exc:
@@ -180,7 +212,7 @@ async def stream_attempt(
     response: httpx.Response | None = None
     got_text = False
     try:
-        async with asyncio.timeout_at(first_by):
+        with _Deadline(loop, first_by):
             response = await sending
             await _raise_for_status(entry, response)
         idle = entry.idle
@@ -224,6 +256,6 @@ async def stream_attempt(
         raise classify_exception(exc) from None
     finally:
         if response is not None:
-            await response.aclose()
+            await close_response(response)
     if not state.complete:
         raise ConnectionBroken("stream ended before the answer was complete")

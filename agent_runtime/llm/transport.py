@@ -189,16 +189,25 @@ class _Connection(asyncio.Protocol):
             if body:
                 # Everything buffered at once: one socket read often holds many small
                 # chunked-encoding chunks (SSE events), and each yield costs.
-                chunk = body.popleft() if len(body) == 1 else b"".join(body)
-                body.clear()
-                self._buffered = 0
-                if self._paused and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield chunk
+                yield self._take_buffered()
             if self.message_done:
                 return
             await self._wait(limit() if limit is not None else None)
+
+    def take_body(self) -> bytes | None:
+        """The whole body once the message is complete (what :meth:`body_chunks` gives), else None."""
+        return self._take_buffered() if self.message_done else None
+
+    def _take_buffered(self) -> bytes:
+        """The buffered body as one piece (empty when none); reading resumes if it was paused."""
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
 
     def begin(self) -> None:
         """Prepare for the next request on this connection."""
@@ -247,6 +256,10 @@ class ResponseStream(httpx.AsyncByteStream):
 
     async def read(self) -> bytes:
         """The whole body (one layer, where ``Response.aread()`` stacks four); bound it from outside."""
+        # A small answer is usually complete when its head is read: no generator to run then.
+        whole = self._conn.take_body()
+        if whole is not None:
+            return whole
         try:
             chunks = [chunk async for chunk in self._conn.body_chunks(None)]
         except OSError as exc:
@@ -261,6 +274,16 @@ class ResponseStream(httpx.AsyncByteStream):
         conn = self._conn
         reusable = conn.message_done and conn.keep_alive and not conn.closed
         self._pool._release(conn, reusable)
+
+
+async def close_response(response: httpx.Response) -> None:
+    """Close ``response``; one of ours directly (``Response.aclose()`` enters a context manager)."""
+    stream = response.stream
+    if isinstance(stream, ResponseStream):
+        response.is_closed = True
+        await stream.aclose()
+    else:
+        await response.aclose()
 
 
 class LeanTransport(httpx.AsyncBaseTransport):

@@ -36,6 +36,7 @@ from agent_runtime.pipeline import (
     Route,
     UpstreamFailure,
     count_agent_error,
+    run_inline,
     run_work,
     upstream_failure,
 )
@@ -264,24 +265,24 @@ def _llm(call: Call) -> Any:
 async def _complete(call: Call) -> int | None:
     ex, body, request = call.ex, call.body, call.data
     assert isinstance(body, ChatCompletionBody) and isinstance(request, ChatRequest)
-    work = await run_work(call, _llm(call).complete(request))
+    work = await run_inline(call, _llm(call).complete(request))
     if work.disconnected:
         return None
-    if work.forced or work.task.cancelled():
+    if work.forced or work.cancelled:
         await ex.json(
             503, openai_error("the agent is shutting down", "service_unavailable"), call.headers, close=True
         )
         return None
-    try:
-        completion: Completion = work.task.result()
-    except LLMError as exc:
-        failure = upstream_failure(call, exc)
+    if isinstance(work.error, LLMError):
+        failure = upstream_failure(call, work.error)
         await ex.json(failure.status, _upstream_error(failure), _retry_headers(call.headers, failure))
         return None
-    except Exception:
-        log.exception("chat completion failed")
+    if work.error is not None:
+        log.error("chat completion failed", exc_info=work.error)
         await ex.json(500, openai_error("internal error", "api_error"), call.headers)
         return None
+    completion = work.value
+    assert completion is not None
     guardrails = _output_guardrails(call)
     if guardrails is not None:
         screening = await guardrails.screen("output", [completion.text], _guard_context(call))
