@@ -64,6 +64,9 @@ from sentient_operator.kube import REPORTING_COMPONENT  # noqa: E402
 
 IMAGE = "sentient-agent-runtime:e2e"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Seconds of quiet after the rollout before the settled RSS is read (longer than the operator's
+# heap-trim period, 20 s).
+SETTLE_S = 25.0
 
 
 class BenchError(RuntimeError):
@@ -274,6 +277,8 @@ class SizeResult:
     create_cpu_s: float = float("nan")
     rss_mib: float = float("nan")
     peak_rss_mib: float = float("nan")
+    # RSS once the fleet has been quiet for SETTLE_S (the operator trims its heap after work).
+    settled_rss_mib: float = float("nan")
     rollout_s: float = float("nan")
     rollout_cpu_s: float = float("nan")
     rollout_not_ready_agents: int = -1
@@ -455,6 +460,8 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
             1 for e in events if e["metadata"]["name"] not in events_before and e.get("reason") == "NotReady"
         )
         result.rss_mib, result.peak_rss_mib = rss_mib(pid)
+        time.sleep(SETTLE_S)
+        result.settled_rss_mib = rss_mib(pid)[0]
         writes = operator_writes(op)
         result.writes = {f"{verb} {kind}": count for (verb, kind), count in sorted(writes.items())}
         result.events_counted = writes.get(("create", "Event"), 0)
@@ -508,14 +515,14 @@ def main() -> int:
         f"\noperator at scale, local control plane, {cores} cores (load averages 1/5/15 min before and after each N)\n"
     )
     print(
-        "| N | floor (half) | operator (half) | ratio | children applied | CPU-s (create) | RSS / peak MiB | rollout (children applied) | rollout / create | CPU-s (rollout) | Ready=False in rollout | NotReady Events | Events counted / posted | load before -> after |"
+        "| N | floor (half) | operator (half) | ratio | children applied | CPU-s (create) | RSS / peak / settled MiB | rollout (children applied) | rollout / create | CPU-s (rollout) | Ready=False in rollout | NotReady Events | Events counted / posted | load before -> after |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r.n} | {r.floor_s:.1f} s ({r.floor_half_s:.1f} s) | {r.operator_s:.1f} s ({r.half_s:.1f} s) "
             f"| {r.ratio:.2f}x | {r.children_s:.1f} s | {r.create_cpu_s:.1f} "
-            f"| {r.rss_mib:.0f} / {r.peak_rss_mib:.0f} | {r.rollout_s:.1f} s ({r.rollout_children_s:.1f} s) "
+            f"| {r.rss_mib:.0f} / {r.peak_rss_mib:.0f} / {r.settled_rss_mib:.0f} | {r.rollout_s:.1f} s ({r.rollout_children_s:.1f} s) "
             f"| {r.rollout_ratio:.2f}x "
             f"| {r.rollout_cpu_s:.1f} | {r.rollout_not_ready_agents} | {r.rollout_not_ready_events} "
             f"| {r.events_counted} / {r.events_posted} | {'/'.join(map(str, r.load[:3]))} -> {'/'.join(map(str, r.load[3:]))} |"
