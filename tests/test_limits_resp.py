@@ -113,36 +113,17 @@ async def test_a_silent_server_times_out_and_the_next_command_redials(server: Re
     await lean.aclose()
 
 
-async def test_a_deferred_command_leaves_with_the_next_one_or_after_its_delay(server: RedisServer) -> None:
+async def test_closing_writes_the_commands_queued_in_this_step(server: RedisServer) -> None:
     server.start()
     client = Redis.from_url(server.url)
-    await client.delete("lean:d", "lean:e", "lean:f")
+    await client.delete("lean:f")
     lean = LeanConnection(lean_address(server.url))  # type: ignore[arg-type]
     assert await lean.execute("PING") == b"PONG"
-    # An idle connection sends a deferred command at the end of the step: nothing to wait for.
-    assert await lean.execute("INCR", "lean:e", defer=1.0) == 1
-    # A busy one (here: a blocked command in flight) lets it wait for company.
-    busy = asyncio.ensure_future(lean.execute("BLPOP", "lean:never", "0.5"))
-    await asyncio.sleep(0.02)
-    waiting = asyncio.ensure_future(lean.execute("INCR", "lean:d", defer=1.0))
-    await asyncio.sleep(0.05)
-    assert await client.get("lean:d") is None  # still waiting for company
-    assert await lean.execute("ECHO", "now") == b"now"  # after BLPOP; INCR went first, with it
-    assert await client.get("lean:d") == b"1"
-    assert await waiting == 1 and await busy is None
-    loop = asyncio.get_running_loop()
-    busy = asyncio.ensure_future(lean.execute("BLPOP", "lean:never", "0.5"))
-    await asyncio.sleep(0.02)
-    started = loop.time()
-    # No company: it leaves after its delay (and is answered after the BLPOP, in order).
-    assert await lean.execute("INCR", "lean:e", defer=0.05) == 2
-    assert 0.04 <= loop.time() - started < 2.0
-    assert await busy is None
-    # Closing writes what is queued: a deferred settle is not lost at shutdown.
+    # Closing writes what is queued: a settle sent in the same step is not lost at shutdown.
     protocol = lean._protocol
     assert protocol is not None
     echo = protocol.send(encode(("ECHO", "x")))
-    last = protocol.send(encode(("INCR", "lean:f")), defer=1.0)
+    last = protocol.send(encode(("INCR", "lean:f")))
     await lean.aclose()  # in the same step: nothing was written yet
     for future in (echo, last):
         with pytest.raises(RedisConnectionError):

@@ -275,17 +275,15 @@ class RedisBackend:
         keys = window_keys(key)
         args: list[str | int] = [numbers, request_id]
         riding = self._take_riding()
-        if riding:
-            for item in riding:
-                keys += (item.tokens_key, item.leases_key)
-                args.append(item.arg)
-            try:
-                raw = await self._run(ADMIT_LUA, self._admit_sha, keys, args)
-            except BaseException as exc:
-                self._riding_failed(riding, exc)
-                raise
-        else:
+        for item in riding:
+            keys += (item.tokens_key, item.leases_key)
+            args.append(item.arg)
+        try:
             raw = await self._run(ADMIT_LUA, self._admit_sha, keys, args)
+        except BaseException as exc:
+            if riding:
+                self._riding_failed(riding, exc)
+            raise
         fields = raw.split() if isinstance(raw, bytes) else []
         if len(fields) != 9:
             raise RedisError(f"unexpected admission reply {raw!r}")
@@ -376,11 +374,9 @@ class RedisBackend:
         if due > loop.time():
             self._riding_timer = loop.call_at(due, self._send_riding)
             return
-        riding = self._take_riding()
-        if riding:
-            task = asyncio.get_running_loop().create_task(self._settle_riding(riding))
-            self._riding_tasks.add(task)
-            task.add_done_callback(self._riding_tasks.discard)
+        task = loop.create_task(self._settle_riding(self._take_riding()))
+        self._riding_tasks.add(task)
+        task.add_done_callback(self._riding_tasks.discard)
 
     async def _settle_riding(self, riding: list[_Riding]) -> None:
         keys = [key for ride in riding for key in (ride.tokens_key, ride.leases_key)]

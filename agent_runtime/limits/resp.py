@@ -150,7 +150,6 @@ class _Protocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_scheduled = False
-        self._flush_timer: asyncio.TimerHandle | None = None
         # (future, when sent) per command awaiting its reply, oldest first.
         self._waiting: deque[tuple[asyncio.Future[object], float]] = deque()
         self._buf = b""
@@ -189,13 +188,10 @@ class _Protocol(asyncio.Protocol):
             return
         self._buf = buf[pos:]
 
-    def send(self, command: bytes, defer: float = 0.0) -> asyncio.Future[object]:
+    def send(self, command: bytes) -> asyncio.Future[object]:
         """Queue ``command``; the future gets its reply (or the connection's failure).
 
-        Queued commands leave at the end of the event-loop step; a command sent with
-        ``defer`` (seconds) while others are in flight (the connection is busy) may wait that
-        long for company, and leaves at once with the next command that does not wait. Order
-        is kept either way.
+        Queued commands leave together at the end of the event-loop step, in order.
         """
         if self.closed:
             raise RedisConnectionError("Redis connection closed")
@@ -208,22 +204,14 @@ class _Protocol(asyncio.Protocol):
         self._out_size += len(command)
         if self._out_size >= _FLUSH_AT:
             self.flush()
-        elif not defer or len(self._waiting) == 1:
-            # Nothing else in flight: an idle connection has no company to wait for.
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self.flush)
-        elif self._flush_timer is None and not self._flush_scheduled:
-            # Within the reply timeout, which counts from here.
-            self._flush_timer = self._loop.call_at(now + min(defer, self._timeout / 4), self.flush)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
         return future
 
     def flush(self) -> None:
         """Write every queued command in one call."""
         self._flush_scheduled = False
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
         if not self._out or self.transport is None or self.closed:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
@@ -244,9 +232,6 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -263,7 +248,7 @@ class _Protocol(asyncio.Protocol):
         """Close the connection; commands still waiting fail with ``ConnectionError``.
 
         Queued commands are written first (the transport sends them before it closes), so
-        that deferred settles are not lost at shutdown.
+        that settles queued in this step are not lost at shutdown.
         """
         self.flush()
         self._fail(RedisConnectionError("Redis connection closed"))
@@ -291,11 +276,9 @@ class LeanConnection:
             return self._dialling is not None
         return bool(protocol.waiting)
 
-    async def execute(self, *args: str | int | bytes, defer: float = 0.0) -> object:
+    async def execute(self, *args: str | int | bytes) -> object:
         """Send one command and return its reply; re-dialled once when the connection was lost.
 
-        ``defer`` lets the command wait up to that many seconds to share a write (see
-        :meth:`_Protocol.send`); for commands nobody waits on, such as the limiter's settles.
         A command whose connection broke before its reply is sent once more on a new
         connection, as redis-py's clients do: for the limiter's scripts a repeat only
         over-counts (admission) or changes nothing (settle).
@@ -308,7 +291,7 @@ class LeanConnection:
                     raise RedisConnectionError("Redis connection closed")
                 protocol = await self._connect()
             try:
-                return await protocol.send(command, defer)
+                return await protocol.send(command)
             except (RedisConnectionError, RedisTimeoutError):
                 if attempt:
                     raise
