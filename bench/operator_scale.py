@@ -494,6 +494,7 @@ def main() -> int:
         default=0.25,
         help="seconds between checks of the watched agents and Deployments (in memory)",
     )
+    parser.add_argument("--log-dir", type=Path, help="keep the operator's logs here (default: discarded)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
@@ -503,7 +504,7 @@ def main() -> int:
             result = SizeResult(n, load=[round(x, 2) for x in os.getloadavg()])
             try:
                 measure_floor(result, args.timeout, args.interval)
-                measure_operator(result, args.timeout, args.interval, Path(tmp))
+                measure_operator(result, args.timeout, args.interval, args.log_dir or Path(tmp))
             except BenchError as exc:
                 result.error = str(exc)
             result.load += [round(x, 2) for x in os.getloadavg()]

@@ -199,7 +199,7 @@ def test_the_echo_of_our_own_status_write_schedules_no_reconcile() -> None:
     assert isinstance(context, OperatorContext)
     memo = {"sentient": context}
     key = ("agent", "team", "helper")
-    context.agents._written[("team", "helper")] = "7"
+    context.agents._written.record("team", "helper", "7")
     for rv, scheduled in (("7", False), ("8", True)):  # our write's echo, then someone else's
         body = {"metadata": {"resourceVersion": rv}}
         on_agent_event(type="MODIFIED", namespace="team", name="helper", body=body, memo=memo)

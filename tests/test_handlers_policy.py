@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentient_operator.reconcile.cache import ClusterCache
-from sentient_operator.reconcile.policy import agents_using, policy_references, policy_status
+from sentient_operator.reconcile.policy import policy_references, policy_status
 from sentient_operator.reconcile.snapshot import Snapshot
 
 cache = ClusterCache()
@@ -39,7 +39,7 @@ def test_counts_agents_and_is_ready(view: dict[str, dict[Any, list[Snapshot]]]) 
         Snapshot({"spec": {"rateLimitPolicyRef": {"name": "std", "namespace": "team"}}})
     ]
     view["agents"][("other", "c")] = [Snapshot({"spec": {"rateLimitPolicyRef": {"name": "std"}}})]
-    assert agents_using(cache, "team", "std") == 2
+    assert cache.agents_using_policy("team", "std") == 2
     status = policy_status(cache, policy())
     assert status["agents"] == 2 and status["observedGeneration"] == 3
     (ready,) = status["conditions"]
@@ -106,7 +106,23 @@ def test_a_status_write_neither_recounts_its_echo_nor_re_renders_the_agents() ->
 
     assert event(None, 3, "10") == (True, True)  # the listing at start: agents render it
     assert event("MODIFIED", 3, "11") == (True, False)  # a status change: recount only
-    policies._written[("team", "std")] = "12"  # the resourceVersion our own status write made
+    policies._written.record("team", "std", "12")  # the resourceVersion our own status write made
     assert event("MODIFIED", 3, "12") == (False, False)  # its echo: nothing
     assert event("MODIFIED", 4, "13") == (True, True)  # a spec change: every agent re-renders
     assert event("DELETED", 4, "14") == (True, True)
+
+
+def test_the_count_follows_edits_and_deletions(view: dict[str, dict[Any, list[Snapshot]]]) -> None:
+    def agent(rv: str, policy_name: str | None) -> list[Snapshot]:
+        spec = {"rateLimitPolicyRef": {"name": policy_name}} if policy_name else {}
+        return [Snapshot({"metadata": {"resourceVersion": rv}, "spec": spec})]
+
+    view["agents"][("team", "a")] = agent("1", "std")
+    view["agents"][("team", "b")] = agent("2", "std")
+    assert cache.agents_using_policy("team", "std") == 2
+    view["agents"][("team", "a")] = agent("3", "premium")  # edited to use another policy
+    assert cache.agents_using_policy("team", "std") == 1
+    assert cache.agents_using_policy("team", "premium") == 1
+    del view["agents"][("team", "b")]
+    view["agents"][("team", "c")] = agent("4", None)
+    assert cache.agents_using_policy("team", "std") == 0

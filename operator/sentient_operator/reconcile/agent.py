@@ -40,7 +40,9 @@ from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_k
 from sentient_operator.reconcile.agent_status import (
     KIND,
     ReadyGauges,
+    StatusHold,
     deployment_state,
+    hold_reason,
     invalid_spec_message,
     problem_condition,
     transition_events,
@@ -49,6 +51,7 @@ from sentient_operator.reconcile.agent_status import (
 from sentient_operator.reconcile.cache import ClusterCache, decode_secret_data
 from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller, RefKey
+from sentient_operator.reconcile.own_writes import OwnWrites
 from sentient_operator.references import (
     CREDENTIALS_READY,
     PROVIDERS_RESOLVED,
@@ -64,6 +67,9 @@ log = logging.getLogger("sentient_operator.agent")
 BLOCKED_RETRY = 30.0
 # Seconds a policy's recount waits for more agents that start or stop using it.
 POLICY_COALESCE = 1.0
+# Longest wait of a status write that carries no news (see StatusHold): a stuck Deployment
+# controller or a slow rollout's pod counts still show after this.
+STATUS_HOLD = 10.0
 # Problems reported as conditions that do not stop the agent from being rendered.
 NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
 
@@ -122,9 +128,8 @@ class AgentReconciler:
         self._validated: dict[str, tuple[str, tuple[bool, str]]] = {}
         self.gauges = ReadyGauges()
         self._rendered = _RenderMemo()
-        # (namespace, name) -> resourceVersion of our last status write: its watch event is our
-        # own echo and needs no reconcile (it was a third of them).
-        self._written: dict[tuple[str, str], str] = {}
+        self._written = OwnWrites()
+        self._hold = StatusHold(STATUS_HOLD)
 
     # ------------------------------------------------------------------ entry point
 
@@ -149,18 +154,17 @@ class AgentReconciler:
                 self.controller.enqueue("policy", ref_ns, ref_name)  # its agent count dropped
         self.controller.forget(key)
         self.children.forget_agent(namespace, name)
-        self._written.pop((namespace, name), None)
+        self._written.forget(namespace, name)
+        self._hold.forget((namespace, name))
         self._rendered.forget(namespace, name)
 
     def is_own_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """Whether an agent event carries exactly the object our last status write made."""
-        return resource_version is not None and self._written.get((namespace, name)) == resource_version
+        return self._written.is_echo(namespace, name, resource_version)
 
     async def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
-        written = await write_status(body, status)
-        if written is not None:
-            meta = body["metadata"]
-            self._written[(meta["namespace"], meta["name"])] = written
+        meta = body["metadata"]
+        self._written.record(meta["namespace"], meta["name"], await write_status(body, status))
 
     def forget_provider(self, provider_id: str) -> None:
         """A provider went: its validation verdict goes too."""
@@ -205,7 +209,7 @@ class AgentReconciler:
                     )
                 )
         blocking = [p for p in problems if p.condition not in NON_BLOCKING]
-        await self._report(body, spec, resolution, problems, blocking, applied, old_conditions)
+        held = await self._report(body, spec, resolution, problems, blocking, applied, old_conditions)
         if blocking or applied.apply_error is not None:
             reason = blocking[0].reason if blocking else "ApplyFailed"
             metrics.RECONCILES.labels(KIND, "blocked" if blocking else "error").inc()
@@ -214,7 +218,7 @@ class AgentReconciler:
             backoff = self.controller.backoff(key)
             return min(backoff, BLOCKED_RETRY) if blocking else backoff
         metrics.RECONCILES.labels(KIND, "ok").inc()
-        return None
+        return held
 
     # ------------------------------------------------------------------ gather
 
@@ -390,7 +394,9 @@ class AgentReconciler:
         blocking: list[Problem],
         applied: _Applied,
         old_conditions: list[dict[str, Any]],
-    ) -> None:
+    ) -> float | None:
+        """Write the agent's status, or hold it (see :data:`STATUS_HOLD`): the seconds until the
+        held status is due, else None."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         generation = int(meta.get("generation", 0))
@@ -457,7 +463,13 @@ class AgentReconciler:
             "providersReady": f"{sum(bool(c['resolved'] and c['ready']) for c in chain)}/{len(chain)}",
             "configHash": applied.config_hash,
         }
-        await self._write_status(body, status)
         ready = find_condition(conditions, "Ready") or {}
         self.gauges.set(namespace, name, ready.get("status") == "True")
+        quiet = not problems and applied.apply_error is None
+        reason = hold_reason(dep, body.get("status") or {}, status) if quiet else None
+        hold = self._hold.delay((namespace, name), reason, time.monotonic())
+        if hold is not None:
+            return hold
+        await self._write_status(body, status)
         await transition_events(body, old_conditions, conditions)
+        return None

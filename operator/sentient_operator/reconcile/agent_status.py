@@ -86,6 +86,78 @@ def deployment_state(dep: dict[str, Any] | None, want: int) -> tuple[bool, bool,
     return True, False, "Available", f"{ready}/{want} pods ready"
 
 
+# Status fields that only count progress: a change of these alone is not worth a write at once.
+_PROGRESS_FIELDS = frozenset({"conditions", "replicas", "readyReplicas"})
+
+
+def _condition_states(conditions: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
+    return sorted(
+        (c.get("type"), c.get("status"), c.get("reason"), c.get("observedGeneration"))
+        for c in conditions or []
+    )
+
+
+def hold_reason(
+    dep: dict[str, Any] | None, old: dict[str, Any], new: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """Why writing ``new`` over ``old`` may wait (see :class:`StatusHold`), or None: write now.
+
+    - ``("unobserved", generation)``: the Deployment controller has yet to observe our write of
+      the Deployment; its status event follows, usually within a second, with real news.
+    - ``("progress",)``: only messages and replica counts moved; every condition keeps its
+      status and reason (a rollout counting pods).
+    """
+    if all(old.get(k) == v for k, v in new.items()):
+        return None  # nothing to write anyway
+    if dep is not None:
+        generation = int((dep.get("metadata") or {}).get("generation", 0))
+        if int((dep.get("status") or {}).get("observedGeneration", 0)) < generation:
+            return ("unobserved", generation)
+    if all(old.get(k) == v for k, v in new.items() if k not in _PROGRESS_FIELDS) and _condition_states(
+        old.get("conditions")
+    ) == _condition_states(new.get("conditions")):
+        return ("progress",)
+    return None
+
+
+class StatusHold:
+    """Agent status writes held back while they carry no news, each for ``seconds`` at most.
+
+    Each status write is a structured merge on the CRD's schema, among the apiserver's dearest
+    requests, and a watch event for every watcher. Holding the status that only says "the
+    Deployment controller has not seen our write yet" makes creating a fleet one status write
+    per agent instead of two; holding pod-count messages makes a rollout two instead of three.
+    Conditions that change status or reason, problems and new generations are written at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._held: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
+
+    def delay(self, key: tuple[str, str], reason: tuple[Any, ...] | None, now: float) -> float | None:
+        """Seconds to hold a status write for ``reason`` (None: write it now)."""
+        if reason is None:
+            self._held.pop(key, None)
+            return None
+        held = self._held.get(key)
+        if held is None or held[0] != reason:
+            self._held[key] = (reason, now)
+            return self.seconds
+        remaining = held[1] + self.seconds - now
+        if remaining > 0:
+            return remaining
+        # Held long enough: written now; a later change of the same kind is held afresh.
+        del self._held[key]
+        return None
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The agent is gone."""
+        self._held.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 def problem_condition(type_: str, problems: list[Problem], ok_reason: str, generation: int) -> dict[str, Any]:
     """Condition ``type_``: True with ``ok_reason``, or False with the first problem that affects it."""
     mine = [p for p in problems if p.condition == type_]

@@ -23,15 +23,20 @@ Key = tuple[str, str]
 ChildKey = tuple[str, str, str]
 
 
-def _first(index: kopf.Index[Any, Snapshot] | None, key: Any) -> dict[str, Any] | None:
+def _first_snapshot(index: kopf.Index[Any, Snapshot] | None, key: Any) -> Snapshot | None:
     if index is None:
         return None
     store = index.get(key)
     if store is None:
         return None
     for value in store:
-        return value.load()
+        return value
     return None
+
+
+def _first(index: kopf.Index[Any, Snapshot] | None, key: Any) -> dict[str, Any] | None:
+    snapshot = _first_snapshot(index, key)
+    return None if snapshot is None else snapshot.load()
 
 
 def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -64,6 +69,9 @@ class ClusterCache:
         self.secrets = ReferencedObjects("Secret", lambda ns, name: refs("Secret", ns, name))
         self.config_maps = ReferencedObjects("ConfigMap", lambda ns, name: refs("ConfigMap", ns, name))
         self.children: dict[str, kopf.Index[ChildKey, Snapshot]] = {}
+        # (namespace, name) -> (resourceVersion, the RateLimitPolicy its spec names): counting a
+        # policy's agents decodes only the agents that changed since the last count.
+        self._policy_refs: dict[Key, tuple[int, Key | None]] = {}
 
     def bind(self, **indexes: Any) -> None:
         """Attach the kopf indexes (called from the startup handler with kopf's kwargs)."""
@@ -86,6 +94,25 @@ class ClusterCache:
         """Keys of every SentientAgent seen."""
         if self.agents is not None:
             yield from list(self.agents)
+
+    def agents_using_policy(self, namespace: str, name: str) -> int:
+        """SentientAgents whose ``spec.rateLimitPolicyRef`` names this RateLimitPolicy."""
+        count, seen = 0, set()
+        for key in self.agent_keys():
+            snapshot = _first_snapshot(self.agents, key)
+            if snapshot is None:
+                continue
+            seen.add(key)
+            memo = self._policy_refs.get(key)
+            if memo is None or memo[0] != snapshot.resource_version or not snapshot.resource_version:
+                ref = (snapshot.load().get("spec") or {}).get("rateLimitPolicyRef") or {}
+                named = (ref.get("namespace") or key[0], ref["name"]) if ref.get("name") else None
+                memo = (snapshot.resource_version, named)
+                self._policy_refs[key] = memo
+            count += memo[1] == (namespace, name)
+        for gone in self._policy_refs.keys() - seen:
+            del self._policy_refs[gone]
+        return count
 
     def provider(self, namespace: str, name: str) -> dict[str, Any] | None:
         """An LLMProvider body."""

@@ -125,8 +125,9 @@ class ChildApplier:
             self._fresh.pop(key, None)
         return indexed
 
-    async def ensure(self, desired: dict[str, Any]) -> bool:
-        """Apply ``desired`` unless the live object already matches; True when a write was sent."""
+    async def ensure(self, desired: dict[str, Any]) -> str | None:
+        """Apply ``desired`` unless the live object already matches: ``created`` or ``updated``
+        when a write was sent, else None."""
         kind = desired["kind"]
         meta = desired["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -135,17 +136,16 @@ class ChildApplier:
         if live is not None and (
             self.memo.unchanged(kind, namespace, name, desired_hash, live) or contains(live, desired)
         ):
-            return False
+            return None
         result = await kube.apply(desired)
         metrics.WRITES.labels("apply", kind).inc()
-        log.info("applied %s %s/%s (%s)", kind, namespace, name, "created" if live is None else "updated")
         self.memo.remember(kind, namespace, name, desired_hash, result)
         self._fresh[(kind, namespace, name)] = Snapshot(result)
         self._corrected.pop((kind, namespace, name), None)
         agent = (meta.get("labels") or {}).get(AGENT_LABEL)
         if agent:
             self._by_agent.setdefault((namespace, agent), set()).add((kind, namespace, name))
-        return True
+        return "created" if live is None else "updated"
 
     async def ensure_all(self, wanted: list[dict[str, Any]]) -> None:
         """Apply an agent's children: what its pods mount first, then the workload, each group's
@@ -153,15 +153,25 @@ class ChildApplier:
 
         A Deployment goes out only after its ConfigMap and Secret were written, so that its new
         pods never start on an old config; the first :class:`kube.KubeError` is raised once every
-        write of its group has ended.
+        write of its group has ended. The writes sent are logged in one line per call.
         """
         first = [obj for obj in wanted if obj["kind"] != "Deployment"]
         then = [obj for obj in wanted if obj["kind"] == "Deployment"]
-        for group in (first, then):
-            results = await asyncio.gather(*(self.ensure(obj) for obj in group), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        written: list[str] = []
+        try:
+            for group in (first, then):
+                results = await asyncio.gather(*(self.ensure(obj) for obj in group), return_exceptions=True)
+                for obj, result in zip(group, results, strict=True):
+                    if isinstance(result, str):
+                        written.append(f"{obj['kind']} ({result})")
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+        finally:
+            if written:
+                meta = wanted[0]["metadata"]
+                agent = (meta.get("labels") or {}).get(AGENT_LABEL) or meta["name"]
+                log.info("applied %s/%s: %s", meta["namespace"], agent, ", ".join(written))
 
     async def remove_unwanted(self, namespace: str, agent: str, api_version: str, kind: str) -> None:
         """Delete an optional child the agent no longer wants (e.g. its HPA), if it is ours."""

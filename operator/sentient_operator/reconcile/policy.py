@@ -14,19 +14,10 @@ from sentient_operator.conditions import make_condition, merge_conditions
 from sentient_operator.reconcile.agent_status import invalid_spec_message
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.controller import Controller, RefKey
+from sentient_operator.reconcile.own_writes import OwnWrites
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "RateLimitPolicy"
-
-
-def agents_using(cache: ClusterCache, namespace: str, name: str) -> int:
-    """SentientAgents whose rateLimitPolicyRef names this policy."""
-    count = 0
-    for agent_ns, agent_name in cache.agent_keys():
-        ref = ((cache.agent(agent_ns, agent_name) or {}).get("spec") or {}).get("rateLimitPolicyRef") or {}
-        if ref.get("name") == name and (ref.get("namespace") or agent_ns) == namespace:
-            count += 1
-    return count
 
 
 def policy_references(body: dict[str, Any]) -> set[RefKey]:
@@ -64,7 +55,7 @@ def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "observedGeneration": generation,
         "conditions": merge_conditions(old, [cond]),
-        "agents": agents_using(cache, namespace, name),
+        "agents": cache.agents_using_policy(namespace, name),
     }
 
 
@@ -74,8 +65,7 @@ class PolicyReconciler:
     def __init__(self, cache: ClusterCache, controller: Controller) -> None:
         self.cache = cache
         self.controller = controller
-        # (namespace, name) -> resourceVersion of our last status write (its watch event is our echo).
-        self._written: dict[tuple[str, str], str] = {}
+        self._written = OwnWrites()
         # (namespace, name) -> the generation its agents last heard of.
         self._generations: dict[tuple[str, str], int] = {}
 
@@ -91,10 +81,10 @@ class PolicyReconciler:
         key = (namespace, name)
         meta = body.get("metadata") or {}
         if type_ == "DELETED":
-            self._written.pop(key, None)
+            self._written.forget(namespace, name)
             self._generations.pop(key, None)
             return True, True
-        echo = self._written.get(key) == meta.get("resourceVersion")
+        echo = self._written.is_echo(namespace, name, meta.get("resourceVersion"))
         generation = int(meta.get("generation", 0))
         spec_news = self._generations.get(key) != generation
         self._generations[key] = generation
@@ -105,7 +95,7 @@ class PolicyReconciler:
         body = self.cache.policy(namespace, name)
         if body is None:
             self.controller.forget(("policy", namespace, name))
-            self._written.pop((namespace, name), None)
+            self._written.forget(namespace, name)
             return None
         started = time.monotonic()
         refs = policy_references(body)
@@ -116,9 +106,7 @@ class PolicyReconciler:
         if any(old.get(k) != v for k, v in status.items()):
             live = await kube.patch_status(API_VERSION, KIND, name, namespace, status)
             metrics.WRITES.labels("patch-status", KIND).inc()
-            version = (live.get("metadata") or {}).get("resourceVersion")
-            if version:
-                self._written[(namespace, name)] = str(version)
+            self._written.record(namespace, name, live)
         metrics.RECONCILES.labels(KIND, "ok").inc()
         metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
         return None

@@ -1,0 +1,59 @@
+"""Which agent status writes may wait, and for how long (pure: no cluster)."""
+
+from typing import Any
+
+from sentient_operator.reconcile.agent_status import StatusHold, hold_reason
+
+
+def deployment(generation: int, observed: int) -> dict[str, Any]:
+    return {"metadata": {"generation": generation}, "status": {"observedGeneration": observed}}
+
+
+def cond(type_: str, status: str, reason: str, message: str = "", generation: int = 1) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def status(*conditions: dict[str, Any], config_hash: str = "h1", replicas: int = 1) -> dict[str, Any]:
+    return {
+        "observedGeneration": 1,
+        "conditions": list(conditions),
+        "replicas": replicas,
+        "configHash": config_hash,
+    }
+
+
+def test_a_deployment_its_controller_has_not_observed_holds_the_write() -> None:
+    new = status(cond("Ready", "False", "RolloutInProgress"), config_hash="h2")
+    assert hold_reason(deployment(2, 1), {}, new) == ("unobserved", 2)
+    assert hold_reason(deployment(2, 2), {}, new) is None  # observed: real news, written at once
+
+
+def test_only_pod_counts_moving_is_progress() -> None:
+    old = status(cond("Ready", "True", "RolloutInProgress", "0/3 pods updated"), replicas=3)
+    counted = status(cond("Ready", "True", "RolloutInProgress", "1/3 pods updated"), replicas=4)
+    assert hold_reason(deployment(2, 2), old, counted) == ("progress",)
+    finished = status(cond("Ready", "True", "Available", "3/3 pods ready"), replicas=3)
+    assert hold_reason(deployment(2, 2), old, finished) is None  # a reason changed
+    new_hash = status(cond("Ready", "True", "RolloutInProgress", "1/3 pods updated"), config_hash="h3")
+    assert hold_reason(deployment(2, 2), old, new_hash) is None  # more than progress changed
+    assert hold_reason(deployment(2, 2), old, old) is None  # nothing to write
+
+
+def test_a_hold_lasts_its_seconds_then_the_next_one_starts_afresh() -> None:
+    hold = StatusHold(10.0)
+    key = ("team", "a")
+    assert hold.delay(key, ("progress",), now=100.0) == 10.0
+    assert hold.delay(key, ("progress",), now=104.0) == 6.0
+    assert hold.delay(key, ("progress",), now=110.5) is None  # held long enough: write
+    assert hold.delay(key, ("progress",), now=111.0) == 10.0  # a later change waits again
+    assert hold.delay(key, ("unobserved", 3), now=112.0) == 10.0  # another reason: its own hold
+    assert hold.delay(key, None, now=113.0) is None and len(hold) == 0  # news: written at once
+    hold.delay(key, ("progress",), now=114.0)
+    hold.forget(key)
+    assert len(hold) == 0
