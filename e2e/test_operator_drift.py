@@ -64,7 +64,7 @@ def test_drift_check_repairs_a_child_the_index_still_holds(
     async def steps() -> None:
         # First reconcile: the children are created (the API-key Secret is read on demand).
         # Nothing blocks it; the status at most waits for the Deployment controller (STATUS_HOLD).
-        assert await context.agents.reconcile(namespace, "helper") in (None, STATUS_HOLD)
+        assert await context.agents.reconcile(namespace, "helper") in (None, STATUS_HOLD["unobserved"])
         service = _body(cluster, "service", "helper", namespace)
         # The watch delivers the Service into the index, then the Service is deleted and the
         # watch (re-listing after a gap) never says so.

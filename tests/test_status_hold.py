@@ -46,7 +46,7 @@ def test_only_pod_counts_moving_is_progress() -> None:
 
 
 def test_a_hold_lasts_its_seconds_then_the_next_one_starts_afresh() -> None:
-    hold = StatusHold(10.0)
+    hold = StatusHold({"progress": 10.0, "unobserved": 10.0})
     key = ("team", "a")
     assert hold.delay(key, ("progress",), now=100.0) == 10.0
     assert hold.delay(key, ("progress",), now=104.0) == 6.0
@@ -57,3 +57,10 @@ def test_a_hold_lasts_its_seconds_then_the_next_one_starts_afresh() -> None:
     hold.delay(key, ("progress",), now=114.0)
     hold.forget(key)
     assert len(hold) == 0
+
+
+def test_each_reason_has_its_own_longest_hold() -> None:
+    hold = StatusHold({"progress": 30.0, "unobserved": 10.0})
+    assert hold.delay(("team", "a"), ("progress",), now=0.0) == 30.0
+    assert hold.delay(("team", "b"), ("unobserved", 2), now=0.0) == 10.0
+    assert hold.delay(("team", "b"), ("unobserved", 2), now=10.0) is None

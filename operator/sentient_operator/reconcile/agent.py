@@ -67,9 +67,10 @@ log = logging.getLogger("sentient_operator.agent")
 BLOCKED_RETRY = 30.0
 # Seconds a policy's recount waits for more agents that start or stop using it.
 POLICY_COALESCE = 1.0
-# Longest wait of a status write that carries no news (see StatusHold): a stuck Deployment
-# controller or a slow rollout's pod counts still show after this.
-STATUS_HOLD = 10.0
+# Longest waits of status writes that carry no news (see StatusHold): a Deployment its controller
+# has not observed yet (a stuck controller still shows after this), and pod counts alone (a slow
+# rollout's progress shows at this pace; kubectl rollout status follows every pod).
+STATUS_HOLD = {"unobserved": 10.0, "progress": 30.0}
 # Problems reported as conditions that do not stop the agent from being rendered.
 NON_BLOCKING = {"Monitoring", CREDENTIALS_VALID}
 

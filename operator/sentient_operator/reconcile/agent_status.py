@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sentient_operator import kube, metrics
@@ -121,17 +122,18 @@ def hold_reason(
 
 
 class StatusHold:
-    """Agent status writes held back while they carry no news, each for ``seconds`` at most.
+    """Agent status writes held back while they carry no news, each for its reason's seconds.
 
     Each status write is a structured merge on the CRD's schema, among the apiserver's dearest
     requests, and a watch event for every watcher. Holding the status that only says "the
     Deployment controller has not seen our write yet" makes creating a fleet one status write
-    per agent instead of two; holding pod-count messages makes a rollout two instead of three.
-    Conditions that change status or reason, problems and new generations are written at once.
+    per agent instead of two; holding pod counts makes a rollout two or fewer instead of three.
+    Conditions that change status or reason, and problems, are written at once.
     """
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: Mapping[str, float]) -> None:
+        """``seconds``: the longest hold per reason (the first item of :func:`hold_reason`'s)."""
+        self.seconds = dict(seconds)
         self._held: dict[tuple[str, str], tuple[tuple[Any, ...], float]] = {}
 
     def delay(self, key: tuple[str, str], reason: tuple[Any, ...] | None, now: float) -> float | None:
@@ -139,11 +141,12 @@ class StatusHold:
         if reason is None:
             self._held.pop(key, None)
             return None
+        seconds = self.seconds[reason[0]]
         held = self._held.get(key)
         if held is None or held[0] != reason:
             self._held[key] = (reason, now)
-            return self.seconds
-        remaining = held[1] + self.seconds - now
+            return seconds
+        remaining = held[1] + seconds - now
         if remaining > 0:
             return remaining
         # Held long enough: written now; a later change of the same kind is held afresh.
