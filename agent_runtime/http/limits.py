@@ -14,7 +14,8 @@ makes a protocol class that adds, per connection:
   closed at once;
 - the idle keep-alive time between requests.
 
-Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`.
+Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`; the last bytes
+of a response are sent the moment it completes, not at the end of the loop step.
 
 Each refusal is counted in ``sentient_http_refusals_total{reason}``.
 """
@@ -147,6 +148,13 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[DISCONNECT_EXTENSION] = DisconnectWatch()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            # The last bytes of a response leave now rather than at the end of the loop step:
+            # what the request still does in this step (measure, settle, log) runs after the
+            # client has its answer instead of before.
+            self.transport.flush()  # type: ignore[attr-defined]
+            super().on_response_complete()
 
         def on_message_complete(self) -> None:
             self._boundary_in_read = True
