@@ -25,17 +25,16 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis.asyncio import ConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.maint_notifications import MaintNotificationsConfig
+from typing import TYPE_CHECKING, Any
 
 from agent_runtime.config import RedisConnectionConfig, RedisMode
+
+if TYPE_CHECKING:
+    # redis-py (with the OpenTelemetry pieces it pulls in: ~20 MB, ~0.1 s) is imported when a
+    # connection is made, so a runtime that uses no Redis never loads it.
+    from redis.asyncio import ConnectionPool, Redis, RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import SentinelConnectionPool
 
 ReadFile = Callable[[str], str | None]
 
@@ -115,6 +114,9 @@ class RedisTarget:
         }
         if retry is not None:
             common["retry"] = retry
+        from redis.asyncio import ConnectionPool
+        from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
         if self.mode == "standalone":
             assert self.url is not None
             return ConnectionPool.from_url(self.url, **common)
@@ -136,6 +138,12 @@ class RedisTarget:
         self, *, max_connections: int = 32, socket_timeout: float = 2.0, connect_timeout: float = 2.0
     ) -> Redis | RedisCluster:
         """A redis-py client for this target (``RedisCluster`` in cluster mode)."""
+        from redis.asyncio import Redis, RedisCluster
+        from redis.asyncio.cluster import ClusterNode
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.maint_notifications import MaintNotificationsConfig
+
         if self.mode == "cluster":
             return RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
@@ -182,8 +190,6 @@ class ClusterStart:
 
 # Sentinel mode: how often the Sentinels are asked which server is the master.
 MASTER_CHECK_INTERVAL = 1.0
-# Errors that mean "the Sentinels cannot answer now".
-_SENTINEL_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class MasterWatch:
@@ -198,7 +204,12 @@ class MasterWatch:
     """
 
     def __init__(self, pool: ConnectionPool | None) -> None:
-        self._pool = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._pool: SentinelConnectionPool | None = None
+        if pool is not None:
+            # A pool exists, so redis-py is loaded already.
+            from redis.asyncio.sentinel import SentinelConnectionPool
+
+            self._pool = pool if isinstance(pool, SentinelConnectionPool) else None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -214,12 +225,16 @@ class MasterWatch:
 
     @staticmethod
     async def _watch(pool: SentinelConnectionPool) -> None:
+        from redis.exceptions import RedisError
+
+        # Errors that mean "the Sentinels cannot answer now".
+        sentinel_down = (RedisError, OSError, asyncio.TimeoutError)
         while True:
             await asyncio.sleep(MASTER_CHECK_INTERVAL)
             try:
                 # A changed address also closes the idle connections to the old master.
                 await pool.get_master_address()
-            except _SENTINEL_DOWN:
+            except sentinel_down:
                 pass  # the commands' own connections fail and report the outage
 
     def stop(self) -> None:

@@ -1,7 +1,8 @@
 """The runtime's hot-path shortcuts give exactly what the general path gives.
 
 - CoalescingTransport: the same bytes in the same order, one write per loop step,
-  flushed before close, bounded;
+  flushed before close, bounded; the last bytes of a response leave when it completes, before
+  the rest of the request's step (a real server, the runtime's own protocol);
 - wire.request_bytes: the same request line and headers as the httpx.Request path;
 - loads_json: the same values and errors as json.loads.
 """
@@ -10,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
-from agent_runtime.config import LLMRuntimeConfig
+from agent_runtime.__main__ import uvicorn_config
+from agent_runtime.config import LLMRuntimeConfig, ServerLimits
 from agent_runtime.http.coalesce import FLUSH_BYTES, CoalescingTransport
 from agent_runtime.llm.entries import build_snapshot
 from agent_runtime.llm.providers.base import loads_json
@@ -69,6 +76,68 @@ async def test_a_writer_that_never_yields_is_flushed_at_the_bound() -> None:
     assert len(real.writes) == 1 and len(real.writes[0]) > FLUSH_BYTES
     await asyncio.sleep(0)
     assert b"".join(real.writes) == piece * (FLUSH_BYTES // len(piece) + 1)
+
+
+# The app below holds its request's step after the last send until the client has the answer.
+HOLD_SECONDS = 5.0
+
+
+class _HoldingApp:
+    """Answers, then blocks the loop (no await) until the client says it has the whole answer."""
+
+    def __init__(self) -> None:
+        self.client_has_it = threading.Event()
+        self.seen_in_step: list[bool] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        self.seen_in_step.append(self.client_has_it.wait(HOLD_SECONDS))
+
+
+@pytest.fixture
+def holding_server() -> Iterator[tuple[_HoldingApp, int]]:
+    app = _HoldingApp()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, ServerLimits()))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    try:
+        yield app, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_the_end_of_a_response_leaves_before_the_rest_of_its_step(
+    holding_server: tuple[_HoldingApp, int],
+) -> None:
+    # What a request does after its last send (measure, settle, log) must not hold the answer back.
+    app, port = holding_server
+    with socket.create_connection(("127.0.0.1", port), timeout=HOLD_SECONDS * 2) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nok"):
+            chunk = client.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        app.client_has_it.set()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    deadline = time.monotonic() + 10
+    while not app.seen_in_step and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.seen_in_step == [True]
 
 
 def _entry(**provider: Any) -> Any:

@@ -238,3 +238,25 @@ def test_ws_client_leaving_mid_stream_cancels_the_request(tmp_path: Path) -> Non
         metrics = httpx.get(f"{process.url}/metrics").text
         assert 'sentient_requests_total{route="/ws",status="499"}' in metrics
     assert "Traceback" not in (tmp_path / "runtime.log").read_text()
+
+
+def test_an_upgraded_connection_outlives_the_http_deadlines(tmp_path: Path) -> None:
+    # The HTTP protocol's header and body deadlines (1 s here) end with the upgrade: a stream of
+    # about 3 s on the WebSocket goes to its end, and no refusal is counted.
+    limits = {"headerTimeout": "1s", "bodyTimeout": "1s"}
+    with (
+        FakeUpstream("openai", latency=0.05, tokens=60) as fake,
+        start(tmp_path, fake, limits=limits) as process,
+    ):
+        frames, code = exchange(process, json.dumps(assist_body("a long answer")))
+        metrics = httpx.get(f"{process.url}/metrics").text
+    events = [json.loads(f) for f in frames]
+    assert events[-1]["event_name"] == protocol.DONE_EVENT_NAME
+    assert protocol.ERROR_EVENT_NAME not in [e["event_name"] for e in events]
+    assert code == 1000
+    refused = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sentient_http_refusals_total{") and not line.endswith(" 0.0")
+    ]
+    assert refused == []

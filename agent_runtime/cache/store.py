@@ -9,7 +9,6 @@ from agent_runtime import metrics
 from agent_runtime.cache.backend import CacheBackend, CacheBackendError
 from agent_runtime.cache.entry import Entry, EntryError
 from agent_runtime.cache.memory import MemoryBackend
-from agent_runtime.cache.redis import RedisBackend
 from agent_runtime.config import CacheRuntimeConfig, duration_seconds
 from agent_runtime.redis_connection import RedisConfigError, RedisTarget, resolve_target
 
@@ -82,5 +81,8 @@ def build_cache(
             target = resolve_target(config.redis, read_file)
         except RedisConfigError as exc:
             raise ValueError(f"cache.backend is redis but {exc}") from exc
+        # Here, not at the top: redis-py loads only where a Redis backend is configured.
+        from agent_runtime.cache.redis import RedisBackend
+
         return ResponseCache(config, RedisBackend.from_target(target, config.key_prefix))
     return ResponseCache(config, MemoryBackend(config.max_entries, config.max_bytes))

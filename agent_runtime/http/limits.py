@@ -14,7 +14,8 @@ makes a protocol class that adds, per connection:
   closed at once;
 - the idle keep-alive time between requests.
 
-Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`.
+Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`; the last bytes
+of the only response in flight are sent the moment it completes, not at the end of the loop step.
 
 Each refusal is counted in ``sentient_http_refusals_total{reason}``.
 """
@@ -147,6 +148,16 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[DISCONNECT_EXTENSION] = DisconnectWatch()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            if len(self.tasks) <= 1:
+                # The only request in flight: its last bytes leave now rather than at the end of
+                # the loop step, so what it still does in this step (measure, settle, log) runs
+                # after the client has its answer instead of before. With others in flight the
+                # end-of-step flush stays: their answers leave together, in fewer and fuller loop
+                # iterations (measured: 10% more CPU per request at 16 connections without it).
+                self.transport.flush()  # type: ignore[attr-defined]
+            super().on_response_complete()
 
         def on_message_complete(self) -> None:
             self._boundary_in_read = True

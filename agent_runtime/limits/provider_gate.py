@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from agent_runtime.config import LLMRuntimeConfig, RateLimitConfig
 from agent_runtime.limits.base import Backend, LimitSpec
 from agent_runtime.limits.memory import MemoryBackend
-from agent_runtime.limits.redis import ResilientRedisBackend
 from agent_runtime.metrics import RATE_LIMIT_REJECTIONS
 from agent_runtime.redis_connection import try_resolve_target
 
@@ -92,6 +91,9 @@ def build_provider_gate(
     connection = rate_limit.backend.connection() if rate_limit is not None else None
     if rate_limit is not None and rate_limit.backend.type == "redis" and connection is not None:
         target = try_resolve_target(connection, read_file)
+        # Here, not at the top: redis-py loads only where a Redis backend is configured.
+        from agent_runtime.limits.redis import ResilientRedisBackend
+
         backend: Backend = ResilientRedisBackend(None, target=target, fail_open=True, report_metric=False)
         return ProviderGate(limits, backend, key_prefix=rate_limit.backend.key_prefix)
     return ProviderGate(limits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from agent_runtime.config import SessionsRuntimeConfig, parse_duration
 from agent_runtime.redis_connection import RedisConfigError, resolve_target
@@ -25,7 +26,9 @@ from agent_runtime.sessions.base import (
     valid_key,
 )
 from agent_runtime.sessions.memory import MAX_MEMORY_SESSIONS, MemorySessionStore
-from agent_runtime.sessions.redis import RedisSessionStore
+
+if TYPE_CHECKING:
+    from agent_runtime.sessions.redis import RedisSessionStore
 
 __all__ = [
     "MAX_MEMORY_SESSIONS",
@@ -45,6 +48,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # RedisSessionStore is exported, but loaded (with redis-py) on first use only.
+    if name == "RedisSessionStore":
+        from agent_runtime.sessions.redis import RedisSessionStore
+
+        return RedisSessionStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_session_store(
     config: SessionsRuntimeConfig, read_file: Callable[[str], str | None], agent: str
 ) -> SessionStore:
@@ -58,6 +70,9 @@ def build_session_store(
             target = resolve_target(connection, read_file)
         except RedisConfigError as exc:
             raise ValueError(f"sessions.store is redis but {exc}") from exc
+        # Here, not at the top: redis-py loads only where a Redis store is configured.
+        from agent_runtime.sessions.redis import RedisSessionStore
+
         return RedisSessionStore.from_target(
             target, ttl, config.max_turns, prefix=f"sentient:session:{agent}:"
         )
