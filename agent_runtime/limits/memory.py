@@ -88,6 +88,9 @@ class _State:
     tokens: dict[int, int] = field(default_factory=dict)
     tat: int | None = None
     leases: dict[str, int] = field(default_factory=dict)
+    # No lease deadline is earlier than this (a lower bound, kept on every new lease): while it
+    # is in the future no lease can have expired, so admissions skip the scan of the leases.
+    lease_floor: int = 0
     last_used: int = 0
 
 
@@ -152,14 +155,10 @@ class MemoryBackend:
         now = now_us() if now is None else now
         bucket = now // BUCKET_US
         state = self._state(key, now)
+        # Each refusing limit in turn: the longest wait wins (after it every limit that refused would
+        # pass); inlined, since a closure per admission costs more than the checks themselves.
         refusal = Refusal.NONE
         retry = 0
-
-        def refuse(code: Refusal, after: int) -> None:
-            nonlocal refusal, retry
-            # The longest wait wins: after it every limit that refused would pass.
-            if after > retry or refusal is Refusal.NONE:
-                refusal, retry = code, max(retry, after)
 
         req_remaining: int | None = None
         req_reset = 0
@@ -169,14 +168,14 @@ class MemoryBackend:
                 state.requests, bucket, now, spec.requests_per_minute, 1
             )
             if after:
-                refuse(Refusal.REQUESTS, after)
+                refusal, retry = Refusal.REQUESTS, max(retry, after)
         new_tat = state.tat
         if spec.burst is not None and spec.requests_per_minute is not None:
             after, new_tat = gcra_check(
                 state.tat, now, gcra_interval_us(spec.requests_per_minute), spec.burst
             )
-            if after:
-                refuse(Refusal.BURST, after)
+            if after and (after > retry or refusal is Refusal.NONE):
+                refusal, retry = Refusal.BURST, max(retry, after)
         tok_remaining: int | None = None
         tok_reset = 0
         track_tokens = spec.tokens_per_minute is not None
@@ -185,16 +184,21 @@ class MemoryBackend:
             after, tok_remaining, tok_reset = window_check(
                 state.tokens, bucket, now, spec.tokens_per_minute, tokens
             )
-            if after:
-                refuse(Refusal.TOKENS, after)
+            if after and (after > retry or refusal is Refusal.NONE):
+                refusal, retry = Refusal.TOKENS, max(retry, after)
         # A lease is the concurrency slot, and it makes settle idempotent: only the settle
         # that removes it refunds tokens.
         leased = spec.concurrency is not None or track_tokens
-        if leased and state.leases and min(state.leases.values()) <= now:
+        if leased and state.leases and state.lease_floor <= now:
             for rid in [r for r, deadline in state.leases.items() if deadline <= now]:
                 del state.leases[rid]
-        if spec.concurrency is not None and len(state.leases) >= spec.concurrency:
-            refuse(Refusal.CONCURRENCY, CONCURRENCY_RETRY_US)
+            state.lease_floor = min(state.leases.values(), default=0)
+        if (
+            spec.concurrency is not None
+            and len(state.leases) >= spec.concurrency
+            and (retry < CONCURRENCY_RETRY_US or refusal is Refusal.NONE)
+        ):
+            refusal, retry = Refusal.CONCURRENCY, max(retry, CONCURRENCY_RETRY_US)
         if refusal is not Refusal.NONE:
             return Decision(
                 False, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
@@ -206,7 +210,10 @@ class MemoryBackend:
         if track_tokens and tokens > 0:
             state.tokens[bucket] = state.tokens.get(bucket, 0) + tokens
         if leased:
-            state.leases[request_id] = now + self._lease_us
+            deadline = now + self._lease_us
+            if not state.leases or deadline < state.lease_floor:
+                state.lease_floor = deadline
+            state.leases[request_id] = deadline
         return Decision(
             True, Refusal.NONE, 0, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
         )
