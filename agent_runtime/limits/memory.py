@@ -30,19 +30,24 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def window_prune(buckets: dict[int, int], bucket: int) -> None:
-    """Drop buckets that left the window of ``bucket``."""
+def window_prune(buckets: dict[int, int], bucket: int, lowest: int | None = None) -> bool:
+    """Drop buckets that left the window of ``bucket``; True when some did.
+
+    ``lowest`` is the smallest bucket of ``buckets`` when the caller keeps it (else it is found).
+    """
     low = bucket - WINDOW_BUCKETS
     # min() runs in C: the list is built only when a bucket did leave (about once a second).
-    if buckets and min(buckets) < low:
+    if buckets and (min(buckets) if lowest is None else lowest) < low:
         for old in [b for b in buckets if b < low]:
             del buckets[old]
+        return True
+    return False
 
 
 def window_check(
-    buckets: dict[int, int], bucket: int, now: int, limit: int, cost: int
+    buckets: dict[int, int], bucket: int, now: int, limit: int, cost: int, lowest: int | None = None
 ) -> tuple[int, int, int]:
-    """Check ``cost`` against a pruned window.
+    """Check ``cost`` against a pruned window (``lowest``: its smallest bucket, when known).
 
     Returns ``(retry_after_us, remaining_after, reset_us)``; ``retry_after_us`` is 0
     when it fits. The retry is exact: the moment enough old buckets have left the
@@ -53,7 +58,7 @@ def window_check(
         remaining = limit - used - cost
         if buckets and 0 not in buckets.values():
             # Every bucket counts (the usual case; values are never negative): min() in C.
-            oldest: int | None = min(buckets)
+            oldest: int | None = min(buckets) if lowest is None else lowest
         else:
             oldest = min((b for b, v in buckets.items() if v > 0), default=bucket if cost > 0 else None)
         reset = 0 if oldest is None else (oldest + WINDOW_BUCKETS + 1) * BUCKET_US - now
@@ -86,6 +91,10 @@ class _State:
 
     requests: dict[int, int] = field(default_factory=dict)
     tokens: dict[int, int] = field(default_factory=dict)
+    # The smallest bucket of each window while it holds any (kept on every new bucket, found
+    # again when buckets leave): admissions need it twice per window, a scan of up to 61 each.
+    requests_low: int = 0
+    tokens_low: int = 0
     tat: int | None = None
     leases: dict[str, int] = field(default_factory=dict)
     # No lease deadline is earlier than this (a lower bound, kept on every new lease): while it
@@ -163,9 +172,10 @@ class MemoryBackend:
         req_remaining: int | None = None
         req_reset = 0
         if spec.requests_per_minute is not None:
-            window_prune(state.requests, bucket)
+            if window_prune(state.requests, bucket, state.requests_low):
+                state.requests_low = min(state.requests, default=0)
             after, req_remaining, req_reset = window_check(
-                state.requests, bucket, now, spec.requests_per_minute, 1
+                state.requests, bucket, now, spec.requests_per_minute, 1, state.requests_low
             )
             if after:
                 refusal, retry = Refusal.REQUESTS, max(retry, after)
@@ -180,9 +190,10 @@ class MemoryBackend:
         tok_reset = 0
         track_tokens = spec.tokens_per_minute is not None
         if spec.tokens_per_minute is not None:
-            window_prune(state.tokens, bucket)
+            if window_prune(state.tokens, bucket, state.tokens_low):
+                state.tokens_low = min(state.tokens, default=0)
             after, tok_remaining, tok_reset = window_check(
-                state.tokens, bucket, now, spec.tokens_per_minute, tokens
+                state.tokens, bucket, now, spec.tokens_per_minute, tokens, state.tokens_low
             )
             if after and (after > retry or refusal is Refusal.NONE):
                 refusal, retry = Refusal.TOKENS, max(retry, after)
@@ -204,10 +215,14 @@ class MemoryBackend:
                 False, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
             )
         if spec.requests_per_minute is not None:
+            if not state.requests or bucket < state.requests_low:
+                state.requests_low = bucket
             state.requests[bucket] = state.requests.get(bucket, 0) + 1
         if spec.burst is not None:
             state.tat = new_tat
         if track_tokens and tokens > 0:
+            if not state.tokens or bucket < state.tokens_low:
+                state.tokens_low = bucket
             state.tokens[bucket] = state.tokens.get(bucket, 0) + tokens
         if leased:
             deadline = now + self._lease_us
@@ -256,6 +271,8 @@ class MemoryBackend:
                 state.tokens[bucket] = max(0, held - token_refund)
         else:
             # Usage above the reservation is charged now, so the next requests pay for it.
+            if not state.tokens or current < state.tokens_low:
+                state.tokens_low = current
             state.tokens[current] = state.tokens.get(current, 0) - token_refund
 
     async def aclose(self) -> None:
