@@ -11,7 +11,7 @@ from agent_runtime.config import RateLimitConfig
 from agent_runtime.limits import Subject, build_limiter, estimate_tokens, resolve_subject
 from agent_runtime.limits.base import US_PER_S, LimitSpec, Refusal
 from agent_runtime.limits.memory import MemoryBackend
-from agent_runtime.limits.policy import DEFAULT_MAX_TOKENS, RateLimiter
+from agent_runtime.limits.policy import DEFAULT_MAX_TOKENS, RateLimiter, estimate_text_tokens
 
 T0 = 1_764_000_000 * US_PER_S
 
@@ -123,6 +123,25 @@ def test_concurrency_lease_expires_for_a_crashed_holder() -> None:
     assert b.admit_now("k", spec, 0, "b", T0 + 10 * US_PER_S).allowed
 
 
+def test_expired_leases_are_found_whatever_their_order() -> None:
+    # Leases taken at different times (and a clock that went back) expire each at its own
+    # deadline: the scan is skipped only while no lease can have expired.
+    b = MemoryBackend(lease_us=10 * US_PER_S)
+    spec = LimitSpec(concurrency=2)
+    assert b.admit_now("k", spec, 0, "late", T0 + 5 * US_PER_S).allowed
+    assert b.admit_now("k", spec, 0, "early", T0).allowed
+    assert not b.admit_now("k", spec, 0, "x", T0 + 9 * US_PER_S).allowed
+    assert b.admit_now("k", spec, 0, "y", T0 + 10 * US_PER_S).allowed  # "early" expired
+    assert not b.admit_now("k", spec, 0, "z", T0 + 14 * US_PER_S).allowed
+    assert b.admit_now("k", spec, 0, "w", T0 + 15 * US_PER_S).allowed  # "late" expired
+    b.settle_now("k", "y", 0, 0, False, T0 + 15 * US_PER_S)
+    b.settle_now("k", "w", 0, 0, False, T0 + 15 * US_PER_S)
+    assert b.admit_now("k", spec, 0, "v", T0 + 16 * US_PER_S).allowed
+    assert b.admit_now("k", spec, 0, "u", T0 + 16 * US_PER_S).allowed
+    assert not b.admit_now("k", spec, 0, "t", T0 + 25 * US_PER_S).allowed
+    assert b.admit_now("k", spec, 0, "s", T0 + 26 * US_PER_S).allowed
+
+
 def test_refusal_charges_nothing() -> None:
     b = MemoryBackend()
     spec = LimitSpec(requests_per_minute=5, tokens_per_minute=100, concurrency=1)
@@ -201,6 +220,20 @@ async def test_count_by_agent_shares_one_budget() -> None:
         subject = limiter.subject(P(caller, "apiKey"))
         results.append((await limiter.admit(subject, 0, now_us=T0)).allowed)
     assert results == [True, True, True, False]
+
+
+async def test_subjects_follow_the_caller_and_a_reloaded_policy() -> None:
+    limiter = build_limiter(config(count_by="apiKey"), no_files)
+    gold, plain = P("k1", "apiKey", "gold"), P("k1", "apiKey")
+    assert limiter.subject(gold) == Subject("apiKey", "k1", "gold")
+    assert limiter.subject(plain) == Subject("apiKey", "k1", None)
+    assert limiter.subject(gold, "s1") == Subject("apiKey", "k1", "gold")
+    key = limiter.key_for(limiter.subject(gold))
+    await limiter.reload(config(count_by="session", policy="ns/other"), no_files)
+    assert limiter.subject(gold, "s1") == Subject("session", "s1", "gold")
+    assert limiter.subject(gold) == Subject("apiKey", "k1", "gold")
+    assert limiter.key_for(limiter.subject(gold)) != key
+    assert "ns/other" in limiter.key_for(limiter.subject(gold))
 
 
 async def test_count_by_api_key_and_user() -> None:
@@ -290,6 +323,13 @@ def test_estimate_tokens() -> None:
     assert estimate_tokens(msgs, 100) == 10 + 2 + 2 * 4 + 3 + 100
     assert estimate_tokens([], None) == DEFAULT_MAX_TOKENS
     assert estimate_tokens(None, 0) == 0
+
+
+def test_estimate_text_tokens_matches_the_messages_estimate() -> None:
+    for texts in ([], [""], ["x" * 40, "y" * 9], ["héllo", "z" * 4001, "", "w"]):
+        for max_tokens in (None, 0, 64):
+            messages = [{"content": t} for t in texts]
+            assert estimate_text_tokens(texts, max_tokens) == estimate_tokens(messages, max_tokens)
 
 
 @pytest.mark.parametrize("count_by", ["apiKey", "user", "session", "agent"])

@@ -30,19 +30,24 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def window_prune(buckets: dict[int, int], bucket: int) -> None:
-    """Drop buckets that left the window of ``bucket``."""
+def window_prune(buckets: dict[int, int], bucket: int, lowest: int | None = None) -> bool:
+    """Drop buckets that left the window of ``bucket``; True when some did.
+
+    ``lowest`` is the smallest bucket of ``buckets`` when the caller keeps it (else it is found).
+    """
     low = bucket - WINDOW_BUCKETS
     # min() runs in C: the list is built only when a bucket did leave (about once a second).
-    if buckets and min(buckets) < low:
+    if buckets and (min(buckets) if lowest is None else lowest) < low:
         for old in [b for b in buckets if b < low]:
             del buckets[old]
+        return True
+    return False
 
 
 def window_check(
-    buckets: dict[int, int], bucket: int, now: int, limit: int, cost: int
+    buckets: dict[int, int], bucket: int, now: int, limit: int, cost: int, lowest: int | None = None
 ) -> tuple[int, int, int]:
-    """Check ``cost`` against a pruned window.
+    """Check ``cost`` against a pruned window (``lowest``: its smallest bucket, when known).
 
     Returns ``(retry_after_us, remaining_after, reset_us)``; ``retry_after_us`` is 0
     when it fits. The retry is exact: the moment enough old buckets have left the
@@ -53,7 +58,7 @@ def window_check(
         remaining = limit - used - cost
         if buckets and 0 not in buckets.values():
             # Every bucket counts (the usual case; values are never negative): min() in C.
-            oldest: int | None = min(buckets)
+            oldest: int | None = min(buckets) if lowest is None else lowest
         else:
             oldest = min((b for b, v in buckets.items() if v > 0), default=bucket if cost > 0 else None)
         reset = 0 if oldest is None else (oldest + WINDOW_BUCKETS + 1) * BUCKET_US - now
@@ -86,8 +91,15 @@ class _State:
 
     requests: dict[int, int] = field(default_factory=dict)
     tokens: dict[int, int] = field(default_factory=dict)
+    # The smallest bucket of each window while it holds any (kept on every new bucket, found
+    # again when buckets leave): admissions need it twice per window, a scan of up to 61 each.
+    requests_low: int = 0
+    tokens_low: int = 0
     tat: int | None = None
     leases: dict[str, int] = field(default_factory=dict)
+    # No lease deadline is earlier than this (a lower bound, kept on every new lease): while it
+    # is in the future no lease can have expired, so admissions skip the scan of the leases.
+    lease_floor: int = 0
     last_used: int = 0
 
 
@@ -152,61 +164,71 @@ class MemoryBackend:
         now = now_us() if now is None else now
         bucket = now // BUCKET_US
         state = self._state(key, now)
+        # Each refusing limit in turn: the longest wait wins (after it every limit that refused would
+        # pass); inlined, since a closure per admission costs more than the checks themselves.
         refusal = Refusal.NONE
         retry = 0
-
-        def refuse(code: Refusal, after: int) -> None:
-            nonlocal refusal, retry
-            # The longest wait wins: after it every limit that refused would pass.
-            if after > retry or refusal is Refusal.NONE:
-                refusal, retry = code, max(retry, after)
 
         req_remaining: int | None = None
         req_reset = 0
         if spec.requests_per_minute is not None:
-            window_prune(state.requests, bucket)
+            if window_prune(state.requests, bucket, state.requests_low):
+                state.requests_low = min(state.requests, default=0)
             after, req_remaining, req_reset = window_check(
-                state.requests, bucket, now, spec.requests_per_minute, 1
+                state.requests, bucket, now, spec.requests_per_minute, 1, state.requests_low
             )
             if after:
-                refuse(Refusal.REQUESTS, after)
+                refusal, retry = Refusal.REQUESTS, max(retry, after)
         new_tat = state.tat
         if spec.burst is not None and spec.requests_per_minute is not None:
             after, new_tat = gcra_check(
                 state.tat, now, gcra_interval_us(spec.requests_per_minute), spec.burst
             )
-            if after:
-                refuse(Refusal.BURST, after)
+            if after and (after > retry or refusal is Refusal.NONE):
+                refusal, retry = Refusal.BURST, max(retry, after)
         tok_remaining: int | None = None
         tok_reset = 0
         track_tokens = spec.tokens_per_minute is not None
         if spec.tokens_per_minute is not None:
-            window_prune(state.tokens, bucket)
+            if window_prune(state.tokens, bucket, state.tokens_low):
+                state.tokens_low = min(state.tokens, default=0)
             after, tok_remaining, tok_reset = window_check(
-                state.tokens, bucket, now, spec.tokens_per_minute, tokens
+                state.tokens, bucket, now, spec.tokens_per_minute, tokens, state.tokens_low
             )
-            if after:
-                refuse(Refusal.TOKENS, after)
+            if after and (after > retry or refusal is Refusal.NONE):
+                refusal, retry = Refusal.TOKENS, max(retry, after)
         # A lease is the concurrency slot, and it makes settle idempotent: only the settle
         # that removes it refunds tokens.
         leased = spec.concurrency is not None or track_tokens
-        if leased and state.leases and min(state.leases.values()) <= now:
+        if leased and state.leases and state.lease_floor <= now:
             for rid in [r for r, deadline in state.leases.items() if deadline <= now]:
                 del state.leases[rid]
-        if spec.concurrency is not None and len(state.leases) >= spec.concurrency:
-            refuse(Refusal.CONCURRENCY, CONCURRENCY_RETRY_US)
+            state.lease_floor = min(state.leases.values(), default=0)
+        if (
+            spec.concurrency is not None
+            and len(state.leases) >= spec.concurrency
+            and (retry < CONCURRENCY_RETRY_US or refusal is Refusal.NONE)
+        ):
+            refusal, retry = Refusal.CONCURRENCY, max(retry, CONCURRENCY_RETRY_US)
         if refusal is not Refusal.NONE:
             return Decision(
                 False, refusal, retry, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
             )
         if spec.requests_per_minute is not None:
+            if not state.requests or bucket < state.requests_low:
+                state.requests_low = bucket
             state.requests[bucket] = state.requests.get(bucket, 0) + 1
         if spec.burst is not None:
             state.tat = new_tat
         if track_tokens and tokens > 0:
+            if not state.tokens or bucket < state.tokens_low:
+                state.tokens_low = bucket
             state.tokens[bucket] = state.tokens.get(bucket, 0) + tokens
         if leased:
-            state.leases[request_id] = now + self._lease_us
+            deadline = now + self._lease_us
+            if not state.leases or deadline < state.lease_floor:
+                state.lease_floor = deadline
+            state.leases[request_id] = deadline
         return Decision(
             True, Refusal.NONE, 0, req_remaining, req_reset, tok_remaining, tok_reset, bucket, now, self
         )
@@ -249,6 +271,8 @@ class MemoryBackend:
                 state.tokens[bucket] = max(0, held - token_refund)
         else:
             # Usage above the reservation is charged now, so the next requests pay for it.
+            if not state.tokens or current < state.tokens_low:
+                state.tokens_low = current
             state.tokens[current] = state.tokens.get(current, 0) - token_refund
 
     async def aclose(self) -> None:

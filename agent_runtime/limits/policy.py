@@ -43,6 +43,9 @@ _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_REPLY = 3
 
+# Callers whose subject and counter key are kept worked out (all forgotten at once past this).
+_CACHED_CALLERS = 4096
+
 RETRY_AFTER = "Retry-After"
 RATELIMIT_LIMIT = "RateLimit-Limit"
 RATELIMIT_REMAINING = "RateLimit-Remaining"
@@ -144,6 +147,21 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]] | None, max_tokens: in
             chars += len(name)
     prompt = (
         math.ceil(chars / _CHARS_PER_TOKEN)
+        + _TOKENS_PER_MESSAGE * count
+        + (_TOKENS_PER_REPLY if count else 0)
+    )
+    return prompt + reserved_output(max_tokens)
+
+
+def estimate_text_tokens(texts: Sequence[str], max_tokens: int | None) -> int:
+    """:func:`estimate_tokens` of messages whose contents are ``texts``, without building them.
+
+    The same figure as ``estimate_tokens([{"content": t} for t in texts], max_tokens)``: a route
+    that holds plain texts (the OpenAI route's prepared request) spares the mappings per request.
+    """
+    count = len(texts)
+    prompt = (
+        -(-sum(map(len, texts)) // _CHARS_PER_TOKEN)
         + _TOKENS_PER_MESSAGE * count
         + (_TOKENS_PER_REPLY if count else 0)
     )
@@ -337,6 +355,10 @@ class RateLimiter:
         self._backend = backend
         self._agent = agent
         self._specs: dict[str | None, LimitSpec] = {}
+        # Per caller, the subject and the storage key of its counters: both follow from the
+        # policy alone, so they are worked out once per caller and policy (cleared on reload).
+        self._subjects: dict[tuple[str, str, str | None, str | None], Subject] = {}
+        self._keys: dict[tuple[str, str], str] = {}
         self._retired: list[Backend] = []
         self._budgets: Budgets | None = None
         self._spend_store = _spend_store(config, backend)
@@ -344,6 +366,8 @@ class RateLimiter:
 
     def _build_specs(self) -> None:
         self._specs = {}
+        self._subjects = {}
+        self._keys = {}
         self._budgets = None
         if self._config is None:
             return
@@ -380,8 +404,20 @@ class RateLimiter:
 
     def subject(self, principal: PrincipalLike | None, session_id: str | None = None) -> Subject:
         """Resolve the caller into the subject the policy counts by."""
+        if principal is None:
+            cache = None
+        else:
+            cache = (principal.kind, principal.id, principal.tier, session_id)
+            found = self._subjects.get(cache)
+            if found is not None:
+                return found
         count_by = self._config.count_by if self._config is not None else CountBy.AGENT
-        return resolve_subject(count_by, principal, session_id, self._agent)
+        subject = resolve_subject(count_by, principal, session_id, self._agent)
+        if cache is not None:
+            if len(self._subjects) >= _CACHED_CALLERS:
+                self._subjects.clear()
+            self._subjects[cache] = subject
+        return subject
 
     def limits_for(self, subject: Subject) -> LimitSpec:
         """Limits of the subject's tier, or the policy defaults for an unknown or missing tier."""
@@ -394,9 +430,16 @@ class RateLimiter:
         The braces are a Redis Cluster hash tag: every key of one subject lands in one slot,
         which the atomic script needs.
         """
-        policy = self._config.policy if self._config is not None else "-"
-        prefix = self._config.backend.key_prefix if self._config is not None else ""
-        return f"{prefix}{{{policy}|{subject.key}}}"
+        cache = (subject.kind, subject.id)
+        key = self._keys.get(cache)
+        if key is None:
+            policy = self._config.policy if self._config is not None else "-"
+            prefix = self._config.backend.key_prefix if self._config is not None else ""
+            key = f"{prefix}{{{policy}|{subject.key}}}"
+            if len(self._keys) >= _CACHED_CALLERS:
+                self._keys.clear()
+            self._keys[cache] = key
+        return key
 
     async def admit(self, subject: Subject, estimated_tokens: int, *, now_us: int | None = None) -> Admission:
         """Check and reserve every limit for one request; ``now_us`` pins the clock in tests."""

@@ -44,40 +44,36 @@ local lease = tonumber(a[7])
 local bucket = math.floor(now / BUCKET)
 local bucket_field = string.format('%d', bucket)
 
--- A window as two parallel arrays (bucket, usage), in hash order: the accept path needs only the
--- oldest used bucket, so the buckets are sorted only to compute a refusal's wait.
+-- One pass over a window: the buckets that left it are dropped, the rest summed, and the oldest
+-- bucket still holding usage found (what the accept path needs). The raw reply is kept for a
+-- refusal, which alone needs the buckets in order: most of a script's time went into tables of
+-- every bucket built on each admission.
 local function load_window(key)
   local low = bucket - WB
   local raw = redis.call('HGETALL', key)
-  local bs, vs = {}, {}
-  local stale = {}
-  local used = 0
+  local used, oldest, stale = 0, nil, nil
   for i = 1, #raw, 2 do
     local b = tonumber(raw[i])
     if b < low then
+      if stale == nil then stale = {} end
       stale[#stale + 1] = raw[i]
     else
       local v = tonumber(raw[i + 1])
-      bs[#bs + 1] = b
-      vs[#vs + 1] = v
       used = used + v
+      if v > 0 and (oldest == nil or b < oldest) then
+        oldest = b
+      end
     end
   end
-  if #stale > 0 then
+  if stale ~= nil then
     redis.call('HDEL', key, unpack(stale))
   end
-  return {bs, vs}, used
+  return {raw, oldest}, used
 end
 
 local function check(window, used, limit, c)
-  local bs, vs = window[1], window[2]
   if used + c <= limit then
-    local oldest = nil
-    for i = 1, #bs do
-      if vs[i] > 0 and (oldest == nil or bs[i] < oldest) then
-        oldest = bs[i]
-      end
-    end
+    local oldest = window[2]
     if oldest == nil and c > 0 then
       oldest = bucket
     end
@@ -89,6 +85,16 @@ local function check(window, used, limit, c)
   end
   if c > limit then
     return NEVER, math.max(0, limit - used), NEVER
+  end
+  -- The buckets still in the window, oldest first.
+  local raw, low = window[1], bucket - WB
+  local bs, vs = {}, {}
+  for i = 1, #raw, 2 do
+    local b = tonumber(raw[i])
+    if b >= low then
+      bs[#bs + 1] = b
+      vs[#vs + 1] = tonumber(raw[i + 1])
+    end
   end
   local order = {}
   for i = 1, #bs do

@@ -26,7 +26,7 @@ from agent_runtime.guardrails.engine import BLOCKED_CODE, Guardrails, Verdict
 from agent_runtime.guardrails.engine import Context as GuardContext
 from agent_runtime.guardrails.stream import StreamGuard
 from agent_runtime.http import Pulse
-from agent_runtime.limits.policy import estimate_tokens, reserved_output
+from agent_runtime.limits.policy import estimate_text_tokens, reserved_output
 from agent_runtime.llm import ChatMessage, ChatRequest, Completed, Completion, LLMError, TextDelta, Usage
 from agent_runtime.pipeline import (
     Admit,
@@ -233,9 +233,7 @@ async def prepare_chat(call: Call) -> Admit:
 
     def estimate() -> int:
         max_tokens = request.max_tokens or state.config.llm.parameters.max_tokens
-        request.estimated_tokens = estimate_tokens(
-            ({"content": m.content} for m in request.messages), max_tokens
-        )
+        request.estimated_tokens = estimate_text_tokens([m.content for m in request.messages], max_tokens)
         return request.estimated_tokens
 
     def output() -> int:
