@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -145,12 +144,12 @@ def estimate_tokens(messages: Iterable[Mapping[str, Any]] | None, max_tokens: in
         name = message.get("name")
         if isinstance(name, str):
             chars += len(name)
-    prompt = (
-        math.ceil(chars / _CHARS_PER_TOKEN)
-        + _TOKENS_PER_MESSAGE * count
-        + (_TOKENS_PER_REPLY if count else 0)
-    )
-    return prompt + reserved_output(max_tokens)
+    return _prompt_tokens(chars, count) + reserved_output(max_tokens)
+
+
+def _prompt_tokens(chars: int, count: int) -> int:
+    # Characters rounded up to tokens, plus the framing of each message and of the reply.
+    return -(-chars // _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * count + (_TOKENS_PER_REPLY if count else 0)
 
 
 def estimate_text_tokens(texts: Sequence[str], max_tokens: int | None) -> int:
@@ -159,13 +158,7 @@ def estimate_text_tokens(texts: Sequence[str], max_tokens: int | None) -> int:
     The same figure as ``estimate_tokens([{"content": t} for t in texts], max_tokens)``: a route
     that holds plain texts (the OpenAI route's prepared request) spares the mappings per request.
     """
-    count = len(texts)
-    prompt = (
-        -(-sum(map(len, texts)) // _CHARS_PER_TOKEN)
-        + _TOKENS_PER_MESSAGE * count
-        + (_TOKENS_PER_REPLY if count else 0)
-    )
-    return prompt + reserved_output(max_tokens)
+    return _prompt_tokens(sum(map(len, texts)), len(texts)) + reserved_output(max_tokens)
 
 
 def reserved_output(max_tokens: int | None) -> int:
