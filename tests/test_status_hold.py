@@ -64,3 +64,12 @@ def test_each_reason_has_its_own_longest_hold() -> None:
     assert hold.delay(("team", "a"), ("progress",), now=0.0) == 30.0
     assert hold.delay(("team", "b"), ("unobserved", 2), now=0.0) == 10.0
     assert hold.delay(("team", "b"), ("unobserved", 2), now=10.0) is None
+
+
+def test_status_unchanged_compares_only_the_fields_written() -> None:
+    from sentient_operator.conditions import status_unchanged
+
+    old = {"replicas": 1, "configHash": "h1", "lastSyncTime": "t1", "extra": "kept"}
+    assert status_unchanged(old, {"replicas": 1, "configHash": "h1"})
+    assert not status_unchanged(old, {"replicas": 2})
+    assert status_unchanged(old, {"replicas": 1, "lastSyncTime": "t2"}, frozenset({"lastSyncTime"}))

@@ -67,3 +67,11 @@ def is_true(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> bool:
     """Whether the condition ``type_`` is present with status True."""
     cond = find_condition(conditions, type_)
     return cond is not None and cond.get("status") == "True"
+
+
+def status_unchanged(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: frozenset[str] = frozenset()
+) -> bool:
+    """Whether writing ``new`` (a partial status) over ``old`` would change nothing, fields in
+    ``ignore`` aside."""
+    return all(old.get(k) == v for k, v in new.items() if k not in ignore)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
-from sentient_operator.conditions import find_condition, make_condition
+from sentient_operator.conditions import find_condition, make_condition, status_unchanged
 from sentient_operator.credentials.validate import CREDENTIALS_VALID
 from sentient_operator.references import (
     CONFIG_RESOLVED,
@@ -108,13 +108,13 @@ def hold_reason(
     - ``("progress",)``: only messages and replica counts moved; every condition keeps its
       status and reason (a rollout counting pods).
     """
-    if all(old.get(k) == v for k, v in new.items()):
+    if status_unchanged(old, new):
         return None  # nothing to write anyway
     if dep is not None:
         generation = int((dep.get("metadata") or {}).get("generation", 0))
         if int((dep.get("status") or {}).get("observedGeneration", 0)) < generation:
             return ("unobserved", generation)
-    if all(old.get(k) == v for k, v in new.items() if k not in _PROGRESS_FIELDS) and _condition_states(
+    if status_unchanged(old, new, _PROGRESS_FIELDS) and _condition_states(
         old.get("conditions")
     ) == _condition_states(new.get("conditions")):
         return ("progress",)
@@ -182,7 +182,7 @@ async def write_status(body: dict[str, Any], status: dict[str, Any]) -> str | No
     (None when nothing was sent)."""
     meta = body["metadata"]
     old = body.get("status") or {}
-    if all(old.get(k) == v for k, v in status.items()):
+    if status_unchanged(old, status):
         return None
     live = await kube.patch_status(API_VERSION, KIND, meta["name"], meta["namespace"], status)
     metrics.WRITES.labels("patch-status", KIND).inc()

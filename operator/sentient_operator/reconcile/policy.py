@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec, redis_secret_names
-from sentient_operator.conditions import make_condition, merge_conditions
+from sentient_operator.conditions import make_condition, merge_conditions, status_unchanged
 from sentient_operator.reconcile.agent_status import invalid_spec_message
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.controller import Controller, RefKey
@@ -103,7 +103,7 @@ class PolicyReconciler:
         await self.cache.load(refs)
         status = policy_status(self.cache, body)
         old = body.get("status") or {}
-        if any(old.get(k) != v for k, v in status.items()):
+        if not status_unchanged(old, status):
             live = await kube.patch_status(API_VERSION, KIND, name, namespace, status)
             metrics.WRITES.labels("patch-status", KIND).inc()
             self._written.record(namespace, name, live)

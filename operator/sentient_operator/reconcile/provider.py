@@ -29,7 +29,7 @@ from typing import Any
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, LLMProviderSpec
-from sentient_operator.conditions import find_condition, merge_conditions
+from sentient_operator.conditions import find_condition, merge_conditions, status_unchanged
 from sentient_operator.credentials.kubernetes import kube_secret_reader
 from sentient_operator.credentials.service_account import default_jwt_provider
 from sentient_operator.credentials.sync import (
@@ -247,9 +247,7 @@ class ProviderReconciler:
         verdict = self.checks.conditions((meta["namespace"], meta["name"]), meta.get("generation"))
         status["conditions"] = merge_conditions(existing, overlay(outcome.status["conditions"], verdict))
         current = body.get("status") or {}
-        if not outcome.external and all(
-            current.get(k) == v for k, v in status.items() if k != "lastSyncTime"
-        ):
+        if not outcome.external and status_unchanged(current, status, frozenset({"lastSyncTime"})):
             # A watched source re-checked without news: no write, so an idle cluster stays quiet.
             # (External stores do record every successful refresh in lastSyncTime.)
             return
