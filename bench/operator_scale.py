@@ -31,6 +31,7 @@ import json
 import math
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -489,10 +490,38 @@ def measure_operator(result: SizeResult, timeout: float, interval: float, workdi
         local.stop()
 
 
+def print_repeats(results: list[SizeResult]) -> None:
+    """For each N measured more than once: the median and the range of the ratios, since one run
+    on a shared 2-core machine moves by 0.2x with the same code."""
+    by_n: dict[int, list[SizeResult]] = {}
+    for r in results:
+        if not r.error:
+            by_n.setdefault(r.n, []).append(r)
+    repeated = {n: runs for n, runs in by_n.items() if len(runs) > 1}
+    if not repeated:
+        return
+    print("\nRepeated sizes (each run has its own floor)\n")
+    for n, runs in repeated.items():
+        ratios = sorted(r.ratio for r in runs)
+        rollouts = sorted(r.rollout_ratio for r in runs)
+        cpu = sorted(r.create_cpu_s for r in runs)
+        rss = sorted(r.rss_mib for r in runs)
+        print(
+            f"- N={n}, {len(runs)} runs: ratio median {statistics.median(ratios):.2f}x "
+            f"({', '.join(f'{x:.2f}' for x in ratios)}); rollout / create median "
+            f"{statistics.median(rollouts):.2f}x; operator CPU-s median {statistics.median(cpu):.1f}; "
+            f"RSS at end of rollout median {statistics.median(rss):.0f} MiB ({', '.join(f'{x:.0f}' for x in rss)})"
+        )
+
+
 def main() -> int:
     """Run every size and print the table (JSON on the last line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100,300,1000", help="comma-separated N")
+    parser.add_argument(
+        "--sizes",
+        default="100,300,1000",
+        help="comma-separated N (repeat one to measure it again: 1000,1000,1000)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase")
     parser.add_argument(
         "--interval",
@@ -553,6 +582,7 @@ def main() -> int:
             f"Available {r.floor_s - r.floor_created_s:.1f} s later; operator: {2 * r.n} agents and "
             f"API-key Secrets created in {r.created_s:.1f} s, every agent Ready {r.operator_s - r.created_s:.1f} s later"
         )
+    print_repeats(results)
     for r in results:
         if r.error:
             print(f"  N={r.n}: {r.error}")
