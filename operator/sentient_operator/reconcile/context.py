@@ -33,8 +33,10 @@ log = logging.getLogger("sentient_operator.reconcile")
 
 #: How often due credential checks are looked for (a changed key is checked within this).
 CREDENTIAL_CHECK_TICK = 1.0
-# How often the heap is trimmed while reconciles happen (never while idle).
-HEAP_TRIM_SECONDS = 20.0
+# How often the heap is trimmed while reconciles happen (never while idle). A trim takes about
+# 7 ms at 150 MB of heap; every 20 s left a rollout of 1000 agents holding some 10 MB more
+# than once it had settled.
+HEAP_TRIM_SECONDS = 5.0
 #: The key of the context in kopf's memo.
 MEMO_KEY = "sentient"
 
