@@ -110,14 +110,18 @@ local function load_window(key, leases_key)
   return tonumber(meta[1]), oldest
 end
 
--- Charge c to the current bucket, keeping the sum and the oldest bucket.
+-- Charge c to the current bucket, keeping the sum and the oldest bucket. The window's time to
+-- live is renewed by the first charge of each bucket, which is enough: a bucket counts for 61 s
+-- from its start, the key lives 62 s from its first charge.
 local function charge(key, c, oldest)
-  redis.call('HINCRBY', key, bucket_field, c)
+  local held = redis.call('HINCRBY', key, bucket_field, c)
   redis.call('HINCRBY', key, WINDOW_SUM, c)
   if oldest == nil or bucket < oldest then
     redis.call('HSET', key, WINDOW_OLDEST, bucket_field)
   end
-  redis.call('PEXPIRE', key, WINDOW_TTL_MS)
+  if held == c then
+    redis.call('PEXPIRE', key, WINDOW_TTL_MS)
+  end
 end
 
 local function check(key, oldest, used, limit, c)

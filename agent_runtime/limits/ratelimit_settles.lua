@@ -41,15 +41,15 @@ local function settle(tokens_key, leases_key, spec)
   local current = math.floor(now / SETTLE_BUCKET)
   if refund > 0 then
     -- A refund only matters while the admission's bucket is still counted.
-    local held = redis.call('HGET', tokens_key, b_field)
+    local got = redis.call('HMGET', tokens_key, b_field, WINDOW_SUM, WINDOW_OLDEST)
+    local held = got[1]
     if held and tonumber(b_field) >= current - SETTLE_WB then
       local h = tonumber(held)
       local v = h - refund
       if v < 0 then v = 0 end
       redis.call('HSET', tokens_key, b_field, string.format('%d', v))
-      local meta = redis.call('HMGET', tokens_key, WINDOW_SUM, WINDOW_OLDEST)
-      if meta[1] then
-        if v == 0 and tonumber(meta[2]) == tonumber(b_field) then
+      if got[2] then
+        if v == 0 and tonumber(got[3]) == tonumber(b_field) then
           redis.call('HDEL', tokens_key, WINDOW_SUM)
         else
           redis.call('HINCRBY', tokens_key, WINDOW_SUM, string.format('%.0f', v - h))
