@@ -35,7 +35,7 @@ from agent_runtime.limits.base import (
     gcra_interval_us,
 )
 from agent_runtime.limits.memory import MemoryBackend
-from agent_runtime.limits.redis import RedisBackend, settle_arg, window_keys
+from agent_runtime.limits.redis import RedisBackend, admission_decision, settle_arg, window_keys
 from tests.support.redis_server import redis_or_skip
 
 T0 = 1_764_000_000 * US_PER_S  # a fixed wall-clock origin; every example starts here
@@ -365,20 +365,7 @@ def test_old_and_new_layout_count_together(
             f"{spec.concurrency or 0} {tokens} {now} {DEFAULT_LEASE_US}"
         )
         raw = loop.run_until_complete(backend.run_script(V1_ADMIT, keys, [numbers, rid]))
-        assert isinstance(raw, bytes)
-        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, at = map(int, raw.split())
-        return Decision(
-            bool(ok),
-            tuple(Refusal)[code],
-            retry,
-            None if req_rem < 0 else req_rem,
-            req_reset,
-            None if tok_rem < 0 else tok_rem,
-            tok_reset,
-            bucket,
-            at,
-            None,
-        )
+        return admission_decision(raw, None)
 
     def settle(rid: str, bucket: int, refund: int, track: bool, now: int) -> None:
         if not on_old[rid]:
