@@ -12,6 +12,10 @@ nothing is refused: the figures are for the accept path, which is the common one
 "cpu us/op" is the client's CPU one admission at a time (a Redis settle then has nothing
 in flight to ride with: its own round trip); "cpu @conc" is the same with ``--concurrency``
 admissions in flight (settles ride with the next admission's script).
+
+``--full-windows`` first gives every subject a full minute of usage (a bucket for each of the
+last 60 seconds in its request and token windows), as under steady traffic: the script's time
+then shows what a full window costs it, which a short run from empty windows never reaches.
 """
 
 from __future__ import annotations
@@ -91,7 +95,21 @@ def _ops(limiter: RateLimiter) -> dict[str, Callable[[int], Awaitable[None]]]:
 Row = tuple[str, str, float, float, float, float, float, float | None]
 
 
-async def run(n: int, concurrency: int, redis_url: str) -> list[Row]:
+async def _fill_windows(redis: Any, limiter: RateLimiter) -> None:
+    """A bucket for each of the last 60 seconds in every subject's request and token windows."""
+    seconds, _ = await redis.time()
+    pipe = redis.pipeline(transaction=False)
+    for subject in SUBJECTS:
+        key = limiter.key_for(subject)
+        buckets = {str(b): 1 for b in range(seconds - 59, seconds + 1)}
+        pipe.hset(f"{key}:r", mapping=buckets)
+        pipe.hset(f"{key}:t", mapping={b: 500 for b in buckets})
+        pipe.expire(f"{key}:r", 120)
+        pipe.expire(f"{key}:t", 120)
+    await pipe.execute()
+
+
+async def run(n: int, concurrency: int, redis_url: str, full_windows: bool = False) -> list[Row]:
     """Measure every backend.
 
     Rows of (backend, operation, p50 us, p99 us, admissions/s, client CPU us per operation
@@ -107,6 +125,8 @@ async def run(n: int, concurrency: int, redis_url: str) -> list[Row]:
     }
     rows: list[Row] = []
     admin = Redis.from_url(redis_url)
+    if full_windows:
+        await _fill_windows(admin, limiters["redis"])
 
     async def ping(_: int) -> None:
         await admin.ping()
@@ -156,6 +176,9 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (the runtime uses uvloop)"
     )
+    parser.add_argument(
+        "--full-windows", action="store_true", help="start every subject with a full minute of usage"
+    )
     args = parser.parse_args()
 
     server: Any = None
@@ -169,9 +192,9 @@ def main() -> None:
         if args.loop == "uvloop":
             import uvloop
 
-            rows = uvloop.run(run(args.n, args.concurrency, url))
+            rows = uvloop.run(run(args.n, args.concurrency, url, args.full_windows))
         else:
-            rows = asyncio.run(run(args.n, args.concurrency, url))
+            rows = asyncio.run(run(args.n, args.concurrency, url, args.full_windows))
     finally:
         if server is not None:
             server.close()
@@ -180,7 +203,7 @@ def main() -> None:
     base["PING"] = base["admit"]
     print(
         f"rate limiter: n={args.n} sequential, {args.n * 2} at concurrency {args.concurrency}; "
-        f"Redis {url}; loop {args.loop}"
+        f"Redis {url}; loop {args.loop}{'; full windows' if args.full_windows else ''}"
     )
     header = (
         f"{'backend':<8} {'operation':<13} {'p50 us':>9} {'p99 us':>9} {'+p50 us':>9} {'+p99 us':>9} "

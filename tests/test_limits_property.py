@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +35,7 @@ from agent_runtime.limits.base import (
     gcra_interval_us,
 )
 from agent_runtime.limits.memory import MemoryBackend
-from agent_runtime.limits.redis import RedisBackend
+from agent_runtime.limits.redis import RedisBackend, admission_decision, settle_arg, window_keys
 from tests.support.redis_server import redis_or_skip
 
 T0 = 1_764_000_000 * US_PER_S  # a fixed wall-clock origin; every example starts here
@@ -325,3 +326,81 @@ def test_lua_matches_reference(
 
     for got, want in _run(spec, program, admit, settle):
         assert got == want
+
+
+# --- a rolling upgrade: replicas of the earlier key layout and of this one on one Redis -----------
+
+_V1 = Path(__file__).parent / "support" / "ratelimit_v1"
+_V1_SETTLES = (_V1 / "ratelimit_settles.lua").read_text()
+V1_ADMIT = _V1_SETTLES + (_V1 / "ratelimit_admit.lua").read_text()
+V1_SETTLE = _V1_SETTLES + (_V1 / "ratelimit_settle.lua").read_text()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=specs, program=ops, old=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_old_and_new_layout_count_together(
+    lua: tuple[asyncio.AbstractEventLoop, RedisBackend],
+    spec: LimitSpec,
+    program: list[tuple[int | str, ...]],
+    old: list[bool],
+) -> None:
+    """During a rolling upgrade old and new replicas share the counters exactly.
+
+    Each admission runs either the earlier layout's scripts (``old[i]`` for the i-th) or this
+    layout's, on the same keys; its settle runs on the same replica (layout) as its admission.
+    """
+    loop, backend = lua
+    key = f"prop:{{u{next(_keys)}}}"
+    keys = window_keys(key)
+    on_old: dict[str, bool] = {}
+
+    def admit(spec: LimitSpec, tokens: int, rid: str, now: int) -> Decision:
+        index = int(rid[1:])
+        on_old[rid] = old[index]
+        if not on_old[rid]:
+            return loop.run_until_complete(backend.admit(key, spec, tokens, rid, now))
+        burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
+        numbers = (
+            f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} "
+            f"{spec.concurrency or 0} {tokens} {now} {DEFAULT_LEASE_US}"
+        )
+        raw = loop.run_until_complete(backend.run_script(V1_ADMIT, keys, [numbers, rid]))
+        return admission_decision(raw, None)
+
+    def settle(rid: str, bucket: int, refund: int, track: bool, now: int) -> None:
+        if not on_old[rid]:
+            loop.run_until_complete(backend.settle(key, rid, bucket, refund, track, now))
+            return
+        arg = settle_arg(rid, bucket, refund, track, now)
+        loop.run_until_complete(backend.run_script(V1_SETTLE, keys[2:], [arg]))
+
+    for got, want in _run(spec, program, admit, settle):
+        assert got == want
+
+
+def test_old_settle_after_new_admission(lua: tuple[asyncio.AbstractEventLoop, RedisBackend]) -> None:
+    """An old replica's refund that lands after a new replica recounted the window still counts.
+
+    The earlier layout's settle changes a bucket without the running sum: while its lease is in
+    flight the new script recounts the token window on every admission instead of trusting it.
+    """
+    loop, backend = lua
+    key = f"prop:{{u{next(_keys)}}}"
+    keys = window_keys(key)
+    spec = LimitSpec(None, 100, None, None)
+    now = T0 + 5
+
+    def new_admit(rid: str, tokens: int, at: int) -> Decision:
+        return loop.run_until_complete(backend.admit(key, spec, tokens, rid, at))
+
+    old = f"0 100 0 0 50 {now} {DEFAULT_LEASE_US}"
+    assert admission_decision(
+        loop.run_until_complete(backend.run_script(V1_ADMIT, keys, [old, "old"])), None
+    ).allowed
+    assert new_admit("a", 10, now + US_PER_S).tokens_remaining == 40
+    refund = settle_arg("old", now // BUCKET_US, 40, True, now + 2 * US_PER_S)
+    loop.run_until_complete(backend.run_script(V1_SETTLE, keys[2:], [refund]))
+    assert new_admit("b", 10, now + 3 * US_PER_S).tokens_remaining == 70
+    # The old lease is gone: the next admissions trust the running sum again.
+    assert new_admit("c", 10, now + 4 * US_PER_S).tokens_remaining == 60
+    assert new_admit("d", 10, now + 5 * US_PER_S).tokens_remaining == 50

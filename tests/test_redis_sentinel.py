@@ -82,7 +82,7 @@ async def test_limits_and_sessions_through_the_sentinels_follow_a_failover(
     new_server = next(s for s in (sentinel_setup.master, sentinel_setup.replica) if s.port == new[1])
     with sentinel_setup.data_client(new_server) as client:
         window = roomy.key_for(roomy.subject(None)) + ":r"
-        assert sum(int(v) for v in client.hvals(window)) == 2
+        assert sum(int(v) for k, v in client.hgetall(window).items() if not k.startswith("-")) == 2
     await roomy.aclose()
     # The budget moved with the data: the promoted replica still refuses the fourth request.
     for _ in range(100):

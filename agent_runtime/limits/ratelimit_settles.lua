@@ -6,17 +6,25 @@
 -- track 1|0 (tokens are limited), now in microseconds or '-' for Redis TIME.
 -- Atomic and idempotent: only the settle that removes the lease refunds, so a repeated settle
 -- (client retry after a lost reply, replay after an outage) changes nothing.
+--
+-- A window also keeps its running sum and its oldest bucket holding usage (WINDOW_SUM and
+-- WINDOW_OLDEST, negative field names no bucket can have; see ratelimit_admit.lua): a settle that
+-- changes a bucket changes the sum with it, or drops the sum (the next admission recounts) when
+-- it emptied the oldest bucket. A lease of this layout is named LEASE_MARK .. request id.
 
 local SETTLE_BUCKET = 1000000
 local SETTLE_WB = 60
 local SETTLE_TTL_MS = (SETTLE_WB + 2) * 1000
+local WINDOW_SUM = '-1'
+local WINDOW_OLDEST = '-2'
+local LEASE_MARK = '+'
 
 local function settle(tokens_key, leases_key, spec)
   local rid, b_field, refund_s, track, now_s = string.match(spec, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
   if rid == nil then
     error('malformed settle: ' .. spec)
   end
-  if redis.call('ZREM', leases_key, rid) == 0 then
+  if redis.call('ZREM', leases_key, LEASE_MARK .. rid) == 0 then
     return 0
   end
   local refund = tonumber(refund_s)
@@ -33,14 +41,32 @@ local function settle(tokens_key, leases_key, spec)
   local current = math.floor(now / SETTLE_BUCKET)
   if refund > 0 then
     -- A refund only matters while the admission's bucket is still counted.
-    local held = redis.call('HGET', tokens_key, b_field)
+    local got = redis.call('HMGET', tokens_key, b_field, WINDOW_SUM, WINDOW_OLDEST)
+    local held = got[1]
     if held and tonumber(b_field) >= current - SETTLE_WB then
-      local v = tonumber(held) - refund
+      local h = tonumber(held)
+      local v = h - refund
       if v < 0 then v = 0 end
       redis.call('HSET', tokens_key, b_field, string.format('%d', v))
+      if got[2] then
+        if v == 0 and tonumber(got[3]) == tonumber(b_field) then
+          redis.call('HDEL', tokens_key, WINDOW_SUM)
+        else
+          redis.call('HINCRBY', tokens_key, WINDOW_SUM, string.format('%.0f', v - h))
+        end
+      end
     end
   else
-    redis.call('HINCRBY', tokens_key, string.format('%d', current), -refund)
+    local field = string.format('%d', current)
+    redis.call('HINCRBY', tokens_key, field, -refund)
+    local meta = redis.call('HMGET', tokens_key, WINDOW_SUM, WINDOW_OLDEST)
+    if meta[1] then
+      redis.call('HINCRBY', tokens_key, WINDOW_SUM, string.format('%.0f', -refund))
+      local oldest = tonumber(meta[2])
+      if oldest == nil or current < oldest then
+        redis.call('HSET', tokens_key, WINDOW_OLDEST, field)
+      end
+    end
     redis.call('PEXPIRE', tokens_key, SETTLE_TTL_MS)
   end
   return 1

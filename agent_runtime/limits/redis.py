@@ -33,6 +33,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from agent_runtime.limits.base import (
     DEFAULT_LEASE_US,
     US_PER_S,
+    Backend,
     Decision,
     LimitSpec,
     Refusal,
@@ -97,6 +98,26 @@ class _Riding:
 
 def _log_lost_settle(item: SettleItem, exc: BaseException) -> None:
     log.warning("rate-limit settle failed (%s); the reservation stays charged", type(exc).__name__)
+
+
+def admission_decision(raw: object, backend: Backend | None) -> Decision:
+    """The decision in an admission script's reply (one string of nine integers)."""
+    fields = raw.split() if isinstance(raw, bytes) else []
+    if len(fields) != 9:
+        raise RedisError(f"unexpected admission reply {raw!r}")
+    ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = map(int, fields)
+    return Decision(
+        bool(ok),
+        _REFUSALS[code],  # by index: Refusal(code) costs a microsecond per request
+        retry,
+        None if req_rem < 0 else req_rem,
+        req_reset,
+        None if tok_rem < 0 else tok_rem,
+        tok_reset,
+        bucket,
+        now,
+        backend,
+    )
 
 
 class RedisBackend:
@@ -284,22 +305,7 @@ class RedisBackend:
             if riding:
                 self._riding_failed(riding, exc)
             raise
-        fields = raw.split() if isinstance(raw, bytes) else []
-        if len(fields) != 9:
-            raise RedisError(f"unexpected admission reply {raw!r}")
-        ok, code, retry, req_rem, req_reset, tok_rem, tok_reset, bucket, now = map(int, fields)
-        return Decision(
-            bool(ok),
-            _REFUSALS[code],  # by index: Refusal(code) costs a microsecond per request
-            retry,
-            None if req_rem < 0 else req_rem,
-            req_reset,
-            None if tok_rem < 0 else tok_rem,
-            tok_reset,
-            bucket,
-            now,
-            self,
-        )
+        return admission_decision(raw, self)
 
     async def settle(
         self,

@@ -184,4 +184,5 @@ def _counted(setup: RedisSentinelSetup, window: str) -> int:
     _host, port = setup.master_address()
     server = next(s for s in (setup.master, setup.replica) if s.port == port)
     with setup.data_client(server) as client:
-        return sum(int(v) for v in client.hvals(window))
+        # Buckets only: the negative fields are the window's running sum and oldest bucket.
+        return sum(int(v) for k, v in client.hgetall(window).items() if not k.startswith("-"))
