@@ -370,6 +370,9 @@ def test_old_and_new_layout_count_together(
     def settle(rid: str, bucket: int, refund: int, track: bool, now: int) -> None:
         if not on_old[rid]:
             loop.run_until_complete(backend.settle(key, rid, bucket, refund, track, now))
+            # A settle rides with this replica's next admission; the next one here may be the
+            # other layout's (another replica), which only sees it once it has left.
+            loop.run_until_complete(backend.send_riding())
             return
         arg = settle_arg(rid, bucket, refund, track, now)
         loop.run_until_complete(backend.run_script(V1_SETTLE, keys[2:], [arg]))

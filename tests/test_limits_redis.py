@@ -15,7 +15,7 @@ from agent_runtime.limits import build_limiter
 from agent_runtime.limits.base import US_PER_S, LimitSpec
 from agent_runtime.limits.policy import RateLimiter
 from agent_runtime.limits.provider_gate import ProviderGate, build_provider_gate
-from agent_runtime.limits.redis import RedisBackend, ResilientRedisBackend
+from agent_runtime.limits.redis import SETTLE_DEFER, RedisBackend, ResilientRedisBackend
 from agent_runtime.metrics import REGISTRY
 from tests.support.redis_server import RedisServer, redis_or_skip
 
@@ -138,14 +138,16 @@ async def test_tiers_and_count_by(make) -> None:  # type: ignore[no-untyped-def]
 # --- Redis specifics ------------------------------------------------------------------------------
 
 
-async def test_one_round_trip_per_admission_and_per_settle(server: RedisServer, client: Redis) -> None:
-    # One at a time: nothing in flight for a settle to ride with, so each is a script of its own.
+async def test_one_round_trip_per_request_one_at_a_time(server: RedisServer, client: Redis) -> None:
+    # One request at a time: each settle rides with the next admission's script, and the last
+    # leaves on its own after SETTLE_DEFER. Ten requests, eleven scripts (not twenty).
     limiter = build_limiter(
-        cfg(requests_per_minute=100, tokens_per_minute=10_000, concurrency=5), files(server)
+        cfg(requests_per_minute=100, tokens_per_minute=10_000, concurrency=1), files(server)
     )
     s = limiter.subject(P("k"))
     warm = await limiter.admit(s, 10)  # loads the script (NOSCRIPT -> SCRIPT LOAD) once
     await warm.settle(5)
+    await asyncio.sleep(SETTLE_DEFER * 20)
     backend = limiter.backend
     assert isinstance(backend, ResilientRedisBackend) and backend.redis is not None
     redis_backend = backend.redis
@@ -159,12 +161,15 @@ async def test_one_round_trip_per_admission_and_per_settle(server: RedisServer, 
     redis_backend._command = counting  # type: ignore[method-assign]
     before = await client.info("commandstats")
     for _ in range(10):
+        # concurrency=1: each admission is allowed only because the settle it carries frees the slot first.
         a = await limiter.admit(s, 10)
         assert a.allowed
         await a.settle(3)
+    assert sent == ["EVALSHA"] * 10 and redis_backend.riding_settles == 1
+    await asyncio.sleep(SETTLE_DEFER * 20)
     after = await client.info("commandstats")
-    assert sent == ["EVALSHA"] * 20
-    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 20
+    assert sent == ["EVALSHA"] * 11 and redis_backend.riding_settles == 0
+    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 11
     await limiter.aclose()
 
 
@@ -341,7 +346,8 @@ async def test_settles_during_an_outage_are_replayed(server: RedisServer, client
         await admin.acl_setuser("default", enabled=False, **everything)  # type: ignore[arg-type]
         await admin.client_kill_filter(user="default")
         assert await a.settle(100) == 500  # the refund is computed locally and queued
-        assert limiter.degraded and backend.pending_settles == 1
+        # The settle rides: its failure shows when it leaves on its own, SETTLE_DEFER later.
+        await wait_for(lambda: limiter.degraded and backend.pending_settles == 1)
         local = await limiter.admit(s, 10)
         assert local.allowed and local.degraded
         await local.settle(10)

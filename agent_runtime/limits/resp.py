@@ -191,18 +191,21 @@ class _Protocol(asyncio.Protocol):
     def send(self, command: bytes) -> asyncio.Future[object]:
         """Queue ``command``; the future gets its reply (or the connection's failure).
 
-        Queued commands leave together at the end of the event-loop step, in order.
+        Queued commands leave together at the end of the event-loop step, in order. A command
+        on an idle connection (no reply awaited, nothing queued) leaves at once: one request at
+        a time, waiting for the end of the step only delays it by a turn of the loop.
         """
         if self.closed:
             raise RedisConnectionError("Redis connection closed")
         future: asyncio.Future[object] = self._loop.create_future()
         now = self._loop.time()
-        if not self._waiting and self._timer is None:
+        idle = not self._waiting
+        if idle and self._timer is None:
             self._timer = self._loop.call_at(now + self._timeout, self._check_timeout)
         self._waiting.append((future, now))
         self._out.append(command)
         self._out_size += len(command)
-        if self._out_size >= _FLUSH_AT:
+        if (idle and not self._flush_scheduled) or self._out_size >= _FLUSH_AT:
             self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -267,14 +270,6 @@ class LeanConnection:
         self._protocol: _Protocol | None = None
         self._dialling: asyncio.Future[_Protocol] | None = None
         self._closed = False
-
-    @property
-    def busy(self) -> bool:
-        """True while commands wait for their replies (or a dial is under way)."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            return self._dialling is not None
-        return bool(protocol.waiting)
 
     async def execute(self, *args: str | int | bytes) -> object:
         """Send one command and return its reply; re-dialled once when the connection was lost.
