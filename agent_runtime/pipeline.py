@@ -280,7 +280,8 @@ class Pipeline:
                 )
                 return
         if route.body is not None:
-            if not _is_json(ex.headers.get("content-type")):
+            content_type = ex.headers.get("content-type")
+            if content_type != "application/json" and not _is_json(content_type):
                 await self._refuse(
                     route,
                     call,

@@ -448,7 +448,7 @@ class LLMManager:
             tokens = estimate_tokens(request, max_tokens_of(entry, request))
             try:
                 allowed = self._gate.acquire(entry.config.id, tokens)
-                if inspect.isawaitable(allowed):
+                if type(allowed) is not bool and inspect.isawaitable(allowed):
                     allowed = await allowed
             except BaseException:
                 entry.breaker.record_neutral()
