@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Literal, cast, overload
+from typing import cast
 
 import httpx
 
@@ -74,34 +74,6 @@ def max_tokens_of(entry: Entry, request: ChatRequest) -> int | None:
     if request.max_tokens is not None:
         return request.max_tokens
     return entry.params.max_tokens
-
-
-@overload
-def _send(
-    entry: Entry,
-    upstream: Upstream,
-    request: ChatRequest,
-    api_key: str | None,
-    *,
-    stream: bool,
-    partial: str | None,
-    trace_headers: Mapping[str, str] | None = None,
-    whole: Literal[False] = False,
-) -> Awaitable[httpx.Response]: ...
-
-
-@overload
-def _send(
-    entry: Entry,
-    upstream: Upstream,
-    request: ChatRequest,
-    api_key: str | None,
-    *,
-    stream: bool,
-    partial: str | None,
-    trace_headers: Mapping[str, str] | None = None,
-    whole: Literal[True],
-) -> Awaitable[httpx.Response | bytes]: ...
 
 
 def _send(
@@ -253,7 +225,8 @@ async def stream_attempt(
     got_text = False
     try:
         with _Deadline(loop, first_by):
-            response = await sending
+            # Not ``whole``: always a response, whose body streams.
+            response = cast(httpx.Response, await sending)
             await _raise_for_status(entry, response)
         idle = entry.idle
 
