@@ -15,6 +15,7 @@ unexpected exception is a logged 500 and never a response counted as 200.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -213,11 +214,8 @@ class Pipeline:
 
     def handler(self, route: Route) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """The ASGI callable of ``route``."""
-
-        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-            await self.serve(route, scope, receive, send)
-
-        return serve
+        # A partial, not a closure awaiting serve(): one coroutine less per request.
+        return functools.partial(self.serve, route)
 
     async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         """One exchange on ``route``, measured when it ends whatever happens."""
@@ -282,7 +280,8 @@ class Pipeline:
                 )
                 return
         if route.body is not None:
-            if not _is_json(ex.headers.get("content-type")):
+            content_type = ex.headers.get("content-type")
+            if content_type != "application/json" and not _is_json(content_type):
                 await self._refuse(
                     route,
                     call,

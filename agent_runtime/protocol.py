@@ -42,6 +42,7 @@ SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 HEARTBEAT = b": keep-alive\n\n"
 
 _encode_raw = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_str = json.encoder.encode_basestring
 
 # Characters that str.splitlines() (and so httpx's aiter_lines and many SSE
 # clients) treat as line breaks but JSON leaves unescaped; a raw one inside a
@@ -49,16 +50,17 @@ _encode_raw = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # escaped by the encoder already.
 
 
-def _encode_json(value: Any) -> str:
-    text = _encode_raw(value)
+def dumps(value: Any) -> str:
+    """Compact JSON text, UTF-8 kept as is except characters some clients split lines on."""
+    # A string (a token, a model name: most calls) goes straight to json's C string encoder,
+    # which is what JSONEncoder.encode calls for one, without its Python frame.
+    text = _encode_str(value) if type(value) is str else _encode_raw(value)
     if "\x85" in text or "\u2028" in text or "\u2029" in text:
         text = text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return text
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text, UTF-8 kept as is except characters some clients split lines on."""
-    return _encode_json(value)
+_encode_json = dumps
 
 
 # ----------------------------------------------------------------------------- ULIDs
@@ -76,7 +78,13 @@ def ulid_to_str(value: int) -> str:
 
 
 _RANDOM_BITS = 80
-_RANDOM_SHIFTS = tuple(range(70, -1, -10))
+_RANDOM_MASK = (1 << _RANDOM_BITS) - 1
+
+
+def _time_prefix(ms: int) -> str:
+    """The first ten characters of a ULID: its 48-bit timestamp, in five 10-bit groups."""
+    p = _PAIRS
+    return p[ms >> 40 & 1023] + p[ms >> 30 & 1023] + p[ms >> 20 & 1023] + p[ms >> 10 & 1023] + p[ms & 1023]
 
 
 class UlidGenerator:
@@ -105,14 +113,14 @@ class UlidGenerator:
                 self._ms = now
                 # Uniqueness and order are needed, not secrecy: no syscall per id.
                 self._random = random.getrandbits(_RANDOM_BITS)
-                self._prefix = ulid_to_str(now << _RANDOM_BITS)[:10]
-            else:
+                self._prefix = _time_prefix(now)
+            elif self._random < _RANDOM_MASK:
                 self._random += 1
-                if self._random >> _RANDOM_BITS:
-                    # 2**80 ids in one millisecond cannot happen; stay correct anyway.
-                    self._ms += 1
-                    self._random = 0
-                    self._prefix = ulid_to_str(self._ms << _RANDOM_BITS)[:10]
+            else:
+                # 2**80 ids in one millisecond cannot happen; stay correct anyway.
+                self._ms += 1
+                self._random = 0
+                self._prefix = _time_prefix(self._ms)
             return self._prefix, self._ms, self._random
 
     def next_int(self) -> int:
@@ -123,7 +131,21 @@ class UlidGenerator:
     def next(self) -> str:
         """The next ULID as text."""
         prefix, _, rand = self._advance()
-        return prefix + "".join([_PAIRS[(rand >> shift) & 1023] for shift in _RANDOM_SHIFTS])
+        p = _PAIRS
+        # Written out rather than a comprehension: in Python 3.11 a comprehension is a call
+        # of its own, and this runs twice per request.
+        return prefix + "".join(
+            (
+                p[rand >> 70 & 1023],
+                p[rand >> 60 & 1023],
+                p[rand >> 50 & 1023],
+                p[rand >> 40 & 1023],
+                p[rand >> 30 & 1023],
+                p[rand >> 20 & 1023],
+                p[rand >> 10 & 1023],
+                p[rand & 1023],
+            )
+        )
 
 
 ULIDS = UlidGenerator()

@@ -357,6 +357,87 @@ def test_a_full_pool_waits_at_most_the_pool_timeout(run: Runner, fake: FakeUpstr
     run(scenario())
 
 
+def _raw_request(url: str) -> tuple[tuple[str, str, int], bytes]:
+    """The (scheme, host, port) of ``url`` and the bytes of a chat completion POST to it."""
+    parsed = httpx.URL(url)
+    body = json.dumps(_body()).encode()
+    head = (
+        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nhost: {parsed.netloc.decode()}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return (parsed.scheme, parsed.host, parsed.port or 80), head.encode() + body
+
+
+def test_a_whole_answer_is_read_at_once_and_an_error_keeps_its_response(
+    run: Runner, fake: FakeUpstream
+) -> None:
+    """send_whole: a 2xx answer comes back as its body with the connection released for reuse;
+    an error status as the streaming response send_bytes gives (its head and body intact)."""
+    fake.state.reset()
+    key, data = _raw_request(f"{fake.endpoint}/chat/completions")
+    timeouts = {"connect": 2.0, "read": 5.0, "write": 2.0, "pool": 1.0}
+
+    async def scenario() -> None:
+        transport = LeanTransport()
+        try:
+            for _ in range(3):
+                answer = await transport.send_whole(key, data, timeouts)
+                assert isinstance(answer, bytes)
+                assert json.loads(answer)["choices"][0]["message"]["content"] == "Echo: x"
+                assert transport.in_use == 0
+            assert len(transport._open) == 1
+            fake.inject(Fault("status", status=429, retry_after=3))
+            error = await transport.send_whole(key, data, timeouts)
+            assert isinstance(error, httpx.Response) and error.status_code == 429
+            assert error.headers["retry-after"] == "3" and transport.in_use == 1
+            assert b"rate" in (await error.aread()).lower()
+            await error.aclose()
+            assert transport.in_use == 0
+        finally:
+            await transport.aclose()
+
+    run(scenario())
+    assert fake.state.requests == 4
+
+
+def test_pool_slots_go_to_waiters_in_order_and_a_waiter_that_left_takes_none(
+    run: Runner, fake: FakeUpstream
+) -> None:
+    fake.state.reset()
+    key, data = _raw_request(f"{fake.endpoint}/chat/completions")
+    timeouts = {"connect": 2.0, "read": 5.0, "write": 2.0, "pool": 5.0}
+
+    async def scenario() -> None:
+        transport = LeanTransport(max_connections=1)
+        try:
+            held = await transport.send_bytes(key, data, timeouts)
+            order: list[str] = []
+
+            async def ask(name: str) -> None:
+                answer = await transport.send_whole(key, data, timeouts)
+                assert isinstance(answer, bytes)
+                order.append(name)
+
+            first = asyncio.create_task(ask("first"))
+            leaving = asyncio.create_task(ask("leaving"))
+            second = asyncio.create_task(ask("second"))
+            await asyncio.sleep(0.05)
+            leaving.cancel()
+            await asyncio.sleep(0)
+            assert len(transport._slot_waiters) == 2
+            await held.aread()
+            await held.aclose()
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            assert order == ["first", "second"] and leaving.cancelled()
+            assert transport.in_use == 0 and not transport._slot_waiters
+            # The slot is free again: taken at once, without waiting in line.
+            assert isinstance(await transport.send_whole(key, data, timeouts), bytes)
+        finally:
+            await transport.aclose()
+
+    run(scenario())
+
+
 def test_a_header_with_a_line_break_is_never_sent(run: Runner, fake: FakeUpstream) -> None:
     fake.state.reset()
 

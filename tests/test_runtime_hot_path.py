@@ -4,7 +4,9 @@
   flushed before close, bounded; the last bytes of a response leave when it completes, before
   the rest of the request's step (a real server, the runtime's own protocol);
 - wire.request_bytes: the same request line and headers as the httpx.Request path;
-- loads_json: the same values and errors as json.loads.
+- loads_json: the same values and errors as json.loads;
+- wire.encode_json and protocol.dumps: the text json.dumps writes (dumps escaping line separators);
+- ULIDs: the text of their value, strictly increasing.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import httpx
 import pytest
 import uvicorn
 
+from agent_runtime import protocol
 from agent_runtime.__main__ import uvicorn_config
 from agent_runtime.config import LLMRuntimeConfig, ServerLimits
 from agent_runtime.http.coalesce import FLUSH_BYTES, CoalescingTransport
 from agent_runtime.llm.entries import build_snapshot
 from agent_runtime.llm.providers.base import loads_json
 from agent_runtime.llm.transport import LeanTransport
-from agent_runtime.llm.wire import request_bytes, upstream_request
+from agent_runtime.llm.wire import encode_json, request_bytes, upstream_request
 
 
 class RecordingTransport:
@@ -211,3 +214,48 @@ def test_loads_json_refuses_what_json_loads_refuses(data: bytes) -> None:
         json.loads(data)
     with pytest.raises(ValueError):
         loads_json(data)
+
+
+_BODIES: list[Any] = [
+    {"model": "m", "messages": [{"role": "user", "content": 'héllo \u2028 "q" \\ \n'}], "stream": False},
+    {"model": "m", "max_tokens": 64, "temperature": 0.7, "top_p": 1.0, "stop": ["\n", "END"], "stream": True},
+    {"nested": [[1, 2.5e-08, None, True, False], {"k": {}}], "big": 10**30, "nan": float("nan")},
+    [],
+    "text",
+]
+
+
+@pytest.mark.parametrize("body", _BODIES)
+def test_encode_json_matches_json_dumps(body: Any) -> None:
+    assert encode_json(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_encode_json_refuses_what_json_dumps_refuses() -> None:
+    with pytest.raises(TypeError):
+        json.dumps({"a": object()})
+    with pytest.raises(TypeError):
+        encode_json({"a": object()})
+
+
+@pytest.mark.parametrize("value", ["plain", 'é \u2028 \u2029 \x85 \n "', "", {"a": "\u2028"}, [1, None], 2.5])
+def test_protocol_dumps_is_compact_json_without_line_separators(value: Any) -> None:
+    text = protocol.dumps(value)
+    assert json.loads(text) == value
+    assert "\u2028" not in text and "\u2029" not in text and "\x85" not in text
+    assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False).replace(
+        "\x85", "\\u0085"
+    ).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def test_ulids_spell_their_value_and_increase() -> None:
+    generator = protocol.UlidGenerator()
+    ids = [generator.next() for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for text in ids[:50]:
+        assert len(text) == 26 and protocol.ulid_to_str(protocol.parse_ulid(text)) == text
+    assert abs(protocol.ulid_timestamp_ms(ids[-1]) - time.time() * 1000) < 5_000
+    # The last id of a millisecond's random range moves to the next millisecond, still increasing.
+    generator._random = (1 << 80) - 1
+    ms = generator._ms
+    after = generator.next()
+    assert after > ids[-1] and protocol.ulid_timestamp_ms(after) >= ms

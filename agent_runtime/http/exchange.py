@@ -159,7 +159,8 @@ class Exchange:
         self.headers = headers
         # Two credentials in one request are ambiguous (the last would win): the auth path refuses them.
         self.repeated_credentials = repeated
-        self.request_id = accept_request_id(headers.get("x-request-id")) or protocol.new_ulid()
+        given = headers.get("x-request-id")
+        self.request_id = (accept_request_id(given) if given is not None else None) or protocol.new_ulid()
         if scope.get("http_version") == "1.0":
             # An HTTP/1.0 client cannot read chunked encoding, which the server uses for any
             # response without a length: it gets every response whole, with its length.
@@ -176,20 +177,29 @@ class Exchange:
         client = self.scope.get("client")
         return f"{client[0]}" if client else None
 
-    async def start(
-        self, status: int, content_type: bytes, extra: Mapping[str, str] | None = None, close: bool = False
-    ) -> None:
-        """Send the status line and headers."""
-        self.status = status
-        self.started = True
+    def _head(
+        self, content_type: bytes, extra: Mapping[str, str] | None, close: bool, length: int | None
+    ) -> list[tuple[bytes, bytes]]:
+        """The response's header fields: the type, the request id, then what this response adds."""
         raw = [(b"content-type", content_type), (b"x-request-id", self.request_id.encode())]
         if content_type.startswith(b"text/event-stream"):
             raw.append((b"cache-control", b"no-cache"))
             raw.append((b"x-accel-buffering", b"no"))
         if extra:
             raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())
+        if length is not None:
+            raw.append((b"content-length", b"%d" % length))
         if close:
             raw.append((b"connection", b"close"))
+        return raw
+
+    async def start(
+        self, status: int, content_type: bytes, extra: Mapping[str, str] | None = None, close: bool = False
+    ) -> None:
+        """Send the status line and headers."""
+        self.status = status
+        self.started = True
+        raw = self._head(content_type, extra, close, None)
         await self.send({"type": "http.response.start", "status": status, "headers": raw})
 
     async def body(self, data: bytes, more: bool = True) -> None:
@@ -205,9 +215,12 @@ class Exchange:
         close: bool = False,
     ) -> None:
         """A whole response, with its length."""
-        length = {"content-length": str(len(data))}
-        await self.start(status, content_type, {**extra, **length} if extra else length, close)
-        await self.body(data, more=False)
+        # What start() then body() send, without their two frames: every non-streamed answer.
+        self.status = status
+        self.started = True
+        raw = self._head(content_type, extra, close, len(data))
+        await self.send({"type": "http.response.start", "status": status, "headers": raw})
+        await self.send({"type": "http.response.body", "body": data, "more_body": False})
 
     async def json(
         self, status: int, payload: Any, extra: Mapping[str, str] | None = None, close: bool = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import cast
 
 import httpx
 
@@ -84,10 +85,12 @@ def _send(
     stream: bool,
     partial: str | None,
     trace_headers: Mapping[str, str] | None = None,
-) -> Awaitable[httpx.Response]:
+    whole: bool = False,
+) -> Awaitable[httpx.Response | bytes]:
     """The upstream request, built now (errors in it raise here); await the result to send it.
 
-    The awaitable returns once the response head arrived.
+    The awaitable returns once the response head arrived; with ``whole`` (an answer read at
+    once), our own transport returns a successful answer's body instead, already read.
     """
     # The parameters of the snapshot this entry belongs to, never a newer one.
     params = entry.params
@@ -107,6 +110,8 @@ def _send(
             data = request_bytes(entry, body, api_key, stream=stream, extra=trace_headers)
         except httpx.LocalProtocolError as exc:
             raise classify_exception(exc) from None
+        if whole:
+            return transport.send_whole(entry.address, data, entry.timeout_ext)
         return transport.send_bytes(entry.address, data, entry.timeout_ext)
     return upstream.send(upstream_request(entry, body, api_key, stream=stream, extra=trace_headers))
 
@@ -158,18 +163,25 @@ async def complete_attempt(
     # (or the idle one, if longer) to show up, within the deadline.
     limit = min(remaining, max(entry.first_token, entry.idle))
     sending = _send(
-        entry, upstream, request, api_key, stream=False, partial=None, trace_headers=trace_headers
+        entry, upstream, request, api_key, stream=False, partial=None, trace_headers=trace_headers, whole=True
     )
     loop = asyncio.get_running_loop()
     try:
         with _Deadline(loop, loop.time() + limit):
-            response = await sending
-            try:
-                await _raise_for_status(entry, response)
-                stream = response.stream
-                raw = await stream.read() if isinstance(stream, ResponseStream) else await response.aread()
-            finally:
-                await close_response(response)
+            answer = await sending
+            if type(answer) is bytes:
+                # Our transport read a successful answer whole and released its connection.
+                raw = answer
+            else:
+                response = cast(httpx.Response, answer)
+                try:
+                    await _raise_for_status(entry, response)
+                    stream = response.stream
+                    raw = (
+                        await stream.read() if isinstance(stream, ResponseStream) else await response.aread()
+                    )
+                finally:
+                    await close_response(response)
     except UpstreamError:
         raise
     except (httpx.HTTPError, OSError, TimeoutError) as exc:
@@ -213,7 +225,8 @@ async def stream_attempt(
     got_text = False
     try:
         with _Deadline(loop, first_by):
-            response = await sending
+            # Not ``whole``: always a response, whose body streams.
+            response = cast(httpx.Response, await sending)
             await _raise_for_status(entry, response)
         idle = entry.idle
 

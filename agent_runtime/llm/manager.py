@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from agent_runtime import devbus, spend
 from agent_runtime.config import LLMRuntimeConfig
@@ -288,31 +288,18 @@ class LLMManager:
 
         ``deadline`` as for :meth:`stream`. Raises :class:`LLMError`.
         """
-        texts: list[str] = []
         switches: list[ProviderSwitch] = []
-        usage = Usage(0, 0)
-        completed: Completed | None = None
-        # Read to the end (Completed is the last event, then the loop returns): nothing is left
-        # suspended, so no aclose() is needed, and an LLMError comes out of the loop itself.
+        completion: Completion | None = None
+        # Read to the end (the Completion is the last event, then the loop returns): nothing is
+        # left suspended, so no aclose() is needed, and an LLMError comes out of the loop itself.
         async for event in self._events(request, deadline, streamed=False):
-            if isinstance(event, TextDelta):
-                texts.append(event.text)
-            elif isinstance(event, Usage):
-                usage = event
+            if type(event) is Completion:
+                completion = event
             elif isinstance(event, ProviderSwitch):
                 switches.append(event)
-            else:
-                completed = event
-        assert completed is not None, "the failover loop ends with Completed or an LLMError"
-        return Completion(
-            text="".join(texts),
-            provider=completed.provider,
-            model=completed.model,
-            finish_reason=completed.finish_reason,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            switches=switches,
-        )
+        assert completion is not None, "the failover loop ends with a Completion or an LLMError"
+        completion.switches = switches
+        return completion
 
     def stream(
         self, request: ChatRequest, *, deadline: float | None = None
@@ -325,17 +312,19 @@ class LLMManager:
         The consumer should close the iterator when it stops early (``contextlib.aclosing``):
         that closes the upstream HTTP response at once.
         """
-        # The loop's own generator, not a wrapper around it: one hop less per event.
-        return self._events(request, deadline, streamed=True)
+        # The loop's own generator, not a wrapper around it: one hop less per event. Streamed,
+        # it yields LLMEvents only (a Completion only when not streamed).
+        return cast(AsyncGenerator[LLMEvent, None], self._events(request, deadline, streamed=True))
 
     async def _events(
         self, request: ChatRequest, deadline: float | None, *, streamed: bool
-    ) -> AsyncGenerator[LLMEvent, None]:
+    ) -> AsyncGenerator[LLMEvent | Completion, None]:
         """The failover loop: walk the chain, retrying each entry, until one answers.
 
-        ``streamed`` chooses the attempt (SSE pieces as they come, or one whole answer given
-        as a single TextDelta once it succeeded); everything else (breakers, quotas, retries,
-        failover, metrics, the final error) is shared.
+        ``streamed`` chooses the attempt (SSE pieces as they come, then ``Usage`` and
+        ``Completed``; or one whole answer given as a single :class:`Completion` once it
+        succeeded); everything else (breakers, quotas, retries, failover, metrics, the final
+        error) is shared.
         """
         snap = self._snapshot
         start = self._clock()
@@ -425,7 +414,16 @@ class LLMManager:
                 self._on_success(entry, t0, state.input_tokens, state.output_tokens, streamed)
                 spend.record(entry.price, state.input_tokens, state.output_tokens)
                 if not streamed:
-                    yield TextDelta(whole)
+                    # One event for the whole answer: fewer resumptions of this generator.
+                    yield Completion(
+                        whole,
+                        entry.config.id,
+                        entry.config.model,
+                        state.finish_reason,
+                        state.input_tokens,
+                        state.output_tokens,
+                    )
+                    return
                 yield Usage(state.input_tokens, state.output_tokens)
                 yield Completed(entry.config.id, entry.config.model, state.finish_reason)
                 return
@@ -450,7 +448,7 @@ class LLMManager:
             tokens = estimate_tokens(request, max_tokens_of(entry, request))
             try:
                 allowed = self._gate.acquire(entry.config.id, tokens)
-                if inspect.isawaitable(allowed):
+                if type(allowed) is not bool and inspect.isawaitable(allowed):
                     allowed = await allowed
             except BaseException:
                 entry.breaker.record_neutral()

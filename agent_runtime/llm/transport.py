@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -307,7 +308,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._ssl.verify_mode = ssl.CERT_NONE
         self._ssl.set_alpn_protocols(["http/1.1"])
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._slots = asyncio.Semaphore(max_connections)
+        # Connection slots: a count and the requests waiting for one, first come first served
+        # (what asyncio.Semaphore does, taken without a call when one is free: once per request).
+        self._free_slots = max_connections
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._max_keepalive = max_keepalive
         self._keepalive_expiry = keepalive_expiry
         self._open: set[_Connection] = set()
@@ -349,7 +353,35 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _give_back_slot(self) -> None:
         self.in_use -= 1
-        self._slots.release()
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                # Handed over as it is: the waiter holds it when it wakes.
+                waiter.set_result(None)
+                return
+        self._free_slots += 1
+
+    async def _wait_for_slot(self, timeouts: Mapping[str, float | None]) -> None:
+        """Wait in line for a free slot, at most the ``pool`` timeout (httpx.PoolTimeout)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # The slot came as the wait ended (a timeout, a cancellation): pass it on.
+                self.in_use += 1
+                self._give_back_slot()
+            else:
+                waiter.cancel()
+                # Out of the line at once: a free slot must not wait behind a request that left.
+                with contextlib.suppress(ValueError):
+                    self._slot_waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout("no free connection in the pool") from None
+            raise
 
     def _release(self, conn: _Connection, reusable: bool) -> None:
         self._give_back_slot()
@@ -390,28 +422,60 @@ class LeanTransport(httpx.AsyncBaseTransport):
         chain entry once (``llm/wire.py``) instead of an ``httpx.Request`` per call.
         Timeouts as for :meth:`handle_async_request`.
         """
-        slots = self._slots
-        if slots.locked():
-            # Only a full pool pays for a timer; a free slot is taken without suspending.
-            try:
-                async with asyncio.timeout(timeouts.get("pool")):
-                    await slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection in the pool") from None
-        else:
-            await slots.acquire()
-        self.in_use += 1
+        conn = await self._start(key, data, timeouts)
+        return self._response(conn, timeouts)
+
+    async def send_whole(
+        self, key: tuple[str, str, int], data: bytes, timeouts: Mapping[str, float | None]
+    ) -> bytes | httpx.Response:
+        """Send as :meth:`send_bytes` does, for an answer read whole: a 2xx answer comes back as
+        its body, read here and its connection released (no response object, no stream);
+        an answer with any other status as :meth:`send_bytes` gives it.
+
+        The body is read without a bound of its own: bound the call from outside.
+        """
+        conn = await self._start(key, data, timeouts)
+        if not 200 <= conn.status < 300:
+            return self._response(conn, timeouts)
+        reusable = False
         try:
-            conn = await self._exchange_head(key, data, timeouts)
-        except BaseException:
-            self._give_back_slot()
-            raise
+            # A small answer is usually complete with its head: nothing to wait for then.
+            body = conn.take_body()
+            if body is None:
+                chunks = [chunk async for chunk in conn.body_chunks(None)]
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            reusable = conn.message_done and conn.keep_alive and not conn.closed
+        except OSError as exc:
+            raise httpx.ReadError(type(exc).__name__) from None
+        finally:
+            self._release(conn, reusable)
+        return body
+
+    def _response(self, conn: _Connection, timeouts: Mapping[str, float | None]) -> httpx.Response:
+        """The response whose head ``conn`` read; its body streams from ``conn``."""
         return httpx.Response(
             conn.status,
             headers=conn.headers,
             stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
         )
+
+    async def _start(
+        self, key: tuple[str, str, int], data: bytes, timeouts: Mapping[str, float | None]
+    ) -> _Connection:
+        """Take a connection slot, send ``data`` and read the response head (the slot is given
+        back on failure; on success it goes back with the connection, :meth:`_release`)."""
+        if self._free_slots > 0 and not self._slot_waiters:
+            self._free_slots -= 1
+        else:
+            # Only a full pool pays for a timer.
+            await self._wait_for_slot(timeouts)
+        self.in_use += 1
+        try:
+            return await self._exchange_head(key, data, timeouts)
+        except BaseException:
+            self._give_back_slot()
+            raise
 
     async def _exchange_head(
         self, key: tuple[str, str, int], head: bytes, timeouts: Mapping[str, float | None]

@@ -12,7 +12,7 @@ upstream is reached through a proxy).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -26,7 +26,26 @@ _MAX_HEADS = 8
 
 _CONTENT_LENGTH = b"content-length: "
 
-encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+# json's C encoder built once: ``JSONEncoder.encode`` builds one on every call (behind two Python
+# frames). Without a check for circular references: a request body is the adapter's own tree of
+# dicts, lists, strings and numbers (with the check, an encoding error would leave a stale entry).
+_make_encoder: Callable[..., Callable[[Any, int], list[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+_c_encode = (
+    _make_encoder(None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    if _make_encoder is not None
+    else None
+)
+
+
+def encode_json(body: Any) -> str:
+    """Compact JSON text of a request body, as ``json.dumps(body, separators=(",", ":"),
+    ensure_ascii=False)`` writes it."""
+    if _c_encode is None:  # pragma: no cover - CPython has the C encoder
+        return _encoder.encode(body)
+    return "".join(_c_encode(body, 0))
 
 
 def headers_of(entry: Entry, api_key: str | None, *, stream: bool) -> dict[str, str]:
