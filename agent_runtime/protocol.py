@@ -60,9 +60,6 @@ def dumps(value: Any) -> str:
     return text
 
 
-_encode_json = dumps
-
-
 # ----------------------------------------------------------------------------- ULIDs
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -275,7 +272,7 @@ class ChunkEncoder:
         flag = "true" if is_complete else "false"
         return (
             f'{self._head}{event_id}","metadata":{meta},"is_complete":{flag},'
-            f'"content":{_encode_json(content)}}}{self._tail}'
+            f'"content":{dumps(content)}}}{self._tail}'
         ).encode()
 
 

@@ -155,11 +155,6 @@ class _Protocol(asyncio.Protocol):
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def waiting(self) -> int:
-        """Commands sent (or queued) whose replies have not come yet."""
-        return len(self._waiting)
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
 
