@@ -117,9 +117,8 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             self._in_read = True
             if self._reading_headers and self._deadline is None and self._wanted is None:
-                # The first byte of a request on a kept-alive connection starts its header clock
-                # (what _arm() does in a read, inline: once per request).
-                self._wanted = (self.loop.time() + limits.header_timeout, HEADER_TIMEOUT)
+                # The first byte of a request on a kept-alive connection starts its header clock.
+                self._arm(limits.header_timeout, HEADER_TIMEOUT)
             self._boundary_in_read = False
             try:
                 super().data_received(data)
@@ -165,11 +164,7 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().on_message_complete()
             # The next bytes on this connection are the next request's headers; until they come,
             # the keep-alive timeout (armed when the response completes) is the bound.
-            # (_disarm() inline: once per request.)
-            self._wanted = None
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+            self._disarm()
             self._reading_headers = True
             self._header_bytes = 0
 
