@@ -424,12 +424,12 @@ def test_pool_slots_go_to_waiters_in_order_and_a_waiter_that_left_takes_none(
             await asyncio.sleep(0.05)
             leaving.cancel()
             await asyncio.sleep(0)
-            assert len(transport._slot_waiters) == 2
+            assert len(transport._slots._waiters or ()) == 2
             await held.aread()
             await held.aclose()
             await asyncio.wait_for(asyncio.gather(first, second), 5)
             assert order == ["first", "second"] and leaving.cancelled()
-            assert transport.in_use == 0 and not transport._slot_waiters
+            assert transport.in_use == 0 and not transport._slots._waiters
             # The slot is free again: taken at once, without waiting in line.
             assert isinstance(await transport.send_whole(key, data, timeouts), bytes)
         finally:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -308,10 +307,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._ssl.verify_mode = ssl.CERT_NONE
         self._ssl.set_alpn_protocols(["http/1.1"])
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        # Connection slots: a count and the requests waiting for one, first come first served
-        # (what asyncio.Semaphore does, taken without a call when one is free: once per request).
-        self._free_slots = max_connections
-        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._slots = asyncio.Semaphore(max_connections)
         self._max_keepalive = max_keepalive
         self._keepalive_expiry = keepalive_expiry
         self._open: set[_Connection] = set()
@@ -353,35 +349,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _give_back_slot(self) -> None:
         self.in_use -= 1
-        waiters = self._slot_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                # Handed over as it is: the waiter holds it when it wakes.
-                waiter.set_result(None)
-                return
-        self._free_slots += 1
-
-    async def _wait_for_slot(self, timeouts: Mapping[str, float | None]) -> None:
-        """Wait in line for a free slot, at most the ``pool`` timeout (httpx.PoolTimeout)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                # The slot came as the wait ended (a timeout, a cancellation): pass it on.
-                self.in_use += 1
-                self._give_back_slot()
-            else:
-                waiter.cancel()
-                # Out of the line at once: a free slot must not wait behind a request that left.
-                with contextlib.suppress(ValueError):
-                    self._slot_waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
-                raise httpx.PoolTimeout("no free connection in the pool") from None
-            raise
+        self._slots.release()
 
     def _release(self, conn: _Connection, reusable: bool) -> None:
         self._give_back_slot()
@@ -465,11 +433,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
     ) -> _Connection:
         """Take a connection slot, send ``data`` and read the response head (the slot is given
         back on failure; on success it goes back with the connection, :meth:`_release`)."""
-        if self._free_slots > 0 and not self._slot_waiters:
-            self._free_slots -= 1
+        slots = self._slots
+        if slots.locked():
+            # Only a full pool pays for a timer; a free slot is taken without suspending.
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in the pool") from None
         else:
-            # Only a full pool pays for a timer.
-            await self._wait_for_slot(timeouts)
+            await slots.acquire()
         self.in_use += 1
         try:
             return await self._exchange_head(key, data, timeouts)
