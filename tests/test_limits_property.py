@@ -35,7 +35,13 @@ from agent_runtime.limits.base import (
     gcra_interval_us,
 )
 from agent_runtime.limits.memory import MemoryBackend
-from agent_runtime.limits.redis import RedisBackend, admission_decision, settle_arg, window_keys
+from agent_runtime.limits.redis import (
+    RedisBackend,
+    admission_decision,
+    admit_arg,
+    settle_arg,
+    window_keys,
+)
 from tests.support.redis_server import redis_or_skip
 
 T0 = 1_764_000_000 * US_PER_S  # a fixed wall-clock origin; every example starts here
@@ -359,11 +365,7 @@ def test_old_and_new_layout_count_together(
         on_old[rid] = old[index]
         if not on_old[rid]:
             return loop.run_until_complete(backend.admit(key, spec, tokens, rid, now))
-        burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
-        numbers = (
-            f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} "
-            f"{spec.concurrency or 0} {tokens} {now} {DEFAULT_LEASE_US}"
-        )
+        numbers = admit_arg(spec, tokens, now, DEFAULT_LEASE_US)
         raw = loop.run_until_complete(backend.run_script(V1_ADMIT, keys, [numbers, rid]))
         return admission_decision(raw, None)
 

@@ -71,6 +71,15 @@ def window_keys(key: str) -> list[str]:
     return [f"{key}:r", f"{key}:b", f"{key}:t", f"{key}:c"]
 
 
+def admit_arg(spec: LimitSpec, tokens: int, now_us: int | None, lease_us: int) -> str:
+    """The numbers of one admission as the script takes them (``ratelimit_admit.lua`` ARGV[1])."""
+    burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
+    return (
+        f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} {spec.concurrency or 0} "
+        f"{max(0, tokens)} {'-' if now_us is None else now_us} {lease_us}"
+    )
+
+
 def settle_arg(
     request_id: str, bucket: int, token_refund: int, track_tokens: bool, now_us: int | None
 ) -> str:
@@ -288,13 +297,8 @@ class RedisBackend:
 
         The settles waiting to ride (lean connection) go with it and are applied first.
         """
-        burst = spec.burst if spec.burst is not None and spec.requests_per_minute is not None else 0
-        numbers = (
-            f"{spec.requests_per_minute or 0} {spec.tokens_per_minute or 0} {burst} {spec.concurrency or 0} "
-            f"{max(0, tokens)} {'-' if now_us is None else now_us} {self._lease_us}"
-        )
         keys = window_keys(key)
-        args: list[str | int] = [numbers, request_id]
+        args: list[str | int] = [admit_arg(spec, tokens, now_us, self._lease_us), request_id]
         riding = self._take_riding()
         for item in riding:
             keys += (item.tokens_key, item.leases_key)
