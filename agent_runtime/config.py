@@ -743,6 +743,8 @@ class ServerLimits(ConfigModel):
         return self
 
 
+# Longest busy poll (server.busyPoll): past this the loop would spin longer than any wait it saves.
+MAX_BUSY_POLL_SECONDS = 0.01
 # Worker processes of one runtime (server.workers); each holds its own connections and caches.
 MAX_WORKERS = 32
 
@@ -771,10 +773,25 @@ class ServerConfig(ConfigModel):
         ),
     )
     heartbeat_interval: Duration = Field(default="15s", description="SSE comment heartbeat on long silences.")
+    busy_poll: Duration = Field(
+        default="1ms",
+        description=(
+            "How long the event loop polls instead of sleeping after a request starts or ends; 0s "
+            "turns it off. It saves a wake-up per wait when requests take well under a millisecond "
+            "(cached answers, refusals, a fast upstream), spends that time as CPU "
+            "(sentient_busy_poll_seconds_total), and backs off by itself when waits are longer."
+        ),
+    )
     limits: ServerLimits = Field(
         default_factory=ServerLimits,
         description="Bounds on slow or greedy clients (timeouts, header size, connections).",
     )
+
+    @model_validator(mode="after")
+    def _busy_poll_bounded(self) -> ServerConfig:
+        if duration_seconds(self.busy_poll) > MAX_BUSY_POLL_SECONDS:
+            raise ValueError(f"server.busyPoll: at most {MAX_BUSY_POLL_SECONDS * 1000:g}ms")
+        return self
 
 
 # ----------------------------------------------------------------------------- guardrails

@@ -29,6 +29,7 @@ from agent_runtime import metrics
 from agent_runtime.audit import AuditLog, open_audit_log
 from agent_runtime.audit.sinks import SinkSet
 from agent_runtime.auth import Authenticator
+from agent_runtime.busy_poll import BusyPoll, Kick
 from agent_runtime.cache import CachingLLM, ResponseCache, build_cache, config_fingerprint
 from agent_runtime.config import RuntimeConfig, duration_seconds, load_config
 from agent_runtime.guardrails.engine import Guardrails
@@ -121,6 +122,7 @@ class Lifecycle:
         self.draining = False
         self.started = False
         self.in_flight = 0
+        self.busy_poll = BusyPoll(duration_seconds(config.server.busy_poll))
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -174,11 +176,13 @@ class Lifecycle:
         self.in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
+        self.busy_poll.kick(Kick.START)
 
     def leave(self) -> None:
         """A request ends; retired components are closed once nothing is in flight."""
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()
+        self.busy_poll.kick(Kick.END)
         if self.in_flight == 0:
             self._idle.set()
             if self._retired:
@@ -376,6 +380,7 @@ class Lifecycle:
         """Make ``state`` current; what it replaces is closed once no request can use it."""
         previous = self._state
         self._state = state
+        self.busy_poll.budget = duration_seconds(state.config.server.busy_poll)
         if previous is None:
             return
         if previous.agent is not state.agent:

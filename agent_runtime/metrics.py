@@ -54,6 +54,11 @@ IN_FLIGHT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+BUSY_POLL_SECONDS = Counter(
+    "sentient_busy_poll_seconds_total",
+    "Time the event loop spent polling instead of sleeping after a request started or ended (server.busyPoll).",
+    registry=REGISTRY,
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "sentient_time_to_first_token_seconds",
     "Time from request received to the first token streamed, by provider and model.",

@@ -48,6 +48,7 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "azure-two-auth-methods": EXACTLY_ONE,
     "refresh-hot-loop": DURATION,
     "zero-idle-timeout": DURATION,
+    "server-busy-poll-too-long": DURATION,
     "retry-backoff-inverted": COMPARES,
     "connect-longer-than-total": COMPARES,
     "default-model-not-served": COMPARES,

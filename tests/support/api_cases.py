@@ -560,6 +560,12 @@ INVALID: list[Invalid] = [
         "spec.server.limits.maxConnections",
     ),
     Invalid(
+        "server-busy-poll-too-long",
+        AGENT,
+        _p({"server": {"busyPoll": "20ms"}}),
+        api.BUSY_POLL_MESSAGE,
+    ),
+    Invalid(
         "min-replicas-above-max",
         AGENT,
         _p({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),

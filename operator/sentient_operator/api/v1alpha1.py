@@ -39,6 +39,7 @@ from agent_runtime.config import BALANCE_STRATEGIES as BALANCE_STRATEGIES
 from agent_runtime.config import CURRENCY_PATTERN as CURRENCY_PATTERN
 from agent_runtime.config import DURATION_PATTERN as DURATION_PATTERN
 from agent_runtime.config import HOST_PORT_PATTERN as HOST_PORT_PATTERN
+from agent_runtime.config import MAX_BUSY_POLL_SECONDS as MAX_BUSY_POLL_SECONDS
 from agent_runtime.config import MAX_STEP_MEMBERS as MAX_STEP_MEMBERS
 from agent_runtime.config import MAX_WORKERS as MAX_WORKERS
 from agent_runtime.config import POSTGRES_IDENTIFIER_PATTERN as POSTGRES_IDENTIFIER_PATTERN
@@ -2050,8 +2051,20 @@ class ServerLimitsConfig(Model):
         return self
 
 
+BUSY_POLL_MESSAGE = f"spec.server.busyPoll: at most {MAX_BUSY_POLL_SECONDS * 1000:g}ms"
+
+
 class ServerConfig(Model):
     """The runtime's HTTP server."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                f"duration(self.busyPoll) <= duration('{MAX_BUSY_POLL_SECONDS * 1000:g}ms')",
+                BUSY_POLL_MESSAGE,
+            ),
+        )
+    )
 
     workers: int = Field(
         default=1,
@@ -2063,10 +2076,25 @@ class ServerConfig(Model):
             "backends each worker counts and remembers on its own, as each replica does."
         ),
     )
+    busy_poll: Duration = Field(
+        default="1ms",
+        description=(
+            "How long the runtime's event loop polls instead of sleeping after a request starts or "
+            "ends; 0s turns it off. It saves a wake-up per wait when requests take well under a "
+            "millisecond (cached answers, refusals, a fast upstream), spends that time as CPU "
+            "(sentient_busy_poll_seconds_total), and backs off by itself when waits are longer."
+        ),
+    )
     limits: ServerLimitsConfig = Field(
         default_factory=ServerLimitsConfig,
         description="Bounds on slow or greedy clients: request deadlines, header size, idle keep-alive, connections.",
     )
+
+    @model_validator(mode="after")
+    def _busy_poll_bounded(self) -> ServerConfig:
+        if parse_duration(self.busy_poll) > timedelta(seconds=MAX_BUSY_POLL_SECONDS):
+            raise ValueError(BUSY_POLL_MESSAGE)
+        return self
 
 
 AUTOSCALING_MESSAGE = "spec.autoscaling: minReplicas must not exceed maxReplicas"

@@ -451,7 +451,11 @@ def build_runtime_config(inputs: AgentInputs) -> RuntimeConfig:
             else None,
         ),
         sessions=_sessions_config(spec.sessions),
-        server=ServerConfig(workers=spec.server.workers, limits=_convert(spec.server.limits, ServerLimits)),
+        server=ServerConfig(
+            workers=spec.server.workers,
+            busy_poll=spec.server.busy_poll,
+            limits=_convert(spec.server.limits, ServerLimits),
+        ),
         guardrails=_guardrails_config(inputs),
         audit=_audit_config(spec.audit),
         cache=_cache_config(spec.cache),

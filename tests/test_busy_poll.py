@@ -1,0 +1,147 @@
+"""Busy polling (agent_runtime/busy_poll.py): bounded, adaptive, and never in the way of other work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_runtime.busy_poll import MAX_SKIP, BusyPoll, Kick
+from agent_runtime.metrics import BUSY_POLL_SECONDS
+from tests.support.runtime import InProcessRuntime, RuntimeFiles, default_credentials, make_config
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def turns(n: int) -> None:
+    """Let the loop run ``n`` turns."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_spins_until_the_budget_passes_then_stops() -> None:
+    clock = FakeClock()
+    poll = BusyPoll(0.001, clock=clock)
+    before = BUSY_POLL_SECONDS._value.get()
+    poll.kick(Kick.START)
+    assert poll.spinning
+    await turns(5)
+    assert poll.spinning  # the clock has not moved: still inside the budget
+    clock.now += 0.0011
+    await turns(2)
+    assert not poll.spinning
+    # The time spent is counted, from the start of the spin to its end.
+    assert BUSY_POLL_SECONDS._value.get() - before == pytest.approx(0.0011)
+
+
+async def test_a_kick_while_spinning_extends_it_and_a_miss_backs_that_kind_off() -> None:
+    clock = FakeClock()
+    poll = BusyPoll(0.001, clock=clock)
+    poll.kick(Kick.START)
+    clock.now += 0.0008
+    poll.kick(Kick.END)  # caught: the spin goes on for a whole budget from here
+    clock.now += 0.0008
+    await turns(2)
+    assert poll.spinning
+    clock.now += 0.0003
+    await turns(2)
+    assert not poll.spinning
+    # The miss is charged to the kind of the last kick the spin saw (an end: no next request came).
+    assert poll.skipping(Kick.END) == 1
+    assert poll.skipping(Kick.START) == 0
+
+
+async def test_misses_double_the_skip_up_to_the_bound_and_a_hit_resets_it() -> None:
+    clock = FakeClock()
+    poll = BusyPoll(0.001, clock=clock)
+    skips = []
+    for _ in range(10):
+        poll.kick(Kick.START)
+        assert poll.spinning
+        clock.now += 0.002
+        await turns(2)
+        skips.append(poll.skipping(Kick.START))
+        # The skipped kicks sleep as before: no spin.
+        for _ in range(poll.skipping(Kick.START)):
+            poll.kick(Kick.START)
+            assert not poll.spinning
+    assert skips == [1, 2, 4, 8, 16, 32, MAX_SKIP, MAX_SKIP, MAX_SKIP, MAX_SKIP]
+    # A spin that catches the request's end resets the backoff of its kind.
+    poll.kick(Kick.START)
+    poll.kick(Kick.END)
+    assert poll.skipping(Kick.START) == 0
+    clock.now += 0.002
+    await turns(2)
+    assert poll.skipping(Kick.START) == 0
+    assert poll.skipping(Kick.END) == 1
+
+
+async def test_zero_budget_never_spins() -> None:
+    poll = BusyPoll(0.0)
+    poll.kick(Kick.START)
+    assert not poll.spinning
+
+
+async def test_other_work_runs_while_it_spins() -> None:
+    """The spin only replaces sleep: callbacks, timers and I/O run on every turn."""
+    poll = BusyPoll(0.05)
+    poll.kick(Kick.START)
+    began = time.perf_counter()
+    await asyncio.sleep(0.002)  # a timer
+    reader, writer = await asyncio.open_connection(*await _echo_server())
+    writer.write(b"ping\n")
+    assert await reader.readline() == b"ping\n"  # I/O
+    writer.close()
+    assert time.perf_counter() - began < 0.05
+    assert poll.spinning
+    poll.stop()
+    await turns(2)
+    assert not poll.spinning
+
+
+async def _echo_server() -> tuple[str, int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    return host, port
+
+
+def test_the_budget_is_bounded_in_the_config() -> None:
+    with pytest.raises(ValueError, match=r"server\.busyPoll: at most 10ms"):
+        make_config(server={"busyPoll": "11ms"})
+    assert make_config().server.busy_poll == "1ms"
+
+
+def test_requests_kick_it_and_a_reload_sets_the_budget(tmp_path: Path) -> None:
+    """Requests start spins on the runtime's loop; the budget follows a config reload; the metric is served."""
+    config = make_config(server={"busyPoll": "5ms"})
+    files = RuntimeFiles(tmp_path, config, default_credentials())
+    with InProcessRuntime(files) as served:
+        poll = served.runtime.busy_poll
+        assert poll.budget == 0.005
+        response = httpx.get(f"{served.url}/v1/models", headers={"Authorization": "Bearer alice-secret-key"})
+        assert response.status_code == 200
+        metrics = httpx.get(f"{served.url}/metrics").text
+        assert "sentient_busy_poll_seconds_total" in metrics
+        files.update_config(make_config(server={"busyPoll": "0s"}))
+        deadline = time.monotonic() + 10
+        while poll.budget and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert poll.budget == 0
+        httpx.get(f"{served.url}/v1/models", headers={"Authorization": "Bearer alice-secret-key"})
+        assert not poll.spinning
