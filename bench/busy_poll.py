@@ -15,7 +15,6 @@ Loopback only; starts and stops its own redis-server (Debian's, installed by scr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import shutil
@@ -82,7 +81,9 @@ def quantile(values: list[float], q: float) -> float:
 
 def main() -> None:
     """Run the rounds and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=3000, help="round trips per cell")
     parser.add_argument("--rounds", type=int, default=3, help="sleeping/polling pairs")
     parser.add_argument("--budget-ms", type=float, default=1.0, help="the polling budget (server.busyPoll)")
@@ -94,7 +95,19 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         redis = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
