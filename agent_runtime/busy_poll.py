@@ -19,8 +19,9 @@ Spins are kept apart by what started them, since they wait for different things:
 - a spin started by a request's end waits for the next request (a client sending back to back).
 A spin that ends with nothing happening was wasted, for example while a real LLM takes 300 ms.
 The next 1, 2, 4 ... up to ``MAX_SKIP`` requests then start or end without a spin of that kind.
-A spin that sees a request start or end resets its kind. So with slow upstreams or distant
-clients the waste stays under one budget per ``MAX_SKIP`` requests. Under load the loop
+A spin that sees a request start or end resets its kind; if the kind of what it saw is
+backing off, the spin ends there. So with slow upstreams or distant clients the waste stays
+under one budget per ``MAX_SKIP`` starts and one per ``MAX_SKIP`` ends. Under load the loop
 rarely sleeps and a spin costs one callback per turn of the loop.
 
 Spinning shows as CPU use: a pod answering one fast request at a time keeps its core busy.
@@ -38,7 +39,7 @@ from enum import IntEnum
 from agent_runtime.metrics import BUSY_POLL_SECONDS
 
 # Longest run of request starts (or ends) that skip their spin after spins of that kind were wasted.
-MAX_SKIP = 64
+MAX_SKIP = 256
 
 
 class Kick(IntEnum):
@@ -77,6 +78,8 @@ class BusyPoll:
         self._spinning = False
         # The kind of the last kick the running spin saw: a miss backs that kind off.
         self._kind = Kick.START
+        # False when the spin was ended on purpose (not a miss of its kind).
+        self._charge = True
         self._began = 0.0
         self._until = 0.0
         self._backoff = (_Backoff(), _Backoff())
@@ -94,18 +97,28 @@ class BusyPoll:
         """A request started or ended: start a spin, or keep the running one going."""
         if not self.budget:
             return
-        if self._spinning:
+        loop = asyncio.get_running_loop()
+        backoff = self._backoff[kind]
+        if self._spinning and self._loop is loop:
             # The spin caught something: its kind was worth it.
             self._backoff[self._kind].hit()
+            if backoff.skip:
+                # This kick's own kind is backing off: the spin ends here, charged to nobody.
+                backoff.skip -= 1
+                self._charge = False
+                self._until = 0.0
+                return
             self._kind = kind
+            self._charge = True
             self._until = self._clock() + self.budget
             return
-        backoff = self._backoff[kind]
         if backoff.skip:
             backoff.skip -= 1
             return
-        self._loop = asyncio.get_running_loop()
+        # (A spin on another loop, one that stopped while it ran, is forgotten.)
+        self._loop = loop
         self._kind = kind
+        self._charge = True
         self._began = self._clock()
         self._until = self._began + self.budget
         self._spinning = True
@@ -118,9 +131,11 @@ class BusyPoll:
             self._loop.call_soon(self._turn)
             return
         self._spinning = False
-        self._backoff[self._kind].miss()
+        if self._charge:
+            self._backoff[self._kind].miss()
         BUSY_POLL_SECONDS.inc(now - self._began)
 
     def stop(self) -> None:
-        """End the running spin at its next turn (shutdown, or the budget set to 0)."""
+        """End the running spin at its next turn, charged to nobody."""
+        self._charge = False
         self._until = 0.0

@@ -76,7 +76,8 @@ async def test_misses_double_the_skip_up_to_the_bound_and_a_hit_resets_it() -> N
         for _ in range(poll.skipping(Kick.START)):
             poll.kick(Kick.START)
             assert not poll.spinning
-    assert skips == [1, 2, 4, 8, 16, 32, MAX_SKIP, MAX_SKIP, MAX_SKIP, MAX_SKIP]
+    assert skips == [min(2**i, MAX_SKIP) for i in range(10)]
+    assert skips[-1] == MAX_SKIP
     # A spin that catches the request's end resets the backoff of its kind.
     poll.kick(Kick.START)
     poll.kick(Kick.END)
@@ -145,3 +146,40 @@ def test_requests_kick_it_and_a_reload_sets_the_budget(tmp_path: Path) -> None:
         assert poll.budget == 0
         httpx.get(f"{served.url}/v1/models", headers={"Authorization": "Bearer alice-secret-key"})
         assert not poll.spinning
+
+
+def test_a_spin_left_on_a_stopped_loop_does_not_stop_spins_on_the_next() -> None:
+    poll = BusyPoll(0.001)
+
+    async def kick_and_leave() -> None:
+        poll.kick(Kick.START)
+
+    asyncio.run(kick_and_leave())  # the loop ends with the spin still queued
+    assert poll.spinning
+
+    async def kick_again() -> bool:
+        poll.kick(Kick.START)
+        await asyncio.sleep(0.01)
+        return poll.spinning
+
+    assert asyncio.run(kick_again()) is False  # it ran on this loop and ended
+
+
+async def test_back_to_back_clients_of_a_slow_upstream_waste_one_spin_per_max_skip_requests() -> None:
+    """End spins catch the next request; start spins, which only ever wait on the slow upstream, back off."""
+    clock = FakeClock()
+    poll = BusyPoll(0.001, clock=clock)
+    requests = 2000
+    waiting_spins = 0  # spins still on while the request waits for its upstream
+    for _ in range(requests):
+        poll.kick(Kick.START)
+        await turns(2)
+        waiting_spins += poll.spinning
+        clock.now += 0.3  # the upstream answers in 300 ms: a spin on now is a miss
+        await turns(2)
+        poll.kick(Kick.END)
+        clock.now += 0.00005  # the next request comes 50 us later
+        await turns(2)
+        assert poll.spinning  # the end's spin is still there to catch it
+    # The doubling (1, 2, 4 ... MAX_SKIP), then one probe per MAX_SKIP requests.
+    assert waiting_spins <= 9 + requests // MAX_SKIP + 1
