@@ -22,6 +22,8 @@ class Plan:
     gateway_cpu: int
     load_cpu: int
     quick: bool
+    # The runtime's server.busyPoll; None leaves the runtime's default.
+    busy_poll: str | None = None
 
 
 @dataclass

@@ -302,7 +302,8 @@ def page(meta: Meta, plan: Plan, results: Results, fig: Figures) -> str:
         f"- Load average (1 min) before the run, at each repetition and after: {loads}."
         f" {_load_note(results, meta.cores)}",
         f"- Agent runtime: commit {meta.runtime_commit}, Python {meta.python}, one worker (uvicorn, uvloop,"
-        f" httptools), auth on (one API key), {limits.get(plan.rate_limit, 'a rate-limit policy in Redis (never reached)')}.",
+        f" httptools), auth on (one API key), {limits.get(plan.rate_limit, 'a rate-limit policy in Redis (never reached)')},"
+        f" busy polling {'at its default (1ms)' if plan.busy_poll is None else plan.busy_poll}.",
         f"- LiteLLM proxy {meta.litellm} (`litellm[proxy]`, every dependency pinned by"
         " bench/compare/litellm-constraints.txt), own venv, `--num_workers 1`, a master key, otherwise default"
         " settings (its access log on); `LITELLM_LOCAL_MODEL_COST_MAP=True` so that it does not fetch its"

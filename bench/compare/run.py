@@ -153,6 +153,7 @@ class Bench:
                 port=port,
                 rate_limit=self.plan.rate_limit,
                 redis_url=self.redis_url,
+                busy_poll=self.plan.busy_poll,
             )
             started = self.procs.start(
                 f"runtime-{rep}",
@@ -334,6 +335,11 @@ def _parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         default="none",
         help="a rate-limit policy on the runtime (budgets never reached); redis starts a redis-server",
     )
+    parser.add_argument(
+        "--busy-poll",
+        metavar="DURATION",
+        help="the runtime's server.busyPoll (default: the runtime's own, 1ms); 0s gives the sleeping baseline",
+    )
     parser.add_argument("--gateway-cpu", type=int, default=0, help="core of the gateway under test")
     parser.add_argument("--load-cpu", type=int, default=1, help="core of the upstream and the load generator")
     parser.add_argument(
@@ -353,6 +359,7 @@ def _parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         budget=args.budget or (240.0 if quick else 27 * 60.0),
         targets=[t for t in TARGETS if t in args.targets],
         rate_limit=args.rate_limit,
+        busy_poll=args.busy_poll,
         gateway_cpu=args.gateway_cpu,
         load_cpu=args.load_cpu,
         quick=quick,

@@ -30,6 +30,7 @@ def write_files(
     redis_url: str | None = None,
     metrics_port: int = 0,
     workers: int = 1,
+    busy_poll: str | None = None,
 ) -> tuple[Path, Path]:
     """Write the runtime's config and credentials under ``workdir``; returns (config file, credentials dir)."""
     creds = workdir / "credentials"
@@ -53,7 +54,12 @@ def write_files(
             "parameters": {"maxTokens": 64},
         },
         "auth": {"apiKeysFile": API_KEYS_FILE},
-        "server": {"port": port, "metricsPort": metrics_port, "workers": workers},
+        "server": {
+            "port": port,
+            "metricsPort": metrics_port,
+            "workers": workers,
+            **({"busyPoll": busy_poll} if busy_poll is not None else {}),
+        },
         "auditKeyFile": None,
     }
     if rate_limit != "none":
