@@ -21,17 +21,22 @@ A spin that ends with nothing happening was wasted, for example while a real LLM
 The next 1, 2, 4 ... up to ``MAX_SKIP`` requests then start or end without a spin of that kind.
 A spin that sees a request start or end resets its kind; if the kind of what it saw is
 backing off, the spin ends there. So with slow upstreams or distant clients the waste stays
-under one budget per ``MAX_SKIP`` starts and one per ``MAX_SKIP`` ends. Under load the loop
-rarely sleeps and a spin costs one callback per turn of the loop.
+under one budget per ``MAX_SKIP`` starts and one per ``MAX_SKIP`` ends.
+
+Only a process serving one request at a time spins (a start that leaves one request in
+flight, an end that leaves none): with more in flight the loop has other work to wake it,
+and the kicks of other requests would keep spins going by chance. Only the main thread spins:
+a runtime mounted in another program shares the GIL with that program's threads.
 
 Spinning shows as CPU use: a pod answering one fast request at a time keeps its core busy.
 ``server.busyPoll: 0s`` turns it off; ``sentient_busy_poll_seconds_total`` says how much
-time was spent polling.
+time was spent polling (the wall time of the spins, work done during them included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -74,6 +79,7 @@ class BusyPoll:
         """``budget`` in seconds; 0 never spins."""
         self.budget = budget
         self._clock = clock
+        # The loop of the running spin's callback chain (a chain left on another loop is dropped).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spinning = False
         # The kind of the last kick the running spin saw: a miss backs that kind off.
@@ -93,20 +99,33 @@ class BusyPoll:
         """How many more kicks of ``kind`` will not start a spin."""
         return self._backoff[kind].skip
 
-    def kick(self, kind: Kick) -> None:
-        """A request started or ended: start a spin, or keep the running one going."""
+    def kick(self, kind: Kick, in_flight: int) -> None:
+        """A request started or ended, leaving ``in_flight`` requests: start, extend or end a spin.
+
+        Only a process serving one request at a time spins: with more in flight the loop has
+        other work to wake it, and a start or end of another request says nothing about the
+        wait a spin is for, so it ends the spin instead of extending it.
+        """
         if not self.budget:
             return
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a request's coroutine closed outside its loop (garbage collection)
+            return
+        alone = in_flight == (1 if kind is Kick.START else 0)
+        spinning = self._spinning and self._loop is loop
+        if not alone:
+            if spinning:
+                self.stop()
+            return
         backoff = self._backoff[kind]
-        if self._spinning and self._loop is loop:
+        if spinning:
             # The spin caught something: its kind was worth it.
             self._backoff[self._kind].hit()
             if backoff.skip:
                 # This kick's own kind is backing off: the spin ends here, charged to nobody.
                 backoff.skip -= 1
-                self._charge = False
-                self._until = 0.0
+                self.stop()
                 return
             self._kind = kind
             self._charge = True
@@ -115,20 +134,25 @@ class BusyPoll:
         if backoff.skip:
             backoff.skip -= 1
             return
-        # (A spin on another loop, one that stopped while it ran, is forgotten.)
+        if threading.current_thread() is not threading.main_thread():
+            # A runtime mounted in another program (WSGI adapter, tests) shares the GIL with that
+            # program's threads; polling would hold it from them.
+            return
         self._loop = loop
         self._kind = kind
         self._charge = True
         self._began = self._clock()
         self._until = self._began + self.budget
         self._spinning = True
-        self._loop.call_soon(self._turn)
+        loop.call_soon(self._turn, loop)
 
-    def _turn(self) -> None:
+    def _turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One turn of the spin: queue the next, or end the spin once its time is up."""
+        if loop is not self._loop:
+            return  # a chain left from an earlier loop
         now = self._clock()
         if now < self._until:
-            assert self._loop is not None
-            self._loop.call_soon(self._turn)
+            loop.call_soon(self._turn, loop)
             return
         self._spinning = False
         if self._charge:
@@ -136,6 +160,6 @@ class BusyPoll:
         BUSY_POLL_SECONDS.inc(now - self._began)
 
     def stop(self) -> None:
-        """End the running spin at its next turn, charged to nobody."""
+        """End the running spin at its next turn, charged to nobody (budget set to 0, shutdown)."""
         self._charge = False
         self._until = 0.0

@@ -176,17 +176,17 @@ class Lifecycle:
         self.in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        self.busy_poll.kick(Kick.START)
+        self.busy_poll.kick(Kick.START, self.in_flight)
 
     def leave(self) -> None:
         """A request ends; retired components are closed once nothing is in flight."""
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()
-        self.busy_poll.kick(Kick.END)
         if self.in_flight == 0:
             self._idle.set()
             if self._retired:
                 self._close_retired()
+        self.busy_poll.kick(Kick.END, self.in_flight)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Work of a request that a drain may end at its deadline."""
@@ -381,6 +381,8 @@ class Lifecycle:
         previous = self._state
         self._state = state
         self.busy_poll.budget = duration_seconds(state.config.server.busy_poll)
+        if not self.busy_poll.budget:
+            self.busy_poll.stop()
         if previous is None:
             return
         if previous.agent is not state.agent:
