@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,15 +31,9 @@ import uvloop  # noqa: E402
 from agent_runtime.busy_poll import BusyPoll, Kick  # noqa: E402
 from agent_runtime.limits.base import LimitSpec  # noqa: E402
 from agent_runtime.limits.redis import RedisBackend  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 SPEC = LimitSpec(requests_per_minute=10**8, tokens_per_minute=10**10, concurrency=10**6)
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds() -> float:
@@ -92,51 +82,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="sleeping/polling pairs")
     parser.add_argument("--budget-ms", type=float, default=1.0, help="the polling budget (server.busyPoll)")
     args = parser.parse_args()
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server not found: run scripts/setup.sh")
     cores = sorted(os.sched_getaffinity(0))
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            if len(cores) > 1:
-                os.sched_setaffinity(redis.pid, {cores[-1]})
-                os.sched_setaffinity(0, {cores[0]})
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            url = f"redis://127.0.0.1:{port}/0"
-            cells: dict[tuple[str, str], list[tuple[list[float], float]]] = {}
-            for _ in range(args.rounds):
-                for what in ("ping", "admit"):
-                    for mode, budget in (("sleeping", 0.0), ("polling", args.budget_ms / 1000)):
-                        result = uvloop.run(measure(url, what, args.n, BusyPoll(budget)))
-                        cells.setdefault((what, mode), []).append(result)
-        finally:
-            redis.terminate()
-            redis.wait(timeout=10)
+    server = RedisServer().start()
+    try:
+        if len(cores) > 1 and server.pid is not None:
+            os.sched_setaffinity(server.pid, {cores[-1]})
+            os.sched_setaffinity(0, {cores[0]})
+        cells: dict[tuple[str, str], list[tuple[list[float], float]]] = {}
+        for _ in range(args.rounds):
+            for what in ("ping", "admit"):
+                for mode, budget in (("sleeping", 0.0), ("polling", args.budget_ms / 1000)):
+                    result = uvloop.run(measure(server.url, what, args.n, BusyPoll(budget)))
+                    cells.setdefault((what, mode), []).append(result)
+    finally:
+        server.close()
     print(f"{args.n} round trips per cell, {args.rounds} rounds, budget {args.budget_ms:g} ms, cores {cores}")
     print("| command | loop | p50 | p90 | p99 | client CPU per round trip | p50 polling / sleeping |")
     print("|---|---|---|---|---|---|---|")
