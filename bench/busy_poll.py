@@ -5,8 +5,8 @@ rate limiter's admission script carrying the previous admission's settle, as a r
 through the limiter's own connection, first with the loop
 sleeping between a command and its reply (``busyPoll: 0s``), then with ``BusyPoll`` keeping it
 polling. Rounds alternate (sleeping, polling, sleeping ...) so that both see the same machine.
-Prints p50/p90/p99 per round trip, the client's CPU per round trip, and the ratio of polling
-to sleeping. redis-server runs on another core than the client when there are two.
+Prints p50/p90/p99 per round trip, the client's CPU per round trip, the ratio of polling
+to sleeping, and the time Redis itself spends per command. redis-server runs on another core than the client when there are two.
 
     PYTHONPATH=operator:. python bench/busy_poll.py [--n 3000] [--rounds 3] [--budget-ms 1]
 
@@ -22,10 +22,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
+import redis  # noqa: E402
 import uvloop  # noqa: E402
 
 from agent_runtime.busy_poll import BusyPoll, Kick  # noqa: E402
@@ -67,6 +69,16 @@ async def measure(url: str, what: str, n: int, poll: BusyPoll) -> tuple[list[flo
         await backend.aclose()
 
 
+def server_time_per_command(url: str) -> dict[str, float]:
+    """Redis's mean microseconds per call of each command it ran (``INFO commandstats``)."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = cast(dict[str, dict[str, float]], client.info("commandstats"))
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): float(row["usec_per_call"]) for name, row in stats.items()}
+
+
 def quantile(values: list[float], q: float) -> float:
     """The q-quantile of ``values``."""
     ordered = sorted(values)
@@ -94,6 +106,7 @@ def main() -> None:
                 for mode, budget in (("sleeping", 0.0), ("polling", args.budget_ms / 1000)):
                     result = uvloop.run(measure(server.url, what, args.n, BusyPoll(budget)))
                     cells.setdefault((what, mode), []).append(result)
+        server_us = server_time_per_command(server.url)
     finally:
         server.close()
     print(f"{args.n} round trips per cell, {args.rounds} rounds, budget {args.budget_ms:g} ms, cores {cores}")
@@ -111,6 +124,12 @@ def main() -> None:
                 f"| {what} | {mode} | {p50s[mode] * 1e6:.0f} us | {quantile(every, 0.9) * 1e6:.0f} us "
                 f"| {quantile(every, 0.99) * 1e6:.0f} us | {cpu * 1e6:.0f} us | {ratio} |"
             )
+    # What Redis itself spends inside each command (mean over every call, warm-ups included):
+    # the part of a round trip no client-side change can remove.
+    print(
+        f"Redis's own time per command (INFO commandstats): PING {server_us.get('ping', 0.0):.1f} us, "
+        f"admission script with its riding settle {server_us.get('evalsha', 0.0):.1f} us"
+    )
 
 
 if __name__ == "__main__":
