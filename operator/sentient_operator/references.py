@@ -36,7 +36,7 @@ from sentient_operator.api.v1alpha1 import (
 )
 from sentient_operator.build.common import provider_secret_name
 from sentient_operator.build.inputs import AgentInputs, APIKey, ResolvedPolicy, ResolvedProvider
-from sentient_operator.credentials.sync import CREDENTIALS_SYNCED
+from sentient_operator.credentials.base import CREDENTIALS_SYNCED
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, Validity
 
 PROVIDERS_RESOLVED = "ProvidersResolved"

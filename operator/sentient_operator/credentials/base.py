@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+#: The LLMProvider condition of the last fetch from its secret store.
+CREDENTIALS_SYNCED = "CredentialsSynced"
+
 # Condition reasons, shared by the provider handler and the docs.
 REASON_SYNCED = "Synced"
 REASON_SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret

@@ -32,6 +32,7 @@ from typing import Any
 from ..api.v1alpha1 import CredentialsSource, LLMProviderSpec, duration_seconds
 from ..conditions import make_condition, now_rfc3339
 from .base import (
+    CREDENTIALS_SYNCED,
     REASON_SYNCED,
     CredentialError,
     CredentialSource,
@@ -49,7 +50,6 @@ PROVIDER_SECRET_PREFIX = "sentient-provider-"  # noqa: S105 - a name
 PROVIDER_LABEL = "sentient.dev/provider"
 API_KEY = "apiKey"
 CA_KEY = "ca.pem"
-CREDENTIALS_SYNCED = "CredentialsSynced"
 READY = "Ready"
 REASON_NO_CREDENTIALS = "NoCredentials"
 REASON_STALE = "ServingLastGoodCredentials"
