@@ -435,12 +435,11 @@ pip install -r requirements.txt         # the runtime and SDK, pytest and httpx{
 pytest                                  # runs the agent in the real runtime against a fake upstream
 ```
 
-Run it against a fake upstream (no API key): in one terminal
-`python -m agent_runtime.testing --port 8000`, in another
+{run_intro}
 
 ```bash
 {run_locally}
-sentient chat http://127.0.0.1:8080     # in a third terminal
+sentient chat http://127.0.0.1:8080     # in {chat_terminal} terminal
 ```
 
 `runtime.yaml` is the runtime config used locally (in a pod the operator renders it from
@@ -567,6 +566,13 @@ def readme(n: Names, framework: Framework, sdk: Sdk, key_step: str, key_id: str)
         framework_line=framework_line,
         framework_pkg="" if framework == "none" else f", {framework.capitalize()}",
         run_locally=RUN_LOCALLY[framework].format(module=n.module),
+        # `sentient dev --fake` starts its own fake upstreams; a host app reads runtime.yaml,
+        # which points at one on port 8000.
+        run_intro="Run it against fake upstreams that `--fake` starts (no API key):"
+        if framework == "none"
+        else "Run it against a fake upstream (no API key): in one terminal\n"
+        "`python -m agent_runtime.testing --port 8000`, in another",
+        chat_terminal="another" if framework == "none" else "a third",
         key_step=key_step,
         key_id=key_id,
     )
