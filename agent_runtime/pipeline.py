@@ -254,9 +254,13 @@ class Pipeline:
     async def _steps(self, route: Route, call: Call) -> None:
         ex, runtime = call.ex, self.runtime
         if ex.method not in route.methods:
-            allowed = route.methods[0]
+            # The Allow field lists every method the route supports (RFC 9110, 15.5.6).
             await self._refuse(
-                route, call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed}
+                route,
+                call,
+                405,
+                f"method not allowed; use {route.methods[0]}",
+                extra={"allow": ", ".join(route.methods)},
             )
             return
         if "host" not in ex.headers and ex.scope.get("http_version") != "1.0":

@@ -110,6 +110,26 @@ def test_http11_without_host_is_refused(server: InProcessRuntime) -> None:
     assert json.loads(data)["error"]["code"] == "missing_host"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/models", "GET, HEAD"),
+        ("TRACE", "/health", "GET, HEAD"),
+        ("OPTIONS", "/openapi.json", "GET, HEAD"),
+        ("PUT", "/assist", "POST"),
+    ],
+)
+def test_a_405_names_every_allowed_method(
+    server: InProcessRuntime, method: str, path: str, allowed: str
+) -> None:
+    # RFC 9110, 15.5.6: the Allow field of a 405 lists the methods the resource supports.
+    request = f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n"
+    status, headers, data = raw_request(server, request.encode())
+    assert status.split()[1] == "405"
+    assert headers["allow"] == allowed
+    assert b"X-API-Key" not in data and KEY.encode() not in data
+
+
 @pytest.mark.parametrize("path", ["/assist", "/v1/chat/completions"])
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_bodies_must_be_declared_json(server: InProcessRuntime, path: str, content_type: str | None) -> None:
