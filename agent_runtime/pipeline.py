@@ -267,6 +267,10 @@ class Pipeline:
             # HTTP/1.1 makes Host mandatory (RFC 9112, 3.2); only HTTP/1.0 clients may omit it.
             await self._refuse(route, call, 400, "a Host header is required", code="missing_host")
             return
+        if ex.repeated_host:
+            # RFC 9112, 3.2: more than one Host field line is a 400, whatever the version.
+            await self._refuse(route, call, 400, "one Host header at most", code="duplicate_host")
+            return
         if route.tracked and not runtime.accepting:
             await self._refuse(route, call, 503, "the agent is shutting down", close=True)
             return

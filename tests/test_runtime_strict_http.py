@@ -110,6 +110,17 @@ def test_http11_without_host_is_refused(server: InProcessRuntime) -> None:
     assert json.loads(data)["error"]["code"] == "missing_host"
 
 
+@pytest.mark.parametrize("hosts", [["127.0.0.1", "evil.example"], ["127.0.0.1", "127.0.0.1"]])
+def test_more_than_one_host_is_refused(server: InProcessRuntime, hosts: list[str]) -> None:
+    # RFC 9112, 3.2: a proxy in front may have routed on one Host and the runtime read the other.
+    request = _post("/v1/chat/completions", CHAT_BODY).replace(
+        b"Host: 127.0.0.1\r\n", b"".join(f"Host: {h}\r\n".encode() for h in hosts)
+    )
+    status, _, data = raw_request(server, request)
+    assert status.split()[1] == "400"
+    assert json.loads(data)["error"]["code"] == "duplicate_host"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
