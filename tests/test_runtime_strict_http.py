@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,6 +196,23 @@ def test_assist_bodies_are_strict(server: InProcessRuntime) -> None:
 def _assert_nothing_inside(text: str) -> None:
     for secret in INSIDE:
         assert secret not in text, f"{secret!r} leaked to the caller: {text}"
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), float("nan"), 1e20])
+def test_an_odd_retry_after_of_the_provider_gives_a_429_with_a_sane_one(
+    fake: FakeUpstream, tmp_path: Path, retry_after: float
+) -> None:
+    # The provider's Retry-After ("inf", "nan", 1e20 seconds) is not the caller's problem: it
+    # must neither crash the answer (a 500) nor reach the caller as an absurd wait. (A runtime
+    # of its own: the 429s count against its provider's breaker.)
+    fake.inject(Fault(kind="status", status=429, retry_after=retry_after, count=5))
+    with single_provider_runtime(tmp_path, fake, UPSTREAM_KEY) as server:
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions", json=CHAT_BODY, headers={"x-api-key": KEY}, timeout=20
+        )
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "upstream_rate_limited"
+        assert 1 <= int(response.headers["retry-after"]) <= 86_400
 
 
 @pytest.mark.parametrize("fault", [Fault(kind="reset", count=5), Fault(kind="status", status=500, count=5)])
