@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from agent_runtime.config import ServerConfig, ServerLimits, config_path, credentials_dir, load_config
+from agent_runtime.http.exchange import MAX_BODY_BYTES
 from agent_runtime.http.limits import ConnectionLimits, limited_protocol
 from agent_runtime.logging import setup_logging
 from agent_runtime.workers import follow_supervisor, metrics_asgi, reuse_port_socket, supervise, worker_index
@@ -59,6 +60,13 @@ def uvicorn_config(app: object, host: str, port: int, limits: ServerLimits) -> u
         access_log=False,
         log_config=None,
         server_header=False,
+        # The client address (audit records) is the TCP peer's: uvicorn would otherwise take
+        # X-Forwarded-For from any peer on 127.0.0.1 (a port-forward, a sidecar), letting a
+        # caller write any address it likes into the audit log.
+        proxy_headers=False,
+        # A /ws body is one message of at most the HTTP body limit: a larger frame is refused
+        # (1009) as it arrives instead of being buffered whole (16 MiB by default) first.
+        ws_max_size=MAX_BODY_BYTES,
         # Our own drain has already waited for streams when uvicorn shuts down.
         timeout_graceful_shutdown=5,
     )

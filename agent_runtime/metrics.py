@@ -215,8 +215,8 @@ CLIENT_DISCONNECTS = Counter(
 )
 HTTP_REFUSALS = Counter(
     "sentient_http_refusals_total",
-    "Connections cut off before their request was read, by reason: header_timeout, body_timeout, "
-    "header_too_large, too_many_connections (server.limits).",
+    "Connections cut off by the server's limits on slow and greedy clients, by reason: header_timeout, "
+    "body_timeout, header_too_large, too_many_connections, too_many_pipelined, send_timeout (server.limits).",
     ["reason"],
     registry=REGISTRY,
 )

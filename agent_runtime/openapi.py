@@ -105,7 +105,7 @@ _CONNECTION_REFUSALS = {
 
 
 def _refusals(route: Route) -> dict[str, str]:
-    codes = {"400": "No Host header (HTTP/1.1).", "405": "Method not allowed (see Allow)."}
+    codes = {"400": "No Host header (HTTP/1.1), or more than one.", "405": "Method not allowed (see Allow)."}
     if route.authenticate:
         codes["401"] = "No acceptable credential."
         codes["403"] = "A genuine token issued for another audience."
@@ -120,7 +120,7 @@ def _refusals(route: Route) -> dict[str, str]:
         codes["429"] = "Rate limit exceeded (Retry-After and rate-limit headers)."
     if route.guarded is not None:
         codes["400"] = (
-            "No Host header (HTTP/1.1), or a guardrail blocked the request or the answer (code guardrail_blocked)."
+            "No Host header (HTTP/1.1) or more than one, or a guardrail blocked the request or the answer (code guardrail_blocked)."
         )
     return codes
 

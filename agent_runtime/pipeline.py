@@ -254,14 +254,22 @@ class Pipeline:
     async def _steps(self, route: Route, call: Call) -> None:
         ex, runtime = call.ex, self.runtime
         if ex.method not in route.methods:
-            allowed = route.methods[0]
+            # The Allow field lists every method the route supports (RFC 9110, 15.5.6).
             await self._refuse(
-                route, call, 405, f"method not allowed; use {allowed}", extra={"allow": allowed}
+                route,
+                call,
+                405,
+                f"method not allowed; use {route.methods[0]}",
+                extra={"allow": ", ".join(route.methods)},
             )
             return
         if "host" not in ex.headers and ex.scope.get("http_version") != "1.0":
             # HTTP/1.1 makes Host mandatory (RFC 9112, 3.2); only HTTP/1.0 clients may omit it.
             await self._refuse(route, call, 400, "a Host header is required", code="missing_host")
+            return
+        if ex.repeated_host:
+            # RFC 9112, 3.2: more than one Host field line is a 400, whatever the version.
+            await self._refuse(route, call, 400, "one Host header at most", code="duplicate_host")
             return
         if route.tracked and not runtime.accepting:
             await self._refuse(route, call, 503, "the agent is shutting down", close=True)

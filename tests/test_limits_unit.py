@@ -192,7 +192,7 @@ def test_subject_resolution_by_count_by() -> None:
     assert resolve_subject("apiKey", anon).kind == "anonymous"
     assert resolve_subject("user", user) == Subject("user", "alice", None)
     assert resolve_subject("user", key) == Subject("apiKey", "key-1", "gold")
-    assert resolve_subject("session", user, "s-1") == Subject("session", "s-1", None)
+    assert resolve_subject("session", user, "s-1") == Subject("session", "s-1", None, "jwt\x00alice")
     assert resolve_subject("session", user, None) == Subject("user", "alice", None)
     assert resolve_subject("agent", key, "s-1", agent="ns/bot") == Subject("agent", "ns/bot", "gold")
 
@@ -209,6 +209,10 @@ async def test_count_by_session_separates_budgets() -> None:
     s1, s2 = limiter.subject(alice, "s1"), limiter.subject(alice, "s2")
     assert await admit_many(limiter, s1, 3, T0) == [True, True, False]
     assert await admit_many(limiter, s2, 3, T0) == [True, True, False]
+    # Another caller naming alice's session id has a budget of its own.
+    mallory = limiter.subject(P("mallory", "jwt"), "s1")
+    assert mallory.key != s1.key and limiter.key_for(mallory) != limiter.key_for(s1)
+    assert await admit_many(limiter, mallory, 3, T0) == [True, True, False]
 
 
 async def test_count_by_agent_shares_one_budget() -> None:
@@ -230,7 +234,7 @@ async def test_subjects_follow_the_caller_and_a_reloaded_policy() -> None:
     assert limiter.subject(gold, "s1") == Subject("apiKey", "k1", "gold")
     key = limiter.key_for(limiter.subject(gold))
     await limiter.reload(config(count_by="session", policy="ns/other"), no_files)
-    assert limiter.subject(gold, "s1") == Subject("session", "s1", "gold")
+    assert limiter.subject(gold, "s1") == Subject("session", "s1", "gold", "apiKey\x00k1")
     assert limiter.subject(gold) == Subject("apiKey", "k1", "gold")
     assert limiter.key_for(limiter.subject(gold)) != key
     assert "ns/other" in limiter.key_for(limiter.subject(gold))

@@ -49,6 +49,12 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
     response = httpx.Response(429, headers={"retry-after-ms": "1500", "retry-after": "9"})
     assert retry_after_of(response) == 1.5
+    # Not a number of seconds anyone can wait: ignored; a day at most.
+    assert parse_retry_after("inf") is None and parse_retry_after("1e400") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("1e20") == 86_400.0
+    odd = httpx.Response(429, headers={"retry-after-ms": "inf", "retry-after": "9"})
+    assert retry_after_of(odd) == 9.0
 
 
 def test_status_classes() -> None:

@@ -54,9 +54,7 @@ class Clock:
         return self.now
 
 
-def introspector(
-    endpoint: Callable[[httpx.Request], httpx.Response], clock: Clock, **config: Any
-) -> Introspector:
+def introspector(endpoint: Callable[[httpx.Request], Any], clock: Clock, **config: Any) -> Introspector:
     settings = IntrospectionConfig.model_validate(
         {
             "clientID": "agent",
@@ -122,6 +120,34 @@ async def test_cache_is_bounded_and_concurrent_askers_share_one_call() -> None:
     endpoint.calls.clear()
     await asyncio.gather(*(checker.claims("t0") for _ in range(20)))
     assert endpoint.calls == ["t0"]
+
+
+async def test_a_caller_leaving_does_not_fail_the_callers_sharing_its_call() -> None:
+    # A client that gives up (and retries) while the issuer is slow: the retry waits on the
+    # first request's call; the first request's end must not end the retry's wait with it.
+    clock = Clock()
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        calls.append("new")
+        await release.wait()
+        return httpx.Response(200, json=active(clock.now + 3600))
+
+    checker = introspector(slow, clock)
+    first = asyncio.create_task(checker.claims("new"))
+    await asyncio.sleep(0.01)
+    retry = asyncio.create_task(checker.claims("new"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    assert (await retry)["sub"] == "svc"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert calls == ["new"]
+    # The answer was kept: the next request with the token asks nobody.
+    assert (await checker.claims("new"))["sub"] == "svc" and calls == ["new"]
 
 
 async def test_wrong_audience_and_issuer() -> None:

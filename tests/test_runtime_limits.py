@@ -3,7 +3,9 @@
 Before any authentication: slow headers and bodies are cut off after ``server.limits``'
 deadlines, an endless header is refused once it passes ``maxHeaderBytes`` (and costs the
 process no memory worth the name), connections over ``maxConnections`` are closed at once,
-idle keep-alive connections are closed; every refusal is counted by reason.
+idle keep-alive connections are closed, a flood of pipelined requests closes its connection,
+a client that stops reading its answer is cut off (and its upstream call ends); every refusal is
+counted by reason.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import httpx
 import pytest
 
 from agent_runtime.config import ServerLimits
-from tests.support.runtime import RuntimeFiles, RuntimeProcess, default_credentials, free_ports, make_config
+from agent_runtime.http.limits import MAX_PIPELINED
+from agent_runtime.testing import FakeUpstream, wait_until
+from tests.support.runtime import (
+    RuntimeFiles,
+    RuntimeProcess,
+    chain_entry,
+    default_credentials,
+    free_ports,
+    make_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +38,18 @@ LIMITS = {"headerTimeout": "1s", "bodyTimeout": "1s", "keepAliveTimeout": "1s", 
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream("openai") as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[RuntimeProcess]:
     tmp_path = tmp_path_factory.mktemp("limits")
     port, metrics_port = free_ports(2)
-    config = make_config(port=port, metrics_port=metrics_port, server={"limits": LIMITS})
+    config = make_config(
+        port=port, metrics_port=metrics_port, server={"limits": LIMITS}, chain=[chain_entry(fake)]
+    )
     files = RuntimeFiles(tmp_path, config, default_credentials())
     with RuntimeProcess(files, tmp_path / "runtime.log") as process:
         process.metrics_port = metrics_port  # type: ignore[attr-defined]
@@ -221,3 +240,107 @@ def test_a_25_mb_unfinished_header_is_refused_early_without_memory_growth(runtim
     assert all(answer.startswith(b"HTTP/1.1 431 ") or answer == b"" for _, answer in results)
     assert refusals(runtime)["header_too_large"] - before_count == 4
     assert growth_mib < 8
+
+
+def test_a_header_over_the_bound_is_refused_even_when_it_arrives_in_one_read(runtime: RuntimeProcess) -> None:
+    before = refusals(runtime).get("header_too_large", 0)
+    sock = connect(runtime)
+    # 100 KB of headers, whole, in one write: more than maxHeaderBytes (64 KiB) however it is read.
+    sock.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    answer = read_until_closed(sock, timeout=5)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:60]
+    assert refusals(runtime)["header_too_large"] - before == 1
+
+
+def test_a_later_request_on_a_kept_alive_connection_gets_its_408(runtime: RuntimeProcess) -> None:
+    sock = connect(runtime)
+    sock.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while b'"alive"' not in first:
+        first += sock.recv(65536)
+    # The second request's headers never end: it is answered 408 like a first request would be.
+    sock.sendall(b"GET /live HTTP/1.1\r\nHo")
+    answer = read_until_closed(sock, timeout=5)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:60]
+
+
+def test_a_few_pipelined_requests_are_all_answered_in_order(runtime: RuntimeProcess) -> None:
+    sock = connect(runtime)
+    paths = ["/live", "/ready", "/live", "/health", "/live"]
+    sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths[:-1]))
+    sock.sendall(f"GET {paths[-1]} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = read_until_closed(sock, timeout=5)
+    sock.close()
+    assert answer.count(b"HTTP/1.1 200 OK") == len(paths), answer[-200:]
+    bodies = [part.split(b"\r\n\r\n", 1)[1][:12] for part in answer.split(b"HTTP/1.1 200 OK")[1:]]
+    assert bodies[0].startswith(b'{"status":"a') and bodies[1].startswith(b'{"ready"')
+
+
+def test_a_pipelined_flood_closes_its_connection_without_memory_growth(runtime: RuntimeProcess) -> None:
+    assert runtime.proc is not None
+    before = refusals(runtime).get("too_many_pipelined", 0)
+    rss_before = rss_kib(runtime.proc.pid)
+    # 256 KiB of tiny requests per write, answers read as they come: before the bound, uvicorn
+    # queued every request of each read (thousands), hundreds of MB within seconds.
+    flood = b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n" * 8000
+    sock = connect(runtime)
+    answered: list[int] = []
+
+    def read() -> None:
+        answered.append(read_until_closed(sock, timeout=5).count(b"HTTP/1.1 200"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    sent = 0
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            sock.sendall(flood)
+            sent += len(flood)
+    except OSError:
+        pass
+    reader.join(10)
+    rss_after = rss_kib(runtime.proc.pid)
+    sock.close()
+    growth_mib = (rss_after - rss_before) / 1024
+    print(f"pipelined flood: {sent / 1024:.0f} KiB sent, {answered} answered, RSS +{growth_mib:.1f} MiB")
+    assert refusals(runtime)["too_many_pipelined"] - before == 1
+    assert answered and answered[0] <= MAX_PIPELINED + 1
+    assert growth_mib < 20
+
+
+def in_flight(runtime: RuntimeProcess) -> int:
+    return int(httpx.get(f"{runtime.url}/health").json()["in_flight"])
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_its_request_ends(
+    runtime: RuntimeProcess, fake: FakeUpstream
+) -> None:
+    # An answer of 50 MB (50,000 words of 1,000 letters): far more than the sockets' buffers hold.
+    fake.state.configure({"latency": 0.0, "tokens": 50_000})
+    before = refusals(runtime).get("send_timeout", 0)
+    sock = socket.socket()
+    # A small receive window, so that the answer backs up into the server soon.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", runtime.port))
+    word = "w" * 1000
+    body = f'{{"model": "m", "stream": true, "messages": [{{"role": "user", "content": "{word}"}}]}}'
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    try:
+        sock.sendall((head + body).encode())
+        assert sock.recv(15) == b"HTTP/1.1 200 OK"
+        assert in_flight(runtime) == 1
+        # Then it reads nothing more: the body deadline (1 s) after the server's buffer filled,
+        # the connection is closed and the request (with its upstream call) ends, while the
+        # client still holds its end open.
+        started = time.monotonic()
+        assert wait_until(lambda: in_flight(runtime) == 0, timeout=10)
+        print(f"a client that stopped reading was cut off after {time.monotonic() - started:.2f} s")
+    finally:
+        sock.close()
+        fake.state.configure({"tokens": None})
+    assert refusals(runtime)["send_timeout"] - before == 1

@@ -99,6 +99,23 @@ def test_concurrency_slot_is_released_and_tokens_settled(fake: FakeUpstream, tmp
         assert remaining > 10_000 - 1_200 - 3 * 100
 
 
+def test_callers_naming_the_same_session_are_counted_apart(fake: FakeUpstream, tmp_path: Path) -> None:
+    # countBy session counts per conversation: the OpenAI ``user`` here. Two callers (two
+    # tenants, or one caller and someone who guessed the other's end-user id) naming the same
+    # one must not spend each other's budget, just as they never read each other's sessions.
+    policy = {"policy": "default/p", "limits": {"requestsPerMinute": 2}, "countBy": "session"}
+    config = make_config(chain=[chain_entry(fake)], rate_limit=policy)
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "user": "end-user-1"}
+
+    def chat(rt: InProcessRuntime, key: str) -> int:
+        url = f"{rt.url}/v1/chat/completions"
+        return httpx.post(url, json=body, headers={"x-api-key": key}, timeout=20).status_code
+
+    with InProcessRuntime(RuntimeFiles(tmp_path, config, default_credentials())) as rt:
+        assert [chat(rt, "bob-secret-key") for _ in range(3)] == [200, 200, 429]
+        assert [chat(rt, KEY) for _ in range(3)] == [200, 200, 429]
+
+
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     from tests.support.redis_server import redis_or_skip

@@ -22,8 +22,17 @@ from agent_runtime import protocol
 from agent_runtime.audit import verify_file
 from agent_runtime.client import parse_stream
 from agent_runtime.protocol import DocumentEvent
+from agent_runtime.testing import wait_until
 from tests.support.jwks import JWKSServer
-from tests.support.runtime import AUDIT_KEY, InProcessRuntime, RuntimeFiles, default_credentials, make_config
+from tests.support.runtime import (
+    AUDIT_KEY,
+    InProcessRuntime,
+    RuntimeFiles,
+    RuntimeProcess,
+    default_credentials,
+    free_ports,
+    make_config,
+)
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "sentient-agent"
@@ -188,3 +197,41 @@ def test_a_session_belongs_to_the_principal_that_created_it(server: InProcessRun
     assert _history(server, "bob-secret-key", activity_id) == []
     # And what Bob does under that id does not leak into Alice's conversation either.
     assert all("alice" in t[1] for t in _history(server, "alice-secret-key", activity_id))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    """The runtime as a pod serves it: ``python -m agent_runtime``, with its own server settings."""
+    root = tmp_path_factory.mktemp("served")
+    (port,) = free_ports(1)
+    files = RuntimeFiles(root, make_config(port=port), default_credentials())
+    env = {"SENTIENT_AUDIT_LOG": str(root / "audit.log")}
+    with RuntimeProcess(files, root / "runtime.log", env=env) as process:
+        yield process
+
+
+def test_forwarding_headers_do_not_forge_the_audited_client_address(served: RuntimeProcess) -> None:
+    # The test connects from 127.0.0.1, the very peer (a port-forward, a sidecar) whose
+    # X-Forwarded-For uvicorn trusts by default.
+    request_id = protocol.new_ulid()
+    headers = {
+        "x-api-key": "a-guessed-key",
+        "x-forwarded-for": "203.0.113.7",
+        "x-forwarded-proto": "https",
+        "forwarded": "for=203.0.113.8",
+        "x-real-ip": "203.0.113.9",
+        "x-request-id": request_id,
+    }
+    response = httpx.get(f"{served.url}/v1/models", headers=headers, timeout=10)
+    assert response.status_code == 401
+    audit = Path(served.env["SENTIENT_AUDIT_LOG"])
+
+    def record() -> dict[str, Any] | None:
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        found = [json.loads(line) for line in lines if request_id in line]
+        return found[0] if found else None
+
+    assert wait_until(lambda: record() is not None, timeout=5)
+    refused = record()
+    assert refused is not None and refused["event"] == "auth.failure"
+    assert refused["client"] == "127.0.0.1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,6 +111,37 @@ def test_http11_without_host_is_refused(server: InProcessRuntime) -> None:
     assert json.loads(data)["error"]["code"] == "missing_host"
 
 
+@pytest.mark.parametrize("hosts", [["127.0.0.1", "evil.example"], ["127.0.0.1", "127.0.0.1"]])
+def test_more_than_one_host_is_refused(server: InProcessRuntime, hosts: list[str]) -> None:
+    # RFC 9112, 3.2: a proxy in front may have routed on one Host and the runtime read the other.
+    request = _post("/v1/chat/completions", CHAT_BODY).replace(
+        b"Host: 127.0.0.1\r\n", b"".join(f"Host: {h}\r\n".encode() for h in hosts)
+    )
+    status, _, data = raw_request(server, request)
+    assert status.split()[1] == "400"
+    assert json.loads(data)["error"]["code"] == "duplicate_host"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/models", "GET, HEAD"),
+        ("TRACE", "/health", "GET, HEAD"),
+        ("OPTIONS", "/openapi.json", "GET, HEAD"),
+        ("PUT", "/assist", "POST"),
+    ],
+)
+def test_a_405_names_every_allowed_method(
+    server: InProcessRuntime, method: str, path: str, allowed: str
+) -> None:
+    # RFC 9110, 15.5.6: the Allow field of a 405 lists the methods the resource supports.
+    request = f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n"
+    status, headers, data = raw_request(server, request.encode())
+    assert status.split()[1] == "405"
+    assert headers["allow"] == allowed
+    assert b"X-API-Key" not in data and KEY.encode() not in data
+
+
 @pytest.mark.parametrize("path", ["/assist", "/v1/chat/completions"])
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_bodies_must_be_declared_json(server: InProcessRuntime, path: str, content_type: str | None) -> None:
@@ -164,6 +196,23 @@ def test_assist_bodies_are_strict(server: InProcessRuntime) -> None:
 def _assert_nothing_inside(text: str) -> None:
     for secret in INSIDE:
         assert secret not in text, f"{secret!r} leaked to the caller: {text}"
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), float("nan"), 1e20])
+def test_an_odd_retry_after_of_the_provider_gives_a_429_with_a_sane_one(
+    fake: FakeUpstream, tmp_path: Path, retry_after: float
+) -> None:
+    # The provider's Retry-After ("inf", "nan", 1e20 seconds) is not the caller's problem: it
+    # must neither crash the answer (a 500) nor reach the caller as an absurd wait. (A runtime
+    # of its own: the 429s count against its provider's breaker.)
+    fake.inject(Fault(kind="status", status=429, retry_after=retry_after, count=5))
+    with single_provider_runtime(tmp_path, fake, UPSTREAM_KEY) as server:
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions", json=CHAT_BODY, headers={"x-api-key": KEY}, timeout=20
+        )
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "upstream_rate_limited"
+        assert 1 <= int(response.headers["retry-after"]) <= 86_400
 
 
 @pytest.mark.parametrize("fault", [Fault(kind="reset", count=5), Fault(kind="status", status=500, count=5)])

@@ -16,6 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from agent_runtime import protocol
 from agent_runtime.audit import verify_file
+from agent_runtime.http.exchange import MAX_BODY_BYTES
 from agent_runtime.testing import FakeUpstream, wait_until
 from tests.support.runtime import (
     AUDIT_KEY,
@@ -159,6 +160,13 @@ def test_ws_invalid_body_is_an_error_frame_and_a_policy_close(runtime: RuntimePr
         assert [e["event_name"] for e in events] == [protocol.ERROR_EVENT_NAME, protocol.DONE_EVENT_NAME]
         assert events[0]["content"]["error_code"] == 422
         assert code == 1008
+
+
+def test_ws_first_message_over_the_body_limit_is_closed_1009(runtime: RuntimeProcess) -> None:
+    # Refused as the frame arrives (the server's message bound is the body limit), never buffered
+    # whole up to the WebSocket library's own 16 MiB default.
+    _, code = exchange(runtime, "x" * (MAX_BODY_BYTES + 1), key="bob-secret-key")
+    assert code == 1009
 
 
 def test_ws_rate_limit_refusal_is_audited_and_measured(runtime: RuntimeProcess) -> None:

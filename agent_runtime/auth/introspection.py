@@ -15,6 +15,7 @@ A revoked token is therefore refused at the latest ``cacheTTL`` after its revoca
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -95,27 +96,30 @@ class Introspector:
             self._cache.move_to_end(key)
         else:
             pending = self._pending.get(key)
-            if pending is not None:
-                cached = await asyncio.shield(pending)
-            else:
-                future: asyncio.Future[_Cached] = asyncio.get_running_loop().create_future()
-                self._pending[key] = future
-                try:
-                    cached = await self._ask(token, now)
-                    future.set_result(cached)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-                    raise
-                finally:
-                    del self._pending[key]
-                if cached.until > now:
-                    self._remember(key, cached)
+            if pending is None:
+                # The call runs as a task of its own: a caller that goes away (its request task
+                # cancelled) stops waiting, while the callers sharing the call still get its answer.
+                pending = asyncio.ensure_future(self._ask_and_keep(key, token, now))
+                self._pending[key] = pending
+                pending.add_done_callback(functools.partial(self._asked, key))
+            cached = await asyncio.shield(pending)
         if cached.claims is None:
             status = 403 if cached.reason == "wrong_audience" else 401
             message = "token not issued for this agent" if status == 403 else "token not active"
             raise AuthError(status, cached.reason, message)
         return cached.claims
+
+    async def _ask_and_keep(self, key: bytes, token: str, now: float) -> _Cached:
+        cached = await self._ask(token, now)
+        if cached.until > now:
+            self._remember(key, cached)
+        return cached
+
+    def _asked(self, key: bytes, task: asyncio.Future[_Cached]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning when every caller left
 
     def _remember(self, key: bytes, entry: _Cached) -> None:
         self._cache[key] = entry

@@ -132,6 +132,7 @@ class Exchange:
         "headers",
         "receive",
         "repeated_credentials",
+        "repeated_host",
         "request_id",
         "route",
         "scope",
@@ -150,15 +151,20 @@ class Exchange:
         self.started = False
         self.status = 200
         headers: dict[str, str] = {}
-        repeated = False
+        repeated = repeated_host = False
         for name, value in scope["headers"]:
             key = name.decode("latin-1").lower()
-            if key in headers and key in CREDENTIAL_HEADERS:
-                repeated = True
+            if key in headers:
+                if key in CREDENTIAL_HEADERS:
+                    repeated = True
+                elif key == "host":
+                    repeated_host = True
             headers[key] = value.decode("latin-1")
         self.headers = headers
         # Two credentials in one request are ambiguous (the last would win): the auth path refuses them.
         self.repeated_credentials = repeated
+        # So are two Host fields (a proxy in front may have read the other one): refused with 400.
+        self.repeated_host = repeated_host
         given = headers.get("x-request-id")
         self.request_id = (accept_request_id(given) if given is not None else None) or protocol.new_ulid()
         if scope.get("http_version") == "1.0":

@@ -12,6 +12,12 @@ makes a protocol class that adds, per connection:
   buffered more than one read (at most 256 KiB) beyond the bound;
 - a bound on concurrent connections per server: the connection over it is answered 503 and
   closed at once;
+- a bound on pipelined requests: uvicorn queues a request that arrives while another is being
+  answered and parses the whole read, so one read of small requests queued thousands (hundreds
+  of MB from one connection in seconds); past :data:`MAX_PIPELINED` queued the connection closes;
+- a deadline on a client that stops reading its answer: once the socket's buffers are full
+  (the transport pauses writing), the answer must move on within the body deadline, else the
+  connection closes and the request's work (and its upstream call) ends as on a disconnect;
 - the idle keep-alive time between requests.
 
 Its writes go through :class:`~agent_runtime.http.coalesce.CoalescingTransport`; the last bytes
@@ -37,7 +43,20 @@ HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
 HEADER_TOO_LARGE = "header_too_large"
 TOO_MANY_CONNECTIONS = "too_many_connections"
-REASONS = (HEADER_TIMEOUT, BODY_TIMEOUT, HEADER_TOO_LARGE, TOO_MANY_CONNECTIONS)
+TOO_MANY_PIPELINED = "too_many_pipelined"
+SEND_TIMEOUT = "send_timeout"
+REASONS = (
+    HEADER_TIMEOUT,
+    BODY_TIMEOUT,
+    HEADER_TOO_LARGE,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_PIPELINED,
+    SEND_TIMEOUT,
+)
+
+# Requests a client may send ahead of the one being answered (HTTP/1.1 pipelining; rare in
+# practice, and never deep): past this many queued the connection is closed.
+MAX_PIPELINED = 16
 
 _REASON_PHRASES = {
     408: b"Request Timeout",
@@ -72,6 +91,16 @@ def _refuse_counter(reason: str) -> Any:
     return metrics.HTTP_REFUSALS.labels(reason=reason)
 
 
+class _Refused(Exception):
+    """Raised from a parser callback after a refusal: the parser stops at once (the rest of the
+    read, possibly thousands of requests, is never parsed) and the connection is already closing."""
+
+
+def _head_bytes(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """Bytes of a request line and headers as they came (give or take the method and spaces)."""
+    return len(url) + 16 + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
 def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """An httptools protocol class (uvicorn's ``http=``) that enforces ``limits``."""
     counters = {reason: _refuse_counter(reason) for reason in REASONS}
@@ -91,6 +120,9 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             # arrive whole in one read and are disarmed in it, so they never start a loop timer.
             self._in_read = False
             self._wanted: tuple[float, str] | None = None
+            # Bytes of the read being parsed: headers ending in it are measured only when it is large.
+            self._read_size = 0
+            self._stalled: asyncio.TimerHandle | None = None
 
         # -------------------------------------------------------------- connection
 
@@ -105,6 +137,9 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
             cycle = self.cycle
             # Where uvicorn marks the request disconnected, its work hears of it at once.
             gone = cycle is not None and not cycle.response_complete
@@ -120,6 +155,7 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 # The first byte of a request on a kept-alive connection starts its header clock.
                 self._arm(limits.header_timeout, HEADER_TIMEOUT)
             self._boundary_in_read = False
+            self._read_size = len(data)
             try:
                 super().data_received(data)
             finally:
@@ -140,6 +176,20 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         # -------------------------------------------------------------- parser callbacks
 
         def on_headers_complete(self) -> None:
+            # Headers that ended in the read they began in were never counted in data_received:
+            # a read larger than the bound may hold more header bytes than it allows.
+            if (
+                self._header_bytes + self._read_size > limits.max_header_bytes
+                and _head_bytes(self.url, self.headers) > limits.max_header_bytes
+            ):
+                self._refuse(HEADER_TOO_LARGE, 431)
+                raise _Refused
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete and len(self.pipeline) >= MAX_PIPELINED:
+                # No status line: it would land inside the answer in flight.
+                self.pipeline.clear()
+                self._refuse(TOO_MANY_PIPELINED, None)
+                raise _Refused
             self._reading_headers = False
             self._boundary_in_read = True
             self._header_bytes = 0
@@ -168,6 +218,27 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             self._reading_headers = True
             self._header_bytes = 0
 
+        # -------------------------------------------------------------- a client that stops reading
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            # The socket's buffers are full: the client has that long to take some of them.
+            if self._stalled is None and not self.transport.is_closing():
+                self._stalled = self.loop.call_later(limits.body_timeout, self._stopped_reading)
+
+        def resume_writing(self) -> None:
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
+            super().resume_writing()
+
+        def _stopped_reading(self) -> None:
+            self._stalled = None
+            if not self.transport.is_closing():
+                counters[SEND_TIMEOUT].inc()
+                # Nothing more can reach this client; what is buffered for it is dropped.
+                self.transport.abort()
+
         # -------------------------------------------------------------- refusals
 
         def _arm(self, seconds: float, reason: str) -> None:
@@ -189,11 +260,19 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if not self.transport.is_closing():
                 self._refuse(reason, 408)
 
-        def _refuse(self, reason: str, status: int) -> None:
+        def _refuse(self, reason: str, status: int | None) -> None:
             counters[reason].inc()
             self._disarm()
             cycle = self.cycle
-            if cycle is None or not cycle.response_started:
+            # The status line goes out unless it would land inside an answer: while the headers
+            # of a later request on a kept-alive connection are read, the cycle is the previous
+            # request's, and its answer is complete.
+            answering = (
+                cycle is not None
+                and cycle.response_started
+                and not (self._reading_headers and cycle.response_complete)
+            )
+            if status is not None and not answering:
                 phrase = _REASON_PHRASES[status]
                 self.transport.write(
                     b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % (status, phrase)

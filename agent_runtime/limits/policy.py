@@ -75,22 +75,29 @@ class PrincipalLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What one budget is counted per: ``kind`` is the countBy dimension, ``id`` the value."""
+    """What one budget is counted per: ``kind`` is the countBy dimension, ``id`` the value.
+
+    ``owner`` is whose session a ``session`` subject is (the caller's kind and id): session ids
+    are the caller's own words, so two callers naming the same one are counted apart, as their
+    conversations are kept apart.
+    """
 
     kind: str
     id: str
     tier: str | None = None
+    owner: str = ""
 
     @property
     def key(self) -> str:
         """Stable counter identity; hashed so caller input never shapes storage keys."""
-        return _subject_key(self.kind, self.id)
+        return _subject_key(self.kind, self.id, self.owner)
 
 
 @functools.lru_cache(maxsize=4096)
-def _subject_key(kind: str, id: str) -> str:
+def _subject_key(kind: str, id: str, owner: str = "") -> str:
     # Cached: the same callers come back request after request (a hash per request otherwise).
-    digest = hashlib.sha256(f"{kind}\x00{id}".encode()).hexdigest()[:32]
+    material = f"{kind}\x00{id}" if not owner else f"{kind}\x00{owner}\x00{id}"
+    digest = hashlib.sha256(material.encode()).hexdigest()[:32]
     return f"{kind}:{digest}"
 
 
@@ -114,7 +121,8 @@ def resolve_subject(
     if count_by is CountBy.AGENT:
         return Subject("agent", agent, tier)
     if count_by is CountBy.SESSION and session_id:
-        return Subject("session", session_id, tier)
+        owner = f"{principal.kind}\x00{principal.id}" if principal is not None else ""
+        return Subject("session", session_id, tier, owner)
     if principal is None or principal.kind == "anonymous" or not principal.id:
         return Subject("anonymous", "anonymous", tier)
     if principal.kind == "apiKey":
@@ -351,7 +359,7 @@ class RateLimiter:
         # Per caller, the subject and the storage key of its counters: both follow from the
         # policy alone, so they are worked out once per caller and policy (cleared on reload).
         self._subjects: dict[tuple[str, str, str | None, str | None], Subject] = {}
-        self._keys: dict[tuple[str, str], str] = {}
+        self._keys: dict[tuple[str, str, str], str] = {}
         self._retired: list[Backend] = []
         self._budgets: Budgets | None = None
         self._spend_store = _spend_store(config, backend)
@@ -423,7 +431,7 @@ class RateLimiter:
         The braces are a Redis Cluster hash tag: every key of one subject lands in one slot,
         which the atomic script needs.
         """
-        cache = (subject.kind, subject.id)
+        cache = (subject.kind, subject.id, subject.owner)
         key = self._keys.get(cache)
         if key is None:
             policy = self._config.policy if self._config is not None else "-"

@@ -7,17 +7,22 @@ this module says how long to wait before the next attempt.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 
 import httpx
+
+# The longest wait a provider's Retry-After is taken for (a daily quota's reset, at most).
+MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
 
     Also accepts OpenAI's ``retry-after-ms`` style value when given in seconds
-    with a fraction. Returns None for absent or unparsable values.
+    with a fraction. Returns None for absent, unparsable or non-finite values; at most
+    :data:`MAX_RETRY_AFTER_SECONDS`.
     """
     if not value:
         return None
@@ -32,7 +37,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         if when is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds)
+    return _bounded(seconds)
+
+
+def _bounded(seconds: float) -> float | None:
+    # "inf" and "nan" parse as floats but are no wait at all (and crash whatever rounds them);
+    # a longer wait than a day is as good as a day (it also reaches callers' Retry-After).
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def retry_after_of(response: httpx.Response) -> float | None:
@@ -40,9 +53,11 @@ def retry_after_of(response: httpx.Response) -> float | None:
     ms = response.headers.get("retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            seconds = _bounded(float(ms) / 1000.0)
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None:
+            return seconds
     return parse_retry_after(response.headers.get("retry-after"))
 
 
