@@ -17,7 +17,7 @@ import pytest
 
 from agent_runtime import protocol
 from agent_runtime.auth import AuthError, Principal
-from agent_runtime.auth.introspection import Introspector
+from agent_runtime.auth.introspection import MAX_CALLS_IN_FLIGHT, Introspector
 from agent_runtime.auth.roles import Roles, claim_values
 from agent_runtime.config import AuthorizationConfig, IntrospectionConfig
 from agent_runtime.testing import FakeUpstream
@@ -148,6 +148,35 @@ async def test_a_caller_leaving_does_not_fail_the_callers_sharing_its_call() -> 
     assert calls == ["new"]
     # The answer was kept: the next request with the token asks nobody.
     assert (await checker.claims("new"))["sub"] == "svc" and calls == ["new"]
+
+
+async def test_calls_to_the_issuer_are_bounded_and_a_token_that_waits_too_long_is_a_503() -> None:
+    # A flood of made-up tokens, each new to the cache: the issuer sees MAX_CALLS_IN_FLIGHT
+    # calls at once, not one per request; a token whose turn does not come within the call
+    # timeout is refused as when the issuer cannot be asked, and that refusal is not cached.
+    clock = Clock()
+    release = asyncio.Event()
+    asked: list[str] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        asked.append(dict(httpx.QueryParams(request.content.decode()))["token"])
+        await release.wait()
+        return httpx.Response(200, json=active(clock.now + 3600))
+
+    checker = introspector(slow, clock, timeout="300ms")
+    flood = [asyncio.create_task(checker.claims(f"made-up-{i}")) for i in range(MAX_CALLS_IN_FLIGHT + 8)]
+    await asyncio.sleep(0.05)
+    assert len(asked) == MAX_CALLS_IN_FLIGHT
+    with pytest.raises(AuthError) as info:
+        await flood[-1]  # its turn did not come within 300 ms
+    assert (info.value.status, info.value.reason) == (503, "introspection_unavailable")
+    release.set()
+    answered = await asyncio.gather(*flood, return_exceptions=True)
+    assert sum(isinstance(a, dict) for a in answered) == MAX_CALLS_IN_FLIGHT
+    assert all(isinstance(a, AuthError) and a.status == 503 for a in answered[MAX_CALLS_IN_FLIGHT:])
+    # Refused for want of a turn, not by the issuer: asked again once the queue is free.
+    assert (await checker.claims(f"made-up-{MAX_CALLS_IN_FLIGHT}"))["sub"] == "svc"
+    assert len(asked) == MAX_CALLS_IN_FLIGHT + 1
 
 
 async def test_wrong_audience_and_issuer() -> None:

@@ -9,6 +9,9 @@ ever logged. Answers are cached by a digest of the token (never the token itself
   with a bad token costs one call to the issuer per interval;
 - at most ``maxEntries`` answers, the least recently used dropped first.
 
+At most :data:`MAX_CALLS_IN_FLIGHT` calls go to the issuer at once: every made-up token is new
+to the cache, so without a bound a flood of them would open one call per request.
+
 A revoked token is therefore refused at the latest ``cacheTTL`` after its revocation.
 """
 
@@ -35,6 +38,10 @@ log = logging.getLogger("agent_runtime.auth")
 
 # How much of an answer is read at most: an introspection answer is a few hundred bytes.
 MAX_ANSWER_BYTES = 64 * 1024
+# Calls to the issuer at once. A token that waits longer than the call timeout for a turn is
+# refused as when the issuer cannot be asked (503, not cached): the issuer sees a bounded load,
+# and genuine callers whose tokens are cached are not held up by the queue at all.
+MAX_CALLS_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,7 @@ class Introspector:
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         # One call per token at a time: concurrent requests with the same new token share it.
         self._pending: dict[bytes, asyncio.Future[_Cached]] = {}
+        self._turns = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -135,6 +143,17 @@ class Introspector:
                 "introspection client secret file %s is missing or empty", self.config.client_secret_file
             )
             raise AuthError(503, "introspection_unavailable", "token check unavailable")
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise AuthError(503, "introspection_unavailable", "token check unavailable") from None
+        try:
+            return await self._call(token, secret, now)
+        finally:
+            self._turns.release()
+
+    async def _call(self, token: str, secret: str, now: float) -> _Cached:
         try:
             url = await self._endpoint()
             response = await self._client.post(
