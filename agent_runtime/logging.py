@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +57,43 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one record per message template through per ``interval`` seconds; counts the rest.
+
+    uvicorn warns once per malformed request ("Invalid HTTP request received."): a client
+    sending garbage in a loop would otherwise write a log line per request. The first record of
+    a template passes; later ones within ``interval`` are dropped, and the next one to pass
+    carries ``suppressed``: how many were dropped since the last.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        # template -> (when one last passed, dropped since); bounded by uvicorn's few templates.
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when the record is written."""
+        if record.levelno < logging.WARNING or record.exc_info is not None:
+            return True
+        now = self._clock()
+        key = str(record.msg)
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self._interval:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        if seen is not None or len(self._seen) < _MAX_TEMPLATES:
+            self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.suppressed = seen[1]
+        return True
+
+
+# Message templates a RepeatFilter tracks at most (uvicorn has a handful).
+_MAX_TEMPLATES = 64
+
+
 def setup_logging(level: str | None = None) -> None:
     """Route every logger (ours and uvicorn's) to stdout as JSON at ``SENTIENT_LOG_LEVEL``."""
     handler = logging.StreamHandler(sys.stdout)
@@ -66,3 +105,8 @@ def setup_logging(level: str | None = None) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # The server's per-connection warnings are the caller's to trigger: at most one per template
+    # per 10 s. A filter on the logger (not the handler) is kept by every later setup_logging.
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RepeatFilter) for f in errors.filters):
+        errors.addFilter(RepeatFilter())

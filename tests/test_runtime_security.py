@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,18 @@ def test_forwarding_headers_do_not_forge_the_audited_client_address(served: Runt
     refused = record()
     assert refused is not None and refused["event"] == "auth.failure"
     assert refused["client"] == "127.0.0.1"
+
+
+def test_a_client_sending_garbage_in_a_loop_writes_one_log_line_not_one_per_request(
+    served: RuntimeProcess,
+) -> None:
+    # uvicorn warns once per malformed request; a caller looping garbage must not be able to
+    # fill the pod's log (and the cluster's log pipeline) with it.
+    host, port = served.url.removeprefix("http://").split(":")
+    for _ in range(50):
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 400")
+    assert httpx.get(f"{served.url}/live", timeout=5).status_code == 200
+    warnings = [line for line in served.log_path.read_text().splitlines() if "Invalid HTTP request" in line]
+    assert 1 <= len(warnings) <= 2, warnings
