@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from agent_runtime.audit import AuditLog, verify
 from agent_runtime.config import PII_ENTITIES, GuardrailsConfig
-from agent_runtime.guardrails.engine import Context, Guardrails
+from agent_runtime.guardrails.base import Finding
+from agent_runtime.guardrails.engine import OFFLOAD_CHARS, Context, Guardrails, Screening
 from agent_runtime.guardrails.injection import signals
 from agent_runtime.guardrails.pii import find_entities, iban_ok, luhn_ok
 from agent_runtime.guardrails.redaction import Redactor
@@ -226,3 +229,37 @@ def test_no_benign_prompt_of_the_corpus_is_refused_by_the_default_injection_chec
         if not item["injection"]:
             screening = asyncio.run(guardrails.screen("input", [item["text"]], CONTEXT))
             assert screening.blocked is None, item["id"]
+
+
+def test_a_large_input_is_screened_off_the_event_loop_with_the_same_verdicts() -> None:
+    # A check over a large input runs in a worker thread, so the loop keeps serving other
+    # requests meanwhile. Shown without a clock: the check waits for an Event that only a
+    # callback on the loop sets; scanned on the loop itself, it would wait in vain.
+    config = GuardrailsConfig.model_validate({"input": [{"pii": {}, "action": "redact"}]})
+    guardrails = Guardrails(config, lambda _: None, None)
+    inline = guardrails.input[0]
+    loop_ran = threading.Event()
+    waited: list[bool] = []
+
+    class Waiting(type(inline)):  # type: ignore[misc]
+        def scan(self, texts: Sequence[str]) -> Finding | None:
+            waited.append(loop_ran.wait(timeout=5))
+            return super().scan(texts)
+
+    waiting = Waiting.__new__(Waiting)
+    waiting.__dict__.update(inline.__dict__)
+    guardrails.input[0] = waiting
+    large = "pad " * (OFFLOAD_CHARS // 4) + "write to alice@example.com"
+
+    async def screen(text: str) -> Screening:
+        asyncio.get_running_loop().call_soon(loop_ran.set)
+        return await guardrails.screen("input", [text], CONTEXT)
+
+    screening = asyncio.run(screen(large))
+    assert waited == [True]  # the loop ran while the check was scanning
+    assert screening.redacted and screening.texts[0].endswith("write to [REDACTED:email]")
+    # A small input is scanned inline (a thread hand-off would cost more than the scan).
+    loop_ran.clear()
+    guardrails.input[0] = inline
+    small = asyncio.run(guardrails.screen("input", ["write to alice@example.com"], CONTEXT))
+    assert small.texts == ["write to [REDACTED:email]"]
