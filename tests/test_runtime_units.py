@@ -177,6 +177,23 @@ async def test_memory_sessions_ttl_bound_and_eviction() -> None:
     assert await store.get("") == []
 
 
+async def test_memory_sessions_are_bounded_in_size_too() -> None:
+    # A flood of large prompts: the store keeps at most max_chars of turns, least recently used
+    # sessions evicted first; a session larger than that alone keeps its newest turns that fit.
+    clock = Clock()
+    store = MemorySessionStore(ttl_seconds=60, max_turns=50, max_sessions=100, clock=clock, max_chars=1000)
+    for i in range(10):
+        await store.append(f"s{i}", [Turn("user", "x" * 300)])
+    assert store.chars <= 1000 and len(store) == 3
+    assert [await store.get(f"s{i}") != [] for i in (6, 7, 8, 9)] == [False, True, True, True]
+    await store.append("big", [Turn("user", f"{n}" * 400) for n in range(5)])
+    assert [t.content[0] for t in await store.get("big")] == ["3", "4"]
+    assert store.chars <= 1000 and len(store) == 1
+    clock.now = 61  # expired sessions give their size back
+    await store.append("fresh", [Turn("user", "hi")])
+    assert store.chars == 2 and len(store) == 1
+
+
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     from tests.support.redis_server import redis_or_skip
