@@ -328,6 +328,78 @@ INVALID: list[Invalid] = [
         _p({"pricing": {"models": [{"model": "m", **PRICE}, {"model": "m", **PRICE}]}}),
         "spec.pricing.models: duplicate entries",
     ),
+    Invalid(
+        "endpoint-with-credentials",
+        PROVIDER,
+        _p({"endpoint": "https://user:sk-123@models.local/v1"}),
+        api.ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "vault-server-with-credentials",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "vault": merge(VAULT, {"server": "https://hvs.x@vault:8200"}),
+                }
+            }
+        ),
+        api.VAULT_SERVER_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "aws-endpoint-with-credentials",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "awsSecretsManager": merge(AWS, {"endpoint": "http://AKIA:secret@localhost:4566"}),
+                }
+            }
+        ),
+        api.AWS_ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "vault-kubernetes-empty-mount-path",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "vault": merge(
+                        VAULT, {"auth": {"token": None, "kubernetes": {"role": "r", "mountPath": ""}}}
+                    ),
+                }
+            }
+        ),
+        "spec.credentials.vault.auth.kubernetes.mountPath",
+    ),
+    Invalid(
+        "vault-empty-namespace",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "vault": merge(VAULT, {"namespace": ""})}}),
+        "spec.credentials.vault.namespace",
+    ),
+    Invalid(
+        "aws-empty-json-key",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "awsSecretsManager": merge(AWS, {"key": ""})}}),
+        "spec.credentials.awsSecretsManager.key",
+    ),
+    Invalid(
+        "azure-empty-version",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "azureKeyVault": merge(AZURE, {"version": ""})}}),
+        "spec.credentials.azureKeyVault.version",
+    ),
+    Invalid(
+        "breaker-zero-window",
+        PROVIDER,
+        _p({"circuitBreaker": {"window": "0s"}}),
+        api.BREAKER_POSITIVE_MESSAGE,
+    ),
+    Invalid("duplicate-model", PROVIDER, _p({"models": ["m", "m"]}), "spec.models: duplicate entries"),
     # ----- RateLimitPolicy
     Invalid("budget-without-window", POLICY, _p({"budgets": [{"name": "b"}]}), api.BUDGET_WINDOW_MESSAGE),
     Invalid(
@@ -997,6 +1069,101 @@ INVALID: list[Invalid] = [
         _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG, "maxBufferMiB": 0}]}}),
         "spec.audit.sinks[0].maxBufferMiB",
     ),
+    Invalid(
+        "jwks-url-with-credentials",
+        AGENT,
+        _p({"auth": {"jwt": {"issuer": "i", "audiences": ["a"], "jwksURL": "https://u:p@i.example/jwks"}}}),
+        api.JWT_JWKS_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "oidc-issuer-with-credentials",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "issuer": "https://u:p@login.example.com/"}}}),
+        api.OIDC_ISSUER_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "oidc-jwks-url-with-credentials",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "jwksURL": "https://u:p@login.example.com/keys"}}}),
+        api.OIDC_JWKS_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "introspection-endpoint-with-credentials",
+        AGENT,
+        _p(
+            {
+                "auth": {
+                    "oidc": merge(
+                        OIDC, {"introspection": {"endpoint": "https://agent-a:s3cret@idp/introspect"}}
+                    )
+                }
+            }
+        ),
+        api.INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "audit-url-with-credentials",
+        AGENT,
+        _p(
+            {
+                "audit": {
+                    "sinks": [{"name": "s", "http": {**AUDIT_HEC, "url": "https://x:hec-token@splunk:8088"}}]
+                }
+            }
+        ),
+        api.AUDIT_URL_CREDENTIALS_MESSAGE,
+    ),
+    Invalid("session-ttl-zero", AGENT, _p({"sessions": {"ttl": "0s"}}), api.SESSIONS_TTL_MESSAGE),
+    Invalid(
+        "resources-not-a-quantity",
+        AGENT,
+        _p({"deployment": {"resources": {"limits": {"cpu": "lots"}}}}),
+        "spec.deployment.resources.limits.cpu",
+    ),
+    Invalid(
+        "resources-negative-quantity",
+        AGENT,
+        _p({"deployment": {"resources": {"requests": {"memory": "-1Gi"}}}}),
+        "spec.deployment.resources.requests.memory",
+    ),
+    Invalid(
+        "resources-request-above-limit",
+        AGENT,
+        _p(
+            {
+                "deployment": {
+                    "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1500m"}}
+                }
+            }
+        ),
+        api.RESOURCES_ORDER_MESSAGE,
+    ),
+    Invalid(
+        "resources-unknown-field",
+        AGENT,
+        _p({"deployment": {"resources": {"limit": {"cpu": "1"}}}}),
+        "spec.deployment.resources.limit",
+    ),
+    Invalid(
+        "env-without-name",
+        AGENT,
+        _p({"deployment": {"env": [{"value": "x"}]}}),
+        # Server-side apply says ".spec.deployment.env: element 0: ... omits all key fields ["name"]".
+        "spec.deployment.env",
+    ),
+    Invalid(
+        "env-duplicate-name",
+        AGENT,
+        _p({"deployment": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}),
+        "spec.deployment.env: duplicate entries",
+    ),
+    Invalid(
+        "image-pull-secret-bad-name",
+        AGENT,
+        _p({"deployment": {"imagePullSecrets": [{"name": "Registry_Creds"}]}}),
+        "spec.deployment.imagePullSecrets[0].name",
+    ),
+    Invalid("empty-image", AGENT, _p({"deployment": {"image": ""}}), "spec.deployment.image"),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
 ]
@@ -1145,6 +1312,26 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                         ]
                     },
                     "guardrails": {"moderation": {"providerRef": {"name": "p2"}}},
+                }
+            ),
+        ),
+    ),
+    (
+        "resources-and-env",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "deployment": {
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "128Mi"},
+                            "limits": {"cpu": 1, "memory": "1Gi"},
+                        },
+                        "env": [
+                            {"name": "A", "value": "1"},
+                            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                        ],
+                    }
                 }
             ),
         ),

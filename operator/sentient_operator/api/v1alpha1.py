@@ -29,7 +29,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from agent_runtime.config import AMOUNT_PATTERN as AMOUNT_PATTERN
@@ -81,6 +81,33 @@ NamespaceOrAll = Annotated[
 ]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
 HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN, min_length=3, max_length=261)]
+
+# A URL with user:password@ would put a credential where only configuration belongs (the
+# rendered ConfigMap, messages, logs); the credential fields take Secret references instead.
+# The CEL message names the field and, unlike a pattern's, never echoes the value back.
+_URL_CREDENTIALS_CEL = "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
+_URL_CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@")
+
+
+def url_credentials_message(path: str) -> str:
+    """The message of the rule that keeps credentials out of the URL at ``path``."""
+    return f"{path}: must not carry credentials (user:password@); reference a Secret instead"
+
+
+def no_url_credentials(message: str) -> AfterValidator:
+    """Field metadata: refuse a URL with userinfo (mirror of :func:`url_credentials_rule`)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and _URL_CREDENTIALS.match(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def url_credentials_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a URL field: the CEL twin of :func:`no_url_credentials`."""
+    return cel(CelRule(_URL_CREDENTIALS_CEL, message))
 
 
 class CelRule(NamedTuple):
@@ -175,7 +202,9 @@ class SecretRef(Model):
 class LocalObjectReference(Model):
     """A reference to an object by name in the same namespace."""
 
-    name: str = Field(description="Name of the object.", min_length=1, max_length=MAX_NAME)
+    name: str = Field(
+        description="Name of the object.", min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN
+    )
 
 
 class ConfigMapKeyRef(Model):
@@ -283,7 +312,10 @@ class VaultKubernetesAuth(Model):
         description="Vault role bound to the operator's service account.", min_length=1, max_length=MAX_NAME
     )
     mount_path: str = Field(
-        default="kubernetes", max_length=MAX_NAME, description="Mount path of the kubernetes auth method."
+        default="kubernetes",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Mount path of the kubernetes auth method.",
     )
     audience: str | None = Field(
         default=None,
@@ -298,11 +330,15 @@ class VaultAppRoleAuth(Model):
     role_id: str = Field(description="AppRole role ID.", min_length=1, max_length=MAX_NAME)
     secret_ref: SecretKeyRef = Field(description="Secret key holding the AppRole secret ID.")
     mount_path: str = Field(
-        default="approle", max_length=MAX_NAME, description="Mount path of the AppRole auth method."
+        default="approle",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Mount path of the AppRole auth method.",
     )
 
 
 VAULT_AUTH_MESSAGE = "spec.credentials.vault.auth: exactly one of token, kubernetes, appRole must be set"
+VAULT_SERVER_CREDENTIALS_MESSAGE = url_credentials_message("spec.credentials.vault.server")
 
 
 class VaultAuth(Model):
@@ -332,10 +368,11 @@ class VaultAuth(Model):
 class VaultSource(Model):
     """Read the credential from HashiCorp Vault or OpenBao (KV secrets engine v1 or v2)."""
 
-    server: str = Field(
+    server: Annotated[str, no_url_credentials(VAULT_SERVER_CREDENTIALS_MESSAGE)] = Field(
         description="Vault address, e.g. https://vault.vault.svc:8200.",
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
+        json_schema_extra=url_credentials_rule(VAULT_SERVER_CREDENTIALS_MESSAGE),
     )
     path: str = Field(
         description="Secret path inside the KV mount, without the mount, e.g. llm/openai.",
@@ -348,7 +385,7 @@ class VaultSource(Model):
     )
     kv_version: Literal[1, 2] = Field(default=2, description="KV secrets engine version: 1 or 2.")
     namespace: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Vault Enterprise / OpenBao namespace."
+        default=None, min_length=1, max_length=MAX_NAME, description="Vault Enterprise / OpenBao namespace."
     )
     key: str = Field(
         default="apiKey",
@@ -374,6 +411,9 @@ class AWSAuth(Model):
     )
 
 
+AWS_ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.credentials.awsSecretsManager.endpoint")
+
+
 class AWSSecretsManagerSource(Model):
     """Read the credential from AWS Secrets Manager."""
 
@@ -386,19 +426,22 @@ class AWSSecretsManagerSource(Model):
     secret_id: str = Field(description="Secret name or ARN.", min_length=1, max_length=2048)
     key: str | None = Field(
         default=None,
+        min_length=1,
         max_length=MAX_NAME,
         description="When the secret string is JSON, the key holding the credential; the whole string when unset.",
     )
     version_stage: str | None = Field(
         default=None,
+        min_length=1,
         max_length=256,
         description="Version stage to read, e.g. AWSCURRENT (the default) or AWSPENDING.",
     )
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(AWS_ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Custom endpoint URL (a VPC endpoint, or a test server).",
+        json_schema_extra=url_credentials_rule(AWS_ENDPOINT_CREDENTIALS_MESSAGE),
     )
     auth: AWSAuth = Field(default_factory=AWSAuth, description="Credentials for AWS; ambient when unset.")
 
@@ -415,10 +458,13 @@ class AzureWorkloadIdentityAuth(Model):
     """Azure workload identity federation with the operator's service account."""
 
     tenant_id: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Entra ID tenant; defaults to AZURE_TENANT_ID."
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Entra ID tenant; defaults to AZURE_TENANT_ID.",
     )
     client_id: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Client ID; defaults to AZURE_CLIENT_ID."
+        default=None, min_length=1, max_length=MAX_NAME, description="Client ID; defaults to AZURE_CLIENT_ID."
     )
 
 
@@ -469,7 +515,10 @@ class AzureKeyVaultSource(Model):
         description="Name of the Key Vault secret.", min_length=1, max_length=127, pattern=r"^[0-9a-zA-Z-]+$"
     )
     version: str | None = Field(
-        default=None, max_length=64, description="Pin a secret version; the latest version when unset."
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Pin a secret version; the latest version when unset.",
     )
     auth: AzureAuth = Field(description="How the operator authenticates to Azure: exactly one method.")
 
@@ -609,8 +658,20 @@ class RetryPolicy(Model):
         return self
 
 
+BREAKER_POSITIVE_MESSAGE = "spec.circuitBreaker: window and cooldown must be greater than 0s"
+
+
 class CircuitBreaker(Model):
     """Circuit breaker per (provider, model): closed, open after failures, half-open after a cooldown."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.window) > duration('0s') && duration(self.cooldown) > duration('0s')",
+                BREAKER_POSITIVE_MESSAGE,
+            )
+        )
+    )
 
     failure_threshold: int = Field(
         default=5, ge=1, le=1000, description="Failures within the window that open the breaker."
@@ -625,6 +686,13 @@ class CircuitBreaker(Model):
         le=100,
         description="Trial requests allowed while half-open; success closes the breaker.",
     )
+
+    @model_validator(mode="after")
+    def _positive(self) -> CircuitBreaker:
+        # A 0s window counts no failure; a 0s cooldown re-probes a failing upstream at once.
+        if min(parse_duration(self.window), parse_duration(self.cooldown)) <= timedelta(0):
+            raise ValueError(BREAKER_POSITIVE_MESSAGE)
+        return self
 
 
 class ProviderLimits(Model):
@@ -705,6 +773,7 @@ ENDPOINT_MESSAGE = "spec.endpoint: required when spec.type is openai-compatible"
 PRICING_MODELS_MESSAGE = "spec.pricing.models: every model must be one of spec.models when spec.models is set"
 PROVIDER_CREDENTIALS_MESSAGE = "spec.credentials: required when spec.type is openai or anthropic"
 DEFAULT_MODEL_MESSAGE = "spec.defaultModel: must be one of spec.models when spec.models is set"
+ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.endpoint")
 HEADERS_MESSAGE = (
     "spec.defaultHeaders: credential headers (authorization, x-api-key, api-key) are not allowed; "
     "use spec.credentials"
@@ -745,7 +814,7 @@ class LLMProviderSpec(Model):
     type: ProviderType = Field(
         description="Wire protocol of the upstream: openai, anthropic or openai-compatible (vLLM, Ollama, ...)."
     )
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
@@ -753,6 +822,7 @@ class LLMProviderSpec(Model):
             "Base URL of the API, e.g. https://api.openai.com/v1; defaults to the vendor's public "
             "endpoint. Required for openai-compatible."
         ),
+        json_schema_extra=url_credentials_rule(ENDPOINT_CREDENTIALS_MESSAGE),
     )
     models: list[ModelName] = Field(
         default_factory=list,
@@ -1541,6 +1611,12 @@ class APIKeyAuth(Model):
     )
 
 
+JWT_JWKS_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.jwt.jwksURL")
+OIDC_ISSUER_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.issuer")
+OIDC_JWKS_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.jwksURL")
+INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.introspection.endpoint")
+
+
 class JWTAuth(Model):
     """JSON Web Tokens (bearer) for callers."""
 
@@ -1551,8 +1627,12 @@ class JWTAuth(Model):
         description="Accepted aud values; a token must carry one of them.",
         json_schema_extra=list_type_set(),
     )
-    jwks_url: str = Field(
-        alias="jwksURL", max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the issuer's JWKS."
+    jwks_url: Annotated[str, no_url_credentials(JWT_JWKS_CREDENTIALS_MESSAGE)] = Field(
+        alias="jwksURL",
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL of the issuer's JWKS.",
+        json_schema_extra=url_credentials_rule(JWT_JWKS_CREDENTIALS_MESSAGE),
     )
     tier_claim: str = Field(
         default="tier", min_length=1, max_length=MAX_NAME, description="Claim that names the caller's tier."
@@ -1589,11 +1669,12 @@ class OIDCIntrospection(Model):
         )
     )
 
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Introspection endpoint; the discovery document's introspection_endpoint when unset.",
+        json_schema_extra=url_credentials_rule(INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE),
     )
     client_id: str = Field(
         alias="clientID",
@@ -1632,10 +1713,11 @@ class OIDCAuth(Model):
     """OAuth2 / OpenID Connect access tokens of one issuer: JWTs checked against the keys its discovery
     document names, opaque tokens by introspection."""
 
-    issuer: str = Field(
+    issuer: Annotated[str, no_url_credentials(OIDC_ISSUER_CREDENTIALS_MESSAGE)] = Field(
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Issuer URL (the iss claim); '<issuer>/.well-known/openid-configuration' gives the JWKS URL.",
+        json_schema_extra=url_credentials_rule(OIDC_ISSUER_CREDENTIALS_MESSAGE),
     )
     audiences: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
         min_length=1,
@@ -1643,12 +1725,13 @@ class OIDCAuth(Model):
         description="Accepted aud values; a token must carry one of them (use one per agent).",
         json_schema_extra=list_type_set(),
     )
-    jwks_url: str | None = Field(
+    jwks_url: Annotated[str | None, no_url_credentials(OIDC_JWKS_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         alias="jwksURL",
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="JWKS URL; the discovery document's jwks_uri when unset.",
+        json_schema_extra=url_credentials_rule(OIDC_JWKS_CREDENTIALS_MESSAGE),
     )
     introspection: OIDCIntrospection | None = Field(
         default=None, description="Introspection of opaque (non-JWT) access tokens; refused when unset."
@@ -1789,6 +1872,7 @@ SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.re
 
 SESSIONS_POSTGRES_MESSAGE = "spec.sessions.postgres: required when spec.sessions.store is postgres"
 SESSIONS_POSTGRES_UNUSED_MESSAGE = "spec.sessions.postgres: set only when spec.sessions.store is postgres"
+SESSIONS_TTL_MESSAGE = "spec.sessions.ttl: must be greater than 0s"
 
 
 class PostgresSessions(Model):
@@ -1839,6 +1923,7 @@ class SessionsConfig(Model):
             CelRule("!has(self.redisSecretRef) || !has(self.redis)", SESSIONS_REDIS_BOTH_MESSAGE),
             CelRule("self.store != 'postgres' || has(self.postgres)", SESSIONS_POSTGRES_MESSAGE),
             CelRule("!has(self.postgres) || self.store == 'postgres'", SESSIONS_POSTGRES_UNUSED_MESSAGE),
+            CelRule("duration(self.ttl) > duration('0s')", SESSIONS_TTL_MESSAGE),
         )
     )
 
@@ -1870,6 +1955,9 @@ class SessionsConfig(Model):
             raise ValueError(SESSIONS_POSTGRES_MESSAGE)
         if self.postgres is not None and self.store != "postgres":
             raise ValueError(SESSIONS_POSTGRES_UNUSED_MESSAGE)
+        if parse_duration(self.ttl) <= timedelta(0):
+            # Every session would expire as it is written: history silently never kept.
+            raise ValueError(SESSIONS_TTL_MESSAGE)
         return self
 
     def connection(self) -> RedisConnection | None:
@@ -1945,24 +2033,102 @@ class ResponseCacheConfig(Model):
         return self.redis if self.enabled and self.backend == "redis" else None
 
 
+# A Kubernetes resource quantity (apimachinery's regex, without a sign: requests and limits are
+# never negative), written as a string ("500m", "1Gi") or a whole number (2).
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = (
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+)
+_QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9))},
+    **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18))},
+}
+RESOURCES_ORDER_MESSAGE = "spec.deployment.resources: requests must not exceed limits"
+
+
+def parse_quantity(value: int | str) -> Decimal:
+    """The amount a quantity (already matching QUANTITY_PATTERN) stands for."""
+    text = str(value)
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+        if text.endswith(suffix):
+            return Decimal(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    if text[-1:] in _QUANTITY_SUFFIXES:
+        return Decimal(text[:-1]) * _QUANTITY_SUFFIXES[text[-1]]
+    return Decimal(text)  # plain or with an exponent (1e3)
+
+
+class ResourceRequirements(Model):
+    """Container resources of the runtime (requests and limits), as in a Pod spec."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+                " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+                RESOURCES_ORDER_MESSAGE,
+            )
+        )
+    )
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None,
+        max_length=16,
+        description="Resources the scheduler reserves, e.g. cpu: 100m, memory: 128Mi.",
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Most the container may use, e.g. memory: 512Mi."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> ResourceRequirements:
+        limits = self.limits or {}
+        for name, request in (self.requests or {}).items():
+            if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
+                raise ValueError(RESOURCES_ORDER_MESSAGE)
+        return self
+
+
+class EnvVar(Model):
+    """One environment variable of the runtime container, as in a Pod spec."""
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME, pattern=r"^[^=]+$", description="Variable name (no '=')."
+    )
+    value: str | None = Field(default=None, description="Value; leave unset with valueFrom.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...), as in a Pod spec.",
+    )
+
+
 class DeploymentOverrides(Model):
     """Pod-level settings of the agent Deployment."""
 
     image: str | None = Field(
-        default=None, max_length=1024, description="Runtime image; defaults to the operator's setting."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\s]+$",
+        description="Runtime image; defaults to the operator's setting.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, description="Image pull policy of the runtime container."
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, max_length=16, description="Secrets for pulling the image."
+        default_factory=list,
+        max_length=16,
+        description="Secrets for pulling the image.",
+        json_schema_extra=list_type_map("name"),
     )
-    resources: dict[str, Any] | None = Field(
+    resources: ResourceRequirements | None = Field(
         default=None, description="Container resources (requests, limits), as in a Pod spec."
     )
-    env: list[dict[str, Any]] = Field(
+    env: list[EnvVar] = Field(
         default_factory=list,
-        description="Extra environment variables of the runtime container, as in a Pod spec.",
+        max_length=128,
+        description="Extra environment variables of the runtime container, as in a Pod spec; names are unique.",
+        json_schema_extra=list_type_map("name"),
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of the pods.")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations of the pods.")
@@ -1980,7 +2146,10 @@ class DeploymentOverrides(Model):
         description="Service account of the pods; the namespace's default when unset.",
     )
     priority_class_name: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Priority class of the pods."
+        default=None,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Priority class of the pods.",
     )
     agent_class: str | None = Field(
         default=None,
@@ -1988,6 +2157,12 @@ class DeploymentOverrides(Model):
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:Class of a custom agent (an AbstractAgent) inside the image; the built-in chat agent when unset.",
     )
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeploymentOverrides:
+        _check_unique((e.name for e in self.env), "spec.deployment.env")
+        _check_unique((r.name for r in self.image_pull_secrets), "spec.deployment.imagePullSecrets")
+        return self
 
 
 class ServiceConfig(Model):
@@ -2490,6 +2665,7 @@ AUDIT_HEC_FIELDS_MESSAGE = (
     "spec.audit.sinks[].http: index, source and sourcetype apply to format splunkHec only"
 )
 MAX_AUDIT_SINKS = 8
+AUDIT_URL_CREDENTIALS_MESSAGE = url_credentials_message("spec.audit.sinks[].http.url")
 
 
 class AuditSinkTLS(Model):
@@ -2541,11 +2717,12 @@ class AuditHTTPSink(Model):
         )
     )
 
-    url: str = Field(
+    url: Annotated[str, no_url_credentials(AUDIT_URL_CREDENTIALS_MESSAGE)] = Field(
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="URL posted to, e.g. https://splunk:8088 (splunkHec adds /services/collector/event when "
         "the URL has no path).",
+        json_schema_extra=url_credentials_rule(AUDIT_URL_CREDENTIALS_MESSAGE),
     )
     format: AuditSinkFormat = Field(
         default="splunkHec",
