@@ -62,6 +62,18 @@ def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]
     assert "redis://" not in ready["message"]
 
 
+def test_redis_secret_without_the_key_says_so(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    """The Secret is there but the key is not: SecretKeyNotFound (the agents' reason), never the
+    values of the keys that are there."""
+    backend = {"type": "redis", "redis": {"addressSecretRef": {"name": "redis-keyed", "key": "url"}}}
+    other = base64.b64encode(b"redis://:hunter2@r:6379/0").decode()
+    cache.secrets.put({"metadata": {"namespace": "team", "name": "redis-keyed"}, "data": {"uri": other}})
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretKeyNotFound")
+    assert "team/redis-keyed" in ready["message"] and "url" in ready["message"]
+    assert "hunter2" not in ready["message"] and "redis://" not in ready["message"]
+
+
 def test_cluster_password_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
     backend = {
         "type": "redis",

@@ -43,15 +43,21 @@ def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
         if spec.backend.type == "redis" and redis is not None:
             for ref in redis.secret_refs():
                 secret = cache.secret(namespace, ref.name)
-                if secret is None or ref.key not in secret:
-                    cond = make_condition(
-                        "Ready",
-                        False,
+                if secret is None:
+                    reason, message = (
                         "SecretNotFound",
                         f"Redis Secret {namespace}/{ref.name} (key {ref.key}) not found",
-                        generation,
                     )
-                    break
+                elif ref.key not in secret:
+                    # The agents' reason for the same fault (references.py): one word to search for.
+                    reason, message = (
+                        "SecretKeyNotFound",
+                        f"Redis Secret {namespace}/{ref.name} has no key {ref.key}",
+                    )
+                else:
+                    continue
+                cond = make_condition("Ready", False, reason, message, generation)
+                break
     return {
         "observedGeneration": generation,
         "conditions": merge_conditions(old, [cond]),
