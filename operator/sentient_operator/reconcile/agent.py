@@ -53,6 +53,7 @@ from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller, RefKey
 from sentient_operator.reconcile.own_writes import OwnWrites
 from sentient_operator.references import (
+    CONFIG_RESOLVED,
     CREDENTIALS_READY,
     PROVIDERS_RESOLVED,
     Problem,
@@ -407,6 +408,9 @@ class AgentReconciler:
         updates = [
             problem_condition(PROVIDERS_RESOLVED, problems, "Resolved", generation),
             problem_condition(CREDENTIALS_READY, problems, "Bound", generation),
+            # Policy, prompt ConfigMap, sessions: a condition of their own, so that a missing one
+            # is a Warning Event like a missing provider, also on an agent that was never Ready.
+            problem_condition(CONFIG_RESOLVED, problems, "Resolved", generation),
         ]
         if resolution.inputs is not None and (
             spec.rotation.validate_before_rollout
