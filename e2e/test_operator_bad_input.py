@@ -313,3 +313,23 @@ def test_malformed_vault_token_keeps_the_last_good_key_and_is_never_shown(
             token_secret["stringData"] = {"token": token}
             apply(cluster, token_secret)
             wait_reason(cluster, "llmprovider", "vaulted", namespace, "CredentialsSynced", "Synced")
+
+
+def test_a_child_the_apiserver_refuses_names_the_field(
+    cluster: Any, crds: list[str], namespace: str, fake_upstream: Any
+) -> None:
+    """The free-form Pod-spec pieces (tolerations, affinity, ...) are checked by the apiserver
+    only when the Deployment is written: ApplyFailed then says which kind and which field, so
+    the user knows what to fix; the operator retries with backoff and stays up."""
+    bad = agent(namespace, deployment={"tolerations": [{"key": "gpu", "operator": "Sometimes"}]})
+    with running_operator(cluster, namespace) as op:
+        apply(cluster, *provider(namespace, fake_upstream.endpoint), callers(namespace), bad)
+        obj = wait_reason(cluster, "sentientagent", "helper", namespace, "Ready", "ApplyFailed")
+        assert_blocked_cleanly(obj, "ApplyFailed", op)
+        message = condition(obj, "Ready")["message"]
+        assert "Deployment" in message and "tolerations[0].operator" in message, message
+        assert "Sometimes" not in message  # field paths, not values
+
+        bad["spec"]["deployment"]["tolerations"][0]["operator"] = "Exists"
+        apply(cluster, bad)
+        wait_ready(cluster, namespace)

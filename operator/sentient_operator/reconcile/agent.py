@@ -41,6 +41,7 @@ from sentient_operator.reconcile.agent_status import (
     KIND,
     ReadyGauges,
     StatusHold,
+    apply_error_message,
     deployment_state,
     hold_reason,
     invalid_spec_message,
@@ -310,8 +311,9 @@ class AgentReconciler:
             for api_version, kind in unwanted:
                 await self.children.remove_unwanted(inputs.namespace, inputs.name, api_version, kind)
         except kube.KubeError as exc:
-            # Secret apply errors may quote content; report the status code and reason only.
-            applied.apply_error = f"apply failed: {exc.status} {exc.reason}"
+            # Secret apply errors may quote content; report the status code and reason, and the
+            # paths of the refused fields (a bad toleration, label or env var of spec.deployment).
+            applied.apply_error = apply_error_message(exc)
             if exc.forbidden:
                 applied.apply_error += " (the operator's RBAC does not allow it)"
         return applied
