@@ -115,7 +115,7 @@ def test_missing_prompt_config_map_then_key_then_fixed(
         )
         assert_blocked_cleanly(obj, "ConfigMapNotFound", op)
 
-        prompts = {
+        prompts: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "prompts", "namespace": namespace},

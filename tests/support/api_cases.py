@@ -566,6 +566,13 @@ INVALID: list[Invalid] = [
     ),
     Invalid("unknown-count-by", POLICY, _p({"countBy": "ip"}), "spec.countBy"),
     Invalid("unknown-redis-fallback", POLICY, _p({"onRedisUnavailable": "maybe"}), "spec.onRedisUnavailable"),
+    # Lax YAML typing: the apiserver refuses a quoted number, so offline validation must too.
+    Invalid(
+        "rate-limit-as-string",
+        POLICY,
+        _p({"limits": {"requestsPerMinute": "60"}}),
+        "spec.limits.requestsPerMinute",
+    ),
     Invalid("policy-unknown-field", POLICY, _p({"limit": {"requestsPerMinute": 1}}), "spec.limit"),
     # ----- SentientAgent
     Invalid(
@@ -1163,6 +1170,13 @@ INVALID: list[Invalid] = [
         _p({"deployment": {"imagePullSecrets": [{"name": "Registry_Creds"}]}}),
         "spec.deployment.imagePullSecrets[0].name",
     ),
+    Invalid(
+        "boolean-as-string",
+        AGENT,
+        _p({"rotation": {"validateBeforeRollout": "yes"}}),
+        "spec.rotation.validateBeforeRollout",
+    ),
+    Invalid("replicas-as-string", AGENT, _p({"replicas": "3"}), "spec.replicas"),
     Invalid("empty-image", AGENT, _p({"deployment": {"image": ""}}), "spec.deployment.image"),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),

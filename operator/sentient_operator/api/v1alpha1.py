@@ -22,12 +22,13 @@ It imports nothing but pydantic, the standard library and ``agent_runtime.config
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
@@ -3057,6 +3058,19 @@ RESOURCE_CLASSES: dict[str, type[_Resource]] = {
 }
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validate_wire(cls: type[_M], obj: dict[str, Any]) -> _M:
+    """``obj`` (a dict from YAML) validated as the apiserver types it: as JSON, strictly.
+
+    Pydantic's lax mode would take ``"60"`` for an integer or ``"yes"`` for a boolean, which the
+    apiserver refuses; offline validation must not pass a file that ``kubectl apply`` rejects.
+    (Strict JSON still reads enum values from strings. ``default=str``: YAML's own timestamps.)
+    """
+    return cls.model_validate_json(json.dumps(obj, default=str), strict=True)
+
+
 def parse_resource(obj: dict[str, Any]) -> LLMProvider | RateLimitPolicy | SentientAgent:
     """Validate one ``sentient.dev`` object (a dict from YAML) as the kind it declares.
 
@@ -3070,6 +3084,6 @@ def parse_resource(obj: dict[str, Any]) -> LLMProvider | RateLimitPolicy | Senti
         raise ValueError(
             f"kind: expected one of {', '.join(sorted(RESOURCE_CLASSES))}, got {obj.get('kind')!r}"
         )
-    resource = cls.model_validate(obj)
+    resource = validate_wire(cls, obj)
     assert isinstance(resource, LLMProvider | RateLimitPolicy | SentientAgent)
     return resource
