@@ -126,6 +126,8 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "session-ttl-zero": DURATION,
     "resources-request-above-limit": COMPARES,
     "env-duplicate-name": UNIQUE_BY_KEY,
+    "burst-without-request-rate": DEPENDS,
+    "tier-burst-without-request-rate": DEPENDS,
 }
 
 

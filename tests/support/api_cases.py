@@ -438,6 +438,23 @@ INVALID: list[Invalid] = [
         _p({"limits": {"requestsPerMinute": -5}}),
         "spec.limits.requestsPerMinute",
     ),
+    Invalid(
+        "burst-without-request-rate",
+        POLICY,
+        _p({"limits": {"requestsPerMinute": None, "tokensPerMinute": 1000, "burst": 10}}),
+        api.BURST_MESSAGE,
+    ),
+    Invalid(
+        "tier-burst-without-request-rate",
+        POLICY,
+        _p(
+            {
+                "limits": {"requestsPerMinute": None, "concurrency": 5},
+                "tiers": [{"name": "gold", "limits": {"burst": 20}}],
+            }
+        ),
+        api.BURST_MESSAGE,
+    ),
     Invalid("zero-concurrency", POLICY, _p({"limits": {"concurrency": 0}}), "spec.limits.concurrency"),
     Invalid("no-limits", POLICY, _p({"limits": {"requestsPerMinute": None}}), api.POLICY_LIMITS_MESSAGE),
     Invalid(
@@ -1351,6 +1368,10 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         ),
     ),
     ("autoscaling-equal-bounds", merge(AGENT, _p({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}))),
+    (
+        "tier-burst-on-the-default-request-rate",
+        merge(POLICY, _p({"tiers": [{"name": "gold", "limits": {"burst": 20}}]})),
+    ),
     (
         "tokens-only-policy",
         merge(POLICY, _p({"limits": {"requestsPerMinute": None, "tokensPerMinute": 1000}})),

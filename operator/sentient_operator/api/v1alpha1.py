@@ -1204,6 +1204,10 @@ POLICY_LIMITS_MESSAGE = (
     "spec.limits: set at least one of requestsPerMinute, tokensPerMinute, concurrency (or spec.budgets)"
 )
 BUDGET_WINDOW_MESSAGE = "spec.budgets[]: set perDay, perMonth or both"
+# burst sizes the requests bucket: without a per-minute request rate the runtime ignores it.
+BURST_MESSAGE = (
+    "spec.limits.burst: needs requestsPerMinute (in the same limits, or in spec.limits for a tier)"
+)
 BUDGET_ORDER_MESSAGE = "spec.budgets[].perDay: must not exceed perMonth"
 BUDGET_TIERS_MESSAGE = "spec.budgets[].tiers: not allowed with per: agent (one budget for all callers)"
 
@@ -1288,7 +1292,16 @@ class RateLimitPolicySpec(Model):
                 "(has(self.limits) && (has(self.limits.requestsPerMinute) || has(self.limits.tokensPerMinute)"
                 " || has(self.limits.concurrency))) || (has(self.budgets) && size(self.budgets) > 0)",
                 POLICY_LIMITS_MESSAGE,
-            )
+            ),
+            CelRule(
+                "!has(self.limits) || !has(self.limits.burst) || has(self.limits.requestsPerMinute)",
+                BURST_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.tiers) || (has(self.limits) && has(self.limits.requestsPerMinute))"
+                " || self.tiers.all(t, !has(t.limits.burst) || has(t.limits.requestsPerMinute))",
+                BURST_MESSAGE,
+            ),
         )
     )
 
@@ -1332,6 +1345,11 @@ class RateLimitPolicySpec(Model):
     def _rules(self) -> RateLimitPolicySpec:
         if self.limits.is_empty() and not self.budgets:
             raise ValueError(POLICY_LIMITS_MESSAGE)
+        every = [self.limits, *(t.limits for t in self.tiers)]
+        if self.limits.requests_per_minute is None and any(
+            lim.burst is not None and lim.requests_per_minute is None for lim in every
+        ):
+            raise ValueError(BURST_MESSAGE)
         _check_unique((t.name for t in self.tiers), "spec.tiers")
         _check_unique((b.name for b in self.budgets), "spec.budgets")
         _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
