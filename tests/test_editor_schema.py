@@ -127,6 +127,10 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "resources-request-above-limit": COMPARES,
     "env-duplicate-name": UNIQUE_BY_KEY,
     "burst-without-request-rate": DEPENDS,
+    "pod-label-key-with-space": HEADERS,
+    "pod-annotation-bad-key": HEADERS,
+    "node-selector-bad-key": HEADERS,
+    "service-monitor-bad-label-key": HEADERS,
     "tier-burst-without-request-rate": DEPENDS,
 }
 

@@ -2064,6 +2064,40 @@ _QUANTITY_SUFFIXES = {
     **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18))},
 }
 RESOURCES_ORDER_MESSAGE = "spec.deployment.resources: requests must not exceed limits"
+# Kubernetes label and annotation syntax (IsQualifiedName, IsValidLabelValue): checked here so
+# that a typo is refused at apply, not when the Deployment (or ServiceMonitor) is written.
+# [.] rather than an escaped dot: the pattern is quoted into a CEL string as it is.
+QUALIFIED_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+MAX_LABELS = 64
+
+
+def qualified_keys_message(path: str) -> str:
+    """The message of the rule on the keys of the label or annotation map at ``path``."""
+    return f"{path}: keys must be label keys ([prefix/]name: letters, digits, '-', '_', '.', name at most 63)"
+
+
+def qualified_keys(message: str) -> AfterValidator:
+    """Field metadata: every key of the map is a qualified name (twin of :func:`qualified_keys_rule`)."""
+
+    def check(value: dict[str, str]) -> dict[str, str]:
+        if any(not re.match(QUALIFIED_NAME_PATTERN, key) for key in value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def qualified_keys_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a label or annotation map: the CEL rule on its keys."""
+    return cel(CelRule(f"self.all(k, k.matches('{QUALIFIED_NAME_PATTERN}'))", message))
+
+
+NODE_SELECTOR_MESSAGE = qualified_keys_message("spec.deployment.nodeSelector")
+POD_ANNOTATIONS_MESSAGE = qualified_keys_message("spec.deployment.podAnnotations")
+POD_LABELS_MESSAGE = qualified_keys_message("spec.deployment.podLabels")
+SERVICE_MONITOR_LABELS_MESSAGE = qualified_keys_message("spec.monitoring.serviceMonitor.labels")
 
 
 def parse_quantity(value: int | str) -> Decimal:
@@ -2149,15 +2183,31 @@ class DeploymentOverrides(Model):
         description="Extra environment variables of the runtime container, as in a Pod spec; names are unique.",
         json_schema_extra=list_type_map("name"),
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of the pods.")
+    node_selector: Annotated[dict[str, LabelValue], qualified_keys(NODE_SELECTOR_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Node selector of the pods.",
+        json_schema_extra=qualified_keys_rule(NODE_SELECTOR_MESSAGE),
+    )
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations of the pods.")
     affinity: dict[str, Any] | None = Field(
         default=None, description="Affinity of the pods, as in a Pod spec."
     )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the pods."
+    pod_annotations: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=65536)]],
+        qualified_keys(POD_ANNOTATIONS_MESSAGE),
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra annotations of the pods.",
+        json_schema_extra=qualified_keys_rule(POD_ANNOTATIONS_MESSAGE),
     )
-    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the pods.")
+    pod_labels: Annotated[dict[str, LabelValue], qualified_keys(POD_LABELS_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra labels of the pods.",
+        json_schema_extra=qualified_keys_rule(POD_LABELS_MESSAGE),
+    )
     service_account_name: str | None = Field(
         default=None,
         max_length=MAX_NAME,
@@ -2332,8 +2382,11 @@ class ServiceMonitorConfig(Model):
         description="Create a ServiceMonitor (only where the monitoring.coreos.com CRD exists).",
     )
     interval: Duration = Field(default="30s", description="Scrape interval.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels of the ServiceMonitor (for the Prometheus selector)."
+    labels: Annotated[dict[str, LabelValue], qualified_keys(SERVICE_MONITOR_LABELS_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra labels of the ServiceMonitor (for the Prometheus selector).",
+        json_schema_extra=qualified_keys_rule(SERVICE_MONITOR_LABELS_MESSAGE),
     )
 
 
