@@ -25,6 +25,7 @@ from tests.support.openbao import OpenBao, bao_binary
 from tests.support.waiting import wait_for
 
 REDIS_PASSWORD = f"hunter2-{secrets.token_hex(4)}"
+CONDITION_FIELDS = {"type", "status", "reason", "message", "observedGeneration", "lastTransitionTime"}
 
 
 @pytest.fixture
@@ -190,6 +191,16 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
         assert policy_obj is not None and REDIS_PASSWORD not in everything_said(
             cluster, namespace, policy_obj
         )
+        provider_obj = get(cluster, "llmprovider", "keyed", namespace)
+        for obj in (policy_obj, provider_obj):
+            assert obj is not None
+            assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+            for cond in obj["status"]["conditions"]:
+                assert set(cond) >= CONDITION_FIELDS, (obj["kind"], cond)
+                assert cond["observedGeneration"] == obj["metadata"]["generation"], (obj["kind"], cond)
+        # The table columns and short names of both kinds show the same.
+        table = cluster.kubectl("get", "rlp,llmp", "-n", namespace).stdout
+        assert "shared" in table and "keyed" in table and "True" in table, table
         assert all(REDIS_PASSWORD not in line and PROVIDER_KEY not in line for line in op.lines)
 
 
@@ -202,14 +213,7 @@ def test_status_conventions_across_a_scale(
         apply(cluster, *provider(namespace, fake_upstream.endpoint), callers(namespace), agent(namespace))
         before = wait_ready(cluster, namespace)
         for cond in before["status"]["conditions"]:
-            assert set(cond) >= {
-                "type",
-                "status",
-                "reason",
-                "message",
-                "observedGeneration",
-                "lastTransitionTime",
-            }, cond
+            assert set(cond) >= CONDITION_FIELDS, cond
         cluster.kubectl("scale", "sentientagent", "helper", "-n", namespace, "--replicas=2")
 
         def scaled() -> dict[str, Any] | None:
