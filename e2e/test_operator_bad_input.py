@@ -60,13 +60,23 @@ def everything_said(cluster: Any, namespace: str, obj: dict[str, Any]) -> str:
     return json.dumps(obj.get("status") or {}) + events
 
 
-def assert_blocked_cleanly(obj: dict[str, Any], reason: str, op: OperatorProcess) -> None:
+def blocked_cleanly(
+    cluster: Any, namespace: str, type_: str, reason: str, op: OperatorProcess
+) -> dict[str, Any]:
+    """Wait until the agent's ``type_`` condition says ``reason`` and Ready says it too (Ready names
+    the first blocking problem: a provider's first sync may come first); check the rest."""
+    wait_reason(cluster, "sentientagent", "helper", namespace, type_, reason)
+    obj = wait_reason(cluster, "sentientagent", "helper", namespace, "Ready", reason)
     ready = condition(obj, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert ready["status"] == "False"
     assert ready["observedGeneration"] == obj["metadata"]["generation"]
-    assert "Traceback" not in ready["message"] and ready["message"]
+    assert condition(obj, type_)["status"] == "False"
     assert condition(obj, "Degraded")["status"] == "True"
+    for cond in obj["status"]["conditions"]:
+        assert "Traceback" not in cond["message"], cond
+    assert ready["message"]
     assert op.alive
+    return obj
 
 
 def test_missing_policy_then_created(
@@ -79,8 +89,7 @@ def test_missing_policy_then_created(
             callers(namespace),
             agent(namespace, rateLimitPolicyRef={"name": "later"}),
         )
-        obj = wait_reason(cluster, "sentientagent", "helper", namespace, "ConfigResolved", "PolicyNotFound")
-        assert_blocked_cleanly(obj, "PolicyNotFound", op)
+        obj = blocked_cleanly(cluster, namespace, "ConfigResolved", "PolicyNotFound", op)
         assert f"{namespace}/later" in condition(obj, "Ready")["message"]
         # A Warning Event as for a missing provider, though the agent was never Ready.
         wait_for(
@@ -111,10 +120,7 @@ def test_missing_prompt_config_map_then_key_then_fixed(
         from_config_map = agent(namespace, systemPromptFrom={"name": "prompts", "key": "helper"})
         del from_config_map["spec"]["systemPrompt"]
         apply(cluster, *provider(namespace, fake_upstream.endpoint), callers(namespace), from_config_map)
-        obj = wait_reason(
-            cluster, "sentientagent", "helper", namespace, "ConfigResolved", "ConfigMapNotFound"
-        )
-        assert_blocked_cleanly(obj, "ConfigMapNotFound", op)
+        blocked_cleanly(cluster, namespace, "ConfigResolved", "ConfigMapNotFound", op)
 
         prompts: dict[str, Any] = {
             "apiVersion": "v1",
@@ -123,10 +129,7 @@ def test_missing_prompt_config_map_then_key_then_fixed(
             "data": {"other": "You help someone else."},
         }
         apply(cluster, prompts)
-        obj = wait_reason(
-            cluster, "sentientagent", "helper", namespace, "ConfigResolved", "ConfigMapKeyNotFound"
-        )
-        assert_blocked_cleanly(obj, "ConfigMapKeyNotFound", op)
+        blocked_cleanly(cluster, namespace, "ConfigResolved", "ConfigMapKeyNotFound", op)
 
         prompts["data"]["helper"] = "You help."
         apply(cluster, prompts)
@@ -140,8 +143,7 @@ def test_missing_caller_secret_then_created(
 ) -> None:
     with running_operator(cluster, namespace) as op:
         apply(cluster, *provider(namespace, fake_upstream.endpoint), agent(namespace))
-        obj = wait_reason(cluster, "sentientagent", "helper", namespace, "CredentialsReady", "SecretNotFound")
-        assert_blocked_cleanly(obj, "SecretNotFound", op)
+        blocked_cleanly(cluster, namespace, "CredentialsReady", "SecretNotFound", op)
         assert get(cluster, "deployment", "helper", namespace) is None
 
         apply(cluster, callers(namespace))
@@ -192,12 +194,12 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
             cluster, namespace, policy_obj
         )
         provider_obj = get(cluster, "llmprovider", "keyed", namespace)
-        for obj in (policy_obj, provider_obj):
-            assert obj is not None
-            assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-            for cond in obj["status"]["conditions"]:
-                assert set(cond) >= CONDITION_FIELDS, (obj["kind"], cond)
-                assert cond["observedGeneration"] == obj["metadata"]["generation"], (obj["kind"], cond)
+        for shown in (policy_obj, provider_obj):
+            assert shown is not None
+            assert shown["status"]["observedGeneration"] == shown["metadata"]["generation"]
+            for cond in shown["status"]["conditions"]:
+                assert set(cond) >= CONDITION_FIELDS, (shown["kind"], cond)
+                assert cond["observedGeneration"] == shown["metadata"]["generation"], (shown["kind"], cond)
         # The table columns and short names of both kinds show the same.
         table = cluster.kubectl("get", "rlp,llmp", "-n", namespace).stdout
         assert "shared" in table and "keyed" in table and "True" in table, table
@@ -328,8 +330,7 @@ def test_a_child_the_apiserver_refuses_names_the_field(
     bad = agent(namespace, deployment={"tolerations": [{"key": "gpu", "operator": "Sometimes"}]})
     with running_operator(cluster, namespace) as op:
         apply(cluster, *provider(namespace, fake_upstream.endpoint), callers(namespace), bad)
-        obj = wait_reason(cluster, "sentientagent", "helper", namespace, "Ready", "ApplyFailed")
-        assert_blocked_cleanly(obj, "ApplyFailed", op)
+        obj = blocked_cleanly(cluster, namespace, "Progressing", "ApplyFailed", op)
         message = condition(obj, "Ready")["message"]
         assert "Deployment" in message and "tolerations[0].operator" in message, message
         assert "Sometimes" not in message  # field paths, not values
