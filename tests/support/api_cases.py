@@ -399,6 +399,18 @@ INVALID: list[Invalid] = [
         _p({"circuitBreaker": {"window": "0s"}}),
         api.BREAKER_POSITIVE_MESSAGE,
     ),
+    Invalid(
+        "tls-ca-and-skip-verify",
+        PROVIDER,
+        _p({"tls": {"caSecretRef": {"name": "ca", "key": "ca.pem"}, "insecureSkipVerify": True}}),
+        api.TLS_BOTH_MESSAGE,
+    ),
+    Invalid(
+        "google-api-key-in-default-headers",
+        PROVIDER,
+        _p({"defaultHeaders": {"X-Goog-Api-Key": "AIza-123"}}),
+        api.HEADERS_MESSAGE,
+    ),
     Invalid("duplicate-model", PROVIDER, _p({"models": ["m", "m"]}), "spec.models: duplicate entries"),
     # ----- RateLimitPolicy
     Invalid("budget-without-window", POLICY, _p({"budgets": [{"name": "b"}]}), api.BUDGET_WINDOW_MESSAGE),
@@ -580,6 +592,19 @@ INVALID: list[Invalid] = [
         POLICY,
         _p({"tiers": [{"name": "gold", "limits": {"tokensPerMinute": -1}}]}),
         "spec.tiers[0].limits.tokensPerMinute",
+    ),
+    Invalid(
+        "redis-tls-ca-and-skip-verify",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": merge(REDIS_CLUSTER, {"tls": {"insecureSkipVerify": True}}),
+                }
+            }
+        ),
+        api.POLICY_REDIS_MESSAGES.tls_both,
     ),
     Invalid("unknown-count-by", POLICY, _p({"countBy": "ip"}), "spec.countBy"),
     Invalid("unknown-redis-fallback", POLICY, _p({"onRedisUnavailable": "maybe"}), "spec.onRedisUnavailable"),
@@ -1136,6 +1161,36 @@ INVALID: list[Invalid] = [
             }
         ),
         api.AUDIT_URL_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "memory-sessions-with-redis-url",
+        AGENT,
+        _p({"sessions": {"store": "memory", "redisSecretRef": REDIS_URL_REF}}),
+        api.SESSIONS_REDIS_UNUSED_MESSAGE,
+    ),
+    Invalid(
+        "introspection-timeout-zero",
+        AGENT,
+        _p({"auth": {"oidc": merge(OIDC, {"introspection": {"timeout": "0s"}})}}),
+        api.INTROSPECTION_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "moderation-timeout-zero",
+        AGENT,
+        _p({"guardrails": {"moderation": {"providerRef": {"name": "p"}, "timeout": "0s"}}}),
+        api.MODERATION_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "audit-syslog-timeout-zero",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": {**AUDIT_SYSLOG, "timeout": "0s"}}]}}),
+        api.AUDIT_SYSLOG_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "audit-http-timeout-zero",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "http": {**AUDIT_HEC, "timeout": "0ms"}}]}}),
+        api.AUDIT_HTTP_TIMEOUT_MESSAGE,
     ),
     Invalid("session-ttl-zero", AGENT, _p({"sessions": {"ttl": "0s"}}), api.SESSIONS_TTL_MESSAGE),
     Invalid(

@@ -111,6 +111,27 @@ def url_credentials_rule(message: str) -> dict[str, Any]:
     return cel(CelRule(_URL_CREDENTIALS_CEL, message))
 
 
+def positive_duration_message(path: str) -> str:
+    """The message of the rule that keeps the duration at ``path`` above 0s."""
+    return f"{path}: must be greater than 0s"
+
+
+def positive_duration(message: str) -> AfterValidator:
+    """Field metadata: a duration above 0s (a 0s timeout fails every call at once)."""
+
+    def check(value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def positive_duration_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a duration field: the CEL twin of :func:`positive_duration`."""
+    return cel(CelRule("duration(self) > duration('0s')", message))
+
+
 class CelRule(NamedTuple):
     """One ``x-kubernetes-validations`` entry: a CEL expression and the message shown when it is false."""
 
@@ -288,8 +309,20 @@ class ProviderType(StrEnum):
     OPENAI_COMPATIBLE = "openai-compatible"
 
 
+TLS_BOTH_MESSAGE = "spec.tls: set caSecretRef or insecureSkipVerify, not both"
+
+
 class TLSConfig(Model):
     """TLS settings for talking to the upstream."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!has(self.caSecretRef) || !has(self.insecureSkipVerify) || !self.insecureSkipVerify",
+                TLS_BOTH_MESSAGE,
+            )
+        )
+    )
 
     ca_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -298,6 +331,13 @@ class TLSConfig(Model):
     insecure_skip_verify: bool = Field(
         default=False, description="Skip certificate verification. Only for testing; never in production."
     )
+
+    @model_validator(mode="after")
+    def _one(self) -> TLSConfig:
+        # A CA given and verification off: the CA would silently check nothing.
+        if self.ca_secret_ref is not None and self.insecure_skip_verify:
+            raise ValueError(TLS_BOTH_MESSAGE)
+        return self
 
 
 class VaultTokenAuth(Model):
@@ -779,7 +819,16 @@ HEADERS_MESSAGE = (
     "spec.defaultHeaders: credential headers (authorization, x-api-key, api-key) are not allowed; "
     "use spec.credentials"
 )
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
+_CREDENTIAL_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "proxy-authorization",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "x-auth-token",
+    "cookie",
+)
 HEADER_SYNTAX_MESSAGE = (
     "spec.defaultHeaders: header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~) "
     "and values must not contain control characters such as CR, LF or NUL"
@@ -841,7 +890,7 @@ class LLMProviderSpec(Model):
         description="Extra HTTP headers sent with every request, e.g. anthropic-version. Never credentials.",
         json_schema_extra=cel(
             CelRule(
-                "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))",
+                f"self.all(k, !(k.lowerAscii() in {list(_CREDENTIAL_HEADERS)!r}))",
                 HEADERS_MESSAGE,
             ),
             CelRule(
@@ -1046,6 +1095,7 @@ class RedisMessages(NamedTuple):
     address: str
     standalone_extra: str
     mode_fields: str
+    tls_both: str
 
 
 def redis_messages(path: str) -> RedisMessages:
@@ -1057,6 +1107,7 @@ def redis_messages(path: str) -> RedisMessages:
         address=f"{path}.addressSecretRef: only in standalone mode (cluster and sentinel take passwordSecretRef and tls)",
         standalone_extra=f"{path}: username, passwordSecretRef and tls are not for standalone mode (put them in the URL)",
         mode_fields=f"{path}: cluster and sentinel are each only for their own mode",
+        tls_both=f"{path}.tls: set caSecretRef or insecureSkipVerify, not both",
     )
 
 
@@ -1074,6 +1125,11 @@ def redis_rules(messages: RedisMessages) -> dict[str, Any]:
         CelRule(
             "(!has(self.cluster) || self.mode == 'cluster') && (!has(self.sentinel) || self.mode == 'sentinel')",
             messages.mode_fields,
+        ),
+        CelRule(
+            "!has(self.tls) || !has(self.tls.caSecretRef) || !has(self.tls.insecureSkipVerify)"
+            " || !self.tls.insecureSkipVerify",
+            messages.tls_both,
         ),
     )
 
@@ -1131,6 +1187,8 @@ class RedisConnection(Model):
             self.sentinel is not None and self.mode != RedisMode.SENTINEL
         ):
             raise ValueError(messages.mode_fields)
+        if self.tls is not None and self.tls.ca_secret_ref is not None and self.tls.insecure_skip_verify:
+            raise ValueError(messages.tls_both)
         return self
 
     def secret_refs(self) -> list[SecretKeyRef]:
@@ -1663,6 +1721,7 @@ class JWTAuth(Model):
         return self
 
 
+INTROSPECTION_TIMEOUT_MESSAGE = positive_duration_message("spec.auth.oidc.introspection.timeout")
 INTROSPECTION_CACHE_MESSAGE = (
     "spec.auth.oidc.introspection: cacheTTL must be at most 10m and negativeCacheTTL at most cacheTTL"
 )
@@ -1718,7 +1777,11 @@ class OIDCIntrospection(Model):
     max_entries: int = Field(
         default=10000, ge=1, le=1_000_000, description="Cached answers at most, per pod."
     )
-    timeout: Duration = Field(default="3s", description="Deadline of one introspection call.")
+    timeout: Annotated[Duration, positive_duration(INTROSPECTION_TIMEOUT_MESSAGE)] = Field(
+        default="3s",
+        description="Deadline of one introspection call.",
+        json_schema_extra=positive_duration_rule(INTROSPECTION_TIMEOUT_MESSAGE),
+    )
 
     @model_validator(mode="after")
     def _cache(self) -> OIDCIntrospection:
@@ -1892,6 +1955,9 @@ SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.re
 SESSIONS_POSTGRES_MESSAGE = "spec.sessions.postgres: required when spec.sessions.store is postgres"
 SESSIONS_POSTGRES_UNUSED_MESSAGE = "spec.sessions.postgres: set only when spec.sessions.store is postgres"
 SESSIONS_TTL_MESSAGE = "spec.sessions.ttl: must be greater than 0s"
+SESSIONS_REDIS_UNUSED_MESSAGE = (
+    "spec.sessions.redisSecretRef, spec.sessions.redis: set only when spec.sessions.store is redis"
+)
 
 
 class PostgresSessions(Model):
@@ -1943,6 +2009,10 @@ class SessionsConfig(Model):
             CelRule("self.store != 'postgres' || has(self.postgres)", SESSIONS_POSTGRES_MESSAGE),
             CelRule("!has(self.postgres) || self.store == 'postgres'", SESSIONS_POSTGRES_UNUSED_MESSAGE),
             CelRule("duration(self.ttl) > duration('0s')", SESSIONS_TTL_MESSAGE),
+            CelRule(
+                "self.store == 'redis' || (!has(self.redisSecretRef) && !has(self.redis))",
+                SESSIONS_REDIS_UNUSED_MESSAGE,
+            ),
         )
     )
 
@@ -1974,6 +2044,10 @@ class SessionsConfig(Model):
             raise ValueError(SESSIONS_POSTGRES_MESSAGE)
         if self.postgres is not None and self.store != "postgres":
             raise ValueError(SESSIONS_POSTGRES_UNUSED_MESSAGE)
+        if self.store != "redis" and (self.redis_secret_ref is not None or self.redis is not None):
+            # Unused, yet its Secrets would be required and bound: the agent blocked on a missing
+            # Redis Secret while keeping sessions in memory.
+            raise ValueError(SESSIONS_REDIS_UNUSED_MESSAGE)
         if parse_duration(self.ttl) <= timedelta(0):
             # Every session would expire as it is written: history silently never kept.
             raise ValueError(SESSIONS_TTL_MESSAGE)
@@ -2637,6 +2711,9 @@ class GuardrailCheck(Model):
         return next((k for k, v in kinds.items() if v is not None), "moderation")
 
 
+MODERATION_TIMEOUT_MESSAGE = positive_duration_message("spec.guardrails.moderation.timeout")
+
+
 class GuardrailModeration(Model):
     """The moderation service: an OpenAI-compatible ``/moderations`` endpoint of a chain provider."""
 
@@ -2647,7 +2724,11 @@ class GuardrailModeration(Model):
         default=None,
         description="Moderation model, e.g. omni-moderation-latest; the service's default when unset.",
     )
-    timeout: Duration = Field(default="2s", description="Deadline of one moderation call.")
+    timeout: Annotated[Duration, positive_duration(MODERATION_TIMEOUT_MESSAGE)] = Field(
+        default="2s",
+        description="Deadline of one moderation call.",
+        json_schema_extra=positive_duration_rule(MODERATION_TIMEOUT_MESSAGE),
+    )
     on_error: Literal["failOpen", "failClosed"] = Field(
         default="failOpen",
         description="When the call fails or times out: failOpen lets the text through (counted, audited), "
@@ -2738,6 +2819,8 @@ AUDIT_HEC_FIELDS_MESSAGE = (
 )
 MAX_AUDIT_SINKS = 8
 AUDIT_URL_CREDENTIALS_MESSAGE = url_credentials_message("spec.audit.sinks[].http.url")
+AUDIT_SYSLOG_TIMEOUT_MESSAGE = positive_duration_message("spec.audit.sinks[].syslog.timeout")
+AUDIT_HTTP_TIMEOUT_MESSAGE = positive_duration_message("spec.audit.sinks[].http.timeout")
 
 
 class AuditSinkTLS(Model):
@@ -2772,7 +2855,11 @@ class AuditSyslogSink(Model):
         description="Add an SD-ELEMENT [audit@32473 seq event worker] to every message; MSG is the "
         "record's JSON line either way.",
     )
-    timeout: Duration = Field(default="5s", description="Connect and write timeout.")
+    timeout: Annotated[Duration, positive_duration(AUDIT_SYSLOG_TIMEOUT_MESSAGE)] = Field(
+        default="5s",
+        description="Connect and write timeout.",
+        json_schema_extra=positive_duration_rule(AUDIT_SYSLOG_TIMEOUT_MESSAGE),
+    )
 
 
 class AuditHTTPSink(Model):
@@ -2809,7 +2896,11 @@ class AuditHTTPSink(Model):
     sourcetype: str | None = Field(
         default=None, min_length=1, max_length=256, description="HEC sourcetype; sentient:audit when unset."
     )
-    timeout: Duration = Field(default="5s", description="Deadline of one POST.")
+    timeout: Annotated[Duration, positive_duration(AUDIT_HTTP_TIMEOUT_MESSAGE)] = Field(
+        default="5s",
+        description="Deadline of one POST.",
+        json_schema_extra=positive_duration_rule(AUDIT_HTTP_TIMEOUT_MESSAGE),
+    )
     tls: AuditSinkTLS | None = Field(default=None, description="TLS settings; needs an https:// url.")
 
     @model_validator(mode="after")
