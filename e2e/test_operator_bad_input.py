@@ -150,6 +150,38 @@ def test_missing_caller_secret_then_created(
         wait_ready(cluster, namespace)
 
 
+def test_missing_secret_key_then_added(
+    cluster: Any, crds: list[str], namespace: str, fake_upstream: Any
+) -> None:
+    """The sessions' Redis Secret exists without the key the agent names: SecretKeyNotFound, the
+    other keys' values nowhere; the key is added and the agent becomes Ready by itself."""
+    redis_url = f"redis://:{REDIS_PASSWORD}@redis.example:6379/0"
+    redis_secret: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sessions-redis", "namespace": namespace},
+        "stringData": {"uri": redis_url},
+    }
+    sessions = {"store": "redis", "redisSecretRef": {"name": "sessions-redis", "key": "url"}}
+    with running_operator(cluster, namespace) as op:
+        apply(
+            cluster,
+            *provider(namespace, fake_upstream.endpoint),
+            callers(namespace),
+            redis_secret,
+            agent(namespace, sessions=sessions),
+        )
+        obj = blocked_cleanly(cluster, namespace, "CredentialsReady", "SecretKeyNotFound", op)
+        assert "sessions-redis" in condition(obj, "CredentialsReady")["message"]
+        said = everything_said(cluster, namespace, obj)
+        assert REDIS_PASSWORD not in said and "redis://" not in said
+
+        redis_secret["stringData"] = {"uri": redis_url, "url": redis_url}
+        apply(cluster, redis_secret)
+        wait_ready(cluster, namespace)
+        assert all(REDIS_PASSWORD not in line for line in op.lines)
+
+
 def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
     cluster: Any, crds: list[str], namespace: str
 ) -> None:
