@@ -233,8 +233,11 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
                 assert set(cond) >= CONDITION_FIELDS, (shown["kind"], cond)
                 assert cond["observedGeneration"] == shown["metadata"]["generation"], (shown["kind"], cond)
         # The table columns and short names of both kinds show the same.
-        table = cluster.kubectl("get", "rlp,llmp", "-n", namespace).stdout
-        assert "shared" in table and "keyed" in table and "True" in table, table
+        policies = cluster.kubectl("get", "rlp", "-n", namespace).stdout.splitlines()
+        assert policies[0].split()[:5] == ["NAME", "READY", "BACKEND", "COUNTBY", "AGENTS"], policies
+        assert policies[1].split()[:5] == ["shared", "True", "redis", "apiKey", "0"], policies
+        providers = cluster.kubectl("get", "llmp", "-n", namespace).stdout.splitlines()
+        assert providers[1].split()[:4] == ["keyed", "openai-compatible", "True", "True"], providers
         assert all(REDIS_PASSWORD not in line and PROVIDER_KEY not in line for line in op.lines)
 
 

@@ -205,7 +205,8 @@ def test_subresources() -> None:
     [
         ("SentientAgent", ["Ready", "Replicas", "Providers", "Primary", "Endpoint", "Age"]),
         ("LLMProvider", ["Type", "Synced", "Ready", "Endpoint", "Age"]),
-        ("RateLimitPolicy", ["Backend", "CountBy", "Age"]),
+        # Ready (its Redis Secrets exist) and how many agents use it, as kubectl get shows the others.
+        ("RateLimitPolicy", ["Ready", "Backend", "CountBy", "Agents", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, columns: list[str]) -> None:

@@ -166,8 +166,10 @@ KINDS: tuple[Kind, ...] = (
             "or Redis). Agents reference it with spec.rateLimitPolicyRef."
         ),
         printer_columns=(
+            _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition."),
             _col("Backend", ".spec.backend.type", desc="Counter store."),
             _col("CountBy", ".spec.countBy", desc="What budgets are counted per."),
+            _col("Agents", ".status.agents", "integer", desc="Agents that reference this policy."),
             _AGE,
         ),
     ),
