@@ -34,6 +34,16 @@ def fake_upstream() -> Iterator[Any]:
         yield fake
 
 
+def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    """A Secret manifest with ``data`` as stringData."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": data,
+    }
+
+
 def reason_of(cluster: Any, kind: str, name: str, namespace: str, type_: str) -> Callable[[], str | None]:
     """A poll of one condition's reason."""
 
@@ -156,12 +166,7 @@ def test_missing_secret_key_then_added(
     """The sessions' Redis Secret exists without the key the agent names: SecretKeyNotFound, the
     other keys' values nowhere; the key is added and the agent becomes Ready by itself."""
     redis_url = f"redis://:{REDIS_PASSWORD}@redis.example:6379/0"
-    redis_secret: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "sessions-redis", "namespace": namespace},
-        "stringData": {"uri": redis_url},
-    }
+    redis_secret = secret(namespace, "sessions-redis", uri=redis_url)
     sessions = {"store": "redis", "redisSecretRef": {"name": "sessions-redis", "key": "url"}}
     with running_operator(cluster, namespace) as op:
         apply(
@@ -196,13 +201,8 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
             "backend": {"type": "redis", "redis": {"addressSecretRef": {"name": "redis", "key": "url"}}},
         },
     }
-    redis_secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "redis", "namespace": namespace},
-        # The wrong key first: the value must not show anywhere.
-        "stringData": {"uri": redis_url},
-    }
+    # The wrong key first: the value must not show anywhere.
+    redis_secret = secret(namespace, "redis", uri=redis_url)
     docs = provider(namespace, "http://127.0.0.1:9/v1", name="keyed")
     key_secret, llm_provider = docs
     with running_operator(cluster, namespace) as op:
@@ -310,12 +310,7 @@ def test_malformed_vault_token_keeps_the_last_good_key_and_is_never_shown(
             path="llm/openai", secret={"apiKey": "sk-vault-good"}
         )
         token = bao.token_with_policy("read-llm", 'path "secret/data/llm/*" { capabilities = ["read"] }')
-        token_secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "vault-token", "namespace": namespace},
-            "stringData": {"token": token},
-        }
+        token_secret = secret(namespace, "vault-token", token=token)
         vaulted = {
             "apiVersion": "sentient.dev/v1alpha1",
             "kind": "LLMProvider",
