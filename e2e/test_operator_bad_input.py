@@ -21,6 +21,7 @@ from agent_runtime.testing import run_fake
 from e2e.agents import PROVIDER_KEY, agent, callers, provider, wait_ready
 from e2e.operator_proc import OperatorProcess, running_operator
 from e2e.resources import apply, condition, events, get
+from tests.support.fault_proxy import FaultProxy
 from tests.support.openbao import OpenBao, bao_binary
 from tests.support.waiting import wait_for
 
@@ -368,3 +369,68 @@ def test_a_child_the_apiserver_refuses_names_the_field(
         bad["spec"]["deployment"]["tolerations"][0]["operator"] = "Exists"
         apply(cluster, bad)
         wait_ready(cluster, namespace)
+
+
+def test_agent_waits_for_its_providers_secret_then_mends(
+    cluster: Any, crds: list[str], namespace: str, fake_upstream: Any
+) -> None:
+    """The provider's own Secret is missing: the agent says CredentialsNotReady in the provider's
+    words; the Secret is created and the agent becomes Ready without anyone touching it."""
+    key_secret, llm_provider = provider(namespace, fake_upstream.endpoint)
+    with running_operator(cluster, namespace) as op:
+        apply(cluster, llm_provider, callers(namespace), agent(namespace))
+        obj = blocked_cleanly(cluster, namespace, "CredentialsReady", "CredentialsNotReady", op)
+        assert f"Secret {namespace}/fake-key not found" in condition(obj, "CredentialsReady")["message"]
+        apply(cluster, key_secret)
+        wait_ready(cluster, namespace)
+
+
+@pytest.mark.skipif(bao_binary() is None, reason="bao not installed (python -m e2e.tools ensure)")
+def test_agent_waits_for_an_unreachable_store_then_mends(
+    cluster: Any, crds: list[str], namespace: str
+) -> None:
+    """Vault cannot be reached at the provider's first sync: the provider says StoreUnreachable
+    (and binds nothing), the agent waits with a reason; once Vault answers, both mend by
+    themselves (the provider retries with backoff, the agent follows its provider)."""
+    vault_key = f"sk-vault-{secrets.token_hex(4)}"
+    with run_fake("openai", api_key=vault_key) as upstream, OpenBao() as bao, FaultProxy(bao.url) as proxy:
+        bao.client().secrets.kv.v2.create_or_update_secret(path="llm/openai", secret={"apiKey": vault_key})
+        token = bao.token_with_policy("read-llm", 'path "secret/data/llm/*" { capabilities = ["read"] }')
+        proxy.mode = "reset"
+        vaulted = {
+            "apiVersion": "sentient.dev/v1alpha1",
+            "kind": "LLMProvider",
+            "metadata": {"name": "vaulted", "namespace": namespace},
+            "spec": {
+                "type": "openai-compatible",
+                "endpoint": upstream.endpoint,
+                "defaultModel": "fake-model",
+                "credentials": {
+                    "vault": {
+                        "server": proxy.url,
+                        "path": "llm/openai",
+                        "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
+                    }
+                },
+            },
+        }
+        with running_operator(cluster, namespace) as op:
+            apply(
+                cluster,
+                secret(namespace, "vault-token", token=token),
+                vaulted,
+                callers(namespace),
+                agent(namespace, provider_name="vaulted"),
+            )
+            wait_reason(cluster, "llmprovider", "vaulted", namespace, "CredentialsSynced", "StoreUnreachable")
+            assert get(cluster, "secret", "sentient-provider-vaulted", namespace) is None
+            obj = blocked_cleanly(cluster, namespace, "CredentialsReady", "CredentialsNotReady", op)
+            said = everything_said(cluster, namespace, obj)
+            assert token not in said and vault_key not in said
+
+            proxy.mode = "pass"
+            cluster.kubectl(
+                "wait", "--for=condition=Ready", "llmprovider/vaulted", "-n", namespace, "--timeout=90s"
+            )
+            wait_ready(cluster, namespace)
+            assert all(token not in line and vault_key not in line for line in op.lines)
