@@ -210,6 +210,13 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
         apply(cluster, policy, llm_provider)
         obj = wait_reason(cluster, "ratelimitpolicy", "shared", namespace, "Ready", "SecretNotFound")
         assert condition(obj, "Ready")["observedGeneration"] == obj["metadata"]["generation"]
+        # kubectl describe rlp says it too, as it does for the other kinds.
+        [warning] = wait_for(
+            lambda: events(cluster, namespace, "involvedObject.name=shared,reason=SecretNotFound"),
+            timeout=30,
+            what="a SecretNotFound Event on the policy",
+        )
+        assert warning["type"] == "Warning" and warning["involvedObject"]["kind"] == "RateLimitPolicy"
         wait_reason(cluster, "llmprovider", "keyed", namespace, "CredentialsSynced", "SecretNotFound")
 
         apply(cluster, redis_secret)
@@ -222,6 +229,11 @@ def test_provider_and_policy_support_kubectl_wait_and_mend_themselves(
         apply(cluster, redis_secret, key_secret)
         for resource in ("ratelimitpolicy/shared", "llmprovider/keyed"):
             cluster.kubectl("wait", "--for=condition=Ready", resource, "-n", namespace, "--timeout=60s")
+        wait_for(
+            lambda: events(cluster, namespace, "involvedObject.name=shared,reason=Ready,type=Normal"),
+            timeout=30,
+            what="a Ready Event on the mended policy",
+        )
         policy_obj = get(cluster, "ratelimitpolicy", "shared", namespace)
         assert policy_obj is not None and REDIS_PASSWORD not in everything_said(
             cluster, namespace, policy_obj

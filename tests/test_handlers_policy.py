@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentient_operator.reconcile.cache import ClusterCache
-from sentient_operator.reconcile.policy import policy_references, policy_status
+from sentient_operator.reconcile.policy import policy_events, policy_references, policy_status
 from sentient_operator.reconcile.snapshot import Snapshot
 
 cache = ClusterCache()
@@ -138,3 +138,21 @@ def test_the_count_follows_edits_and_deletions(view: dict[str, dict[Any, list[Sn
     del view["agents"][("team", "b")]
     view["agents"][("team", "c")] = agent("4", None)
     assert cache.agents_using_policy("team", "std") == 0
+
+
+def test_events_on_transitions_only() -> None:
+    def ready(status: str, reason: str) -> list[dict[str, Any]]:
+        return [{"type": "Ready", "status": status, "reason": reason, "message": f"m-{reason}"}]
+
+    assert policy_events(None, ready("True", "Valid")) == []  # a new healthy policy: no news
+    assert policy_events(None, ready("False", "SecretNotFound")) == [
+        ("SecretNotFound", "m-SecretNotFound", "Warning")
+    ]
+    assert policy_events(ready("False", "SecretNotFound"), ready("False", "SecretNotFound")) == []
+    assert policy_events(ready("False", "SecretNotFound"), ready("False", "SecretKeyNotFound")) == [
+        ("SecretKeyNotFound", "m-SecretKeyNotFound", "Warning")
+    ]
+    assert policy_events(ready("False", "SecretKeyNotFound"), ready("True", "Valid")) == [
+        ("Ready", "the policy is usable again", "Normal")
+    ]
+    assert policy_events(ready("True", "Valid"), ready("True", "Valid")) == []
