@@ -644,6 +644,12 @@ INVALID: list[Invalid] = [
         "spec.llm.chain[0].providerRef.name",
     ),
     Invalid(
+        "provider-ref-name-too-long",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"name": "p" * 64}}]}}),
+        "spec.llm.chain[0].providerRef.name",
+    ),
+    Invalid(
         "temperature-too-high",
         AGENT,
         _p({"llm": {"parameters": {"temperature": 3}}}),

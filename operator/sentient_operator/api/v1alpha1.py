@@ -74,6 +74,9 @@ MAX_NAME = 253
 MAX_DURATION = 32
 MAX_MODEL_NAME = 256
 MAX_CHAIN = 10
+# A provider's name becomes a label value (sentient.dev/provider=<name>) of its Secret,
+# and label values stop at 63 characters.
+PROVIDER_NAME_MAX = 63
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=MAX_DURATION)]
 Namespace = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
@@ -1426,10 +1429,11 @@ class RateLimitPolicyStatus(CommonStatus):
 class ProviderRef(Model):
     """Reference to an LLMProvider."""
 
+    # An LLMProvider's own name stops at PROVIDER_NAME_MAX: a longer reference could never resolve.
     name: str = Field(
         description="Name of the LLMProvider.",
         min_length=1,
-        max_length=MAX_NAME,
+        max_length=PROVIDER_NAME_MAX,
         pattern=DNS_SUBDOMAIN_PATTERN,
     )
     namespace: Namespace | None = Field(
@@ -3151,9 +3155,6 @@ class ObjectMeta(BaseModel):
     namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL_PATTERN)
 
 
-# A provider's name becomes a label value (sentient.dev/provider=<name>) of its Secret,
-# and label values stop at 63 characters.
-PROVIDER_NAME_MAX = 63
 PROVIDER_NAME_MESSAGE = "metadata.name: at most 63 characters (it is a label value of the provider's Secret)"
 
 
