@@ -45,6 +45,27 @@ def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
     }
 
 
+def seed_vault(bao: OpenBao, api_key: str) -> str:
+    """Store ``api_key`` at secret/llm/openai; a token that may read it."""
+    bao.client().secrets.kv.v2.create_or_update_secret(path="llm/openai", secret={"apiKey": api_key})
+    return bao.token_with_policy("read-llm", 'path "secret/data/llm/*" { capabilities = ["read"] }')
+
+
+def vault_provider(namespace: str, server: str, **credentials: Any) -> dict[str, Any]:
+    """LLMProvider ``vaulted`` reading secret/llm/openai with the token of Secret vault-token."""
+    vault = {
+        "server": server,
+        "path": "llm/openai",
+        "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
+    }
+    return {
+        "apiVersion": "sentient.dev/v1alpha1",
+        "kind": "LLMProvider",
+        "metadata": {"name": "vaulted", "namespace": namespace},
+        "spec": {"type": "openai", "credentials": {"vault": vault, **credentials}},
+    }
+
+
 def reason_of(cluster: Any, kind: str, name: str, namespace: str, type_: str) -> Callable[[], str | None]:
     """A poll of one condition's reason."""
 
@@ -319,27 +340,9 @@ def test_malformed_vault_token_keeps_the_last_good_key_and_is_never_shown(
     cluster: Any, crds: list[str], namespace: str
 ) -> None:
     with OpenBao() as bao:
-        bao.client().secrets.kv.v2.create_or_update_secret(
-            path="llm/openai", secret={"apiKey": "sk-vault-good"}
-        )
-        token = bao.token_with_policy("read-llm", 'path "secret/data/llm/*" { capabilities = ["read"] }')
+        token = seed_vault(bao, "sk-vault-good")
         token_secret = secret(namespace, "vault-token", token=token)
-        vaulted = {
-            "apiVersion": "sentient.dev/v1alpha1",
-            "kind": "LLMProvider",
-            "metadata": {"name": "vaulted", "namespace": namespace},
-            "spec": {
-                "type": "openai",
-                "credentials": {
-                    "vault": {
-                        "server": bao.url,
-                        "path": "llm/openai",
-                        "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-                    },
-                    "refreshInterval": "1h",
-                },
-            },
-        }
+        vaulted = vault_provider(namespace, bao.url, refreshInterval="1h")
         with running_operator(cluster, namespace) as op:
             apply(cluster, token_secret, vaulted)
             cluster.kubectl(
@@ -406,26 +409,12 @@ def test_agent_waits_for_an_unreachable_store_then_mends(
     themselves (the provider retries with backoff, the agent follows its provider)."""
     vault_key = f"sk-vault-{secrets.token_hex(4)}"
     with run_fake("openai", api_key=vault_key) as upstream, OpenBao() as bao, FaultProxy(bao.url) as proxy:
-        bao.client().secrets.kv.v2.create_or_update_secret(path="llm/openai", secret={"apiKey": vault_key})
-        token = bao.token_with_policy("read-llm", 'path "secret/data/llm/*" { capabilities = ["read"] }')
+        token = seed_vault(bao, vault_key)
         proxy.mode = "reset"
-        vaulted = {
-            "apiVersion": "sentient.dev/v1alpha1",
-            "kind": "LLMProvider",
-            "metadata": {"name": "vaulted", "namespace": namespace},
-            "spec": {
-                "type": "openai-compatible",
-                "endpoint": upstream.endpoint,
-                "defaultModel": "fake-model",
-                "credentials": {
-                    "vault": {
-                        "server": proxy.url,
-                        "path": "llm/openai",
-                        "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-                    }
-                },
-            },
-        }
+        vaulted = vault_provider(namespace, proxy.url)
+        vaulted["spec"].update(
+            {"type": "openai-compatible", "endpoint": upstream.endpoint, "defaultModel": "fake-model"}
+        )
         with running_operator(cluster, namespace) as op:
             apply(
                 cluster,
