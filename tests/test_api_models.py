@@ -8,6 +8,7 @@ reject each invalid one with an error naming the field.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -159,3 +160,28 @@ def test_to_wire_is_camel_case_and_drops_none() -> None:
     assert wire["llm"]["chain"][0]["providerRef"] == {"name": "p"}
     provider = api.AzureKeyVaultSource.model_validate(AZURE)
     assert provider.to_wire()["vaultURL"] == AZURE["vaultURL"]
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [
+        (2, "2"),
+        ("500m", "0.5"),
+        ("1.5", "1.5"),
+        ("128Mi", str(128 * 1024**2)),
+        ("1Gi", str(1024**3)),
+        ("1G", "1000000000"),
+        ("1e3", "1000"),
+        ("1E", str(10**18)),
+        ("100n", "0.0000001"),
+    ],
+)
+def test_parse_quantity(text: int | str, amount: str) -> None:
+    assert api.parse_quantity(text) == Decimal(amount)
+
+
+def test_requests_equal_to_limits_in_other_units_are_accepted() -> None:
+    resources = api.ResourceRequirements.model_validate(
+        {"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"cpu": 1, "memory": "1Gi"}}
+    )
+    assert resources.to_wire()["limits"]["cpu"] == 1

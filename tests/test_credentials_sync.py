@@ -129,6 +129,20 @@ async def test_first_sync_failure_is_not_ready() -> None:
     assert out.applies == 0
 
 
+async def test_a_stored_spec_the_schema_now_refuses_names_the_fields_not_the_values() -> None:
+    """A provider stored before a rule was added (an endpoint with credentials in it, say) is
+    InvalidSpec naming the field, so the user knows what to fix; never the value."""
+    out = ProviderSecretStore()
+    syncer = make_syncer(Secrets(), out, SharedFetcher())
+    spec = {**k8s_spec(), "endpoint": "https://u:sk-in-url-123@models.local/v1", "retry": {"maxAttempts": 0}}
+    outcome = await syncer.sync(provider_body("openai", NS, spec), force=True)
+    synced = condition(outcome.status, "CredentialsSynced")
+    assert (synced["status"], synced["reason"]) == ("False", "InvalidSpec")
+    assert "spec.endpoint" in synced["message"] and "spec.retry.maxAttempts" in synced["message"]
+    assert "sk-in-url-123" not in str(outcome.status)
+    assert out.applies == 0
+
+
 async def test_keyless_provider_and_ca_bundle() -> None:
     store, out = Secrets(), ProviderSecretStore()
     syncer = make_syncer(store, out, SharedFetcher())

@@ -217,3 +217,27 @@ def test_service_account_identity_from_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SENTIENT_SERVICE_ACCOUNT", "sentient")
     monkeypatch.setenv("SENTIENT_OPERATOR_NAMESPACE", "sentient-system")
     assert _service_account_identity() == ("sentient-system", "sentient")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "hvs.first-line\nhvs.second-line",  # two tokens pasted into one key
+        "hvs.\u20acuro",  # not latin-1: cannot be an HTTP header at all
+        "hvs.tab\tinside",
+    ],
+    ids=["newline", "non-ascii", "tab"],
+)
+def test_malformed_token_is_malformed_and_never_quoted(bao: OpenBao, token: str) -> None:
+    """A token that cannot be sent as a header is the Secret's fault, not the network's: Malformed,
+    naming the Secret and key, without the token (requests' own error quotes the header value)."""
+    store = Secrets()
+    store.put(NS, "vault-token", token=token)
+    with pytest.raises(Malformed) as err:
+        source(token_spec(bao.url), store).fetch()
+    message = str(err.value)
+    assert "vault-token" in message and "'token'" in message
+    for part in token.split():
+        assert part not in message
+    # Raised before any HTTP call: no chained client error quoting the header either.
+    assert err.value.__context__ is None

@@ -34,6 +34,7 @@ DURATION = "a bound on a duration string's value, not its form (CEL)"
 UNIQUE_BY_KEY = "entries unique by a key or key pair, not as whole values (CEL / list-map keys)"
 HEADERS = "rules on the keys of a free-form map (CEL)"
 AT_LEAST_ONE = "at least one of several optional fields (CEL)"
+URL_CREDENTIALS = "a part of a URL that its pattern allows (CEL, for a message that says why)"
 
 # Case id -> why the editor's JSON Schema accepts what `sentient validate` refuses.
 SCHEMA_CANNOT_SAY: dict[str, str] = {
@@ -87,7 +88,7 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "redis-sessions-without-url": DEPENDS,
     "postgres-sessions-without-database": DEPENDS,
     "postgres-settings-with-memory-store": DEPENDS,
-    "tracing-endpoint-with-credentials": "a part of a URL that its pattern allows (CEL, for a message that says why)",
+    "tracing-endpoint-with-credentials": URL_CREDENTIALS,
     "tracing-timeout-too-long": DURATION,
     "guardrail-check-two-kinds": EXACTLY_ONE,
     "guardrail-check-no-kind": EXACTLY_ONE,
@@ -113,6 +114,32 @@ SCHEMA_CANNOT_SAY: dict[str, str] = {
     "cache-memory-with-redis": DEPENDS,
     "cache-entry-above-bound": COMPARES,
     "cache-redis-cluster-without-nodes": DEPENDS,
+    "endpoint-with-credentials": URL_CREDENTIALS,
+    "vault-server-with-credentials": URL_CREDENTIALS,
+    "aws-endpoint-with-credentials": URL_CREDENTIALS,
+    "jwks-url-with-credentials": URL_CREDENTIALS,
+    "oidc-issuer-with-credentials": URL_CREDENTIALS,
+    "oidc-jwks-url-with-credentials": URL_CREDENTIALS,
+    "introspection-endpoint-with-credentials": URL_CREDENTIALS,
+    "audit-url-with-credentials": URL_CREDENTIALS,
+    "breaker-zero-window": DURATION,
+    "session-ttl-zero": DURATION,
+    "resources-request-above-limit": COMPARES,
+    "env-duplicate-name": UNIQUE_BY_KEY,
+    "burst-without-request-rate": DEPENDS,
+    "tls-ca-and-skip-verify": DEPENDS,
+    "google-api-key-in-default-headers": HEADERS,
+    "redis-tls-ca-and-skip-verify": DEPENDS,
+    "memory-sessions-with-redis-url": DEPENDS,
+    "introspection-timeout-zero": DURATION,
+    "moderation-timeout-zero": DURATION,
+    "audit-syslog-timeout-zero": DURATION,
+    "audit-http-timeout-zero": DURATION,
+    "pod-label-key-with-space": HEADERS,
+    "pod-annotation-bad-key": HEADERS,
+    "node-selector-bad-key": HEADERS,
+    "service-monitor-bad-label-key": HEADERS,
+    "tier-burst-without-request-rate": DEPENDS,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentient_operator.reconcile.cache import ClusterCache
-from sentient_operator.reconcile.policy import policy_references, policy_status
+from sentient_operator.reconcile.policy import policy_events, policy_references, policy_status
 from sentient_operator.reconcile.snapshot import Snapshot
 
 cache = ClusterCache()
@@ -60,6 +60,18 @@ def test_redis_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]
     (ready,) = policy_status(cache, policy(backend))["conditions"]
     assert (ready["status"], ready["reason"]) == ("True", "Valid")
     assert "redis://" not in ready["message"]
+
+
+def test_redis_secret_without_the_key_says_so(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
+    """The Secret is there but the key is not: SecretKeyNotFound (the agents' reason), never the
+    values of the keys that are there."""
+    backend = {"type": "redis", "redis": {"addressSecretRef": {"name": "redis-keyed", "key": "url"}}}
+    other = base64.b64encode(b"redis://:hunter2@r:6379/0").decode()
+    cache.secrets.put({"metadata": {"namespace": "team", "name": "redis-keyed"}, "data": {"uri": other}})
+    (ready,) = policy_status(cache, policy(backend))["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretKeyNotFound")
+    assert "team/redis-keyed" in ready["message"] and "url" in ready["message"]
+    assert "hunter2" not in ready["message"] and "redis://" not in ready["message"]
 
 
 def test_cluster_password_secret_must_exist(view: dict[str, dict[Any, list[dict[str, Any]]]]) -> None:
@@ -126,3 +138,21 @@ def test_the_count_follows_edits_and_deletions(view: dict[str, dict[Any, list[Sn
     del view["agents"][("team", "b")]
     view["agents"][("team", "c")] = agent("4", None)
     assert cache.agents_using_policy("team", "std") == 0
+
+
+def test_events_on_transitions_only() -> None:
+    def ready(status: str, reason: str) -> list[dict[str, Any]]:
+        return [{"type": "Ready", "status": status, "reason": reason, "message": f"m-{reason}"}]
+
+    assert policy_events(None, ready("True", "Valid")) == []  # a new healthy policy: no news
+    assert policy_events(None, ready("False", "SecretNotFound")) == [
+        ("SecretNotFound", "m-SecretNotFound", "Warning")
+    ]
+    assert policy_events(ready("False", "SecretNotFound"), ready("False", "SecretNotFound")) == []
+    assert policy_events(ready("False", "SecretNotFound"), ready("False", "SecretKeyNotFound")) == [
+        ("SecretKeyNotFound", "m-SecretKeyNotFound", "Warning")
+    ]
+    assert policy_events(ready("False", "SecretKeyNotFound"), ready("True", "Valid")) == [
+        ("Ready", "the policy is usable again", "Normal")
+    ]
+    assert policy_events(ready("True", "Valid"), ready("True", "Valid")) == []

@@ -1,8 +1,10 @@
 """Which agent status writes may wait, and for how long (pure: no cluster)."""
 
+import json
 from typing import Any
 
-from sentient_operator.reconcile.agent_status import StatusHold, hold_reason
+from sentient_operator import kube
+from sentient_operator.reconcile.agent_status import StatusHold, apply_error_message, hold_reason
 
 
 def deployment(generation: int, observed: int) -> dict[str, Any]:
@@ -73,3 +75,29 @@ def test_status_unchanged_compares_only_the_fields_written() -> None:
     assert status_unchanged(old, {"replicas": 1, "configHash": "h1"})
     assert not status_unchanged(old, {"replicas": 2})
     assert status_unchanged(old, {"replicas": 1, "lastSyncTime": "t2"}, frozenset({"lastSyncTime"}))
+
+
+def test_apply_error_names_kind_and_fields_never_values() -> None:
+    refused = {
+        "kind": "Status",
+        "status": "Failure",
+        "reason": "Invalid",
+        "message": 'Secret "a-credentials" is invalid: data[sk-live-123]: Invalid value: "sk-live-123"',
+        "details": {
+            "name": "a-credentials",
+            "kind": "Secret",
+            "causes": [
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": 'Invalid value: "sk-live-123"',
+                    "field": "data[x y]",
+                },
+                {"reason": "FieldValueInvalid", "message": "again", "field": "data[x y]"},
+            ],
+        },
+    }
+    text = apply_error_message(kube._error(422, "Unprocessable Entity", json.dumps(refused).encode()))
+    assert text == "apply failed: 422 Invalid: Secret field data[x y]"
+    assert apply_error_message(kube._error(500, "Internal Server Error", b"")) == (
+        "apply failed: 500 Internal Server Error"
+    )

@@ -84,11 +84,17 @@ KNOWN_KINDS: dict[tuple[str, str], ResourceInfo] = {
 class KubeError(Exception):
     """An API request failed; carries the HTTP status and the server's reason, never object content."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, *, kind: str = "", fields: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        #: The refused object's kind and the paths of the fields the apiserver named (paths only:
+        #: never the values, which for a Secret are its content), from the Status' details.
+        self.kind = kind
+        self.fields = fields
 
     @property
     def not_found(self) -> bool:
@@ -234,13 +240,21 @@ async def close() -> None:
 
 def _error(status: int, reason: str, data: bytes) -> KubeError:
     message = reason
+    kind = ""
+    fields: tuple[str, ...] = ()
     try:
         payload = json.loads(data or b"{}")
         message = str(payload.get("message") or reason)
         reason = str(payload.get("reason") or reason)
+        details = payload.get("details") or {}
+        kind = str(details.get("kind") or "")
+        causes = details.get("causes") or []
+        fields = tuple(
+            dict.fromkeys(str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field"))
+        )
     except (ValueError, TypeError, AttributeError):
         pass
-    return KubeError(status, reason, message)
+    return KubeError(status, reason, message, kind=kind, fields=fields)
 
 
 async def _send(

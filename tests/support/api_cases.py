@@ -328,6 +328,90 @@ INVALID: list[Invalid] = [
         _p({"pricing": {"models": [{"model": "m", **PRICE}, {"model": "m", **PRICE}]}}),
         "spec.pricing.models: duplicate entries",
     ),
+    Invalid(
+        "endpoint-with-credentials",
+        PROVIDER,
+        _p({"endpoint": "https://user:sk-123@models.local/v1"}),
+        api.ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "vault-server-with-credentials",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "vault": merge(VAULT, {"server": "https://hvs.x@vault:8200"}),
+                }
+            }
+        ),
+        api.VAULT_SERVER_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "aws-endpoint-with-credentials",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "awsSecretsManager": merge(AWS, {"endpoint": "http://AKIA:secret@localhost:4566"}),
+                }
+            }
+        ),
+        api.AWS_ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "vault-kubernetes-empty-mount-path",
+        PROVIDER,
+        _p(
+            {
+                "credentials": {
+                    "secretRef": None,
+                    "vault": merge(
+                        VAULT, {"auth": {"token": None, "kubernetes": {"role": "r", "mountPath": ""}}}
+                    ),
+                }
+            }
+        ),
+        "spec.credentials.vault.auth.kubernetes.mountPath",
+    ),
+    Invalid(
+        "vault-empty-namespace",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "vault": merge(VAULT, {"namespace": ""})}}),
+        "spec.credentials.vault.namespace",
+    ),
+    Invalid(
+        "aws-empty-json-key",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "awsSecretsManager": merge(AWS, {"key": ""})}}),
+        "spec.credentials.awsSecretsManager.key",
+    ),
+    Invalid(
+        "azure-empty-version",
+        PROVIDER,
+        _p({"credentials": {"secretRef": None, "azureKeyVault": merge(AZURE, {"version": ""})}}),
+        "spec.credentials.azureKeyVault.version",
+    ),
+    Invalid(
+        "breaker-zero-window",
+        PROVIDER,
+        _p({"circuitBreaker": {"window": "0s"}}),
+        api.BREAKER_POSITIVE_MESSAGE,
+    ),
+    Invalid(
+        "tls-ca-and-skip-verify",
+        PROVIDER,
+        _p({"tls": {"caSecretRef": {"name": "ca", "key": "ca.pem"}, "insecureSkipVerify": True}}),
+        api.TLS_BOTH_MESSAGE,
+    ),
+    Invalid(
+        "google-api-key-in-default-headers",
+        PROVIDER,
+        _p({"defaultHeaders": {"X-Goog-Api-Key": "AIza-123"}}),
+        api.HEADERS_MESSAGE,
+    ),
+    Invalid("duplicate-model", PROVIDER, _p({"models": ["m", "m"]}), "spec.models: duplicate entries"),
     # ----- RateLimitPolicy
     Invalid("budget-without-window", POLICY, _p({"budgets": [{"name": "b"}]}), api.BUDGET_WINDOW_MESSAGE),
     Invalid(
@@ -365,6 +449,23 @@ INVALID: list[Invalid] = [
         POLICY,
         _p({"limits": {"requestsPerMinute": -5}}),
         "spec.limits.requestsPerMinute",
+    ),
+    Invalid(
+        "burst-without-request-rate",
+        POLICY,
+        _p({"limits": {"requestsPerMinute": None, "tokensPerMinute": 1000, "burst": 10}}),
+        api.BURST_MESSAGE,
+    ),
+    Invalid(
+        "tier-burst-without-request-rate",
+        POLICY,
+        _p(
+            {
+                "limits": {"requestsPerMinute": None, "concurrency": 5},
+                "tiers": [{"name": "gold", "limits": {"burst": 20}}],
+            }
+        ),
+        api.BURST_MESSAGE,
     ),
     Invalid("zero-concurrency", POLICY, _p({"limits": {"concurrency": 0}}), "spec.limits.concurrency"),
     Invalid("no-limits", POLICY, _p({"limits": {"requestsPerMinute": None}}), api.POLICY_LIMITS_MESSAGE),
@@ -492,8 +593,28 @@ INVALID: list[Invalid] = [
         _p({"tiers": [{"name": "gold", "limits": {"tokensPerMinute": -1}}]}),
         "spec.tiers[0].limits.tokensPerMinute",
     ),
+    Invalid(
+        "redis-tls-ca-and-skip-verify",
+        POLICY,
+        _p(
+            {
+                "backend": {
+                    "type": "redis",
+                    "redis": merge(REDIS_CLUSTER, {"tls": {"insecureSkipVerify": True}}),
+                }
+            }
+        ),
+        api.POLICY_REDIS_MESSAGES.tls_both,
+    ),
     Invalid("unknown-count-by", POLICY, _p({"countBy": "ip"}), "spec.countBy"),
     Invalid("unknown-redis-fallback", POLICY, _p({"onRedisUnavailable": "maybe"}), "spec.onRedisUnavailable"),
+    # Lax YAML typing: the apiserver refuses a quoted number, so offline validation must too.
+    Invalid(
+        "rate-limit-as-string",
+        POLICY,
+        _p({"limits": {"requestsPerMinute": "60"}}),
+        "spec.limits.requestsPerMinute",
+    ),
     Invalid("policy-unknown-field", POLICY, _p({"limit": {"requestsPerMinute": 1}}), "spec.limit"),
     # ----- SentientAgent
     Invalid(
@@ -520,6 +641,12 @@ INVALID: list[Invalid] = [
         "chain-entry-without-provider-name",
         AGENT,
         _p({"llm": {"chain": [{"providerRef": {"namespace": "x"}}]}}),
+        "spec.llm.chain[0].providerRef.name",
+    ),
+    Invalid(
+        "provider-ref-name-too-long",
+        AGENT,
+        _p({"llm": {"chain": [{"providerRef": {"name": "p" * 64}}]}}),
         "spec.llm.chain[0].providerRef.name",
     ),
     Invalid(
@@ -997,6 +1124,174 @@ INVALID: list[Invalid] = [
         _p({"audit": {"sinks": [{"name": "s", "syslog": AUDIT_SYSLOG, "maxBufferMiB": 0}]}}),
         "spec.audit.sinks[0].maxBufferMiB",
     ),
+    Invalid(
+        "jwks-url-with-credentials",
+        AGENT,
+        _p({"auth": {"jwt": {"issuer": "i", "audiences": ["a"], "jwksURL": "https://u:p@i.example/jwks"}}}),
+        api.JWT_JWKS_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "oidc-issuer-with-credentials",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "issuer": "https://u:p@login.example.com/"}}}),
+        api.OIDC_ISSUER_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "oidc-jwks-url-with-credentials",
+        AGENT,
+        _p({"auth": {"oidc": {**OIDC, "jwksURL": "https://u:p@login.example.com/keys"}}}),
+        api.OIDC_JWKS_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "introspection-endpoint-with-credentials",
+        AGENT,
+        _p(
+            {
+                "auth": {
+                    "oidc": merge(
+                        OIDC, {"introspection": {"endpoint": "https://agent-a:s3cret@idp/introspect"}}
+                    )
+                }
+            }
+        ),
+        api.INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "audit-url-with-credentials",
+        AGENT,
+        _p(
+            {
+                "audit": {
+                    "sinks": [{"name": "s", "http": {**AUDIT_HEC, "url": "https://x:hec-token@splunk:8088"}}]
+                }
+            }
+        ),
+        api.AUDIT_URL_CREDENTIALS_MESSAGE,
+    ),
+    Invalid(
+        "memory-sessions-with-redis-url",
+        AGENT,
+        _p({"sessions": {"store": "memory", "redisSecretRef": REDIS_URL_REF}}),
+        api.SESSIONS_REDIS_UNUSED_MESSAGE,
+    ),
+    Invalid(
+        "introspection-timeout-zero",
+        AGENT,
+        _p({"auth": {"oidc": merge(OIDC, {"introspection": {"timeout": "0s"}})}}),
+        api.INTROSPECTION_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "moderation-timeout-zero",
+        AGENT,
+        _p({"guardrails": {"moderation": {"providerRef": {"name": "p"}, "timeout": "0s"}}}),
+        api.MODERATION_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "audit-syslog-timeout-zero",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "syslog": {**AUDIT_SYSLOG, "timeout": "0s"}}]}}),
+        api.AUDIT_SYSLOG_TIMEOUT_MESSAGE,
+    ),
+    Invalid(
+        "audit-http-timeout-zero",
+        AGENT,
+        _p({"audit": {"sinks": [{"name": "s", "http": {**AUDIT_HEC, "timeout": "0ms"}}]}}),
+        api.AUDIT_HTTP_TIMEOUT_MESSAGE,
+    ),
+    Invalid("session-ttl-zero", AGENT, _p({"sessions": {"ttl": "0s"}}), api.SESSIONS_TTL_MESSAGE),
+    Invalid(
+        "resources-not-a-quantity",
+        AGENT,
+        _p({"deployment": {"resources": {"limits": {"cpu": "lots"}}}}),
+        "spec.deployment.resources.limits.cpu",
+    ),
+    Invalid(
+        "resources-negative-quantity",
+        AGENT,
+        _p({"deployment": {"resources": {"requests": {"memory": "-1Gi"}}}}),
+        "spec.deployment.resources.requests.memory",
+    ),
+    Invalid(
+        "resources-request-above-limit",
+        AGENT,
+        _p(
+            {
+                "deployment": {
+                    "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1500m"}}
+                }
+            }
+        ),
+        api.RESOURCES_ORDER_MESSAGE,
+    ),
+    Invalid(
+        "resources-unknown-field",
+        AGENT,
+        _p({"deployment": {"resources": {"limit": {"cpu": "1"}}}}),
+        "spec.deployment.resources.limit",
+    ),
+    Invalid(
+        "env-without-name",
+        AGENT,
+        _p({"deployment": {"env": [{"value": "x"}]}}),
+        # Server-side apply says ".spec.deployment.env: element 0: ... omits all key fields ["name"]".
+        "spec.deployment.env",
+    ),
+    Invalid(
+        "env-duplicate-name",
+        AGENT,
+        _p({"deployment": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}),
+        "spec.deployment.env: duplicate entries",
+    ),
+    Invalid(
+        "image-pull-secret-bad-name",
+        AGENT,
+        _p({"deployment": {"imagePullSecrets": [{"name": "Registry_Creds"}]}}),
+        "spec.deployment.imagePullSecrets[0].name",
+    ),
+    Invalid(
+        "boolean-as-string",
+        AGENT,
+        _p({"rotation": {"validateBeforeRollout": "yes"}}),
+        "spec.rotation.validateBeforeRollout",
+    ),
+    Invalid("replicas-as-string", AGENT, _p({"replicas": "3"}), "spec.replicas"),
+    Invalid(
+        "pod-label-value-with-space",
+        AGENT,
+        _p({"deployment": {"podLabels": {"team": "red team"}}}),
+        "spec.deployment.podLabels.team",
+    ),
+    Invalid(
+        "pod-label-key-with-space",
+        AGENT,
+        _p({"deployment": {"podLabels": {"cost center": "a"}}}),
+        api.POD_LABELS_MESSAGE,
+    ),
+    Invalid(
+        "pod-annotation-bad-key",
+        AGENT,
+        _p({"deployment": {"podAnnotations": {"/no-name": "x"}}}),
+        api.POD_ANNOTATIONS_MESSAGE,
+    ),
+    Invalid(
+        "node-selector-bad-key",
+        AGENT,
+        _p({"deployment": {"nodeSelector": {"gpu!": "true"}}}),
+        api.NODE_SELECTOR_MESSAGE,
+    ),
+    Invalid(
+        "node-selector-value-too-long",
+        AGENT,
+        _p({"deployment": {"nodeSelector": {"zone": "z" * 64}}}),
+        "spec.deployment.nodeSelector.zone",
+    ),
+    Invalid(
+        "service-monitor-bad-label-key",
+        AGENT,
+        _p({"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release:": "prom"}}}}),
+        api.SERVICE_MONITOR_LABELS_MESSAGE,
+    ),
+    Invalid("empty-image", AGENT, _p({"deployment": {"image": ""}}), "spec.deployment.image"),
     Invalid("agent-name-starts-with-digit", AGENT, {"metadata": {"name": "1agent"}}, "metadata.name"),
     Invalid("agent-unknown-field", AGENT, _p({"model": "gpt-4o"}), "spec.model"),
 ]
@@ -1149,7 +1444,34 @@ VALID: list[tuple[str, dict[str, Any]]] = [
             ),
         ),
     ),
+    (
+        "resources-and-env",
+        merge(
+            AGENT,
+            _p(
+                {
+                    "deployment": {
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "128Mi"},
+                            "limits": {"cpu": 1, "memory": "1Gi"},
+                        },
+                        "podLabels": {"team": "red", "example.com/cost-center": "a_1.b"},
+                        "podAnnotations": {"example.com/note": "any text, spaces too"},
+                        "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                        "env": [
+                            {"name": "A", "value": "1"},
+                            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                        ],
+                    }
+                }
+            ),
+        ),
+    ),
     ("autoscaling-equal-bounds", merge(AGENT, _p({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}))),
+    (
+        "tier-burst-on-the-default-request-rate",
+        merge(POLICY, _p({"tiers": [{"name": "gold", "limits": {"burst": 20}}]})),
+    ),
     (
         "tokens-only-policy",
         merge(POLICY, _p({"limits": {"requestsPerMinute": None, "tokensPerMinute": 1000}})),

@@ -49,6 +49,7 @@ HEADER = (
     "# operator/sentient_operator/api/v1alpha1.py. Do not edit by hand.\n"
 )
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
+INT_OR_STRING = "x-kubernetes-int-or-string"
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,10 @@ KINDS: tuple[Kind, ...] = (
             "or Redis). Agents reference it with spec.rateLimitPolicyRef."
         ),
         printer_columns=(
+            _col("Ready", '.status.conditions[?(@.type=="Ready")].status', desc="Ready condition."),
             _col("Backend", ".spec.backend.type", desc="Counter store."),
             _col("CountBy", ".spec.countBy", desc="What budgets are counted per."),
+            _col("Agents", ".status.agents", "integer", desc="Agents that reference this policy."),
             _AGE,
         ),
     ),
@@ -262,6 +265,26 @@ def _is_none(tp: Any) -> bool:
     return tp is type(None)
 
 
+def _base_type(tp: Any) -> Any:
+    """``tp`` without its ``Annotated`` metadata."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+
+def _int_or_string(args: list[Any], metadata: list[Any]) -> dict[str, Any]:
+    """``int | str`` (a Kubernetes quantity): ``x-kubernetes-int-or-string`` with the string's
+    pattern and length and the integer's bounds (each applies only to values of its own type)."""
+    schema: dict[str, Any] = {INT_OR_STRING: True}
+    for arg in args:
+        extra = list(typing.get_args(arg)[1:]) if typing.get_origin(arg) is typing.Annotated else []
+        # Field(ge=...) inside Annotated arrives as a FieldInfo carrying its own metadata.
+        flat = [c for m in extra for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
+        part: dict[str, Any] = {"type": "integer" if _base_type(arg) is int else "string"}
+        _apply_constraints(part, flat)
+        schema.update({k: v for k, v in part.items() if k != "type"})
+    _apply_constraints(schema, metadata)
+    return schema
+
+
 def type_schema(tp: Any, metadata: list[Any] | None = None, *, in_status: bool = False) -> dict[str, Any]:
     """Structural OpenAPI v3 schema of a Python type from an API model."""
     metadata = list(metadata or [])
@@ -271,6 +294,8 @@ def type_schema(tp: Any, metadata: list[Any] | None = None, *, in_status: bool =
         return type_schema(base, extra + metadata, in_status=in_status)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if not _is_none(a)]
+        if len(args) == 2 and {_base_type(a) for a in args} == {int, str}:
+            return _int_or_string(args, metadata)
         if len(args) != 1:
             raise TypeError(f"unions other than X | None are not structural: {tp}")
         return type_schema(args[0], metadata, in_status=in_status)
@@ -460,6 +485,8 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
             out[key] = to_json_schema(value)
         else:
             out[key] = value
+    if schema.get(INT_OR_STRING):
+        out["type"] = ["integer", "string"]
     if schema.get("x-kubernetes-list-type") == "set":
         # The apiserver refuses duplicates in a set list; editors can say so too.
         out["uniqueItems"] = True
@@ -558,6 +585,8 @@ class Row:
 
 
 def _type_name(schema: dict[str, Any]) -> str:
+    if schema.get(INT_OR_STRING):
+        return "int-or-string"
     t = schema.get("type", "object")
     if t == "array":
         return f"[]{_type_name(schema.get('items', {}))}"

@@ -22,14 +22,15 @@ It imports nothing but pydantic, the standard library and ``agent_runtime.config
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from agent_runtime.config import AMOUNT_PATTERN as AMOUNT_PATTERN
@@ -73,6 +74,9 @@ MAX_NAME = 253
 MAX_DURATION = 32
 MAX_MODEL_NAME = 256
 MAX_CHAIN = 10
+# A provider's name becomes a label value (sentient.dev/provider=<name>) of its Secret,
+# and label values stop at 63 characters.
+PROVIDER_NAME_MAX = 63
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=MAX_DURATION)]
 Namespace = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
@@ -81,6 +85,54 @@ NamespaceOrAll = Annotated[
 ]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
 HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN, min_length=3, max_length=261)]
+
+# A URL with user:password@ would put a credential where only configuration belongs (the
+# rendered ConfigMap, messages, logs); the credential fields take Secret references instead.
+# The CEL message names the field and, unlike a pattern's, never echoes the value back.
+_URL_CREDENTIALS_CEL = "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
+_URL_CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@")
+
+
+def url_credentials_message(path: str) -> str:
+    """The message of the rule that keeps credentials out of the URL at ``path``."""
+    return f"{path}: must not carry credentials (user:password@); reference a Secret instead"
+
+
+def no_url_credentials(message: str) -> AfterValidator:
+    """Field metadata: refuse a URL with userinfo (mirror of :func:`url_credentials_rule`)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and _URL_CREDENTIALS.match(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def url_credentials_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a URL field: the CEL twin of :func:`no_url_credentials`."""
+    return cel(CelRule(_URL_CREDENTIALS_CEL, message))
+
+
+def positive_duration_message(path: str) -> str:
+    """The message of the rule that keeps the duration at ``path`` above 0s."""
+    return f"{path}: must be greater than 0s"
+
+
+def positive_duration(message: str) -> AfterValidator:
+    """Field metadata: a duration above 0s (a 0s timeout fails every call at once)."""
+
+    def check(value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def positive_duration_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a duration field: the CEL twin of :func:`positive_duration`."""
+    return cel(CelRule("duration(self) > duration('0s')", message))
 
 
 class CelRule(NamedTuple):
@@ -175,7 +227,9 @@ class SecretRef(Model):
 class LocalObjectReference(Model):
     """A reference to an object by name in the same namespace."""
 
-    name: str = Field(description="Name of the object.", min_length=1, max_length=MAX_NAME)
+    name: str = Field(
+        description="Name of the object.", min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN
+    )
 
 
 class ConfigMapKeyRef(Model):
@@ -258,8 +312,20 @@ class ProviderType(StrEnum):
     OPENAI_COMPATIBLE = "openai-compatible"
 
 
+TLS_BOTH_MESSAGE = "spec.tls: set caSecretRef or insecureSkipVerify, not both"
+
+
 class TLSConfig(Model):
     """TLS settings for talking to the upstream."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!has(self.caSecretRef) || !has(self.insecureSkipVerify) || !self.insecureSkipVerify",
+                TLS_BOTH_MESSAGE,
+            )
+        )
+    )
 
     ca_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -268,6 +334,13 @@ class TLSConfig(Model):
     insecure_skip_verify: bool = Field(
         default=False, description="Skip certificate verification. Only for testing; never in production."
     )
+
+    @model_validator(mode="after")
+    def _one(self) -> TLSConfig:
+        # A CA given and verification off: the CA would silently check nothing.
+        if self.ca_secret_ref is not None and self.insecure_skip_verify:
+            raise ValueError(TLS_BOTH_MESSAGE)
+        return self
 
 
 class VaultTokenAuth(Model):
@@ -283,7 +356,10 @@ class VaultKubernetesAuth(Model):
         description="Vault role bound to the operator's service account.", min_length=1, max_length=MAX_NAME
     )
     mount_path: str = Field(
-        default="kubernetes", max_length=MAX_NAME, description="Mount path of the kubernetes auth method."
+        default="kubernetes",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Mount path of the kubernetes auth method.",
     )
     audience: str | None = Field(
         default=None,
@@ -298,11 +374,15 @@ class VaultAppRoleAuth(Model):
     role_id: str = Field(description="AppRole role ID.", min_length=1, max_length=MAX_NAME)
     secret_ref: SecretKeyRef = Field(description="Secret key holding the AppRole secret ID.")
     mount_path: str = Field(
-        default="approle", max_length=MAX_NAME, description="Mount path of the AppRole auth method."
+        default="approle",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Mount path of the AppRole auth method.",
     )
 
 
 VAULT_AUTH_MESSAGE = "spec.credentials.vault.auth: exactly one of token, kubernetes, appRole must be set"
+VAULT_SERVER_CREDENTIALS_MESSAGE = url_credentials_message("spec.credentials.vault.server")
 
 
 class VaultAuth(Model):
@@ -332,10 +412,11 @@ class VaultAuth(Model):
 class VaultSource(Model):
     """Read the credential from HashiCorp Vault or OpenBao (KV secrets engine v1 or v2)."""
 
-    server: str = Field(
+    server: Annotated[str, no_url_credentials(VAULT_SERVER_CREDENTIALS_MESSAGE)] = Field(
         description="Vault address, e.g. https://vault.vault.svc:8200.",
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
+        json_schema_extra=url_credentials_rule(VAULT_SERVER_CREDENTIALS_MESSAGE),
     )
     path: str = Field(
         description="Secret path inside the KV mount, without the mount, e.g. llm/openai.",
@@ -348,7 +429,7 @@ class VaultSource(Model):
     )
     kv_version: Literal[1, 2] = Field(default=2, description="KV secrets engine version: 1 or 2.")
     namespace: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Vault Enterprise / OpenBao namespace."
+        default=None, min_length=1, max_length=MAX_NAME, description="Vault Enterprise / OpenBao namespace."
     )
     key: str = Field(
         default="apiKey",
@@ -374,6 +455,9 @@ class AWSAuth(Model):
     )
 
 
+AWS_ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.credentials.awsSecretsManager.endpoint")
+
+
 class AWSSecretsManagerSource(Model):
     """Read the credential from AWS Secrets Manager."""
 
@@ -386,19 +470,22 @@ class AWSSecretsManagerSource(Model):
     secret_id: str = Field(description="Secret name or ARN.", min_length=1, max_length=2048)
     key: str | None = Field(
         default=None,
+        min_length=1,
         max_length=MAX_NAME,
         description="When the secret string is JSON, the key holding the credential; the whole string when unset.",
     )
     version_stage: str | None = Field(
         default=None,
+        min_length=1,
         max_length=256,
         description="Version stage to read, e.g. AWSCURRENT (the default) or AWSPENDING.",
     )
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(AWS_ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Custom endpoint URL (a VPC endpoint, or a test server).",
+        json_schema_extra=url_credentials_rule(AWS_ENDPOINT_CREDENTIALS_MESSAGE),
     )
     auth: AWSAuth = Field(default_factory=AWSAuth, description="Credentials for AWS; ambient when unset.")
 
@@ -415,10 +502,13 @@ class AzureWorkloadIdentityAuth(Model):
     """Azure workload identity federation with the operator's service account."""
 
     tenant_id: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Entra ID tenant; defaults to AZURE_TENANT_ID."
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Entra ID tenant; defaults to AZURE_TENANT_ID.",
     )
     client_id: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Client ID; defaults to AZURE_CLIENT_ID."
+        default=None, min_length=1, max_length=MAX_NAME, description="Client ID; defaults to AZURE_CLIENT_ID."
     )
 
 
@@ -469,7 +559,10 @@ class AzureKeyVaultSource(Model):
         description="Name of the Key Vault secret.", min_length=1, max_length=127, pattern=r"^[0-9a-zA-Z-]+$"
     )
     version: str | None = Field(
-        default=None, max_length=64, description="Pin a secret version; the latest version when unset."
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Pin a secret version; the latest version when unset.",
     )
     auth: AzureAuth = Field(description="How the operator authenticates to Azure: exactly one method.")
 
@@ -609,8 +702,20 @@ class RetryPolicy(Model):
         return self
 
 
+BREAKER_POSITIVE_MESSAGE = "spec.circuitBreaker: window and cooldown must be greater than 0s"
+
+
 class CircuitBreaker(Model):
     """Circuit breaker per (provider, model): closed, open after failures, half-open after a cooldown."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "duration(self.window) > duration('0s') && duration(self.cooldown) > duration('0s')",
+                BREAKER_POSITIVE_MESSAGE,
+            )
+        )
+    )
 
     failure_threshold: int = Field(
         default=5, ge=1, le=1000, description="Failures within the window that open the breaker."
@@ -625,6 +730,13 @@ class CircuitBreaker(Model):
         le=100,
         description="Trial requests allowed while half-open; success closes the breaker.",
     )
+
+    @model_validator(mode="after")
+    def _positive(self) -> CircuitBreaker:
+        # A 0s window counts no failure; a 0s cooldown re-probes a failing upstream at once.
+        if min(parse_duration(self.window), parse_duration(self.cooldown)) <= timedelta(0):
+            raise ValueError(BREAKER_POSITIVE_MESSAGE)
+        return self
 
 
 class ProviderLimits(Model):
@@ -705,11 +817,21 @@ ENDPOINT_MESSAGE = "spec.endpoint: required when spec.type is openai-compatible"
 PRICING_MODELS_MESSAGE = "spec.pricing.models: every model must be one of spec.models when spec.models is set"
 PROVIDER_CREDENTIALS_MESSAGE = "spec.credentials: required when spec.type is openai or anthropic"
 DEFAULT_MODEL_MESSAGE = "spec.defaultModel: must be one of spec.models when spec.models is set"
+ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.endpoint")
 HEADERS_MESSAGE = (
     "spec.defaultHeaders: credential headers (authorization, x-api-key, api-key) are not allowed; "
     "use spec.credentials"
 )
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
+_CREDENTIAL_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "proxy-authorization",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "x-auth-token",
+    "cookie",
+)
 HEADER_SYNTAX_MESSAGE = (
     "spec.defaultHeaders: header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~) "
     "and values must not contain control characters such as CR, LF or NUL"
@@ -745,7 +867,7 @@ class LLMProviderSpec(Model):
     type: ProviderType = Field(
         description="Wire protocol of the upstream: openai, anthropic or openai-compatible (vLLM, Ollama, ...)."
     )
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
@@ -753,6 +875,7 @@ class LLMProviderSpec(Model):
             "Base URL of the API, e.g. https://api.openai.com/v1; defaults to the vendor's public "
             "endpoint. Required for openai-compatible."
         ),
+        json_schema_extra=url_credentials_rule(ENDPOINT_CREDENTIALS_MESSAGE),
     )
     models: list[ModelName] = Field(
         default_factory=list,
@@ -770,7 +893,7 @@ class LLMProviderSpec(Model):
         description="Extra HTTP headers sent with every request, e.g. anthropic-version. Never credentials.",
         json_schema_extra=cel(
             CelRule(
-                "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))",
+                f"self.all(k, !(k.lowerAscii() in {list(_CREDENTIAL_HEADERS)!r}))",
                 HEADERS_MESSAGE,
             ),
             CelRule(
@@ -975,6 +1098,7 @@ class RedisMessages(NamedTuple):
     address: str
     standalone_extra: str
     mode_fields: str
+    tls_both: str
 
 
 def redis_messages(path: str) -> RedisMessages:
@@ -986,6 +1110,7 @@ def redis_messages(path: str) -> RedisMessages:
         address=f"{path}.addressSecretRef: only in standalone mode (cluster and sentinel take passwordSecretRef and tls)",
         standalone_extra=f"{path}: username, passwordSecretRef and tls are not for standalone mode (put them in the URL)",
         mode_fields=f"{path}: cluster and sentinel are each only for their own mode",
+        tls_both=f"{path}.tls: set caSecretRef or insecureSkipVerify, not both",
     )
 
 
@@ -1003,6 +1128,11 @@ def redis_rules(messages: RedisMessages) -> dict[str, Any]:
         CelRule(
             "(!has(self.cluster) || self.mode == 'cluster') && (!has(self.sentinel) || self.mode == 'sentinel')",
             messages.mode_fields,
+        ),
+        CelRule(
+            "!has(self.tls) || !has(self.tls.caSecretRef) || !has(self.tls.insecureSkipVerify)"
+            " || !self.tls.insecureSkipVerify",
+            messages.tls_both,
         ),
     )
 
@@ -1060,6 +1190,8 @@ class RedisConnection(Model):
             self.sentinel is not None and self.mode != RedisMode.SENTINEL
         ):
             raise ValueError(messages.mode_fields)
+        if self.tls is not None and self.tls.ca_secret_ref is not None and self.tls.insecure_skip_verify:
+            raise ValueError(messages.tls_both)
         return self
 
     def secret_refs(self) -> list[SecretKeyRef]:
@@ -1133,6 +1265,10 @@ POLICY_LIMITS_MESSAGE = (
     "spec.limits: set at least one of requestsPerMinute, tokensPerMinute, concurrency (or spec.budgets)"
 )
 BUDGET_WINDOW_MESSAGE = "spec.budgets[]: set perDay, perMonth or both"
+# burst sizes the requests bucket: without a per-minute request rate the runtime ignores it.
+BURST_MESSAGE = (
+    "spec.limits.burst: needs requestsPerMinute (in the same limits, or in spec.limits for a tier)"
+)
 BUDGET_ORDER_MESSAGE = "spec.budgets[].perDay: must not exceed perMonth"
 BUDGET_TIERS_MESSAGE = "spec.budgets[].tiers: not allowed with per: agent (one budget for all callers)"
 
@@ -1217,7 +1353,16 @@ class RateLimitPolicySpec(Model):
                 "(has(self.limits) && (has(self.limits.requestsPerMinute) || has(self.limits.tokensPerMinute)"
                 " || has(self.limits.concurrency))) || (has(self.budgets) && size(self.budgets) > 0)",
                 POLICY_LIMITS_MESSAGE,
-            )
+            ),
+            CelRule(
+                "!has(self.limits) || !has(self.limits.burst) || has(self.limits.requestsPerMinute)",
+                BURST_MESSAGE,
+            ),
+            CelRule(
+                "!has(self.tiers) || (has(self.limits) && has(self.limits.requestsPerMinute))"
+                " || self.tiers.all(t, !has(t.limits.burst) || has(t.limits.requestsPerMinute))",
+                BURST_MESSAGE,
+            ),
         )
     )
 
@@ -1261,6 +1406,11 @@ class RateLimitPolicySpec(Model):
     def _rules(self) -> RateLimitPolicySpec:
         if self.limits.is_empty() and not self.budgets:
             raise ValueError(POLICY_LIMITS_MESSAGE)
+        every = [self.limits, *(t.limits for t in self.tiers)]
+        if self.limits.requests_per_minute is None and any(
+            lim.burst is not None and lim.requests_per_minute is None for lim in every
+        ):
+            raise ValueError(BURST_MESSAGE)
         _check_unique((t.name for t in self.tiers), "spec.tiers")
         _check_unique((b.name for b in self.budgets), "spec.budgets")
         _check_unique(self.allowed_namespaces, "spec.allowedNamespaces")
@@ -1279,10 +1429,11 @@ class RateLimitPolicyStatus(CommonStatus):
 class ProviderRef(Model):
     """Reference to an LLMProvider."""
 
+    # An LLMProvider's own name stops at PROVIDER_NAME_MAX: a longer reference could never resolve.
     name: str = Field(
         description="Name of the LLMProvider.",
         min_length=1,
-        max_length=MAX_NAME,
+        max_length=PROVIDER_NAME_MAX,
         pattern=DNS_SUBDOMAIN_PATTERN,
     )
     namespace: Namespace | None = Field(
@@ -1541,6 +1692,12 @@ class APIKeyAuth(Model):
     )
 
 
+JWT_JWKS_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.jwt.jwksURL")
+OIDC_ISSUER_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.issuer")
+OIDC_JWKS_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.jwksURL")
+INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE = url_credentials_message("spec.auth.oidc.introspection.endpoint")
+
+
 class JWTAuth(Model):
     """JSON Web Tokens (bearer) for callers."""
 
@@ -1551,8 +1708,12 @@ class JWTAuth(Model):
         description="Accepted aud values; a token must carry one of them.",
         json_schema_extra=list_type_set(),
     )
-    jwks_url: str = Field(
-        alias="jwksURL", max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the issuer's JWKS."
+    jwks_url: Annotated[str, no_url_credentials(JWT_JWKS_CREDENTIALS_MESSAGE)] = Field(
+        alias="jwksURL",
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL of the issuer's JWKS.",
+        json_schema_extra=url_credentials_rule(JWT_JWKS_CREDENTIALS_MESSAGE),
     )
     tier_claim: str = Field(
         default="tier", min_length=1, max_length=MAX_NAME, description="Claim that names the caller's tier."
@@ -1564,6 +1725,7 @@ class JWTAuth(Model):
         return self
 
 
+INTROSPECTION_TIMEOUT_MESSAGE = positive_duration_message("spec.auth.oidc.introspection.timeout")
 INTROSPECTION_CACHE_MESSAGE = (
     "spec.auth.oidc.introspection: cacheTTL must be at most 10m and negativeCacheTTL at most cacheTTL"
 )
@@ -1589,11 +1751,12 @@ class OIDCIntrospection(Model):
         )
     )
 
-    endpoint: str | None = Field(
+    endpoint: Annotated[str | None, no_url_credentials(INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Introspection endpoint; the discovery document's introspection_endpoint when unset.",
+        json_schema_extra=url_credentials_rule(INTROSPECTION_ENDPOINT_CREDENTIALS_MESSAGE),
     )
     client_id: str = Field(
         alias="clientID",
@@ -1618,7 +1781,11 @@ class OIDCIntrospection(Model):
     max_entries: int = Field(
         default=10000, ge=1, le=1_000_000, description="Cached answers at most, per pod."
     )
-    timeout: Duration = Field(default="3s", description="Deadline of one introspection call.")
+    timeout: Annotated[Duration, positive_duration(INTROSPECTION_TIMEOUT_MESSAGE)] = Field(
+        default="3s",
+        description="Deadline of one introspection call.",
+        json_schema_extra=positive_duration_rule(INTROSPECTION_TIMEOUT_MESSAGE),
+    )
 
     @model_validator(mode="after")
     def _cache(self) -> OIDCIntrospection:
@@ -1632,10 +1799,11 @@ class OIDCAuth(Model):
     """OAuth2 / OpenID Connect access tokens of one issuer: JWTs checked against the keys its discovery
     document names, opaque tokens by introspection."""
 
-    issuer: str = Field(
+    issuer: Annotated[str, no_url_credentials(OIDC_ISSUER_CREDENTIALS_MESSAGE)] = Field(
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="Issuer URL (the iss claim); '<issuer>/.well-known/openid-configuration' gives the JWKS URL.",
+        json_schema_extra=url_credentials_rule(OIDC_ISSUER_CREDENTIALS_MESSAGE),
     )
     audiences: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]] = Field(
         min_length=1,
@@ -1643,12 +1811,13 @@ class OIDCAuth(Model):
         description="Accepted aud values; a token must carry one of them (use one per agent).",
         json_schema_extra=list_type_set(),
     )
-    jwks_url: str | None = Field(
+    jwks_url: Annotated[str | None, no_url_credentials(OIDC_JWKS_CREDENTIALS_MESSAGE)] = Field(
         default=None,
         alias="jwksURL",
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="JWKS URL; the discovery document's jwks_uri when unset.",
+        json_schema_extra=url_credentials_rule(OIDC_JWKS_CREDENTIALS_MESSAGE),
     )
     introspection: OIDCIntrospection | None = Field(
         default=None, description="Introspection of opaque (non-JWT) access tokens; refused when unset."
@@ -1789,6 +1958,10 @@ SESSIONS_REDIS_BOTH_MESSAGE = "spec.sessions.redisSecretRef and spec.sessions.re
 
 SESSIONS_POSTGRES_MESSAGE = "spec.sessions.postgres: required when spec.sessions.store is postgres"
 SESSIONS_POSTGRES_UNUSED_MESSAGE = "spec.sessions.postgres: set only when spec.sessions.store is postgres"
+SESSIONS_TTL_MESSAGE = "spec.sessions.ttl: must be greater than 0s"
+SESSIONS_REDIS_UNUSED_MESSAGE = (
+    "spec.sessions.redisSecretRef, spec.sessions.redis: set only when spec.sessions.store is redis"
+)
 
 
 class PostgresSessions(Model):
@@ -1839,6 +2012,11 @@ class SessionsConfig(Model):
             CelRule("!has(self.redisSecretRef) || !has(self.redis)", SESSIONS_REDIS_BOTH_MESSAGE),
             CelRule("self.store != 'postgres' || has(self.postgres)", SESSIONS_POSTGRES_MESSAGE),
             CelRule("!has(self.postgres) || self.store == 'postgres'", SESSIONS_POSTGRES_UNUSED_MESSAGE),
+            CelRule("duration(self.ttl) > duration('0s')", SESSIONS_TTL_MESSAGE),
+            CelRule(
+                "self.store == 'redis' || (!has(self.redisSecretRef) && !has(self.redis))",
+                SESSIONS_REDIS_UNUSED_MESSAGE,
+            ),
         )
     )
 
@@ -1870,6 +2048,13 @@ class SessionsConfig(Model):
             raise ValueError(SESSIONS_POSTGRES_MESSAGE)
         if self.postgres is not None and self.store != "postgres":
             raise ValueError(SESSIONS_POSTGRES_UNUSED_MESSAGE)
+        if self.store != "redis" and (self.redis_secret_ref is not None or self.redis is not None):
+            # Unused, yet its Secrets would be required and bound: the agent blocked on a missing
+            # Redis Secret while keeping sessions in memory.
+            raise ValueError(SESSIONS_REDIS_UNUSED_MESSAGE)
+        if parse_duration(self.ttl) <= timedelta(0):
+            # Every session would expire as it is written: history silently never kept.
+            raise ValueError(SESSIONS_TTL_MESSAGE)
         return self
 
     def connection(self) -> RedisConnection | None:
@@ -1945,34 +2130,162 @@ class ResponseCacheConfig(Model):
         return self.redis if self.enabled and self.backend == "redis" else None
 
 
+# A Kubernetes resource quantity (apimachinery's regex, without a sign: requests and limits are
+# never negative), written as a string ("500m", "1Gi") or a whole number (2).
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = (
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+)
+_QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9))},
+    **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18))},
+}
+RESOURCES_ORDER_MESSAGE = "spec.deployment.resources: requests must not exceed limits"
+# Kubernetes label and annotation syntax (IsQualifiedName, IsValidLabelValue): checked here so
+# that a typo is refused at apply, not when the Deployment (or ServiceMonitor) is written.
+# [.] rather than an escaped dot: the pattern is quoted into a CEL string as it is.
+QUALIFIED_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+MAX_LABELS = 64
+
+
+def qualified_keys_message(path: str) -> str:
+    """The message of the rule on the keys of the label or annotation map at ``path``."""
+    return f"{path}: keys must be label keys ([prefix/]name: letters, digits, '-', '_', '.', name at most 63)"
+
+
+def qualified_keys(message: str) -> AfterValidator:
+    """Field metadata: every key of the map is a qualified name (twin of :func:`qualified_keys_rule`)."""
+
+    def check(value: dict[str, str]) -> dict[str, str]:
+        if any(not re.match(QUALIFIED_NAME_PATTERN, key) for key in value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def qualified_keys_rule(message: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a label or annotation map: the CEL rule on its keys."""
+    return cel(CelRule(f"self.all(k, k.matches('{QUALIFIED_NAME_PATTERN}'))", message))
+
+
+NODE_SELECTOR_MESSAGE = qualified_keys_message("spec.deployment.nodeSelector")
+POD_ANNOTATIONS_MESSAGE = qualified_keys_message("spec.deployment.podAnnotations")
+POD_LABELS_MESSAGE = qualified_keys_message("spec.deployment.podLabels")
+SERVICE_MONITOR_LABELS_MESSAGE = qualified_keys_message("spec.monitoring.serviceMonitor.labels")
+
+
+def parse_quantity(value: int | str) -> Decimal:
+    """The amount a quantity (already matching QUANTITY_PATTERN) stands for."""
+    text = str(value)
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+        if text.endswith(suffix):
+            return Decimal(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    if text[-1:] in _QUANTITY_SUFFIXES:
+        return Decimal(text[:-1]) * _QUANTITY_SUFFIXES[text[-1]]
+    return Decimal(text)  # plain or with an exponent (1e3)
+
+
+class ResourceRequirements(Model):
+    """Container resources of the runtime (requests and limits), as in a Pod spec."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            CelRule(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+                " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+                RESOURCES_ORDER_MESSAGE,
+            )
+        )
+    )
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None,
+        max_length=16,
+        description="Resources the scheduler reserves, e.g. cpu: 100m, memory: 128Mi.",
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Most the container may use, e.g. memory: 512Mi."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> ResourceRequirements:
+        limits = self.limits or {}
+        for name, request in (self.requests or {}).items():
+            if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
+                raise ValueError(RESOURCES_ORDER_MESSAGE)
+        return self
+
+
+class EnvVar(Model):
+    """One environment variable of the runtime container, as in a Pod spec."""
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME, pattern=r"^[^=]+$", description="Variable name (no '=')."
+    )
+    value: str | None = Field(default=None, description="Value; leave unset with valueFrom.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...), as in a Pod spec.",
+    )
+
+
 class DeploymentOverrides(Model):
     """Pod-level settings of the agent Deployment."""
 
     image: str | None = Field(
-        default=None, max_length=1024, description="Runtime image; defaults to the operator's setting."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\s]+$",
+        description="Runtime image; defaults to the operator's setting.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, description="Image pull policy of the runtime container."
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, max_length=16, description="Secrets for pulling the image."
+        default_factory=list,
+        max_length=16,
+        description="Secrets for pulling the image.",
+        json_schema_extra=list_type_map("name"),
     )
-    resources: dict[str, Any] | None = Field(
+    resources: ResourceRequirements | None = Field(
         default=None, description="Container resources (requests, limits), as in a Pod spec."
     )
-    env: list[dict[str, Any]] = Field(
+    env: list[EnvVar] = Field(
         default_factory=list,
-        description="Extra environment variables of the runtime container, as in a Pod spec.",
+        max_length=128,
+        description="Extra environment variables of the runtime container, as in a Pod spec; names are unique.",
+        json_schema_extra=list_type_map("name"),
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of the pods.")
+    node_selector: Annotated[dict[str, LabelValue], qualified_keys(NODE_SELECTOR_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Node selector of the pods.",
+        json_schema_extra=qualified_keys_rule(NODE_SELECTOR_MESSAGE),
+    )
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations of the pods.")
     affinity: dict[str, Any] | None = Field(
         default=None, description="Affinity of the pods, as in a Pod spec."
     )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra annotations of the pods."
+    pod_annotations: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=65536)]],
+        qualified_keys(POD_ANNOTATIONS_MESSAGE),
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra annotations of the pods.",
+        json_schema_extra=qualified_keys_rule(POD_ANNOTATIONS_MESSAGE),
     )
-    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the pods.")
+    pod_labels: Annotated[dict[str, LabelValue], qualified_keys(POD_LABELS_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra labels of the pods.",
+        json_schema_extra=qualified_keys_rule(POD_LABELS_MESSAGE),
+    )
     service_account_name: str | None = Field(
         default=None,
         max_length=MAX_NAME,
@@ -1980,7 +2293,10 @@ class DeploymentOverrides(Model):
         description="Service account of the pods; the namespace's default when unset.",
     )
     priority_class_name: str | None = Field(
-        default=None, max_length=MAX_NAME, description="Priority class of the pods."
+        default=None,
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Priority class of the pods.",
     )
     agent_class: str | None = Field(
         default=None,
@@ -1988,6 +2304,12 @@ class DeploymentOverrides(Model):
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:Class of a custom agent (an AbstractAgent) inside the image; the built-in chat agent when unset.",
     )
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeploymentOverrides:
+        _check_unique((e.name for e in self.env), "spec.deployment.env")
+        _check_unique((r.name for r in self.image_pull_secrets), "spec.deployment.imagePullSecrets")
+        return self
 
 
 class ServiceConfig(Model):
@@ -2138,8 +2460,11 @@ class ServiceMonitorConfig(Model):
         description="Create a ServiceMonitor (only where the monitoring.coreos.com CRD exists).",
     )
     interval: Duration = Field(default="30s", description="Scrape interval.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels of the ServiceMonitor (for the Prometheus selector)."
+    labels: Annotated[dict[str, LabelValue], qualified_keys(SERVICE_MONITOR_LABELS_MESSAGE)] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Extra labels of the ServiceMonitor (for the Prometheus selector).",
+        json_schema_extra=qualified_keys_rule(SERVICE_MONITOR_LABELS_MESSAGE),
     )
 
 
@@ -2390,6 +2715,9 @@ class GuardrailCheck(Model):
         return next((k for k, v in kinds.items() if v is not None), "moderation")
 
 
+MODERATION_TIMEOUT_MESSAGE = positive_duration_message("spec.guardrails.moderation.timeout")
+
+
 class GuardrailModeration(Model):
     """The moderation service: an OpenAI-compatible ``/moderations`` endpoint of a chain provider."""
 
@@ -2400,7 +2728,11 @@ class GuardrailModeration(Model):
         default=None,
         description="Moderation model, e.g. omni-moderation-latest; the service's default when unset.",
     )
-    timeout: Duration = Field(default="2s", description="Deadline of one moderation call.")
+    timeout: Annotated[Duration, positive_duration(MODERATION_TIMEOUT_MESSAGE)] = Field(
+        default="2s",
+        description="Deadline of one moderation call.",
+        json_schema_extra=positive_duration_rule(MODERATION_TIMEOUT_MESSAGE),
+    )
     on_error: Literal["failOpen", "failClosed"] = Field(
         default="failOpen",
         description="When the call fails or times out: failOpen lets the text through (counted, audited), "
@@ -2490,6 +2822,9 @@ AUDIT_HEC_FIELDS_MESSAGE = (
     "spec.audit.sinks[].http: index, source and sourcetype apply to format splunkHec only"
 )
 MAX_AUDIT_SINKS = 8
+AUDIT_URL_CREDENTIALS_MESSAGE = url_credentials_message("spec.audit.sinks[].http.url")
+AUDIT_SYSLOG_TIMEOUT_MESSAGE = positive_duration_message("spec.audit.sinks[].syslog.timeout")
+AUDIT_HTTP_TIMEOUT_MESSAGE = positive_duration_message("spec.audit.sinks[].http.timeout")
 
 
 class AuditSinkTLS(Model):
@@ -2524,7 +2859,11 @@ class AuditSyslogSink(Model):
         description="Add an SD-ELEMENT [audit@32473 seq event worker] to every message; MSG is the "
         "record's JSON line either way.",
     )
-    timeout: Duration = Field(default="5s", description="Connect and write timeout.")
+    timeout: Annotated[Duration, positive_duration(AUDIT_SYSLOG_TIMEOUT_MESSAGE)] = Field(
+        default="5s",
+        description="Connect and write timeout.",
+        json_schema_extra=positive_duration_rule(AUDIT_SYSLOG_TIMEOUT_MESSAGE),
+    )
 
 
 class AuditHTTPSink(Model):
@@ -2541,11 +2880,12 @@ class AuditHTTPSink(Model):
         )
     )
 
-    url: str = Field(
+    url: Annotated[str, no_url_credentials(AUDIT_URL_CREDENTIALS_MESSAGE)] = Field(
         max_length=2048,
         pattern=HTTP_URL_PATTERN,
         description="URL posted to, e.g. https://splunk:8088 (splunkHec adds /services/collector/event when "
         "the URL has no path).",
+        json_schema_extra=url_credentials_rule(AUDIT_URL_CREDENTIALS_MESSAGE),
     )
     format: AuditSinkFormat = Field(
         default="splunkHec",
@@ -2560,7 +2900,11 @@ class AuditHTTPSink(Model):
     sourcetype: str | None = Field(
         default=None, min_length=1, max_length=256, description="HEC sourcetype; sentient:audit when unset."
     )
-    timeout: Duration = Field(default="5s", description="Deadline of one POST.")
+    timeout: Annotated[Duration, positive_duration(AUDIT_HTTP_TIMEOUT_MESSAGE)] = Field(
+        default="5s",
+        description="Deadline of one POST.",
+        json_schema_extra=positive_duration_rule(AUDIT_HTTP_TIMEOUT_MESSAGE),
+    )
     tls: AuditSinkTLS | None = Field(default=None, description="TLS settings; needs an https:// url.")
 
     @model_validator(mode="after")
@@ -2811,9 +3155,6 @@ class ObjectMeta(BaseModel):
     namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL_PATTERN)
 
 
-# A provider's name becomes a label value (sentient.dev/provider=<name>) of its Secret,
-# and label values stop at 63 characters.
-PROVIDER_NAME_MAX = 63
 PROVIDER_NAME_MESSAGE = "metadata.name: at most 63 characters (it is a label value of the provider's Secret)"
 
 
@@ -2880,6 +3221,19 @@ RESOURCE_CLASSES: dict[str, type[_Resource]] = {
 }
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validate_wire(cls: type[_M], obj: dict[str, Any]) -> _M:
+    """``obj`` (a dict from YAML) validated as the apiserver types it: as JSON, strictly.
+
+    Pydantic's lax mode would take ``"60"`` for an integer or ``"yes"`` for a boolean, which the
+    apiserver refuses; offline validation must not pass a file that ``kubectl apply`` rejects.
+    (Strict JSON still reads enum values from strings. ``default=str``: YAML's own timestamps.)
+    """
+    return cls.model_validate_json(json.dumps(obj, default=str), strict=True)
+
+
 def parse_resource(obj: dict[str, Any]) -> LLMProvider | RateLimitPolicy | SentientAgent:
     """Validate one ``sentient.dev`` object (a dict from YAML) as the kind it declares.
 
@@ -2893,6 +3247,6 @@ def parse_resource(obj: dict[str, Any]) -> LLMProvider | RateLimitPolicy | Senti
         raise ValueError(
             f"kind: expected one of {', '.join(sorted(RESOURCE_CLASSES))}, got {obj.get('kind')!r}"
         )
-    resource = cls.model_validate(obj)
+    resource = validate_wire(cls, obj)
     assert isinstance(resource, LLMProvider | RateLimitPolicy | SentientAgent)
     return resource

@@ -193,7 +193,7 @@ def deployment(inputs: AgentInputs, rendered: tuple[str, str] | None = None) -> 
     env: list[dict[str, Any]] = [
         {"name": "SENTIENT_CONFIG", "value": f"{CONFIG_MOUNT}/{CONFIG_FILE_KEY}"},
         {"name": "SENTIENT_CREDENTIALS_DIR", "value": CREDENTIALS_MOUNT},
-        *overrides.env,
+        *(var.to_wire() for var in overrides.env),
     ]
     container: dict[str, Any] = {
         "name": "agent",
@@ -217,7 +217,9 @@ def deployment(inputs: AgentInputs, rendered: tuple[str, str] | None = None) -> 
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
         "resources": (
-            overrides.resources if overrides.resources is not None else default_resources(spec.server.workers)
+            overrides.resources.to_wire()
+            if overrides.resources is not None
+            else default_resources(spec.server.workers)
         ),
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -71,7 +71,7 @@ def validate_document(doc: Document, file: str, *, placeholders: bool = True) ->
         problems.append(Problem(file, doc.start_line, "spec", "required"))
         return problems
     try:
-        RESOURCE_MODELS[str(kind)].model_validate(data)
+        v1alpha1.validate_wire(RESOURCE_MODELS[str(kind)], data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc: tuple[str | int, ...] = tuple(err["loc"])

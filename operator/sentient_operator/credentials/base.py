@@ -134,6 +134,22 @@ def read_secret_key(reader: SecretReader, namespace: str, name: str, key: str, w
     return text
 
 
+def read_token_key(reader: SecretReader, namespace: str, name: str, key: str, what: str) -> str:
+    """:func:`read_secret_key` for a token sent as an HTTP header (a Vault token): printable ASCII
+    without spaces, else :class:`Malformed`.
+
+    Without this check the HTTP client refuses the header itself, with an error that quotes the
+    value and that would read as an unreachable store.
+    """
+    text = read_secret_key(reader, namespace, name, key, what)
+    if not all("\x21" <= ch <= "\x7e" for ch in text):
+        raise Malformed(
+            f"{what}: key {key!r} of Secret {namespace}/{name} is not a token "
+            "(it holds spaces, line breaks, control or non-ASCII characters)"
+        )
+    return text
+
+
 class CredentialSource(abc.ABC):
     """One configured place a credential is read from.
 

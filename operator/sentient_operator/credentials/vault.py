@@ -36,6 +36,7 @@ from .base import (
     Throttled,
     clean_value,
     read_secret_key,
+    read_token_key,
 )
 from .service_account import JwtProvider
 
@@ -202,7 +203,7 @@ class VaultCredentialSource(CredentialSource):
         auth = self.spec.auth
         if auth.token is not None:
             ref = auth.token.secret_ref
-            client.token = read_secret_key(self._reader, self.namespace, ref.name, ref.key, "Vault token")
+            client.token = read_token_key(self._reader, self.namespace, ref.name, ref.key, "Vault token")
             return
         if not self._logged_in:
             self._login(client)

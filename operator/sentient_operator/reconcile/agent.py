@@ -41,6 +41,7 @@ from sentient_operator.reconcile.agent_status import (
     KIND,
     ReadyGauges,
     StatusHold,
+    apply_error_message,
     deployment_state,
     hold_reason,
     invalid_spec_message,
@@ -53,6 +54,7 @@ from sentient_operator.reconcile.children import ChildApplier
 from sentient_operator.reconcile.controller import Controller, RefKey
 from sentient_operator.reconcile.own_writes import OwnWrites
 from sentient_operator.references import (
+    CONFIG_RESOLVED,
     CREDENTIALS_READY,
     PROVIDERS_RESOLVED,
     Problem,
@@ -309,8 +311,9 @@ class AgentReconciler:
             for api_version, kind in unwanted:
                 await self.children.remove_unwanted(inputs.namespace, inputs.name, api_version, kind)
         except kube.KubeError as exc:
-            # Secret apply errors may quote content; report the status code and reason only.
-            applied.apply_error = f"apply failed: {exc.status} {exc.reason}"
+            # Secret apply errors may quote content; report the status code and reason, and the
+            # paths of the refused fields (a bad toleration, label or env var of spec.deployment).
+            applied.apply_error = apply_error_message(exc)
             if exc.forbidden:
                 applied.apply_error += " (the operator's RBAC does not allow it)"
         return applied
@@ -407,6 +410,9 @@ class AgentReconciler:
         updates = [
             problem_condition(PROVIDERS_RESOLVED, problems, "Resolved", generation),
             problem_condition(CREDENTIALS_READY, problems, "Bound", generation),
+            # Policy, prompt ConfigMap, sessions: a condition of their own, so that a missing one
+            # is a Warning Event like a missing provider, also on an agent that was never Ready.
+            problem_condition(CONFIG_RESOLVED, problems, "Resolved", generation),
         ]
         if resolution.inputs is not None and (
             spec.rotation.validate_before_rollout

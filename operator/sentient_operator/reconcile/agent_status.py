@@ -169,6 +169,15 @@ def problem_condition(type_: str, problems: list[Problem], ok_reason: str, gener
     return make_condition(type_, False, mine[0].reason, "; ".join(p.message for p in mine)[:1000], generation)
 
 
+def apply_error_message(exc: kube.KubeError) -> str:
+    """``apply failed: 422 Invalid: Deployment fields spec.template...`` (field paths, never values)."""
+    text = f"apply failed: {exc.status} {exc.reason}"
+    if exc.fields:
+        fields = ", ".join(exc.fields[:5]) + (", ..." if len(exc.fields) > 5 else "")
+        text += f": {exc.kind or 'child'} field{'s' if len(exc.fields) > 1 else ''} {fields}"
+    return text
+
+
 def invalid_spec_message(errors: list[Any]) -> str:
     """``invalid fields: ...`` from pydantic errors (their messages name the rule, never the input)."""
     fields = "; ".join(

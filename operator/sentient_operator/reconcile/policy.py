@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec, redis_secret_names
-from sentient_operator.conditions import make_condition, merge_conditions, status_unchanged
+from sentient_operator.conditions import find_condition, make_condition, merge_conditions, status_unchanged
 from sentient_operator.reconcile.agent_status import invalid_spec_message
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.controller import Controller, RefKey
@@ -43,20 +43,43 @@ def policy_status(cache: ClusterCache, body: dict[str, Any]) -> dict[str, Any]:
         if spec.backend.type == "redis" and redis is not None:
             for ref in redis.secret_refs():
                 secret = cache.secret(namespace, ref.name)
-                if secret is None or ref.key not in secret:
-                    cond = make_condition(
-                        "Ready",
-                        False,
+                if secret is None:
+                    reason, message = (
                         "SecretNotFound",
                         f"Redis Secret {namespace}/{ref.name} (key {ref.key}) not found",
-                        generation,
                     )
-                    break
+                elif ref.key not in secret:
+                    # The agents' reason for the same fault (references.py): one word to search for.
+                    reason, message = (
+                        "SecretKeyNotFound",
+                        f"Redis Secret {namespace}/{ref.name} has no key {ref.key}",
+                    )
+                else:
+                    continue
+                cond = make_condition("Ready", False, reason, message, generation)
+                break
     return {
         "observedGeneration": generation,
         "conditions": merge_conditions(old, [cond]),
         "agents": cache.agents_using_policy(namespace, name),
     }
+
+
+def policy_events(old: list[dict[str, Any]] | None, new: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(reason, message, type) of the Events a change of the policy's Ready condition calls for:
+    a Warning for each new False reason, ``Ready`` once it is True again; nothing on repeats or
+    on a first Ready (a new, healthy policy is no news)."""
+    before = find_condition(old, "Ready")
+    now = find_condition(new, "Ready")
+    if now is None or (
+        before is not None and (before.get("status"), before.get("reason")) == (now["status"], now["reason"])
+    ):
+        return []
+    if now["status"] == "False":
+        return [(str(now["reason"]), str(now.get("message") or ""), "Warning")]
+    if before is not None and before.get("status") == "False":
+        return [("Ready", "the policy is usable again", "Normal")]
+    return []
 
 
 class PolicyReconciler:
@@ -107,6 +130,9 @@ class PolicyReconciler:
             live = await kube.patch_status(API_VERSION, KIND, name, namespace, status)
             metrics.WRITES.labels("patch-status", KIND).inc()
             self._written.record(namespace, name, live)
+            for reason, message, type_ in policy_events(old.get("conditions"), status["conditions"]):
+                if await kube.emit_event(body, reason, message, type_=type_):
+                    metrics.WRITES.labels("create", "Event").inc()
         metrics.RECONCILES.labels(KIND, "ok").inc()
         metrics.RECONCILE_DURATION.labels(KIND).observe(time.monotonic() - started)
         return None
