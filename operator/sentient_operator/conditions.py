@@ -7,7 +7,7 @@ transitions only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -75,3 +75,30 @@ def status_unchanged(
     """Whether writing ``new`` (a partial status) over ``old`` would change nothing, fields in
     ``ignore`` aside."""
     return all(old.get(k) == v for k, v in new.items() if k not in ignore)
+
+
+def first_few(items: Sequence[str], limit: int = 5) -> str:
+    """``items`` joined by commas, at most ``limit`` of them, then ``...`` when there are more:
+    a condition message stays short however many fields an object got wrong."""
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def spec_path(loc: Iterable[str | int]) -> str:
+    """The wire path of a validation error's location in a spec: ``spec.deployment.env[0].name``."""
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def invalid_spec_message(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> str:
+    """``invalid fields: spec.x: <rule>; ...`` from a spec's pydantic errors, each field once.
+
+    Pydantic's messages name the rule, never the input (the input travels apart, in the error's
+    ``input``, which is left out): a credential written into a wrong field is not repeated here.
+    """
+    found: dict[str, str] = {}
+    for err in errors:
+        found.setdefault(spec_path(err["loc"]), str(err["msg"]))
+    fields = [f"{path}: {msg}" for path, msg in found.items()]
+    return "invalid fields: " + "; ".join(fields[:limit]) + ("; ..." if len(fields) > limit else "")

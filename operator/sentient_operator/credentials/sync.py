@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.v1alpha1 import CredentialsSource, LLMProviderSpec, duration_seconds
-from ..conditions import make_condition, now_rfc3339
+from ..conditions import invalid_spec_message, make_condition, now_rfc3339
 from .base import (
     CREDENTIALS_SYNCED,
     REASON_SYNCED,
@@ -308,18 +308,6 @@ ApplyFn = Callable[[Mapping[str, Any]], Awaitable[Any]]
 GetSecretFn = Callable[[str, str], Awaitable["Mapping[str, Any] | None"]]
 
 
-def invalid_fields(exc: ValidationError, limit: int = 5) -> str:
-    """The wire paths of a spec's validation errors (``spec.retry.maxAttempts``), never their texts."""
-    paths: list[str] = []
-    for err in exc.errors():
-        path = "spec"
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        if path not in paths:
-            paths.append(path)
-    return ", ".join(paths[:limit]) + (", ..." if len(paths) > limit else "")
-
-
 class ProviderSyncer:
     """Fetches a provider's credential and writes its provider Secret.
 
@@ -362,10 +350,10 @@ class ProviderSyncer:
             spec = LLMProviderSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             # Admission (CEL) catches this unless the object was stored before a rule was added.
-            # The errors' texts can echo input: name the fields only.
             return self._failed(
                 InvalidSpec(
-                    f"spec does not validate against the LLMProvider schema: fields {invalid_fields(exc)}"
+                    "spec does not validate against the LLMProvider schema: "
+                    + invalid_spec_message(exc.errors())
                 ),
                 generation,
                 existing_status,

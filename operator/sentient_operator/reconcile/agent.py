@@ -34,7 +34,12 @@ from sentient_operator.build import (
 from sentient_operator.build.children import credentials_data, desired_replicas
 from sentient_operator.build.common import provider_secret_name
 from sentient_operator.build.inputs import AgentInputs
-from sentient_operator.conditions import find_condition, make_condition, merge_conditions
+from sentient_operator.conditions import (
+    find_condition,
+    invalid_spec_message,
+    make_condition,
+    merge_conditions,
+)
 from sentient_operator.credentials.fingerprint import fingerprint_data
 from sentient_operator.credentials.validate import CREDENTIALS_VALID, validate_key
 from sentient_operator.reconcile.agent_status import (
@@ -44,7 +49,6 @@ from sentient_operator.reconcile.agent_status import (
     apply_error_message,
     deployment_state,
     hold_reason,
-    invalid_spec_message,
     problem_condition,
     transition_events,
     write_status,

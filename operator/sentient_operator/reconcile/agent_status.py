@@ -9,7 +9,12 @@ from typing import Any
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION
-from sentient_operator.conditions import find_condition, make_condition, status_unchanged
+from sentient_operator.conditions import (
+    find_condition,
+    first_few,
+    make_condition,
+    status_unchanged,
+)
 from sentient_operator.credentials.validate import CREDENTIALS_VALID
 from sentient_operator.references import (
     CONFIG_RESOLVED,
@@ -173,17 +178,9 @@ def apply_error_message(exc: kube.KubeError) -> str:
     """``apply failed: 422 Invalid: Deployment fields spec.template...`` (field paths, never values)."""
     text = f"apply failed: {exc.status} {exc.reason}"
     if exc.fields:
-        fields = ", ".join(exc.fields[:5]) + (", ..." if len(exc.fields) > 5 else "")
-        text += f": {exc.kind or 'child'} field{'s' if len(exc.fields) > 1 else ''} {fields}"
+        plural = "s" if len(exc.fields) > 1 else ""
+        text += f": {exc.kind or 'child'} field{plural} {first_few(exc.fields)}"
     return text
-
-
-def invalid_spec_message(errors: list[Any]) -> str:
-    """``invalid fields: ...`` from pydantic errors (their messages name the rule, never the input)."""
-    fields = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in errors[:5]
-    )
-    return f"invalid fields: {fields}"
 
 
 async def write_status(body: dict[str, Any], status: dict[str, Any]) -> str | None:

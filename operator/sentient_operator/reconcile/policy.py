@@ -10,8 +10,13 @@ from pydantic import ValidationError
 
 from sentient_operator import kube, metrics
 from sentient_operator.api.v1alpha1 import GROUP, VERSION, RateLimitPolicySpec, redis_secret_names
-from sentient_operator.conditions import find_condition, make_condition, merge_conditions, status_unchanged
-from sentient_operator.reconcile.agent_status import invalid_spec_message
+from sentient_operator.conditions import (
+    find_condition,
+    invalid_spec_message,
+    make_condition,
+    merge_conditions,
+    status_unchanged,
+)
 from sentient_operator.reconcile.cache import ClusterCache
 from sentient_operator.reconcile.controller import Controller, RefKey
 from sentient_operator.reconcile.own_writes import OwnWrites
