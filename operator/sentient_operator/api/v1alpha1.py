@@ -89,8 +89,8 @@ HostPort = Annotated[str, StringConstraints(pattern=HOST_PORT_PATTERN, min_lengt
 # A URL with user:password@ would put a credential where only configuration belongs (the
 # rendered ConfigMap, messages, logs); the credential fields take Secret references instead.
 # The CEL message names the field and, unlike a pattern's, never echoes the value back.
-_URL_CREDENTIALS_CEL = "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
-_URL_CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@")
+URL_CREDENTIALS_PATTERN = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@"
+_URL_CREDENTIALS = re.compile(URL_CREDENTIALS_PATTERN)
 
 
 def url_credentials_message(path: str) -> str:
@@ -111,7 +111,7 @@ def no_url_credentials(message: str) -> AfterValidator:
 
 def url_credentials_rule(message: str) -> dict[str, Any]:
     """``json_schema_extra`` of a URL field: the CEL twin of :func:`no_url_credentials`."""
-    return cel(CelRule(_URL_CREDENTIALS_CEL, message))
+    return cel(CelRule(f"!self.matches('{URL_CREDENTIALS_PATTERN}')", message))
 
 
 def positive_duration_message(path: str) -> str:
@@ -2136,8 +2136,9 @@ QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|(
 Quantity = (
     Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 )
+_BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _QUANTITY_SUFFIXES = {
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(_BINARY_SUFFIXES)},
     **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9))},
     **{s: Decimal(10) ** e for s, e in (("T", 12), ("P", 15), ("E", 18))},
 }
@@ -2181,7 +2182,7 @@ SERVICE_MONITOR_LABELS_MESSAGE = qualified_keys_message("spec.monitoring.service
 def parse_quantity(value: int | str) -> Decimal:
     """The amount a quantity (already matching QUANTITY_PATTERN) stands for."""
     text = str(value)
-    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"):
+    for suffix in _BINARY_SUFFIXES:
         if text.endswith(suffix):
             return Decimal(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
     if text[-1:] in _QUANTITY_SUFFIXES:
