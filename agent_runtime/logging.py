@@ -57,6 +57,10 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Message templates a RepeatFilter tracks at most (uvicorn has a handful).
+_MAX_TEMPLATES = 64
+
+
 class RepeatFilter(logging.Filter):
     """Lets one record per message template through per ``interval`` seconds; counts the rest.
 
@@ -88,10 +92,6 @@ class RepeatFilter(logging.Filter):
         if seen is not None and seen[1]:
             record.suppressed = seen[1]
         return True
-
-
-# Message templates a RepeatFilter tracks at most (uvicorn has a handful).
-_MAX_TEMPLATES = 64
 
 
 def setup_logging(level: str | None = None) -> None:
